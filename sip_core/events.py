@@ -1,0 +1,109 @@
+"""The events the PBX publishes, and the small bus that delivers them.
+
+Home Assistant (and the standalone runner's log) subscribe through `Pbx.subscribe`, which is
+an `EventBus`. Events are frozen dataclasses so that a subscriber can keep them and hand them to
+another thread without copying. `PbxEvent` is the union of every event type: a subscriber narrows
+it with `isinstance` or `match`. Call and handoff events will join the union later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .registrar import Binding
+
+__all__ = ["EventBus", "PbxEvent", "RegistrationChanged", "RegistrationReason"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class RegistrationReason(StrEnum):
+    """Why a device's bindings changed."""
+
+    REGISTERED = (
+        "registered"  # at least one new contact (or a contact re-registered after a restart)
+    )
+    REFRESHED = "refreshed"  # the same contacts, registered again before they expired
+    UNREGISTERED = "unregistered"  # removed by the device (expires=0 or Contact: *)
+    EXPIRED = "expired"  # not refreshed in time
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationChanged:
+    """A device's set of registered contacts changed.
+
+    ``bindings`` is the device's complete set after the change (empty: the device is offline);
+    ``changed`` are the bindings the change is about: added or refreshed ones for REGISTERED and
+    REFRESHED, removed ones for UNREGISTERED and EXPIRED.
+    """
+
+    username: str
+    bindings: tuple[Binding, ...]
+    reason: RegistrationReason
+    changed: tuple[Binding, ...] = ()
+
+    @property
+    def online(self) -> bool:
+        return bool(self.bindings)
+
+
+#: Every event the PBX publishes; grows into a union (``RegistrationChanged | CallChanged | ...``).
+PbxEvent = RegistrationChanged
+
+Subscriber = Callable[[PbxEvent], None]
+
+
+class EventBus:
+    """Synchronous publish/subscribe: `publish` calls every subscriber in subscription order.
+
+    A subscriber that raises is logged and the others still get the event: one broken automation
+    must not stop the registrar. Subscribing or unsubscribing from inside a callback is allowed and
+    takes effect from the next event.
+    """
+
+    __slots__ = ("_subscribers",)
+
+    def __init__(self) -> None:
+        self._subscribers: tuple[_Subscription, ...] = ()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Add ``callback``; the returned function removes it (calling it again does nothing)."""
+        entry = _Subscription(callback)  # its own identity, even if one callback subscribes twice
+        self._subscribers = (*self._subscribers, entry)
+
+        def unsubscribe() -> None:
+            self._subscribers = tuple(s for s in self._subscribers if s is not entry)
+
+        return unsubscribe
+
+    def publish(self, event: PbxEvent) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                _LOGGER.exception(
+                    "Event subscriber %r failed on %s", subscriber, type(event).__name__
+                )
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+
+class _Subscription:
+    """One subscription: a callable wrapper with its own identity."""
+
+    __slots__ = ("_callback",)
+
+    def __init__(self, callback: Subscriber) -> None:
+        self._callback = callback
+
+    def __call__(self, event: PbxEvent) -> None:
+        self._callback(event)
+
+    def __repr__(self) -> str:
+        return repr(self._callback)
