@@ -1,0 +1,674 @@
+"""The PBX's configuration: frozen dataclasses, and the one loader that checks and builds them.
+
+The same rules apply whether the configuration comes from a YAML file (the runner,
+:func:`load_config`, :func:`parse_config`) or from Home Assistant (:func:`config_from_mapping`):
+both go through :func:`config_from_mapping`'s checks, so the integration cannot accept a household
+that the runner would refuse. From a file, each error also names the line.
+
+Schema (``pbx.example.yaml`` at the repository root documents every key)::
+
+    sip: {listen: 0.0.0.0, port: 5060, domain: home.arpa}
+    rtp: {ports: 40000-40999}
+    users:
+      - name: alice
+        extension: "200"
+        devices:
+          - {username: "201", password: "...", label: Office Desk Phone, type: desk,
+             priority: 0, digest: [MD5, SHA-256]}
+    registrar: {min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 5}
+    auth: {nonce_lifetime: 300}
+    calls: {no_answer_timeout: 30}
+    flip: {code: "*0", timeout: 30}
+    log_level: info
+
+Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
+Everything else has the default shown. A key that is present but empty counts as absent, except
+for ``flip.code`` (an unquoted ``#1`` is a comment, so an empty code is almost surely that).
+Unknown keys are errors: a misspelt ``pasword`` must not silently leave a device without one.
+
+The dataclasses themselves do not check anything, so that tests can build unusual ones (port 0 to
+let the system pick, say); the loader is where the rules live.
+"""
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from os import PathLike
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from . import yaml_subset
+from .digest import DigestAlgorithm
+
+__all__ = [
+    "AuthSettings",
+    "CallSettings",
+    "ConfigError",
+    "Device",
+    "DeviceType",
+    "DigestAlgorithm",
+    "FlipSettings",
+    "PbxConfig",
+    "RegistrarSettings",
+    "RtpSettings",
+    "SipSettings",
+    "User",
+    "config_from_mapping",
+    "format_path",
+    "load_config",
+    "parse_config",
+]
+
+type KeyPath = tuple[str | int, ...]
+
+#: Many phones read only the first WWW-Authenticate challenge, and most of those know only MD5,
+#: so MD5 comes first unless a device's configuration says otherwise.
+DEFAULT_DIGEST: Final = (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
+MIN_PASSWORD_LENGTH: Final = 8
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+REDACTED: Final = "**REDACTED**"
+
+
+class DeviceType(StrEnum):
+    """What kind of device a phone is; the flip logic and Home Assistant use it to pick targets."""
+
+    DESK = "desk"
+    MOBILE = "mobile"
+    SOFTPHONE = "softphone"
+    HOME = "home"
+    CONFERENCE = "conference"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why.
+
+    ``str(error)`` reads ``[source: ]path: reason[ (line N)]``, for example
+    ``pbx.yaml: users[0].devices[1].password: required (line 12)``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        key_path: Sequence[str | int] = (),
+        line: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.key_path: KeyPath = tuple(key_path)
+        self.line = line
+        self.source = source
+        super().__init__(self.__str__())
+
+    @property
+    def path(self) -> str:
+        """The key path as written in messages, e.g. ``users[0].devices[1].password``."""
+        return format_path(self.key_path)
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.reason}" if self.key_path else self.reason
+        if self.line is not None:
+            text = f"{text} (line {self.line})"
+        return f"{self.source}: {text}" if self.source else text
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """Write a key path the way a person reads it: ``users[0].devices[1].password``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part, ensure_ascii=False)}]"
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SipSettings:
+    """Where the PBX listens (UDP and TCP on one port) and the domain its users belong to."""
+
+    listen: str = "0.0.0.0"
+    port: int = 5060
+    domain: str = "home.arpa"
+
+
+@dataclass(frozen=True, slots=True)
+class RtpSettings:
+    """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd."""
+
+    port_min: int = 40000
+    port_max: int = 40999
+
+    @property
+    def pair_count(self) -> int:
+        """How many RTP/RTCP pairs fit in the range (each relayed call leg needs one)."""
+        return (self.port_max - self.port_min + 1) // 2
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One SIP account a phone registers with.
+
+    ``priority``: smaller numbers are preferred when the PBX picks a device (0 first, ties in
+    file order). ``digest``: the algorithms it is challenged with, in the order offered.
+    """
+
+    username: str
+    password: str
+    label: str
+    type: DeviceType = DeviceType.DESK
+    priority: int = 0
+    digest: tuple[DigestAlgorithm, ...] = DEFAULT_DIGEST
+
+    def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
+        """The device in the configuration schema (``redact`` hides the password)."""
+        return {
+            "username": self.username,
+            "password": REDACTED if redact else self.password,
+            "label": self.label,
+            "type": self.type.value,
+            "priority": self.priority,
+            "digest": [algorithm.value for algorithm in self.digest],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A person: reachable on ``extension``, which rings their devices."""
+
+    name: str
+    extension: str
+    devices: tuple[Device, ...] = ()
+
+    def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
+        """The user in the configuration schema."""
+        return {
+            "name": self.name,
+            "extension": self.extension,
+            "devices": [device.to_mapping(redact=redact) for device in self.devices],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrarSettings:
+    """Registration lifetimes in seconds, and how many contacts one device may register."""
+
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_contacts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """How long a digest nonce stays valid, in seconds."""
+
+    nonce_lifetime: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    """How long a call rings before it is given up, in seconds."""
+
+    no_answer_timeout: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class FlipSettings:
+    """The in-call code that moves a call to another of the user's devices; how long that rings."""
+
+    code: str = "*0"
+    timeout: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class PbxConfig:
+    """The whole configuration. Build it with :func:`config_from_mapping` or :func:`load_config`.
+
+    ``log_level`` is one of :data:`LOG_LEVELS`, lower case.
+    """
+
+    sip: SipSettings = field(default_factory=SipSettings)
+    rtp: RtpSettings = field(default_factory=RtpSettings)
+    users: tuple[User, ...] = ()
+    registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    calls: CallSettings = field(default_factory=CallSettings)
+    flip: FlipSettings = field(default_factory=FlipSettings)
+    log_level: str = "info"
+    _by_username: dict[str, tuple[User, Device]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+    _by_extension: dict[str, User] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Lookups happen on every REGISTER and INVITE: index once. The first entry wins if a
+        # hand-built config has duplicates (the loader refuses them).
+        by_username: dict[str, tuple[User, Device]] = {}
+        by_extension: dict[str, User] = {}
+        for user in self.users:
+            by_extension.setdefault(user.extension, user)
+            for device in user.devices:
+                by_username.setdefault(device.username, (user, device))
+        object.__setattr__(self, "_by_username", by_username)
+        object.__setattr__(self, "_by_extension", by_extension)
+
+    def device(self, username: str) -> Device | None:
+        """The device with this SIP username (compared exactly, as SIP compares user parts)."""
+        found = self._by_username.get(username)
+        return found[1] if found else None
+
+    def user_for_device(self, username: str) -> User | None:
+        """The user who owns the device with this SIP username."""
+        found = self._by_username.get(username)
+        return found[0] if found else None
+
+    def user_by_extension(self, extension: str) -> User | None:
+        """The user reachable on this extension."""
+        return self._by_extension.get(extension)
+
+    def devices(self) -> Iterator[tuple[User, Device]]:
+        """Every device with its owner, in file order."""
+        for user in self.users:
+            for device in user.devices:
+                yield user, device
+
+    def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
+        """The configuration as plain data in the file's schema, every key written out.
+
+        ``config_from_mapping(config.to_mapping()) == config``; ``redact`` hides passwords (for
+        diagnostics and logs; the result then no longer loads as the same configuration).
+        """
+        return {
+            "sip": {"listen": self.sip.listen, "port": self.sip.port, "domain": self.sip.domain},
+            "rtp": {"ports": f"{self.rtp.port_min}-{self.rtp.port_max}"},
+            "users": [user.to_mapping(redact=redact) for user in self.users],
+            "registrar": {
+                "min_expires": self.registrar.min_expires,
+                "max_expires": self.registrar.max_expires,
+                "default_expires": self.registrar.default_expires,
+                "max_contacts": self.registrar.max_contacts,
+            },
+            "auth": {"nonce_lifetime": self.auth.nonce_lifetime},
+            "calls": {"no_answer_timeout": self.calls.no_answer_timeout},
+            "flip": {"code": self.flip.code, "timeout": self.flip.timeout},
+            "log_level": self.log_level,
+        }
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_config(path: str | PathLike[str]) -> PbxConfig:
+    """Read and check a YAML configuration file; every problem is a :class:`ConfigError`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=source) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a file", source=source) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"not UTF-8 text (bad byte at offset {err.start})", source=source
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror or err}", source=source) from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source_name: str = "<config>") -> PbxConfig:
+    """Parse and check configuration text; errors name ``source_name``, the key path and line."""
+    try:
+        root = yaml_subset.parse(text, source_name)
+    except yaml_subset.YamlError as err:
+        raise ConfigError(err.message, line=err.line, source=source_name) from None
+    if isinstance(root, yaml_subset.ScalarNode) and root.value is None:
+        raise ConfigError("the configuration is empty", source=source_name)
+    lines = yaml_subset.line_map(root)
+    try:
+        return config_from_mapping(yaml_subset.to_python(root))
+    except ConfigError as err:
+        raise ConfigError(
+            err.reason,
+            key_path=err.key_path,
+            line=_line_for(lines, err.key_path),
+            source=source_name,
+        ) from None
+
+
+def _line_for(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
+    """The line of ``path``, or of its nearest written parent (a missing key's mapping)."""
+    while path not in lines and path:
+        path = path[:-1]
+    return lines.get(path)
+
+
+def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
+    """Check plain configuration data (the file's schema) and build the configuration.
+
+    Errors name the key path; this is the entry point Home Assistant uses.
+    """
+    root = _section(data, (), _TOP_KEYS, what="the configuration")
+    sip = _sip(root.get("sip"))
+    rtp = _rtp(root.get("rtp"), sip)
+    users = _users(root.get("users"))
+    registrar = _registrar(root.get("registrar"))
+    auth_data = _section(root.get("auth"), ("auth",), ("nonce_lifetime",))
+    auth = AuthSettings(_int(auth_data, "nonce_lifetime", ("auth",), 300, (10, 86400)))
+    calls_data = _section(root.get("calls"), ("calls",), ("no_answer_timeout",))
+    calls = CallSettings(_int(calls_data, "no_answer_timeout", ("calls",), 30, (1, 3600)))
+    flip = _flip(root.get("flip"), users)
+    log_level = _log_level(root.get("log_level"))
+    return PbxConfig(sip, rtp, users, registrar, auth, calls, flip, log_level)
+
+
+_TOP_KEYS: Final = ("sip", "rtp", "users", "registrar", "auth", "calls", "flip", "log_level")
+_USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_PORT_RANGE: Final = re.compile(r"\s*([0-9]{1,6})\s*-\s*([0-9]{1,6})\s*")
+_FLIP_CODE: Final = re.compile(r"[0-9*#]{1,8}")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MAX_NAME: Final = 64
+
+
+def _fail(path: KeyPath, reason: str) -> NoReturn:
+    raise ConfigError(reason, key_path=path)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _section(
+    data: Any, path: KeyPath, keys: Sequence[str], *, what: str = "", required: bool = False
+) -> Mapping[str, Any]:
+    """A mapping with only the known keys; an absent or empty section is an empty mapping."""
+    if data is None and not required:
+        return {}
+    if not isinstance(data, Mapping):
+        _fail(path, f"{what} must be a mapping (key: value), not {_describe(data)}".strip())
+    for key in data:
+        if not isinstance(key, str):
+            _fail(path, f"keys must be text, not {_describe(key)}")
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(keys)}"
+            _fail((*path, key), f"unknown key; {hint}")
+    return data
+
+
+def _list(data: Any, path: KeyPath, what: str) -> Sequence[Any]:
+    if data is None:
+        return ()
+    if not isinstance(data, list | tuple):
+        _fail(path, f"must be a list of {what}, not {_describe(data)}")
+    return data
+
+
+def _int(
+    section: Mapping[str, Any], key: str, path: KeyPath, default: int, bounds: tuple[int, int]
+) -> int:
+    lowest, highest = bounds
+    value = section.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        hint = " (remove the quotes)" if isinstance(value, str) and value.strip().isdigit() else ""
+        _fail((*path, key), f"must be a whole number, not {_describe(value)}{hint}")
+    if not lowest <= value <= highest:
+        _fail((*path, key), f"must be between {lowest} and {highest}, not {value}")
+    return value
+
+
+def _text(
+    section: Mapping[str, Any],
+    key: str,
+    path: KeyPath,
+    *,
+    default: str | None = None,
+    numbers: bool = False,
+) -> str:
+    """A text value; ``numbers``: an unquoted number counts as its digits (extensions, PINs)."""
+    value = section.get(key)
+    if value is None:
+        if default is None:
+            _fail((*path, key), "required")
+        return default
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        _fail((*path, key), f"must be text, not {_describe(value)} (quote it)")
+    if not value:
+        _fail((*path, key), "must not be empty")
+    return value
+
+
+def _name(value: str, path: KeyPath) -> str:
+    """A human name or label: trimmed, printable, not too long."""
+    trimmed = value.strip()
+    if not trimmed:
+        _fail(path, "must not be blank")
+    if _CONTROL.search(trimmed):
+        _fail(path, "must not contain control characters")
+    if len(trimmed) > _MAX_NAME:
+        _fail(path, f"must be at most {_MAX_NAME} characters")
+    return trimmed
+
+
+def _user_part(value: str, path: KeyPath) -> str:
+    if not _USER_PART.fullmatch(value):
+        _fail(
+            path,
+            f"{value!r} is not a valid SIP user name: use 1 to 64 letters, digits, '.', '_' or '-'",
+        )
+    return value
+
+
+def _sip(data: Any) -> SipSettings:
+    path: KeyPath = ("sip",)
+    section = _section(data, path, ("listen", "port", "domain"))
+    return SipSettings(
+        listen=_listen(_text(section, "listen", path, default="0.0.0.0"), (*path, "listen")),
+        port=_int(section, "port", path, 5060, (1, 65535)),
+        domain=_domain(_text(section, "domain", path, default="home.arpa"), (*path, "domain")),
+    )
+
+
+def _listen(value: str, path: KeyPath) -> str:
+    if value.lower() == "localhost":
+        return "localhost"
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if value.startswith("[") and value.endswith("]"):
+        _fail(path, f"write the IPv6 address without brackets: {value[1:-1]}")
+    _fail(
+        path,
+        f"must be an IP address (such as 0.0.0.0, 127.0.0.1 or ::) or localhost, not {value!r}",
+    )
+
+
+def _domain(value: str, path: KeyPath) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    name = value.lower().removesuffix(".")
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        _fail(path, f"must be a domain name (such as home.arpa) or an IP address, not {value!r}")
+    return name
+
+
+def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
+    path: KeyPath = ("rtp", "ports")
+    section = _section(data, ("rtp",), ("ports",))
+    value = section.get("ports")
+    if value is None:
+        return RtpSettings()
+    match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
+    low, high = int(match.group(1)), int(match.group(2))
+    if not (1024 <= low <= 65535 and 1024 <= high <= 65535):
+        _fail(path, f"ports must be between 1024 and 65535 (got {low}-{high})")
+    if low >= high:
+        _fail(
+            path, f"the first port must be below the last, for at least one pair (got {low}-{high})"
+        )
+    if low % 2:
+        _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
+    if low <= sip.port <= high:
+        _fail(path, f"must not include the SIP port {sip.port}")
+    return RtpSettings(low, high)
+
+
+def _users(data: Any) -> tuple[User, ...]:
+    users: list[User] = []
+    # Names, extensions and usernames share one namespace (compared without case) so that what
+    # is dialled, and who registers, is never ambiguous.
+    names: dict[str, KeyPath] = {}
+    numbers: dict[str, KeyPath] = {}
+
+    def claim(taken: dict[str, KeyPath], value: str, path: KeyPath) -> None:
+        previous = taken.setdefault(value.casefold(), path)
+        if previous != path:
+            _fail(path, f"{value!r} is already used by {format_path(previous)}")
+
+    for index, item in enumerate(_list(data, ("users",), "users")):
+        path: KeyPath = ("users", index)
+        section = _section(item, path, ("name", "extension", "devices"), required=True)
+        name = _name(_text(section, "name", path), (*path, "name"))
+        claim(names, name, (*path, "name"))
+        extension = _user_part(
+            _text(section, "extension", path, numbers=True), (*path, "extension")
+        )
+        claim(numbers, extension, (*path, "extension"))
+        devices: list[Device] = []
+        for number, raw in enumerate(_list(section.get("devices"), (*path, "devices"), "devices")):
+            device = _device(raw, (*path, "devices", number))
+            claim(numbers, device.username, (*path, "devices", number, "username"))
+            devices.append(device)
+        users.append(User(name, extension, tuple(devices)))
+    return tuple(users)
+
+
+def _device(data: Any, path: KeyPath) -> Device:
+    keys = ("username", "password", "label", "type", "priority", "digest")
+    section = _section(data, path, keys, required=True)
+    username = _user_part(_text(section, "username", path, numbers=True), (*path, "username"))
+    password = _text(section, "password", path, numbers=True)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        _fail((*path, "password"), f"too short: use at least {MIN_PASSWORD_LENGTH} characters")
+    label = _name(_text(section, "label", path, default=username, numbers=True), (*path, "label"))
+    kind = _choice(section, "type", path, DeviceType, DeviceType.DESK)
+    priority = _int(section, "priority", path, 0, (0, 1000))
+    return Device(username, password, label, kind, priority, _digest(section.get("digest"), path))
+
+
+def _choice[E: StrEnum](
+    section: Mapping[str, Any], key: str, path: KeyPath, enum: type[E], default: E
+) -> E:
+    value = section.get(key)
+    return default if value is None else _member(value, (*path, key), enum)
+
+
+def _member[E: StrEnum](value: Any, path: KeyPath, enum: type[E]) -> E:
+    """The enum member spelt ``value`` (any case)."""
+    if isinstance(value, str):
+        for member in enum:
+            if member.value.lower() == value.lower():
+                return member
+    allowed = ", ".join(member.value for member in enum)
+    _fail(path, f"must be one of {allowed}, not {_describe(value)}")
+
+
+def _digest(data: Any, path: KeyPath) -> tuple[DigestAlgorithm, ...]:
+    path = (*path, "digest")
+    if data is None:
+        return DEFAULT_DIGEST
+    if not isinstance(data, list | tuple):
+        _fail(path, f"must be a list such as [MD5, SHA-256], not {_describe(data)}")
+    if not data:
+        _fail(path, "must name at least one algorithm")
+    algorithms: list[DigestAlgorithm] = []
+    for index, value in enumerate(data):
+        algorithm = _member(value, (*path, index), DigestAlgorithm)
+        if algorithm in algorithms:
+            _fail((*path, index), f"lists {algorithm.value} twice")
+        algorithms.append(algorithm)
+    return tuple(algorithms)
+
+
+def _registrar(data: Any) -> RegistrarSettings:
+    path: KeyPath = ("registrar",)
+    keys = ("min_expires", "max_expires", "default_expires", "max_contacts")
+    section = _section(data, path, keys)
+    week = 7 * 86400
+    settings = RegistrarSettings(
+        min_expires=_int(section, "min_expires", path, 60, (1, week)),
+        max_expires=_int(section, "max_expires", path, 3600, (1, week)),
+        default_expires=_int(section, "default_expires", path, 3600, (1, week)),
+        max_contacts=_int(section, "max_contacts", path, 5, (1, 100)),
+    )
+    if settings.max_expires < settings.min_expires:
+        _fail(
+            (*path, "max_expires"),
+            f"must not be below min_expires ({settings.min_expires}), not {settings.max_expires}",
+        )
+    if not settings.min_expires <= settings.default_expires <= settings.max_expires:
+        _fail(
+            (*path, "default_expires"),
+            f"must be between min_expires ({settings.min_expires}) and max_expires"
+            f" ({settings.max_expires}), not {settings.default_expires}",
+        )
+    return settings
+
+
+def _flip(data: Any, users: Sequence[User]) -> FlipSettings:
+    path: KeyPath = ("flip",)
+    section = _section(data, path, ("code", "timeout"))
+    code = "*0"
+    if "code" in section:
+        if section["code"] is None:
+            _fail(
+                (*path, "code"),
+                "required (quote a code that starts with '#' or '*': an unquoted '#' starts a"
+                " comment)",
+            )
+        code = _text(section, "code", path, numbers=True)
+        if not _FLIP_CODE.fullmatch(code):
+            _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
+        taken = {user.extension for user in users} | {
+            device.username for user in users for device in user.devices
+        }
+        if code in taken:
+            _fail((*path, "code"), f"{code!r} is also an extension or a device's username")
+    return FlipSettings(code, _int(section, "timeout", path, 30, (1, 3600)))
+
+
+def _log_level(value: Any) -> str:
+    if value is None:
+        return "info"
+    if isinstance(value, str) and value.lower() in LOG_LEVELS:
+        return value.lower()
+    _fail(("log_level",), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(value)}")
