@@ -115,9 +115,12 @@ class DigestCredentials:
 
 
 # One auth-param: a token name, "=", then a quoted string (with backslash escapes) or a token.
-_PARAM = re.compile(
-    r'[ \t]*([A-Za-z0-9_.!%*+`\'~-]+)[ \t]*=[ \t]*("(?:[^"\\]|\\.)*"|[^ \t,"]*)[ \t]*'
-)
+# The grammar is unambiguous, so once the whole list has matched, findall picks out the same items.
+_NAME = r"[A-Za-z0-9_.!%*+`'~-]+"
+_VALUE = r'"(?:[^"\\]|\\.)*"|[^ \t,"]*'
+_ITEM = rf"[ \t]*{_NAME}[ \t]*=[ \t]*(?:{_VALUE})[ \t]*"
+_PARAM = re.compile(rf"[ \t]*({_NAME})[ \t]*=[ \t]*({_VALUE})[ \t]*")
+_PARAM_LIST = re.compile(rf"{_ITEM}(?:,{_ITEM})*")
 _UNESCAPE = re.compile(r"\\(.)")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
 
@@ -129,29 +132,22 @@ def parse_credentials(value: str) -> DigestCredentials | None:
     whole value malformed (which value would we believe?).
     """
     value = value.strip()
-    if value[:6].lower() != "digest" or (len(value) > 6 and value[6] not in " \t"):
+    if value[:6].lower() != "digest" or len(value) < 8 or value[6] not in " \t":
+        return None
+    rest = value[7:]
+    if _PARAM_LIST.fullmatch(rest) is None:
         return None
     params: dict[str, str] = {}
-    pos, end = 6, len(value)
-    while True:
-        match = _PARAM.match(value, pos)
-        if match is None:
+    for name, raw in _PARAM.findall(rest):
+        key = name.lower()
+        if key in params:
             return None
-        name = match.group(1).lower()
-        raw = match.group(2)
         if raw.startswith('"'):
-            raw = raw[1:-1]
-            if "\\" in raw:
-                raw = _UNESCAPE.sub(r"\1", raw)
-        if name in params:
-            return None
-        params[name] = raw
-        pos = match.end()
-        if pos >= end:
-            return DigestCredentials(params)
-        if value[pos] != ",":
-            return None
-        pos += 1
+            text = raw[1:-1]
+            params[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
+        else:
+            params[key] = raw
+    return DigestCredentials(params)
 
 
 def _quote(text: str) -> str:

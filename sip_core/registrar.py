@@ -329,6 +329,8 @@ class Registrar:
             _canonical_host(h) for h in (settings.domain, *settings.local_hosts)
         )
         self._supported = frozenset(tag.lower() for tag in settings.supported_extensions)
+        self._date_second = -1
+        self._date_text = ""
 
     # -- expiry ---------------------------------------------------------------------------------
 
@@ -496,20 +498,7 @@ class Registrar:
         old = store._entries(username)
         current = [e for e in old if e.binding.expires_at > now]
 
-        if request.is_wildcard_contact:
-            # Step 6: "*" removes everything, and only with Expires: 0 and as the only contact.
-            if len(contacts) > 1 or header_expires != 0:
-                raise _Reject(400, "Bad Request", "Contact * needs Expires: 0 and no other contact")
-            for entry in current:
-                if entry.binding.call_id == call_id and cseq <= entry.binding.cseq:
-                    raise _Reject(500, "Out-of-order CSeq", f"{username}: out-of-order CSeq {cseq}")
-            new: list[_Entry] = []
-            added: list[_Entry] = []
-            refreshed: list[_Entry] = []
-            removed = [e.binding for e in current]
-        elif not contacts:
-            return self._ok(request, current, now)
-        else:
+        if contacts:
             new, added, refreshed, removed = self._apply(
                 request=request,
                 source=source,
@@ -521,6 +510,18 @@ class Registrar:
                 cseq=cseq,
                 now=now,
             )
+        elif request.is_wildcard_contact:
+            # Step 6: "*" removes everything, and only with Expires: 0. ("*" beside another
+            # contact does not even parse: `request.contacts` raised above and it got 400.)
+            if header_expires != 0:
+                raise _Reject(400, "Bad Request", "Contact * without Expires: 0")
+            for entry in current:
+                if entry.binding.call_id == call_id and cseq <= entry.binding.cseq:
+                    raise _Reject(500, "Out-of-order CSeq", f"{username}: out-of-order CSeq {cseq}")
+            new, added, refreshed = [], [], []
+            removed = [e.binding for e in current]
+        else:
+            return self._ok(request, current, now)
 
         for entry in added:
             store._add_to_heap(entry)
@@ -538,6 +539,23 @@ class Registrar:
             changed = tuple(e.binding for e in added)
         else:
             return self._ok(request, new, now)
+        if _LOGGER.isEnabledFor(logging.INFO):
+            self._log_change(
+                username, reason=reason, changed=changed, removed=removed, source=source, now=now
+            )
+        self._emit(RegistrationChanged(username, tuple(e.binding for e in new), reason, changed))
+        return self._ok(request, new, now)
+
+    @staticmethod
+    def _log_change(
+        username: str,
+        *,
+        reason: RegistrationReason,
+        changed: tuple[Binding, ...],
+        removed: list[Binding],
+        source: Source,
+        now: float,
+    ) -> None:
         if reason is RegistrationReason.UNREGISTERED:
             what = ", ".join(b.contact for b in changed)
         else:
@@ -552,8 +570,6 @@ class Registrar:
             source.kind.value,
             source.remote,
         )
-        self._emit(RegistrationChanged(username, tuple(e.binding for e in new), reason, changed))
-        return self._ok(request, new, now)
 
     def _apply(
         self,
@@ -665,8 +681,16 @@ class Registrar:
         for entry in entries:
             binding = entry.binding
             headers.add("Contact", f"{binding.contact};expires={binding.remaining(now)}")
-        headers.add("Date", formatdate(self._clock.wall(), usegmt=True))
+        headers.add("Date", self._date())
         return response
+
+    def _date(self) -> str:
+        """The Date header value (RFC 3261 §20.17), formatted once per second."""
+        second = int(self._clock.wall())
+        if second != self._date_second:
+            self._date_second = second
+            self._date_text = formatdate(second, usegmt=True)
+        return self._date_text
 
 
 def _instance_id(contact: NameAddress) -> str | None:
