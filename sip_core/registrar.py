@@ -226,6 +226,14 @@ class BindingStore:
                 self._by_user.pop(username, None)
         return removed
 
+    def remove(self, username: str) -> tuple[Binding, ...]:
+        """Drop every binding of a device (it was deleted); returns what was dropped."""
+        entries = self._by_user.pop(username, [])
+        for entry in entries:
+            entry.alive = False
+        self._live -= len(entries)
+        return tuple(e.binding for e in entries)
+
     def insert(self, binding: Binding) -> None:
         """Add a binding as it is (used by `restore`); replaces an equivalent one of the device."""
         name_addr = NameAddress.parse(binding.contact)

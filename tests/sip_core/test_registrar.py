@@ -667,3 +667,14 @@ def test_one_log_line_per_change_and_per_refusal(
     assert len(lines) == 1
     assert "423" in lines[0].getMessage()
     assert "below" in lines[0].getMessage()
+
+
+def test_remove_a_deleted_device(hx: Harness) -> None:
+    hx.register(contacts=[PHONE, MOBILE], expires=300)
+    hx.register(user="bob", contacts=["<sip:bob@192.0.2.11>"], expires=600)
+    gone = hx.registrar.store.remove("alice")
+    assert sorted(b.contact for b in gone) == sorted([PHONE, MOBILE])
+    assert hx.registrar.store.get("alice") == ()
+    assert hx.registrar.store.remove("alice") == ()
+    assert len(hx.registrar.store) == 1
+    assert hx.registrar.next_expiry() == hx.clock.monotonic() + 600  # alice's heap entries are dead
