@@ -308,7 +308,7 @@ class _Reject(Exception):
 
     def __init__(
         self, status: int, reason: str, log: str, headers: tuple[tuple[str, str], ...] = ()
-    ):
+    ) -> None:
         super().__init__(log)
         self.status = status
         self.reason = reason

@@ -678,3 +678,44 @@ def test_remove_a_deleted_device(hx: Harness) -> None:
     assert hx.registrar.store.remove("alice") == ()
     assert len(hx.registrar.store) == 1
     assert hx.registrar.next_expiry() == hx.clock.monotonic() + 600  # alice's heap entries are dead
+
+
+def test_binding_record_round_trip_is_exact() -> None:
+    binding = Binding(
+        username="alice",
+        contact='"Desk" <sip:alice@192.0.2.10:5062;transport=udp>;+sip.instance="<urn:x>"',
+        expires_at=1300.0,
+        registered_at=1_700_000_000.0,
+        expires_at_wall=1_700_000_300.0,
+        call_id="abc@phone",
+        cseq=7,
+        source=SOURCE,
+        q=0.25,
+        user_agent="Phone 1.0",
+        instance_id="urn:x",
+    )
+    record = json.loads(json.dumps(binding.to_dict()))
+    assert Binding.from_dict(record, now_wall=1_700_000_100.0, now=1100.0) == binding
+
+
+def test_registration_events_say_who_is_online(hx: Harness) -> None:
+    hx.register(contacts=[PHONE])
+    assert hx.events[-1].online
+    assert hx.events[-1].bindings[0].contact == PHONE
+    hx.register(contacts=[PHONE], expires=0)
+    assert not hx.events[-1].online
+    assert [e.reason for e in hx.events] == [
+        RegistrationReason.REGISTERED,
+        RegistrationReason.UNREGISTERED,
+    ]
+
+
+def test_device_limited_to_md5_cannot_answer_with_sha256(hx: Harness) -> None:
+    first = hx.registrar.handle_register(hx.request(user="bob", contacts=[PHONE]), SOURCE)
+    challenge = {**challenges(first)[0], "algorithm": "SHA-256"}
+    value = authorization_for("bob", "b0b", challenge, f"sip:{DOMAIN}")
+    response = hx.registrar.handle_register(
+        hx.request(user="bob", contacts=[PHONE], authorization=value), SOURCE
+    )
+    assert response.status == 401
+    assert hx.registrar.store.get("bob") == ()
