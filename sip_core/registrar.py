@@ -17,6 +17,13 @@ response for the caller to send. Choices the RFC leaves open, made here:
 - An out-of-order update (same Call-ID, CSeq not higher: step 7) gets 500 with the reason
   "Out-of-order CSeq" and changes nothing; processing is atomic (all contacts or none).
 - Malformed expires values count as the default (RFC 3261 §20.19).
+- Challenges come in the order configured for the To user's device (the default order for an
+  unknown user), so an unknown user and a wrong password get the same 401. A device configured
+  with a non-default order is told apart by that order alone: the price of serving clients that
+  read only the first challenge.
+- Logging: one line per change of bindings (info) and per refused request (info, or warning for a
+  wrong password or unknown user). The routine first 401 of every registration, sent to a
+  request without credentials, is not a refusal and logs at debug only.
 """
 
 from __future__ import annotations
