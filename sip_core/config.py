@@ -315,9 +315,8 @@ def load_config(path: str | PathLike[str]) -> PbxConfig:
     except IsADirectoryError:
         raise ConfigError("is a directory, not a file", source=source) from None
     except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"not UTF-8 text (bad byte at offset {err.start})", source=source
-        ) from None
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", line=line, source=source) from None
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror or err}", source=source) from None
     return parse_config(text, source)
@@ -557,7 +556,7 @@ def _users(data: Any) -> tuple[User, ...]:
     for index, item in enumerate(_list(data, ("users",), "users")):
         path: KeyPath = ("users", index)
         section = _section(item, path, ("name", "extension", "devices"), required=True)
-        name = _name(_text(section, "name", path), (*path, "name"))
+        name = _name(_text(section, "name", path, numbers=True), (*path, "name"))
         claim(names, name, (*path, "name"))
         extension = _user_part(
             _text(section, "extension", path, numbers=True), (*path, "extension")
