@@ -430,6 +430,8 @@ def _int(
     value = section.get(key)
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # number fields of Home Assistant forms give 10.0 for 10
     if isinstance(value, bool) or not isinstance(value, int):
         hint = " (remove the quotes)" if isinstance(value, str) and value.strip().isdigit() else ""
         _fail((*path, key), f"must be a whole number, not {_describe(value)}{hint}")

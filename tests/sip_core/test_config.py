@@ -501,6 +501,15 @@ def test_mapping_errors_have_a_path_but_no_line() -> None:
     assert caught.value.source is None
 
 
+def test_mapping_numbers_from_forms() -> None:
+    data = {"sip": {"port": 5062.0}, "flip": {"timeout": 20.0}}
+    config = config_from_mapping(data)
+    assert (config.sip.port, config.flip.timeout) == (5062, 20)
+    assert isinstance(config.sip.port, int)
+    with pytest.raises(ConfigError, match=r"^sip\.port: must be a whole number, not a float$"):
+        config_from_mapping({"sip": {"port": 5060.5}})
+
+
 def test_mapping_with_non_text_keys() -> None:
     with pytest.raises(ConfigError, match=r"^sip: keys must be text, not the number 1$"):
         config_from_mapping({"sip": {1: "x"}})
