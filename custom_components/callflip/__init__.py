@@ -1,0 +1,136 @@
+"""callflip: run callflip's own SIP PBX inside Home Assistant.
+
+Set-up starts the ``sip_core`` PBX on the configured address and port with the users and devices of
+the options, restores the registrations persisted at the last stop, and registers every user and SIP
+device in the device registry. Editing users or devices applies to the running PBX (no reload: calls
+in progress stay up); changing the server settings reloads the entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import voluptuous as vol
+from homeassistant.config_entries import SOURCE_IMPORT
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP, Platform
+from homeassistant.core import Event, HomeAssistant
+from homeassistant.exceptions import ConfigEntryError, ConfigEntryNotReady
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.typing import ConfigType
+
+from sip_core.config import ConfigError, config_from_mapping
+from sip_core.pbx import Pbx
+from sip_core.transport import TransportError
+
+from .const import DOMAIN
+from .data import CallflipConfigEntry, CallflipData
+from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .users import iter_devices, pbx_config, users_from_options
+
+_LOGGER = logging.getLogger(__name__)
+
+PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
+
+
+def _pbx_yaml(value: Any) -> dict[str, Any]:
+    """Accept a ``callflip:`` section only if sip_core would run it (the runner's YAML schema)."""
+    if not isinstance(value, dict):
+        raise vol.Invalid("expected the PBX configuration (sip, rtp, users)")
+    try:
+        config_from_mapping(value)
+    except ConfigError as err:
+        raise vol.Invalid(str(err)) from err
+    return value
+
+
+CONFIG_SCHEMA = vol.Schema({vol.Optional(DOMAIN): _pbx_yaml}, extra=vol.ALLOW_EXTRA)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Import a standalone runner's configuration once, when there is no entry yet.
+
+    This is how the demo configuration (develop_config) and someone moving from
+    ``python -m sip_core`` get their household; from then on the UI is where it is edited,
+    and the YAML section is ignored while the entry exists.
+    """
+    if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=True):
+        hass.async_create_task(
+            hass.config_entries.flow.async_init(
+                DOMAIN, context={"source": SOURCE_IMPORT}, data=config[DOMAIN]
+            )
+        )
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
+    """Start the PBX of this entry."""
+    users = users_from_options(entry.options)
+    try:
+        config = pbx_config(entry.data, users)
+    except ConfigError as err:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN,
+            translation_key="invalid_config",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    store = bindings_store(hass, entry.entry_id)
+    stored = await store.async_load()
+    pbx = Pbx(config, bindings=stored["bindings"] if stored else None)
+    try:
+        await pbx.start()
+    except TransportError as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="cannot_listen",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    hub = CallflipHub(hass, entry, pbx, store, users)
+    try:
+        hub.async_start()
+        entry.runtime_data = CallflipData(hub)
+        await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    except BaseException:
+        await hub.async_stop()
+        raise
+
+    async def _async_stop_on_shutdown(_event: Event) -> None:
+        await hub.async_stop()
+
+    entry.async_on_unload(
+        hass.bus.async_listen_once(EVENT_HOMEASSISTANT_STOP, _async_stop_on_shutdown)
+    )
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    _LOGGER.debug("callflip PBX listening on %s", pbx.local_address)
+    return True
+
+
+async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
+    """Apply edited users and devices to the running PBX."""
+    entry.runtime_data.hub.async_apply_options(entry.options, users_from_options(entry.options))
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
+    """Stop the PBX and free its ports."""
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        await entry.runtime_data.hub.async_stop()
+    return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
+    """Forget the persisted registrations of a removed entry."""
+    await bindings_store(hass, entry.entry_id).async_remove()
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: CallflipConfigEntry, device_entry: dr.DeviceEntry
+) -> bool:
+    """Allow deleting a device by hand only when it is no longer configured (a stale one)."""
+    users = users_from_options(entry.options)
+    configured = {
+        hub_identifier(entry.entry_id),
+        *(user_identifier(user["id"]) for user in users),
+        *(device_identifier(owned.device["id"]) for owned in iter_devices(users)),
+    }
+    return not device_entry.identifiers & configured

@@ -1,0 +1,534 @@
+"""Config flow (the PBX's address, ports and domain) and options flow (users and devices)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import voluptuous as vol
+from homeassistant.config_entries import (
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+
+from sip_core.config import ConfigError, config_from_mapping
+
+from .const import (
+    CONF_EXTENSION,
+    CONF_LABEL,
+    CONF_LISTEN,
+    CONF_NAME,
+    CONF_PASSWORD,
+    CONF_PRIORITY,
+    CONF_RTP_PORT_MAX,
+    CONF_RTP_PORT_MIN,
+    CONF_SIP_DOMAIN,
+    CONF_SIP_PORT,
+    CONF_TYPE,
+    CONF_USERNAME,
+    CONF_USERS,
+    DEFAULT_LISTEN,
+    DEFAULT_PRIORITY,
+    DEFAULT_RTP_PORT_MAX,
+    DEFAULT_RTP_PORT_MIN,
+    DEFAULT_SIP_DOMAIN,
+    DEFAULT_SIP_PORT,
+    DOMAIN,
+    MIN_RTP_PORT,
+    DeviceKind,
+)
+from .users import (
+    DeviceOptions,
+    UserOptions,
+    find_device,
+    find_user,
+    generate_password,
+    iter_devices,
+    new_id,
+    pbx_config,
+    users_from_options,
+    valid_domain,
+    valid_port,
+    validate_device,
+    validate_user,
+)
+
+CONF_OWNER = "owner"
+CONF_USER = "user"
+CONF_DEVICE = "device"
+
+_PORT = NumberSelector(NumberSelectorConfig(mode=NumberSelectorMode.BOX, step=1))
+_TEXT = TextSelector()
+
+SERVER_SCHEMA = vol.Schema(
+    {
+        vol.Required(CONF_LISTEN): _TEXT,
+        vol.Required(CONF_SIP_PORT): _PORT,
+        vol.Required(CONF_SIP_DOMAIN): _TEXT,
+        vol.Required(CONF_RTP_PORT_MIN): _PORT,
+        vol.Required(CONF_RTP_PORT_MAX): _PORT,
+    }
+)
+SERVER_DEFAULTS: dict[str, Any] = {
+    CONF_LISTEN: DEFAULT_LISTEN,
+    CONF_SIP_PORT: DEFAULT_SIP_PORT,
+    CONF_SIP_DOMAIN: DEFAULT_SIP_DOMAIN,
+    CONF_RTP_PORT_MIN: DEFAULT_RTP_PORT_MIN,
+    CONF_RTP_PORT_MAX: DEFAULT_RTP_PORT_MAX,
+}
+
+
+def probe_bind(host: str, port: int) -> str | None:
+    """Try to bind the SIP port (UDP and TCP, as the PBX will); return an error key or None.
+
+    Runs in the executor. A second listener on the port is refused by the kernel even with
+    SO_REUSEADDR, so the TCP probe finds a port in use without tripping over TIME_WAIT leftovers.
+    """
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(family, kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+                if kind == socket.SOCK_STREAM:
+                    sock.listen(1)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    return "port_in_use"
+                if err.errno == errno.EADDRNOTAVAIL:
+                    return "address_not_available"
+                if err.errno == errno.EACCES:
+                    return "port_not_permitted"
+                return "cannot_bind"
+    return None
+
+
+async def validate_server(
+    hass: HomeAssistant, user_input: Mapping[str, Any], *, probe: bool
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """Check the server settings; return the cleaned data, field errors and placeholders.
+
+    probe: also bind the SIP port, so that a port in use or an address that is not on this host
+    is reported on its field now rather than as a failed set-up later.
+    """
+    errors: dict[str, str] = {}
+    placeholders = {"error": ""}
+    listen = str(user_input[CONF_LISTEN]).strip()
+    domain = str(user_input[CONF_SIP_DOMAIN]).strip().lower()
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        errors[CONF_LISTEN] = "invalid_address"
+    if not valid_port(user_input[CONF_SIP_PORT]):
+        errors[CONF_SIP_PORT] = "port_out_of_range"
+    for key in (CONF_RTP_PORT_MIN, CONF_RTP_PORT_MAX):
+        if not valid_port(user_input[key]) or user_input[key] < MIN_RTP_PORT:
+            errors[key] = "rtp_port_out_of_range"
+    if not valid_domain(domain):
+        errors[CONF_SIP_DOMAIN] = "invalid_domain"
+    if errors:
+        return dict(user_input), errors, placeholders
+    port = int(user_input[CONF_SIP_PORT])
+    rtp_min = int(user_input[CONF_RTP_PORT_MIN])
+    rtp_max = int(user_input[CONF_RTP_PORT_MAX])
+    data: dict[str, Any] = {
+        CONF_LISTEN: listen,
+        CONF_SIP_PORT: port,
+        CONF_SIP_DOMAIN: domain,
+        CONF_RTP_PORT_MIN: rtp_min,
+        CONF_RTP_PORT_MAX: rtp_max,
+    }
+    if rtp_min % 2:
+        errors[CONF_RTP_PORT_MIN] = "rtp_port_odd"
+    elif rtp_min >= rtp_max:
+        errors[CONF_RTP_PORT_MAX] = "invalid_rtp_range"
+    elif rtp_min <= port <= rtp_max:
+        errors[CONF_SIP_PORT] = "port_in_rtp_range"
+    if errors:
+        return data, errors, placeholders
+    try:
+        pbx_config(data, [])
+    except ConfigError as err:
+        placeholders["error"] = str(err)
+        return data, {"base": "invalid_config"}, placeholders
+    if probe:
+        problem = await hass.async_add_executor_job(probe_bind, listen, port)
+        if problem == "address_not_available":
+            errors[CONF_LISTEN] = problem
+        elif problem is not None:
+            errors[CONF_SIP_PORT] = problem
+    return data, errors, placeholders
+
+
+class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up the PBX: where it listens and which SIP domain it serves."""
+
+    VERSION = 1
+    MINOR_VERSION = 1
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for the server settings and check that the port can be bound."""
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        if user_input is not None:
+            data, errors, placeholders = await validate_server(self.hass, user_input, probe=True)
+            if not errors:
+                return self.async_create_entry(
+                    title=f"callflip {data[CONF_SIP_DOMAIN]}",
+                    data=data,
+                    options={CONF_USERS: []},
+                )
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(
+                SERVER_SCHEMA, user_input or SERVER_DEFAULTS
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the server settings; the PBX restarts with them (users stay as they are)."""
+        entry = self._get_reconfigure_entry()
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        if user_input is not None:
+            moved = (
+                str(user_input[CONF_LISTEN]).strip() != entry.data[CONF_LISTEN]
+                or user_input[CONF_SIP_PORT] != entry.data[CONF_SIP_PORT]
+            )
+            data, errors, placeholders = await validate_server(self.hass, user_input, probe=moved)
+            if not errors:
+                return self.async_update_reload_and_abort(
+                    entry, title=f"callflip {data[CONF_SIP_DOMAIN]}", data=data
+                )
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                SERVER_SCHEMA, user_input or dict(entry.data)
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_import(self, import_data: dict[str, Any]) -> ConfigFlowResult:
+        """Create the entry from a ``callflip:`` YAML section (the runner's schema)."""
+        config = config_from_mapping(import_data)
+        users = [
+            UserOptions(
+                id=new_id(),
+                name=user.name,
+                extension=user.extension,
+                devices=[
+                    DeviceOptions(
+                        id=new_id(),
+                        username=device.username,
+                        password=device.password,
+                        label=device.label,
+                        type=device.type.value,
+                        priority=device.priority,
+                    )
+                    for device in user.devices
+                ],
+            )
+            for user in config.users
+        ]
+        return self.async_create_entry(
+            title=f"callflip {config.sip.domain}",
+            data={
+                CONF_LISTEN: config.sip.listen,
+                CONF_SIP_PORT: config.sip.port,
+                CONF_SIP_DOMAIN: config.sip.domain,
+                CONF_RTP_PORT_MIN: config.rtp.port_min,
+                CONF_RTP_PORT_MAX: config.rtp.port_max,
+            },
+            options={CONF_USERS: users},
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: Any) -> CallflipOptionsFlow:
+        """Users and devices are edited in the options."""
+        return CallflipOptionsFlow()
+
+
+class CallflipOptionsFlow(OptionsFlow):
+    """Add, edit and remove users and their SIP devices; applied to the running PBX."""
+
+    def __init__(self) -> None:
+        self._users: list[UserOptions] = []
+        self._user_id: str | None = None
+        self._device_id: str | None = None
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Offer what can be done with the users and devices there are."""
+        self._users = users_from_options(self.config_entry.options)
+        menu = ["add_user"]
+        if self._users:
+            menu += ["edit_user", "remove_user", "add_device"]
+        if any(True for _ in iter_devices(self._users)):
+            menu += ["edit_device", "remove_device"]
+        return self.async_show_menu(step_id="init", menu_options=menu)
+
+    # -- users -----------------------------------------------------------------------------------
+
+    async def async_step_add_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Add a person with an extension."""
+        self._user_id = None
+        return await self.async_step_user(user_input)
+
+    async def async_step_edit_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose the user to edit."""
+        if user_input is not None:
+            self._user_id = user_input[CONF_USER]
+            return await self.async_step_user()
+        return self.async_show_form(
+            step_id="edit_user",
+            data_schema=vol.Schema({vol.Required(CONF_USER): self._users_select()}),
+        )
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The user's name and extension (a new user when none was chosen)."""
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        current = find_user(self._users, self._user_id) if self._user_id else None
+        if user_input is not None:
+            name = user_input[CONF_NAME].strip()
+            extension = user_input[CONF_EXTENSION].strip()
+            errors = validate_user(self._users, name, extension, user_id=self._user_id)
+            if not errors:
+                if current is None:
+                    self._users.append(
+                        UserOptions(id=new_id(), name=name, extension=extension, devices=[])
+                    )
+                else:
+                    current["name"] = name
+                    current["extension"] = extension
+                errors, placeholders = self._check_config()
+                if not errors:
+                    return self._save()
+        suggested: Mapping[str, Any] = user_input or current or {}
+        return self.async_show_form(
+            step_id="user",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema({vol.Required(CONF_NAME): _TEXT, vol.Required(CONF_EXTENSION): _TEXT}),
+                suggested,
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_remove_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Remove a user together with their devices."""
+        if user_input is not None:
+            self._users = [user for user in self._users if user["id"] != user_input[CONF_USER]]
+            return self._save()
+        return self.async_show_form(
+            step_id="remove_user",
+            data_schema=vol.Schema({vol.Required(CONF_USER): self._users_select()}),
+        )
+
+    # -- devices ---------------------------------------------------------------------------------
+
+    async def async_step_add_device(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Add a SIP device to a user."""
+        self._device_id = None
+        return await self.async_step_device(user_input)
+
+    async def async_step_edit_device(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose the device to edit."""
+        if user_input is not None:
+            self._device_id = user_input[CONF_DEVICE]
+            return await self.async_step_device()
+        return self.async_show_form(
+            step_id="edit_device",
+            data_schema=vol.Schema({vol.Required(CONF_DEVICE): self._devices_select()}),
+        )
+
+    async def async_step_device(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """A device's account, label, type and priority (a new device when none was chosen)."""
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        current = find_device(self._users, self._device_id) if self._device_id else None
+        if user_input is not None:
+            username = user_input[CONF_USERNAME].strip()
+            label = user_input[CONF_LABEL].strip()
+            typed_password = user_input.get(CONF_PASSWORD) or None
+            generated = typed_password is None and current is None
+            password = generate_password() if generated else typed_password
+            errors = validate_device(
+                self._users,
+                username=username,
+                password=typed_password,
+                label=label,
+                priority=user_input[CONF_PRIORITY],
+                device_id=self._device_id,
+            )
+            owner = find_user(self._users, user_input[CONF_OWNER])
+            assert owner is not None  # the selector only accepts users that exist
+            if not errors:
+                device = DeviceOptions(
+                    id=current.device["id"] if current else new_id(),
+                    username=username,
+                    password=password or (current.device["password"] if current else ""),
+                    label=label,
+                    type=user_input[CONF_TYPE],
+                    priority=int(user_input[CONF_PRIORITY]),
+                )
+                if current is None:
+                    owner["devices"].append(device)
+                elif current.user is owner:
+                    devices = owner["devices"]
+                    devices[devices.index(current.device)] = device
+                else:
+                    current.user["devices"].remove(current.device)
+                    owner["devices"].append(device)
+                errors, placeholders = self._check_config()
+                if not errors:
+                    if generated:
+                        self._device_id = device["id"]
+                        return await self.async_step_credentials()
+                    return self._save()
+        suggested: dict[str, Any] = {
+            CONF_TYPE: DeviceKind.SOFTPHONE,
+            CONF_PRIORITY: DEFAULT_PRIORITY,
+        }
+        if current is not None:
+            suggested = {**current.device, CONF_OWNER: current.user["id"]}
+            del suggested[CONF_PASSWORD]
+        if user_input is not None:
+            suggested = {**user_input}
+            suggested.pop(CONF_PASSWORD, None)
+        return self.async_show_form(
+            step_id="device",
+            data_schema=self.add_suggested_values_to_schema(self._device_schema(), suggested),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_credentials(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Show the generated password once; it is not shown anywhere again."""
+        if user_input is not None:
+            return self._save()
+        owned = find_device(self._users, self._device_id or "")
+        assert owned is not None
+        data = self.config_entry.data
+        return self.async_show_form(
+            step_id="credentials",
+            data_schema=vol.Schema({}),
+            description_placeholders={
+                "username": owned.device["username"],
+                "password": owned.device["password"],
+                "domain": data[CONF_SIP_DOMAIN],
+                "server": f"{data[CONF_LISTEN]}:{data[CONF_SIP_PORT]}",
+            },
+        )
+
+    async def async_step_remove_device(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Remove one SIP device."""
+        if user_input is not None:
+            for user in self._users:
+                user["devices"] = [
+                    device for device in user["devices"] if device["id"] != user_input[CONF_DEVICE]
+                ]
+            return self._save()
+        return self.async_show_form(
+            step_id="remove_device",
+            data_schema=vol.Schema({vol.Required(CONF_DEVICE): self._devices_select()}),
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _check_config(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Let sip_core check the whole result; undo the pending change if it refuses it."""
+        try:
+            pbx_config(self.config_entry.data, self._users)
+        except ConfigError as err:
+            self._users = users_from_options(self.config_entry.options)
+            return {"base": "invalid_config"}, {"error": str(err)}
+        return {}, {"error": ""}
+
+    def _save(self) -> ConfigFlowResult:
+        return self.async_create_entry(data={CONF_USERS: self._users})
+
+    def _users_select(self) -> SelectSelector:
+        return SelectSelector(
+            SelectSelectorConfig(
+                options=[
+                    SelectOptionDict(
+                        value=user["id"], label=f"{user['name']} ({user['extension']})"
+                    )
+                    for user in self._users
+                ],
+                mode=SelectSelectorMode.DROPDOWN,
+            )
+        )
+
+    def _devices_select(self) -> SelectSelector:
+        return SelectSelector(
+            SelectSelectorConfig(
+                options=[
+                    SelectOptionDict(
+                        value=owned.device["id"],
+                        label=f"{owned.device['label']} ({owned.device['username']}, "
+                        f"{owned.user['name']})",
+                    )
+                    for owned in iter_devices(self._users)
+                ],
+                mode=SelectSelectorMode.DROPDOWN,
+            )
+        )
+
+    def _device_schema(self) -> vol.Schema:
+        return vol.Schema(
+            {
+                vol.Required(CONF_OWNER): self._users_select(),
+                vol.Required(CONF_USERNAME): _TEXT,
+                vol.Optional(CONF_PASSWORD): TextSelector(
+                    TextSelectorConfig(type=TextSelectorType.PASSWORD)
+                ),
+                vol.Required(CONF_LABEL): _TEXT,
+                vol.Required(CONF_TYPE): SelectSelector(
+                    SelectSelectorConfig(
+                        options=[kind.value for kind in DeviceKind],
+                        translation_key="device_type",
+                        mode=SelectSelectorMode.DROPDOWN,
+                    )
+                ),
+                vol.Required(CONF_PRIORITY): _PORT,
+            }
+        )

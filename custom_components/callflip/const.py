@@ -1,0 +1,62 @@
+"""Constants shared by the callflip integration."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+DOMAIN: Final = "callflip"
+
+CONF_LISTEN: Final = "listen"
+CONF_SIP_PORT: Final = "port"
+CONF_SIP_DOMAIN: Final = "domain"
+CONF_RTP_PORT_MIN: Final = "rtp_port_min"
+CONF_RTP_PORT_MAX: Final = "rtp_port_max"
+
+CONF_USERS: Final = "users"
+CONF_DEVICES: Final = "devices"
+CONF_ID: Final = "id"
+CONF_NAME: Final = "name"
+CONF_EXTENSION: Final = "extension"
+CONF_USERNAME: Final = "username"
+CONF_PASSWORD: Final = "password"
+CONF_LABEL: Final = "label"
+CONF_TYPE: Final = "type"
+CONF_PRIORITY: Final = "priority"
+
+DEFAULT_LISTEN: Final = "0.0.0.0"
+DEFAULT_SIP_PORT: Final = 5060
+DEFAULT_SIP_DOMAIN: Final = "callflip.home.arpa"
+DEFAULT_RTP_PORT_MIN: Final = 40000
+DEFAULT_RTP_PORT_MAX: Final = 40999
+DEFAULT_PRIORITY: Final = 0
+
+MIN_PRIORITY: Final = 0
+MAX_PRIORITY: Final = 1000
+MIN_PASSWORD_LENGTH: Final = 12
+MIN_RTP_PORT: Final = 1024
+GENERATED_PASSWORD_LENGTH: Final = 20
+
+BINDINGS_STORAGE_VERSION: Final = 1
+
+MANUFACTURER: Final = "callflip"
+
+
+class DeviceKind(StrEnum):
+    """The kinds of SIP device a user can own; the values are sip_core's DeviceType values."""
+
+    DESK = "desk"
+    MOBILE = "mobile"
+    SOFTPHONE = "softphone"
+    HOME = "home"
+    CONFERENCE = "conference"
+
+
+DEVICE_MODELS: Final[dict[str, str]] = {
+    DeviceKind.DESK: "Desk phone",
+    DeviceKind.MOBILE: "Mobile phone",
+    DeviceKind.SOFTPHONE: "Softphone",
+    DeviceKind.HOME: "Home phone",
+    DeviceKind.CONFERENCE: "Conference phone",
+}
+"""The device registry model of each kind of SIP device."""

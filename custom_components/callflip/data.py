@@ -1,0 +1,19 @@
+"""What a loaded callflip config entry carries at run time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+
+from .hub import CallflipHub
+
+
+@dataclass(slots=True)
+class CallflipData:
+    """The runtime data of a loaded entry (calls join it when the B2BUA lands)."""
+
+    hub: CallflipHub
+
+
+type CallflipConfigEntry = ConfigEntry[CallflipData]
