@@ -153,7 +153,10 @@ class Kamailio:
             else ""
         )
         log_reject = (
-            '        xlog("L_NOTICE", "REGISTER $fU from $si:$sp rejected: bad credentials\\n");\n'
+            '        if (is_present_hf("Authorization")) {\n'
+            '            xlog("L_NOTICE", "REGISTER $fU from $si:$sp rejected: '
+            'bad credentials\\n");\n'
+            "        }\n"
             if self.log_registrations
             else ""
         )
@@ -217,9 +220,7 @@ request_route {{
     }} else {{
 {fallback}    }}
     if ($var(known) == 0 || !pv_auth_check("{self.realm}", "$var(pw)", "0", "1")) {{
-        if (is_present_hf("Authorization")) {{
-{log_reject}        }}
-        auth_challenge("{self.realm}", "1");
+{log_reject}        auth_challenge("{self.realm}", "1");
         exit;
     }}
     consume_credentials();
