@@ -96,9 +96,13 @@ def pbx_yaml(
 
 
 def users_from(devices: Mapping[str, str], *, digest: Sequence[str] = ("MD5",)) -> list[User]:
-    """One user per device (username -> password), extension = username."""
+    """One user per device (username -> password); extension = username + "9" (they must differ)."""
     return [
-        User(f"user{name}", name, [Device(name, password, label=f"Phone {name}", digest=digest)])
+        User(
+            f"user{name}",
+            f"{name}9",
+            [Device(name, password, label=f"Phone {name}", digest=digest)],
+        )
         for name, password in devices.items()
     ]
 
