@@ -193,8 +193,8 @@ class CallflipHub:
                 model="User",
                 name=user["name"],
                 serial_number=user["extension"],
-                via_device=hub_identifier(entry_id),
             )
+            self._set_parent(registry, user_device, hub)
             wanted.add(user_device.id)
             for device in user["devices"]:
                 sip_device = registry.async_get_or_create(
@@ -204,9 +204,22 @@ class CallflipHub:
                     model=DEVICE_MODELS.get(device["type"], device["type"]),
                     name=device["label"],
                     serial_number=device["username"],
-                    via_device=user_identifier(user["id"]),
                 )
+                self._set_parent(registry, sip_device, user_device)
                 wanted.add(sip_device.id)
         for stale in dr.async_entries_for_config_entry(registry, entry_id):
             if stale.id not in wanted:
                 registry.async_remove_device(stale.id)
+
+    @staticmethod
+    def _set_parent(
+        registry: dr.DeviceRegistry, device: dr.DeviceEntry, parent: dr.DeviceEntry
+    ) -> None:
+        """Link a device to the one it is reached through.
+
+        Set with async_update_device: async_get_or_create takes ``via_device`` before Home
+        Assistant 2026.x and ``via_device_id`` after, but async_update_device's
+        ``via_device_id`` works on every version we support.
+        """
+        if device.via_device_id != parent.id:
+            registry.async_update_device(device.id, via_device_id=parent.id)
