@@ -1,0 +1,537 @@
+"""SIP header fields: the ordered multi-map `Headers` and the typed values Via, NameAddress, CSeq.
+
+`Headers` keeps every header as its raw value string, in arrival order, and only parses a value when
+somebody asks for it (see `Headers.typed`): a registrar answering thousands of REGISTERs a second
+does not pay for Route, Allow or User-Agent it never reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from sip_core.limits import MAX_UINT32
+from sip_core.uri import ParseError, SipUri, is_token
+
+__all__ = [
+    "CSeq",
+    "Headers",
+    "NameAddress",
+    "Via",
+    "canonical_key",
+    "canonical_name",
+    "parse_params",
+    "split_outside",
+]
+
+# Canonical spelling of the header names we know, keyed by their lower-case form.
+_CANONICAL: dict[str, str] = {
+    name.lower(): name
+    for name in (
+        "Accept", "Accept-Contact", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow",
+        "Allow-Events", "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact",
+        "Content-Disposition", "Content-Encoding", "Content-Language", "Content-Length",
+        "Content-Type", "CSeq", "Date", "Error-Info", "Event", "Expires", "From", "History-Info",
+        "Identity", "Identity-Info", "In-Reply-To", "Max-Forwards", "MIME-Version", "Min-Expires",
+        "Min-SE", "Organization", "P-Asserted-Identity", "P-Preferred-Identity", "Path",
+        "Priority", "Privacy", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require",
+        "RAck", "Reason", "Record-Route", "Refer-To", "Referred-By", "Reject-Contact",
+        "Replaces", "Reply-To", "Request-Disposition", "Require", "Retry-After", "Route", "RSeq",
+        "Server", "Service-Route", "Session-Expires", "SIP-ETag", "SIP-If-Match", "Subject",
+        "Subscription-State", "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via",
+        "Warning", "WWW-Authenticate",
+    )
+}  # fmt: skip
+
+# Compact forms (RFC 3261 §7.3.3 and the extensions that registered one).
+_COMPACT: dict[str, str] = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+# Headers whose grammar is a comma-separated list, so several values may share one line.
+# (Not the authentication headers, Date, From/To and the like, whose values contain commas.)
+_LIST_HEADERS = frozenset(
+    (
+        "accept", "accept-contact", "accept-encoding", "accept-language", "alert-info", "allow",
+        "allow-events", "call-info", "contact", "content-encoding", "content-language",
+        "error-info", "history-info", "in-reply-to", "p-asserted-identity",
+        "p-preferred-identity", "path", "privacy", "proxy-require", "reason", "record-route",
+        "reject-contact", "require", "route", "service-route", "supported", "unsupported", "via",
+        "warning",
+    )
+)  # fmt: skip
+
+
+def canonical_key(name: str) -> str:
+    """The lookup key of a header name: lower case, compact forms expanded."""
+    lname = name.strip().lower()
+    return _COMPACT.get(lname, lname)
+
+
+def canonical_name(key: str) -> str:
+    """How a header with this key is written on the wire."""
+    return _CANONICAL.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+
+
+def split_outside(value: str, sep: str) -> list[str]:
+    """Split on `sep` where it is outside quoted strings and <...>; parts are stripped."""
+    if '"' not in value and "<" not in value:
+        return [p.strip() for p in value.split(sep)]
+    parts: list[str] = []
+    start = 0
+    depth = 0
+    in_quote = False
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            depth += 1
+        elif c == ">":
+            if depth:
+                depth -= 1
+        elif c == sep and depth == 0:
+            parts.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    parts.append(value[start:].strip())
+    return parts
+
+
+_PARAM_VALUE_RE = re.compile(r'[A-Za-z0-9\-.!%*_+`\'~:\[\]]+|"(?:[^"\\]|\\.)*"')
+
+
+def parse_params(items: list[str], *, strict: bool = True) -> dict[str, str | None]:
+    """Header parameters (`;name=value` already split on ';'): names lower-cased, values as written
+    (quoted values keep their quotes). An empty parameter (";;") is an error when `strict`."""
+    params: dict[str, str | None] = {}
+    for item in items:
+        if not item:
+            if strict:
+                raise ParseError("empty header parameter")
+            continue
+        name, eq, value = item.partition("=")
+        name = name.rstrip()
+        if not is_token(name):
+            raise ParseError(f"bad parameter name {name[:80]!r}")
+        if eq:
+            value = value.strip()
+            if _PARAM_VALUE_RE.fullmatch(value) is None:
+                raise ParseError(f"bad parameter value {value[:80]!r}")
+            params[name.lower()] = value
+        else:
+            params[name.lower()] = None
+    return params
+
+
+def _params_text(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+@dataclass(slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42); the protocol is always SIP/2.0."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str, *, strict: bool = True) -> Via:
+        items = text.split(";") if '"' not in text else split_outside(text, ";")
+        proto = items[0].split("/", 2)
+        if len(proto) != 3 or proto[0].strip().upper() != "SIP" or proto[1].strip() != "2.0":
+            raise ParseError(f"bad Via protocol in {text[:80]!r}")
+        words = proto[2].split(None, 1)
+        if len(words) != 2 or not is_token(words[0]):
+            raise ParseError(f"bad Via sent-by in {text[:80]!r}")
+        transport = words[0].upper()
+        sent_by = words[1].strip()
+        port: int | None = None
+        if sent_by.startswith("["):
+            close = sent_by.find("]")
+            host = sent_by[: close + 1]
+            port_text = sent_by[close + 1 :].strip()
+            if close < 0 or (port_text and not port_text.startswith(":")):
+                raise ParseError(f"bad Via host in {text[:80]!r}")
+            port_text = port_text[1:]
+        else:
+            host, _, port_text = sent_by.partition(":")
+            host = host.rstrip()
+        if port_text:
+            port_text = port_text.strip()
+            if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+                raise ParseError(f"bad Via port in {text[:80]!r}")
+            port = int(port_text)
+        if not host or any(c in host for c in ' \t,;<>"/@'):
+            raise ParseError(f"bad Via host in {text[:80]!r}")
+        params = parse_params([p.strip() for p in items[1:]], strict=strict)
+        return cls(transport, host.lower(), port, params)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @branch.setter
+    def branch(self, value: str) -> None:
+        self.params["branch"] = value
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @received.setter
+    def received(self, value: str) -> None:
+        self.params["received"] = value
+
+    @property
+    def has_rport(self) -> bool:
+        """True if the client asked for rport (RFC 3581), with or without a value."""
+        return "rport" in self.params
+
+    @property
+    def rport(self) -> int | None:
+        value = self.params.get("rport")
+        return int(value) if value and value.isascii() and value.isdigit() else None
+
+    @rport.setter
+    def rport(self, value: int) -> None:
+        self.params["rport"] = str(value)
+
+    @property
+    def is_rfc3261_branch(self) -> bool:
+        """The branch carries the RFC 3261 magic cookie (otherwise RFC 2543 matching applies)."""
+        branch = self.params.get("branch")
+        return branch is not None and branch.startswith("z9hG4bK")
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def copy(self) -> Via:
+        return Via(self.transport, self.host, self.port, dict(self.params))
+
+    def __str__(self) -> str:
+        return f"SIP/2.0/{self.transport} {self.sent_by}{_params_text(self.params)}"
+
+
+_DISPLAY_RE = re.compile(r"(?:[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]+|[ \t]+)*")
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
+
+
+@dataclass(slots=True)
+class NameAddress:
+    """A name-addr or addr-spec with header parameters: From, To, Contact, Route, Record-Route..."""
+
+    display_name: str | None
+    uri: SipUri
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str, *, strict: bool = True) -> NameAddress:
+        text = text.strip()
+        display: str | None = None
+        if text.startswith('"'):
+            i = 1
+            n = len(text)
+            while i < n:
+                c = text[i]
+                if c == "\\":
+                    i += 2
+                    continue
+                if c == '"':
+                    break
+                i += 1
+            else:
+                raise ParseError("unterminated quoted display name")
+            display = _QUOTED_PAIR_RE.sub(r"\1", text[1:i])
+            rest = text[i + 1 :].lstrip()
+            if not rest.startswith("<"):
+                raise ParseError("display name without <URI>")
+        else:
+            lt = text.find("<")
+            if lt >= 0:
+                words = text[:lt]
+                if _DISPLAY_RE.fullmatch(words) is None:
+                    raise ParseError(f"bad display name {words[:80]!r}")
+                words = " ".join(words.split())
+                display = words or None
+                rest = text[lt:]
+            else:
+                rest = text
+        if rest.startswith("<"):
+            gt = rest.find(">")
+            if gt < 0:
+                raise ParseError("unterminated <URI>")
+            uri_text = rest[1:gt]
+            tail = rest[gt + 1 :].lstrip()
+            if tail and not tail.startswith(";"):
+                raise ParseError(f"junk after <URI>: {tail[:80]!r}")
+            items = split_outside(tail, ";")[1:] if tail else []
+        else:
+            # addr-spec form: everything after the first ';' is a header parameter, and the URI
+            # may carry neither '?' nor ',' (RFC 3261 §20).
+            items = split_outside(rest, ";")
+            uri_text = items.pop(0)
+            if "?" in uri_text or "," in uri_text:
+                raise ParseError("URI with '?' or ',' must be enclosed in <>")
+        uri = SipUri.parse_any(uri_text)
+        return cls(display, uri, parse_params(items, strict=strict))
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @tag.setter
+    def tag(self, value: str) -> None:
+        self.params["tag"] = value
+
+    def copy(self) -> NameAddress:
+        return NameAddress(self.display_name, self.uri.copy(), dict(self.params))
+
+    def __str__(self) -> str:
+        name = self.display_name
+        if name is None:
+            head = ""
+        elif name and _DISPLAY_RE.fullmatch(name) and name.strip() == name:
+            head = name + " "
+        else:
+            head = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '" '
+        return f"{head}<{self.uri}>{_params_text(self.params)}"
+
+
+@dataclass(slots=True)
+class CSeq:
+    number: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        parts = text.split()
+        if len(parts) != 2:
+            raise ParseError(f"bad CSeq {text[:80]!r}")
+        number, method = parts
+        if not (number.isascii() and number.isdigit()) or len(number) > 10:
+            raise ParseError(f"bad CSeq number {number[:80]!r}")
+        value = int(number)
+        if value > MAX_UINT32:
+            raise ParseError("CSeq number larger than 2**32-1")
+        if not is_token(method):
+            raise ParseError(f"bad CSeq method {method[:80]!r}")
+        return cls(value, method)
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+class Headers:
+    """An ordered multi-map of header fields.
+
+    Names are case-insensitive and compact forms are mapped to their full names. Values are kept as
+    raw strings, one entry per header line; `get_all` splits list-valued headers on commas (outside
+    quotes and <>). Values of the same name stay in order; different names keep the order in which
+    each name first appeared (RFC 3261 §7.3.1 makes only the former significant).
+
+    Typed views (`typed`) are parsed on first use and cached. A cached object may be changed in
+    place (the transport adds `received` to the top Via): reading or serialising the header then
+    reflects the change. Any write to a header drops its cached view.
+    """
+
+    __slots__ = ("_names", "_typed", "_values")
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self._values: dict[str, list[str]] = {}
+        self._names: dict[str, str] = {}
+        self._typed: dict[str, tuple[object, Callable[[object], list[str]]]] = {}
+        if items:
+            for name, value in items:
+                self.add(name, value)
+
+    # --- raw access -----------------------------------------------------------------------
+    def _raw(self, key: str) -> list[str] | None:
+        typed = self._typed.get(key)
+        if typed is not None:
+            obj, dump = typed
+            return dump(obj)
+        return self._values.get(key)
+
+    def _flush(self, key: str) -> None:
+        typed = self._typed.pop(key, None)
+        if typed is not None:
+            obj, dump = typed
+            values = dump(obj)
+            if values:
+                self._values[key] = values
+            else:
+                self._values.pop(key, None)
+
+    def get(self, name: str) -> str | None:
+        """The first value (for a list header: the whole first line)."""
+        values = self._raw(canonical_key(name))
+        return values[0] if values else None
+
+    def get_lines(self, name: str) -> list[str]:
+        """The raw value of every line of this header, unsplit."""
+        return list(self._raw(canonical_key(name)) or ())
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value; list-valued headers split on commas outside quotes and <>."""
+        key = canonical_key(name)
+        values = self._raw(key)
+        if not values:
+            return []
+        if key not in _LIST_HEADERS:
+            return list(values)
+        result: list[str] = []
+        for line in values:
+            if "," in line:
+                result.extend(p for p in split_outside(line, ",") if p)
+            elif line:
+                result.append(line)
+        return result
+
+    def count(self, name: str) -> int:
+        """Number of header lines with this name."""
+        return len(self._raw(canonical_key(name)) or ())
+
+    def add(self, name: str, value: str) -> None:
+        key = canonical_key(name)
+        self._flush(key)
+        values = self._values.get(key)
+        if values is None:
+            self._values[key] = [value]
+            if key not in _CANONICAL:
+                self._names[key] = name.strip()
+        else:
+            values.append(value)
+
+    def set(self, name: str, value: str) -> None:
+        key = canonical_key(name)
+        self._typed.pop(key, None)
+        if key not in self._values and key not in _CANONICAL:
+            self._names[key] = name.strip()
+        self._values[key] = [value]
+
+    def prepend(self, name: str, value: str) -> None:
+        key = canonical_key(name)
+        self._flush(key)
+        values = self._values.get(key)
+        if values is None:
+            if key not in _CANONICAL:
+                self._names[key] = name.strip()
+            self._values = {key: [value], **self._values}
+        else:
+            values.insert(0, value)
+
+    def remove(self, name: str) -> None:
+        key = canonical_key(name)
+        self._typed.pop(key, None)
+        self._values.pop(key, None)
+        self._names.pop(key, None)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self._values.get(canonical_key(name)))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for key in list(self._values):
+            name = _CANONICAL.get(key) or self._names.get(key) or canonical_name(key)
+            for value in self._raw(key) or ():
+                yield name, value
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._values.values())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def copy(self) -> Headers:
+        """An independent copy: changing it (or typed values read from it) leaves self alone."""
+        new = Headers()
+        values = self._values
+        new._values = {k: list(v) for k, v in values.items()}
+        for key, (obj, dump) in self._typed.items():
+            new._values[key] = dump(obj)
+        new._names = dict(self._names)
+        return new
+
+    # --- typed access ---------------------------------------------------------------------
+    def typed[T](
+        self, key: str, parse: Callable[[list[str]], T], dump: Callable[[T], list[str]]
+    ) -> T:
+        """The value of header `key` (a canonical key) parsed by `parse`, cached until the header
+        is written; `dump` turns the (possibly modified) object back into raw values."""
+        cached = self._typed.get(key)
+        if cached is not None:
+            return cached[0]  # type: ignore[return-value]
+        values = self._values.get(key)
+        if values is None:
+            # keep a slot so that an object filled in later (vias.append) is serialised in order
+            values = self._values[key] = []
+        obj = parse(values)
+        self._typed[key] = (obj, dump)  # type: ignore[assignment]
+        return obj
+
+    def cache_typed[T](self, key: str, obj: T, dump: Callable[[T], list[str]]) -> None:
+        """Install an already parsed view (the parser validates eagerly and keeps its results)."""
+        self._typed[key] = (obj, dump)  # type: ignore[assignment]
+
+    def is_cached(self, key: str) -> bool:
+        return key in self._typed
+
+    def write_lines(self, out: list[str], skip: str | None = None) -> None:
+        """Append "Name: value\\r\\n" for every header line to `out` (fast path for to_bytes)."""
+        names = self._names
+        typed = self._typed
+        for key, values in self._values.items():
+            if key == skip:
+                continue
+            name = _CANONICAL.get(key) or names.get(key) or canonical_name(key)
+            lines = values
+            if key in typed:
+                obj, dump = typed[key]
+                lines = dump(obj)
+            for value in lines:
+                out.append(f"{name}: {value}\r\n")
+
+    @classmethod
+    def _from_parsed(cls, values: dict[str, list[str]], names: dict[str, str]) -> Headers:
+        new = cls.__new__(cls)
+        new._values = values
+        new._names = names
+        new._typed = {}
+        return new

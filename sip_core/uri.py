@@ -1,0 +1,250 @@
+"""SIP URIs (RFC 3261 §19.1) and the error type of the whole message layer.
+
+Values are kept as written (still %-escaped) so that a URI serialises back to what the peer sent;
+comparison (`equivalent`) and the `*_unescaped` properties do the unescaping.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from sip_core.message import Request
+
+__all__ = ["ParseError", "SipUri", "is_token", "unescape"]
+
+
+class ParseError(ValueError):
+    """A message, header or URI that cannot be used.
+
+    `status` is the response to answer with (400, 416, 505 ...) or None when the input must be
+    dropped silently (garbage, or a broken response). `basis` is a request good enough to build
+    that error response from with `make_response` (Via, From, To, Call-ID and CSeq usable), else
+    None.
+    """
+
+    def __init__(self, reason: str, status: int | None = 400, basis: Request | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.basis = basis
+
+    def __repr__(self) -> str:
+        return f"ParseError({self.reason!r}, status={self.status!r})"
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*)|\[[0-9A-Fa-f:.]+\]")
+# Characters that may appear unescaped in the user and password parts, params and headers: RFC 3261
+# unreserved, escaped ('%'), and the part-specific reserved characters. No whitespace, no controls,
+# no '<>"' and no '@' (outside userinfo it must be escaped).
+_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/]+")
+_PASSWORD_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,]*")
+_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+")
+_HEADER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$]*")
+_OPAQUE_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_SIP_SCHEMES = frozenset(("sip", "sips"))
+
+
+def is_token(text: str) -> bool:
+    """True if `text` is an RFC 3261 token (method names, header names, parameter names)."""
+    return _TOKEN_RE.fullmatch(text) is not None
+
+
+def unescape(text: str) -> str:
+    """Undo %HH escapes as UTF-8 (invalid sequences become U+FFFD; a lone "%" stays)."""
+    return unquote(text, errors="replace") if "%" in text else text
+
+
+def _parse_port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:
+        raise ParseError(f"bad port {text!r}")
+    port = int(text)
+    if port > 65535:
+        raise ParseError(f"port out of range {text!r}")
+    return port
+
+
+@dataclass(slots=True)
+class SipUri:
+    """A sip: or sips: URI.
+
+    Other schemes only appear inside name-addrs (From: <tel:...>, To: <http:...>), where they are
+    kept opaque: `opaque` holds everything after "scheme:" and the SIP fields are empty. The
+    Request-URI must be sip/sips (`parse` raises ParseError 416 for anything else).
+    """
+
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    opaque: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SipUri:
+        """Parse a sip/sips URI; ParseError 416 for another scheme, 400 if malformed."""
+        scheme, colon, rest = text.partition(":")
+        lscheme = scheme.lower()
+        if not colon or lscheme not in _SIP_SCHEMES:
+            if colon and _OPAQUE_SCHEME_RE.fullmatch(scheme):
+                raise ParseError(f"unsupported URI scheme {scheme!r}", 416)
+            raise ParseError(f"not a URI: {text[:80]!r}")
+        return cls._parse_sip(lscheme, rest)
+
+    @classmethod
+    def parse_any(cls, text: str) -> SipUri:
+        """Parse a URI of any scheme: sip/sips fully, others as an opaque value."""
+        scheme, colon, rest = text.partition(":")
+        lscheme = scheme.lower()
+        if colon and lscheme in _SIP_SCHEMES:
+            return cls._parse_sip(lscheme, rest)
+        if not colon or not _OPAQUE_SCHEME_RE.fullmatch(scheme) or not rest:
+            raise ParseError(f"not a URI: {text[:80]!r}")
+        if any(c in rest for c in ' \t\r\n<>"'):
+            raise ParseError(f"bad character in URI {text[:80]!r}")
+        return cls(lscheme, None, None, "", opaque=rest)
+
+    @classmethod
+    def _parse_sip(cls, scheme: str, rest: str) -> SipUri:
+        user: str | None = None
+        password: str | None = None
+        at = rest.find("@")
+        if at >= 0:
+            userinfo = rest[:at]
+            rest = rest[at + 1 :]
+            user, colon, pw = userinfo.partition(":")
+            if colon:
+                if _PASSWORD_RE.fullmatch(pw) is None:
+                    raise ParseError("bad character in URI password")
+                password = pw
+            if _USER_RE.fullmatch(user) is None:
+                raise ParseError(f"bad URI user part {user[:80]!r}")
+        # hostport ends at the first ';' (params) or '?' (headers)
+        cut = len(rest)
+        for sep in (";", "?"):
+            i = rest.find(sep)
+            if 0 <= i < cut:
+                cut = i
+        hostport = rest[:cut]
+        tail = rest[cut:]
+        port: int | None = None
+        if hostport.startswith("["):
+            close = hostport.find("]")
+            if close < 0:
+                raise ParseError("unterminated IPv6 reference")
+            host = hostport[: close + 1]
+            after = hostport[close + 1 :]
+            if after:
+                if after[0] != ":":
+                    raise ParseError(f"bad host {hostport[:80]!r}")
+                port = _parse_port(after[1:])
+        else:
+            host, colon, port_text = hostport.partition(":")
+            if colon:
+                port = _parse_port(port_text)
+        if _HOST_RE.fullmatch(host) is None:
+            raise ParseError(f"bad host {host[:80]!r}")
+        params: dict[str, str | None] = {}
+        headers: dict[str, str] = {}
+        if tail:
+            param_text, q, header_text = tail.partition("?")
+            if param_text:
+                for item in param_text[1:].split(";"):
+                    name, eq, value = item.partition("=")
+                    if _PARAM_RE.fullmatch(name) is None or (
+                        eq and _PARAM_RE.fullmatch(value) is None
+                    ):
+                        raise ParseError(f"bad URI parameter {item[:80]!r}")
+                    params[name.lower()] = value if eq else None
+            if q:
+                for item in header_text.split("&"):
+                    name, eq, value = item.partition("=")
+                    if not eq or not name or _HEADER_RE.fullmatch(name + value) is None:
+                        raise ParseError(f"bad URI header {item[:80]!r}")
+                    headers[name] = value
+        return cls(scheme, user, password, host.lower(), port, params, headers)
+
+    @property
+    def is_sip(self) -> bool:
+        return self.opaque is None
+
+    @property
+    def user_unescaped(self) -> str | None:
+        return None if self.user is None else unescape(self.user)
+
+    @property
+    def password_unescaped(self) -> str | None:
+        return None if self.password is None else unescape(self.password)
+
+    @property
+    def transport(self) -> str | None:
+        value = self.params.get("transport")
+        return value.lower() if value else None
+
+    @property
+    def host_port(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def copy(self) -> SipUri:
+        return SipUri(
+            self.scheme,
+            self.user,
+            self.password,
+            self.host,
+            self.port,
+            dict(self.params),
+            dict(self.headers),
+            self.opaque,
+        )
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        parts = [self.scheme, ":"]
+        if self.user is not None:
+            parts.append(self.user)
+            if self.password is not None:
+                parts += (":", self.password)
+            parts.append("@")
+        parts.append(self.host)
+        if self.port is not None:
+            parts += (":", str(self.port))
+        for name, value in self.params.items():
+            parts += (";", name) if value is None else (";", name, "=", value)
+        if self.headers:
+            parts += ("?", "&".join(f"{k}={v}" for k, v in self.headers.items()))
+        return "".join(parts)
+
+    def equivalent(self, other: SipUri) -> bool:
+        """URI comparison of RFC 3261 §19.1.4."""
+        if self.scheme != other.scheme:
+            return False
+        if self.opaque is not None or other.opaque is not None:
+            return self.opaque == other.opaque
+        if self.user_unescaped != other.user_unescaped:
+            return False
+        if self.password_unescaped != other.password_unescaped:
+            return False
+        if self.host != other.host or self.port != other.port:
+            return False
+        mine = {k: _lower_unescaped(v) for k, v in self.params.items()}
+        theirs = {k: _lower_unescaped(v) for k, v in other.params.items()}
+        for name in ("user", "ttl", "method", "maddr", "transport"):
+            if mine.get(name, "") != theirs.get(name, ""):
+                return False
+        for name in mine.keys() & theirs.keys():
+            if mine[name] != theirs[name]:
+                return False
+        my_headers = {k.lower(): unescape(v) for k, v in self.headers.items()}
+        their_headers = {k.lower(): unescape(v) for k, v in other.headers.items()}
+        return my_headers == their_headers
+
+
+def _lower_unescaped(value: str | None) -> str | None:
+    return None if value is None else unescape(value).lower()
