@@ -42,13 +42,21 @@ How the TU is called (every callback is guarded: an exception is logged and the 
 - A 2xx sent through an `InviteServerTransaction` is retransmitted by an
   `Invite2xxRetransmitter` (§13.3.1.4, the UAS core's duty, kept here because the layer sees the
   ACKs): T1 doubling up to T2 over UDP, until the ACK arrives or 64*T1 passes; then the
-  transaction's ``on_ack_timeout(response)`` is called so the dialog can send BYE.
+  transaction's ``on_ack_timeout(response)`` is called so the dialog can send BYE. Over TCP the
+  2xx is not resent, but a missing ACK is still reported after 64*T1. The ACK is found by
+  (Call-ID, CSeq number, To tag).
 - A server transaction's ``on_timeout`` attribute (set by the TU) hears of Timer H and transport
-  errors. A request whose TU handler raises before answering is answered 500 by the layer.
+  errors. A request whose TU handler raises before answering is answered 500 by the layer. A
+  non-INVITE the TU leaves unanswered for 64*T1 is dropped (its client gave up at Timer F).
+- Outgoing requests carry their own top Via with a ``new_branch()`` branch (the TU knows the
+  transport and address). A send that fails at once is reported through the callbacks before
+  `TransactionLayer.send_request` returns.
 
 Matching: responses by (top Via branch, CSeq method) (§17.1.3); requests by (branch, sent-by,
 method), ACK counting as INVITE and CANCEL as itself (§17.2.3). Requests whose branch lacks the
-magic cookie are matched RFC 2543 style on (Call-ID, From tag, CSeq number, sent-by, method).
+magic cookie are matched RFC 2543 style on (Call-ID, From tag, CSeq number, sent-by, method) --
+looser than §17.2.3 (no Request-URI or To tag), which is enough to absorb retransmissions and
+match the ACK to a non-2xx whose To tag the INVITE lacked.
 """
 
 from __future__ import annotations
@@ -638,8 +646,7 @@ class NonInviteClientTransaction(ClientTransaction):
         if not self.reliable:
             self._retransmit = clock.call_later(self._interval, self._timer_e)
         self._timer = clock.call_later(layer.timers.timeout, self._timer_f)
-        if not self._send_request(self.request):
-            return
+        self._send_request(self.request)
 
     def _response(self, response: Response) -> None:
         state = self.state
