@@ -449,3 +449,33 @@ def test_response_matching_uses_branch_and_cseq_method(h: Harness) -> None:
     h.feed(other_method)
     assert h.responses == []
     assert len(h.stray) == 1
+
+
+def test_failing_retransmission_goes_to_on_transport_error(h: Harness) -> None:
+    errors: list[Exception] = []
+    txn = h.layer.send_request(
+        outgoing(),
+        UAS,
+        TransportKind.UDP,
+        on_response=h.on_response,
+        on_timeout=h.on_timeout,
+        on_transport_error=errors.append,
+    )
+    h.transport.fail = OSError("network down")
+    h.clock.advance(0.5)  # Timer A fires and the resend fails
+    assert len(errors) == 1
+    assert txn.state is TransactionState.TERMINATED
+    h.assert_clean()
+
+
+def test_failing_timeout_handler_is_logged(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    def broken() -> None:
+        raise RuntimeError("timeout bug")
+
+    h.layer.send_request(
+        outgoing("OPTIONS"), UAS, TransportKind.UDP, on_response=h.on_response, on_timeout=broken
+    )
+    with caplog.at_level(logging.ERROR, logger="sip_core.transaction"):
+        h.clock.advance(40)
+    assert "timeout bug" in caplog.text
+    h.assert_clean()

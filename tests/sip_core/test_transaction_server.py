@@ -508,3 +508,39 @@ def test_garbage_never_escapes_receive(h: Harness, caplog: pytest.LogCaptureFixt
     h.tu.answer = 200
     h.receive(request("OPTIONS"))
     assert h.transport.statuses == [200]
+
+
+def test_invite_tu_exception_is_answered_500_and_failing_callbacks_are_logged(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h.tu.raise_error = True
+    with caplog.at_level(logging.ERROR, logger="sip_core.transaction"):
+        h.receive(request())
+        txn = h.txn()
+
+        def broken() -> None:
+            raise RuntimeError("timeout handler bug")
+
+        txn.on_timeout = broken
+        h.clock.advance(32)  # Timer H: no ACK for the 500; the broken handler must not escape
+    assert h.transport.statuses[0] == 500
+    assert "timeout handler bug" in caplog.text
+    h.assert_clean()
+
+
+def test_failing_ack_timeout_handler_is_logged(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h.tu.answer = 200
+    h.receive(request())
+    txn = h.txn()
+    assert isinstance(txn, InviteServerTransaction)
+
+    def broken(response: Response) -> None:
+        raise RuntimeError("ack handler bug")
+
+    txn.on_ack_timeout = broken
+    with caplog.at_level(logging.ERROR, logger="sip_core.transaction"):
+        h.clock.advance(40)
+    assert "ack handler bug" in caplog.text
+    h.assert_clean()
