@@ -1,0 +1,699 @@
+"""The SIP transport layer: UDP and TCP on one port, IPv4 or IPv6 (RFC 3261 §18, RFC 3581).
+
+Why it is shaped like this:
+
+- It sits directly on asyncio's ``DatagramProtocol`` and ``Protocol`` (no streams): a registrar
+  doing thousands of requests a second cannot afford a task, a reader and a writer per connection,
+  nor a copy of every packet on its way in. Nothing is logged per packet above DEBUG.
+- One bad peer must never hurt another. Every datagram and every connection is handled inside its
+  own ``try``: a garbage or oversize TCP stream closes that connection only, a malformed datagram is
+  answered or dropped, and an exception raised by the ``on_message`` callback is logged, not raised.
+- CRLF keep-alives (RFC 5626 §3.5.1): a double-CRLF ping on TCP is answered with a single CRLF pong;
+  a datagram of nothing but CRLFs is ignored.
+- Requests that arrive are stamped with ``received``/``rport`` on their top Via (RFC 3261 §18.2.1,
+  RFC 3581 §4) before anyone sees them, so a response built from them with ``make_response`` already
+  carries everything §18.2.2 needs to route it back, even through a NAT.
+- TCP connections are kept in one table whatever their direction. A phone behind NAT that registered
+  over TCP can only be reached on the connection it opened, so ``send_request`` reuses an inbound
+  connection from the destination address before it opens a new one. Idle connections are closed
+  after ``idle_timeout`` seconds without traffic, measured on the injected ``Clock``.
+- UDP is never used for a message over ``MAX_UDP_MESSAGE`` bytes. RFC 3261 §18.1.1 asks a client to
+  switch to TCP for large requests; this layer does not switch silently (the Via the caller wrote
+  names the transport, and changing it here would break the transaction), so it raises
+  ``MessageTooLargeError`` and the caller must choose TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from sip_core.clock import Clock, LoopClock, TimerHandle
+from sip_core.framing import Keepalive, StreamFramer
+from sip_core.message import ParseError, Request, Response, Via, make_response, parse_message
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_SIP_PORT: Final = 5060
+MAX_UDP_MESSAGE: Final = 65_000
+"""The largest message sent as one UDP datagram; anything larger must go over TCP."""
+DEFAULT_IDLE_TIMEOUT: Final = 600.0
+"""Seconds without traffic after which a TCP connection is closed (either direction)."""
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+MAX_WRITE_BUFFER: Final = 4 * 1024 * 1024
+"""A peer that stops reading is cut off once this much output is queued for it."""
+_PORT_ATTEMPTS: Final = 20
+_SOCKET_BUFFER: Final = 1024 * 1024
+_PONG: Final = b"\r\n"
+
+
+class TransportKind(StrEnum):
+    """The transports callflip speaks; the value is the Via sent-protocol transport token."""
+
+    UDP = "UDP"
+    TCP = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """An IP address (or host name) and port. IPv6 hosts are kept without brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from, and so how to answer it."""
+
+    kind: TransportKind
+    remote: Address
+    local: Address
+    connection_id: int | None
+
+
+class TransportError(Exception):
+    """The transport could not do what was asked: bind, connect or send."""
+
+
+class MessageTooLargeError(TransportError):
+    """A message too large for one UDP datagram; the caller must send it over TCP."""
+
+
+MessageCallback = Callable[[Request | Response, Source], None]
+FailureCallback = Callable[[Exception], None]
+
+
+def _bare_host(host: str) -> str:
+    """The host as sockets want it: IPv6 without brackets, IP literals in canonical form."""
+    if host.startswith("["):
+        host = host[1:-1] if host.endswith("]") else host[1:]
+    if ":" in host:
+        try:
+            ip = ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return host
+        mapped = ip.ipv4_mapped
+        return str(mapped) if mapped is not None else ip.compressed
+    return host.lower()
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _same_host(via_host: str, source_ip: str) -> bool:
+    """Whether a Via sent-by host names the address a packet came from (RFC 3261 §18.2.1)."""
+    if via_host == source_ip:
+        return True
+    return _bare_host(via_host) == source_ip
+
+
+def _stamp_via(request: Request, remote: Address) -> None:
+    """Fill ``received`` and ``rport`` on the top Via of a request that just arrived.
+
+    ``received`` is added when the sent-by host is not the packet's source address (§18.2.1), and
+    always when the client asked for ``rport``: RFC 3581 §4 wants both then, so that the response
+    can find its way back through a NAT. The Via is changed in place; the message's headers hold
+    the parsed object, so serialising the request (or a response copied from it) shows the change.
+    """
+    via = request.top_via
+    params = via.params
+    if "rport" in params:
+        if params["rport"] is None:
+            params["rport"] = str(remote.port)
+        params["received"] = remote.host
+    elif not _same_host(via.host, remote.host):
+        params["received"] = remote.host
+
+
+def _response_port(via: Via) -> int:
+    return via.port if via.port is not None else DEFAULT_SIP_PORT
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    """Hands datagrams to the layer; ignores CRLF keep-alives (RFC 5626 §3.5.1 is TCP-only)."""
+
+    def __init__(self, layer: TransportLayer) -> None:
+        self._layer = layer
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if not data or (data[0] in (13, 10) and not data.strip(b"\r\n")):
+            return
+        layer = self._layer
+        try:
+            host: str = addr[0]
+            remote = Address(_bare_host(host) if ":" in host else host, addr[1])
+            layer._handle_datagram(
+                data, Source(TransportKind.UDP, remote, layer.local_address, None)
+            )
+        except Exception:
+            _LOGGER.exception("Error handling a UDP datagram from %s", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable after a sendto) land here; they are routine on UDP.
+        _LOGGER.debug("UDP error: %s", exc)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection, inbound or outbound, with its own framer and idle timer."""
+
+    def __init__(self, layer: TransportLayer, connection_id: int, remote: Address | None) -> None:
+        self._layer = layer
+        self.id = connection_id
+        self.remote = remote if remote is not None else Address("", 0)
+        self.local = layer.local_address
+        self.transport: asyncio.Transport | None = None
+        self.framer = StreamFramer()
+        self.last_activity = layer.clock.monotonic()
+        self.closed = False
+        self.aliases: set[Address] = set()
+        self._pending: list[bytes] = []
+        self._failure_callbacks: list[FailureCallback] = []
+        self._idle_timer: TimerHandle | None = None
+        self._source: Source | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        if peer:
+            self.remote = Address(_bare_host(peer[0]), int(peer[1]))
+        if sock:
+            self.local = Address(_bare_host(sock[0]), int(sock[1]))
+        self._source = Source(TransportKind.TCP, self.remote, self.local, self.id)
+        self._layer._register(self)
+        if self.closed:  # stop() or a failure happened while we were connecting
+            transport.abort()
+            return
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            transport.write(data)
+        self._failure_callbacks.clear()
+        self.last_activity = self._layer.clock.monotonic()
+        self._arm_idle_timer(self._layer.idle_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self._layer.clock.monotonic()
+        try:
+            items = self.framer.feed(data)
+        except ParseError as exc:
+            _LOGGER.info("Closing TCP connection from %s: %s", self.remote, exc.reason)
+            self.close(abort=True)
+            return
+        except Exception:
+            _LOGGER.exception("Closing TCP connection from %s after a framing error", self.remote)
+            self.close(abort=True)
+            return
+        source = self._source
+        assert source is not None
+        for item in items:
+            if self.closed:
+                return
+            if item is Keepalive.PING:
+                self.write(_PONG)
+            elif item is Keepalive.PONG:
+                continue
+            else:
+                try:
+                    self._layer._handle_message(item, source)
+                except Exception:
+                    _LOGGER.exception("Error handling a TCP message from %s", self.remote)
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            _LOGGER.debug("TCP connection %s to %s lost: %s", self.id, self.remote, exc)
+        self.closed = True
+        self._cancel_idle_timer()
+        self._layer._unregister(self)
+
+    # -- used by the layer ------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """Usable for sending: not closed nor closing (a connection still opening counts)."""
+        transport = self.transport
+        return not self.closed and (transport is None or not transport.is_closing())
+
+    def write(self, data: bytes, on_failure: FailureCallback | None = None) -> None:
+        if self.closed:
+            raise TransportError(f"TCP connection to {self.remote} is closed")
+        transport = self.transport
+        if transport is None:  # still connecting
+            self._pending.append(data)
+            if on_failure is not None:
+                self._failure_callbacks.append(on_failure)
+            return
+        transport.write(data)
+        self.last_activity = self._layer.clock.monotonic()
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            _LOGGER.info("Closing TCP connection to %s: it stopped reading", self.remote)
+            self.close(abort=True)
+
+    def close(self, *, abort: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._cancel_idle_timer()
+        if self.transport is not None:
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
+        else:
+            self._layer._unregister(self)
+
+    def fail(self, error: TransportError) -> None:
+        """Connecting failed: drop what was queued and tell whoever queued it."""
+        self.closed = True
+        self._pending.clear()
+        callbacks, self._failure_callbacks = self._failure_callbacks, []
+        self._layer._unregister(self)
+        for callback in callbacks:
+            try:
+                callback(error)
+            except Exception:
+                _LOGGER.exception("Error in a transport failure callback")
+
+    # -- idle timeout ---------------------------------------------------------------------------
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self._idle_timer = self._layer.clock.call_later(delay, self._check_idle)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _check_idle(self) -> None:
+        # One timer per connection, re-armed lazily: traffic only updates a float, never a timer.
+        self._idle_timer = None
+        if self.closed:
+            return
+        timeout = self._layer.idle_timeout
+        idle = self._layer.clock.monotonic() - self.last_activity
+        if idle >= timeout:
+            _LOGGER.debug("Closing TCP connection %s to %s: idle", self.id, self.remote)
+            self.close()
+        else:
+            self._arm_idle_timer(timeout - idle)
+
+
+class TransportLayer:
+    """UDP and TCP on one ``host:port``; delivers parsed messages to ``on_message``.
+
+    ``local_address`` is valid after ``start()`` (with the real port when 0 was asked for).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        on_message: MessageCallback,
+        *,
+        clock: Clock | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        self.host = _bare_host(host) if host else "0.0.0.0"
+        self.port = port
+        self.on_message = on_message
+        self._clock = clock
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.local_address = Address(self.host, port)
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: dict[int, _Connection] = {}
+        self._by_remote: dict[Address, _Connection] = {}
+        self._next_connection_id = 1
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+        self._family = socket.AF_INET
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            self._clock = LoopClock()
+        return self._clock
+
+    @property
+    def connection_count(self) -> int:
+        """Open (or opening) TCP connections, both directions."""
+        return len(self._connections)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind UDP and TCP on the same port (port 0: one free for both).
+
+        Raises ``TransportError`` naming the address, port and transport when it is in use.
+        """
+        if self._running:
+            raise TransportError("transport already started")
+        loop = asyncio.get_running_loop()
+        family = self._family = await self._resolve_family(loop)
+        udp_sock, tcp_sock = self._bind_both(family)
+        port = int(udp_sock.getsockname()[1])
+        self.local_address = Address(self.host, port)
+        self._running = True  # before serving: a connection may be accepted during the awaits
+        try:
+            transport, _protocol = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), sock=udp_sock
+            )
+            self._udp = transport
+            self._server = await loop.create_server(
+                self._accept, sock=tcp_sock, backlog=1024, start_serving=True
+            )
+        except BaseException:
+            self._running = False
+            udp_sock.close()
+            tcp_sock.close()
+            if self._udp is not None:
+                self._udp.close()
+                self._udp = None
+            raise
+        _LOGGER.debug("SIP transport listening on %s (UDP and TCP)", self.local_address)
+
+    async def stop(self) -> None:
+        """Close the listeners and every connection; the port is free again when this returns."""
+        self._running = False
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in list(self._connections.values()):
+            connection.close(abort=True)
+        self._connections.clear()
+        self._by_remote.clear()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            await server.wait_closed()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Let the transports run their close callbacks so the sockets are really released.
+        await asyncio.sleep(0)
+
+    async def _resolve_family(self, loop: asyncio.AbstractEventLoop) -> socket.AddressFamily:
+        try:
+            infos = await loop.getaddrinfo(
+                self.host, None, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+            )
+        except OSError as exc:
+            raise TransportError(f"cannot listen on {self.host!r}: {exc}") from exc
+        family = infos[0][0]
+        if not _is_ip_literal(self.host):
+            self.host = str(infos[0][4][0])
+        return family
+
+    def _bind_both(self, family: socket.AddressFamily) -> tuple[socket.socket, socket.socket]:
+        """Bind UDP, then TCP on the same port; with port 0, retry when TCP finds it taken."""
+        attempts = _PORT_ATTEMPTS if self.port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            udp_sock = self._bind(family, socket.SOCK_DGRAM, self.port)
+            try:
+                return udp_sock, self._bind(family, socket.SOCK_STREAM, udp_sock.getsockname()[1])
+            except TransportError:
+                udp_sock.close()
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _bind(
+        self, family: socket.AddressFamily, kind: socket.SocketKind, port: int
+    ) -> socket.socket:
+        name = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        where = f"{Address(self.host, port)}/{name}"
+        sock = socket.socket(family, kind)
+        try:
+            if kind == socket.SOCK_STREAM:
+                # Lets a restarted PBX bind again while old connections sit in TIME_WAIT; it does
+                # not let two listeners share the port on Linux. Never set on UDP: there it would.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                    with contextlib.suppress(OSError):  # a smaller buffer still works
+                        sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+            sock.setblocking(False)
+            sock.bind((self.host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise TransportError(f"{where} is already in use") from exc
+            raise TransportError(f"cannot bind {where}: {exc.strerror or exc}") from exc
+        return sock
+
+    def _accept(self) -> _Connection:
+        return self._new_connection(None)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    def _handle_datagram(self, data: bytes, source: Source) -> None:
+        try:
+            message = parse_message(data)
+        except ParseError as exc:
+            self._reject(exc, source)
+            return
+        self._handle_message(message, source)
+
+    def _handle_message(self, message: Request | Response | bytes, source: Source) -> None:
+        """Parse (if framed bytes), stamp the Via of requests and hand the message upwards."""
+        if isinstance(message, bytes | bytearray | memoryview):
+            try:
+                message = parse_message(bytes(message))
+            except ParseError as exc:
+                self._reject(exc, source)
+                return
+        if isinstance(message, Request):
+            try:
+                _stamp_via(message, source.remote)
+            except ValueError as exc:  # ParseError included: the Via is parsed lazily
+                _LOGGER.debug("Dropping a request from %s: bad Via: %s", source.remote, exc)
+                return
+        try:
+            self.on_message(message, source)
+        except Exception:
+            _LOGGER.exception(
+                "Error in the SIP message handler for a message from %s", source.remote
+            )
+
+    def _reject(self, error: ParseError, source: Source) -> None:
+        """Answer an unparseable request statelessly when we can, else drop it."""
+        basis = error.basis
+        if error.status is None or basis is None or basis.method == "ACK":
+            _LOGGER.debug("Dropping a message from %s: %s", source.remote, error.reason)
+            return
+        _LOGGER.debug(
+            "Rejecting a request from %s: %s %s", source.remote, error.status, error.reason
+        )
+        try:
+            _stamp_via(basis, source.remote)
+            self.send_response(make_response(basis, error.status, error.reason), source)
+        except (ParseError, TransportError) as exc:
+            _LOGGER.debug("Could not answer a bad request from %s: %s", source.remote, exc)
+
+    # -- sending ------------------------------------------------------------------------------
+
+    def send_request(
+        self,
+        request: Request,
+        destination: Address,
+        kind: TransportKind,
+        *,
+        on_failure: FailureCallback | None = None,
+    ) -> None:
+        """Send a request to ``destination`` over ``kind``; the Via is left as the caller wrote it.
+
+        TCP reuses any open connection to the destination, including one the destination opened to
+        us (a phone behind NAT), and otherwise opens one. A TCP connection that cannot be opened is
+        reported to ``on_failure`` (later, since connecting is asynchronous); failures that can be
+        seen at once raise ``TransportError``. Over UDP a message larger than ``MAX_UDP_MESSAGE``
+        raises ``MessageTooLargeError``: send it over TCP instead (RFC 3261 §18.1.1).
+        """
+        self._send(request.to_bytes(), destination, kind, on_failure)
+
+    def send_response(self, response: Response, source: Source | None = None) -> None:
+        """Send a response where RFC 3261 §18.2.2 (and RFC 3581 §4) say, from its top Via.
+
+        Reliable: the connection the request came on if it is still open, else a connection to
+        ``received`` (or the sent-by host) and the sent-by port. Unreliable: ``maddr``, else
+        ``received`` with ``rport`` (or the sent-by port), else the sent-by host and port.
+        """
+        via = response.top_via
+        data = response.to_bytes()
+        if source is not None:
+            kind = source.kind
+        else:
+            try:
+                kind = TransportKind(via.transport.upper())
+            except ValueError as exc:
+                raise TransportError(f"cannot send a response over {via.transport}") from exc
+        params = via.params
+        received = params.get("received")
+        if kind is TransportKind.TCP:
+            if source is not None and source.connection_id is not None:
+                connection = self._connections.get(source.connection_id)
+                if connection is not None and connection.is_open:
+                    connection.write(data)
+                    return
+            rport = params.get("rport")
+            if received and rport and rport.isdigit():
+                # The client's own connection, when the request's source was not passed in.
+                connection = self._by_remote.get(Address(_bare_host(received), int(rport)))
+                if connection is not None and connection.is_open:
+                    connection.write(data)
+                    return
+            host = received or via.host
+            self._send(data, Address(host, _response_port(via)), kind, None)
+            return
+        maddr = params.get("maddr")
+        if maddr:
+            destination = Address(maddr, _response_port(via))
+        elif received:
+            rport = params.get("rport")
+            port = int(rport) if rport and rport.isdigit() else _response_port(via)
+            destination = Address(received, port)
+        else:
+            destination = Address(via.host, _response_port(via))
+        self._send(data, destination, kind, None)
+
+    def _send(
+        self,
+        data: bytes,
+        destination: Address,
+        kind: TransportKind,
+        on_failure: FailureCallback | None,
+    ) -> None:
+        if not self._running:
+            raise TransportError("transport is not running")
+        host = _bare_host(destination.host)
+        if kind is TransportKind.UDP:
+            if len(data) > MAX_UDP_MESSAGE:
+                raise MessageTooLargeError(
+                    f"a {len(data)}-byte message is too large for UDP (limit {MAX_UDP_MESSAGE}); "
+                    "send it over TCP"
+                )
+            udp = self._udp
+            assert udp is not None
+            if _is_ip_literal(host):
+                if self._family == socket.AF_INET6 and ":" not in host:
+                    host = "::ffff:" + host  # an IPv4 peer of a dual-stack socket
+                udp.sendto(data, (host, destination.port))
+            else:
+                self._spawn(self._resolve_and_send(data, host, destination.port, on_failure))
+            return
+        if kind is not TransportKind.TCP:
+            raise TransportError(f"unsupported transport {kind}")
+        target = Address(host, destination.port)
+        connection = self._by_remote.get(target)
+        if connection is None or not connection.is_open:
+            connection = self._connect(target)
+        connection.write(data, on_failure)
+
+    async def _resolve_and_send(
+        self, data: bytes, host: str, port: int, on_failure: FailureCallback | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            _LOGGER.info("Cannot resolve %s: %s", host, exc)
+            if on_failure is not None:
+                on_failure(TransportError(f"cannot resolve {host}: {exc}"))
+            return
+        if self._udp is not None:
+            self._udp.sendto(data, infos[0][4][:2])
+
+    # -- the connection table -----------------------------------------------------------------
+
+    def _new_connection(self, remote: Address | None) -> _Connection:
+        connection = _Connection(self, self._next_connection_id, remote)
+        self._next_connection_id += 1
+        return connection
+
+    def _register(self, connection: _Connection) -> None:
+        if not self._running:
+            connection.closed = True
+            return
+        self._connections[connection.id] = connection
+        self._alias(connection, connection.remote)
+
+    def _alias(self, connection: _Connection, address: Address) -> None:
+        connection.aliases.add(address)
+        self._by_remote[address] = connection
+
+    def _unregister(self, connection: _Connection) -> None:
+        self._connections.pop(connection.id, None)
+        for address in connection.aliases:
+            if self._by_remote.get(address) is connection:
+                del self._by_remote[address]
+        connection.aliases.clear()
+
+    def _connect(self, target: Address) -> _Connection:
+        connection = self._new_connection(target)
+        self._connections[connection.id] = connection
+        self._alias(connection, target)
+        self._spawn(self._open(connection, target))
+        return connection
+
+    async def _open(self, connection: _Connection, target: Address) -> None:
+        loop = asyncio.get_running_loop()
+        local_addr = None if self.host in ("0.0.0.0", "::") else (self.host, 0)
+        attempt = asyncio.ensure_future(
+            loop.create_connection(
+                lambda: connection, target.host, target.port, local_addr=local_addr
+            )
+        )
+        timed_out = False
+
+        def give_up() -> None:
+            nonlocal timed_out
+            timed_out = True
+            attempt.cancel()
+
+        timer = self.clock.call_later(self.connect_timeout, give_up)
+        try:
+            await attempt
+        except asyncio.CancelledError:
+            if not timed_out:  # stop() cancelled us
+                connection.fail(TransportError("transport stopped"))
+                raise
+            _LOGGER.info("Cannot open a TCP connection to %s: timed out", target)
+            connection.fail(TransportError(f"cannot connect to {target}/tcp: timed out"))
+        except OSError as exc:
+            _LOGGER.info("Cannot open a TCP connection to %s: %s", target, exc)
+            connection.fail(TransportError(f"cannot connect to {target}/tcp: {exc}"))
+        finally:
+            timer.cancel()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
