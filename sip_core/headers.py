@@ -228,9 +228,9 @@ class Via:
 
     @property
     def is_rfc3261_branch(self) -> bool:
-        """The branch carries the RFC 3261 magic cookie (otherwise RFC 2543 matching applies)."""
+        """The branch is the RFC 3261 magic cookie plus an identifier (else RFC 2543 matching)."""
         branch = self.params.get("branch")
-        return branch is not None and branch.startswith("z9hG4bK")
+        return branch is not None and len(branch) > 7 and branch.startswith("z9hG4bK")
 
     @property
     def sent_by(self) -> str:

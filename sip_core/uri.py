@@ -233,8 +233,8 @@ class SipUri:
             return False
         if self.host != other.host or self.port != other.port:
             return False
-        mine = {k: _lower_unescaped(v) for k, v in self.params.items()}
-        theirs = {k: _lower_unescaped(v) for k, v in other.params.items()}
+        mine = {unescape(k).lower(): _lower_unescaped(v) for k, v in self.params.items()}
+        theirs = {unescape(k).lower(): _lower_unescaped(v) for k, v in other.params.items()}
         for name in ("user", "ttl", "method", "maddr", "transport"):
             if mine.get(name, "") != theirs.get(name, ""):
                 return False
