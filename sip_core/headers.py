@@ -244,6 +244,8 @@ class Via:
 
 
 _DISPLAY_RE = re.compile(r"(?:[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]+|[ \t]+)*")
+# Display names written without quotes: ASCII tokens separated by single spaces.
+_PLAIN_DISPLAY_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?: [A-Za-z0-9\-.!%*_+`'~]+)*")
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 
 
@@ -321,7 +323,7 @@ class NameAddress:
         name = self.display_name
         if name is None:
             head = ""
-        elif name and _DISPLAY_RE.fullmatch(name) and name.strip() == name:
+        elif _PLAIN_DISPLAY_RE.fullmatch(name):
             head = name + " "
         else:
             head = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '" '
