@@ -877,6 +877,21 @@ class TransactionLayer:
         """2xx responses still being retransmitted while their ACK is awaited."""
         return len(self._pending_2xx)
 
+    def close(self) -> None:
+        """Terminate every transaction and stop every timer, without telling the TU.
+
+        Called when the stack shuts down: nothing may fire on a closed transport afterwards.
+        """
+        for server in list(self._server.values()):
+            server._terminate()
+        for client in list(self._client.values()):
+            client._terminate()
+        for retransmitter in list(self._pending_2xx.values()):
+            retransmitter.stop()
+        self._server.clear()
+        self._client.clear()
+        self._pending_2xx.clear()
+
     # -- incoming -----------------------------------------------------------------------------
 
     def receive(self, message: Request | Response, source: Source) -> None:

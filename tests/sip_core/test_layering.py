@@ -36,8 +36,12 @@ LAYERS: dict[str, int] = {
     "headers": 1,
     "message": 1,
     "framing": 1,
+    "sdp": 1,
+    "rtp": 1,
+    "dtmf": 1,
     # 2 transport
     "transport": 2,
+    "relay": 2,
     # 3 transaction
     "transaction": 3,
     # 4 dialog / auth
@@ -48,7 +52,6 @@ LAYERS: dict[str, int] = {
     "registrar": 5,
     "events": 5,
     "b2bua": 5,
-    "rtp": 5,
     "features": 5,
     "pbx": 5,
     "__main__": 5,

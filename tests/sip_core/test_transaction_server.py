@@ -544,3 +544,20 @@ def test_failing_ack_timeout_handler_is_logged(
         h.clock.advance(40)
     assert "ack handler bug" in caplog.text
     h.assert_clean()
+
+
+def test_close_terminates_everything_and_leaves_no_timer(h: Harness) -> None:
+    """Shutting the stack down must leave nothing that could fire on a closed transport."""
+    h.tu.answer = None
+    h.receive(request("OPTIONS", branch="z9hG4bKclose1"))  # Trying, unanswered
+    h.receive(request("INVITE", branch="z9hG4bKclose2"))  # Proceeding, 100 Trying timer
+    h.tu.answer = 200
+    h.receive(request("INVITE", branch="z9hG4bKclose3", call_id="call-2@127.0.0.1"))  # 2xx
+    assert h.layer.server_count == 3
+    assert h.layer.pending_2xx_count == 1
+    assert h.clock.pending > 0
+    h.layer.close()
+    h.assert_clean()
+    sent = len(h.transport.responses)
+    h.clock.advance(64.0)
+    assert len(h.transport.responses) == sent

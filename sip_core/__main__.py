@@ -1,0 +1,90 @@
+"""Run the PBX on its own: ``python -m sip_core --config pbx.yaml``.
+
+The runner is deliberately thin: it reads the configuration, starts the same :class:`Pbx` that Home
+Assistant embeds, and turns the two errors a person can fix (a bad file, a port in use) into one clear
+line and exit status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sip_core import __version__
+from sip_core.config import ConfigError, load_config
+from sip_core.pbx import Pbx
+from sip_core.transport import TransportError
+
+_LOGGER = logging.getLogger("sip_core")
+
+EXIT_USAGE = 2
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m sip_core",
+        description="callflip's PBX: registrar, B2BUA and call flip on one SIP port.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="the PBX's YAML configuration")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=["debug", "info", "warning", "error"],
+        help="overrides log_level from the configuration (default: info)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+async def _serve(pbx: Pbx) -> None:
+    """Run until SIGINT or SIGTERM, then stop cleanly so bindings and ports are released."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await pbx.start()
+    address = pbx.local_address
+    _LOGGER.info("listening on %s:%d (udp, tcp)", address.host, address.port)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        _LOGGER.info("stopping")
+        await pbx.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m sip_core`` and the ``callflip-pbx`` script."""
+    args = _parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"callflip: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    level = (args.log_level or config.log_level or "info").upper()
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    pbx = Pbx(config)
+    try:
+        asyncio.run(_serve(pbx))
+    except TransportError as err:
+        print(f"callflip: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
+        with contextlib.suppress(Exception):
+            _LOGGER.info("interrupted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The PBX facade: one object that owns the whole stack, for the runner and for Home Assistant.
+
+Everything above the transaction layer that is not a feature of its own lives here: dispatching
+requests by method, OPTIONS, the checks every request gets (Require), scheduling binding expiry, and
+applying configuration changes live. Home Assistant and ``python -m sip_core`` use only this class,
+so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from sip_core import __version__
+from sip_core.clock import Clock, LoopClock, TimerHandle
+from sip_core.config import PbxConfig, User
+from sip_core.digest import DeviceCredentials, DigestAuthenticator
+from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
+from sip_core.message import Request, Response, make_response
+from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
+from sip_core.transaction import ServerTransaction, TransactionLayer
+from sip_core.transport import Address, Source, TransportLayer
+
+__all__ = ["Pbx"]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Methods this PBX implements today; the Allow header lists them.
+ALLOWED_METHODS: tuple[str, ...] = ("REGISTER", "OPTIONS", "ACK", "CANCEL")
+#: Methods RFC 3261 and its extensions define that we recognise but do not offer (405, not 501).
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "BYE",
+        "INFO",
+        "UPDATE",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "REFER",
+        "MESSAGE",
+        "PUBLISH",
+    }
+)
+SERVER_HEADER = f"callflip/{__version__}"
+#: Option tags we support (a Require naming anything else gets 420 Bad Extension).
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+
+
+class Pbx:
+    """The PBX: transport, transactions, registrar and (later) calls, behind one small API.
+
+    ``bindings`` restores registrations saved by a previous run (Home Assistant persists them with
+    its Store) so that phones need not register again after a restart.
+    """
+
+    def __init__(
+        self,
+        config: PbxConfig,
+        *,
+        clock: Clock | None = None,
+        bindings: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        self._config = config
+        self._clock: Clock = clock if clock is not None else LoopClock()
+        self._events = EventBus()
+        self._credentials: dict[str, DeviceCredentials] = {}
+        self._index_credentials(config)
+        self._authenticator = DigestAuthenticator(
+            config.sip.domain,
+            self._clock,
+            self._credentials.get,
+            float(config.auth.nonce_lifetime),
+        )
+        self._registrar = Registrar(
+            self._registrar_settings(config),
+            self._authenticator,
+            self._clock,
+            publish=self._events.publish,
+        )
+        if bindings:
+            restored = self._registrar.store.restore(bindings, self._clock.wall())
+            _LOGGER.info("Restored %d saved registration(s)", restored)
+        self._transport = TransportLayer(
+            config.sip.listen, config.sip.port, self._receive, clock=self._clock
+        )
+        self._transactions = TransactionLayer(
+            self._transport, self._clock, on_request=self._on_request
+        )
+        self._expiry_timer: TimerHandle | None = None
+        self._expiry_due: float | None = None
+        self._running = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the SIP port (UDP and TCP); raises `TransportError` with a readable message."""
+        await self._transport.start()
+        self._running = True
+        self._expire_bindings()
+
+    async def stop(self) -> None:
+        """Release the port and every timer; bindings stay in memory for `binding_records`."""
+        self._running = False
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+            self._expiry_due = None
+        self._transactions.close()
+        await self._transport.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def local_address(self) -> Address:
+        return self._transport.local_address
+
+    @property
+    def config(self) -> PbxConfig:
+        return self._config
+
+    # -- API for the runner and Home Assistant ------------------------------------------------
+
+    def subscribe(self, callback: Callable[[PbxEvent], None]) -> Callable[[], None]:
+        """Receive every event on the event loop; the returned function unsubscribes."""
+        return self._events.subscribe(callback)
+
+    def bindings(self, username: str | None = None) -> list[Binding]:
+        """Current registrations, of one device or of all."""
+        if username is None:
+            return self._registrar.store.all()
+        return list(self._registrar.store.get(username))
+
+    def binding_records(self) -> list[BindingRecord]:
+        """JSON-able registrations for persistence; feed them back as ``Pbx(bindings=...)``."""
+        return self._registrar.store.records()
+
+    def update_users(self, users: Sequence[User]) -> None:
+        """Apply a new set of users and devices at once, without dropping anything in progress.
+
+        Devices that disappear lose their registrations (an event says so); passwords and
+        challenge orders take effect with the next request.
+        """
+        config = replace(self._config, users=tuple(users))
+        removed = set(self._credentials) - {device.username for _, device in config.devices()}
+        self._config = config
+        self._index_credentials(config)
+        for username in sorted(removed):
+            gone = self._registrar.store.remove(username)
+            if gone:
+                _LOGGER.info("Device %s was removed: dropping its registration(s)", username)
+                self._events.publish(
+                    RegistrationChanged(username, (), RegistrationReason.UNREGISTERED, gone)
+                )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _registrar_settings(config: PbxConfig) -> RegistrarSettings:
+        return RegistrarSettings(
+            domain=config.sip.domain,
+            min_expires=config.registrar.min_expires,
+            max_expires=config.registrar.max_expires,
+            default_expires=config.registrar.default_expires,
+            max_contacts=config.registrar.max_contacts,
+            supported_extensions=SUPPORTED_EXTENSIONS,
+            local_hosts=frozenset({config.sip.listen}),
+        )
+
+    def _index_credentials(self, config: PbxConfig) -> None:
+        # Rebuilt in place: the authenticator holds a reference to this dict's ``get``.
+        fresh = {
+            device.username: DeviceCredentials(device.username, device.password, device.digest)
+            for _, device in config.devices()
+        }
+        self._credentials.clear()
+        self._credentials.update(fresh)
+
+    def _receive(self, message: Request | Response, source: Source) -> None:
+        self._transactions.receive(message, source)
+
+    def _on_request(self, request: Request, txn: ServerTransaction | None, source: Source) -> None:
+        if txn is None:
+            # An ACK for a 2xx: only calls send 2xx to INVITE, and they come with the B2BUA.
+            _LOGGER.debug("Ignoring %s without a transaction from %s", request.method, source)
+            return
+        method = request.method
+        if method == "REGISTER":
+            txn.respond(self._stamp(self._registrar.handle_register(request, source)))
+            self._schedule_expiry()
+            return
+        if method == "CANCEL":
+            # The transaction layer answered the CANCEL; no INVITE of ours is pending yet.
+            return
+        unsupported = self._unsupported_extensions(request)
+        if unsupported:
+            _LOGGER.info(
+                "Rejected %s from %s: unsupported extension(s) %s",
+                method,
+                source.remote,
+                ", ".join(unsupported),
+            )
+            response = make_response(request, 420)
+            response.headers.set("Unsupported", ", ".join(unsupported))
+            txn.respond(self._stamp(response))
+            return
+        if method == "OPTIONS":
+            txn.respond(self._stamp(self._options_response(request)))
+            return
+        if method in KNOWN_METHODS:
+            status, why = 405, "not offered by this PBX yet"
+        else:
+            status, why = 501, "unknown method"
+        _LOGGER.info("Rejected %s from %s: %s", method, source.remote, why)
+        txn.respond(self._stamp(make_response(request, status)))
+
+    @staticmethod
+    def _unsupported_extensions(request: Request) -> list[str]:
+        tags: list[str] = []
+        for value in request.headers.get_all("Require"):
+            tag = value.strip()
+            if tag and tag.lower() not in SUPPORTED_EXTENSIONS:
+                tags.append(tag)
+        return tags
+
+    @staticmethod
+    def _options_response(request: Request) -> Response:
+        response = make_response(request, 200)
+        response.headers.set("Accept", "application/sdp")
+        response.headers.set("Accept-Encoding", "identity")
+        response.headers.set("Accept-Language", "en")
+        return response
+
+    @staticmethod
+    def _stamp(response: Response) -> Response:
+        """Every response says who we are and what we allow (RFC 3261 §20.5, §20.35)."""
+        headers = response.headers
+        if "Allow" not in headers:
+            headers.set("Allow", ", ".join(ALLOWED_METHODS))
+        if "Server" not in headers:
+            headers.set("Server", SERVER_HEADER)
+        return response
+
+    def _schedule_expiry(self) -> None:
+        """Keep one timer, set for the earliest expiry; only ever moved earlier here."""
+        due = self._registrar.next_expiry()
+        if due is None or not self._running:
+            return
+        if self._expiry_due is not None and self._expiry_due <= due:
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_due = due
+        delay = max(0.0, due - self._clock.monotonic())
+        self._expiry_timer = self._clock.call_later(delay, self._expire_bindings)
+
+    def _expire_bindings(self) -> None:
+        self._expiry_timer = None
+        self._expiry_due = None
+        self._registrar.expire()
+        self._schedule_expiry()
