@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from . import yaml_subset
-from .digest import DigestAlgorithm
+from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
 
 __all__ = [
     "AuthSettings",
@@ -67,7 +67,7 @@ type KeyPath = tuple[str | int, ...]
 
 #: Many phones read only the first WWW-Authenticate challenge, and most of those know only MD5,
 #: so MD5 comes first unless a device's configuration says otherwise.
-DEFAULT_DIGEST: Final = (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
+DEFAULT_DIGEST: Final = DEFAULT_ALGORITHMS
 MIN_PASSWORD_LENGTH: Final = 8
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 REDACTED: Final = "**REDACTED**"

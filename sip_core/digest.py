@@ -45,9 +45,10 @@ class DigestAlgorithm(StrEnum):
     SHA256 = "SHA-256"
 
 
-#: What a device is challenged with when its configuration does not say: SHA-256 first for the
-#: clients that read every challenge and pick the strongest, MD5 next for those that know only it.
-DEFAULT_ALGORITHMS: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.SHA256, DigestAlgorithm.MD5)
+#: What a device (and an unknown user, so the two look alike) is challenged with when the
+#: configuration does not say: MD5 first, because many desk phones read only the first challenge and
+#: know nothing else; SHA-256 next for the clients that read them all (RFC 8760 §2.4).
+DEFAULT_ALGORITHMS: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
 
 _HASHES: dict[DigestAlgorithm, Callable[[bytes], hashlib._Hash]] = {
     DigestAlgorithm.MD5: hashlib.md5,

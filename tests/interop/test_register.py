@@ -152,7 +152,7 @@ async def test_wrong_password_is_refused_and_logged(make_target: MakeTarget) -> 
     words = r"(reject|refus|denied|forbidden|unauthori[sz]ed|bad credentials|wrong password)"
     rejected = rf"{words}.*\b501\b|\b501\b.*{words}"
     if target.pbx is not None:
-        await target.pbx.wait_for_log(rejected, timeout=5)
+        await target.pbx.wait_for_log(rejected, time_limit=5)
     else:
         assert re.search(rejected, target.log(), re.IGNORECASE), target.log()[-3000:]
 

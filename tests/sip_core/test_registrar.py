@@ -28,7 +28,7 @@ SHA256 = DigestAlgorithm.SHA256
 DEVICES = {
     "alice": DeviceCredentials("alice", "wonderland"),
     "bob": DeviceCredentials("bob", "b0b", (MD5,)),
-    "carol": DeviceCredentials("carol", "c4rol", (MD5, SHA256)),
+    "carol": DeviceCredentials("carol", "c4rol", (SHA256, MD5)),
 }
 SOURCE = Source(TransportKind.UDP, Address("192.0.2.10", 5062), Address("192.0.2.1", 5060), None)
 LOOPBACK = Source(TransportKind.TCP, Address("127.0.0.1", 40000), Address("127.0.0.1", 5060), 7)
@@ -217,10 +217,10 @@ def test_supported_require_passes() -> None:
 @pytest.mark.parametrize(
     ("user", "order"),
     [
-        ("alice", ["SHA-256", "MD5"]),
+        ("alice", ["MD5", "SHA-256"]),  # the default order
         ("bob", ["MD5"]),
-        ("carol", ["MD5", "SHA-256"]),
-        ("mallory", ["SHA-256", "MD5"]),
+        ("carol", ["SHA-256", "MD5"]),
+        ("mallory", ["MD5", "SHA-256"]),  # unknown: the default, like any device
     ],
 )
 def test_challenge_in_device_order(hx: Harness, user: str, order: list[str]) -> None:
