@@ -1,0 +1,39 @@
+"""The diagnostics download hides every password and nonce."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+
+from .callflip_testing import PASSWORDS
+from .sip_client import SipPhone
+
+
+async def test_diagnostics_redacts_secrets(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    phone = make_phone("alice-desk")
+    await phone.open()
+    assert (await phone.register()).status == 200
+    await hass.async_block_till_done()
+
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, loaded_entry)
+    text = json.dumps(diagnostics)
+    for password in PASSWORDS.values():
+        assert password not in text
+    assert "nonce" not in text.replace('"nonce": "**REDACTED**"', "")
+    devices = [d for user in diagnostics["options"]["users"] for d in user["devices"]]
+    assert {device["password"] for device in devices} == {"**REDACTED**"}
+    assert diagnostics["data"]["port"] == loaded_entry.data["port"]
+    assert [b["username"] for b in diagnostics["bindings"]] == ["alice-desk"]
+    assert diagnostics["bindings"][0]["user_agent"] == "callflip-test-phone/1.0"

@@ -1,0 +1,78 @@
+"""strings.json covers every key the code uses; translations/en.json is strings.json resolved."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
+STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
+ENGLISH: dict[str, Any] = json.loads((COMPONENT / "translations" / "en.json").read_text())
+COMMON = {
+    "common::config_flow::abort::single_instance_allowed": (
+        "Already configured. Only a single configuration possible."
+    ),
+    "common::config_flow::abort::reconfigure_successful": "Re-configuration was successful",
+}
+
+
+def _resolve(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _resolve(value) for key, value in node.items()}
+    match = re.fullmatch(r"\[%key:(.+)%\]", node)
+    if match is None:
+        return node
+    path = match.group(1)
+    if path in COMMON:
+        return COMMON[path]
+    parts = path.split("::")
+    assert parts[:2] == ["component", "callflip"], path
+    target: Any = STRINGS
+    for part in parts[2:]:
+        target = target[part]
+    return _resolve(target)
+
+
+def _source(name: str) -> str:
+    return (COMPONENT / name).read_text()
+
+
+def test_english_is_strings_resolved() -> None:
+    assert _resolve(STRINGS) == ENGLISH
+
+
+def test_every_error_and_step_is_translated() -> None:
+    flow = _source("config_flow.py")
+    server_part, options_part = flow.split("class CallflipOptionsFlow")
+    users = _source("users.py")
+    server_errors = set(re.findall(r'errors\[[A-Z_]+\] = "(\w+)"', server_part))
+    server_errors |= set(re.findall(r'return "(\w+)"', server_part))
+    server_errors |= set(re.findall(r'\{"base": "(\w+)"\}', server_part))
+    option_errors = set(re.findall(r'errors\["\w+"\] = "(\w+)"', users))
+    option_errors |= set(re.findall(r'\{"base": "(\w+)"\}', options_part))
+    assert {"port_in_use", "address_not_available", "invalid_config"} <= server_errors
+    assert {"weak_password", "duplicate_username", "duplicate_extension"} <= option_errors
+    assert server_errors <= set(STRINGS["config"]["error"])
+    assert option_errors <= set(STRINGS["options"]["error"])
+    assert set(re.findall(r'step_id="(\w+)"', server_part)) <= set(STRINGS["config"]["step"])
+    option_steps = set(re.findall(r'step_id="(\w+)"', options_part))
+    assert option_steps <= set(STRINGS["options"]["step"])
+    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device))"', options_part))
+    assert menu == set(STRINGS["options"]["step"]["init"]["menu_options"])
+
+
+def test_every_entity_and_exception_is_translated() -> None:
+    for platform in ("binary_sensor", "sensor"):
+        keys = set(re.findall(r'translation_key="(\w+)"', _source(f"{platform}.py")))
+        assert keys
+        assert keys == set(STRINGS["entity"][platform])
+    icons = json.loads((COMPONENT / "icons.json").read_text())
+    assert {p: set(v) for p, v in icons["entity"].items()} == {
+        p: set(v) for p, v in STRINGS["entity"].items()
+    }
+    raised = set(re.findall(r'translation_key="(\w+)"', _source("__init__.py")))
+    assert raised == set(STRINGS["exceptions"])
+    kinds = set(STRINGS["selector"]["device_type"]["options"])
+    assert kinds == {"desk", "mobile", "softphone", "home", "conference"}
