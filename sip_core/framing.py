@@ -56,7 +56,7 @@ class StreamFramer:
                     out.append(Keepalive.PING)
                     del buffer[:4]
                     continue
-                if bytes(buffer) in (b"\r\n\r", b"\r"):
+                if len(buffer) < 4 and bytes(buffer) in (b"\r\n\r", b"\r"):
                     break  # the rest of a CRLF or of a ping is on its way
                 if buffer.startswith(b"\r\n"):
                     out.append(Keepalive.PONG)

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sip_core.limits import MAX_UINT32
-from sip_core.uri import ParseError, SipUri, is_token
+from sip_core.uri import ANY_URI, ParseError, SipUri, is_token
 
 __all__ = [
+    "KNOWN_KEYS",
+    "NAME_KEYS",
     "CSeq",
     "Headers",
     "NameAddress",
@@ -80,6 +82,22 @@ _LIST_HEADERS = frozenset(
         "warning",
     )
 )  # fmt: skip
+
+
+# Exact spellings seen on the wire mapped to their key, so that the parser's hot loop needs one
+# dict lookup per header line for the usual names ("Via", "via", "VIA", "v", "V", "Call-ID").
+NAME_KEYS: dict[str, str] = {}
+for _key, _name in _CANONICAL.items():
+    for _spelling in (
+        _name,
+        _key,
+        _name.upper(),
+        "-".join(p.capitalize() for p in _key.split("-")),
+    ):
+        NAME_KEYS[_spelling] = _key
+for _letter, _key in _COMPACT.items():
+    NAME_KEYS[_letter] = NAME_KEYS[_letter.upper()] = _key
+KNOWN_KEYS = frozenset(_CANONICAL)
 
 
 def canonical_key(name: str) -> str:
@@ -155,6 +173,48 @@ def _params_text(params: dict[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
+# --- grammar (RFC 3261 §25.1), compiled once; possessive quantifiers keep matching linear ---------
+_SWS = r"[ \t]*+"
+_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]++"
+_QUOTED = r'"(?:[^"\\]++|\\.)*+"'
+_GEN_VALUE = rf"(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]++|{_QUOTED})"
+_PARAMS = rf"(?:{_SWS};{_SWS}{_TOKEN}(?:{_SWS}={_SWS}{_GEN_VALUE})?)*+{_SWS}"
+_HOST = r"\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9_][A-Za-z0-9._\-]*+"
+_VIA = (
+    rf"SIP{_SWS}/{_SWS}2\.0{_SWS}/{_SWS}(?P<transport>{_TOKEN})[ \t]++(?P<host>{_HOST})"
+    rf"{_SWS}(?::{_SWS}(?P<port>[0-9]{{1,5}}))?(?P<params>{_PARAMS})"
+)
+_VIA_RE = re.compile(_VIA, re.IGNORECASE | re.DOTALL)
+_DISPLAY = r"(?:[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]++|[ \t]++)*+"
+_NAME_ADDR_RE = re.compile(
+    rf"(?:(?P<quoted>{_QUOTED})|(?P<plain>{_DISPLAY}))?{_SWS}<(?P<uri>[^<>\s\"]*+)>"
+    rf"(?P<params>{_PARAMS})",
+    re.DOTALL,
+)
+# addr-spec form: the URI may contain neither ';' (that starts header parameters), '?' nor ','
+_ADDR_SPEC_RE = re.compile(rf"(?P<uri>[^\s;,?<>\"]++)(?P<params>{_PARAMS})", re.DOTALL)
+# One-pass syntax check of a whole name-addr / addr-spec, URI included.
+_NAME_ADDRESS_CHECK_RE = re.compile(
+    rf"(?:(?:{_QUOTED}|{_DISPLAY})?{_SWS}<{ANY_URI}>"
+    rf"|(?=[^\s;,?<>\"]++(?:[ \t;]|$)){ANY_URI}){_PARAMS}",
+    re.DOTALL,
+)
+_CSEQ_RE = re.compile(rf"[ \t]*+([0-9]{{1,10}})[ \t]++({_TOKEN})[ \t]*+")
+_EMPTY_PARAM_RE = re.compile(r";[ \t]*+(?=;|$)")
+
+
+def _params_of(text: str) -> dict[str, str | None]:
+    """Parameters from text already matched by _PARAMS (";a=1;b")."""
+    params: dict[str, str | None] = {}
+    if not text:
+        return params
+    items = text.split(";") if '"' not in text else split_outside(text, ";")
+    for item in items[1:]:
+        name, eq, value = item.partition("=")
+        params[name.strip().lower()] = value.strip() if eq else None
+    return params
+
+
 @dataclass(slots=True)
 class Via:
     """One Via value (RFC 3261 §20.42); the protocol is always SIP/2.0."""
@@ -166,35 +226,22 @@ class Via:
 
     @classmethod
     def parse(cls, text: str, *, strict: bool = True) -> Via:
-        items = text.split(";") if '"' not in text else split_outside(text, ";")
-        proto = items[0].split("/", 2)
-        if len(proto) != 3 or proto[0].strip().upper() != "SIP" or proto[1].strip() != "2.0":
-            raise ParseError(f"bad Via protocol in {text[:80]!r}")
-        words = proto[2].split(None, 1)
-        if len(words) != 2 or not is_token(words[0]):
-            raise ParseError(f"bad Via sent-by in {text[:80]!r}")
-        transport = words[0].upper()
-        sent_by = words[1].strip()
-        port: int | None = None
-        if sent_by.startswith("["):
-            close = sent_by.find("]")
-            host = sent_by[: close + 1]
-            port_text = sent_by[close + 1 :].strip()
-            if close < 0 or (port_text and not port_text.startswith(":")):
-                raise ParseError(f"bad Via host in {text[:80]!r}")
-            port_text = port_text[1:]
-        else:
-            host, _, port_text = sent_by.partition(":")
-            host = host.rstrip()
-        if port_text:
-            port_text = port_text.strip()
-            if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
-                raise ParseError(f"bad Via port in {text[:80]!r}")
-            port = int(port_text)
-        if not host or any(c in host for c in ' \t,;<>"/@'):
-            raise ParseError(f"bad Via host in {text[:80]!r}")
-        params = parse_params([p.strip() for p in items[1:]], strict=strict)
-        return cls(transport, host.lower(), port, params)
+        """Parse one Via value; with strict=False empty parameters (";;") are skipped."""
+        text = text.strip()
+        if not strict:
+            text = _EMPTY_PARAM_RE.sub("", text)
+        m = _VIA_RE.fullmatch(text)
+        if m is None:
+            raise ParseError(f"bad Via {text[:80]!r}")
+        port_text = m["port"]
+        port = None if port_text is None else int(port_text)
+        if port is not None and port > 65535:
+            raise ParseError(f"bad Via port in {text[:80]!r}")
+        return cls(m["transport"].upper(), m["host"].lower(), port, _params_of(m["params"]))
+
+    @staticmethod
+    def is_valid(text: str) -> bool:
+        return _VIA_RE.fullmatch(text.strip()) is not None
 
     @property
     def branch(self) -> str | None:
@@ -243,7 +290,6 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.sent_by}{_params_text(self.params)}"
 
 
-_DISPLAY_RE = re.compile(r"(?:[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]+|[ \t]+)*")
 # Display names written without quotes: ASCII tokens separated by single spaces.
 _PLAIN_DISPLAY_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+(?: [A-Za-z0-9\-.!%*_+`'~]+)*")
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
@@ -259,54 +305,27 @@ class NameAddress:
 
     @classmethod
     def parse(cls, text: str, *, strict: bool = True) -> NameAddress:
+        """Parse a name-addr or addr-spec with parameters; strict=False skips empty ones."""
         text = text.strip()
-        display: str | None = None
-        if text.startswith('"'):
-            i = 1
-            n = len(text)
-            while i < n:
-                c = text[i]
-                if c == "\\":
-                    i += 2
-                    continue
-                if c == '"':
-                    break
-                i += 1
-            else:
-                raise ParseError("unterminated quoted display name")
-            display = _QUOTED_PAIR_RE.sub(r"\1", text[1:i])
-            rest = text[i + 1 :].lstrip()
-            if not rest.startswith("<"):
-                raise ParseError("display name without <URI>")
+        if not strict:
+            text = _EMPTY_PARAM_RE.sub("", text)
+        m = _NAME_ADDR_RE.fullmatch(text) or _ADDR_SPEC_RE.fullmatch(text)
+        if m is None:
+            raise ParseError(f"bad name-addr {text[:80]!r}")
+        groups = m.groupdict()
+        quoted = groups.get("quoted")
+        display: str | None
+        if quoted is not None:
+            display = _QUOTED_PAIR_RE.sub(r"\1", quoted[1:-1]) if "\\" in quoted else quoted[1:-1]
         else:
-            lt = text.find("<")
-            if lt >= 0:
-                words = text[:lt]
-                if _DISPLAY_RE.fullmatch(words) is None:
-                    raise ParseError(f"bad display name {words[:80]!r}")
-                words = " ".join(words.split())
-                display = words or None
-                rest = text[lt:]
-            else:
-                rest = text
-        if rest.startswith("<"):
-            gt = rest.find(">")
-            if gt < 0:
-                raise ParseError("unterminated <URI>")
-            uri_text = rest[1:gt]
-            tail = rest[gt + 1 :].lstrip()
-            if tail and not tail.startswith(";"):
-                raise ParseError(f"junk after <URI>: {tail[:80]!r}")
-            items = split_outside(tail, ";")[1:] if tail else []
-        else:
-            # addr-spec form: everything after the first ';' is a header parameter, and the URI
-            # may carry neither '?' nor ',' (RFC 3261 §20).
-            items = split_outside(rest, ";")
-            uri_text = items.pop(0)
-            if "?" in uri_text or "," in uri_text:
-                raise ParseError("URI with '?' or ',' must be enclosed in <>")
-        uri = SipUri.parse_any(uri_text)
-        return cls(display, uri, parse_params(items, strict=strict))
+            plain = groups.get("plain")
+            display = " ".join(plain.split()) or None if plain else None
+        return cls(display, SipUri.parse_any(m["uri"]), _params_of(m["params"]))
+
+    @staticmethod
+    def is_valid(text: str) -> bool:
+        """Cheap syntax check of a name-addr / addr-spec, URI included, without building objects."""
+        return _NAME_ADDRESS_CHECK_RE.fullmatch(text.strip()) is not None
 
     @property
     def tag(self) -> str | None:
@@ -337,12 +356,10 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        parts = text.split()
-        if len(parts) != 2:
+        m = _CSEQ_RE.fullmatch(text)
+        if m is None:
             raise ParseError(f"bad CSeq {text[:80]!r}")
-        number, method = parts
-        if not (number.isascii() and number.isdigit()) or len(number) > 10:
-            raise ParseError(f"bad CSeq number {number[:80]!r}")
+        number, method = m.groups()
         value = int(number)
         if value > MAX_UINT32:
             raise ParseError("CSeq number larger than 2**32-1")

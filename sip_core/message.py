@@ -11,6 +11,8 @@ import re
 import secrets
 
 from sip_core.headers import (
+    KNOWN_KEYS,
+    NAME_KEYS,
     CSeq,
     Headers,
     NameAddress,
@@ -383,7 +385,7 @@ def make_response(
         if raw:
             values[key] = [raw[0]]
     to_values = values.get("to")
-    if status != 100 and to_values and not _has_tag(request, to_values[0]):
+    if status != 100 and to_values and not _has_tag(to_values[0]):
         to_values[0] = f"{to_values[0]};tag={to_tag or new_tag()}"
     if 100 < status < 300 and request.method in _DIALOG_METHODS:
         record_route = source._raw("record-route")
@@ -396,12 +398,12 @@ def make_response(
     return Response(status, reason, headers, body)
 
 
-def _has_tag(request: Request, to_value: str) -> bool:
-    try:
-        return request.to.tag is not None
-    except ParseError:
-        # a basis request whose To did not parse: look at the raw text
-        return _TAG_PARAM_RE.search(to_value) is not None
+def _has_tag(to_value: str) -> bool:
+    """Whether the To has a tag parameter, read from the raw value (no parse on the hot path;
+    also works for a basis request whose To did not parse). Header parameters follow the '>'
+    of a name-addr, or the URI of an addr-spec, which cannot itself contain ';'."""
+    close = to_value.rfind(">")
+    return _TAG_PARAM_RE.search(to_value, close + 1) is not None
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -415,7 +417,7 @@ def parse_message(data: bytes) -> Request | Response:
     CSeq, single-valued headers). Raises ParseError, and only ParseError, on any invalid input.
     """
     try:
-        return _parse(bytes(data))
+        return _parse(data if type(data) is bytes else bytes(data))
     except ParseError:
         raise
     except Exception as exc:  # a bug must not become a crash on hostile input
@@ -472,33 +474,37 @@ def _parse(data: bytes) -> Request | Response:
     if stray:
         error = ParseError("bare CR or LF inside the header block", answer_status)
     last: list[str] | None = None
+    name_keys = NAME_KEYS
     for index in range(1, len(lines)):
         line = lines[index]
-        if not line:
-            continue
-        c = line[0]
-        if c in " \t":  # continuation line (RFC 3261 §7.3.1)
-            if last is None:
-                error = error or ParseError("continuation before the first header", answer_status)
-                continue
-            extra = line.strip(" \t")
-            if extra:
-                last[-1] = f"{last[-1]} {extra}" if last[-1] else extra
-            continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        key = name.lower()
-        key = _COMPACT_GET(key, key)
-        if not colon or (key not in _KNOWN_KEYS and not is_token(name)):
-            error = error or ParseError(f"malformed header line {line[:60]!r}", answer_status)
-            last = None
-            continue
+        key = name_keys.get(name)
+        if key is None:
+            if not line:
+                continue
+            if line[0] in " \t":  # continuation line (RFC 3261 §7.3.1)
+                if last is None:
+                    error = error or ParseError(
+                        "continuation before the first header", answer_status
+                    )
+                    continue
+                extra = line.strip(" \t")
+                if extra:
+                    last[-1] = f"{last[-1]} {extra}" if last[-1] else extra
+                continue
+            name = name.rstrip(" \t")
+            lower = name.lower()
+            key = _COMPACT_GET(lower, lower)
+            if not colon or (key not in KNOWN_KEYS and not is_token(name)):
+                error = error or ParseError(f"malformed header line {line[:60]!r}", answer_status)
+                last = None
+                continue
+            if key not in KNOWN_KEYS and key not in names:
+                names[key] = name
         value = value.strip(" \t")
         existing = values.get(key)
         if existing is None:
             last = values[key] = [value]
-            if key not in _KNOWN_KEYS:
-                names[key] = name
         else:
             existing.append(value)
             last = existing
@@ -556,17 +562,6 @@ _COMPACT_GET = {
     "x": "session-expires",
     "y": "identity",
 }.get
-_KNOWN_KEYS = frozenset(
-    (
-        "via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "content-length",
-        "content-type", "expires", "authorization", "proxy-authorization", "user-agent",
-        "allow", "supported", "route", "record-route", "event", "accept", "require",
-        "proxy-require", "server", "www-authenticate", "proxy-authenticate", "subject",
-        "date", "timestamp", "min-expires", "allow-events", "session-expires", "refer-to",
-        "referred-by", "replaces", "content-encoding", "identity", "identity-info",
-        "accept-contact", "reject-contact", "request-disposition", "p-asserted-identity",
-    )
-)  # fmt: skip
 
 
 def _response(first: str, headers: Headers, body: bytes, error: ParseError | None) -> Response:
@@ -651,15 +646,24 @@ def _validate_request(request: Request) -> None:
         headers.cache_typed("cseq", cseq, _dump_one)
         if cseq.method != request.method:
             raise ParseError("CSeq method does not match the request method")
-        headers.cache_typed("via", _parse_vias(values["via"]), _dump_list)
-        headers.cache_typed("from", _parse_from(values["from"]), _dump_one)
-        headers.cache_typed("to", _parse_to(values["to"]), _dump_one)
+        # Syntax only: the objects themselves are built when somebody reads them.
+        for line in values["via"]:
+            for item in _split_list([line]) if "," in line else (line,):
+                if not Via.is_valid(item):
+                    raise ParseError(f"bad Via {item[:80]!r}")
+        if not NameAddress.is_valid(values["from"][0]):
+            raise ParseError("bad From")
+        if not NameAddress.is_valid(values["to"][0]):
+            raise ParseError("bad To")
         call_id = values["call-id"][0]
         if len(call_id.split()) != 1:
             raise ParseError("bad Call-ID")
         contact = values.get("contact")
         if contact and not (len(contact) == 1 and contact[0] == "*"):
-            headers.cache_typed("contact", _parse_name_addresses(contact), _dump_list)
+            for line in contact:
+                for item in _split_list([line]) if "," in line else (line,):
+                    if not NameAddress.is_valid(item):
+                        raise ParseError(f"bad Contact {item[:80]!r}")
         max_forwards = values.get("max-forwards")
         if max_forwards is not None:
             number = _digits(max_forwards[0])

@@ -37,16 +37,27 @@ class ParseError(ValueError):
 
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_HOST_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*)|\[[0-9A-Fa-f:.]+\]")
-# Characters that may appear unescaped in the user and password parts, params and headers: RFC 3261
-# unreserved, escaped ('%'), and the part-specific reserved characters. No whitespace, no controls,
-# no '<>"' and no '@' (outside userinfo it must be escaped).
-_USER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/]+")
-_PASSWORD_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%&=+$,]*")
-_PARAM_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+")
-_HEADER_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$]*")
 _OPAQUE_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _SIP_SCHEMES = frozenset(("sip", "sips"))
+_PCHAR = r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]"
+_HCHAR = r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$]"
+# Everything after "sip:" (RFC 3261 §25.1 SIP-URI): userinfo (the user may hold ';' and '?'),
+# host, port, uri-parameters, headers. Possessive quantifiers keep matching linear.
+SIP_REST = (
+    r"(?:(?P<user>[A-Za-z0-9\-_.!~*'()%&=+$,;?/]++)"
+    r"(?::(?P<password>[A-Za-z0-9\-_.!~*'()%&=+$,]*+))?@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9_][A-Za-z0-9._\-]*+)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+    rf"(?P<params>(?:;{_PCHAR}++(?:={_PCHAR}++)?)*+)"
+    rf"(?:\?(?P<headers>{_HCHAR}++={_HCHAR}*+(?:&{_HCHAR}++={_HCHAR}*+)*+))?"
+)
+_SIP_REST_RE = re.compile(SIP_REST)
+# Any URI a name-addr may hold, as a pattern without groups (for one-pass syntax checks).
+ANY_URI = (
+    r"(?:[Ss][Ii][Pp][Ss]?:"
+    + re.sub(r"\(\?P<\w+>", "(?:", SIP_REST)
+    + r"|(?![Ss][Ii][Pp][Ss]?:)[A-Za-z][A-Za-z0-9+\-.]*+:[^\s<>\"]++)"
+)
 
 
 def is_token(text: str) -> bool:
@@ -57,15 +68,6 @@ def is_token(text: str) -> bool:
 def unescape(text: str) -> str:
     """Undo %HH escapes as UTF-8 (invalid sequences become U+FFFD; a lone "%" stays)."""
     return unquote(text, errors="replace") if "%" in text else text
-
-
-def _parse_port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or len(text) > 5:
-        raise ParseError(f"bad port {text!r}")
-    port = int(text)
-    if port > 65535:
-        raise ParseError(f"port out of range {text!r}")
-    return port
 
 
 @dataclass(slots=True)
@@ -112,63 +114,37 @@ class SipUri:
 
     @classmethod
     def _parse_sip(cls, scheme: str, rest: str) -> SipUri:
-        user: str | None = None
-        password: str | None = None
-        at = rest.find("@")
-        if at >= 0:
-            userinfo = rest[:at]
-            rest = rest[at + 1 :]
-            user, colon, pw = userinfo.partition(":")
-            if colon:
-                if _PASSWORD_RE.fullmatch(pw) is None:
-                    raise ParseError("bad character in URI password")
-                password = pw
-            if _USER_RE.fullmatch(user) is None:
-                raise ParseError(f"bad URI user part {user[:80]!r}")
-        # hostport ends at the first ';' (params) or '?' (headers)
-        cut = len(rest)
-        for sep in (";", "?"):
-            i = rest.find(sep)
-            if 0 <= i < cut:
-                cut = i
-        hostport = rest[:cut]
-        tail = rest[cut:]
+        m = _SIP_REST_RE.fullmatch(rest)
+        if m is None:
+            raise ParseError(f"bad SIP URI {scheme}:{rest[:80]!r}")
+        user, password, host, port_text, param_text, header_text = m.groups()
         port: int | None = None
-        if hostport.startswith("["):
-            close = hostport.find("]")
-            if close < 0:
-                raise ParseError("unterminated IPv6 reference")
-            host = hostport[: close + 1]
-            after = hostport[close + 1 :]
-            if after:
-                if after[0] != ":":
-                    raise ParseError(f"bad host {hostport[:80]!r}")
-                port = _parse_port(after[1:])
-        else:
-            host, colon, port_text = hostport.partition(":")
-            if colon:
-                port = _parse_port(port_text)
-        if _HOST_RE.fullmatch(host) is None:
-            raise ParseError(f"bad host {host[:80]!r}")
+        if port_text is not None:
+            port = int(port_text)
+            if port > 65535:
+                raise ParseError(f"port out of range {port_text!r}")
         params: dict[str, str | None] = {}
+        if param_text:
+            for item in param_text[1:].split(";"):
+                name, eq, value = item.partition("=")
+                params[name.lower()] = value if eq else None
         headers: dict[str, str] = {}
-        if tail:
-            param_text, q, header_text = tail.partition("?")
-            if param_text:
-                for item in param_text[1:].split(";"):
-                    name, eq, value = item.partition("=")
-                    if _PARAM_RE.fullmatch(name) is None or (
-                        eq and _PARAM_RE.fullmatch(value) is None
-                    ):
-                        raise ParseError(f"bad URI parameter {item[:80]!r}")
-                    params[name.lower()] = value if eq else None
-            if q:
-                for item in header_text.split("&"):
-                    name, eq, value = item.partition("=")
-                    if not eq or not name or _HEADER_RE.fullmatch(name + value) is None:
-                        raise ParseError(f"bad URI header {item[:80]!r}")
-                    headers[name] = value
+        if header_text:
+            for item in header_text.split("&"):
+                name, _, value = item.partition("=")
+                headers[name] = value
         return cls(scheme, user, password, host.lower(), port, params, headers)
+
+    @staticmethod
+    def is_valid_any(text: str) -> bool:
+        """Cheap syntax check: a valid sip/sips URI, or an absolute URI of another scheme."""
+        scheme, colon, rest = text.partition(":")
+        if scheme.lower() in _SIP_SCHEMES:
+            m = _SIP_REST_RE.fullmatch(rest)
+            return m is not None and (m["port"] is None or int(m["port"]) <= 65535)
+        return bool(colon and rest and _OPAQUE_SCHEME_RE.fullmatch(scheme)) and not any(
+            c in rest for c in ' \t\r\n<>"'
+        )
 
     @property
     def is_sip(self) -> bool:
