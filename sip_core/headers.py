@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sip_core.limits import MAX_UINT32
-from sip_core.uri import ANY_URI, ParseError, SipUri, is_token
+from sip_core.uri import ANY_URI, PORT, ParseError, SipUri, is_token
 
 __all__ = [
     "KNOWN_KEYS",
@@ -182,7 +182,7 @@ _PARAMS = rf"(?:{_SWS};{_SWS}{_TOKEN}(?:{_SWS}={_SWS}{_GEN_VALUE})?)*+{_SWS}"
 _HOST = r"\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9_][A-Za-z0-9._\-]*+"
 _VIA = (
     rf"SIP{_SWS}/{_SWS}2\.0{_SWS}/{_SWS}(?P<transport>{_TOKEN})[ \t]++(?P<host>{_HOST})"
-    rf"{_SWS}(?::{_SWS}(?P<port>[0-9]{{1,5}}))?(?P<params>{_PARAMS})"
+    rf"{_SWS}(?::{_SWS}(?P<port>{PORT}))?(?P<params>{_PARAMS})"
 )
 _VIA_RE = re.compile(_VIA, re.IGNORECASE | re.DOTALL)
 _DISPLAY = r"(?:[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]++|[ \t]++)*+"

@@ -39,6 +39,8 @@ class ParseError(ValueError):
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _OPAQUE_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _SIP_SCHEMES = frozenset(("sip", "sips"))
+# 0-65535, leading zeros allowed up to five digits
+PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[0-5][0-9]{4}|[0-9]{1,4})"
 _PCHAR = r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]"
 _HCHAR = r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$]"
 # Everything after "sip:" (RFC 3261 §25.1 SIP-URI): userinfo (the user may hold ';' and '?'),
@@ -47,7 +49,7 @@ SIP_REST = (
     r"(?:(?P<user>[A-Za-z0-9\-_.!~*'()%&=+$,;?/]++)"
     r"(?::(?P<password>[A-Za-z0-9\-_.!~*'()%&=+$,]*+))?@)?"
     r"(?P<host>\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9_][A-Za-z0-9._\-]*+)"
-    r"(?::(?P<port>[0-9]{1,5}))?"
+    rf"(?::(?P<port>{PORT}))?"
     rf"(?P<params>(?:;{_PCHAR}++(?:={_PCHAR}++)?)*+)"
     rf"(?:\?(?P<headers>{_HCHAR}++={_HCHAR}*+(?:&{_HCHAR}++={_HCHAR}*+)*+))?"
 )

@@ -40,6 +40,14 @@ def parse_or_reject(data: bytes) -> None:
         error = exc
     if error is None:
         assert isinstance(message, Request | Response)
+        # what validation accepted, the lazy typed views must be able to read
+        assert message.vias
+        assert message.cseq.number >= 0
+        assert message.call_id
+        if isinstance(message, Request):
+            assert message.from_.uri is not None
+            assert message.to.uri is not None
+            assert all(c.uri is not None for c in message.contacts)
         message.to_bytes()
         return
     assert error.status is None or 400 <= error.status <= 699
