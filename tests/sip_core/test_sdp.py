@@ -196,7 +196,7 @@ def test_attribute_helpers() -> None:
     assert audio.ptime == 30
     assert audio.get_all("ptime") == ["30"]
     audio.remove("ptime")
-    assert audio.ptime is None
+    assert audio.get("ptime") is None
     assert str(Attribute.parse("sendrecv")) == "sendrecv"
     assert str(Attribute.parse("rtpmap:0 PCMU/8000")) == "rtpmap:0 PCMU/8000"
     assert str(Connection.parse("IN IP4 224.2.1.1/127/3")) == "IN IP4 224.2.1.1/127/3"

@@ -1,0 +1,607 @@
+"""The media relay: every call's RTP and RTCP flow through a pair of legs on our own address.
+
+Why relay at all: a flip moves a call from one device to another in mid-conversation. If media
+went device to device, the caller would have to be re-INVITEd and would see a new stream (many
+phones mishandle that). With the relay in the path, the caller's side never changes: `switch_leg`
+gives the other side a new socket pair for the new device, and the stream towards the caller goes
+on as one stream, with the SSRC, sequence numbers and timestamps it had, offset at the switch from
+the last packet forwarded and the time since. Receivers such as baresip drop packets whose
+timestamp goes backwards, so the timestamp jump is always forward: at least one 20 ms frame.
+
+Symmetric RTP (for devices behind NAT): a leg sends to the address its far end's packets come from,
+latched on the first packet seen; until then to the address from SDP, if the B2BUA gave one. Once
+latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio).
+
+Hot path: one `DatagramProtocol` per socket, a tuple compare for the source, two byte looks for
+version and payload type, and `sendto` of the received bytes unchanged. Only while a rewrite is
+active (after a flip, or with a payload type map) is the packet copied into a bytearray and patched
+with `struct.pack_into`. RFC 4733 packets are tapped on the way through, reported once per key
+press, and can be swallowed per leg (so a feature code never reaches the far end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .clock import Clock
+from .dtmf import DtmfDecoder, DtmfDigit
+from .rtp import RTP_HEADER, rewrite_rtcp, rewrite_rtp_into
+from .sdp import Codec
+from .transport import Address
+
+__all__ = [
+    "MediaLeg",
+    "MediaRelay",
+    "MediaSession",
+    "PortAllocator",
+    "PortsExhaustedError",
+    "RelayError",
+    "Side",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+Side = Literal["a", "b"]
+DEFAULT_CLOCK_RATE: Final = 8000
+# After a flip, the first packet of the new stream comes at least one frame after the last one.
+MIN_FRAME_SECONDS: Final = 0.02
+
+type _Peer = tuple[str, int] | tuple[str, int, int, int]
+type DtmfCallback = Callable[[Side, DtmfDigit], None]
+
+
+class RelayError(Exception):
+    """The relay cannot do what was asked (ports, sockets, a closed session)."""
+
+
+class PortsExhaustedError(RelayError):
+    """Every RTP/RTCP port pair of the configured range is in use."""
+
+
+class PortAllocator:
+    """Even RTP ports (RTCP on the odd port above) from an inclusive range, reused round-robin.
+
+    A released pair goes to the back of the queue, so a stray late packet of an ended call is
+    unlikely to reach the next call to get the same ports.
+    """
+
+    def __init__(self, port_min: int, port_max: int) -> None:
+        if not 0 < port_min <= port_max <= 65535:
+            raise ValueError(f"bad RTP port range {port_min}-{port_max}")
+        self.port_min = port_min
+        self.port_max = port_max
+        first = port_min + (port_min & 1)
+        self._free: deque[int] = deque(range(first, port_max, 2))
+        self._used: set[int] = set()
+        if not self._free:
+            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
+
+    @property
+    def capacity(self) -> int:
+        return len(self._free) + len(self._used)
+
+    @property
+    def available(self) -> int:
+        return len(self._free)
+
+    def allocate(self) -> int:
+        """The RTP port of a free pair; `PortsExhaustedError` when there is none."""
+        if not self._free:
+            raise PortsExhaustedError(
+                f"all {self.capacity} RTP port pairs of {self.port_min}-{self.port_max} are in use"
+            )
+        port = self._free.popleft()
+        self._used.add(port)
+        return port
+
+    def release(self, port: int) -> None:
+        """Give a pair back (a second release of the same pair is ignored)."""
+        if port in self._used:
+            self._used.remove(port)
+            self._free.append(port)
+
+
+class _RtpProtocol(asyncio.DatagramProtocol):
+    __slots__ = ("datagram_received",)
+
+    def __init__(self, handler: Callable[[bytes, _Peer], None]) -> None:
+        self.datagram_received = handler  # type: ignore[method-assign,assignment]
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable from a far end that is not up yet: nothing to do.
+        _LOGGER.debug("relay socket error: %s", exc)
+
+
+class _Rewrite:
+    """How packets leaving one leg are patched: continuation offsets and/or a payload type map."""
+
+    __slots__ = (
+        "marker",
+        "payload_map",
+        "pending",
+        "sequence_offset",
+        "source_bytes",
+        "source_ssrc",
+        "ssrc",
+        "timestamp_offset",
+    )
+
+    def __init__(self, payload_map: dict[int, int]) -> None:
+        self.payload_map = payload_map
+        self.pending = False  # waiting for the new stream's first packet to fix the offsets
+        self.ssrc: int | None = None  # the SSRC the receiver knows; None = leave packets' own
+        self.source_ssrc = 0
+        self.source_bytes = b""
+        self.sequence_offset = 0
+        self.timestamp_offset = 0
+        self.marker = False
+
+
+@dataclass(frozen=True, slots=True)
+class LegStats:
+    received: int
+    forwarded: int
+    dropped_source: int
+    dropped_invalid: int
+    dropped_no_peer: int
+    dtmf_swallowed: int
+
+
+class MediaLeg:
+    """One side of a call: an RTP and an RTCP socket on our address, facing one far end.
+
+    `remote_rtp`/`remote_rtcp` are where this leg sends (latched or from SDP); `swallow_dtmf` keeps
+    telephone-event packets from this leg's far end from reaching the other side.
+    """
+
+    def __init__(
+        self,
+        session: MediaSession,
+        side: Side,
+        host: str,
+        port: int,
+    ) -> None:
+        self.session = session
+        self.side: Side = side
+        self.local_rtp = Address(host, port)
+        self.local_rtcp = Address(host, port + 1)
+        self.remote_rtp: _Peer | None = None
+        self.remote_rtcp: _Peer | None = None
+        self._rtp_locked = False
+        self._rtcp_locked = False
+        self.swallow_dtmf = False
+        self.dtmf_payload_type: int | None = None
+        self.clock_rates: dict[int, int] = {}
+        self._decoder = DtmfDecoder()
+        self._rtp: asyncio.DatagramTransport | None = None
+        self._rtcp: asyncio.DatagramTransport | None = None
+        self._now = session.clock.monotonic
+        # the stream leaving this leg towards its far end
+        self._out_last: bytes | bytearray | None = None
+        self._out_time = 0.0
+        self._rewrite: _Rewrite | None = None
+        self.closed = False
+        self.received = 0
+        self.forwarded = 0
+        self.dropped_source = 0
+        self.dropped_invalid = 0
+        self.dropped_no_peer = 0
+        self.dtmf_swallowed = 0
+
+    def __repr__(self) -> str:
+        return f"<MediaLeg {self.side} {self.local_rtp} -> {self.remote_rtp}>"
+
+    @property
+    def stats(self) -> LegStats:
+        return LegStats(
+            self.received,
+            self.forwarded,
+            self.dropped_source,
+            self.dropped_invalid,
+            self.dropped_no_peer,
+            self.dtmf_swallowed,
+        )
+
+    @property
+    def latched(self) -> bool:
+        return self._rtp_locked
+
+    @property
+    def other(self) -> MediaLeg:
+        return self.session.b if self.side == "a" else self.session.a
+
+    def set_remote(
+        self, rtp: Address | None, rtcp: Address | None = None, *, latch: bool = False
+    ) -> None:
+        """Where to send before anything arrives (from SDP); RTCP defaults to the next port.
+
+        With `latch`, the address is trusted at once: only packets from it are accepted (for a
+        far end known not to be behind NAT). Without, the first packet seen latches as usual.
+        """
+        if rtp is None:
+            self.remote_rtp = self.remote_rtcp = None
+            self._rtp_locked = self._rtcp_locked = False
+            return
+        self.remote_rtp = (rtp.host, rtp.port)
+        rtcp = rtcp or Address(rtp.host, rtp.port + 1)
+        self.remote_rtcp = (rtcp.host, rtcp.port)
+        self._rtp_locked = self._rtcp_locked = latch
+
+    def set_codecs(self, codecs: Iterable[Codec]) -> None:
+        """Tell the leg its far end's payload types (from its SDP): clock rates and DTMF type."""
+        codecs = list(codecs)
+        self.clock_rates = {c.payload_type: c.clock_rate for c in codecs}
+        events = [c.payload_type for c in codecs if c.encoding.lower() == "telephone-event"]
+        self.dtmf_payload_type = events[0] if events else None
+
+    def set_payload_map(self, mapping: dict[int, int] | None) -> None:
+        """Renumber payload types of packets sent out of this leg (after a flip to a device that
+        numbers a codec differently). An empty map removes the renumbering."""
+        if self._rewrite is None:
+            if mapping:
+                self._rewrite = _Rewrite(dict(mapping))
+            return
+        self._rewrite.payload_map = dict(mapping or {})
+        self._maybe_drop_rewrite()
+
+    def _maybe_drop_rewrite(self) -> None:
+        rewrite = self._rewrite
+        if (
+            rewrite is not None
+            and not rewrite.payload_map
+            and rewrite.ssrc is None
+            and not rewrite.pending
+        ):
+            self._rewrite = None
+
+    # sockets
+
+    def _attach(self, rtp: asyncio.DatagramTransport, rtcp: asyncio.DatagramTransport) -> None:
+        self._rtp = rtp
+        self._rtcp = rtcp
+
+    def _close(self) -> None:
+        self.closed = True
+        for transport in (self._rtp, self._rtcp):
+            if transport is not None:
+                transport.close()
+        self._rtp = self._rtcp = None
+
+    # the hot path
+
+    def _on_rtp(self, data: bytes, addr: _Peer) -> None:
+        self.received += 1
+        # Validate before latching: junk from a port scanner must not capture the leg.
+        if len(data) < 12 or data[0] & 0xC0 != 0x80 or 72 <= data[1] & 0x7F <= 95:
+            self.dropped_invalid += 1
+            return
+        if (addr != self.remote_rtp or not self._rtp_locked) and not self._accept_source(
+            addr, rtcp=False
+        ):
+            self.dropped_source += 1
+            return
+        if data[1] & 0x7F == self.dtmf_payload_type:
+            self._tap_dtmf(data)
+            if self.swallow_dtmf:
+                self.dtmf_swallowed += 1
+                return
+        other = self.session.b if self.side == "a" else self.session.a
+        destination = other.remote_rtp
+        transport = other._rtp
+        if destination is None or transport is None:
+            self.dropped_no_peer += 1
+            return
+        if other._rewrite is None:
+            transport.sendto(data, destination)
+            other._out_last = data
+        else:
+            packet = other._rewritten(data, self)
+            transport.sendto(packet, destination)
+            other._out_last = packet
+        other._out_time = self._now()
+        self.forwarded += 1
+
+    def _accept_source(self, addr: _Peer, *, rtcp: bool) -> bool:
+        """Latch on the first source; afterwards accept only the latched one."""
+        locked = self._rtcp_locked if rtcp else self._rtp_locked
+        current = self.remote_rtcp if rtcp else self.remote_rtp
+        if locked:
+            # IPv6 sources carry flow info and scope id: compare host and port only.
+            return current is not None and (addr[0], addr[1]) == (current[0], current[1])
+        if rtcp:
+            self.remote_rtcp = addr
+            self._rtcp_locked = True
+        else:
+            self.remote_rtp = addr
+            self._rtp_locked = True
+            _LOGGER.debug("leg %s latched RTP to %s", self.side, addr)
+        return True
+
+    def _tap_dtmf(self, data: bytes) -> None:
+        offset = 12 + 4 * (data[0] & 0x0F)
+        if data[0] & 0x10:
+            if len(data) < offset + 4:
+                return
+            offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4])
+        timestamp = int.from_bytes(data[4:8])
+        digit = self._decoder.feed(data[offset:], timestamp)
+        callback = self.session.on_dtmf
+        if digit is not None and callback is not None:
+            try:
+                callback(self.side, digit)
+            except Exception:
+                _LOGGER.exception("DTMF callback failed")
+
+    def _rewritten(self, data: bytes, source: MediaLeg) -> bytearray:
+        """A patched copy of a packet leaving this leg (only called while a rewrite is active)."""
+        rewrite = self._rewrite
+        assert rewrite is not None
+        buffer = bytearray(data)
+        if rewrite.payload_map:
+            mapped = rewrite.payload_map.get(buffer[1] & 0x7F)
+            if mapped is not None:
+                buffer[1] = (buffer[1] & 0x80) | mapped
+        if rewrite.pending or (rewrite.ssrc is not None and data[8:12] != rewrite.source_bytes):
+            # The first packet after a flip, or the new device restarted its stream.
+            self._continue_stream(rewrite, buffer, source.clock_rates.get(data[1] & 0x7F))
+        if rewrite.ssrc is None:
+            return buffer
+        rewrite_rtp_into(
+            buffer, rewrite.ssrc, rewrite.sequence_offset, rewrite.timestamp_offset, rewrite.marker
+        )
+        rewrite.marker = False
+        return buffer
+
+    def _continue_stream(self, rewrite: _Rewrite, buffer: bytearray, rate: int | None) -> None:
+        """Fix the offsets so that this new stream continues the one the receiver had."""
+        rewrite.pending = False
+        last = self._out_last
+        _, _, sequence, timestamp, ssrc = RTP_HEADER.unpack_from(buffer)
+        if last is None or len(last) < 12:
+            # Nothing was sent before: the new stream can go as it is.
+            rewrite.ssrc = None
+            self._maybe_drop_rewrite()
+            return
+        _, _, anchor_seq, anchor_ts, anchor_ssrc = RTP_HEADER.unpack_from(last)
+        rate = rate or DEFAULT_CLOCK_RATE
+        elapsed = max(self._now() - self._out_time, MIN_FRAME_SECONDS)
+        advance = round(elapsed * rate)
+        rewrite.ssrc = anchor_ssrc
+        rewrite.source_ssrc = ssrc
+        rewrite.source_bytes = ssrc.to_bytes(4)
+        rewrite.sequence_offset = (anchor_seq + 1 - sequence) & 0xFFFF
+        rewrite.timestamp_offset = (anchor_ts + advance - timestamp) & 0xFFFFFFFF
+        rewrite.marker = True
+        _LOGGER.debug(
+            "leg %s continues stream %08x: seq +%d ts +%d",
+            self.side,
+            anchor_ssrc,
+            rewrite.sequence_offset,
+            rewrite.timestamp_offset,
+        )
+
+    def _begin_continuation(self) -> None:
+        """The far end of the other leg is being replaced: the stream out of here must go on."""
+        rewrite = self._rewrite or _Rewrite({})
+        rewrite.pending = True
+        self._rewrite = rewrite
+
+    def _on_rtcp(self, data: bytes, addr: _Peer) -> None:
+        if len(data) < 8 or data[0] & 0xC0 != 0x80 or not 192 <= data[1] <= 223:
+            self.dropped_invalid += 1
+            return
+        if (addr != self.remote_rtcp or not self._rtcp_locked) and not self._accept_source(
+            addr, rtcp=True
+        ):
+            self.dropped_source += 1
+            return
+        other = self.session.b if self.side == "a" else self.session.a
+        destination = other.remote_rtcp
+        transport = other._rtcp
+        if destination is None or transport is None:
+            return
+        packet: bytes | bytearray | None = data
+        towards = other._rewrite
+        if towards is not None and towards.ssrc is not None:
+            # Reports from the new device about its stream, to the receiver of the continued one.
+            packet = rewrite_rtcp(
+                data,
+                sender_from=towards.source_ssrc,
+                sender_to=towards.ssrc,
+                timestamp_offset=towards.timestamp_offset,
+            )
+        elif towards is not None and towards.pending:
+            return  # the offsets are not known before the new stream's first RTP packet
+        back = self._rewrite
+        if packet is not None and back is not None and back.ssrc is not None:
+            # Reports about the continued stream go back to its real source in its numbering.
+            packet = rewrite_rtcp(
+                packet,
+                report_from=back.ssrc,
+                report_to=back.source_ssrc,
+                sequence_offset=back.sequence_offset,
+            )
+        if packet is None:
+            self.dropped_invalid += 1
+            return
+        transport.sendto(packet, destination)
+
+
+class MediaSession:
+    """A call's media: leg "a" (the caller) and leg "b" (the callee, replaceable by a flip)."""
+
+    def __init__(self, relay: MediaRelay, call_id: str, a: MediaLeg | None = None) -> None:
+        self.relay = relay
+        self.call_id = call_id
+        self.clock = relay.clock
+        self.on_dtmf: DtmfCallback | None = None
+        self.closed = False
+        self._a: MediaLeg | None = a
+        self._b: MediaLeg | None = None
+
+    def __repr__(self) -> str:
+        return f"<MediaSession {self.call_id} a={self._a} b={self._b}>"
+
+    @property
+    def a(self) -> MediaLeg:
+        assert self._a is not None
+        return self._a
+
+    @property
+    def b(self) -> MediaLeg:
+        assert self._b is not None
+        return self._b
+
+    def leg(self, side: Side) -> MediaLeg:
+        return self.a if side == "a" else self.b
+
+    async def switch_leg(
+        self,
+        side: Side,
+        remote_rtp: Address | None = None,
+        remote_rtcp: Address | None = None,
+        *,
+        latch: bool = False,
+        codecs: Sequence[Codec] | None = None,
+        payload_map_in: dict[int, int] | None = None,
+        payload_map_out: dict[int, int] | None = None,
+    ) -> MediaLeg:
+        """Replace a leg's far end with a new device: a new socket pair, a fresh latch.
+
+        The other leg's far end keeps receiving one stream (same SSRC, sequence and timestamps
+        continued, marker set on the first packet). `payload_map_in` renumbers the new device's
+        payload types into the ones the other side knows, `payload_map_out` the other way.
+        The old sockets are closed and their ports released.
+        """
+        if self.closed:
+            raise RelayError(f"media session {self.call_id} is closed")
+        old = self.leg(side)
+        new = await self.relay._open_leg(self, side)
+        new.swallow_dtmf = old.swallow_dtmf
+        if codecs is not None:
+            new.set_codecs(codecs)
+        else:
+            new.dtmf_payload_type = old.dtmf_payload_type
+            new.clock_rates = dict(old.clock_rates)
+        new.set_remote(remote_rtp, remote_rtcp, latch=latch)
+        other = old.other
+        if side == "a":
+            self._a = new
+        else:
+            self._b = new
+        other._begin_continuation()
+        assert other._rewrite is not None
+        other._rewrite.payload_map = dict(payload_map_in or {})
+        new.set_payload_map(payload_map_out)
+        self.relay._close_leg(old)
+        return new
+
+    replace_peer = switch_leg
+
+    def close(self) -> None:
+        """Close both legs' sockets and release their ports (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for leg in (self._a, self._b):
+            if leg is not None:
+                self.relay._close_leg(leg)
+        self.relay._sessions.pop(self.call_id, None)
+
+
+class MediaRelay:
+    """Opens `MediaSession`s on `host` with ports from `port_min`-`port_max`."""
+
+    def __init__(self, host: str, port_min: int, port_max: int, *, clock: Clock) -> None:
+        self.host = host
+        self.clock = clock
+        self.ports = PortAllocator(port_min, port_max)
+        self._sessions: dict[str, MediaSession] = {}
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    @property
+    def sessions(self) -> dict[str, MediaSession]:
+        return dict(self._sessions)
+
+    async def open_session(self, call_id: str) -> MediaSession:
+        """Two legs with a socket pair each; `PortsExhaustedError` if the range is used up."""
+        if call_id in self._sessions:
+            raise RelayError(f"media session {call_id} exists already")
+        session = MediaSession(self, call_id)
+        session._a = await self._open_leg(session, "a")
+        try:
+            session._b = await self._open_leg(session, "b")
+        except BaseException:
+            self._close_leg(session._a)
+            raise
+        self._sessions[call_id] = session
+        return session
+
+    def close(self) -> None:
+        for session in list(self._sessions.values()):
+            session.close()
+
+    async def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
+        rtp_sock, rtcp_sock, port = self._bind_pair()
+        leg = MediaLeg(session, side, self.host, port)
+        loop = asyncio.get_running_loop()
+        try:
+            rtp, _ = await loop.create_datagram_endpoint(
+                lambda: _RtpProtocol(leg._on_rtp), sock=rtp_sock
+            )
+            rtcp, _ = await loop.create_datagram_endpoint(
+                lambda: _RtpProtocol(leg._on_rtcp), sock=rtcp_sock
+            )
+        except BaseException:
+            rtp_sock.close()
+            rtcp_sock.close()
+            self.ports.release(port)
+            raise
+        leg._attach(rtp, rtcp)
+        return leg
+
+    def _bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
+        """Bind the next free pair; pairs taken by other programs are skipped (and kept out)."""
+        busy: list[int] = []
+        try:
+            for _ in range(self.ports.available):
+                port = self.ports.allocate()
+                sockets: list[socket.socket] = []
+                try:
+                    for number in (port, port + 1):
+                        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+                        sockets.append(sock)
+                        sock.setblocking(False)
+                        sock.bind((self.host, number))
+                except OSError as exc:
+                    for sock in sockets:
+                        sock.close()
+                    if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                        self.ports.release(port)
+                        raise RelayError(f"cannot bind RTP port {port}: {exc}") from exc
+                    busy.append(port)
+                    continue
+                return sockets[0], sockets[1], port
+            if busy:
+                raise PortsExhaustedError(
+                    f"no free RTP port pair of {self.ports.port_min}-{self.ports.port_max} could "
+                    f"be bound ({len(busy)} taken by other programs)"
+                )
+            self.ports.allocate()  # raises: every pair is ours and in use
+            raise AssertionError("unreachable")
+        finally:
+            for port in busy:
+                self.ports.release(port)
+
+    def _close_leg(self, leg: MediaLeg) -> None:
+        if leg.closed:
+            return
+        leg._close()
+        self.ports.release(leg.local_rtp.port)

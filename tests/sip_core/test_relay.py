@@ -1,0 +1,476 @@
+"""The media relay over real UDP sockets on 127.0.0.1, with fake endpoints on both sides.
+
+No test measures time: waiting is bounded only so that a broken relay fails instead of hanging, and
+"not forwarded" is shown by a later packet arriving first (UDP on loopback keeps order) and by the
+leg's drop counters. Stream continuation after a flip is checked with a ManualClock, so the
+timestamp jump is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sip_core.clock import ManualClock
+from sip_core.dtmf import DtmfDigit, TelephoneEvent, build_telephone_event
+from sip_core.relay import (
+    MediaRelay,
+    MediaSession,
+    PortAllocator,
+    PortsExhaustedError,
+    Side,
+)
+from sip_core.rtp import (
+    RTCP_RR,
+    RTCP_SR,
+    ReportBlock,
+    RtcpPacket,
+    RtpPacket,
+    build_rtcp,
+    parse_rtcp,
+    parse_rtp,
+)
+from sip_core.sdp import Codec
+from sip_core.transport import Address
+
+HOST = "127.0.0.1"
+WAIT = 5.0  # upper bound for a packet to arrive; never a measurement
+
+
+class Endpoint(asyncio.DatagramProtocol):
+    """A fake phone: one UDP socket on loopback, a queue of what it received."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait((data, addr))
+
+    @property
+    def address(self) -> Address:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return Address(host, port)
+
+    def send(self, data: bytes, to: Address) -> None:
+        assert self.transport is not None
+        self.transport.sendto(data, (to.host, to.port))
+
+    async def receive(self) -> tuple[bytes, tuple[str, int]]:
+        return await asyncio.wait_for(self.queue.get(), WAIT)
+
+    async def receive_rtp(self) -> RtpPacket:
+        data, _ = await self.receive()
+        return parse_rtp(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def endpoint() -> Endpoint:
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_datagram_endpoint(Endpoint, local_addr=(HOST, 0))
+    return protocol
+
+
+def _port_range(pairs: int) -> tuple[int, int]:
+    start = random.randrange(20000, 30000, 2)
+    return start, start + 2 * pairs - 1
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[MediaRelay]:
+    low, high = _port_range(50)
+    media = MediaRelay(HOST, low, high, clock=ManualClock())
+    yield media
+    media.close()
+
+
+class Stream:
+    """An RTP sender with its own SSRC, sequence and timestamp."""
+
+    def __init__(self, ssrc: int, sequence: int, timestamp: int, payload_type: int = 0) -> None:
+        self.ssrc = ssrc
+        self.sequence = sequence
+        self.timestamp = timestamp
+        self.payload_type = payload_type
+
+    def next(self, payload: bytes = b"\xd5" * 160, **fields: object) -> bytes:
+        packet = RtpPacket(self.payload_type, self.sequence, self.timestamp, self.ssrc, payload)
+        for name, value in fields.items():
+            setattr(packet, name, value)
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + 160) & 0xFFFFFFFF
+        return packet.to_bytes()
+
+
+async def _call(relay: MediaRelay) -> tuple[MediaSession, Endpoint, Endpoint]:
+    session = await relay.open_session(f"call-{random.random()}")
+    return session, await endpoint(), await endpoint()
+
+
+async def test_forwards_both_ways_and_latches(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    try:
+        assert session.a.local_rtp.port % 2 == 0
+        assert session.a.local_rtcp.port == session.a.local_rtp.port + 1
+        a_stream, b_stream = Stream(1, 100, 1000), Stream(2, 500, 9000, 8)
+        # B is known from its SDP; A is learnt from its first packet.
+        session.b.set_remote(phone_b.address)
+        phone_a.send(a_stream.next(), session.a.local_rtp)
+        got = await phone_b.receive_rtp()
+        assert (got.ssrc, got.sequence, got.timestamp) == (1, 100, 1000)
+        assert session.a.latched
+        assert session.a.remote_rtp == (HOST, phone_a.address.port)
+        phone_b.send(b_stream.next(), session.b.local_rtp)
+        data, source = await phone_a.receive()
+        assert parse_rtp(data).ssrc == 2
+        assert source == (HOST, session.a.local_rtp.port)  # symmetric: from the port A sends to
+        # the payload is forwarded byte for byte
+        packet = a_stream.next(b"hello world!" * 10)
+        phone_a.send(packet, session.a.local_rtp)
+        assert (await phone_b.receive())[0] == packet
+        assert session.a.stats.forwarded == 2
+        assert session.b.stats.forwarded == 1
+    finally:
+        phone_a.close()
+        phone_b.close()
+
+
+async def test_nothing_is_sent_before_the_far_end_is_known(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    try:
+        phone_a.send(Stream(1, 1, 1).next(), session.a.local_rtp)
+        phone_b.send(Stream(2, 1, 1).next(), session.b.local_rtp)  # learns B, sends to A
+        got = await phone_a.receive_rtp()
+        assert got.ssrc == 2
+        assert session.a.stats.dropped_no_peer == 1
+        assert phone_b.queue.empty()
+    finally:
+        phone_a.close()
+        phone_b.close()
+
+
+async def test_unexpected_source_is_dropped_after_latching(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    intruder = await endpoint()
+    try:
+        session.b.set_remote(phone_b.address)
+        stream = Stream(1, 1, 1)
+        phone_a.send(stream.next(), session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).sequence == 1
+        intruder.send(Stream(666, 1, 1).next(), session.a.local_rtp)
+        phone_a.send(stream.next(), session.a.local_rtp)
+        got = await phone_b.receive_rtp()
+        assert (got.ssrc, got.sequence) == (1, 2)  # the intruder's packet never came
+        assert session.a.stats.dropped_source == 1
+        assert session.a.remote_rtp == (HOST, phone_a.address.port)
+        # junk does not latch either
+        fresh, *other = await _call(relay)
+        fresh.b.set_remote(phone_b.address)
+        intruder.send(b"\x00junk", fresh.a.local_rtp)
+        phone_a.send(Stream(3, 1, 1).next(), fresh.a.local_rtp)
+        assert (await phone_b.receive_rtp()).ssrc == 3
+        assert fresh.a.stats.dropped_invalid == 1
+        assert fresh.a.remote_rtp == (HOST, phone_a.address.port)
+        for phone in other:
+            phone.close()
+    finally:
+        for phone in (phone_a, phone_b, intruder):
+            phone.close()
+
+
+async def test_address_from_sdp_can_be_trusted_at_once(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    intruder = await endpoint()
+    try:
+        session.a.set_remote(phone_a.address, latch=True)
+        session.b.set_remote(phone_b.address)
+        intruder.send(Stream(666, 1, 1).next(), session.a.local_rtp)
+        phone_a.send(Stream(1, 9, 1).next(), session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).ssrc == 1
+        assert session.a.stats.dropped_source == 1
+    finally:
+        for phone in (phone_a, phone_b, intruder):
+            phone.close()
+
+
+def test_port_allocator_pairs_and_exhaustion() -> None:
+    ports = PortAllocator(40001, 40010)  # odd start: the first pair is 40002/40003
+    taken = [ports.allocate() for _ in range(4)]
+    assert taken == [40002, 40004, 40006, 40008]
+    assert ports.available == 0
+    with pytest.raises(PortsExhaustedError, match="all 4 RTP port pairs of 40001-40010"):
+        ports.allocate()
+    ports.release(40004)
+    ports.release(40004)  # twice: harmless
+    assert ports.available == 1
+    assert ports.allocate() == 40004
+    with pytest.raises(ValueError, match="no even/odd pair"):
+        PortAllocator(40001, 40002)
+    with pytest.raises(ValueError, match="bad RTP port range"):
+        PortAllocator(5000, 4000)
+
+
+async def test_ports_are_released_when_a_call_ends() -> None:
+    low, high = _port_range(4)
+    relay = MediaRelay(HOST, low, high, clock=ManualClock())
+    try:
+        first = await relay.open_session("one")
+        second = await relay.open_session("two")
+        assert relay.ports.available == 0
+        with pytest.raises(PortsExhaustedError):
+            await relay.open_session("three")
+        assert "three" not in relay.sessions
+        port = first.b.local_rtp.port
+        first.close()
+        first.close()
+        assert relay.ports.available == 2
+        await asyncio.sleep(0)  # a transport closes its socket on the next loop iteration
+        # the sockets really are closed: the ports can be bound again
+        for number in (port, port + 1):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.bind((HOST, number))
+        third = await relay.open_session("three")
+        assert {third.a.local_rtp.port, third.b.local_rtp.port} <= set(range(low, high, 2))
+        assert second.a.local_rtp.port not in {third.a.local_rtp.port, third.b.local_rtp.port}
+    finally:
+        relay.close()
+    assert relay.ports.available == 4
+    assert relay.sessions == {}
+
+
+async def test_a_busy_port_is_skipped() -> None:
+    low, high = _port_range(3)
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind((HOST, low + 1))  # the RTCP port of the first pair
+    relay = MediaRelay(HOST, low, high, clock=ManualClock())
+    try:
+        session = await relay.open_session("x")
+        assert low not in {session.a.local_rtp.port, session.b.local_rtp.port}
+        with pytest.raises(PortsExhaustedError, match="could be bound"):
+            await relay.open_session("y")
+    finally:
+        relay.close()
+        blocker.close()
+
+
+async def _talk(
+    sender: Endpoint, stream: Stream, to: Address, receiver: Endpoint, count: int
+) -> list[RtpPacket]:
+    received = []
+    for _ in range(count):
+        sender.send(stream.next(), to)
+        received.append(await receiver.receive_rtp())
+    return received
+
+
+async def test_switch_leg_continues_the_stream_to_the_caller() -> None:
+    clock = ManualClock()
+    low, high = _port_range(10)
+    relay = MediaRelay(HOST, low, high, clock=clock)
+    session = await relay.open_session("flip")
+    caller, first, second, third = [await endpoint() for _ in range(4)]
+    try:
+        session.b.set_remote(first.address)
+        session.a.set_remote(caller.address)
+        before = await _talk(first, Stream(0x1111, 30000, 400_000), session.b.local_rtp, caller, 5)
+        last = before[-1]
+        assert [p.sequence for p in before] == [30000 + i for i in range(5)]
+        old_port = session.b.local_rtp.port
+
+        clock.advance(1.0)  # the new device answers a second after the old one's last packet
+        new_leg = await session.switch_leg("b")
+        assert new_leg is session.b
+        assert new_leg.local_rtp.port != old_port
+        # The new device starts its own stream, with a timestamp far *below* the old one: a
+        # receiver like baresip would drop everything if that reached it unchanged.
+        new_stream = Stream(0x2222, 7, 160)
+        after = await _talk(second, new_stream, new_leg.local_rtp, caller, 5)
+        assert all(p.ssrc == 0x1111 for p in after)
+        assert [p.sequence for p in after] == [last.sequence + 1 + i for i in range(5)]
+        assert after[0].timestamp == last.timestamp + 8000  # exactly the elapsed second
+        assert [p.timestamp for p in after] == [after[0].timestamp + 160 * i for i in range(5)]
+        assert [p.marker for p in after] == [True, False, False, False, False]
+        stamps = [p.timestamp for p in before + after]
+        assert stamps == sorted(stamps)  # never backwards
+        assert after[2].payload == b"\xd5" * 160
+
+        # the caller's audio reaches the new device, from the new leg's port
+        caller.send(Stream(0x3333, 1, 1).next(), session.a.local_rtp)
+        data, source = await second.receive()
+        assert parse_rtp(data).ssrc == 0x3333
+        assert source == (HOST, new_leg.local_rtp.port)
+
+        # a second flip straight away (less than a frame later) still moves forward
+        last = after[-1]
+        newest = await session.switch_leg("b", second.address)
+        more = await _talk(third, Stream(0x4444, 60000, 2**32 - 200), newest.local_rtp, caller, 3)
+        assert [p.sequence for p in more] == [(last.sequence + 1 + i) & 0xFFFF for i in range(3)]
+        assert more[0].timestamp == last.timestamp + 160  # one 20 ms frame at 8 kHz
+        assert all(p.ssrc == 0x1111 for p in more)
+        assert more[0].marker
+        assert relay.ports.available == relay.ports.capacity - 2
+    finally:
+        relay.close()
+        for phone in (caller, first, second, third):
+            phone.close()
+
+
+async def test_switch_uses_the_codec_clock_rate_and_payload_map() -> None:
+    clock = ManualClock()
+    low, high = _port_range(6)
+    relay = MediaRelay(HOST, low, high, clock=clock)
+    session = await relay.open_session("opus")
+    caller, first, second = [await endpoint() for _ in range(3)]
+    try:
+        session.a.set_remote(caller.address)
+        before = await _talk(first, Stream(5, 1, 0, 111), session.b.local_rtp, caller, 2)
+        clock.advance(0.5)
+        leg = await session.switch_leg(
+            "b",
+            codecs=[Codec(96, "opus", 48000, 2), Codec(97, "telephone-event", 48000)],
+            payload_map_in={96: 111},
+        )
+        assert leg.dtmf_payload_type == 97
+        (got,) = await _talk(second, Stream(6, 1, 0, 96), leg.local_rtp, caller, 1)
+        assert got.payload_type == 111
+        assert got.timestamp == before[-1].timestamp + 24000  # 0.5 s at 48 kHz
+    finally:
+        relay.close()
+        for phone in (caller, first, second):
+            phone.close()
+
+
+async def test_rtcp_is_rewritten_to_match_after_a_switch() -> None:
+    clock = ManualClock()
+    low, high = _port_range(6)
+    relay = MediaRelay(HOST, low, high, clock=clock)
+    session = await relay.open_session("rtcp")
+    caller, first, second = [await endpoint() for _ in range(4)][:3]
+    try:
+        session.a.set_remote(caller.address, caller.address)  # one socket for RTP and RTCP
+        before = await _talk(first, Stream(0xAAAA, 100, 1000), session.b.local_rtp, caller, 1)
+        # RTCP before the switch goes through untouched
+        sr = RtcpPacket(RTCP_SR, 0xAAAA, rtp_timestamp=1000, packet_count=1, octet_count=160)
+        first.send(build_rtcp([sr]), session.b.local_rtcp)
+        data, source = await caller.receive()
+        assert parse_rtcp(data) == [sr]
+        assert source == (HOST, session.a.local_rtcp.port)
+
+        clock.advance(2.0)
+        leg = await session.switch_leg("b")
+        (after,) = await _talk(second, Stream(0xBBBB, 7, 50), leg.local_rtp, caller, 1)
+        offset = (after.timestamp - 50) & 0xFFFFFFFF
+        assert after.timestamp == before[-1].timestamp + 16000
+        report = RtcpPacket(
+            RTCP_SR,
+            0xBBBB,
+            ntp_timestamp=0x1234_5678_0000_0000,
+            rtp_timestamp=210,
+            packet_count=2,
+            octet_count=320,
+            reports=[ReportBlock(0xCCCC, highest_sequence=42)],
+        )
+        second.send(build_rtcp([report]), leg.local_rtcp)
+        data, _ = await caller.receive()
+        (seen,) = parse_rtcp(data)
+        assert seen.ssrc == 0xAAAA
+        assert seen.rtp_timestamp == 210 + offset
+        assert seen.ntp_timestamp == report.ntp_timestamp
+        assert seen.reports == [ReportBlock(0xCCCC, highest_sequence=42)]
+
+        # the caller's receiver report about "its" stream goes back in the new device's terms
+        rr = RtcpPacket(
+            RTCP_RR, 0xCCCC, reports=[ReportBlock(0xAAAA, highest_sequence=after.sequence)]
+        )
+        caller.send(build_rtcp([rr]), session.a.local_rtcp)
+        data, _ = await second.receive()
+        (back,) = parse_rtcp(data)
+        assert back.ssrc == 0xCCCC
+        assert back.reports[0].ssrc == 0xBBBB
+        assert back.reports[0].highest_sequence == 7
+    finally:
+        relay.close()
+        for phone in (caller, first, second):
+            phone.close()
+
+
+def _press(event: int, timestamp: int, stream: Stream) -> list[bytes]:
+    """One key press: three updates then the end packet three times, one timestamp."""
+    payloads = [build_telephone_event(TelephoneEvent(event, False, 10, d)) for d in (160, 320, 480)]
+    payloads += [build_telephone_event(TelephoneEvent(event, True, 10, 640))] * 3
+    packets = []
+    for index, payload in enumerate(payloads):
+        packet = RtpPacket(101, stream.sequence, timestamp, stream.ssrc, payload, marker=index == 0)
+        stream.sequence += 1
+        packets.append(packet.to_bytes())
+    return packets
+
+
+async def test_dtmf_is_reported_once_per_press_and_can_be_swallowed(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    digits: list[tuple[Side, DtmfDigit]] = []
+    session.on_dtmf = lambda side, digit: digits.append((side, digit))
+    try:
+        session.a.set_codecs([Codec(0, "PCMU", 8000), Codec(101, "telephone-event", 8000)])
+        session.b.set_remote(phone_b.address)
+        stream = Stream(9, 1, 8000)
+        for packet in _press(5, 8000, stream):
+            phone_a.send(packet, session.a.local_rtp)
+            assert (await phone_b.receive())[0] == packet  # forwarded unchanged
+        assert [(side, d.digit, d.timestamp) for side, d in digits] == [("a", "5", 8000)]
+
+        session.a.swallow_dtmf = True
+        for packet in [*_press(0, 16000, stream), stream.next()]:
+            phone_a.send(packet, session.a.local_rtp)
+        got = await phone_b.receive_rtp()
+        assert got.payload_type == 0  # only the audio packet after the press arrives
+        assert [d.digit for _, d in digits] == ["5", "0"]
+        assert session.a.stats.dtmf_swallowed == 6
+        # the flag survives a flip of the other side... and of this side
+        leg = await session.switch_leg("a")
+        assert leg.swallow_dtmf
+        assert leg.dtmf_payload_type == 101
+    finally:
+        phone_a.close()
+        phone_b.close()
+
+
+async def test_a_broken_dtmf_callback_does_not_stop_the_media(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+
+    def explode(side: Side, digit: DtmfDigit) -> None:
+        raise RuntimeError("boom")
+
+    session.on_dtmf = explode
+    try:
+        session.a.dtmf_payload_type = 101
+        session.b.set_remote(phone_b.address)
+        stream = Stream(1, 1, 1)
+        for packet in [*_press(3, 100, stream)[:1], stream.next()]:
+            phone_a.send(packet, session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).payload_type == 101
+        assert (await phone_b.receive_rtp()).payload_type == 0
+    finally:
+        phone_a.close()
+        phone_b.close()
+
+
+async def test_closed_session_refuses_a_switch(relay: MediaRelay) -> None:
+    session = await relay.open_session("gone")
+    session.close()
+    with pytest.raises(Exception, match="closed"):
+        await session.switch_leg("b")
+    with pytest.raises(Exception, match="exists already"):
+        await relay.open_session("again") and await relay.open_session("again")
