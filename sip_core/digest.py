@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import struct
@@ -261,7 +262,9 @@ class DigestAuthenticator:
         return [f"{head}{tail}, algorithm={algorithm.value}" for algorithm in algorithms]
 
     def new_nonce(self) -> str:
-        issued_ms = round(self._clock.monotonic() * 1000)
+        # Rounded down: a nonce must never look issued after the moment it is checked, which a
+        # fast client (answering within the same millisecond) would otherwise hit as 'stale'.
+        issued_ms = math.floor(self._clock.monotonic() * 1000)
         body = struct.pack(">q", issued_ms) + secrets.token_bytes(8)
         mac = hmac.digest(self._secret, body, "sha256")[:16]
         return base64.urlsafe_b64encode(body + mac).decode("ascii").rstrip("=")
