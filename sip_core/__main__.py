@@ -1,8 +1,8 @@
 """Run the PBX on its own: ``python -m sip_core --config pbx.yaml``.
 
-The runner is deliberately thin: it reads the configuration, starts the same :class:`Pbx` that Home
-Assistant embeds, and turns the two errors a person can fix (a bad file, a port in use) into one clear
-line and exit status 2 instead of a traceback.
+The runner is deliberately thin: it reads the configuration, starts the same :class:`Pbx` that
+Home Assistant embeds, and turns the two errors a person can fix (a bad file, a port in use) into
+one clear line and exit status 2 instead of a traceback.
 """
 
 from __future__ import annotations
