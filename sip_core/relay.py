@@ -12,16 +12,18 @@ Symmetric RTP (for devices behind NAT): a leg sends to the address its far end's
 latched on the first packet seen; until then to the address from SDP, if the B2BUA gave one. Once
 latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio).
 
-Hot path: one `DatagramProtocol` per socket, a tuple compare for the source, two byte looks for
-version and payload type, and `sendto` of the received bytes unchanged. Only while a rewrite is
-active (after a flip, or with a payload type map) is the packet copied into a bytearray and patched
-with `struct.pack_into`. RFC 4733 packets are tapped on the way through, reported once per key
-press, and can be swallowed per leg (so a feature code never reaches the far end).
+Hot path: a loop reader per socket that drains every waiting datagram, a tuple compare for the
+source, two byte looks for version and payload type, and `sendto` of the received bytes unchanged.
+Only while a rewrite is active (after a flip, or with a payload type map) is the packet copied into
+a bytearray and patched with `struct.pack_into`. RFC 4733 packets are tapped on the way through,
+reported once per key press, and can be swallowed per leg (so a feature code never reaches the far
+end).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -108,15 +110,24 @@ class PortAllocator:
             self._free.append(port)
 
 
-class _RtpProtocol(asyncio.DatagramProtocol):
-    __slots__ = ("datagram_received",)
+def _drain(sock: socket.socket, handler: Callable[[bytes, _Peer], None]) -> Callable[[], None]:
+    """A loop reader that takes every datagram waiting on the socket, not just one.
 
-    def __init__(self, handler: Callable[[bytes, _Peer], None]) -> None:
-        self.datagram_received = handler  # type: ignore[method-assign,assignment]
+    Why not a DatagramProtocol: asyncio's datagram transport reads one packet per readiness
+    event, so each packet costs a full event-loop iteration. Under load many packets wait on a
+    socket at once; reading them all per wake-up is what lets one core carry hundreds of calls.
+    """
+    receive = sock.recvfrom
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a far end that is not up yet: nothing to do.
-        _LOGGER.debug("relay socket error: %s", exc)
+    def ready() -> None:
+        for _ in range(64):  # bounded, so one busy socket cannot starve the others
+            try:
+                data, addr = receive(2048)
+            except OSError:  # BlockingIOError: drained; anything else: nothing to read either
+                return
+            handler(data, addr)
+
+    return ready
 
 
 class _Rewrite:
@@ -180,8 +191,9 @@ class MediaLeg:
         self.dtmf_payload_type: int | None = None
         self.clock_rates: dict[int, int] = {}
         self._decoder = DtmfDecoder()
-        self._rtp: asyncio.DatagramTransport | None = None
-        self._rtcp: asyncio.DatagramTransport | None = None
+        self._rtp: socket.socket | None = None
+        self._rtcp: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._now = session.clock.monotonic
         # the stream leaving this leg towards its far end
         self._out_last: bytes | bytearray | None = None
@@ -263,15 +275,22 @@ class MediaLeg:
 
     # sockets
 
-    def _attach(self, rtp: asyncio.DatagramTransport, rtcp: asyncio.DatagramTransport) -> None:
+    def _attach(
+        self, loop: asyncio.AbstractEventLoop, rtp: socket.socket, rtcp: socket.socket
+    ) -> None:
+        self._loop = loop
         self._rtp = rtp
         self._rtcp = rtcp
+        loop.add_reader(rtp.fileno(), _drain(rtp, self._on_rtp))
+        loop.add_reader(rtcp.fileno(), _drain(rtcp, self._on_rtcp))
 
     def _close(self) -> None:
         self.closed = True
-        for transport in (self._rtp, self._rtcp):
-            if transport is not None:
-                transport.close()
+        for sock in (self._rtp, self._rtcp):
+            if sock is not None:
+                if self._loop is not None and not self._loop.is_closed():
+                    self._loop.remove_reader(sock.fileno())
+                sock.close()  # at once: the ports can be bound again as soon as this returns
         self._rtp = self._rtcp = None
 
     # the hot path
@@ -298,13 +317,17 @@ class MediaLeg:
         if destination is None or transport is None:
             self.dropped_no_peer += 1
             return
-        if other._rewrite is None:
-            transport.sendto(data, destination)
-            other._out_last = data
-        else:
-            packet = other._rewritten(data, self)
-            transport.sendto(packet, destination)
-            other._out_last = packet
+        try:
+            if other._rewrite is None:
+                transport.sendto(data, destination)
+                other._out_last = data
+            else:
+                packet = other._rewritten(data, self)
+                transport.sendto(packet, destination)
+                other._out_last = packet
+        except OSError:  # a full socket buffer or an unreachable far end: RTP is lossy anyway
+            self.dropped_no_peer += 1
+            return
         other._out_time = self._now()
         self.forwarded += 1
 
@@ -431,7 +454,8 @@ class MediaLeg:
         if packet is None:
             self.dropped_invalid += 1
             return
-        transport.sendto(packet, destination)
+        with contextlib.suppress(OSError):
+            transport.sendto(packet, destination)
 
 
 class MediaSession:
@@ -551,20 +575,12 @@ class MediaRelay:
     async def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
         rtp_sock, rtcp_sock, port = self._bind_pair()
         leg = MediaLeg(session, side, self.host, port)
-        loop = asyncio.get_running_loop()
         try:
-            rtp, _ = await loop.create_datagram_endpoint(
-                lambda: _RtpProtocol(leg._on_rtp), sock=rtp_sock
-            )
-            rtcp, _ = await loop.create_datagram_endpoint(
-                lambda: _RtpProtocol(leg._on_rtcp), sock=rtcp_sock
-            )
+            leg._attach(asyncio.get_running_loop(), rtp_sock, rtcp_sock)
         except BaseException:
-            rtp_sock.close()
-            rtcp_sock.close()
+            leg._close()
             self.ports.release(port)
             raise
-        leg._attach(rtp, rtcp)
         return leg
 
     def _bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
