@@ -55,10 +55,19 @@ mounts_under() {
 
 # Stop any process still running inside the root $1, then unmount everything below it.
 release_root() {
-    local dir=$1 pid link m
-    for pid in /proc/[0-9]*; do
-        link=$(readlink "$pid/root" 2>/dev/null) || continue
-        if [ "$link" = "$dir" ]; then kill -TERM "${pid#/proc/}" 2>/dev/null || true; fi
+    local dir=$1 pid link m tries
+    for tries in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21; do
+        local left=0
+        for pid in /proc/[0-9]*; do
+            link=$(readlink "$pid/root" 2>/dev/null) || continue
+            [ "$link" = "$dir" ] || continue
+            left=1
+            # TERM first; KILL what is still there after about 5 s.
+            if [ "$tries" -lt 21 ]; then kill -TERM "${pid#/proc/}" 2>/dev/null || true
+            else kill -KILL "${pid#/proc/}" 2>/dev/null || true; fi
+        done
+        [ "$left" = 1 ] || break
+        sleep 0.25
     done
     for m in $(mounts_under "$dir"); do
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null \

@@ -49,10 +49,14 @@ class LogRecord:
 
     level: str
     text: str
+    # The text with this environment's own paths (venv, config copy) taken out, so that a path
+    # which happens to contain "callflip" does not make an unrelated record look like ours.
+    masked: str = ""
 
     @property
     def about_callflip(self) -> bool:
-        return DOMAIN in self.text.lower()
+        lowered = self.masked.lower()
+        return DOMAIN in lowered or "sip_core" in lowered
 
     @property
     def is_fault(self) -> bool:
@@ -69,7 +73,17 @@ class LogRecord:
         )
 
 
-def parse_log(text: str) -> list[LogRecord]:
+def parse_log(text: str, own_paths: tuple[str, ...] = ()) -> list[LogRecord]:
+    records = _split_records(text)
+    for record in records:
+        masked = record.text
+        for path in sorted(own_paths, key=len, reverse=True):
+            masked = masked.replace(path, "<env>")
+        record.masked = masked
+    return records
+
+
+def _split_records(text: str) -> list[LogRecord]:
     records: list[LogRecord] = []
     for line in text.splitlines():
         match = RECORD_START.match(line)
@@ -235,7 +249,14 @@ def run(config_dir: Path, timeout: float) -> int:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
     text = log.read_text() if log.exists() else ""
-    records = parse_log(text + "\n" + console.read_text(errors="replace"))
+    own_paths = (sys.prefix, sys.base_prefix, str(config_dir.resolve()), str(config_dir))
+    own_paths += tuple(p for p in (os.environ.get("CALLFLIP_CACHE_DIR"),) if p)
+    # With --verbose the console repeats the log; it matters for what comes before logging starts.
+    records = parse_log(text, own_paths)
+    seen = {r.text for r in records}
+    records += [
+        r for r in parse_log(console.read_text(errors="replace"), own_paths) if r.text not in seen
+    ]
     faults = [r for r in records if r.is_fault]
     others = [r for r in records if r.level in {"ERROR", "CRITICAL"} and not r.about_callflip]
     version = importlib.metadata.version("homeassistant")
