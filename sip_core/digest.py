@@ -116,13 +116,13 @@ class DigestCredentials:
         return self.params.get(name)
 
 
-# One auth-param: a token name, "=", then a quoted string (with backslash escapes) or a token.
-# The grammar is unambiguous, so once the whole list has matched, findall picks out the same items.
-_NAME = r"[A-Za-z0-9_.!%*+`'~-]+"
-_VALUE = r'"(?:[^"\\]|\\.)*"|[^ \t,"]*'
-_ITEM = rf"[ \t]*{_NAME}[ \t]*=[ \t]*(?:{_VALUE})[ \t]*"
-_PARAM = re.compile(rf"[ \t]*({_NAME})[ \t]*=[ \t]*({_VALUE})[ \t]*")
-_PARAM_LIST = re.compile(rf"{_ITEM}(?:,{_ITEM})*")
+# One auth-param: a token name, "=", then a quoted string (with backslash escapes) or a token, and
+# what follows it: a comma or the end of the value. Possessive quantifiers: no run here could give
+# characters back to a successful match (a token value stops only at a blank, comma or quote, a
+# quoted one at its closing quote), and matching without backtracking state is several times faster.
+_NAME = r"[A-Za-z0-9_.!%*+`'~-]++"
+_VALUE = r'"(?:[^"\\]++|\\.)*+"|[^ \t,"]*+'
+_PARAM = re.compile(rf"([ \t]*+({_NAME})[ \t]*+=[ \t]*+({_VALUE})[ \t]*+)(,|\Z)")
 _UNESCAPE = re.compile(r"\\(.)")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
 
@@ -132,19 +132,24 @@ def parse_credentials(value: str) -> DigestCredentials | None:
 
     Parameter names are case-insensitive and may come in any order; a name given twice makes the
     whole value malformed (which value would we believe?).
+
+    One ``findall`` reads every parameter; the value is well formed (``param *("," param)``) exactly
+    when the matches tile it with nothing skipped between them and the last one ends the value
+    rather than a comma. That is one pass in C instead of a grammar check followed by a second scan.
     """
     value = value.strip()
     if value[:6].lower() != "digest" or len(value) < 8 or value[6] not in " \t":
         return None
     rest = value[7:]
-    if _PARAM_LIST.fullmatch(rest) is None:
+    items = _PARAM.findall(rest)
+    if not items or items[-1][3] or sum(len(i[0]) for i in items) + len(items) - 1 != len(rest):
         return None
     params: dict[str, str] = {}
-    for name, raw in _PARAM.findall(rest):
+    for _item, name, raw, _comma in items:
         key = name.lower()
         if key in params:
             return None
-        if raw.startswith('"'):
+        if raw[:1] == '"':
             text = raw[1:-1]
             params[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
         else:
