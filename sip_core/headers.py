@@ -102,6 +102,9 @@ KNOWN_KEYS = frozenset(_CANONICAL)
 
 def canonical_key(name: str) -> str:
     """The lookup key of a header name: lower case, compact forms expanded."""
+    key = NAME_KEYS.get(name)  # the usual spellings, without strip() and lower() for each lookup
+    if key is not None:
+        return key
     lname = name.strip().lower()
     return _COMPACT.get(lname, lname)
 

@@ -28,6 +28,7 @@ response for the caller to send. Choices the RFC leaves open, made here:
 
 from __future__ import annotations
 
+import functools
 import heapq
 import ipaddress
 import logging
@@ -290,6 +291,8 @@ class RegistrarSettings:
     local_hosts: frozenset[str] = field(default_factory=frozenset)
 
 
+# Asked twice per REGISTER with the same few hosts (our domain, our address): remembered, bounded.
+@functools.lru_cache(maxsize=1024)
 def _canonical_host(host: str) -> str:
     """Lower-case, IPv6 without brackets and in compressed form, so equal hosts compare equal."""
     host = host.lower()
@@ -303,6 +306,7 @@ def _canonical_host(host: str) -> str:
     return host
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback

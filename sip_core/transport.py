@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -97,6 +98,9 @@ MessageCallback = Callable[[Request | Response, Source], None]
 FailureCallback = Callable[[Exception], None]
 
 
+# Hosts repeat from packet to packet (the same phones, the same proxy): the IPv6 parsing below is
+# remembered rather than redone for every message. Bounded, so a flood of names cannot grow it.
+@functools.lru_cache(maxsize=1024)
 def _bare_host(host: str) -> str:
     """The host as sockets want it: IPv6 without brackets, IP literals in canonical form."""
     if host.startswith("["):
@@ -111,7 +115,9 @@ def _bare_host(host: str) -> str:
     return host.lower()
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IP address (no name to resolve); asked for every datagram sent."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
