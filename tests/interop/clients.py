@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import os
 import re
 import secrets
@@ -35,6 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 SIPP_DIR = Path(__file__).parent / "sipp"
@@ -471,9 +473,16 @@ class Baresip:
         registrar_host: str = HOST,
         regint: int = 3600,
         listen_port: int | None = None,
+        tone: Path | None = None,
+        record: bool = False,
+        answermode: str = "manual",
+        call_control: bool = False,
+        workdir: Path | None = None,
     ) -> None:
         if transport not in ("udp", "tcp"):
             raise ValueError(transport)
+        if answermode not in ("manual", "auto"):
+            raise ValueError(answermode)
         if not registrar_host.startswith("127."):
             raise ValueError("loopback registrars only")
         self.user = user
@@ -483,6 +492,15 @@ class Baresip:
         self.domain = domain
         self.regint = regint
         self.listen_port = listen_port
+        self.tone = tone
+        self.record = record
+        self.answermode = answermode
+        self.call_control = call_control or record or tone is not None or answermode != "manual"
+        self.workdir = workdir
+        self.events: list[dict[str, Any]] = []
+        self.ctrl_port: int | None = None
+        self.cons_port: int | None = None
+        self._ctrl: CtrlConnection | None = None
         self.lines: list[str] = []
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -503,13 +521,17 @@ class Baresip:
             f"dns_server\t\t{HOST}:53\n"
             "audio_player\t\taufile,/dev/null\n"
             "audio_alert\t\taufile,/dev/null\n"
-            "audio_source\t\tausine,440\n"
-            f"module_path\t\t{module_path}\n"
+            + (
+                f"audio_source\t\taufile,{self.tone}\n"
+                if self.tone
+                else "audio_source\t\tausine,440\n"
+            )
+            + f"module_path\t\t{module_path}\n"
             "module\t\t\tg711.so\n"
             "module\t\t\taufile.so\n"
             "module\t\t\tausine.so\n"
             "module_app\t\taccount.so\n"
-            "module_app\t\tmenu.so\n"
+            "module_app\t\tmenu.so\n" + self._call_config(directory)
         )
         for text in (self.user, self.password, self.domain or ""):
             if any(ch in text for ch in ';"<>\n '):
@@ -520,16 +542,40 @@ class Baresip:
         else:
             aor = f"sip:{self.user}@{self.registrar};transport={self.transport}"
             outbound = ""
+        answer = f";answermode={self.answermode}" if self.call_control else ""
         (directory / "accounts").write_text(
-            f"<{aor}>;auth_user={self.user};auth_pass={self.password};regint={self.regint}{outbound}\n"
+            f"<{aor}>;auth_user={self.user};auth_pass={self.password};regint={self.regint}"
+            f"{outbound}{answer}\n"
         )
+
+    def _call_config(self, directory: Path) -> str:
+        """Modules for calls: ctrl_tcp (commands and events), cons (keys: DTMF), sndfile."""
+        if not self.call_control:
+            return ""
+        self.ctrl_port = free_port(digits=5)
+        self.cons_port = free_port(digits=5)
+        lines = [
+            "module\t\t\tcons.so",
+            f"cons_listen\t\t{HOST}:{self.cons_port}",
+            "module_app\t\tctrl_tcp.so",
+            f"ctrl_tcp_listen\t\t{HOST}:{self.ctrl_port}",
+        ]
+        if self.record:
+            (directory / "recordings").mkdir(exist_ok=True)
+            lines += ["module\t\t\tsndfile.so", f"snd_path\t\t{directory / 'recordings'}"]
+        return "\n".join(lines) + "\n"
 
     # -- life cycle
     async def start(self) -> Baresip:
         if shutil.which("baresip") is None:
             raise ClientError("baresip is not installed")
-        self._tmp = tempfile.TemporaryDirectory(prefix="callflip-baresip-")
-        directory = Path(self._tmp.name)
+        if self.workdir is not None:
+            directory = self.workdir
+            directory.mkdir(parents=True, exist_ok=True)
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="callflip-baresip-")
+            directory = Path(self._tmp.name)
+        self.directory = directory
         self._write_config(directory)
         self._process = await asyncio.create_subprocess_exec(
             "baresip", "-f", str(directory), "-4", "-s",
@@ -540,6 +586,10 @@ class Baresip:
             start_new_session=True,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read(self._process))
+        if self.call_control:
+            await self.wait_for(r"baresip is ready", time_limit=10)
+            assert self.ctrl_port is not None
+            self._ctrl = await CtrlConnection.open(self.ctrl_port, self._on_event)
         return self
 
     async def _read(self, process: asyncio.subprocess.Process) -> None:
@@ -612,6 +662,9 @@ class Baresip:
     async def stop(self, time_limit: float = 10.0) -> int | None:
         """SIGTERM (baresip unregisters, then exits), SIGKILL after ``time_limit`` s; reap."""
         process, self._process = self._process, None
+        if self._ctrl is not None:
+            await self._ctrl.close()
+            self._ctrl = None
         code: int | None = None
         if process is not None:
             if process.returncode is None:
@@ -643,6 +696,97 @@ class Baresip:
             await _kill_group(self._process)
         await self.stop(time_limit=1)
 
+    # -- calls (needs call_control, or tone/record/answermode, at construction)
+    def _on_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def command(self, name: str, params: str = "", time_limit: float = 5.0) -> str:
+        """Run one long command (``dial``, ``accept``, ``hangup`` ...) through ctrl_tcp.
+
+        Returns its output text; ClientError when baresip answers ``ok: false``.
+        """
+        if self._ctrl is None:
+            raise ClientError("baresip was started without call control")
+        reply = await self._ctrl.command(name, params, time_limit)
+        if not reply.get("ok"):
+            raise ClientError(f"baresip /{name} {params} failed: {reply}\n{_tail(self.output)}")
+        return str(reply.get("data", ""))
+
+    async def dial(self, uri: str) -> None:
+        """Start a call (through the outbound proxy when the account has one)."""
+        if not re.fullmatch(r"sips?:[^\s<>\"]+", uri):
+            raise ValueError(uri)
+        await self.command("dial", uri)
+
+    async def accept(self) -> None:
+        await self.command("accept")
+
+    async def hangup(self) -> None:
+        await self.command("hangup")
+
+    async def send_dtmf(self, digits: str, *, hold: float = 0.12, gap: float = 0.2) -> None:
+        """Press keys on the console: in a call, baresip sends each as RFC 4733 events.
+
+        Each key is held ``hold`` seconds, then released (the release ends the event).
+        """
+        if self.cons_port is None:
+            raise ClientError("baresip was started without call control")
+        if not re.fullmatch(r"[0-9*#]+", digits):
+            raise ValueError(digits)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=(HOST, self.cons_port)
+        )
+        try:
+            for digit in digits:
+                transport.sendto(digit.encode())
+                await asyncio.sleep(hold)
+                transport.sendto(b"\x04")  # the console's key-release code
+                await asyncio.sleep(gap)
+        finally:
+            transport.close()
+
+    def call_events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The ctrl_tcp events so far (``CALL_INCOMING``, ``CALL_ESTABLISHED``, ...)."""
+        return [e for e in self.events if kind is None or e.get("type") == kind]
+
+    async def wait_event(
+        self, kind: str, time_limit: float = 10.0, *, count: int = 1
+    ) -> dict[str, Any]:
+        """Wait until ``count`` events of type ``kind`` arrived; return the last of them."""
+        deadline = time.monotonic() + time_limit
+        while True:
+            found = self.call_events(kind)
+            if len(found) >= count:
+                return found[count - 1]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._reader is None or self._reader.done():
+                seen = [e.get("type") for e in self.events]
+                raise ClientError(
+                    f"baresip {self.user}: no {kind} #{count} within {time_limit}s "
+                    f"(events {seen})\n{_tail(self.output)}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await self._changed.wait()
+
+    def received_dtmf(self) -> str:
+        """Digits baresip reported receiving as telephone-events (one per key, at its end)."""
+        return "".join(
+            m.group(1)
+            for line in self.lines
+            for m in re.finditer(r"received event: '(.)' \(end=1\)", line)
+        )
+
+    def recordings(self, kind: str = "dec") -> list[Path]:
+        """sndfile's WAV files, oldest first: ``dec`` = heard from the far end, ``enc`` = sent."""
+        directory = getattr(self, "directory", None)
+        if directory is None:
+            return []
+        return sorted((Path(directory) / "recordings").glob(f"dump-*-{kind}.wav"))
+
     async def __aenter__(self) -> Baresip:
         try:
             return await self.start()
@@ -652,3 +796,149 @@ class Baresip:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class CtrlConnection:
+    """baresip's ctrl_tcp: netstring-framed JSON commands, responses and pushed events."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Any,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._on_event = on_event
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._serial = 0
+        self._task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, port: int, on_event: Any, time_limit: float = 5.0) -> CtrlConnection:
+        deadline = time.monotonic() + time_limit
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(HOST, port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ClientError(f"baresip ctrl_tcp did not accept on {port}") from None
+                await asyncio.sleep(0.1)
+            else:
+                return cls(reader, writer, on_event)
+
+    async def _read(self) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                length = int((await self._reader.readuntil(b":"))[:-1])
+                payload = await self._reader.readexactly(length + 1)
+                message = json.loads(payload[:-1])
+                if message.get("event"):
+                    self._on_event(message)
+                    continue
+                future = self._pending.pop(str(message.get("token")), None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+
+    async def command(self, name: str, params: str, time_limit: float) -> dict[str, Any]:
+        self._serial += 1
+        token = f"t{self._serial}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[token] = future
+        body = json.dumps({"command": name, "params": params, "token": token}).encode()
+        self._writer.write(str(len(body)).encode() + b":" + body + b",")
+        await self._writer.drain()
+        try:
+            async with asyncio.timeout(time_limit):
+                return await future
+        except TimeoutError:
+            raise ClientError(f"baresip did not answer /{name} within {time_limit}s") from None
+        finally:
+            self._pending.pop(token, None)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+
+# -- sipp calls -----------------------------------------------------------------------------------
+
+
+def write_sipp_callers(
+    path: Path,
+    callers: Sequence[tuple[str, str, str]],
+    *,
+    domain: str,
+    order: str = "SEQUENTIAL",
+) -> Path:
+    """The -inf CSV of uac_call.xml: caller;domain;[authentication ...];dialled per line.
+
+    ``callers`` holds (caller username, caller password, what to dial) triples.
+    """
+    lines = [order]
+    for user, password, dialled in callers:
+        for text in (user, password, dialled, domain):
+            if any(ch in text for ch in "; ]\n"):
+                raise ValueError(f"sipp CSV cannot carry {text!r}")
+        lines.append(
+            f"{user};{domain};[authentication username={user} password={password}];{dialled}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sipp_uas_argv(
+    local_port: int, *, calls: int, time_limit: float, scenario: str = "uas_call"
+) -> list[str]:
+    """sipp answering calls on ``local_port`` (uas_call.xml) until ``calls`` calls ended."""
+    return [
+        "sipp", "-sf", str(SIPP_DIR / f"{scenario}.xml"),
+        "-t", "u1", "-i", HOST, "-p", str(local_port), "-mi", HOST,
+        "-m", str(calls), "-nostdin",
+        "-timeout", f"{time_limit:g}s", "-timeout_error",
+        "-trace_stat", "-stf", "stats.csv", "-fd", "1",
+        "-trace_err", "-error_file", "errors.log",
+    ]  # fmt: skip
+
+
+def sipp_uac_call_argv(
+    target_port: int,
+    callers_csv: Path,
+    *,
+    calls: int,
+    rate: float,
+    hold_ms: int = 200,
+    target_host: str = HOST,
+    local_port: int | None = None,
+    time_limit: float = 30.0,
+    trace_messages: bool = False,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """sipp placing ``calls`` calls at ``rate``/s (uac_call.xml), each held ``hold_ms`` ms.
+
+    No ``-auth_uri``: sipp then uses each INVITE's own Request-URI as the digest uri, which is
+    what a registrar that checks the uri (ours, RFC 3261 §22.4) expects.
+    """
+    if not target_host.startswith("127."):
+        raise ValueError("loopback targets only")
+    argv = [
+        "sipp", f"{target_host}:{target_port}",
+        "-sf", str(SIPP_DIR / "uac_call.xml"),
+        "-inf", str(callers_csv),
+        "-t", "u1", "-i", HOST, "-mi", HOST,
+        "-p", str(local_port or free_port(digits=5)),
+        "-m", str(calls), "-r", f"{rate:g}", "-d", str(hold_ms),
+        "-nostdin", "-default_behaviors", "abortunexp",
+        "-timeout", f"{time_limit:g}s", "-timeout_error",
+        "-recv_timeout", "10s",
+        "-trace_stat", "-stf", "stats.csv", "-fd", "1",
+        "-trace_rtt", "-rtt_freq", "1",
+        "-trace_err", "-error_file", "errors.log",
+    ]  # fmt: skip
+    if trace_messages:
+        argv += ["-trace_msg", "-message_file", "messages.log"]
+    return argv + list(extra)
