@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -49,6 +50,10 @@ async def _serve(pbx: Pbx) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await pbx.start()
+    # Everything alive now (configuration, modules, the loop) lives as long as the process. Moved
+    # out of the collector's reach, it is not traversed again by every full collection, which at
+    # thousands of requests a second otherwise costs a large share of the CPU.
+    gc.freeze()
     address = pbx.local_address
     _LOGGER.info("listening on %s:%d (udp, tcp)", address.host, address.port)
     try:
