@@ -3,7 +3,7 @@
 Home Assistant (and the standalone runner's log) subscribe through `Pbx.subscribe`, which is
 an `EventBus`. Events are frozen dataclasses so that a subscriber can keep them and hand them to
 another thread without copying. `PbxEvent` is the union of every event type: a subscriber narrows
-it with `isinstance` or `match`. Call and handoff events will join the union later.
+it with `isinstance` or `match`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,24 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from .calls import CallRecord, CallState, HandoffRecord
+
 if TYPE_CHECKING:
     from .registrar import Binding
 
-__all__ = ["EventBus", "PbxEvent", "RegistrationChanged", "RegistrationReason"]
+__all__ = [
+    "CallRecorded",
+    "CallStateChanged",
+    "DtmfMethod",
+    "DtmfReceived",
+    "EventBus",
+    "HandoffFailed",
+    "HandoffStarted",
+    "HandoffSucceeded",
+    "PbxEvent",
+    "RegistrationChanged",
+    "RegistrationReason",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,8 +66,85 @@ class RegistrationChanged:
         return bool(self.bindings)
 
 
-#: Every event the PBX publishes; grows into a union (``RegistrationChanged | CallChanged | ...``).
-PbxEvent = RegistrationChanged
+@dataclass(frozen=True, slots=True)
+class CallStateChanged:
+    """A call moved to another state (see `sip_core.calls.CallState`).
+
+    ``devices`` are the devices in the call after the change (the caller's and the answered one,
+    or every ringing one); ``reason`` says why for ``ended`` (and is empty otherwise).
+    """
+
+    call_id: str
+    state: CallState
+    previous: CallState | None
+    caller: str
+    dialled: str
+    devices: tuple[str, ...]
+    reason: str = ""
+
+
+class DtmfMethod(StrEnum):
+    RFC4733 = "rfc4733"  # telephone-event packets seen by the media relay
+    INFO = "info"  # a SIP INFO request (application/dtmf-relay or application/dtmf)
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    """A key pressed on a device in a call (feature code digits included)."""
+
+    call_id: str
+    device: str | None
+    digit: str
+    method: DtmfMethod
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffStarted:
+    """A flip began: ``to_device`` rings while the call stays on ``from_device``."""
+
+    call_id: str
+    from_device: str
+    to_device: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffSucceeded:
+    """``to_device`` answered and now has the call; ``from_device`` was hung up."""
+
+    call_id: str
+    from_device: str
+    to_device: str
+    record: HandoffRecord
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffFailed:
+    """The flip did not happen (no answer, declined, the call ended); the call stayed put."""
+
+    call_id: str
+    from_device: str
+    to_device: str
+    reason: str
+    record: HandoffRecord
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecorded:
+    """A call ended and its record joined the history."""
+
+    record: CallRecord
+
+
+#: Every event the PBX publishes: narrow with ``isinstance`` or ``match``.
+PbxEvent = (
+    RegistrationChanged
+    | CallStateChanged
+    | DtmfReceived
+    | HandoffStarted
+    | HandoffSucceeded
+    | HandoffFailed
+    | CallRecorded
+)
 
 Subscriber = Callable[[PbxEvent], None]
 

@@ -8,18 +8,22 @@ so the two can never drift apart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from sip_core import __version__
+from sip_core.b2bua import B2bua
+from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.message import Request, Response, make_response
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
+from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportLayer
 
@@ -28,14 +32,21 @@ __all__ = ["Pbx"]
 _LOGGER = logging.getLogger(__name__)
 
 #: Methods this PBX implements today; the Allow header lists them.
-ALLOWED_METHODS: tuple[str, ...] = ("REGISTER", "OPTIONS", "ACK", "CANCEL")
+ALLOWED_METHODS: tuple[str, ...] = (
+    "REGISTER",
+    "OPTIONS",
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "INFO",
+    "UPDATE",
+)
+#: Methods the B2BUA handles (OPTIONS only inside a dialog).
+CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "INFO", "UPDATE"})
 #: Methods RFC 3261 and its extensions define that we recognise but do not offer (405, not 501).
 KNOWN_METHODS = frozenset(
     {
-        "INVITE",
-        "BYE",
-        "INFO",
-        "UPDATE",
         "PRACK",
         "SUBSCRIBE",
         "NOTIFY",
@@ -46,7 +57,7 @@ KNOWN_METHODS = frozenset(
 )
 SERVER_HEADER = f"callflip/{__version__}"
 #: Option tags we support (a Require naming anything else gets 420 Bad Extension).
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"timer"})
 
 
 class Pbx:
@@ -87,7 +98,25 @@ class Pbx:
             config.sip.listen, config.sip.port, self._receive, clock=self._clock
         )
         self._transactions = TransactionLayer(
-            self._transport, self._clock, on_request=self._on_request
+            self._transport,
+            self._clock,
+            on_request=self._on_request,
+            on_stray_response=self._on_stray_response,
+        )
+        self._relay = MediaRelay(
+            config.sip.listen, config.rtp.port_min, config.rtp.port_max, clock=self._clock
+        )
+        self._b2bua = B2bua(
+            self._transactions,
+            self._clock,
+            config=lambda: self._config,
+            authenticator=self._authenticator,
+            bindings=self._registrar.store.get,
+            relay=self._relay,
+            publish=self._events.publish,
+            respond=lambda txn, response: txn.respond(self._stamp(response)),
+            local_port=lambda: self._transport.local_address.port,
+            history=CallHistory(),
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
@@ -104,6 +133,8 @@ class Pbx:
     async def stop(self) -> None:
         """Release the port and every timer; bindings stay in memory for `binding_records`."""
         self._running = False
+        self._b2bua.close()
+        self._relay.close()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None
@@ -134,6 +165,36 @@ class Pbx:
         if username is None:
             return self._registrar.store.all()
         return list(self._registrar.store.get(username))
+
+    def calls(self) -> list[Call]:
+        """Calls in progress, oldest first (`Call.state`, `Call.devices`, `Call.id`...)."""
+        return self._b2bua.calls()
+
+    def flip(
+        self,
+        call_id: str,
+        target: str | None = None,
+        timeout: float | None = None,
+        *,
+        device: str | None = None,
+    ) -> asyncio.Future[HandoffRecord]:
+        """Move a call to another device of the same user (the other party stays connected).
+
+        Raises a `sip_core.features.FlipError` subclass when the flip cannot start (NoSuchCall,
+        TargetNotRegistered, TargetIsCurrentDevice, NoFlipTarget, AmbiguousFlipTarget...). The
+        returned future resolves to the `HandoffRecord` (``succeeded`` true or false); the
+        handoff events say the same. ``timeout`` defaults to ``flip.timeout`` of the config.
+        Must be called on the event loop.
+        """
+        return self._b2bua.flip(call_id, target, timeout, device=device)
+
+    def hangup(self, call_id: str) -> bool:
+        """End a call (both sides); false when there is no such call in progress."""
+        return self._b2bua.hangup(call_id)
+
+    def history(self) -> list[CallRecord]:
+        """Finished calls, oldest first (bounded), each with its handoff records."""
+        return self._b2bua.history.records()
 
     def binding_records(self) -> list[BindingRecord]:
         """JSON-able registrations for persistence; feed them back as ``Pbx(bindings=...)``."""
@@ -183,10 +244,13 @@ class Pbx:
     def _receive(self, message: Request | Response, source: Source) -> None:
         self._transactions.receive(message, source)
 
+    def _on_stray_response(self, response: Response, source: Source) -> None:
+        self._b2bua.stray_response(response, source)
+
     def _on_request(self, request: Request, txn: ServerTransaction | None, source: Source) -> None:
         if txn is None:
-            # An ACK for a 2xx: only calls send 2xx to INVITE, and they come with the B2BUA.
-            _LOGGER.debug("Ignoring %s without a transaction from %s", request.method, source)
+            # An ACK for a 2xx: it belongs to a call.
+            self._b2bua.handle_request(request, None, source)
             return
         method = request.method
         if method == "REGISTER":
@@ -194,7 +258,8 @@ class Pbx:
             self._schedule_expiry()
             return
         if method == "CANCEL":
-            # The transaction layer answered the CANCEL; no INVITE of ours is pending yet.
+            # The transaction layer answered the CANCEL; the B2BUA ends the call it cancels.
+            self._b2bua.handle_request(request, txn, source)
             return
         unsupported = self._unsupported_extensions(request)
         if unsupported:
@@ -207,6 +272,9 @@ class Pbx:
             response = make_response(request, 420)
             response.headers.set("Unsupported", ", ".join(unsupported))
             txn.respond(self._stamp(response))
+            return
+        if method in CALL_METHODS or (method == "OPTIONS" and request.to.tag):
+            self._b2bua.handle_request(request, txn, source)
             return
         if method == "OPTIONS":
             txn.respond(self._stamp(self._options_response(request)))
@@ -233,6 +301,7 @@ class Pbx:
         response.headers.set("Accept", "application/sdp")
         response.headers.set("Accept-Encoding", "identity")
         response.headers.set("Accept-Language", "en")
+        response.headers.set("Supported", ", ".join(sorted(SUPPORTED_EXTENSIONS)))
         return response
 
     @staticmethod

@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     # 5 application
     "config": 5,
     "registrar": 5,
+    "calls": 5,
     "events": 5,
     "b2bua": 5,
     "features": 5,

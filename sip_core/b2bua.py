@@ -1,0 +1,1528 @@
+"""The back-to-back user agent: every call is two (or, while ringing, more) independent dialogs.
+
+Why a B2BUA rather than a proxy: a flip replaces one side of a call with another device while the
+other side's dialog stays exactly as it was, and media must run through our relay so the switch is
+invisible. So each leg has its own Call-ID, tags and CSeq, and this module is the only place that
+knows which legs belong together; `sip_core.dialog` knows dialogs, `sip_core.calls` the model.
+
+Call set-up: the caller's INVITE is authenticated (407, the registrar's digest rules), routed (a
+device's username rings that device's contacts, a user's extension rings all of that user's
+devices except the caller's), and forked. Provisional responses (and early media) go back to the
+caller; the first 2xx wins and every other branch is CANCELled (the transaction layer ACKs their
+487). A 2xx that arrives after we gave its branch up -- CANCEL racing 200, a second fork answering
+-- is ACKed and BYEd at once. Failures map to one answer for the caller: unknown number 404,
+nothing registered 480, every device busy 486, no answer in time 480; each with one log line.
+
+In the call: re-INVITE and UPDATE are passed across (SDP rewritten to the relay both ways), with
+491 when offers would cross (glare); BYE from either side ends both; INFO DTMF goes through the
+feature-code collector and passes on the rest. A dead leg is found by a missing ACK to our 2xx,
+by RFC 4028 session timers when the caller offers them, and by a forwarded request that times out
+or gets 408/481; in every case both sides are released, so no call is left half-open.
+
+Flip: the target device rings with a delayed offer (INVITE without SDP), so its answer's offer can
+be given the new relay socket that `MediaSession.switch_leg` opens; the other party's dialog is
+never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sip_core.calls import (
+    Call,
+    CallHistory,
+    CallOutcome,
+    CallState,
+    HandoffRecord,
+    Leg,
+    LegRole,
+    LegState,
+)
+from sip_core.clock import Clock, TimerHandle
+from sip_core.config import PbxConfig
+from sip_core.dialog import Dialog, DialogError, LocalEndpoint, build_request, first_cseq
+from sip_core.digest import AuthFailure, DigestAuthenticator
+from sip_core.dtmf import (
+    DtmfDigit,
+    DtmfError,
+    FeatureCode,
+    FeatureCodeCollector,
+    FeatureMatch,
+    format_dtmf_relay,
+    parse_dtmf_info,
+)
+from sip_core.events import (
+    CallRecorded,
+    CallStateChanged,
+    DtmfMethod,
+    DtmfReceived,
+    HandoffFailed,
+    HandoffStarted,
+    HandoffSucceeded,
+    PbxEvent,
+)
+from sip_core.features import (
+    CallNotFlippable,
+    FlipError,
+    FlipInProgress,
+    NoSuchCall,
+    plan_flip,
+)
+from sip_core.message import Request, Response, make_response, new_call_id, new_tag
+from sip_core.registrar import Binding
+from sip_core.relay import MediaRelay, RelayError
+from sip_core.sdp import (
+    Direction,
+    Origin,
+    SdpError,
+    SessionDescription,
+    common_codecs,
+    parse_sdp,
+    payload_type_map,
+    restrict_codecs,
+    rewrite_for_relay,
+)
+from sip_core.transaction import (
+    InviteServerTransaction,
+    ServerTransaction,
+    TransactionLayer,
+    TransactionState,
+)
+from sip_core.transport import Address, Source
+
+__all__ = ["MIN_SESSION_EXPIRES", "B2bua", "FlipHandle"]
+
+_LOGGER = logging.getLogger(__name__)
+
+SDP = "application/sdp"
+DTMF_TYPES = frozenset({"application/dtmf-relay", "application/dtmf"})
+#: RFC 4028 §4: the smallest session interval we accept (and the default minimum).
+MIN_SESSION_EXPIRES = 90
+_UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
+_NO_ADDRESS = frozenset({"0.0.0.0", "::"})
+_HOLD = frozenset({Direction.SENDONLY, Direction.INACTIVE})
+
+Responder = Callable[[ServerTransaction, Response], None]
+
+
+@dataclass(slots=True)
+class FlipHandle:
+    """A flip in progress; ``future`` resolves to its `HandoffRecord` whether it worked or not."""
+
+    call: Call
+    from_leg: Leg
+    to_device: str
+    started_at: float
+    future: asyncio.Future[HandoffRecord]
+    timeout: float
+    legs: list[Leg] = field(default_factory=list)
+    winner: Leg | None = None
+    timer: TimerHandle | None = None
+    done: bool = False
+
+
+def _session_expires(request: Request | Response) -> tuple[int, str | None] | None:
+    """(interval, refresher) from Session-Expires, or None when absent or unreadable."""
+    value = request.headers.get("Session-Expires")
+    if not value:
+        return None
+    head, *params = value.split(";")
+    head = head.strip()
+    if not head.isdigit():
+        return None
+    refresher = None
+    for param in params:
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "refresher":
+            refresher = val.strip().lower()
+    return int(head), refresher
+
+
+def _supports(message: Request | Response, tag: str) -> bool:
+    for value in message.headers.get_all("Supported"):
+        if any(part.strip().lower() == tag for part in value.split(",")):
+            return True
+    return False
+
+
+def _media_target(sdp: SessionDescription) -> tuple[Address | None, Address | None]:
+    """Where a description asks its audio to be sent: (RTP, RTCP); None for hold by 0.0.0.0."""
+    audio = sdp.audio()
+    if audio is None:
+        return None, None
+    connection = audio.effective_connection(sdp)
+    if connection is None or connection.address in _NO_ADDRESS or audio.port == 0:
+        return None, None
+    rtp = Address(connection.address, audio.port)
+    rtcp_info = audio.rtcp
+    if rtcp_info is None:
+        return rtp, None
+    port, rtcp_connection = rtcp_info
+    host = rtcp_connection.address if rtcp_connection is not None else connection.address
+    return rtp, Address(host, port)
+
+
+def _is_hold(sdp: SessionDescription) -> bool:
+    audio = sdp.audio()
+    if audio is None:
+        return False
+    connection = audio.effective_connection(sdp)
+    if connection is not None and connection.address in _NO_ADDRESS:
+        return True
+    return audio.effective_direction(sdp) in _HOLD
+
+
+class B2bua:
+    """Calls: set-up, in-call requests, tear-down and flips. The PBX facade feeds it requests.
+
+    ``config`` is read on every new call (so user changes apply to the next call); ``bindings``
+    gives a device's current registrations; ``respond`` sends a response through a server
+    transaction (the facade stamps Allow and Server); ``publish`` is the event bus.
+    """
+
+    def __init__(
+        self,
+        transactions: TransactionLayer,
+        clock: Clock,
+        *,
+        config: Callable[[], PbxConfig],
+        authenticator: DigestAuthenticator,
+        bindings: Callable[[str], Sequence[Binding]],
+        relay: MediaRelay,
+        publish: Callable[[PbxEvent], None],
+        respond: Responder,
+        local_port: Callable[[], int],
+        history: CallHistory | None = None,
+    ) -> None:
+        self._txns = transactions
+        self._clock = clock
+        self._config = config
+        self._auth = authenticator
+        self._bindings = bindings
+        self._relay = relay
+        self._publish = publish
+        self._respond = respond
+        self._local_port = local_port
+        self.history = history if history is not None else CallHistory()
+        self._calls: dict[str, Call] = {}
+        self._dialogs: dict[tuple[str, str], Leg] = {}
+        self._invites: dict[ServerTransaction, Call] = {}
+        self._collectors: dict[tuple[Leg, DtmfMethod], FeatureCodeCollector] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._hosts: dict[str, str] = {}
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def calls(self) -> list[Call]:
+        """Calls in progress (not yet ended), oldest first."""
+        return list(self._calls.values())
+
+    def get(self, call_id: str) -> Call | None:
+        return self._calls.get(call_id)
+
+    def hangup(self, call_id: str, reason: str = "hung up by the PBX") -> bool:
+        """End a call from outside (Home Assistant); false if there is no such call."""
+        call = self._calls.get(call_id)
+        if call is None or not call.active:
+            return False
+        outcome = CallOutcome.ANSWERED if call.answered else CallOutcome.CANCELLED
+        self._terminate(call, outcome, reason, status=480)
+        return True
+
+    def flip(
+        self,
+        call_id: str,
+        target: str | None = None,
+        timeout: float | None = None,
+        *,
+        device: str | None = None,
+    ) -> asyncio.Future[HandoffRecord]:
+        """Move one side of an answered call to another device of the same user.
+
+        ``device`` picks the side to move when both are devices of users (default: the side whose
+        user owns ``target``, else the only side that can flip, else the callee). Raises a
+        `FlipError` subclass when the flip cannot start; the future resolves to the handoff record,
+        ``succeeded`` or not.
+        """
+        call = self._calls.get(call_id)
+        if call is None or not call.active:
+            raise NoSuchCall(f"no call {call_id} in progress")
+        if call.flip is not None:
+            raise FlipInProgress(f"call {call_id} is already being flipped")
+        if not call.answered or call.caller is None or call.callee is None:
+            raise CallNotFlippable(f"call {call_id} is not answered yet")
+        config = self._config()
+        leg = self._side_to_flip(call, config, target, device)
+        plan = plan_flip(config, leg.device or "", target, self._is_registered)
+        return self._start_flip(call, leg, plan.to_device, timeout)
+
+    def close(self) -> None:
+        """End every call (BYE/CANCEL sent, best effort) and stop every timer: the PBX stops."""
+        for call in list(self._calls.values()):
+            self._terminate(call, CallOutcome.FAILED, "the PBX is stopping", status=503)
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- dispatch from the facade ----------------------------------------------------------------
+
+    def handle_request(
+        self, request: Request, txn: ServerTransaction | None, source: Source
+    ) -> None:
+        """INVITE, ACK, BYE, CANCEL, UPDATE, INFO (and in-dialog OPTIONS) from the facade."""
+        method = request.method
+        if txn is None:
+            if method == "ACK":
+                self._on_ack(request)
+            return
+        if method == "CANCEL":
+            self._on_cancel(txn)
+            return
+        to_tag = request.to.tag
+        if to_tag:
+            self._in_dialog(request, txn, to_tag)
+        elif method == "INVITE":
+            self._on_invite(request, txn, source)
+        else:
+            self._reply(txn, request, 481, "no such dialog")
+
+    def stray_response(self, response: Response, source: Source) -> None:
+        """A 2xx to INVITE after its transaction ended: resend our ACK (or ACK and BYE it)."""
+        if response.status // 100 != 2 or response.cseq.method != "INVITE":
+            return
+        leg = self._dialogs.get((response.call_id, response.from_.tag or ""))
+        if leg is None:
+            return
+        ack = leg.ack_sent.get(response.cseq.number)
+        if ack is not None and leg.dialog is not None:
+            self._send_ack(ack, leg.dialog)
+
+    # -- helpers: sending ------------------------------------------------------------------------
+
+    def _reply(
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        status: int,
+        why: str = "",
+        *,
+        to_tag: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        response = make_response(request, status, to_tag=to_tag)
+        for name, value in headers:
+            response.headers.add(name, value)
+        if why and status >= 300:
+            response.headers.add("Warning", f'399 callflip "{why}"')
+        self._respond(txn, response)
+
+    def _send_ack(self, ack: Request, dialog: Dialog) -> None:
+        try:
+            self._txns.transport.send_request(ack, dialog.destination, dialog.kind)
+        except Exception as exc:  # a lost ACK is recovered when the 2xx comes again
+            _LOGGER.info("Cannot send ACK for %s: %s", dialog.call_id, exc)
+
+    def _send_in_dialog(
+        self,
+        leg: Leg,
+        request: Request,
+        on_response: Callable[[Response], None] | None = None,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> None:
+        dialog = leg.dialog
+        assert dialog is not None
+        self._txns.send_request(
+            request,
+            dialog.destination,
+            dialog.kind,
+            on_response=on_response or _ignore,
+            on_timeout=on_timeout or _nothing,
+        )
+
+    def _send_bye(self, leg: Leg) -> None:
+        dialog = leg.dialog
+        self._stop_leg_timers(leg)
+        if dialog is None or dialog.terminated:
+            leg.state = LegState.TERMINATED
+            return
+        dialog.terminated = True
+        leg.state = LegState.TERMINATED
+        bye = dialog.create_request("BYE")
+        self._send_in_dialog(leg, bye)
+
+    def _endpoint(self, source: Source) -> LocalEndpoint:
+        host = source.local.host
+        if host in _UNSPECIFIED:
+            host = self._route_host(source.remote.host)
+        return LocalEndpoint(host, self._local_port(), source.kind)
+
+    def _route_host(self, remote: str) -> str:
+        """Our address on the route to ``remote`` (a connected UDP socket sends nothing)."""
+        cached = self._hosts.get(remote)
+        if cached is not None:
+            return cached
+        family = socket.AF_INET6 if ":" in remote else socket.AF_INET
+        host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((remote, 9))
+            host = str(probe.getsockname()[0])
+        self._hosts[remote] = host
+        return host
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _LOGGER.error("Call task failed", exc_info=task.exception())
+
+    # -- helpers: SDP ----------------------------------------------------------------------------
+
+    def _sdp_for(self, leg: Leg, description: SessionDescription) -> bytes:
+        """``description`` (from the other side) as ``leg``'s device must see it: via the relay."""
+        call = leg.call
+        assert call.media is not None
+        port = call.media.leg(leg.side).local_rtp.port
+        dialog = leg.dialog
+        host = dialog.endpoint.host if dialog is not None else self._relay.host
+        if leg.origin is None:
+            leg.origin = Origin("callflip", str(first_cseq()), 1, "IN", _ip_type(host), host)
+        else:
+            leg.origin.session_version += 1
+        audio = description.audio()
+        ports = [port if media is audio else None for media in description.media]
+        return rewrite_for_relay(description, host, ports, origin=leg.origin).to_bytes()
+
+    def _learn_sdp(self, leg: Leg, sdp: SessionDescription) -> None:
+        """A device described its media: the relay sends its audio there, with its codecs."""
+        leg.remote_sdp = sdp
+        media = leg.call.media
+        if media is None or media.closed:
+            return
+        relay_leg = media.leg(leg.side)
+        rtp, rtcp = _media_target(sdp)
+        relay_leg.set_remote(rtp, rtcp)
+        audio = sdp.audio()
+        if audio is not None:
+            relay_leg.set_codecs(audio.codecs())
+
+    @staticmethod
+    def _parse_body(message: Request | Response) -> SessionDescription | None:
+        """The SDP of a message; None without a body. Raises SdpError for a bad one."""
+        if not message.body:
+            return None
+        content_type = message.content_type
+        if content_type is not None and content_type != SDP:
+            raise SdpError(f"body is {content_type}, not SDP")
+        return parse_sdp(message.body)
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def _on_invite(self, request: Request, txn: ServerTransaction, source: Source) -> None:
+        config = self._config()
+        auth = self._auth.verify(request, "Proxy-Authorization")
+        if not auth.ok:
+            self._challenge(
+                request,
+                txn=txn,
+                source=source,
+                reason=auth.reason,
+                stale=auth.stale,
+                username=auth.username,
+            )
+            return
+        caller_device = auth.username or ""
+        dialled = request.uri.user_unescaped or ""
+        caller_user = config.user_for_device(caller_device)
+        if request.max_forwards == 0:
+            self._reply(txn, request, 483, "too many hops")
+            return
+        callee_user = config.user_for_device(dialled)
+        if callee_user is not None:
+            devices = [dialled]
+        else:
+            callee_user = config.user_by_extension(dialled)
+            if callee_user is None:
+                _LOGGER.info(
+                    "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
+                )
+                self._reply(txn, request, 404, "unknown number")
+                return
+            devices = [d.username for d in callee_user.devices if d.username != caller_device]
+        session_expires = _session_expires(request)
+        if session_expires is not None and session_expires[0] < MIN_SESSION_EXPIRES:
+            self._reply(
+                txn,
+                request,
+                422,
+                "session interval too small",
+                headers=(("Min-SE", str(MIN_SESSION_EXPIRES)),),
+            )
+            return
+        try:
+            offer = self._parse_body(request)
+        except SdpError as exc:
+            _LOGGER.info("Call from %s to %s rejected with 488: %s", caller_device, dialled, exc)
+            self._reply(txn, request, 488, "unreadable SDP")
+            return
+        if offer is None or offer.audio() is None:
+            _LOGGER.info(
+                "Call from %s to %s rejected with 488: the INVITE offers no audio (a delayed "
+                "offer is not supported for incoming calls)",
+                caller_device,
+                dialled,
+            )
+            self._reply(txn, request, 488, "an SDP offer with audio is required")
+            return
+        busy = 0
+        targets: list[Binding] = []
+        for device in devices:
+            if self._busy(device):
+                busy += 1
+                continue
+            targets.extend(self._bindings(device))
+        if not targets:
+            if busy:
+                status, why = 486, "busy"
+            else:
+                status, why = 480, "no device registered"
+            _LOGGER.info(
+                "Call from %s to %s rejected with %d: %s", caller_device, dialled, status, why
+            )
+            self._reply(txn, request, status, why)
+            return
+        call = Call(
+            new_call_id(),
+            caller_user=caller_user.name if caller_user else None,
+            dialled=dialled,
+            callee_user=callee_user.name,
+            started_at=self._clock.wall(),
+        )
+        domain = config.sip.domain
+        if caller_user is not None:
+            caller_party = _name_addr(caller_user.name, f"sip:{caller_user.extension}@{domain}")
+        else:
+            caller_party = f"<sip:{caller_device}@{domain}>"
+        caller = Leg(call, LegRole.CALLER, "a", caller_device, caller_party)
+        try:
+            caller.dialog = Dialog.as_uas(
+                request, source, local_tag=new_tag(), endpoint=self._endpoint(source)
+            )
+        except DialogError as exc:
+            self._reply(txn, request, 400, str(exc))
+            return
+        if isinstance(txn, InviteServerTransaction):
+            caller.server_txn = txn
+        caller.remote_sdp = offer
+        caller.invite_cseq = request.cseq.number
+        if session_expires is not None and _supports(request, "timer"):
+            caller.session_interval = session_expires[0]
+        call.caller = caller
+        self._calls[call.id] = call
+        self._invites[txn] = call
+        self._dialogs[caller.dialog.key] = caller
+        txn.on_timeout = lambda: self._terminate(call, CallOutcome.FAILED, "caller unreachable")
+        self._reply(txn, request, 100)
+        self._publish_state(call, None)
+        self._spawn(
+            self._ring(call, targets, _name_addr(callee_user.name, f"sip:{dialled}@{domain}"))
+        )
+
+    def _challenge(
+        self,
+        request: Request,
+        *,
+        txn: ServerTransaction,
+        source: Source,
+        reason: AuthFailure,
+        stale: bool,
+        username: str | None,
+    ) -> None:
+        from_user = request.from_.uri.user_unescaped
+        if reason is AuthFailure.URI_MISMATCH:
+            self._reply(txn, request, 400, reason.value)
+            return
+        if reason is not AuthFailure.NO_CREDENTIALS:
+            _LOGGER.log(
+                logging.INFO if stale else logging.WARNING,
+                "INVITE from %s (%s) refused with 407: %s",
+                username or from_user,
+                source.remote,
+                reason.value,
+            )
+        response = make_response(request, 407)
+        for value in self._auth.challenge(self._auth.algorithms_for(from_user), stale):
+            response.headers.add("Proxy-Authenticate", value)
+        self._respond(txn, response)
+
+    def _busy(self, device: str) -> bool:
+        for call in self._calls.values():
+            if not call.active:
+                continue
+            if call.caller is not None and call.caller.device == device:
+                return True
+            if call.callee is not None and call.callee.device == device:
+                return True
+        return False
+
+    def _is_registered(self, device: str) -> bool:
+        return bool(self._bindings(device))
+
+    async def _ring(self, call: Call, targets: list[Binding], callee_party: str) -> None:
+        try:
+            media = await self._relay.open_session(call.id)
+        except (RelayError, OSError) as exc:
+            _LOGGER.error("Call %s: no media relay ports: %s", call.id, exc)
+            self._terminate(call, CallOutcome.FAILED, f"media relay: {exc}", status=503)
+            return
+        if not call.active:
+            media.close()
+            return
+        call.media = media
+        media.on_dtmf = lambda side, digit: self._on_rtp_dtmf(call, side, digit)
+        caller = call.caller
+        assert caller is not None
+        assert caller.remote_sdp is not None
+        self._learn_sdp(caller, caller.remote_sdp)
+        for binding in targets:
+            if not call.active or call.callee is not None:
+                break
+            self._send_branch(call, binding, caller.remote_sdp, callee_party)
+        if call.active and call.callee is None:
+            timeout = self._config().calls.no_answer_timeout
+            call.no_answer_timer = self._clock.call_later(timeout, lambda: self._no_answer(call))
+
+    def _send_branch(
+        self, call: Call, binding: Binding, offer: SessionDescription, callee_party: str
+    ) -> None:
+        caller = call.caller
+        assert caller is not None
+        config = self._config()
+        endpoint = self._endpoint(binding.source)
+        leg = Leg(call, LegRole.CALLEE, "b", binding.username, callee_party)
+        local_tag = new_tag()
+        call_id = new_call_id()
+        cseq = first_cseq()
+        leg.invite_cseq = cseq
+        to_value = f"<sip:{binding.username}@{config.sip.domain}>"
+        # A provisional dialog until the answer: it carries the endpoint for the SDP's address.
+        leg.dialog = Dialog(
+            call_id=call_id,
+            local_tag=local_tag,
+            remote_tag="",
+            local_party=f"{caller.party};tag={local_tag}",
+            remote_party=to_value,
+            remote_target=binding.contact_uri,
+            destination=binding.source.remote,
+            endpoint=endpoint,
+            local_cseq=cseq,
+        )
+        body = self._sdp_for(leg, offer)
+        invite = build_request(
+            "INVITE",
+            binding.contact_uri,
+            endpoint=endpoint,
+            from_value=leg.dialog.local_party,
+            to_value=to_value,
+            call_id=call_id,
+            cseq=cseq,
+            body=body,
+            content_type=SDP,
+            extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),),
+        )
+        call.branches.append(leg)
+        self._dialogs[(call_id, local_tag)] = leg
+        leg.client_txn = self._txns.send_request(
+            invite,
+            binding.source.remote,
+            binding.source.kind,
+            on_response=lambda response: self._branch_response(leg, response),
+            on_timeout=lambda: self._branch_failed(leg, 408),
+        )
+
+    def _branch_response(self, leg: Leg, response: Response) -> None:
+        call = leg.call
+        status = response.status
+        if status == 100:
+            return
+        if status < 200:
+            if leg.state is LegState.TERMINATED or not call.active or call.callee is not None:
+                return
+            leg.state = LegState.EARLY
+            self._early(call, leg, response)
+            return
+        if status < 300:
+            if (
+                leg is call.callee
+                and leg.dialog is not None
+                and leg.dialog.remote_tag == response.to.tag
+            ):
+                ack = leg.ack_sent.get(response.cseq.number)
+                if ack is not None:
+                    self._send_ack(ack, leg.dialog)
+                return
+            if leg.state is LegState.TERMINATED or not call.active or call.callee is not None:
+                self._reject_late_answer(leg, response)
+                return
+            self._answered(call, leg, response)
+            return
+        self._branch_failed(leg, status)
+
+    def _early(self, call: Call, leg: Leg, response: Response) -> None:
+        caller = call.caller
+        assert caller is not None
+        assert caller.server_txn is not None
+        assert caller.dialog is not None
+        try:
+            sdp = self._parse_body(response)
+        except SdpError as exc:
+            _LOGGER.info("Call %s: ignoring bad early SDP from %s: %s", call.id, leg.device, exc)
+            sdp = None
+        body = b""
+        if sdp is not None:
+            self._learn_sdp(leg, sdp)
+            body = self._sdp_for(caller, sdp)
+        relayed = make_response(
+            caller.server_txn.request,
+            response.status,
+            response.reason,
+            to_tag=caller.dialog.local_tag,
+            body=body,
+        )
+        relayed.headers.add("Contact", caller.dialog.endpoint.contact)
+        if body:
+            relayed.headers.add("Content-Type", SDP)
+        self._respond(caller.server_txn, relayed)
+        if call.state is CallState.SETUP:
+            self._set_state(call, CallState.RINGING)
+
+    def _reject_late_answer(self, leg: Leg, response: Response) -> None:
+        """A 2xx we no longer want (CANCEL raced it, or another device answered): ACK, then BYE."""
+        txn = leg.client_txn
+        if txn is None or leg.dialog is None:
+            return
+        try:
+            dialog = Dialog.as_uac(
+                txn.request,
+                response,
+                destination=leg.dialog.destination,
+                endpoint=leg.dialog.endpoint,
+            )
+        except DialogError:
+            return
+        _LOGGER.info(
+            "Call %s: %s answered after we gave up on it; ACK and BYE", leg.call.id, leg.device
+        )
+        self._send_ack(dialog.create_ack(leg.invite_cseq), dialog)
+        dialog.terminated = True
+        self._txns.send_request(
+            dialog.create_request("BYE"),
+            dialog.destination,
+            dialog.kind,
+            on_response=_ignore,
+            on_timeout=_nothing,
+        )
+
+    def _answered(self, call: Call, leg: Leg, response: Response) -> None:
+        caller = call.caller
+        assert caller is not None
+        assert caller.server_txn is not None
+        assert caller.dialog is not None
+        assert leg.client_txn is not None
+        assert leg.dialog is not None
+        if call.no_answer_timer is not None:
+            call.no_answer_timer.cancel()
+            call.no_answer_timer = None
+        provisional = leg.dialog
+        dialog = Dialog.as_uac(
+            leg.client_txn.request,
+            response,
+            destination=provisional.destination,
+            endpoint=provisional.endpoint,
+        )
+        leg.dialog = dialog
+        leg.state = LegState.CONFIRMED
+        ack = dialog.create_ack(leg.invite_cseq)
+        leg.ack_sent[leg.invite_cseq] = ack
+        self._send_ack(ack, dialog)
+        for other in call.branches:
+            if other is not leg:
+                self._cancel_branch(other)
+        call.branches = [leg]
+        try:
+            answer = self._parse_body(response)
+        except SdpError:
+            answer = None
+        if answer is None or answer.audio() is None:
+            _LOGGER.info("Call %s: %s answered without usable SDP", call.id, leg.device)
+            call.callee = leg
+            self._terminate(call, CallOutcome.FAILED, f"{leg.device} answered without SDP", 488)
+            return
+        self._learn_sdp(leg, answer)
+        call.callee = leg
+        call.answered_at = self._clock.wall()
+        call.answered_device = leg.device
+        invite = caller.server_txn.request
+        ok = make_response(
+            invite, 200, to_tag=caller.dialog.local_tag, body=self._sdp_for(caller, answer)
+        )
+        ok.headers.add("Contact", caller.dialog.endpoint.contact)
+        ok.headers.add("Content-Type", SDP)
+        self._session_headers(caller, ok)
+        caller.state = LegState.CONFIRMED
+        caller.ack_pending = True
+        caller.server_txn.on_ack_timeout = lambda _r: self._ack_missing(caller)
+        self._invites.pop(caller.server_txn, None)
+        self._respond(caller.server_txn, ok)
+        self._arm_session_timer(caller)
+        self._set_state(call, CallState.TALKING)
+        _LOGGER.info(
+            "Call %s from %s to %s answered by %s", call.id, caller.device, call.dialled, leg.device
+        )
+
+    def _cancel_branch(self, leg: Leg) -> None:
+        if leg.state is not LegState.TRYING and leg.state is not LegState.EARLY:
+            return
+        leg.state = LegState.TERMINATED
+        txn = leg.client_txn
+        if txn is not None:
+            txn.cancel()
+
+    def _branch_failed(self, leg: Leg, status: int) -> None:
+        call = leg.call
+        if leg.role is LegRole.FLIP_TARGET:
+            self._flip_leg_failed(leg, status)
+            return
+        was_live = leg.state is not LegState.TERMINATED
+        leg.state = LegState.TERMINATED
+        if leg.failed_status is None:
+            leg.failed_status = status
+        if not was_live or call.callee is not None or not call.active:
+            return
+        if any(b.state is not LegState.TERMINATED for b in call.branches):
+            return
+        statuses = [b.failed_status or 480 for b in call.branches]
+        if any(s in (486, 600) for s in statuses):
+            answer, outcome, why = 486, CallOutcome.BUSY, "busy"
+        elif any(s == 603 for s in statuses):
+            answer, outcome, why = 603, CallOutcome.DECLINED, "declined"
+        elif all(s in (408, 480) for s in statuses):
+            answer, outcome, why = 480, CallOutcome.UNAVAILABLE, "device unreachable"
+        else:
+            answer = statuses[0]
+            outcome, why = CallOutcome.FAILED, f"devices answered {', '.join(map(str, statuses))}"
+        self._terminate(call, outcome, why, status=answer)
+
+    def _no_answer(self, call: Call) -> None:
+        call.no_answer_timer = None
+        if call.active and call.callee is None:
+            timeout = self._config().calls.no_answer_timeout
+            self._terminate(call, CallOutcome.NO_ANSWER, f"no answer within {timeout} s", 480)
+
+    def _on_cancel(self, cancel_txn: ServerTransaction) -> None:
+        invite = cancel_txn.cancelled_transaction
+        call = self._invites.get(invite) if invite is not None else None
+        if call is None or not call.active or call.callee is not None:
+            return
+        self._terminate(call, CallOutcome.CANCELLED, "caller hung up before an answer", status=487)
+
+    # -- tear-down -------------------------------------------------------------------------------
+
+    def _terminate(
+        self,
+        call: Call,
+        outcome: CallOutcome,
+        reason: str,
+        status: int = 480,
+        *,
+        skip: Leg | None = None,
+    ) -> None:
+        """End ``call`` from any state: answer, CANCEL or BYE whatever is open, then record."""
+        if not call.active:
+            return
+        if call.flip is not None:
+            self._finish_flip(call.flip, None, "the call ended")
+        caller = call.caller
+        if call.callee is None or not call.answered:
+            if caller is not None and caller.server_txn is not None:
+                txn = caller.server_txn
+                self._invites.pop(txn, None)
+                if caller.state is not LegState.CONFIRMED and _open(txn):
+                    to_tag = caller.dialog.local_tag if caller.dialog else None
+                    self._reply(txn, txn.request, status, reason, to_tag=to_tag)
+                    caller.state = LegState.TERMINATED
+            for leg in call.branches:
+                self._cancel_branch(leg)
+        self._set_state(call, CallState.ENDING)
+        for leg in call.legs():
+            if leg is not skip and leg.state is LegState.CONFIRMED:
+                self._send_bye(leg)
+        self._end(call, outcome, reason)
+
+    def _end(self, call: Call, outcome: CallOutcome, reason: str) -> None:
+        if call.no_answer_timer is not None:
+            call.no_answer_timer.cancel()
+            call.no_answer_timer = None
+        for leg in call.legs():
+            self._stop_leg_timers(leg)
+            leg.state = LegState.TERMINATED
+            for method in DtmfMethod:
+                collector = self._collectors.pop((leg, method), None)
+                if collector is not None:
+                    collector.close()
+        for key in [k for k, v in self._dialogs.items() if v.call is call]:
+            del self._dialogs[key]
+        if call.media is not None:
+            call.media.close()
+        call.ended_at = self._clock.wall()
+        call.outcome = outcome
+        call.reason = reason
+        self._calls.pop(call.id, None)
+        self._set_state(call, CallState.ENDED, reason)
+        record = call.record()
+        self.history.add(record)
+        self._publish(CallRecorded(record))
+        _LOGGER.info(
+            "Call %s from %s to %s ended: %s (%s)",
+            call.id,
+            call.caller_device,
+            call.dialled,
+            outcome.value,
+            reason,
+        )
+
+    def _stop_leg_timers(self, leg: Leg) -> None:
+        txn = leg.offer_txn
+        if txn is not None:
+            leg.offer_txn = None
+            if _open(txn):
+                # A re-INVITE or UPDATE still waiting when the call ends (BYE during re-INVITE).
+                self._reply(txn, txn.request, 487, "the call ended")
+        if leg.session_timer is not None:
+            leg.session_timer.cancel()
+            leg.session_timer = None
+
+    def _ack_missing(self, leg: Leg) -> None:
+        call = leg.call
+        if call.active and leg.ack_pending:
+            self._terminate(call, CallOutcome.ANSWERED, f"no ACK from {leg.device}", skip=None)
+
+    # -- state and events ------------------------------------------------------------------------
+
+    def _set_state(self, call: Call, state: CallState, reason: str = "") -> None:
+        previous = call.transition(state)
+        if previous is not state:
+            self._publish_state(call, previous, reason)
+
+    def _publish_state(self, call: Call, previous: CallState | None, reason: str = "") -> None:
+        self._publish(
+            CallStateChanged(
+                call.id,
+                call.state,
+                previous,
+                call.caller_device,
+                call.dialled,
+                call.devices,
+                reason,
+            )
+        )
+
+    # -- in-dialog requests ----------------------------------------------------------------------
+
+    def _in_dialog(self, request: Request, txn: ServerTransaction, to_tag: str) -> None:
+        leg = self._dialogs.get((request.call_id, to_tag))
+        dialog = leg.dialog if leg is not None else None
+        if leg is None or dialog is None or dialog.terminated:
+            self._reply(txn, request, 481, "no such dialog")
+            return
+        if not dialog.accept_remote_cseq(request):
+            self._reply(txn, request, 500, "CSeq out of order", headers=(("Retry-After", "1"),))
+            return
+        method = request.method
+        call = leg.call
+        if method == "BYE":
+            self._reply(txn, request, 200)
+            dialog.terminated = True
+            leg.state = LegState.TERMINATED
+            if call.flip is not None and leg in call.flip.legs:
+                return
+            outcome = CallOutcome.ANSWERED if call.answered else CallOutcome.CANCELLED
+            self._terminate(call, outcome, f"{leg.device} hung up", skip=leg)
+        elif method in ("INVITE", "UPDATE"):
+            self._offer(leg, request, txn)
+        elif method == "INFO":
+            self._info(leg, request, txn)
+        elif method == "OPTIONS":
+            self._reply(txn, request, 200)
+        else:
+            self._reply(txn, request, 405, f"{method} is not supported in a call")
+
+    def _on_ack(self, ack: Request) -> None:
+        leg = self._dialogs.get((ack.call_id, ack.to.tag or ""))
+        if leg is None:
+            return
+        leg.ack_pending = False
+        call = leg.call
+        other = call.other(leg)
+        if other is None or other.deferred_ack is None or other.dialog is None:
+            return
+        cseq = other.deferred_ack
+        other.deferred_ack = None
+        body = b""
+        try:
+            sdp = self._parse_body(ack)
+        except SdpError:
+            sdp = None
+        if sdp is not None and call.media is not None:
+            self._learn_sdp(leg, sdp)
+            body = self._sdp_for(other, sdp)
+        reply = other.dialog.create_ack(cseq, body=body, content_type=SDP if body else None)
+        other.ack_sent[cseq] = reply
+        self._send_ack(reply, other.dialog)
+
+    def _offer(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        """A re-INVITE or UPDATE from one device: pass it to the other, or 491 if offers cross."""
+        call = leg.call
+        other = call.other(leg)
+        method = request.method
+        if (
+            other is None
+            or other.dialog is None
+            or other.state is not LegState.CONFIRMED
+            or call.media is None
+        ):
+            if leg.role is LegRole.FLIP_TARGET or (call.flip is not None and leg in call.flip.legs):
+                self._reply(txn, request, 491, "flip in progress", headers=(("Retry-After", "2"),))
+            else:
+                self._reply(txn, request, 491, "call not answered yet")
+            return
+        if leg.incoming_offer or leg.outgoing_offer or other.incoming_offer or other.outgoing_offer:
+            self._reply(txn, request, 491, "offers crossed")
+            return
+        if call.flip is not None and call.flip.winner is not None:
+            self._reply(txn, request, 491, "flip in progress")
+            return
+        try:
+            sdp = self._parse_body(request)
+        except SdpError as exc:
+            self._reply(txn, request, 488, str(exc))
+            return
+        assert leg.dialog is not None
+        self._refreshed(leg)
+        leg.dialog.refresh_target(request)
+        previous = leg.remote_sdp
+        if sdp is not None:
+            self._learn_sdp(leg, sdp)
+        body = self._sdp_for(other, sdp) if sdp is not None else b""
+        forwarded = other.dialog.create_request(
+            method, body=body, content_type=SDP if body else None
+        )
+        leg.incoming_offer = True
+        leg.offer_txn = txn
+        other.outgoing_offer = True
+        cseq = forwarded.cseq.number
+
+        def on_response(response: Response) -> None:
+            self._offer_answered(
+                leg,
+                other=other,
+                request=request,
+                txn=txn,
+                response=response,
+                cseq=cseq,
+                offer=sdp,
+                previous=previous,
+            )
+
+        def on_timeout() -> None:
+            leg.incoming_offer = other.outgoing_offer = False
+            if _open(txn):
+                self._reply(txn, request, 408, f"{other.device} does not answer")
+            self._terminate(call, CallOutcome.ANSWERED, f"{other.device} stopped answering")
+
+        self._send_in_dialog(other, forwarded, on_response, on_timeout)
+
+    def _offer_answered(
+        self,
+        origin: Leg,
+        *,
+        other: Leg,
+        request: Request,
+        txn: ServerTransaction,
+        response: Response,
+        cseq: int,
+        offer: SessionDescription | None,
+        previous: SessionDescription | None,
+    ) -> None:
+        status = response.status
+        call = origin.call
+        if status < 200:
+            return
+        origin.incoming_offer = other.outgoing_offer = False
+        origin.offer_txn = None
+        assert origin.dialog is not None
+        assert other.dialog is not None
+        method = request.method
+        if status >= 300:
+            if offer is not None and previous is not None:
+                self._learn_sdp(origin, previous)
+            headers = [("Retry-After", v) for v in response.headers.get_all("Retry-After")]
+            if _open(txn):
+                self._reply(txn, request, status, headers=headers)
+            if status in (408, 481):
+                self._terminate(
+                    call, CallOutcome.ANSWERED, f"{other.device} lost the dialog ({status})"
+                )
+            return
+        other.dialog.refresh_target(response)
+        try:
+            answer = self._parse_body(response)
+        except SdpError:
+            answer = None
+        if method == "INVITE":
+            if offer is not None or answer is None:
+                ack = other.dialog.create_ack(cseq)
+                other.ack_sent[cseq] = ack
+                self._send_ack(ack, other.dialog)
+            else:
+                other.deferred_ack = cseq  # the answer comes in the originator's ACK
+        body = b""
+        if answer is not None:
+            self._learn_sdp(other, answer)
+            body = self._sdp_for(origin, answer)
+        ok = make_response(request, status, body=body)
+        ok.headers.add("Contact", origin.dialog.endpoint.contact)
+        if body:
+            ok.headers.add("Content-Type", SDP)
+        self._session_headers(origin, ok)
+        if method == "INVITE":
+            origin.ack_pending = True
+            if isinstance(txn, InviteServerTransaction):
+                txn.on_ack_timeout = lambda _r: self._ack_missing(origin)
+        if _open(txn):
+            self._respond(txn, ok)
+        description = offer if offer is not None else answer
+        if description is not None and call.state in (CallState.TALKING, CallState.HELD):
+            self._set_state(call, CallState.HELD if _is_hold(description) else CallState.TALKING)
+
+    # -- session timers (RFC 4028) ---------------------------------------------------------------
+
+    def _session_headers(self, leg: Leg, response: Response) -> None:
+        if leg.session_interval is None:
+            return
+        response.headers.add("Session-Expires", f"{leg.session_interval};refresher=uac")
+        response.headers.add("Require", "timer")
+
+    def _arm_session_timer(self, leg: Leg) -> None:
+        interval = leg.session_interval
+        if interval is None:
+            return
+        if leg.session_timer is not None:
+            leg.session_timer.cancel()
+        # §10: without a refresh, the other side gives up a little before the interval ends.
+        delay = interval - min(32, interval / 3)
+        leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
+
+    def _refreshed(self, leg: Leg) -> None:
+        if leg.session_interval is not None:
+            self._arm_session_timer(leg)
+
+    def _session_expired(self, leg: Leg) -> None:
+        leg.session_timer = None
+        call = leg.call
+        if call.active:
+            self._terminate(call, CallOutcome.ANSWERED, f"session timer expired on {leg.device}")
+
+    # -- DTMF and feature codes ------------------------------------------------------------------
+
+    def _info(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        call = leg.call
+        content_type = request.content_type or ""
+        if content_type in DTMF_TYPES:
+            try:
+                digit = parse_dtmf_info(request.headers.get("Content-Type") or "", request.body)
+            except DtmfError as exc:
+                self._reply(txn, request, 400, str(exc))
+                return
+            self._reply(txn, request, 200)
+            self._digit(leg, digit.digit, DtmfMethod.INFO)
+            return
+        other = call.other(leg)
+        if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
+            self._reply(txn, request, 200)
+            return
+        forwarded = other.dialog.create_request(
+            "INFO", body=request.body, content_type=request.headers.get("Content-Type")
+        )
+
+        def relay(response: Response) -> None:
+            if response.status >= 200 and _open(txn):
+                self._reply(txn, request, response.status)
+
+        def timeout() -> None:
+            if _open(txn):
+                self._reply(txn, request, 408)
+
+        self._send_in_dialog(other, forwarded, relay, timeout)
+
+    def _on_rtp_dtmf(self, call: Call, side: str, digit: DtmfDigit) -> None:
+        leg = call.caller if side == "a" else call.callee
+        if leg is not None and call.active:
+            self._digit(leg, digit.digit, DtmfMethod.RFC4733)
+
+    def _digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
+        call = leg.call
+        self._publish(DtmfReceived(call.id, leg.device, digit, method))
+        if not call.answered or (leg is not call.caller and leg is not call.callee):
+            return
+        collector = self._collectors.get((leg, method))
+        if collector is None:
+            code = self._config().flip.code
+            collector = FeatureCodeCollector(
+                self._clock,
+                lambda match: self._feature(leg, match),
+                lambda passed: self._pass_digit(leg, passed, method),
+                (FeatureCode(code, "flip", argument=True),),
+            )
+            self._collectors[(leg, method)] = collector
+        collector.feed(digit)
+
+    def _pass_digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
+        """A digit that is not part of a feature code goes on to the far end."""
+        if method is not DtmfMethod.INFO:
+            return  # RFC 4733 packets are forwarded by the relay itself
+        other = leg.call.other(leg)
+        if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
+            return
+        info = other.dialog.create_request(
+            "INFO", body=format_dtmf_relay(digit), content_type="application/dtmf-relay"
+        )
+        self._send_in_dialog(other, info)
+
+    def _feature(self, leg: Leg, match: FeatureMatch) -> None:
+        call = leg.call
+        if match.name != "flip" or not call.active:
+            return
+        target = match.argument or None
+        try:
+            if call.flip is not None:
+                raise FlipInProgress(f"call {call.id} is already being flipped")
+            plan = plan_flip(self._config(), leg.device or "", target, self._is_registered)
+        except FlipError as exc:
+            _LOGGER.info("Call %s: %s dialled the flip code, but %s", call.id, leg.device, exc)
+            return
+        self._start_flip(call, leg, plan.to_device, None)
+
+    # -- flip ------------------------------------------------------------------------------------
+
+    def _side_to_flip(
+        self, call: Call, config: PbxConfig, target: str | None, device: str | None
+    ) -> Leg:
+        legs = [leg for leg in (call.callee, call.caller) if leg is not None]
+        if device is not None:
+            for leg in legs:
+                if leg.device == device:
+                    return leg
+            raise CallNotFlippable(f"{device} is not in call {call.id}")
+        if target is not None:
+            owner = config.user_for_device(target)
+            for leg in legs:
+                if owner is not None and config.user_for_device(leg.device or "") is owner:
+                    return leg
+        possible = []
+        for leg in legs:
+            try:
+                plan_flip(config, leg.device or "", target, self._is_registered)
+            except FlipError:
+                continue
+            possible.append(leg)
+        return possible[0] if possible else legs[0]
+
+    def _start_flip(
+        self, call: Call, from_leg: Leg, to_device: str, timeout: float | None
+    ) -> asyncio.Future[HandoffRecord]:
+        config = self._config()
+        remote = call.other(from_leg)
+        assert remote is not None
+        wait = float(timeout if timeout is not None else config.flip.timeout)
+        future: asyncio.Future[HandoffRecord] = asyncio.get_running_loop().create_future()
+        flip = FlipHandle(call, from_leg, to_device, self._clock.wall(), future, wait)
+        call.flip = flip
+        _LOGGER.info("Call %s: flipping from %s to %s", call.id, from_leg.device, to_device)
+        self._publish(HandoffStarted(call.id, from_leg.device or "", to_device))
+        for binding in self._bindings(to_device):
+            self._send_flip_invite(flip, binding, remote.party)
+        if not flip.done:
+            flip.timer = self._clock.call_later(wait, lambda: self._flip_no_answer(flip))
+        return future
+
+    def _send_flip_invite(self, flip: FlipHandle, binding: Binding, presented: str) -> None:
+        call = flip.call
+        endpoint = self._endpoint(binding.source)
+        leg = Leg(
+            call, LegRole.FLIP_TARGET, flip.from_leg.side, binding.username, flip.from_leg.party
+        )
+        local_tag = new_tag()
+        call_id = new_call_id()
+        cseq = first_cseq()
+        leg.invite_cseq = cseq
+        to_value = f"<sip:{binding.username}@{self._config().sip.domain}>"
+        from_value = f"{presented};tag={local_tag}"
+        leg.dialog = Dialog(
+            call_id=call_id,
+            local_tag=local_tag,
+            remote_tag="",
+            local_party=from_value,
+            remote_party=to_value,
+            remote_target=binding.contact_uri,
+            destination=binding.source.remote,
+            endpoint=endpoint,
+            local_cseq=cseq,
+        )
+        invite = build_request(
+            "INVITE",
+            binding.contact_uri,
+            endpoint=endpoint,
+            from_value=from_value,
+            to_value=to_value,
+            call_id=call_id,
+            cseq=cseq,
+            extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),),
+        )
+        flip.legs.append(leg)
+        self._dialogs[(call_id, local_tag)] = leg
+        leg.client_txn = self._txns.send_request(
+            invite,
+            binding.source.remote,
+            binding.source.kind,
+            on_response=lambda response: self._flip_response(flip, leg, response),
+            on_timeout=lambda: self._flip_leg_failed(leg, 408),
+        )
+
+    def _flip_response(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            if status > 100 and leg.state is LegState.TRYING:
+                leg.state = LegState.EARLY
+            return
+        if status >= 300:
+            self._flip_leg_failed(leg, status)
+            return
+        if (
+            leg is flip.winner
+            and leg.dialog is not None
+            and leg.dialog.remote_tag == response.to.tag
+        ):
+            ack = leg.ack_sent.get(response.cseq.number)
+            if ack is not None:
+                self._send_ack(ack, leg.dialog)
+            return
+        if flip.done or flip.winner is not None or leg.state is LegState.TERMINATED:
+            self._reject_late_answer(leg, response)
+            return
+        assert leg.client_txn is not None
+        assert leg.dialog is not None
+        flip.winner = leg
+        if flip.timer is not None:
+            flip.timer.cancel()
+            flip.timer = None
+        for other in flip.legs:
+            if other is not leg:
+                self._cancel_branch(other)
+        leg.dialog = Dialog.as_uac(
+            leg.client_txn.request,
+            response,
+            destination=leg.dialog.destination,
+            endpoint=leg.dialog.endpoint,
+        )
+        leg.state = LegState.CONFIRMED
+        self._spawn(self._complete_flip(flip, leg, response))
+
+    async def _complete_flip(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
+        call = flip.call
+        dialog = leg.dialog
+        assert dialog is not None
+        old = flip.from_leg
+        remote = call.other(old)
+        failure = ""
+        offer: SessionDescription | None = None
+        try:
+            offer = self._parse_body(response)
+        except SdpError as exc:
+            failure = f"unreadable SDP from {leg.device}: {exc}"
+        audio = offer.audio() if offer is not None else None
+        remote_audio = (
+            remote.remote_sdp.audio() if remote is not None and remote.remote_sdp else None
+        )
+        common = (
+            common_codecs(audio.codecs(), remote_audio.codecs())
+            if audio is not None and remote_audio is not None
+            else []
+        )
+        if not failure and (offer is None or audio is None):
+            failure = f"{leg.device} answered without an SDP offer"
+        elif not failure and not common:
+            failure = f"{leg.device} has no codec in common with the call"
+        media = call.media
+        if not failure and (media is None or media.closed or not call.active or flip.done):
+            failure = "the call ended"
+        if failure or offer is None or audio is None or remote_audio is None or media is None:
+            self._send_ack(dialog.create_ack(leg.invite_cseq), dialog)
+            self._send_bye(leg)
+            self._finish_flip(flip, None, failure or "the call ended")
+            return
+        answer = offer.copy()
+        answer_audio = answer.audio()
+        assert answer_audio is not None
+        restrict_codecs(answer_audio, common)
+        if answer_audio.direction is not None:
+            answer_audio.direction = answer_audio.direction.reversed()
+        rtp, rtcp = _media_target(offer)
+        target_codecs = answer_audio.codecs()
+        try:
+            new_media = await media.switch_leg(
+                old.side,
+                rtp,
+                rtcp,
+                codecs=target_codecs,
+                payload_map_in=payload_type_map(target_codecs, remote_audio.codecs()),
+                payload_map_out=payload_type_map(remote_audio.codecs(), target_codecs),
+            )
+        except (RelayError, OSError) as exc:
+            self._send_ack(dialog.create_ack(leg.invite_cseq), dialog)
+            self._send_bye(leg)
+            self._finish_flip(flip, None, f"media relay: {exc}")
+            return
+        leg.remote_sdp = answer
+        audio_index = answer.media.index(answer_audio)
+        ports = [
+            new_media.local_rtp.port if i == audio_index else None for i in range(len(answer.media))
+        ]
+        host = dialog.endpoint.host
+        leg.origin = Origin("callflip", str(first_cseq()), 1, "IN", _ip_type(host), host)
+        body = rewrite_for_relay(answer, host, ports, origin=leg.origin).to_bytes()
+        ack = dialog.create_ack(leg.invite_cseq, body=body, content_type=SDP)
+        leg.ack_sent[leg.invite_cseq] = ack
+        self._send_ack(ack, dialog)
+        if not call.active:
+            self._send_bye(leg)
+            self._finish_flip(flip, None, "the call ended")
+            return
+        # The new device takes the old one's place; only the old device's dialog is closed.
+        leg.role = old.role
+        if old is call.caller:
+            call.caller = leg
+        else:
+            call.callee = leg
+        call.branches = [b for b in call.branches if b is not old]
+        for method in DtmfMethod:
+            collector = self._collectors.pop((old, method), None)
+            if collector is not None:
+                collector.close()
+        self._send_bye(old)
+        for key in [k for k, v in self._dialogs.items() if v is old]:
+            del self._dialogs[key]
+        self._finish_flip(flip, leg, "")
+        self._publish_state(call, call.state)
+
+    def _flip_leg_failed(self, leg: Leg, status: int) -> None:
+        leg.state = LegState.TERMINATED
+        if leg.failed_status is None:
+            leg.failed_status = status
+        flip = leg.call.flip
+        if flip is None or leg not in flip.legs or flip.done or flip.winner is not None:
+            return
+        if any(other.state is not LegState.TERMINATED for other in flip.legs):
+            return
+        statuses = sorted({other.failed_status or 408 for other in flip.legs})
+        if statuses in ([486], [600]):
+            reason = f"{flip.to_device} is busy"
+        elif 603 in statuses:
+            reason = f"{flip.to_device} declined"
+        elif statuses == [487]:
+            reason = "cancelled"
+        else:
+            reason = f"{flip.to_device} answered {', '.join(map(str, statuses))}"
+        self._finish_flip(flip, None, reason)
+
+    def _flip_no_answer(self, flip: FlipHandle) -> None:
+        flip.timer = None
+        if flip.done or flip.winner is not None:
+            return
+        self._finish_flip(flip, None, f"no answer within {flip.timeout:g} s")
+
+    def _finish_flip(self, flip: FlipHandle, winner: Leg | None, reason: str) -> None:
+        if flip.done:
+            return
+        flip.done = True
+        call = flip.call
+        if flip.timer is not None:
+            flip.timer.cancel()
+            flip.timer = None
+        for leg in flip.legs:
+            if leg is not winner:
+                if leg.state is LegState.CONFIRMED:
+                    self._send_bye(leg)
+                else:
+                    self._cancel_branch(leg)
+                for key in [k for k, v in self._dialogs.items() if v is leg]:
+                    del self._dialogs[key]
+        if call.flip is flip:
+            call.flip = None
+        from_device = flip.from_leg.device or ""
+        record = HandoffRecord(
+            call.id,
+            from_device,
+            flip.to_device,
+            flip.started_at,
+            self._clock.wall(),
+            winner is not None,
+            reason or "answered",
+        )
+        call.handoffs.append(record)
+        if winner is not None:
+            _LOGGER.info("Call %s flipped from %s to %s", call.id, from_device, flip.to_device)
+            self._publish(HandoffSucceeded(call.id, from_device, flip.to_device, record))
+        else:
+            _LOGGER.info(
+                "Call %s: flip from %s to %s failed: %s",
+                call.id,
+                from_device,
+                flip.to_device,
+                reason,
+            )
+            self._publish(HandoffFailed(call.id, from_device, flip.to_device, reason, record))
+        if not flip.future.done():
+            flip.future.set_result(record)
+
+
+def _ignore(response: Response) -> None:
+    return None
+
+
+def _nothing() -> None:
+    return None
+
+
+def _ip_type(host: str) -> str:
+    return "IP6" if ":" in host else "IP4"
+
+
+def _name_addr(display: str | None, uri: str) -> str:
+    if not display:
+        return f"<{uri}>"
+    escaped = display.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" <{uri}>'
+
+
+def _open(txn: ServerTransaction) -> bool:
+    """Whether a server transaction still waits for its final response."""
+    return txn.state in (TransactionState.TRYING, TransactionState.PROCEEDING)

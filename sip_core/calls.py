@@ -1,0 +1,347 @@
+"""The call model: a `Call` with its `Leg`s, one state machine, and the records a call leaves.
+
+Why one place: Home Assistant shows calls, the B2BUA drives them and the history keeps them; if
+each kept its own idea of "is this call ringing", they would disagree. The B2BUA is the only writer
+(`Call.transition`), and every transition it makes is published as an event.
+
+State machine::
+
+    setup -> ringing -> talking <-> held
+      |         |          |          |
+      +---------+----------+----------+--> ending -> ended    (or straight to ended)
+
+``setup``: the INVITE is authorised and routed, nothing rings yet; ``ringing``: a device rings
+(180/183); ``talking``: answered; ``held``: one side has put the other on hold (sendonly or
+inactive); ``ending``: BYE/CANCEL sent, waiting for the far ends; ``ended``: final, with an
+`CallOutcome` and a reason for the log and the history.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from sip_core.b2bua import FlipHandle
+    from sip_core.clock import TimerHandle
+    from sip_core.dialog import Dialog
+    from sip_core.message import Request
+    from sip_core.relay import MediaSession
+    from sip_core.sdp import Origin, SessionDescription
+    from sip_core.transaction import (
+        ClientTransaction,
+        InviteServerTransaction,
+        ServerTransaction,
+    )
+
+__all__ = [
+    "Call",
+    "CallHistory",
+    "CallOutcome",
+    "CallRecord",
+    "CallState",
+    "HandoffRecord",
+    "InvalidTransition",
+    "Leg",
+    "LegRole",
+    "LegState",
+]
+
+
+class CallState(StrEnum):
+    SETUP = "setup"
+    RINGING = "ringing"
+    TALKING = "talking"
+    HELD = "held"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.SETUP: frozenset(
+        {CallState.RINGING, CallState.TALKING, CallState.ENDING, CallState.ENDED}
+    ),
+    CallState.RINGING: frozenset({CallState.TALKING, CallState.ENDING, CallState.ENDED}),
+    CallState.TALKING: frozenset({CallState.HELD, CallState.ENDING, CallState.ENDED}),
+    CallState.HELD: frozenset({CallState.TALKING, CallState.ENDING, CallState.ENDED}),
+    CallState.ENDING: frozenset({CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
+
+
+class CallOutcome(StrEnum):
+    """How a call ended, for the history and the log line."""
+
+    ANSWERED = "answered"  # it was answered (and later hung up by someone)
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"  # the caller gave up before an answer
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"  # nothing registered to ring
+    FAILED = "failed"  # a media, transport or protocol failure
+
+
+class InvalidTransition(RuntimeError):
+    """The B2BUA asked for a state change the machine does not allow (a bug, never user input)."""
+
+
+class LegRole(StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+    FLIP_TARGET = "flip_target"
+
+
+class LegState(StrEnum):
+    """A leg's own progress: its INVITE sent or received, early, confirmed, gone."""
+
+    TRYING = "trying"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+Side = Literal["a", "b"]
+
+
+class Leg:
+    """One side of a call: one device, one dialog, and the B2BUA's bookkeeping for it.
+
+    ``side`` is the media relay leg it uses ("a" for the caller, "b" for the callee; a flip target
+    takes the side of the device it replaces). ``party`` is how this leg's party is presented to
+    the other side (a name-addr without tag). Fields after ``dialog`` belong to the B2BUA.
+    """
+
+    __slots__ = (
+        "ack_pending",
+        "ack_sent",
+        "call",
+        "client_txn",
+        "deferred_ack",
+        "device",
+        "dialog",
+        "early_dialogs",
+        "failed_status",
+        "incoming_offer",
+        "invite_cseq",
+        "offer_txn",
+        "origin",
+        "outgoing_offer",
+        "party",
+        "remote_sdp",
+        "role",
+        "server_txn",
+        "session_interval",
+        "session_timer",
+        "side",
+        "state",
+    )
+
+    def __init__(
+        self, call: Call, role: LegRole, side: Side, device: str | None, party: str
+    ) -> None:
+        self.call = call
+        self.role = role
+        self.side: Side = side
+        self.device = device
+        self.party = party
+        self.state = LegState.TRYING
+        self.dialog: Dialog | None = None
+        # B2BUA bookkeeping
+        self.server_txn: InviteServerTransaction | None = None  # the caller's initial INVITE
+        self.client_txn: ClientTransaction | None = None  # our initial INVITE to a device
+        self.early_dialogs: dict[str, Dialog] = {}  # remote tag -> early dialog (forks)
+        self.remote_sdp: SessionDescription | None = None  # the device's latest description
+        self.incoming_offer = False  # a re-INVITE/UPDATE from this device awaits its answer
+        self.offer_txn: ServerTransaction | None = None  # ... and its transaction
+        self.outgoing_offer = False  # a re-INVITE/UPDATE of ours to this device awaits its answer
+        self.ack_pending = False  # we sent a 2xx to this device's INVITE, no ACK yet
+        self.ack_sent: dict[int, Request] = {}  # INVITE CSeq -> ACK we sent (resent on a 2xx copy)
+        self.deferred_ack: int | None = None  # INVITE CSeq whose 2xx we ACK once the peer ACKs
+        self.invite_cseq = 0
+        self.failed_status: int | None = None
+        self.session_interval: int | None = None
+        self.session_timer: TimerHandle | None = None
+        self.origin: Origin | None = None  # our o= line towards this device (version grows)
+
+    def __repr__(self) -> str:
+        return f"<Leg {self.role} {self.device} {self.state}>"
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffRecord:
+    """One flip: which device gave the call away and which took it (or was meant to)."""
+
+    call_id: str
+    from_device: str
+    to_device: str
+    started_at: float
+    ended_at: float | None
+    succeeded: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """What a finished call leaves in the history; times are Unix seconds (wall clock)."""
+
+    call_id: str
+    caller: str  # the calling device's username
+    caller_user: str | None
+    dialled: str
+    callee_user: str | None
+    callee_device: str | None  # the device that answered (after flips: the last one)
+    answered_device: str | None  # the device that first answered
+    started_at: float
+    answered_at: float | None
+    ended_at: float
+    outcome: CallOutcome
+    reason: str
+    handoffs: tuple[HandoffRecord, ...] = ()
+
+    @property
+    def duration(self) -> float:
+        """Seconds talking (0 for an unanswered call)."""
+        return 0.0 if self.answered_at is None else max(0.0, self.ended_at - self.answered_at)
+
+
+class Call:
+    """One call through the B2BUA: the caller's leg, the ringing branches, the answered leg."""
+
+    __slots__ = (
+        "answered_at",
+        "answered_device",
+        "branches",
+        "callee",
+        "callee_user",
+        "caller",
+        "caller_user",
+        "dialled",
+        "ended_at",
+        "flip",
+        "handoffs",
+        "id",
+        "media",
+        "no_answer_timer",
+        "outcome",
+        "reason",
+        "started_at",
+        "state",
+    )
+
+    def __init__(
+        self,
+        call_id: str,
+        *,
+        caller_user: str | None,
+        dialled: str,
+        callee_user: str | None,
+        started_at: float,
+    ) -> None:
+        self.id = call_id
+        self.caller_user = caller_user
+        self.dialled = dialled
+        self.callee_user = callee_user
+        self.started_at = started_at
+        self.state = CallState.SETUP
+        self.caller: Leg | None = None
+        self.callee: Leg | None = None  # the answered leg (replaced by a flip)
+        self.branches: list[Leg] = []  # legs ringing before the answer (forks)
+        self.answered_at: float | None = None
+        self.answered_device: str | None = None
+        self.ended_at: float | None = None
+        self.outcome: CallOutcome | None = None
+        self.reason = ""
+        self.handoffs: list[HandoffRecord] = []
+        self.media: MediaSession | None = None
+        self.no_answer_timer: TimerHandle | None = None
+        self.flip: FlipHandle | None = None  # the flip in progress
+
+    def __repr__(self) -> str:
+        return f"<Call {self.id} {self.state}>"
+
+    @property
+    def active(self) -> bool:
+        return self.state is not CallState.ENDED and self.state is not CallState.ENDING
+
+    @property
+    def answered(self) -> bool:
+        return self.answered_at is not None
+
+    def transition(self, new: CallState) -> CallState:
+        """Move to ``new``; returns the previous state. Same state: no change, no error."""
+        old = self.state
+        if new is old:
+            return old
+        if new not in _TRANSITIONS[old]:
+            raise InvalidTransition(f"call {self.id}: {old} -> {new} is not allowed")
+        self.state = new
+        return old
+
+    def legs(self) -> list[Leg]:
+        """Every leg still attached: the caller, the answered leg or the ringing branches."""
+        found = [leg for leg in (self.caller, self.callee) if leg is not None]
+        found.extend(leg for leg in self.branches if leg is not self.callee)
+        return found
+
+    def other(self, leg: Leg) -> Leg | None:
+        """The leg across the call from ``leg`` once answered (None while ringing)."""
+        if leg is self.caller:
+            return self.callee
+        if leg is self.callee:
+            return self.caller
+        return None
+
+    @property
+    def caller_device(self) -> str:
+        return self.caller.device or "" if self.caller is not None else ""
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Devices in the call now: the caller's and the answered one (or all ringing ones)."""
+        names = [leg.device for leg in self.legs() if leg.device]
+        return tuple(dict.fromkeys(names))
+
+    def record(self) -> CallRecord:
+        """The history entry; only meaningful once ended."""
+        return CallRecord(
+            call_id=self.id,
+            caller=self.caller_device,
+            caller_user=self.caller_user,
+            dialled=self.dialled,
+            callee_user=self.callee_user,
+            callee_device=self.callee.device if self.callee is not None else None,
+            answered_device=self.answered_device,
+            started_at=self.started_at,
+            answered_at=self.answered_at,
+            ended_at=self.ended_at if self.ended_at is not None else self.started_at,
+            outcome=self.outcome or CallOutcome.FAILED,
+            reason=self.reason,
+            handoffs=tuple(self.handoffs),
+        )
+
+
+@dataclass(slots=True)
+class CallHistory:
+    """The most recent call records, oldest first, bounded so a busy PBX cannot grow forever."""
+
+    limit: int = 1000
+    _records: deque[CallRecord] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._records = deque(maxlen=self.limit)
+
+    def add(self, record: CallRecord) -> None:
+        self._records.append(record)
+
+    def extend(self, records: Iterable[CallRecord]) -> None:
+        self._records.extend(records)
+
+    def records(self) -> list[CallRecord]:
+        return list(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
