@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from .message import random_bytes
 from .uri import SipUri
 
 if TYPE_CHECKING:
@@ -270,7 +271,7 @@ class DigestAuthenticator:
         # Rounded down: a nonce must never look issued after the moment it is checked, which a
         # fast client (answering within the same millisecond) would otherwise hit as 'stale'.
         issued_ms = math.floor(self._clock.monotonic() * 1000)
-        body = struct.pack(">q", issued_ms) + secrets.token_bytes(8)
+        body = struct.pack(">q", issued_ms) + random_bytes(8)
         mac = hmac.digest(self._secret, body, "sha256")[:16]
         return base64.urlsafe_b64encode(body + mac).decode("ascii").rstrip("=")
 

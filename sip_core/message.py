@@ -7,8 +7,9 @@ everything else only when read. It raises nothing but `ParseError`, whatever the
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
+import threading
 
 from sip_core.headers import (
     KNOWN_KEYS,
@@ -45,6 +46,7 @@ __all__ = [
     "new_call_id",
     "new_tag",
     "parse_message",
+    "random_bytes",
 ]
 
 SIP_VERSION = "SIP/2.0"
@@ -129,17 +131,53 @@ REASON_PHRASES: dict[int, str] = {
 _DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
 
 
+class _RandomPool:
+    """Bytes from the operating system's CSPRNG, fetched a few kilobytes at a time.
+
+    Every response needs a To tag and every challenge a nonce; one ``os.urandom`` system call for
+    each of those costs more than the rest of building the value. The bytes are the same quality
+    as ``secrets.token_bytes`` gives (that is ``os.urandom`` too); each is handed out once.
+    """
+
+    __slots__ = ("_buffer", "_lock", "_position")
+
+    _SIZE = 4096
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._position = 0
+        self._lock = threading.Lock()
+
+    def take(self, count: int) -> bytes:
+        with self._lock:
+            start = self._position
+            end = start + count
+            if end > len(self._buffer):
+                self._buffer = os.urandom(max(self._SIZE, count))
+                start, end = 0, count
+            self._position = end
+            return self._buffer[start:end]
+
+
+_RANDOM = _RandomPool()
+
+
+def random_bytes(count: int) -> bytes:
+    """``count`` cryptographically random bytes (for tags, branches, Call-IDs and nonces)."""
+    return _RANDOM.take(count)
+
+
 def new_branch() -> str:
     """A Via branch with the RFC 3261 magic cookie, unique across space and time."""
-    return "z9hG4bK" + secrets.token_hex(10)
+    return "z9hG4bK" + _RANDOM.take(10).hex()
 
 
 def new_tag() -> str:
-    return secrets.token_hex(8)
+    return _RANDOM.take(8).hex()
 
 
 def new_call_id() -> str:
-    return secrets.token_hex(16)
+    return _RANDOM.take(16).hex()
 
 
 # --- typed header views ---------------------------------------------------------------------
@@ -380,6 +418,11 @@ def make_response(
     via = source._raw("via")
     if via:
         values["via"] = list(via)
+        if source.is_cached("via"):
+            # The request's Via objects are parsed already (the transport stamped the top one):
+            # the response gets copies, so that routing it (send_response reads its top Via)
+            # does not parse the text just written out of those same objects.
+            headers.cache_typed("via", [v.copy() for v in request.vias], _dump_list)
     for key in ("from", "to", "call-id", "cseq"):
         raw = source._raw(key)
         if raw:

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sip_core.digest import DigestCredentials, parse_credentials
+from sip_core.headers import Via
+from sip_core.message import Request, make_response, new_tag, parse_message, random_bytes
 
 # The grammar check and extraction parse_credentials used before its one-pass version.
 _NAME = r"[A-Za-z0-9_.!%*+`'~-]+"
@@ -92,3 +94,41 @@ def test_parse_credentials_matches_the_grammar(
 ) -> None:
     value = "Digest " + separator.join(f"{name}{blank}={raw}" for name, blank, raw in items)
     assert parse_credentials(value) == reference_credentials(value)
+
+
+REQUESTS = [
+    "OPTIONS sip:home.arpa SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n"
+    "From: <sip:a@home.arpa>;tag=1\r\nTo: <sip:b@home.arpa>\r\nCall-ID: c1\r\n"
+    "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    "OPTIONS sip:home.arpa SIP/2.0\r\n"
+    'v: SIP / 2.0 / tcp  [::1]:5070 ; branch = z9hG4bK-2 ; received="x" ;rport=7,'
+    " SIP/2.0/UDP proxy.example;maddr=10.0.0.1;lr\r\n"
+    "Via: SIP/2.0/UDP HOST.example:5060;branch=z9hG4bK-3;ttl=1\r\n"
+    "f: <sip:a@home.arpa>;tag=1\r\nt: <sip:b@home.arpa>\r\ni: c2\r\n"
+    "CSeq: 2 OPTIONS\r\nl: 0\r\n\r\n",
+]
+
+
+def test_make_response_copies_parsed_vias_consistently_with_their_text() -> None:
+    """make_response hands the request's parsed Vias to the response as copies; they must be
+    what parsing the response's own Via text gives, and independent of the request."""
+    for text in REQUESTS:
+        request = parse_message(text.encode())
+        assert isinstance(request, Request)
+        request.top_via.received = "192.0.2.1"  # as the transport stamps it
+        response = make_response(request, 200)
+        lines = response.headers.get_all("Via")
+        assert response.vias == [Via.parse(line) for line in lines]
+        reparsed = parse_message(response.to_bytes())
+        assert reparsed.vias == response.vias
+        response.top_via.received = "198.51.100.7"
+        assert request.top_via.received == "192.0.2.1"
+
+
+def test_random_bytes_are_fresh_each_time() -> None:
+    seen = {random_bytes(8) for _ in range(2000)}
+    assert len(seen) == 2000
+    assert all(len(item) == 8 for item in seen)
+    assert len(random_bytes(5000)) == 5000
+    assert len({new_tag() for _ in range(1000)}) == 1000
