@@ -756,6 +756,7 @@ class B2bua:
         for other in call.branches:
             if other is not leg:
                 self._cancel_branch(other)
+                self._forget(other)
         call.branches = [leg]
         try:
             answer = self._parse_body(response)
@@ -878,8 +879,8 @@ class B2bua:
                 collector = self._collectors.pop((leg, method), None)
                 if collector is not None:
                     collector.close()
-        for key in [k for k, v in self._dialogs.items() if v.call is call]:
-            del self._dialogs[key]
+        for leg in (*call.legs(), *call.branches):
+            self._forget(leg)
         if call.media is not None:
             call.media.close()
         call.ended_at = self._clock.wall()
@@ -898,6 +899,12 @@ class B2bua:
             outcome.value,
             reason,
         )
+
+    def _forget(self, leg: Leg) -> None:
+        """Drop the leg from the dialog index (its key is the same before and after the answer)."""
+        dialog = leg.dialog
+        if dialog is not None and self._dialogs.get(dialog.key) is leg:
+            del self._dialogs[dialog.key]
 
     def _stop_leg_timers(self, leg: Leg) -> None:
         txn = leg.offer_txn
@@ -1428,8 +1435,7 @@ class B2bua:
             if collector is not None:
                 collector.close()
         self._send_bye(old)
-        for key in [k for k, v in self._dialogs.items() if v is old]:
-            del self._dialogs[key]
+        self._forget(old)
         self._finish_flip(flip, leg, "")
         self._publish_state(call, call.state)
 
@@ -1473,8 +1479,7 @@ class B2bua:
                     self._send_bye(leg)
                 else:
                     self._cancel_branch(leg)
-                for key in [k for k, v in self._dialogs.items() if v is leg]:
-                    del self._dialogs[key]
+                self._forget(leg)
         if call.flip is flip:
             call.flip = None
         from_device = flip.from_leg.device or ""

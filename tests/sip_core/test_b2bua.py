@@ -416,3 +416,18 @@ async def test_no_answer_timeout_is_configurable() -> None:
 def sent(phone: Phone, method: str) -> int:
     """How many distinct requests (retransmissions counted once) the phone got."""
     return len({(r.call_id, r.cseq.number) for r in phone.requests(method)})
+
+
+async def test_no_dialog_state_is_left_after_calls_end(h: Harness) -> None:
+    carol = h.phone("401", 5401)
+    desk = h.phone("301", 5301)
+    mobile = h.phone("302", 5302)
+    invite = await ring(h, carol, "300")
+    desk.answer(desk.last_request("INVITE"), 180)
+    mobile.answer(mobile.last_request("INVITE"), 200, sdp(6302))
+    carol.confirm(invite, carol.responses(200)[-1])
+    carol.request("BYE")
+    assert h.b2bua.calls() == []
+    assert h.b2bua._dialogs == {}
+    assert h.b2bua._invites == {}
+    assert h.relay.sessions == {}
