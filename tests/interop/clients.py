@@ -892,9 +892,15 @@ def write_sipp_callers(
 
 
 def sipp_uas_argv(
-    local_port: int, *, calls: int, time_limit: float, scenario: str = "uas_call"
+    local_port: int,
+    *,
+    calls: int,
+    time_limit: float,
+    scenario: str = "uas_call",
+    trace_messages: bool = False,
 ) -> list[str]:
     """sipp answering calls on ``local_port`` (uas_call.xml) until ``calls`` calls ended."""
+    trace = ["-trace_msg", "-message_file", "messages.log"] if trace_messages else []
     return [
         "sipp", "-sf", str(SIPP_DIR / f"{scenario}.xml"),
         "-t", "u1", "-i", HOST, "-p", str(local_port), "-mi", HOST,
@@ -902,6 +908,7 @@ def sipp_uas_argv(
         "-timeout", f"{time_limit:g}s", "-timeout_error",
         "-trace_stat", "-stf", "stats.csv", "-fd", "1",
         "-trace_err", "-error_file", "errors.log",
+        *trace,
     ]  # fmt: skip
 
 
@@ -916,12 +923,16 @@ def sipp_uac_call_argv(
     local_port: int | None = None,
     time_limit: float = 30.0,
     trace_messages: bool = False,
+    auth_uri: str | None = None,
+    limit: int | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
     """sipp placing ``calls`` calls at ``rate``/s (uac_call.xml), each held ``hold_ms`` ms.
 
-    No ``-auth_uri``: sipp then uses each INVITE's own Request-URI as the digest uri, which is
-    what a registrar that checks the uri (ours, RFC 3261 §22.4) expects.
+    ``auth_uri`` is the dialled ``user@domain``: sipp puts ``sip:`` + it into the digest ``uri``
+    (without it sipp uses its remote address, which a server that checks the uri against the
+    Request-URI, as ours does, refuses); so one sipp process dials one Request-URI. ``limit``
+    caps the calls in progress (``-l``): 1 keeps a single callee device from ever being busy.
     """
     if not target_host.startswith("127."):
         raise ValueError("loopback targets only")
@@ -939,6 +950,10 @@ def sipp_uac_call_argv(
         "-trace_rtt", "-rtt_freq", "1",
         "-trace_err", "-error_file", "errors.log",
     ]  # fmt: skip
+    if auth_uri is not None:
+        argv += ["-auth_uri", auth_uri]
+    if limit is not None:
+        argv += ["-l", str(limit)]
     if trace_messages:
         argv += ["-trace_msg", "-message_file", "messages.log"]
     return argv + list(extra)
