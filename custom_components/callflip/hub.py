@@ -19,7 +19,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.storage import Store
 
 from sip_core import __version__ as SIP_CORE_VERSION
-from sip_core.events import PbxEvent
+from sip_core.events import PbxEvent, RegistrationChanged
 from sip_core.pbx import Pbx
 from sip_core.registrar import Binding
 
@@ -160,6 +160,8 @@ class CallflipHub:
 
     @callback
     def _handle_event(self, event: PbxEvent) -> None:
+        if not isinstance(event, RegistrationChanged):
+            return
         _LOGGER.debug("Registration of %s: %s", event.username, event.reason)
         keys = {HUB_KEY}
         for owned in iter_devices(self.users):
