@@ -56,6 +56,11 @@ KNOWN_METHODS = frozenset(
     }
 )
 SERVER_HEADER = f"callflip/{__version__}"
+#: The bodies we read, by method; any other gets 415 Unsupported Media Type with these in Accept.
+BODY_TYPES: dict[str, tuple[str, ...]] = {
+    "INVITE": ("application/sdp",),
+    "UPDATE": ("application/sdp",),
+}
 #: Option tags we support (a Require naming anything else gets 420 Bad Extension).
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"timer"})
 
@@ -273,6 +278,15 @@ class Pbx:
             response.headers.set("Unsupported", ", ".join(unsupported))
             txn.respond(self._stamp(response))
             return
+        refusal = self._refusal(request)
+        if refusal is not None:
+            status, why, extra = refusal
+            _LOGGER.info("Rejected %s from %s: %s", method, source.remote, why)
+            response = make_response(request, status)
+            for name, value in extra:
+                response.headers.set(name, value)
+            txn.respond(self._stamp(response))
+            return
         if method in CALL_METHODS or (method == "OPTIONS" and request.to.tag):
             self._b2bua.handle_request(request, txn, source)
             return
@@ -285,6 +299,31 @@ class Pbx:
             status, why = 501, "unknown method"
         _LOGGER.info("Rejected %s from %s: %s", method, source.remote, why)
         txn.respond(self._stamp(make_response(request, status)))
+
+    @staticmethod
+    def _refusal(request: Request) -> tuple[int, str, tuple[tuple[str, str], ...]] | None:
+        """RFC 3261 §8.2 and §16.3 checks that come before authentication and routing.
+
+        They reveal nothing about users, so they are answered first, in the RFC's order: a request
+        that may not travel further (483), a body we cannot read (415), and an INVITE whose sender
+        could not read our SDP answer (406). RFC 4475 §3.3 exercises each of them.
+        """
+        method = request.method
+        if method != "REGISTER" and request.uri.user and request.max_forwards == 0:
+            return 483, "Max-Forwards is 0", ()
+        if method in BODY_TYPES and request.body:
+            kind = request.content_type
+            if kind not in BODY_TYPES[method]:
+                accepted = ", ".join(BODY_TYPES[method])
+                return 415, f"cannot read a {kind or 'untyped'} body", (("Accept", accepted),)
+        if method == "INVITE" and "Accept" in request.headers:
+            offered = {
+                value.split(";", 1)[0].strip().lower()
+                for value in request.headers.get_all("Accept")
+            }
+            if offered.isdisjoint({"application/sdp", "application/*", "*/*"}):
+                return 406, "the caller accepts no SDP answer", ()
+        return None
 
     @staticmethod
     def _unsupported_extensions(request: Request) -> list[str]:
