@@ -8,7 +8,7 @@ does not pay for Route, Allow or User-Agent it never reads.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from sip_core.limits import MAX_UINT32
@@ -382,6 +382,10 @@ class Headers:
     quotes and <>). Values of the same name stay in order; different names keep the order in which
     each name first appeared (RFC 3261 §7.3.1 makes only the former significant).
 
+    The raw values of a header are a tuple, not a list: a parsed message is kept for as long as its
+    transaction (32 s over UDP), and tuples of strings drop out of the cyclic garbage collector's
+    sight after its first pass, where lists would be traversed by every collection until then.
+
     Typed views (`typed`) are parsed on first use and cached. A cached object may be changed in
     place (the transport adds `received` to the top Via): reading or serialising the header then
     reflects the change. Any write to a header drops its cached view.
@@ -390,7 +394,7 @@ class Headers:
     __slots__ = ("_names", "_typed", "_values")
 
     def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self._values: dict[str, list[str]] = {}
+        self._values: dict[str, tuple[str, ...]] = {}
         self._names: dict[str, str] = {}
         self._typed: dict[str, tuple[object, Callable[[object], list[str]]]] = {}
         if items:
@@ -398,7 +402,7 @@ class Headers:
                 self.add(name, value)
 
     # --- raw access -----------------------------------------------------------------------
-    def _raw(self, key: str) -> list[str] | None:
+    def _raw(self, key: str) -> Sequence[str] | None:
         typed = self._typed.get(key)
         if typed is not None:
             obj, dump = typed
@@ -411,7 +415,7 @@ class Headers:
             obj, dump = typed
             values = dump(obj)
             if values:
-                self._values[key] = values
+                self._values[key] = tuple(values)
             else:
                 self._values.pop(key, None)
 
@@ -449,18 +453,18 @@ class Headers:
         self._flush(key)
         values = self._values.get(key)
         if values is None:
-            self._values[key] = [value]
+            self._values[key] = (value,)
             if key not in _CANONICAL:
                 self._names[key] = name.strip()
         else:
-            values.append(value)
+            self._values[key] = (*values, value)
 
     def set(self, name: str, value: str) -> None:
         key = canonical_key(name)
         self._typed.pop(key, None)
         if key not in self._values and key not in _CANONICAL:
             self._names[key] = name.strip()
-        self._values[key] = [value]
+        self._values[key] = (value,)
 
     def prepend(self, name: str, value: str) -> None:
         key = canonical_key(name)
@@ -469,9 +473,9 @@ class Headers:
         if values is None:
             if key not in _CANONICAL:
                 self._names[key] = name.strip()
-            self._values = {key: [value], **self._values}
+            self._values = {key: (value,), **self._values}
         else:
-            values.insert(0, value)
+            self._values[key] = (value, *values)
 
     def remove(self, name: str) -> None:
         key = canonical_key(name)
@@ -505,15 +509,15 @@ class Headers:
         """An independent copy: changing it (or typed values read from it) leaves self alone."""
         new = Headers()
         values = self._values
-        new._values = {k: list(v) for k, v in values.items()}
+        new._values = dict(values)
         for key, (obj, dump) in self._typed.items():
-            new._values[key] = dump(obj)
+            new._values[key] = tuple(dump(obj))
         new._names = dict(self._names)
         return new
 
     # --- typed access ---------------------------------------------------------------------
     def typed[T](
-        self, key: str, parse: Callable[[list[str]], T], dump: Callable[[T], list[str]]
+        self, key: str, parse: Callable[[tuple[str, ...]], T], dump: Callable[[T], list[str]]
     ) -> T:
         """The value of header `key` (a canonical key) parsed by `parse`, cached until the header
         is written; `dump` turns the (possibly modified) object back into raw values."""
@@ -523,7 +527,7 @@ class Headers:
         values = self._values.get(key)
         if values is None:
             # keep a slot so that an object filled in later (vias.append) is serialised in order
-            values = self._values[key] = []
+            values = self._values[key] = ()
         obj = parse(values)
         self._typed[key] = (obj, dump)  # type: ignore[assignment]
         return obj
@@ -543,7 +547,7 @@ class Headers:
             if key == skip:
                 continue
             name = _CANONICAL.get(key) or names.get(key) or canonical_name(key)
-            lines = values
+            lines: Sequence[str] = values
             if key in typed:
                 obj, dump = typed[key]
                 lines = dump(obj)
@@ -551,7 +555,7 @@ class Headers:
                 out.append(f"{name}: {value}\r\n")
 
     @classmethod
-    def _from_parsed(cls, values: dict[str, list[str]], names: dict[str, str]) -> Headers:
+    def _from_parsed(cls, values: dict[str, tuple[str, ...]], names: dict[str, str]) -> Headers:
         new = cls.__new__(cls)
         new._values = values
         new._names = names

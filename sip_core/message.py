@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Sequence
 
 from sip_core.headers import (
     KNOWN_KEYS,
@@ -183,7 +184,7 @@ def new_call_id() -> str:
 # --- typed header views ---------------------------------------------------------------------
 
 
-def _split_list(values: list[str]) -> list[str]:
+def _split_list(values: Sequence[str]) -> list[str]:
     items: list[str] = []
     for line in values:
         if "," in line:
@@ -193,11 +194,11 @@ def _split_list(values: list[str]) -> list[str]:
     return items
 
 
-def _parse_vias(values: list[str]) -> list[Via]:
+def _parse_vias(values: Sequence[str]) -> list[Via]:
     return [Via.parse(item) for item in _split_list(values)]
 
 
-def _parse_vias_lenient(values: list[str]) -> list[Via]:
+def _parse_vias_lenient(values: Sequence[str]) -> list[Via]:
     vias: list[Via] = []
     for item in _split_list(values):
         if item:
@@ -212,25 +213,25 @@ def _dump_list(items: list[Via] | list[NameAddress]) -> list[str]:
     return [str(item) for item in items]
 
 
-def _parse_name_addresses(values: list[str]) -> list[NameAddress]:
+def _parse_name_addresses(values: Sequence[str]) -> list[NameAddress]:
     return [NameAddress.parse(item) for item in _split_list(values)]
 
 
-def _single(values: list[str], name: str) -> str:
+def _single(values: Sequence[str], name: str) -> str:
     if not values:
         raise ParseError(f"missing {name}")
     return values[0]
 
 
-def _parse_from(values: list[str]) -> NameAddress:
+def _parse_from(values: Sequence[str]) -> NameAddress:
     return NameAddress.parse(_single(values, "From"))
 
 
-def _parse_to(values: list[str]) -> NameAddress:
+def _parse_to(values: Sequence[str]) -> NameAddress:
     return NameAddress.parse(_single(values, "To"))
 
 
-def _parse_cseq(values: list[str]) -> CSeq:
+def _parse_cseq(values: Sequence[str]) -> CSeq:
     return CSeq.parse(_single(values, "CSeq"))
 
 
@@ -417,7 +418,7 @@ def make_response(
     values = headers._values
     via = source._raw("via")
     if via:
-        values["via"] = list(via)
+        values["via"] = tuple(via)
         if source.is_cached("via"):
             # The request's Via objects are parsed already (the transport stamped the top one):
             # the response gets copies, so that routing it (send_response reads its top Via)
@@ -426,18 +427,18 @@ def make_response(
     for key in ("from", "to", "call-id", "cseq"):
         raw = source._raw(key)
         if raw:
-            values[key] = [raw[0]]
+            values[key] = (raw[0],)
     to_values = values.get("to")
     if status != 100 and to_values and not _has_tag(to_values[0]):
-        to_values[0] = f"{to_values[0]};tag={to_tag or new_tag()}"
+        values["to"] = (f"{to_values[0]};tag={to_tag or new_tag()}",)
     if 100 < status < 300 and request.method in _DIALOG_METHODS:
         record_route = source._raw("record-route")
         if record_route:
-            values["record-route"] = list(record_route)
+            values["record-route"] = tuple(record_route)
     elif status == 100:
         timestamp = source._raw("timestamp")
         if timestamp:
-            values["timestamp"] = list(timestamp)
+            values["timestamp"] = tuple(timestamp)
     return Response(status, reason, headers, body)
 
 
@@ -511,12 +512,12 @@ def _parse(data: bytes) -> Request | Response:
 
     first = lines[0]
     # --- header lines ---
-    values: dict[str, list[str]] = {}
+    values: dict[str, tuple[str, ...]] = {}
     names: dict[str, str] = {}
     error: ParseError | None = None
     if stray:
         error = ParseError("bare CR or LF inside the header block", answer_status)
-    last: list[str] | None = None
+    last: str | None = None  # the key of the header a continuation line belongs to
     name_keys = NAME_KEYS
     for index in range(1, len(lines)):
         line = lines[index]
@@ -533,7 +534,8 @@ def _parse(data: bytes) -> Request | Response:
                     continue
                 extra = line.strip(" \t")
                 if extra:
-                    last[-1] = f"{last[-1]} {extra}" if last[-1] else extra
+                    *before, tail = values[last]
+                    values[last] = (*before, f"{tail} {extra}" if tail else extra)
                 continue
             name = name.rstrip(" \t")
             lower = name.lower()
@@ -546,11 +548,8 @@ def _parse(data: bytes) -> Request | Response:
                 names[key] = name
         value = value.strip(" \t")
         existing = values.get(key)
-        if existing is None:
-            last = values[key] = [value]
-        else:
-            existing.append(value)
-            last = existing
+        values[key] = (value,) if existing is None else (*existing, value)
+        last = key
     headers = Headers._from_parsed(values, names)
 
     # --- body (RFC 3261 §18.3) ---
