@@ -6,14 +6,17 @@ plain implementation they replace, on hand-picked edge cases and on generated in
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sip_core.digest import DigestCredentials, parse_credentials
 from sip_core.headers import Via
-from sip_core.message import Request, make_response, new_tag, parse_message, random_bytes
+from sip_core.message import Request, Response, make_response, new_tag, parse_message, random_bytes
+from sip_core.transport import Source, TransportLayer
 
 # The grammar check and extraction parse_credentials used before its one-pass version.
 _NAME = r"[A-Za-z0-9_.!%*+`'~-]+"
@@ -132,3 +135,41 @@ def test_random_bytes_are_fresh_each_time() -> None:
     assert all(len(item) == 8 for item in seen)
     assert len(random_bytes(5000)) == 5000
     assert len({new_tag() for _ in range(1000)}) == 1000
+
+
+async def test_a_burst_of_udp_datagrams_is_drained_completely_and_in_order() -> None:
+    """The UDP protocol reads queued datagrams itself after the one asyncio delivers; a burst
+    larger than one drain batch must still arrive whole, in order, CRLF keep-alives skipped."""
+    received: list[int] = []
+    done = asyncio.Event()
+    count = 200
+
+    def on_message(message: Request | Response, source: Source) -> None:
+        received.append(message.cseq.number)
+        if len(received) == count:
+            done.set()
+
+    layer = TransportLayer("127.0.0.1", 0, on_message)
+    await layer.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        client.bind(("127.0.0.1", 0))
+        port = client.getsockname()[1]
+        target = (layer.local_address.host, layer.local_address.port)
+        for number in range(1, count + 1):
+            client.sendto(
+                (
+                    "OPTIONS sip:home.arpa SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{number}\r\n"
+                    "From: <sip:a@home.arpa>;tag=1\r\nTo: <sip:b@home.arpa>\r\n"
+                    f"Call-ID: burst\r\nCSeq: {number} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                ).encode(),
+                target,
+            )
+            if number % 50 == 0:
+                client.sendto(b"\r\n\r\n", target)
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        client.close()
+        await layer.stop()
+    assert received == list(range(1, count + 1))
