@@ -26,11 +26,17 @@ from sip_core.transport import TransportError
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
 
 _LOGGER = logging.getLogger(__name__)
 
-PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.SENSOR]
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.BUTTON,
+    Platform.EVENT,
+    Platform.SENSOR,
+]
 
 
 def _pbx_yaml(value: Any) -> dict[str, Any]:
@@ -52,8 +58,10 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
     This is how the demo configuration (develop_config) and someone moving from
     ``python -m sip_core`` get their household; from then on the UI is where it is edited,
-    and the YAML section is ignored while the entry exists.
+    and the YAML section is ignored while the entry exists. The actions are registered here,
+    once, so that automations using them validate even while the entry is not loaded.
     """
+    async_setup_services(hass)
     if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=True):
         hass.async_create_task(
             hass.config_entries.flow.async_init(

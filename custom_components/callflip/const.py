@@ -41,6 +41,26 @@ BINDINGS_STORAGE_VERSION: Final = 1
 
 MANUFACTURER: Final = "callflip"
 
+EVENT_CALL: Final = "callflip_call"
+"""Fired on the event bus for every change of a call's state."""
+EVENT_HANDOFF: Final = "callflip_handoff"
+"""Fired on the event bus when a flip starts, succeeds or fails."""
+
+SERVICE_FLIP: Final = "flip"
+SERVICE_HANGUP: Final = "hangup"
+ATTR_TARGET_DEVICE_ID: Final = "target_device_id"
+ATTR_TIMEOUT: Final = "timeout"
+MIN_FLIP_TIMEOUT: Final = 5
+MAX_FLIP_TIMEOUT: Final = 300
+
+
+class HandoffType(StrEnum):
+    """The handoff event entity's event types (and ``type`` of the handoff bus event)."""
+
+    STARTED = "flip_started"
+    SUCCEEDED = "flip_succeeded"
+    FAILED = "flip_failed"
+
 
 class DeviceKind(StrEnum):
     """The kinds of SIP device a user can own; the values are sip_core's DeviceType values."""

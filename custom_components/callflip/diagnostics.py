@@ -1,4 +1,4 @@
-"""Diagnostics download: the configuration and the live registrations, without any secret."""
+"""Diagnostics download: the configuration, live registrations and calls, without any secret."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
+
+from sip_core.calls import Call, Leg
 
 from .const import CONF_PASSWORD
 from .data import CallflipConfigEntry
@@ -24,6 +26,39 @@ async def async_get_config_entry_diagnostics(
             "options": dict(entry.options),
             "local_address": str(pbx.local_address),
             "bindings": pbx.binding_records(),
+            "calls": [_call(call) for call in pbx.calls()],
         },
         TO_REDACT,
     )
+
+
+def _leg(leg: Leg | None) -> dict[str, Any] | None:
+    if leg is None:
+        return None
+    return {"device": leg.device, "role": leg.role.value, "state": leg.state.value}
+
+
+def _call(call: Call) -> dict[str, Any]:
+    """A call in progress as support needs it: states and devices, no SIP message content."""
+    return {
+        "id": call.id,
+        "state": call.state.value,
+        "caller_user": call.caller_user,
+        "dialled": call.dialled,
+        "callee_user": call.callee_user,
+        "started_at": call.started_at,
+        "answered_at": call.answered_at,
+        "caller": _leg(call.caller),
+        "callee": _leg(call.callee),
+        "ringing": [_leg(leg) for leg in call.branches if leg is not call.callee],
+        "flip_to": call.flip.to_device if call.flip is not None else None,
+        "handoffs": [
+            {
+                "from_device": record.from_device,
+                "to_device": record.to_device,
+                "succeeded": record.succeeded,
+                "reason": record.reason,
+            }
+            for record in call.handoffs
+        ],
+    }

@@ -19,11 +19,28 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.storage import Store
 
 from sip_core import __version__ as SIP_CORE_VERSION
-from sip_core.events import PbxEvent, RegistrationChanged
+from sip_core.calls import Call, CallState
+from sip_core.events import (
+    CallStateChanged,
+    HandoffFailed,
+    HandoffStarted,
+    HandoffSucceeded,
+    PbxEvent,
+    RegistrationChanged,
+)
 from sip_core.pbx import Pbx
 from sip_core.registrar import Binding
 
-from .const import BINDINGS_STORAGE_VERSION, DEVICE_MODELS, DOMAIN, MANUFACTURER
+from .call_view import CallView, device_view, user_view
+from .const import (
+    BINDINGS_STORAGE_VERSION,
+    DEVICE_MODELS,
+    DOMAIN,
+    EVENT_CALL,
+    EVENT_HANDOFF,
+    MANUFACTURER,
+    HandoffType,
+)
 from .users import OwnedDevice, UserOptions, find_device, iter_devices, pbx_config
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,6 +52,7 @@ HUB_KEY = "hub"
 """Listener key of the entities that describe the whole PBX."""
 
 type StoredBindings = dict[str, list[dict[str, Any]]]
+type HandoffListener = Callable[[HandoffType, dict[str, Any]], None]
 
 
 def bindings_store(hass: HomeAssistant, entry_id: str) -> Store[StoredBindings]:
@@ -74,6 +92,11 @@ class CallflipHub:
         self.users = users
         self._store = store
         self._listeners: dict[str, list[Callable[[], None]]] = {}
+        self._handoff_listeners: dict[str, list[HandoffListener]] = {}
+        self._by_username: dict[str, OwnedDevice] = {}
+        self._index_devices()
+        self._call_devices: dict[str, set[str]] = {}
+        self._call_users: dict[str, tuple[str | None, str | None]] = {}
         self._topology_listeners: list[Callable[[], None]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._stopped = False
@@ -103,6 +126,7 @@ class CallflipHub:
         config = pbx_config(self.entry.data, users)
         self.pbx.update_users(config.users)
         self.users = users
+        self._index_devices()
         self._sync_device_registry()
         for listener in list(self._topology_listeners):
             listener()
@@ -143,6 +167,70 @@ class CallflipHub:
 
         return remove
 
+    def by_username(self) -> Mapping[str, OwnedDevice]:
+        """Every configured device and its owner, by SIP username."""
+        return self._by_username
+
+    def device_call(self, device_id: str) -> CallView | None:
+        """The call a SIP device is in (the busiest one), or None when it is idle."""
+        owned = self.device(device_id)
+        if owned is None:
+            return None
+        return device_view(self.pbx.calls(), self._by_username, owned.device["username"])
+
+    def user_call(self, user_id: str) -> CallView | None:
+        """The call a user is in on any of their devices (the busiest one), or None."""
+        return user_view(self.pbx.calls(), self._by_username, user_id)
+
+    def call_of(self, call_id: str) -> Call | None:
+        """The call in progress with this id, if any."""
+        return next((call for call in self.pbx.calls() if call.id == call_id), None)
+
+    def device_label(self, username: str) -> str:
+        """The label of a device of ours, else its account name (for messages and events)."""
+        owned = self._by_username.get(username)
+        return owned.device["label"] if owned is not None else username
+
+    def ha_device_id(self, identifier: tuple[str, str]) -> str | None:
+        """The device registry id of one of our devices (user, SIP device or hub).
+
+        Searched among the entry's devices: async_get_device by identifiers alone is deprecated
+        in newer Home Assistant, and its replacement does not exist in 2025.4.
+        """
+        registry = dr.async_get(self.hass)
+        for device in dr.async_entries_for_config_entry(registry, self.entry.entry_id):
+            if identifier in device.identifiers:
+                return device.id
+        return None
+
+    def identify(self, ha_device_id: str) -> tuple[str, str] | None:
+        """What a device registry id stands for: ("user", user id), ("device", device id)
+        or ("hub", entry id); None when it is not one of this entry's devices."""
+        device = dr.async_get(self.hass).async_get(ha_device_id)
+        if device is None or self.entry.entry_id not in device.config_entries:
+            return None
+        for domain, value in device.identifiers:
+            if domain != DOMAIN:
+                continue
+            if value.startswith("user-"):
+                return ("user", value.removeprefix("user-"))
+            if value.startswith("device-"):
+                return ("device", value.removeprefix("device-"))
+            return ("hub", value)
+        return None
+
+    @callback
+    def async_add_handoff_listener(
+        self, user_id: str, listener: HandoffListener
+    ) -> Callable[[], None]:
+        """Call ``listener(type, data)`` for each handoff (flip) of one of the user's calls."""
+        self._handoff_listeners.setdefault(user_id, []).append(listener)
+
+        def remove() -> None:
+            self._handoff_listeners[user_id].remove(listener)
+
+        return remove
+
     @callback
     def async_add_topology_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after users or devices were added, edited or removed."""
@@ -158,19 +246,102 @@ class CallflipHub:
     def _stored_bindings(self) -> StoredBindings:
         return {"bindings": self.pbx.binding_records()}
 
-    @callback
-    def _handle_event(self, event: PbxEvent) -> None:
-        if not isinstance(event, RegistrationChanged):
-            return
-        _LOGGER.debug("Registration of %s: %s", event.username, event.reason)
-        keys = {HUB_KEY}
-        for owned in iter_devices(self.users):
-            if owned.device["username"] == event.username:
+    def _index_devices(self) -> None:
+        self._by_username = {owned.device["username"]: owned for owned in iter_devices(self.users)}
+
+    def _notify(self, usernames: set[str] | tuple[str, ...], *extra: str) -> None:
+        """Tell the entities of these devices, of their owners and of ``extra`` keys."""
+        keys = set(extra)
+        for username in usernames:
+            owned = self._by_username.get(username)
+            if owned is not None:
                 keys.update((owned.device["id"], owned.user["id"]))
         for key in keys:
             for listener in list(self._listeners.get(key, ())):
                 listener()
-        self._store.async_delay_save(self._stored_bindings, SAVE_DELAY)
+
+    @callback
+    def _handle_event(self, event: PbxEvent) -> None:
+        if isinstance(event, RegistrationChanged):
+            _LOGGER.debug("Registration of %s: %s", event.username, event.reason)
+            self._notify({event.username}, HUB_KEY)
+            self._store.async_delay_save(self._stored_bindings, SAVE_DELAY)
+        elif isinstance(event, CallStateChanged):
+            self._call_changed(event)
+        elif isinstance(event, (HandoffStarted, HandoffSucceeded, HandoffFailed)):
+            self._handoff(event)
+
+    def _call_changed(self, event: CallStateChanged) -> None:
+        """Update the call sensors and put the change on the event bus."""
+        involved = self._call_devices.setdefault(event.call_id, set())
+        involved.update(event.devices, (event.caller,) if event.caller else ())
+        call = self.call_of(event.call_id)
+        if call is not None:
+            self._call_users[event.call_id] = (call.caller_user, call.callee_user)
+        caller_user, callee_user = self._call_users.get(event.call_id, (None, None))
+        if event.state is CallState.ENDED:
+            self._call_devices.pop(event.call_id, None)
+            self._call_users.pop(event.call_id, None)
+        self._notify(involved)
+        self.hass.bus.async_fire(
+            EVENT_CALL,
+            {
+                "call_id": event.call_id,
+                "state": event.state.value,
+                "previous": event.previous.value if event.previous is not None else None,
+                "caller": event.caller,
+                "caller_user": caller_user,
+                "dialled": event.dialled,
+                "callee_user": callee_user,
+                "devices": list(event.devices),
+                "device_ids": self._ha_ids(event.devices),
+                "reason": event.reason,
+            },
+        )
+
+    def _ha_ids(self, usernames: tuple[str, ...]) -> list[str]:
+        """Device registry ids of our devices among these accounts (for triggers and filters)."""
+        ids: list[str] = []
+        for username in usernames:
+            owned = self._by_username.get(username)
+            if owned is not None:
+                found = self.ha_device_id(device_identifier(owned.device["id"]))
+                if found is not None:
+                    ids.append(found)
+        return ids
+
+    def _handoff(self, event: HandoffStarted | HandoffSucceeded | HandoffFailed) -> None:
+        """Report a flip: entities, the handoff event entity of its user, the event bus."""
+        if isinstance(event, HandoffStarted):
+            kind, reason = HandoffType.STARTED, ""
+        elif isinstance(event, HandoffSucceeded):
+            kind, reason = HandoffType.SUCCEEDED, ""
+        else:
+            kind, reason = HandoffType.FAILED, event.reason
+        owner = self._by_username.get(event.from_device) or self._by_username.get(event.to_device)
+        data: dict[str, Any] = {
+            "call_id": event.call_id,
+            "from_device": event.from_device,
+            "from_label": self.device_label(event.from_device),
+            "to_device": event.to_device,
+            "to_label": self.device_label(event.to_device),
+            "reason": reason,
+        }
+        self._call_devices.setdefault(event.call_id, set()).update(
+            (event.from_device, event.to_device)
+        )
+        self._notify((event.from_device, event.to_device))
+        user_data: dict[str, Any] = {}
+        if owner is not None:
+            user_id = owner.user["id"]
+            user_data = {
+                "user": owner.user["name"],
+                "user_id": user_id,
+                "device_id": self.ha_device_id(user_identifier(user_id)),
+            }
+            for listener in list(self._handoff_listeners.get(user_id, ())):
+                listener(kind, data)
+        self.hass.bus.async_fire(EVENT_HANDOFF, {"type": kind.value, **data, **user_data})
 
     @callback
     def _sync_device_registry(self) -> None:

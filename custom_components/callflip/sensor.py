@@ -1,9 +1,11 @@
-"""Diagnostic sensors of a SIP device's contact, and the PBX's count of registered devices."""
+"""Call state of every SIP device and user, diagnostic sensors of a SIP device's contact, and the
+PBX's count of registered devices."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -14,11 +16,14 @@ from homeassistant.components.sensor import (
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.util import dt as dt_util
 
 from sip_core.registrar import Binding
 
+from .call_view import PHONE_STATES, CallView, PhoneState
 from .data import CallflipConfigEntry
-from .entity import CallflipDeviceEntity, CallflipHubEntity
+from .entity import CallflipDeviceEntity, CallflipHubEntity, CallflipUserEntity
+from .hub import CallflipHub, device_identifier
 
 PARALLEL_UPDATES = 0
 
@@ -61,6 +66,19 @@ REGISTERED_DEVICES = SensorEntityDescription(
     state_class=SensorStateClass.MEASUREMENT,
 )
 
+CALL_STATE = SensorEntityDescription(
+    key="call_state",
+    translation_key="call_state",
+    device_class=SensorDeviceClass.ENUM,
+    options=PHONE_STATES,
+)
+ACTIVE_CALL = SensorEntityDescription(
+    key="active_call",
+    translation_key="active_call",
+    device_class=SensorDeviceClass.ENUM,
+    options=PHONE_STATES,
+)
+
 
 async def async_setup_entry(
     hass: HomeAssistant,
@@ -76,9 +94,13 @@ async def async_setup_entry(
     def add_new() -> None:
         entities: list[SensorEntity] = []
         for user in hub.users:
+            if user["id"] not in known:
+                known.add(user["id"])
+                entities.append(ActiveCallSensor(hub, ACTIVE_CALL, user["id"]))
             for device in user["devices"]:
                 if device["id"] not in known:
                     known.add(device["id"])
+                    entities.append(CallStateSensor(hub, CALL_STATE, device["id"]))
                     entities.extend(
                         ContactSensor(hub, description, device["id"])
                         for description in CONTACT_SENSORS
@@ -108,3 +130,45 @@ class RegisteredDevicesSensor(CallflipHubEntity, SensorEntity):
 
     def _refresh(self) -> None:
         self._attr_native_value = self.hub.registered_device_count()
+
+
+def call_attributes(hub: CallflipHub, view: CallView | None) -> dict[str, Any]:
+    """The attributes of a call sensor: who is on the other end, and since when (None: idle)."""
+    if view is None:
+        return {}
+    return {
+        "call_id": view.call_id,
+        "direction": view.direction.value,
+        "remote_party": view.remote_party,
+        "remote_number": view.remote_number,
+        "remote_device": hub.device_label(view.remote_device) if view.remote_device else None,
+        "since": dt_util.utc_from_timestamp(view.since).isoformat(),
+    }
+
+
+class CallStateSensor(CallflipDeviceEntity, SensorEntity):
+    """What a SIP device is doing: idle, ringing, dialing, talking or held."""
+
+    def _refresh(self) -> None:
+        self._attr_available = self.owned is not None
+        view = self.hub.device_call(self.device_id)
+        self._attr_native_value = view.state.value if view else PhoneState.IDLE.value
+        self._attr_extra_state_attributes = call_attributes(self.hub, view)
+
+
+class ActiveCallSensor(CallflipUserEntity, SensorEntity):
+    """A user's call in progress on any of their devices, and which device has it."""
+
+    def _refresh(self) -> None:
+        self._attr_available = self.user is not None
+        view = self.hub.user_call(self.user_id)
+        self._attr_native_value = view.state.value if view else PhoneState.IDLE.value
+        attributes = call_attributes(self.hub, view)
+        if view is not None:
+            owned = self.hub.by_username().get(view.username)
+            attributes["device"] = self.hub.device_label(view.username)
+            attributes["device_account"] = view.username
+            attributes["device_id"] = (
+                self.hub.ha_device_id(device_identifier(owned.device["id"])) if owned else None
+            )
+        self._attr_extra_state_attributes = attributes

@@ -37,3 +37,31 @@ async def test_diagnostics_redacts_secrets(
     assert diagnostics["data"]["port"] == loaded_entry.data["port"]
     assert [b["username"] for b in diagnostics["bindings"]] == ["alice-desk"]
     assert diagnostics["bindings"][0]["user_agent"] == "callflip-test-phone/1.0"
+
+
+async def test_diagnostics_show_active_calls(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    desk = make_phone("alice-desk")
+    bob = make_phone("bob-soft")
+    for phone in (desk, bob):
+        await phone.open()
+        assert (await phone.register()).status == 200
+    outgoing = await bob.dial("alice-desk")
+    await desk.answer(await desk.request("INVITE"))
+    await outgoing.answered()
+    await hass.async_block_till_done()
+
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, loaded_entry)
+    (call,) = diagnostics["calls"]
+    assert call["state"] == "talking"
+    assert (call["caller_user"], call["callee_user"]) == ("Bob", "Alice")
+    assert call["caller"]["device"] == "bob-soft"
+    assert call["callee"] == {"device": "alice-desk", "role": "callee", "state": "confirmed"}
+    assert call["flip_to"] is None
+    assert call["handoffs"] == []
+    for password in PASSWORDS.values():
+        assert password not in json.dumps(diagnostics)

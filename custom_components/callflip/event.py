@@ -1,0 +1,60 @@
+"""A user's handoff events: a flip of their call started, succeeded or failed (with the reason)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.event import EventEntity, EventEntityDescription
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import HandoffType
+from .data import CallflipConfigEntry
+from .entity import CallflipUserEntity
+
+PARALLEL_UPDATES = 0
+
+HANDOFF = EventEntityDescription(
+    key="handoff",
+    translation_key="handoff",
+    event_types=[kind.value for kind in HandoffType],
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: CallflipConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Add the handoff event entity of every user, now and whenever the options add users."""
+    hub = entry.runtime_data.hub
+    known: set[str] = set()
+
+    @callback
+    def add_new() -> None:
+        entities: list[EventEntity] = []
+        for user in hub.users:
+            if user["id"] not in known:
+                known.add(user["id"])
+                entities.append(HandoffEvent(hub, HANDOFF, user["id"]))
+        if entities:
+            async_add_entities(entities)
+
+    add_new()
+    entry.async_on_unload(hub.async_add_topology_listener(add_new))
+
+
+class HandoffEvent(CallflipUserEntity, EventEntity):
+    """Fires for every flip of the user's calls; attributes say from where, to where and why."""
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        self.async_on_remove(self.hub.async_add_handoff_listener(self.user_id, self._handoff))
+
+    @callback
+    def _handoff(self, kind: HandoffType, data: dict[str, Any]) -> None:
+        self._trigger_event(kind.value, dict(data))
+        self.async_write_ha_state()
+
+    def _refresh(self) -> None:
+        self._attr_available = self.user is not None

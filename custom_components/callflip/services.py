@@ -1,0 +1,164 @@
+"""The ``callflip.flip`` and ``callflip.hangup`` actions, and the flip the dashboard buttons use.
+
+A flip is asked for about a person or a phone ("move Alice's call", "move the call on the desk
+phone") and optionally names where it goes. Everything that makes it impossible to start is
+refused at once with a translated `ServiceValidationError`; once started, the flip takes up to its
+timeout and its outcome (answered, declined, no answer) arrives as a handoff event, so the action
+does not wait for it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import voluptuous as vol
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import ATTR_DEVICE_ID
+from homeassistant.core import HomeAssistant, ServiceCall, callback
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+
+from sip_core.features import (
+    AmbiguousFlipTarget,
+    CallNotFlippable,
+    FlipError,
+    FlipInProgress,
+    NoFlipTarget,
+    NoSuchCall,
+    NotUsersDevice,
+    TargetIsCurrentDevice,
+    TargetNotRegistered,
+    UnknownDevice,
+)
+
+from .call_view import CallView
+from .const import (
+    ATTR_TARGET_DEVICE_ID,
+    ATTR_TIMEOUT,
+    DOMAIN,
+    MAX_FLIP_TIMEOUT,
+    MIN_FLIP_TIMEOUT,
+    SERVICE_FLIP,
+    SERVICE_HANGUP,
+)
+from .hub import CallflipHub
+
+_LOGGER = logging.getLogger(__name__)
+
+_DEVICE_IDS = vol.All(cv.ensure_list, [cv.string], vol.Length(min=1))
+
+FLIP_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_DEVICE_ID): _DEVICE_IDS,
+        vol.Optional(ATTR_TARGET_DEVICE_ID): cv.string,
+        vol.Optional(ATTR_TIMEOUT): vol.All(
+            vol.Coerce(float), vol.Range(min=MIN_FLIP_TIMEOUT, max=MAX_FLIP_TIMEOUT)
+        ),
+    }
+)
+HANGUP_SCHEMA = vol.Schema({vol.Required(ATTR_DEVICE_ID): _DEVICE_IDS})
+
+# Why sip_core refused a flip -> the translation key of the message the person sees.
+FLIP_ERRORS: dict[type[FlipError], str] = {
+    NoSuchCall: "no_call",
+    CallNotFlippable: "call_not_flippable",
+    FlipInProgress: "flip_in_progress",
+    UnknownDevice: "unknown_device",
+    NotUsersDevice: "not_users_device",
+    TargetIsCurrentDevice: "target_is_current_device",
+    TargetNotRegistered: "target_not_registered",
+    NoFlipTarget: "no_flip_target",
+    AmbiguousFlipTarget: "ambiguous_flip_target",
+}
+
+
+def validation_error(key: str, **placeholders: str) -> ServiceValidationError:
+    """A refusal the person sees in their language (key: under "exceptions" in strings.json)."""
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key=key,
+        translation_placeholders=placeholders or None,
+    )
+
+
+def _hub(hass: HomeAssistant) -> CallflipHub:
+    for entry in hass.config_entries.async_entries(DOMAIN):
+        if entry.state is ConfigEntryState.LOADED:
+            hub: CallflipHub = entry.runtime_data.hub
+            return hub
+    raise validation_error("not_loaded")
+
+
+def _call_of(hub: CallflipHub, ha_device_id: str) -> tuple[CallView, str]:
+    """The call of a user or SIP device, and the name to tell the person about it."""
+    what = hub.identify(ha_device_id)
+    if what is None or what[0] == "hub":
+        raise validation_error("not_a_phone")
+    kind, key = what
+    if kind == "user":
+        user = next(user for user in hub.users if user["id"] == key)
+        name = user["name"]
+        view = hub.user_call(key)
+    else:
+        owned = hub.device(key)
+        assert owned is not None  # identify() only knows configured devices
+        name = owned.device["label"]
+        view = hub.device_call(key)
+    if view is None:
+        raise validation_error("no_call", name=name)
+    return view, name
+
+
+def _target_username(hub: CallflipHub, ha_device_id: str) -> str:
+    what = hub.identify(ha_device_id)
+    if what is None or what[0] != "device":
+        raise validation_error("target_not_a_phone")
+    owned = hub.device(what[1])
+    assert owned is not None
+    return owned.device["username"]
+
+
+@callback
+def async_start_flip(
+    hub: CallflipHub, view: CallView, name: str, target: str | None, timeout: float | None
+) -> None:
+    """Start moving the call of ``view`` (on ``view.username``) to ``target`` (or the one
+    other registered device); raises ServiceValidationError when it cannot start."""
+    try:
+        hub.pbx.flip(view.call_id, target, timeout, device=view.username)
+    except FlipError as err:
+        key = next(key for kind, key in FLIP_ERRORS.items() if isinstance(err, kind))
+        raise validation_error(
+            key,
+            name=name,
+            device=hub.device_label(view.username),
+            target=hub.device_label(target) if target else "",
+            details=str(err),
+        ) from err
+    _LOGGER.debug("Flip of call %s from %s to %s started", view.call_id, view.username, target)
+
+
+async def _async_flip(call: ServiceCall) -> None:
+    hub = _hub(call.hass)
+    device_ids: list[str] = call.data[ATTR_DEVICE_ID]
+    if len(device_ids) != 1:
+        raise validation_error("one_call_only")
+    view, name = _call_of(hub, device_ids[0])
+    target_id: str | None = call.data.get(ATTR_TARGET_DEVICE_ID)
+    target = _target_username(hub, target_id) if target_id else None
+    async_start_flip(hub, view, name, target, call.data.get(ATTR_TIMEOUT))
+
+
+async def _async_hangup(call: ServiceCall) -> None:
+    hub = _hub(call.hass)
+    # Every call is found before any is ended: a mistake in the list ends nothing.
+    views = [_call_of(hub, device_id)[0] for device_id in call.data[ATTR_DEVICE_ID]]
+    for call_id in dict.fromkeys(view.call_id for view in views):
+        hub.pbx.hangup(call_id)
+
+
+@callback
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the actions once, for whichever entry is loaded when they are called."""
+    hass.services.async_register(DOMAIN, SERVICE_FLIP, _async_flip, schema=FLIP_SCHEMA)
+    hass.services.async_register(DOMAIN, SERVICE_HANGUP, _async_hangup, schema=HANGUP_SCHEMA)

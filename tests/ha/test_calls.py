@@ -1,0 +1,329 @@
+"""Calls inside Home Assistant, end to end: real phones on 127.0.0.1 call through the PBX that
+the integration started, and the sensors, events, logbook entries and actions follow them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
+
+from custom_components.callflip.const import DOMAIN, EVENT_CALL, EVENT_HANDOFF
+
+from .callflip_testing import find_device
+from .sip_client import Dialog, Outgoing, SipPhone
+
+
+def state_of(hass: HomeAssistant, entity_id: str) -> tuple[str, dict[str, Any]]:
+    state = hass.states.get(entity_id)
+    assert state is not None, entity_id
+    return state.state, dict(state.attributes)
+
+
+def ha_id(hass: HomeAssistant, entry: MockConfigEntry, identifier: str) -> str:
+    device = find_device(hass, entry.entry_id, identifier)
+    assert device is not None, identifier
+    return device.id
+
+
+async def registered(make_phone: Callable[..., SipPhone], *usernames: str) -> list[SipPhone]:
+    phones = []
+    for username in usernames:
+        phone = make_phone(username)
+        await phone.open()
+        assert (await phone.register()).status == 200
+        phones.append(phone)
+    return phones
+
+
+async def answered_call(
+    hass: HomeAssistant, bob: SipPhone, desk: SipPhone, number: str = "alice-desk"
+) -> tuple[Outgoing, Dialog]:
+    """Bob calls ``number``; Alice's desk phone rings and answers."""
+    outgoing = await bob.dial(number)
+    invite = await desk.request("INVITE")
+    dialog = await desk.answer(invite)
+    await outgoing.answered()
+    await hass.async_block_till_done()
+    return outgoing, dialog
+
+
+async def flip(hass: HomeAssistant, **data: Any) -> None:
+    await hass.services.async_call(DOMAIN, "flip", data, blocking=True)
+
+
+async def test_call_and_flip_end_to_end(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """Bob calls Alice's extension, her desk phone answers, the flip action moves the call to
+    her mobile (which answers), and Bob hangs up: every entity and event follows."""
+    calls = async_capture_events(hass, EVENT_CALL)
+    handoffs = async_capture_events(hass, EVENT_HANDOFF)
+    desk, mobile, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
+    await hass.async_block_till_done()
+    assert state_of(hass, "sensor.alice_active_call") == (
+        "idle",
+        state_of(hass, "sensor.alice_active_call")[1],
+    )
+
+    outgoing = await bob.dial("101")
+    to_desk = await desk.request("INVITE")
+    mobile.ring(await mobile.request("INVITE"))  # a CANCEL may only follow a provisional answer
+    tag = desk.ring(to_desk)
+    await bob.expect(lambda m: m.status == 180)
+    await hass.async_block_till_done()
+    assert state_of(hass, "sensor.bob_softphone_call_state")[0] == "dialing"
+    ringing, attributes = state_of(hass, "sensor.alice_desk_phone_call_state")
+    assert ringing == "ringing"
+    assert attributes["remote_party"] == "Bob"
+    assert attributes["remote_number"] == "102"
+    assert attributes["direction"] == "incoming"
+    assert state_of(hass, "sensor.alice_mobile_call_state")[0] == "ringing"
+    assert state_of(hass, "sensor.alice_active_call")[0] == "ringing"
+
+    await desk.answer(to_desk, tag)
+    await mobile.request("CANCEL")
+    await outgoing.answered()
+    await hass.async_block_till_done()
+    assert state_of(hass, "sensor.alice_mobile_call_state")[0] == "idle"
+    talking, attributes = state_of(hass, "sensor.alice_active_call")
+    assert talking == "talking"
+    assert attributes["device"] == "Alice desk phone"
+    assert attributes["device_account"] == "alice-desk"
+    assert attributes["device_id"] == ha_id(hass, loaded_entry, "device-d-alice-desk")
+    assert attributes["remote_party"] == "Bob"
+    assert attributes["since"].endswith("+00:00")
+    bob_state, bob_attributes = state_of(hass, "sensor.bob_softphone_call_state")
+    assert bob_state == "talking"
+    assert bob_attributes["remote_party"] == "Alice"
+    assert bob_attributes["remote_device"] == "Alice desk phone"
+    assert bob_attributes["direction"] == "outgoing"
+
+    await flip(
+        hass,
+        device_id=ha_id(hass, loaded_entry, "user-u-alice"),
+        target_device_id=ha_id(hass, loaded_entry, "device-d-alice-mobile"),
+        timeout=20,
+    )
+    to_mobile = await mobile.request("INVITE")
+    assert not to_mobile.body  # the PBX asks the new phone for its offer
+    await hass.async_block_till_done()
+    assert state_of(hass, "sensor.alice_mobile_call_state")[0] == "ringing"
+    started, attributes = state_of(hass, "event.alice_handoff")
+    assert started != "unknown"
+    assert attributes["event_type"] == "flip_started"
+    assert attributes["to_device"] == "alice-mobile"
+
+    await mobile.answer(to_mobile)
+    await desk.request("BYE")
+    await hass.async_block_till_done()
+    assert state_of(hass, "sensor.alice_desk_phone_call_state")[0] == "idle"
+    assert state_of(hass, "sensor.alice_mobile_call_state")[0] == "talking"
+    talking, attributes = state_of(hass, "sensor.alice_active_call")
+    assert talking == "talking"
+    assert attributes["device"] == "Alice mobile"
+    assert state_of(hass, "sensor.bob_softphone_call_state")[1]["remote_device"] == "Alice mobile"
+    _, attributes = state_of(hass, "event.alice_handoff")
+    assert attributes["event_type"] == "flip_succeeded"
+    assert attributes["from_label"] == "Alice desk phone"
+    assert attributes["to_label"] == "Alice mobile"
+    assert [event.data["type"] for event in handoffs] == ["flip_started", "flip_succeeded"]
+    assert handoffs[-1].data["user"] == "Alice"
+    assert handoffs[-1].data["device_id"] == ha_id(hass, loaded_entry, "user-u-alice")
+
+    await hass.services.async_call(
+        DOMAIN,
+        "hangup",
+        {"device_id": ha_id(hass, loaded_entry, "device-d-bob-soft")},
+        blocking=True,
+    )
+    await bob.request("BYE")
+    await mobile.request("BYE")
+    await hass.async_block_till_done()
+    for entity_id in (
+        "sensor.alice_active_call",
+        "sensor.alice_mobile_call_state",
+        "sensor.bob_softphone_call_state",
+    ):
+        assert state_of(hass, entity_id) == ("idle", state_of(hass, entity_id)[1])
+        assert "remote_party" not in state_of(hass, entity_id)[1]
+    states = [event.data["state"] for event in calls]
+    assert states[:3] == ["setup", "ringing", "talking"]
+    assert states[-2:] == ["ending", "ended"]
+    assert calls[0].data["caller_user"] == "Bob"
+    assert calls[0].data["callee_user"] == "Alice"
+    assert calls[1].data["device_ids"]  # the ringing phones, for automations
+    assert calls[-1].data["reason"]
+
+
+async def test_flip_validation_errors(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """Every refusal is a translated ServiceValidationError, and nothing starts."""
+    desk, bob = await registered(make_phone, "alice-desk", "bob-soft")
+    alice = ha_id(hass, loaded_entry, "user-u-alice")
+    mobile_id = ha_id(hass, loaded_entry, "device-d-alice-mobile")
+    desk_id = ha_id(hass, loaded_entry, "device-d-alice-desk")
+
+    async def refused(key: str, **data: Any) -> str:
+        with pytest.raises(ServiceValidationError) as caught:
+            await flip(hass, **data)
+        assert caught.value.translation_key == key
+        return str(caught.value)
+
+    assert await refused("no_call", device_id=alice) == "Alice is not in a call"
+    assert "not in a call" in await refused("no_call", device_id=desk_id)
+    await refused("not_a_phone", device_id=ha_id(hass, loaded_entry, loaded_entry.entry_id))
+    await refused("not_a_phone", device_id="no-such-device")
+    await refused("one_call_only", device_id=[alice, desk_id])
+
+    outgoing = await bob.dial("alice-desk")
+    invite = await desk.request("INVITE")
+    tag = desk.ring(invite)
+    await bob.expect(lambda m: m.status == 180)
+    await refused("call_not_flippable", device_id=alice)
+    await desk.answer(invite, tag)
+    await outgoing.answered()
+    await hass.async_block_till_done()
+
+    message = await refused("target_not_registered", device_id=alice, target_device_id=mobile_id)
+    assert message == "Alice mobile is not registered, so it cannot take the call"
+    await refused("no_flip_target", device_id=alice)
+    await refused("target_is_current_device", device_id=desk_id, target_device_id=desk_id)
+    await refused(
+        "not_users_device",
+        device_id=alice,
+        target_device_id=ha_id(hass, loaded_entry, "device-d-bob-soft"),
+    )
+    await refused("target_not_a_phone", device_id=alice, target_device_id=alice)
+    assert not [call.flip for call in loaded_entry.runtime_data.hub.pbx.calls() if call.flip]
+
+
+async def test_failed_flip_is_reported_not_swallowed(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """A declined flip leaves the call where it was and says why: event entity and bus event."""
+    handoffs = async_capture_events(hass, EVENT_HANDOFF)
+    desk, mobile, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
+    await answered_call(hass, bob, desk)
+    alice = ha_id(hass, loaded_entry, "user-u-alice")
+
+    await flip(hass, device_id=alice, timeout=10)
+    to_mobile = await mobile.request("INVITE")
+    with pytest.raises(ServiceValidationError) as caught:
+        await flip(hass, device_id=alice)
+    assert caught.value.translation_key == "flip_in_progress"
+
+    mobile.respond(to_mobile, 603, tag="declined")
+    await mobile.request("ACK")
+    await hass.async_block_till_done()
+    _, attributes = state_of(hass, "event.alice_handoff")
+    assert attributes["event_type"] == "flip_failed"
+    assert "declined" in attributes["reason"]
+    assert [event.data["type"] for event in handoffs] == ["flip_started", "flip_failed"]
+    assert "declined" in handoffs[-1].data["reason"]
+    assert state_of(hass, "sensor.alice_active_call")[1]["device"] == "Alice desk phone"
+    assert state_of(hass, "sensor.alice_mobile_call_state")[0] == "idle"
+
+
+async def test_ambiguous_target_needs_a_choice(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """With two other registered phones, a flip without a target is refused with both named."""
+    users = [dict(user) for user in config_entry.options["users"]]
+    users[0] = {
+        **users[0],
+        "devices": [
+            *users[0]["devices"],
+            {
+                "id": "d-alice-soft",
+                "username": "alice-soft",
+                "password": "Soft-App-Secret-44",
+                "label": "Alice softphone",
+                "type": "softphone",
+                "priority": 30,
+            },
+        ],
+    }
+    hass.config_entries.async_update_entry(config_entry, options={"users": users})
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    desk, _, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
+    soft = make_phone("alice-soft", "Soft-App-Secret-44")
+    await soft.open()
+    assert (await soft.register()).status == 200
+    await answered_call(hass, bob, desk)
+    with pytest.raises(ServiceValidationError) as caught:
+        await flip(hass, device_id=ha_id(hass, config_entry, "user-u-alice"))
+    assert caught.value.translation_key == "ambiguous_flip_target"
+    assert "alice-soft" in str(caught.value)
+    await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def test_flip_button(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """ "Flip to Alice mobile" moves Alice's call there; without a call it says so."""
+    desk, mobile, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
+    button = "button.alice_flip_to_alice_mobile"
+    state, attributes = state_of(hass, button)
+    assert attributes["friendly_name"] == "Alice Flip to Alice mobile"
+    with pytest.raises(ServiceValidationError) as caught:
+        await hass.services.async_call("button", "press", {"entity_id": button}, blocking=True)
+    assert caught.value.translation_key == "no_call"
+
+    await answered_call(hass, bob, desk)
+    await hass.services.async_call("button", "press", {"entity_id": button}, blocking=True)
+    await mobile.answer(await mobile.request("INVITE"))
+    await desk.request("BYE")
+    await hass.async_block_till_done()
+    assert state_of(hass, "sensor.alice_active_call")[1]["device"] == "Alice mobile"
+    assert state_of(hass, button)[0] != state
+
+
+async def test_hangup(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """Hanging up a user's call ends it for both phones; without a call it is refused."""
+    desk, bob = await registered(make_phone, "alice-desk", "bob-soft")
+    alice = ha_id(hass, loaded_entry, "user-u-alice")
+    with pytest.raises(ServiceValidationError) as caught:
+        await hass.services.async_call(DOMAIN, "hangup", {"device_id": alice}, blocking=True)
+    assert caught.value.translation_key == "no_call"
+
+    await answered_call(hass, bob, desk)
+    assert state_of(hass, "sensor.bob_active_call")[0] == "talking"
+    await hass.services.async_call(DOMAIN, "hangup", {"device_id": alice}, blocking=True)
+    await desk.request("BYE")
+    await bob.request("BYE")
+    await hass.async_block_till_done()
+    assert state_of(hass, "sensor.bob_active_call")[0] == "idle"
+    assert state_of(hass, "sensor.alice_desk_phone_call_state")[0] == "idle"
+    assert loaded_entry.runtime_data.hub.pbx.calls() == []
+
+
+async def test_actions_need_a_loaded_entry(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    alice = ha_id(hass, loaded_entry, "user-u-alice")
+    await hass.config_entries.async_unload(loaded_entry.entry_id)
+    await hass.async_block_till_done()
+    for service in ("flip", "hangup"):
+        with pytest.raises(ServiceValidationError) as caught:
+            await hass.services.async_call(DOMAIN, service, {"device_id": alice}, blocking=True)
+        assert caught.value.translation_key == "not_loaded"

@@ -1,0 +1,93 @@
+"""Logbook lines for callflip's bus events read as sentences about people and phones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from homeassistant.core import HomeAssistant
+
+from custom_components.callflip.const import DOMAIN, EVENT_CALL, EVENT_HANDOFF
+from custom_components.callflip.logbook import (
+    async_describe_events,
+    describe_call,
+    describe_handoff,
+)
+
+CALL = {
+    "call_id": "c1",
+    "caller": "bob-soft",
+    "caller_user": "Bob",
+    "dialled": "101",
+    "callee_user": "Alice",
+    "devices": ["bob-soft", "alice-desk"],
+    "reason": "",
+}
+
+
+@pytest.mark.parametrize(
+    ("state", "previous", "reason", "message"),
+    [
+        ("setup", None, "", "Bob (bob-soft) dialled 101"),
+        ("ringing", "setup", "", "Bob (bob-soft) is calling Alice (101)"),
+        ("talking", "ringing", "", "Alice (101) answered Bob (bob-soft) on alice-desk"),
+        ("held", "talking", "", "call between Bob (bob-soft) and Alice (101) put on hold"),
+        ("talking", "held", "", "call between Bob (bob-soft) and Alice (101) taken off hold"),
+        (
+            "talking",
+            "talking",
+            "",
+            "call between Bob (bob-soft) and Alice (101) is now on alice-desk",
+        ),
+        ("ending", "talking", "", "call between Bob (bob-soft) and Alice (101) is ending"),
+        ("ended", "ending", "BYE", "call between Bob (bob-soft) and Alice (101) ended: BYE"),
+        ("ended", "ringing", "", "call between Bob (bob-soft) and Alice (101) ended"),
+    ],
+)
+def test_call_lines(state: str, previous: str | None, reason: str, message: str) -> None:
+    data = {**CALL, "state": state, "previous": previous, "reason": reason}
+    assert describe_call(data) == {"name": "callflip", "message": message}
+
+
+def test_call_line_of_an_unknown_caller_and_no_device() -> None:
+    data = {"caller": "", "caller_user": None, "dialled": "999", "state": "talking"}
+    assert describe_call(data)["message"] == "999 answered unknown"
+
+
+def test_handoff_lines() -> None:
+    base = {"from_label": "Alice desk phone", "to_label": "Alice mobile", "user": "Alice"}
+    started = describe_handoff({**base, "type": "flip_started"})
+    assert started == {
+        "name": "Alice",
+        "message": "flipping the call from Alice desk phone to Alice mobile",
+    }
+    done = describe_handoff({**base, "type": "flip_succeeded"})
+    assert done["message"] == "flipped the call from Alice desk phone to Alice mobile"
+    failed = describe_handoff(
+        {"from_device": "a", "to_device": "b", "type": "flip_failed", "reason": "b declined"}
+    )
+    assert failed == {
+        "name": "callflip",
+        "message": "could not flip the call from a to b: b declined",
+    }
+
+
+class _Event:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+
+async def test_both_events_are_described(hass: HomeAssistant) -> None:
+    described: dict[str, Callable[[Any], dict[str, Any]]] = {}
+
+    def register(domain: str, event_type: str, describe: Callable[[Any], dict[str, Any]]) -> None:
+        assert domain == DOMAIN
+        described[event_type] = describe
+
+    async_describe_events(hass, register)
+    assert set(described) == {EVENT_CALL, EVENT_HANDOFF}
+    call = described[EVENT_CALL](_Event({**CALL, "state": "ringing"}))
+    assert call["message"] == "Bob (bob-soft) is calling Alice (101)"
+    handoff = described[EVENT_HANDOFF](_Event({"type": "flip_started", "to_device": "x"}))
+    assert handoff["message"].endswith("to x")
