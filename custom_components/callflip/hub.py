@@ -293,11 +293,18 @@ class CallflipHub:
                 "caller_user": caller_user,
                 "dialled": event.dialled,
                 "callee_user": callee_user,
+                "caller_device_id": self._user_ha_id(caller_user),
+                "callee_device_id": self._user_ha_id(callee_user),
                 "devices": list(event.devices),
                 "device_ids": self._ha_ids(event.devices),
                 "reason": event.reason,
             },
         )
+
+    def _user_ha_id(self, name: str | None) -> str | None:
+        """The device registry id of the user with this (sip_core) name, if they are ours."""
+        user = next((user for user in self.users if user["name"] == name), None)
+        return self.ha_device_id(user_identifier(user["id"])) if user is not None else None
 
     def _ha_ids(self, usernames: tuple[str, ...]) -> list[str]:
         """Device registry ids of our devices among these accounts (for triggers and filters)."""
