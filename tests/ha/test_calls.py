@@ -329,3 +329,33 @@ async def test_actions_need_a_loaded_entry(
         with pytest.raises(ServiceValidationError) as caught:
             await hass.services.async_call(DOMAIN, service, {"device_id": alice}, blocking=True)
         assert caught.value.translation_key == "not_loaded"
+
+
+async def test_editing_users_during_a_call_does_not_drop_it(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """Users and devices change live: a call in progress is not touched by an options edit."""
+    desk, bob = await registered(make_phone, "alice-desk", "bob-soft")
+    await answered_call(hass, bob, desk)
+    hub = loaded_entry.runtime_data.hub
+    call_ids = [call.id for call in hub.pbx.calls()]
+    assert len(call_ids) == 1
+
+    result = await hass.config_entries.options.async_init(loaded_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"next_step_id": "edit_user"}
+    )
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"user": "u-alice"}
+    )
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"name": "Alice Smith", "extension": "101"}
+    )
+    await hass.async_block_till_done()
+
+    assert loaded_entry.runtime_data.hub is hub  # applied without a reload
+    assert [call.id for call in hub.pbx.calls()] == call_ids
+    assert state_of(hass, "sensor.alice_desk_phone_call_state")[0] == "talking"
+    assert state_of(hass, "sensor.bob_softphone_call_state")[0] == "talking"
