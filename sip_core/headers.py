@@ -15,6 +15,7 @@ from sip_core.limits import MAX_UINT32
 from sip_core.uri import ANY_URI, PORT, ParseError, SipUri, is_token
 
 __all__ = [
+    "COMPACT_FORMS",
     "KNOWN_KEYS",
     "NAME_KEYS",
     "CSeq",
@@ -47,7 +48,7 @@ _CANONICAL: dict[str, str] = {
 }  # fmt: skip
 
 # Compact forms (RFC 3261 §7.3.3 and the extensions that registered one).
-_COMPACT: dict[str, str] = {
+COMPACT_FORMS: dict[str, str] = {
     "a": "accept-contact",
     "b": "referred-by",
     "c": "content-type",
@@ -95,7 +96,7 @@ for _key, _name in _CANONICAL.items():
         "-".join(p.capitalize() for p in _key.split("-")),
     ):
         NAME_KEYS[_spelling] = _key
-for _letter, _key in _COMPACT.items():
+for _letter, _key in COMPACT_FORMS.items():
     NAME_KEYS[_letter] = NAME_KEYS[_letter.upper()] = _key
 KNOWN_KEYS = frozenset(_CANONICAL)
 
@@ -106,7 +107,7 @@ def canonical_key(name: str) -> str:
     if key is not None:
         return key
     lname = name.strip().lower()
-    return _COMPACT.get(lname, lname)
+    return COMPACT_FORMS.get(lname, lname)
 
 
 def canonical_name(key: str) -> str:

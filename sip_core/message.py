@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from sip_core.headers import (
+    COMPACT_FORMS,
     KNOWN_KEYS,
     NAME_KEYS,
     CSeq,
@@ -582,28 +583,7 @@ def _parse(data: bytes) -> Request | Response:
     return _request(first, headers, body, error)
 
 
-_COMPACT_GET = {
-    "a": "accept-contact",
-    "b": "referred-by",
-    "c": "content-type",
-    "d": "request-disposition",
-    "e": "content-encoding",
-    "f": "from",
-    "i": "call-id",
-    "j": "reject-contact",
-    "k": "supported",
-    "l": "content-length",
-    "m": "contact",
-    "n": "identity-info",
-    "o": "event",
-    "r": "refer-to",
-    "s": "subject",
-    "t": "to",
-    "u": "allow-events",
-    "v": "via",
-    "x": "session-expires",
-    "y": "identity",
-}.get
+_COMPACT_GET = COMPACT_FORMS.get
 
 
 def _response(first: str, headers: Headers, body: bytes, error: ParseError | None) -> Response:
