@@ -61,7 +61,9 @@ match the ACK to a non-2xx whose To tag the INVITE lacked.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,8 +71,8 @@ from typing import Protocol
 
 from sip_core.clock import Clock, TimerHandle
 from sip_core.headers import Headers
-from sip_core.message import Request, Response, make_response, new_tag
-from sip_core.transport import Address, Source, TransportKind
+from sip_core.message import Request, Response, make_response, new_tag, parse_message
+from sip_core.transport import Address, ResponseRoute, Source, TransportKind
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -106,6 +108,11 @@ class TransportLike(Protocol):
 
     ``on_failure`` reports failures found later (a TCP connection that cannot be opened); failures
     found at once are raised.
+
+    A transport that also has ``response_route(response, source)`` and
+    ``send_response_bytes(data, route)`` (as `TransportLayer` does) lets a server transaction keep
+    the serialised response and its route instead of the parsed response; without them a
+    retransmission is parsed back from those bytes and goes through ``send_response``.
     """
 
     def send_request(
@@ -217,11 +224,13 @@ class ServerTransaction:
     """
 
     __slots__ = (
+        "_expiry",
         "_key",
         "_layer",
+        "_route",
         "_timer",
+        "_wire",
         "cancelled_transaction",
-        "last_response",
         "on_timeout",
         "reliable",
         "request",
@@ -237,15 +246,34 @@ class ServerTransaction:
         self.request = request
         self.source = source
         self.reliable = source.kind is not _UDP
-        self.last_response: Response | None = None
         self.on_timeout: TimeoutHandler | None = None
         self.cancelled_transaction: InviteServerTransaction | None = None
         self._timer: TimerHandle | None = None
+        # The last response as sent, and where it went. Not the parsed Response: over UDP a
+        # completed transaction lives 64*T1 only to repeat it, and at thousands of requests a
+        # second those parsed objects are what the garbage collector would spend its time on.
+        self._wire: bytes | None = None
+        self._route: ResponseRoute | None = None
+        self._expiry: int | None = None  # its bucket in the layer's Timer J wheel
         self.state = _TRYING
 
     @property
     def method(self) -> str:
         return self.request.method
+
+    @property
+    def last_response(self) -> Response | None:
+        """The last response sent on this transaction, or None.
+
+        Parsed again from the bytes that were sent, so each access gives a new object (the
+        transaction keeps only the bytes).
+        """
+        wire = self._wire
+        if wire is None:
+            return None
+        response = parse_message(wire)
+        assert isinstance(response, Response)
+        return response
 
     def respond(self, response: Response) -> None:
         raise NotImplementedError
@@ -255,9 +283,22 @@ class ServerTransaction:
 
     def _send(self, response: Response) -> bool:
         try:
-            self._layer.transport.send_response(response, self.source)
+            self._wire, self._route = self._layer._send_response(response, self.source)
         except Exception as exc:
             _LOGGER.info("Cannot send %d for %s: %s", response.status, self.method, exc)
+            self._fail()
+            return False
+        return True
+
+    def _resend(self) -> bool:
+        """Send the last response again (a retransmitted request, Timer G)."""
+        wire = self._wire
+        if wire is None:
+            return True
+        try:
+            self._layer._resend_response(wire, self._route, self.source)
+        except Exception as exc:
+            _LOGGER.info("Cannot resend %r for %s: %s", wire[:12], self.method, exc)
             self._fail()
             return False
         return True
@@ -272,6 +313,8 @@ class ServerTransaction:
             self.state = _TERMINATED
             _cancel(self._timer)
             self._timer = None
+            if self._expiry is not None:
+                self._layer._wheel.discard(self)
             self._layer._server.pop(self._key, None)
 
     def _abandon(self) -> None:
@@ -297,7 +340,6 @@ class NonInviteServerTransaction(ServerTransaction):
                 "Dropping %d for %s: transaction already %s", response.status, self.method, state
             )
             return
-        self.last_response = response
         if response.status < 200:
             self.state = _PROCEEDING
             self._send(response)
@@ -306,15 +348,15 @@ class NonInviteServerTransaction(ServerTransaction):
         if not self._send(response):
             return
         _cancel(self._timer)
+        self._timer = None
         if self.reliable:
             self._terminate()
         else:
-            self._timer = self._layer.clock.call_later(self._layer.timers.timeout, self._terminate)
+            self._layer._wheel.add(self, self._layer.timers.timeout)  # Timer J
 
     def _retransmission(self, request: Request) -> None:
-        response = self.last_response
-        if response is not None and self.state is not _TERMINATED:
-            self._send(response)
+        if self._wire is not None and self.state is not _TERMINATED:
+            self._resend()
 
 
 class InviteServerTransaction(ServerTransaction):
@@ -347,7 +389,6 @@ class InviteServerTransaction(ServerTransaction):
             return
         _cancel(self._trying_timer)
         self._trying_timer = None
-        self.last_response = response
         if status < 200:
             self._send(response)
             return
@@ -371,9 +412,7 @@ class InviteServerTransaction(ServerTransaction):
     def _retransmission(self, request: Request) -> None:
         state = self.state
         if state is _PROCEEDING or state is _COMPLETED:
-            response = self.last_response
-            if response is not None:
-                self._send(response)
+            self._resend()
         # Confirmed and Accepted absorb the retransmission silently.
 
     def _ack(self, ack: Request, source: Source) -> None:
@@ -393,22 +432,20 @@ class InviteServerTransaction(ServerTransaction):
             self._layer._ack_without_transaction(ack, source)
 
     def _start_trying_timer(self) -> None:
-        if self.state is _PROCEEDING and self.last_response is None:
+        if self.state is _PROCEEDING and self._wire is None:
             self._trying_timer = self._layer.clock.call_later(
                 self._layer.timers.trying, self._send_trying
             )
 
     def _send_trying(self) -> None:
         self._trying_timer = None
-        if self.state is _PROCEEDING and self.last_response is None:
-            trying = make_response(self.request, 100)
-            self.last_response = trying
-            self._send(trying)
+        if self.state is _PROCEEDING and self._wire is None:
+            self._send(make_response(self.request, 100))
 
     def _timer_g(self) -> None:
-        if self.state is not _COMPLETED or self.last_response is None:
+        if self.state is not _COMPLETED or self._wire is None:
             return
-        if not self._send(self.last_response):
+        if not self._resend():
             return
         self._g_interval = min(2 * self._g_interval, self._layer.timers.t2)
         self._retransmit = self._layer.clock.call_later(self._g_interval, self._timer_g)
@@ -526,6 +563,77 @@ class Invite2xxRetransmitter:
                 self.on_timeout(self.response)
             except Exception:
                 _LOGGER.exception("Error in the 2xx ACK timeout callback")
+
+
+# --------------------------------------------------------------------------------------------
+# Timer J in coarse buckets
+# --------------------------------------------------------------------------------------------
+
+
+class _ExpiryWheel:
+    """Ends completed non-INVITE server transactions 64*T1 later, a bucket at a time.
+
+    A registrar at 2,000 requests a second has some 128,000 transactions waiting out Timer J over
+    UDP. One clock timer each would be, on the asyncio loop, a TimerHandle, a bound method and a
+    context copy per transaction, in a heap that large. Instead a transaction joins the bucket of
+    the first multiple of ``granularity`` (T1) at or after its deadline, and one clock timer per
+    bucket ends them all: Timer J fires between 0 and T1 late (at most 1/64 of it), never early.
+    Buckets are dicts, so a transaction ended another way leaves its bucket at once, and a bucket
+    left empty cancels its timer.
+    """
+
+    __slots__ = ("_buckets", "_clock", "_granularity", "_handles")
+
+    def __init__(self, clock: Clock, granularity: float) -> None:
+        self._clock = clock
+        self._granularity = granularity
+        self._buckets: dict[int, dict[ServerTransaction, None]] = {}
+        self._handles: dict[int, TimerHandle] = {}
+
+    def add(self, txn: ServerTransaction, delay: float) -> None:
+        """End ``txn`` (``_terminate()``) no earlier than ``delay`` seconds from now."""
+        now = self._clock.monotonic()
+        granularity = self._granularity
+        slot = math.ceil((now + delay) / granularity)
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            bucket = self._buckets[slot] = {}
+            self._handles[slot] = self._clock.call_later(
+                slot * granularity - now, functools.partial(self._fire, slot)
+            )
+        bucket[txn] = None
+        txn._expiry = slot
+
+    def discard(self, txn: ServerTransaction) -> None:
+        slot = txn._expiry
+        txn._expiry = None
+        if slot is None:
+            return
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            return
+        bucket.pop(txn, None)
+        if not bucket:
+            del self._buckets[slot]
+            _cancel(self._handles.pop(slot, None))
+
+    def clear(self) -> None:
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+        self._buckets.clear()
+
+    def __len__(self) -> int:
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+    def _fire(self, slot: int) -> None:
+        self._handles.pop(slot, None)
+        bucket = self._buckets.pop(slot, None)
+        if bucket is None:
+            return
+        for txn in bucket:
+            txn._expiry = None
+            txn._terminate()
 
 
 # --------------------------------------------------------------------------------------------
@@ -861,6 +969,13 @@ class TransactionLayer:
         self._server: dict[ServerKey, ServerTransaction] = {}
         self._client: dict[tuple[str, str], ClientTransaction] = {}
         self._pending_2xx: dict[tuple[str, int, str], Invite2xxRetransmitter] = {}
+        self._wheel = _ExpiryWheel(clock, timers.t1)
+        route = getattr(transport, "response_route", None)
+        send_bytes = getattr(transport, "send_response_bytes", None)
+        self._response_route: Callable[[Response, Source | None], ResponseRoute] | None = (
+            route if send_bytes is not None else None
+        )
+        self._send_response_bytes: Callable[[bytes, ResponseRoute], None] | None = send_bytes
 
     # -- introspection (tests, diagnostics) ---------------------------------------------------
 
@@ -888,6 +1003,7 @@ class TransactionLayer:
             client._terminate()
         for retransmitter in list(self._pending_2xx.values()):
             retransmitter.stop()
+        self._wheel.clear()
         self._server.clear()
         self._client.clear()
         self._pending_2xx.clear()
@@ -1050,6 +1166,29 @@ class TransactionLayer:
         return txn
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _send_response(
+        self, response: Response, source: Source
+    ) -> tuple[bytes, ResponseRoute | None]:
+        """Send a server transaction's response; what it needs to send it again."""
+        route_of = self._response_route
+        send_bytes = self._send_response_bytes
+        if route_of is not None and send_bytes is not None:
+            route = route_of(response, source)
+            data = response.to_bytes()
+            send_bytes(data, route)
+            return data, route
+        self.transport.send_response(response, source)
+        return response.to_bytes(), None
+
+    def _resend_response(self, data: bytes, route: ResponseRoute | None, source: Source) -> None:
+        send_bytes = self._send_response_bytes
+        if route is not None and send_bytes is not None:
+            send_bytes(data, route)
+            return
+        response = parse_message(data)
+        assert isinstance(response, Response)
+        self.transport.send_response(response, source)
 
     def _start_2xx_retransmitter(self, txn: InviteServerTransaction, response: Response) -> None:
         key = (response.call_id or "", response.cseq.number, response.to.tag or "")

@@ -98,6 +98,12 @@ class MessageTooLargeError(TransportError):
 
 
 MessageCallback = Callable[[Request | Response, Source], None]
+ResponseRoute = tuple[str, str, int, int | None, tuple[str, int] | None]
+"""Where a response goes (`TransportLayer.response_route`): transport ("UDP"/"TCP"), host, port,
+then for TCP the request's connection id and the ``received``/``rport`` address, else None.
+Plain strings, not `TransportKind` members, so that the garbage collector can stop tracking it."""
+_UDP: Final = "UDP"
+_TCP: Final = "TCP"
 FailureCallback = Callable[[Exception], None]
 
 
@@ -579,8 +585,19 @@ class TransportLayer:
         ``received`` (or the sent-by host) and the sent-by port. Unreliable: ``maddr``, else
         ``received`` with ``rport`` (or the sent-by port), else the sent-by host and port.
         """
+        route = self.response_route(response, source)
+        self.send_response_bytes(response.to_bytes(), route)
+
+    def response_route(self, response: Response, source: Source | None = None) -> ResponseRoute:
+        """Where `send_response` would send ``response`` (§18.2.2), as a plain tuple.
+
+        A server transaction keeps this and the serialised response instead of the parsed one,
+        to answer retransmissions for 32 s: tuples of strings and numbers, and bytes, are not
+        traversed by the garbage collector. For TCP the route keeps every step of the choice
+        (the request's connection, the ``received``/``rport`` one, then a connection to the
+        sent-by port), made again at each send because connections come and go.
+        """
         via = response.top_via
-        data = response.to_bytes()
         if source is not None:
             kind = source.kind
         else:
@@ -590,32 +607,41 @@ class TransportLayer:
                 raise TransportError(f"cannot send a response over {via.transport}") from exc
         params = via.params
         received = params.get("received")
+        rport = params.get("rport")
         if kind is TransportKind.TCP:
-            if source is not None and source.connection_id is not None:
-                connection = self._connections.get(source.connection_id)
-                if connection is not None and connection.is_open:
-                    connection.write(data)
-                    return
-            rport = params.get("rport")
-            if received and rport and rport.isdigit():
-                # The client's own connection, when the request's source was not passed in.
-                connection = self._by_remote.get(Address(_bare_host(received), int(rport)))
-                if connection is not None and connection.is_open:
-                    connection.write(data)
-                    return
-            host = received or via.host
-            self._send(data, Address(host, _response_port(via)), kind, None)
-            return
+            connection_id = source.connection_id if source is not None else None
+            alias = (
+                (_bare_host(received), int(rport))
+                if received and rport and rport.isdigit()
+                else None
+            )
+            return (_TCP, received or via.host, _response_port(via), connection_id, alias)
         maddr = params.get("maddr")
         if maddr:
-            destination = Address(maddr, _response_port(via))
-        elif received:
-            rport = params.get("rport")
+            return (_UDP, maddr, _response_port(via), None, None)
+        if received:
             port = int(rport) if rport and rport.isdigit() else _response_port(via)
-            destination = Address(received, port)
-        else:
-            destination = Address(via.host, _response_port(via))
-        self._send(data, destination, kind, None)
+            return (_UDP, received, port, None, None)
+        return (_UDP, via.host, _response_port(via), None, None)
+
+    def send_response_bytes(self, data: bytes, route: ResponseRoute) -> None:
+        """Send an already serialised response along a route from `response_route`."""
+        kind, host, port, connection_id, alias = route
+        if kind == _TCP:
+            if connection_id is not None:
+                connection = self._connections.get(connection_id)
+                if connection is not None and connection.is_open:
+                    connection.write(data)
+                    return
+            if alias is not None:
+                # The client's own connection, when the request's source was not passed in.
+                connection = self._by_remote.get(Address(*alias))
+                if connection is not None and connection.is_open:
+                    connection.write(data)
+                    return
+            self._send(data, Address(host, port), TransportKind.TCP, None)
+            return
+        self._send(data, Address(host, port), TransportKind.UDP, None)
 
     def _send(
         self,

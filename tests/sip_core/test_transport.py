@@ -684,3 +684,76 @@ async def test_a_response_for_an_unsupported_transport_raises() -> None:
         )
         with pytest.raises(TransportError, match="TLS"):
             layer.send_response(make_response(request, 200))
+
+
+# -- routes kept by server transactions ----------------------------------------------------------
+
+
+def test_response_route_is_a_flat_tuple_that_follows_section_18_2_2() -> None:
+    layer = TransportLayer("127.0.0.1", 0, Inbox())
+    udp = Source(TransportKind.UDP, Address("127.0.0.1", 5070), Address("127.0.0.1", 5060), None)
+    cases = [
+        ("SIP/2.0/UDP 10.0.0.9:5080;maddr=127.0.0.3;branch=z9hG4bKa", ("127.0.0.3", 5080)),
+        (
+            "SIP/2.0/UDP 10.0.0.9:5080;received=127.0.0.4;rport=7000;branch=z9hG4bKb",
+            ("127.0.0.4", 7000),
+        ),
+        ("SIP/2.0/UDP 10.0.0.9:5080;received=127.0.0.4;branch=z9hG4bKc", ("127.0.0.4", 5080)),
+        ("SIP/2.0/UDP 127.0.0.5;branch=z9hG4bKd", ("127.0.0.5", 5060)),
+    ]
+    for via, (host, port) in cases:
+        response = make_response(as_request(parse_message(sip_request(via))), 200)
+        assert layer.response_route(response, udp) == ("UDP", host, port, None, None)
+    tcp = Source(TransportKind.TCP, Address("127.0.0.1", 40000), Address("127.0.0.1", 5060), 3)
+    via = "SIP/2.0/TCP 10.0.0.9:5080;received=127.0.0.1;rport=40000;branch=z9hG4bKe"
+    response = make_response(as_request(parse_message(sip_request(via))), 200)
+    route = layer.response_route(response, tcp)
+    assert route == ("TCP", "127.0.0.1", 5080, 3, ("127.0.0.1", 40000))
+    assert type(route[0]) is str  # not a TransportKind: the collector can untrack the tuple
+
+
+async def test_send_response_bytes_repeats_a_response_on_its_route(
+    udp_peer: Callable[[str], UdpPeer],
+) -> None:
+    async with running(answer=None) as (layer, inbox):
+        peer = udp_peer("127.0.0.1")
+        await peer.send(
+            sip_request("SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKbytes"), layer.local_address
+        )
+        message, source = await inbox.next()
+        response = make_response(as_request(message), 200)
+        route = layer.response_route(response, source)
+        data = response.to_bytes()
+        layer.send_response_bytes(data, route)
+        layer.send_response_bytes(data, route)
+        assert await peer.recv() == data
+        assert await peer.recv() == data
+
+
+async def test_a_kept_tcp_route_reopens_to_the_sent_by_port_once_its_connection_closed() -> None:
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.put_nowait(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    client_port = server.sockets[0].getsockname()[1]
+    async with running(answer=None) as (layer, inbox):
+        reader, writer = await tcp_connect(layer.local_address)
+        writer.write(sip_request(f"SIP/2.0/TCP 127.0.0.1:{client_port};branch=z9hG4bKt9"))
+        message, source = await inbox.next()
+        response = make_response(as_request(message), 486)
+        route = layer.response_route(response, source)
+        layer.send_response_bytes(response.to_bytes(), route)  # on the request's connection
+        assert as_response(await read_message(reader)).status == 486
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(WAIT):
+            while layer.connection_count:  # noqa: ASYNC110 - until the layer has seen the close
+                await asyncio.sleep(0.01)
+        layer.send_response_bytes(response.to_bytes(), route)
+        head = await asyncio.wait_for(got.get(), WAIT)
+        assert head.startswith(b"SIP/2.0 486 ")
+    server.close()
+    await server.wait_closed()
