@@ -21,6 +21,7 @@ from sip_core import __version__
 from sip_core.config import ConfigError, load_config
 from sip_core.pbx import Pbx
 from sip_core.transport import TransportError
+from sip_core.workers import WorkerPool
 
 _LOGGER = logging.getLogger("sip_core")
 
@@ -55,13 +56,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _serve(pbx: Pbx) -> None:
+async def _serve(pbx: Pbx, workers: WorkerPool | None) -> None:
     """Run until SIGINT or SIGTERM, then stop cleanly so bindings and ports are released."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await pbx.start()
+    if workers is not None:
+        try:
+            await workers.start()
+        except BaseException:
+            await workers.stop()
+            await pbx.stop()
+            raise
     # Everything alive now (configuration, modules, the loop) lives as long as the process. Moved
     # out of the collector's reach, it is not traversed again by every full collection, which at
     # thousands of requests a second otherwise costs a large share of the CPU.
@@ -75,6 +83,8 @@ async def _serve(pbx: Pbx) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         _LOGGER.info("stopping")
+        if workers is not None:
+            await workers.stop()
         await pbx.stop()
 
 
@@ -92,9 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    pbx = Pbx(config)
+    workers: WorkerPool | None = None
+    if config.sip.workers > 0:
+        secret = WorkerPool.new_secret()
+        pbx = Pbx(config, digest_secret=secret)
+        workers = WorkerPool(pbx, args.config, config.sip.workers, secret, level.lower())
+    else:
+        pbx = Pbx(config)
     try:
-        asyncio.run(_serve(pbx))
+        asyncio.run(_serve(pbx, workers))
     except TransportError as err:
         print(f"callflip: {err}", file=sys.stderr)
         return EXIT_USAGE

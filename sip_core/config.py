@@ -129,6 +129,9 @@ def format_path(path: Sequence[str | int]) -> str:
     return out
 
 
+MAX_WORKERS = 16
+
+
 @dataclass(frozen=True, slots=True)
 class SipSettings:
     """Where the PBX listens (UDP and TCP on one port) and the domain its users belong to."""
@@ -136,6 +139,9 @@ class SipSettings:
     listen: str = "0.0.0.0"
     port: int = 5060
     domain: str = "home.arpa"
+    workers: int = 0
+    """Extra processes that take REGISTER over UDP off the main one (`sip_core.workers`); only
+    the standalone runner starts them, and only where the platform has SO_REUSEPORT."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,11 +492,12 @@ def _user_part(value: str, path: KeyPath) -> str:
 
 def _sip(data: Any) -> SipSettings:
     path: KeyPath = ("sip",)
-    section = _section(data, path, ("listen", "port", "domain"))
+    section = _section(data, path, ("listen", "port", "domain", "workers"))
     return SipSettings(
         listen=_listen(_text(section, "listen", path, default="0.0.0.0"), (*path, "listen")),
         port=_int(section, "port", path, 5060, (1, 65535)),
         domain=_domain(_text(section, "domain", path, default="home.arpa"), (*path, "domain")),
+        workers=_int(section, "workers", path, 0, (0, MAX_WORKERS)),
     )
 
 

@@ -78,6 +78,7 @@ class Pbx:
         *,
         clock: Clock | None = None,
         bindings: Sequence[Mapping[str, Any]] | None = None,
+        digest_secret: bytes | None = None,
     ) -> None:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
@@ -89,9 +90,10 @@ class Pbx:
             self._clock,
             self._credentials.get,
             float(config.auth.nonce_lifetime),
+            secret=digest_secret,
         )
         self._registrar = Registrar(
-            self._registrar_settings(config),
+            registrar_settings(config),
             self._authenticator,
             self._clock,
             publish=self._events.publish,
@@ -100,7 +102,11 @@ class Pbx:
             restored = self._registrar.store.restore(bindings, self._clock.wall())
             _LOGGER.info("Restored %d saved registration(s)", restored)
         self._transport = TransportLayer(
-            config.sip.listen, config.sip.port, self._receive, clock=self._clock
+            config.sip.listen,
+            config.sip.port,
+            self._receive,
+            clock=self._clock,
+            reuse_port=config.sip.workers > 0,
         )
         self._transactions = TransactionLayer(
             self._transport,
@@ -225,26 +231,20 @@ class Pbx:
 
     # -- internals ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _registrar_settings(config: PbxConfig) -> RegistrarSettings:
-        return RegistrarSettings(
-            domain=config.sip.domain,
-            min_expires=config.registrar.min_expires,
-            max_expires=config.registrar.max_expires,
-            default_expires=config.registrar.default_expires,
-            max_contacts=config.registrar.max_contacts,
-            supported_extensions=SUPPORTED_EXTENSIONS,
-            local_hosts=frozenset({config.sip.listen}),
-        )
-
     def _index_credentials(self, config: PbxConfig) -> None:
         # Rebuilt in place: the authenticator holds a reference to this dict's ``get``.
-        fresh = {
-            device.username: DeviceCredentials(device.username, device.password, device.digest)
-            for _, device in config.devices()
-        }
+        fresh = device_credentials(config)
         self._credentials.clear()
         self._credentials.update(fresh)
+
+    def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
+        """A UDP datagram a registration worker received on our port (`sip_core.workers`);
+        ``identity`` is the device it authenticated a REGISTER as."""
+        self._transport.receive_forwarded(data, remote, identity)
+
+    def steer_registers(self, workers: int) -> None:
+        """Have the kernel send REGISTER to the ``workers`` worker sockets on our port."""
+        self._transport.steer_registers(workers)
 
     def _receive(self, message: Request | Response, source: Source) -> None:
         self._transactions.receive(message, source)
@@ -371,3 +371,24 @@ class Pbx:
         self._expiry_due = None
         self._registrar.expire()
         self._schedule_expiry()
+
+
+def registrar_settings(config: PbxConfig) -> RegistrarSettings:
+    """The registrar's settings for a configuration (also used by the registration workers)."""
+    return RegistrarSettings(
+        domain=config.sip.domain,
+        min_expires=config.registrar.min_expires,
+        max_expires=config.registrar.max_expires,
+        default_expires=config.registrar.default_expires,
+        max_contacts=config.registrar.max_contacts,
+        supported_extensions=SUPPORTED_EXTENSIONS,
+        local_hosts=frozenset({config.sip.listen}),
+    )
+
+
+def device_credentials(config: PbxConfig) -> dict[str, DeviceCredentials]:
+    """Digest credentials of every device, by username."""
+    return {
+        device.username: DeviceCredentials(device.username, device.password, device.digest)
+        for _, device in config.devices()
+    }

@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 from .digest import AuthFailure, DigestAuthenticator
 from .events import PbxEvent, RegistrationChanged, RegistrationReason
 from .headers import NameAddress
-from .message import make_response
+from .message import Response, make_response
 from .transport import Address, Source, TransportKind
 
 if TYPE_CHECKING:
     from .clock import Clock
-    from .message import Request, Response
+    from .message import Request
     from .uri import SipUri
 
 __all__ = [
@@ -392,19 +392,42 @@ class Registrar:
         try:
             return self._handle(request, source)
         except _Reject as reject:
-            _LOGGER.info(
-                "REGISTER from %s %s refused with %d: %s",
-                source.kind.value,
-                source.remote,
-                reject.status,
-                reject.log,
-            )
-            response = make_response(request, reject.status, reject.reason)
-            for name, value in reject.headers:
-                response.headers.add(name, value)
-            return response
+            return self._refuse(request, source, reject)
+
+    def authenticate(self, request: Request, source: Source) -> Response | str:
+        """Steps 1-5 of RFC 3261 §10.3: the device the REGISTER may change bindings for, or the
+        final response refusing it (401 challenge, 403, 404, 420, 400).
+
+        The runner's registration workers call this alone and hand an accepted request to the
+        main process, which then trusts ``source.identity`` instead of checking the digest again
+        (its nonce count was already spent).
+        """
+        try:
+            return self._authenticate(request, source)
+        except _Reject as reject:
+            return self._refuse(request, source, reject)
+
+    def _refuse(self, request: Request, source: Source, reject: _Reject) -> Response:
+        _LOGGER.info(
+            "REGISTER from %s %s refused with %d: %s",
+            source.kind.value,
+            source.remote,
+            reject.status,
+            reject.log,
+        )
+        response = make_response(request, reject.status, reject.reason)
+        for name, value in reject.headers:
+            response.headers.add(name, value)
+        return response
 
     def _handle(self, request: Request, source: Source) -> Response:
+        outcome = self._authenticate(request, source)
+        if isinstance(outcome, Response):
+            return outcome
+        # Steps 6-8.
+        return self._update(request, source, outcome)
+
+    def _authenticate(self, request: Request, source: Source) -> Response | str:
         # Step 1: the Request-URI names a domain we keep bindings for.
         if not self.is_our_host(request.uri.host, source):
             raise _Reject(404, "Not Found", f"Request-URI domain {request.uri.host} is not ours")
@@ -423,27 +446,28 @@ class Registrar:
             raise _Reject(400, "Bad Request", f"unreadable To header: {err}") from err
         aor_user = to.uri.user_unescaped if to.uri.user else None
 
-        # Step 3: authentication.
-        auth = self.authenticator.verify(request)
-        if not auth.ok:
-            return self._auth_failed(
-                request=request,
-                source=source,
-                reason=auth.reason,
-                stale=auth.stale,
-                cred_user=auth.username,
-                aor_user=aor_user,
-            )
-        username = auth.username
-        assert username is not None
+        # Step 3: authentication, unless a registration worker did it already.
+        username = source.identity
+        if username is None:
+            auth = self.authenticator.verify(request)
+            if not auth.ok:
+                return self._auth_failed(
+                    request=request,
+                    source=source,
+                    reason=auth.reason,
+                    stale=auth.stale,
+                    cred_user=auth.username,
+                    aor_user=aor_user,
+                )
+            username = auth.username
+            assert username is not None
         # Step 4: the authenticated device may change only its own bindings.
         if aor_user != username:
             raise _Reject(403, "Forbidden", f"{username} may not register the AOR {to.uri}")
         # Step 5: the AOR is in our domain.
         if not self.is_our_host(to.uri.host, source):
             raise _Reject(404, "Not Found", f"AOR {to.uri} is not in our domain")
-        # Steps 6-8.
-        return self._update(request, source, username)
+        return username
 
     def _unsupported(self, request: Request) -> list[str]:
         values = request.headers.get_all("Require")

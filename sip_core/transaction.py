@@ -317,6 +317,13 @@ class ServerTransaction:
                 self._layer._wheel.discard(self)
             self._layer._server.pop(self._key, None)
 
+    def forget(self) -> None:
+        """End this transaction without answering: the request was handed to another process of
+        ours, which answers it. Retransmissions of the request then reach the TU again, so that
+        it can hand them over too."""
+        if self.state is _TRYING:
+            self._terminate()
+
     def _abandon(self) -> None:
         """The TU never gave a final answer: the client gave up long ago, so do we."""
         self._timer = None

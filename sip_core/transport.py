@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import functools
 import ipaddress
 import logging
 import socket
+import struct
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,12 +83,18 @@ class Address:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a message came from, and so how to answer it."""
+    """Where a message came from, and so how to answer it.
+
+    ``identity`` is the device a trusted front end already authenticated the message as (a
+    registration worker process of the runner, see `sip_core.workers`); it is set only by
+    `TransportLayer.receive_forwarded`, never from anything in the message itself.
+    """
 
     kind: TransportKind
     remote: Address
     local: Address
     connection_id: int | None
+    identity: str | None = None
 
 
 class TransportError(Exception):
@@ -98,6 +106,8 @@ class MessageTooLargeError(TransportError):
 
 
 MessageCallback = Callable[[Request | Response, Source], None]
+DatagramFilter = Callable[[bytes, Source], bool]
+"""Sees each UDP datagram before it is parsed; returns True when it took the datagram."""
 ResponseRoute = tuple[str, str, int, int | None, tuple[str, int] | None]
 """Where a response goes (`TransportLayer.response_route`): transport ("UDP"/"TCP"), host, port,
 then for TCP the request's connection id and the ``received``/``rport`` address, else None.
@@ -159,6 +169,35 @@ def _stamp_via(request: Request, remote: Address) -> None:
         params["received"] = remote.host
 
 
+_SO_ATTACH_REUSEPORT_CBPF: Final = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
+_BPF_LD_W_ABS: Final = 0x20
+_BPF_JEQ_K: Final = 0x15
+_BPF_MOD_K: Final = 0x94
+_BPF_ADD_K: Final = 0x04
+_BPF_RET_A: Final = 0x16
+_BPF_RET_K: Final = 0x06
+_SKF_AD_RXHASH: Final = -0x1000 + 32  # SKF_AD_OFF + SKF_AD_RXHASH: the packet's flow hash
+
+
+def _register_steering_program(workers: int) -> bytes:
+    """The classic BPF program of `TransportLayer.steer_registers`, as struct sock_filter[]."""
+
+    def op(code: int, jt: int, jf: int, k: int) -> bytes:
+        return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+    return b"".join(
+        (
+            op(_BPF_LD_W_ABS, 0, 0, 0),  # A = first 4 bytes of the UDP payload
+            op(_BPF_JEQ_K, 1, 0, int.from_bytes(b"REGI")),
+            op(_BPF_RET_K, 0, 0, 0),  # not a REGISTER: socket 0
+            op(_BPF_LD_W_ABS, 0, 0, _SKF_AD_RXHASH),
+            op(_BPF_MOD_K, 0, 0, workers),
+            op(_BPF_ADD_K, 0, 0, 1),
+            op(_BPF_RET_A, 0, 0, 0),
+        )
+    )
+
+
 def _response_port(via: Via) -> int:
     return via.port if via.port is not None else DEFAULT_SIP_PORT
 
@@ -200,9 +239,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         try:
             host: str = addr[0]
             remote = Address(_bare_host(host) if ":" in host else host, addr[1])
-            layer._handle_datagram(
-                data, Source(TransportKind.UDP, remote, layer.local_address, None)
-            )
+            source = Source(TransportKind.UDP, remote, layer.local_address, None)
+            if layer.on_datagram is not None and layer.on_datagram(data, source):
+                return
+            layer._handle_datagram(data, source)
         except Exception:
             _LOGGER.exception("Error handling a UDP datagram from %s", addr)
 
@@ -377,10 +417,18 @@ class TransportLayer:
         clock: Clock | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        reuse_port: bool = False,
+        tcp: bool = True,
+        on_datagram: DatagramFilter | None = None,
     ) -> None:
         self.host = _bare_host(host) if host else "0.0.0.0"
         self.port = port
         self.on_message = on_message
+        # Several processes sharing the UDP port (the runner's registration workers): the kernel
+        # spreads datagrams over the sockets of the group, see `steer_registers`.
+        self.reuse_port = reuse_port
+        self.tcp = tcp
+        self.on_datagram = on_datagram
         self._clock = clock
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
@@ -408,7 +456,7 @@ class TransportLayer:
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind UDP and TCP on the same port (port 0: one free for both).
+        """Bind UDP and TCP on the same port (port 0: one free for both; UDP only without tcp).
 
         Raises ``TransportError`` naming the address, port and transport when it is in use.
         """
@@ -416,7 +464,10 @@ class TransportLayer:
             raise TransportError("transport already started")
         loop = asyncio.get_running_loop()
         family = self._family = await self._resolve_family(loop)
-        udp_sock, tcp_sock = self._bind_both(family)
+        if self.tcp:
+            udp_sock, tcp_sock = self._bind_both(family)
+        else:
+            udp_sock, tcp_sock = self._bind(family, socket.SOCK_DGRAM, self.port), None
         port = int(udp_sock.getsockname()[1])
         self.local_address = Address(self.host, port)
         self._running = True  # before serving: a connection may be accepted during the awaits
@@ -425,18 +476,24 @@ class TransportLayer:
                 lambda: _UdpProtocol(self, udp_sock), sock=udp_sock
             )
             self._udp = transport
-            self._server = await loop.create_server(
-                self._accept, sock=tcp_sock, backlog=1024, start_serving=True
-            )
+            if tcp_sock is not None:
+                self._server = await loop.create_server(
+                    self._accept, sock=tcp_sock, backlog=1024, start_serving=True
+                )
         except BaseException:
             self._running = False
             udp_sock.close()
-            tcp_sock.close()
+            if tcp_sock is not None:
+                tcp_sock.close()
             if self._udp is not None:
                 self._udp.close()
                 self._udp = None
             raise
-        _LOGGER.debug("SIP transport listening on %s (UDP and TCP)", self.local_address)
+        _LOGGER.debug(
+            "SIP transport listening on %s (%s)",
+            self.local_address,
+            "UDP and TCP" if tcp_sock is not None else "UDP",
+        )
 
     async def stop(self) -> None:
         """Close the listeners and every connection; the port is free again when this returns."""
@@ -500,6 +557,10 @@ class TransportLayer:
                 for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                     with contextlib.suppress(OSError):  # a smaller buffer still works
                         sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
+                if self.reuse_port:
+                    # Only sockets of the same user that set it too can join the group; a
+                    # foreign listener on the port still makes this bind fail.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.setblocking(False)
             sock.bind((self.host, port))
         except OSError as exc:
@@ -511,6 +572,39 @@ class TransportLayer:
 
     def _accept(self) -> _Connection:
         return self._new_connection(None)
+
+    def steer_registers(self, workers: int) -> None:
+        """Send REGISTER datagrams to the ``workers`` sockets that joined the port after ours.
+
+        With ``reuse_port`` the kernel picks one socket of the group per datagram. A classic BPF
+        program attached to the group makes the pick: a datagram whose payload starts with
+        "REGI" goes to socket 1 + (flow hash mod ``workers``), so one client stays with one
+        worker; everything else (calls, responses, keep-alives) to socket 0, this one. It is an
+        optimisation only: wherever a datagram lands it is handled correctly (a worker forwards
+        what it does not handle, and this layer handles REGISTER itself). An index the group
+        does not have (a worker that exited) makes the kernel fall back to its own hash.
+        """
+        if not self.reuse_port or self._udp is None or workers < 1:
+            raise TransportError("steering needs a started transport with reuse_port")
+        sock = self._udp.get_extra_info("socket")
+        program = _register_steering_program(workers)
+        # struct sock_fprog {unsigned short len; struct sock_filter *filter;}
+        buffer = ctypes.create_string_buffer(program)
+        fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(buffer))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
+        except OSError as exc:
+            raise TransportError(f"cannot steer REGISTER to the workers: {exc}") from exc
+
+    def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
+        """Handle a UDP datagram that another process of ours received on our port.
+
+        ``identity``: the device that process authenticated the request as (see `Source`).
+        Responses go out of this layer's own socket, which has the same local address.
+        """
+        self._handle_datagram(
+            data, Source(TransportKind.UDP, remote, self.local_address, None, identity)
+        )
 
     # -- receiving ----------------------------------------------------------------------------
 

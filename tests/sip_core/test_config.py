@@ -247,7 +247,7 @@ ERROR_CASES: list[tuple[str, str]] = [
     ("sipp:\n  port: 5060\n", "sipp: unknown key; did you mean 'sip'? (line 1)"),
     (
         "sip:\n  port: 5060\n  colour: red\n",
-        "sip.colour: unknown key; known keys: listen, port, domain (line 3)",
+        "sip.colour: unknown key; known keys: listen, port, domain, workers (line 3)",
     ),
     (
         _USERS + "        pasword: x\n",

@@ -55,6 +55,7 @@ LAYERS: dict[str, int] = {
     "b2bua": 5,
     "features": 5,
     "pbx": 5,
+    "workers": 5,
     "__main__": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
