@@ -26,15 +26,16 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .clock import Clock
-from .dtmf import DtmfDecoder, DtmfDigit
-from .rtp import RTP_HEADER, rewrite_rtcp, rewrite_rtp_into
+from .clock import Clock, TimerHandle
+from .dtmf import DtmfDecoder, DtmfDigit, TelephoneEvent, build_telephone_event, event_for_digit
+from .rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
 from .sdp import Codec
 from .transport import Address
 
@@ -54,6 +55,14 @@ Side = Literal["a", "b"]
 DEFAULT_CLOCK_RATE: Final = 8000
 # After a flip, the first packet of the new stream comes at least one frame after the last one.
 MIN_FRAME_SECONDS: Final = 0.02
+# A regenerated RFC 4733 event: 100 ms of tone (long enough for every receiver we know), an update
+# every 50 ms (RFC 4733 §2.5.1.2's suggested rate), three end packets, 50 ms of pause before the
+# next queued event (a pause receivers need to tell two presses of one key apart).
+DTMF_UPDATE_SECONDS: Final = 0.05
+DTMF_UPDATES: Final = 2
+DTMF_PAUSE_SECONDS: Final = 0.05
+DTMF_END_PACKETS: Final = 3
+DTMF_VOLUME: Final = 10  # -10 dBm0
 
 type _Peer = tuple[str, int] | tuple[str, int, int, int]
 type DtmfCallback = Callable[[Side, DtmfDigit], None]
@@ -163,6 +172,18 @@ class LegStats:
     dropped_invalid: int
     dropped_no_peer: int
     dtmf_swallowed: int
+    dtmf_sent: int
+
+
+class _OutgoingEvent:
+    """An RFC 4733 event being sent: its code, start timestamp, and how many updates went."""
+
+    __slots__ = ("code", "steps", "timestamp")
+
+    def __init__(self, code: int, timestamp: int) -> None:
+        self.code = code
+        self.timestamp = timestamp
+        self.steps = 0
 
 
 class MediaLeg:
@@ -199,6 +220,10 @@ class MediaLeg:
         self._out_last: bytes | bytearray | None = None
         self._out_time = 0.0
         self._rewrite: _Rewrite | None = None
+        # RFC 4733 events we generate on the stream leaving this leg (digits passed on)
+        self._dtmf_queue: deque[int] = deque()
+        self._dtmf_event: _OutgoingEvent | None = None
+        self._dtmf_timer: TimerHandle | None = None
         self.closed = False
         self.received = 0
         self.forwarded = 0
@@ -206,6 +231,7 @@ class MediaLeg:
         self.dropped_invalid = 0
         self.dropped_no_peer = 0
         self.dtmf_swallowed = 0
+        self.dtmf_sent = 0
 
     def __repr__(self) -> str:
         return f"<MediaLeg {self.side} {self.local_rtp} -> {self.remote_rtp}>"
@@ -219,6 +245,7 @@ class MediaLeg:
             self.dropped_invalid,
             self.dropped_no_peer,
             self.dtmf_swallowed,
+            self.dtmf_sent,
         )
 
     @property
@@ -286,6 +313,11 @@ class MediaLeg:
 
     def _close(self) -> None:
         self.closed = True
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+            self._dtmf_timer = None
+        self._dtmf_queue.clear()
+        self._dtmf_event = None
         for sock in (self._rtp, self._rtcp):
             if sock is not None:
                 if self._loop is not None and not self._loop.is_closed():
@@ -310,6 +342,8 @@ class MediaLeg:
             self._tap_dtmf(data)
             if self.swallow_dtmf:
                 self.dtmf_swallowed += 1
+                # The receiver must not see a hole in the sequence numbers where it was.
+                (self.session.b if self.side == "a" else self.session.a)._shift_sequence(-1)
                 return
         other = self.session.b if self.side == "a" else self.session.a
         destination = other.remote_rtp
@@ -415,6 +449,108 @@ class MediaLeg:
         rewrite = self._rewrite or _Rewrite({})
         rewrite.pending = True
         self._rewrite = rewrite
+
+    def _shift_sequence(self, delta: int) -> None:
+        """Packets added to (+) or taken from (-) the stream leaving this leg: later ones move.
+
+        Without a continuation yet, one is set up on the stream as the receiver knows it (its SSRC,
+        no offsets), so that the following packets can be renumbered.
+        """
+        rewrite = self._rewrite
+        if rewrite is not None and rewrite.pending:
+            return  # the offsets are fixed at the new stream's first packet, from the last sent
+        if rewrite is None or rewrite.ssrc is None:
+            last = self._out_last
+            if last is None or len(last) < 12:
+                return  # nothing sent yet: the receiver has no sequence to see a hole in
+            ssrc = int.from_bytes(last[8:12])
+            rewrite = rewrite or _Rewrite({})
+            rewrite.ssrc = rewrite.source_ssrc = ssrc
+            rewrite.source_bytes = bytes(last[8:12])
+            rewrite.sequence_offset = rewrite.timestamp_offset = 0
+            self._rewrite = rewrite
+        rewrite.sequence_offset = (rewrite.sequence_offset + delta) & 0xFFFF
+
+    # DTMF we generate
+
+    def send_dtmf(self, digit: str) -> bool:
+        """Queue a key press for this leg's far end as RFC 4733 telephone-events.
+
+        The event goes on the stream the far end receives from us: the next sequence numbers
+        (later audio is renumbered after it), a timestamp where the stream is now, the telephone-
+        event payload type of this leg's far end, sent in real time (start with the marker,
+        updates, three end packets). False when the far end takes no telephone-event (it must
+        get the digit some other way, such as SIP INFO) or the leg is closed.
+        """
+        code = event_for_digit(digit)
+        if self.closed or self.dtmf_payload_type is None:
+            return False
+        self._dtmf_queue.append(code)
+        if self._dtmf_event is None and self._dtmf_timer is None:
+            self._dtmf_step()
+        return True
+
+    def _dtmf_step(self) -> None:
+        self._dtmf_timer = None
+        if self.closed or self.dtmf_payload_type is None:
+            return
+        event = self._dtmf_event
+        if event is None:
+            if not self._dtmf_queue:
+                return
+            event = self._dtmf_event = _OutgoingEvent(self._dtmf_queue.popleft(), 0)
+            event.timestamp = self._start_event()
+        rate = self.clock_rates.get(self.dtmf_payload_type, DEFAULT_CLOCK_RATE)
+        step = round(DTMF_UPDATE_SECONDS * rate)
+        clock = self.session.clock
+        if event.steps < DTMF_UPDATES:
+            event.steps += 1
+            self._send_event(event, step * event.steps, end=False, marker=event.steps == 1)
+            self._dtmf_timer = clock.call_later(DTMF_UPDATE_SECONDS, self._dtmf_step)
+            return
+        for _ in range(DTMF_END_PACKETS):
+            self._send_event(event, step * DTMF_UPDATES, end=True, marker=False)
+        self._dtmf_event = None
+        self.dtmf_sent += 1
+        if self._dtmf_queue:
+            self._dtmf_timer = clock.call_later(DTMF_PAUSE_SECONDS, self._dtmf_step)
+
+    def _start_event(self) -> int:
+        """The timestamp of an event starting now, on the stream the far end receives."""
+        last = self._out_last
+        now = self._now()
+        if last is None or len(last) < 12:
+            # Nothing sent yet: we start the stream, and the first audio packet continues it.
+            timestamp = random.getrandbits(32)
+            before_first = random.getrandbits(16)  # the first event packet takes the next one
+            ssrc = random.getrandbits(32)
+            self._out_last = RTP_HEADER.pack(0x80, 0, before_first, timestamp, ssrc)
+            self._out_time = now
+            self._begin_continuation()
+            return timestamp
+        assert self.dtmf_payload_type is not None
+        rate = self.clock_rates.get(self.dtmf_payload_type, DEFAULT_CLOCK_RATE)
+        timestamp = (int.from_bytes(last[4:8]) + round((now - self._out_time) * rate)) & 0xFFFFFFFF
+        # From now on the stream's clock is read from the event's start.
+        self._out_last = bytes(last[:4]) + timestamp.to_bytes(4) + bytes(last[8:12])
+        self._out_time = now
+        return timestamp
+
+    def _send_event(self, event: _OutgoingEvent, duration: int, *, end: bool, marker: bool) -> None:
+        last = self._out_last
+        assert last is not None
+        assert self.dtmf_payload_type is not None
+        sequence = (int.from_bytes(last[2:4]) + 1) & 0xFFFF
+        ssrc = int.from_bytes(last[8:12])
+        payload = build_telephone_event(TelephoneEvent(event.code, end, DTMF_VOLUME, duration))
+        packet = RtpPacket(self.dtmf_payload_type, sequence, event.timestamp, ssrc, payload, marker)
+        # Audio that follows moves one number up; the stream's clock reading stays as it was.
+        self._shift_sequence(1)
+        self._out_last = bytes(last[:2]) + sequence.to_bytes(2) + bytes(last[4:12])
+        if self.remote_rtp is None or self._rtp is None:
+            return
+        with contextlib.suppress(OSError):
+            self._rtp.sendto(packet.to_bytes(), self.remote_rtp)
 
     def _on_rtcp(self, data: bytes, addr: _Peer) -> None:
         if len(data) < 8 or data[0] & 0xC0 != 0x80 or not 192 <= data[1] <= 223:
