@@ -588,6 +588,9 @@ class B2bua:
             return
         call.media = media
         media.on_dtmf = lambda side, digit: self._on_rtp_dtmf(call, side, digit)
+        # Every device may dial the flip code: its telephone-events stop at the relay, and the
+        # digits that are not a code are sent on again by `_pass_digit`.
+        media.a.swallow_dtmf = media.b.swallow_dtmf = True
         caller = call.caller
         assert caller is not None
         assert caller.remote_sdp is not None
@@ -1184,11 +1187,15 @@ class B2bua:
         leg = call.caller if side == "a" else call.callee
         if leg is not None and call.active:
             self._digit(leg, digit.digit, DtmfMethod.RFC4733)
+        elif call.active and call.media is not None and not call.media.closed:
+            # early media from a callee not chosen yet: nothing to collect, pass it on
+            call.media.leg("b" if side == "a" else "a").send_dtmf(digit.digit)
 
     def _digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
         call = leg.call
         self._publish(DtmfReceived(call.id, leg.device, digit, method))
         if not call.answered or (leg is not call.caller and leg is not call.callee):
+            self._pass_digit(leg, digit, method)  # no feature codes before the answer
             return
         collector = self._collectors.get((leg, method))
         if collector is None:
@@ -1203,10 +1210,22 @@ class B2bua:
         collector.feed(digit)
 
     def _pass_digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
-        """A digit that is not part of a feature code goes on to the far end."""
-        if method is not DtmfMethod.INFO:
-            return  # RFC 4733 packets are forwarded by the relay itself
-        other = leg.call.other(leg)
+        """A digit that is not part of a feature code goes on to the far end.
+
+        Key presses that came as telephone-events were stopped at the relay, so they are sent
+        again as telephone-events on the stream towards the far end, with its payload type; a far
+        end without telephone-event (and digits that came by INFO) gets an INFO.
+        """
+        call = leg.call
+        media = call.media
+        if (
+            method is DtmfMethod.RFC4733
+            and media is not None
+            and not media.closed
+            and media.leg("b" if leg.side == "a" else "a").send_dtmf(digit)
+        ):
+            return
+        other = call.other(leg)
         if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
             return
         info = other.dialog.create_request(

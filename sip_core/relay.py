@@ -12,12 +12,17 @@ Symmetric RTP (for devices behind NAT): a leg sends to the address its far end's
 latched on the first packet seen; until then to the address from SDP, if the B2BUA gave one. Once
 latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio).
 
-Hot path: a loop reader per socket that drains every waiting datagram, a tuple compare for the
-source, two byte looks for version and payload type, and `sendto` of the received bytes unchanged.
-Only while a rewrite is active (after a flip, or with a payload type map) is the packet copied into
-a bytearray and patched with `struct.pack_into`. RFC 4733 packets are tapped on the way through,
-reported once per key press, and can be swallowed per leg (so a feature code never reaches the far
-end).
+Hot path (`sip_core.relay_engine`): one thread with its own epoll over every socket of the relay;
+per ready socket one `recvfrom_into` into a preallocated buffer, a tuple compare for the source,
+two byte looks for version and payload type, and `sendto` straight from the buffer. Only while a
+rewrite is active (after a flip, around DTMF we swallowed or generated, or with a payload type map)
+are SSRC, sequence number and timestamp patched, in place, with `struct.pack_into`. RFC 4733
+packets (one byte compare of the payload type) are tapped on the way through, reported once per
+key press on the asyncio loop, and can be swallowed per leg (so a feature code never reaches the
+far end); `send_dtmf` puts the digits that were not a code back on the stream.
+
+Threads: the public methods here are called on the asyncio loop and take the engine's lock, which
+the packet thread holds while it handles a batch; so every change is whole before the next packet.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .clock import Clock
-from .dtmf import DtmfDecoder, DtmfDigit
-from .rtp import RTP_HEADER, rewrite_rtcp, rewrite_rtp_into
+from .clock import Clock, TimerHandle
+from .dtmf import DtmfDecoder, DtmfDigit, TelephoneEvent, build_telephone_event, event_for_digit
+from .relay_engine import RelayEngine
+from .rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
 from .sdp import Codec
 from .transport import Address
 
@@ -54,6 +61,14 @@ Side = Literal["a", "b"]
 DEFAULT_CLOCK_RATE: Final = 8000
 # After a flip, the first packet of the new stream comes at least one frame after the last one.
 MIN_FRAME_SECONDS: Final = 0.02
+# A regenerated RFC 4733 event: 100 ms of tone (long enough for every receiver we know), an update
+# every 50 ms (RFC 4733 §2.5.1.2's suggested rate), three end packets, 50 ms of pause before the
+# next queued event (a pause receivers need to tell two presses of one key apart).
+DTMF_UPDATE_SECONDS: Final = 0.05
+DTMF_UPDATES: Final = 2
+DTMF_PAUSE_SECONDS: Final = 0.05
+DTMF_END_PACKETS: Final = 3
+DTMF_VOLUME: Final = 10  # -10 dBm0
 
 type _Peer = tuple[str, int] | tuple[str, int, int, int]
 type DtmfCallback = Callable[[Side, DtmfDigit], None]
@@ -110,26 +125,6 @@ class PortAllocator:
             self._free.append(port)
 
 
-def _drain(sock: socket.socket, handler: Callable[[bytes, _Peer], None]) -> Callable[[], None]:
-    """A loop reader that takes every datagram waiting on the socket, not just one.
-
-    Why not a DatagramProtocol: asyncio's datagram transport reads one packet per readiness
-    event, so each packet costs a full event-loop iteration. Under load many packets wait on a
-    socket at once; reading them all per wake-up is what lets one core carry hundreds of calls.
-    """
-    receive = sock.recvfrom
-
-    def ready() -> None:
-        for _ in range(64):  # bounded, so one busy socket cannot starve the others
-            try:
-                data, addr = receive(2048)
-            except OSError:  # BlockingIOError: drained; anything else: nothing to read either
-                return
-            handler(data, addr)
-
-    return ready
-
-
 class _Rewrite:
     """How packets leaving one leg are patched: continuation offsets and/or a payload type map."""
 
@@ -163,6 +158,18 @@ class LegStats:
     dropped_invalid: int
     dropped_no_peer: int
     dtmf_swallowed: int
+    dtmf_sent: int
+
+
+class _OutgoingEvent:
+    """An RFC 4733 event being sent: its code, start timestamp, and how many updates went."""
+
+    __slots__ = ("code", "steps", "timestamp")
+
+    def __init__(self, code: int, timestamp: int) -> None:
+        self.code = code
+        self.timestamp = timestamp
+        self.steps = 0
 
 
 class MediaLeg:
@@ -194,11 +201,20 @@ class MediaLeg:
         self._rtp: socket.socket | None = None
         self._rtcp: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        engine = session.relay.engine
+        self._engine = engine
+        self._lock = engine.lock
+        self._buffer = engine.buffer
+        self._view = engine.view
         self._now = session.clock.monotonic
-        # the stream leaving this leg towards its far end
+        # the stream leaving this leg towards its far end: the last RTP header sent, and when
         self._out_last: bytes | bytearray | None = None
         self._out_time = 0.0
         self._rewrite: _Rewrite | None = None
+        # RFC 4733 events we generate on the stream leaving this leg (digits passed on)
+        self._dtmf_queue: deque[int] = deque()
+        self._dtmf_event: _OutgoingEvent | None = None
+        self._dtmf_timer: TimerHandle | None = None
         self.closed = False
         self.received = 0
         self.forwarded = 0
@@ -206,6 +222,7 @@ class MediaLeg:
         self.dropped_invalid = 0
         self.dropped_no_peer = 0
         self.dtmf_swallowed = 0
+        self.dtmf_sent = 0
 
     def __repr__(self) -> str:
         return f"<MediaLeg {self.side} {self.local_rtp} -> {self.remote_rtp}>"
@@ -219,6 +236,7 @@ class MediaLeg:
             self.dropped_invalid,
             self.dropped_no_peer,
             self.dtmf_swallowed,
+            self.dtmf_sent,
         )
 
     @property
@@ -237,6 +255,10 @@ class MediaLeg:
         With `latch`, the address is trusted at once: only packets from it are accepted (for a
         far end known not to be behind NAT). Without, the first packet seen latches as usual.
         """
+        with self._lock:
+            self._set_remote(rtp, rtcp, latch)
+
+    def _set_remote(self, rtp: Address | None, rtcp: Address | None, latch: bool) -> None:
         if rtp is None:
             self.remote_rtp = self.remote_rtcp = None
             self._rtp_locked = self._rtcp_locked = False
@@ -249,19 +271,21 @@ class MediaLeg:
     def set_codecs(self, codecs: Iterable[Codec]) -> None:
         """Tell the leg its far end's payload types (from its SDP): clock rates and DTMF type."""
         codecs = list(codecs)
-        self.clock_rates = {c.payload_type: c.clock_rate for c in codecs}
         events = [c.payload_type for c in codecs if c.encoding.lower() == "telephone-event"]
-        self.dtmf_payload_type = events[0] if events else None
+        with self._lock:
+            self.clock_rates = {c.payload_type: c.clock_rate for c in codecs}
+            self.dtmf_payload_type = events[0] if events else None
 
     def set_payload_map(self, mapping: dict[int, int] | None) -> None:
         """Renumber payload types of packets sent out of this leg (after a flip to a device that
         numbers a codec differently). An empty map removes the renumbering."""
-        if self._rewrite is None:
-            if mapping:
-                self._rewrite = _Rewrite(dict(mapping))
-            return
-        self._rewrite.payload_map = dict(mapping or {})
-        self._maybe_drop_rewrite()
+        with self._lock:
+            if self._rewrite is None:
+                if mapping:
+                    self._rewrite = _Rewrite(dict(mapping))
+                return
+            self._rewrite.payload_map = dict(mapping or {})
+            self._maybe_drop_rewrite()
 
     def _maybe_drop_rewrite(self) -> None:
         rewrite = self._rewrite
@@ -278,27 +302,44 @@ class MediaLeg:
     def _attach(
         self, loop: asyncio.AbstractEventLoop, rtp: socket.socket, rtcp: socket.socket
     ) -> None:
+        """Hand the sockets to the packet thread (digits are reported on `loop`)."""
         self._loop = loop
-        self._rtp = rtp
-        self._rtcp = rtcp
-        loop.add_reader(rtp.fileno(), _drain(rtp, self._on_rtp))
-        loop.add_reader(rtcp.fileno(), _drain(rtcp, self._on_rtcp))
+        with self._lock:
+            self._rtp = rtp
+            self._rtcp = rtcp
+            self._engine.register(rtp, self._rtp_ready)
+            self._engine.register(rtcp, self._rtcp_ready)
 
     def _close(self) -> None:
-        self.closed = True
-        for sock in (self._rtp, self._rtcp):
-            if sock is not None:
-                if self._loop is not None and not self._loop.is_closed():
-                    self._loop.remove_reader(sock.fileno())
-                sock.close()  # at once: the ports can be bound again as soon as this returns
-        self._rtp = self._rtcp = None
+        with self._lock:
+            self.closed = True
+            if self._dtmf_timer is not None:
+                self._dtmf_timer.cancel()
+                self._dtmf_timer = None
+            self._dtmf_queue.clear()
+            self._dtmf_event = None
+            for sock in (self._rtp, self._rtcp):
+                if sock is not None:
+                    self._engine.unregister(sock)
+                    sock.close()  # at once: the ports can be bound again as soon as this returns
+            self._rtp = self._rtcp = None
 
     # the hot path
 
-    def _on_rtp(self, data: bytes, addr: _Peer) -> None:
+    def _rtp_ready(self) -> None:
+        """One datagram from the far end (engine thread, lock held): check, tap, forward."""
+        sock = self._rtp
+        if sock is None:
+            return
+        buffer = self._buffer
+        try:
+            size, addr = sock.recvfrom_into(buffer)
+        except OSError:  # raced with another reader or an ICMP error: nothing to forward
+            return
         self.received += 1
         # Validate before latching: junk from a port scanner must not capture the leg.
-        if len(data) < 12 or data[0] & 0xC0 != 0x80 or 72 <= data[1] & 0x7F <= 95:
+        payload_type = buffer[1] & 0x7F
+        if size < 12 or buffer[0] & 0xC0 != 0x80 or 72 <= payload_type <= 95:
             self.dropped_invalid += 1
             return
         if (addr != self.remote_rtp or not self._rtp_locked) and not self._accept_source(
@@ -306,30 +347,44 @@ class MediaLeg:
         ):
             self.dropped_source += 1
             return
-        if data[1] & 0x7F == self.dtmf_payload_type:
-            self._tap_dtmf(data)
+        session = self.session
+        other = session._b if self.side == "a" else session._a
+        if payload_type == self.dtmf_payload_type:
+            self._tap_dtmf(bytes(self._view[:size]))
             if self.swallow_dtmf:
                 self.dtmf_swallowed += 1
+                if other is not None:
+                    # The receiver must not see a hole in the sequence numbers where it was.
+                    other._shift_sequence(-1)
                 return
-        other = self.session.b if self.side == "a" else self.session.a
+        if other is None:
+            self.dropped_no_peer += 1
+            return
         destination = other.remote_rtp
         transport = other._rtp
         if destination is None or transport is None:
             self.dropped_no_peer += 1
             return
+        if other._rewrite is not None:
+            other._rewrite_into(buffer, self)
         try:
-            if other._rewrite is None:
-                transport.sendto(data, destination)
-                other._out_last = data
-            else:
-                packet = other._rewritten(data, self)
-                transport.sendto(packet, destination)
-                other._out_last = packet
+            transport.sendto(self._view[:size], destination)
         except OSError:  # a full socket buffer or an unreachable far end: RTP is lossy anyway
             self.dropped_no_peer += 1
             return
-        other._out_time = self._now()
+        other._out_last = buffer[:12]
+        other._out_time = self._engine.now  # the clock at this batch of packets
         self.forwarded += 1
+
+    def _rtcp_ready(self) -> None:
+        sock = self._rtcp
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(2048)
+        except OSError:
+            return
+        self._on_rtcp(data, addr)
 
     def _accept_source(self, addr: _Peer, *, rtcp: bool) -> bool:
         """Latch on the first source; afterwards accept only the latched one."""
@@ -355,32 +410,39 @@ class MediaLeg:
             offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4])
         timestamp = int.from_bytes(data[4:8])
         digit = self._decoder.feed(data[offset:], timestamp)
-        callback = self.session.on_dtmf
-        if digit is not None and callback is not None:
-            try:
-                callback(self.side, digit)
-            except Exception:
-                _LOGGER.exception("DTMF callback failed")
+        loop = self._loop
+        if digit is not None and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(self._report_dtmf, digit)
 
-    def _rewritten(self, data: bytes, source: MediaLeg) -> bytearray:
-        """A patched copy of a packet leaving this leg (only called while a rewrite is active)."""
+    def _report_dtmf(self, digit: DtmfDigit) -> None:
+        """On the asyncio loop: tell the session's owner about a key press."""
+        callback = self.session.on_dtmf
+        if callback is None or self.closed:
+            return
+        try:
+            callback(self.side, digit)
+        except Exception:
+            _LOGGER.exception("DTMF callback failed")
+
+    def _rewrite_into(self, buffer: bytearray, source: MediaLeg) -> None:
+        """Patch a packet leaving this leg in place (only called while a rewrite is active)."""
         rewrite = self._rewrite
         assert rewrite is not None
-        buffer = bytearray(data)
+        source_type = buffer[1] & 0x7F  # the sender's numbering: its clock rates are keyed by it
         if rewrite.payload_map:
             mapped = rewrite.payload_map.get(buffer[1] & 0x7F)
             if mapped is not None:
                 buffer[1] = (buffer[1] & 0x80) | mapped
-        if rewrite.pending or (rewrite.ssrc is not None and data[8:12] != rewrite.source_bytes):
+        if rewrite.pending or (rewrite.ssrc is not None and buffer[8:12] != rewrite.source_bytes):
             # The first packet after a flip, or the new device restarted its stream.
-            self._continue_stream(rewrite, buffer, source.clock_rates.get(data[1] & 0x7F))
+            self._continue_stream(rewrite, buffer, source.clock_rates.get(source_type))
         if rewrite.ssrc is None:
-            return buffer
+            return
         rewrite_rtp_into(
             buffer, rewrite.ssrc, rewrite.sequence_offset, rewrite.timestamp_offset, rewrite.marker
         )
         rewrite.marker = False
-        return buffer
 
     def _continue_stream(self, rewrite: _Rewrite, buffer: bytearray, rate: int | None) -> None:
         """Fix the offsets so that this new stream continues the one the receiver had."""
@@ -415,6 +477,113 @@ class MediaLeg:
         rewrite = self._rewrite or _Rewrite({})
         rewrite.pending = True
         self._rewrite = rewrite
+
+    def _shift_sequence(self, delta: int) -> None:
+        """Packets added to (+) or taken from (-) the stream leaving this leg: later ones move.
+
+        Without a continuation yet, one is set up on the stream as the receiver knows it (its SSRC,
+        no offsets), so that the following packets can be renumbered.
+        """
+        rewrite = self._rewrite
+        if rewrite is not None and rewrite.pending:
+            return  # the offsets are fixed at the new stream's first packet, from the last sent
+        if rewrite is None or rewrite.ssrc is None:
+            last = self._out_last
+            if last is None or len(last) < 12:
+                return  # nothing sent yet: the receiver has no sequence to see a hole in
+            ssrc = int.from_bytes(last[8:12])
+            rewrite = rewrite or _Rewrite({})
+            rewrite.ssrc = rewrite.source_ssrc = ssrc
+            rewrite.source_bytes = bytes(last[8:12])
+            rewrite.sequence_offset = rewrite.timestamp_offset = 0
+            self._rewrite = rewrite
+        rewrite.sequence_offset = (rewrite.sequence_offset + delta) & 0xFFFF
+
+    # DTMF we generate
+
+    def send_dtmf(self, digit: str) -> bool:
+        """Queue a key press for this leg's far end as RFC 4733 telephone-events.
+
+        The event goes on the stream the far end receives from us: the next sequence numbers
+        (later audio is renumbered after it), a timestamp where the stream is now, the telephone-
+        event payload type of this leg's far end, sent in real time (start with the marker,
+        updates, three end packets). False when the far end takes no telephone-event (it must
+        get the digit some other way, such as SIP INFO) or the leg is closed.
+        """
+        code = event_for_digit(digit)
+        with self._lock:
+            if self.closed or self.dtmf_payload_type is None:
+                return False
+            self._dtmf_queue.append(code)
+            if self._dtmf_event is None and self._dtmf_timer is None:
+                self._dtmf_step()
+            return True
+
+    def _dtmf_tick(self) -> None:
+        with self._lock:
+            self._dtmf_timer = None
+            self._dtmf_step()
+
+    def _dtmf_step(self) -> None:
+        if self.closed or self.dtmf_payload_type is None:
+            return
+        event = self._dtmf_event
+        if event is None:
+            if not self._dtmf_queue:
+                return
+            event = self._dtmf_event = _OutgoingEvent(self._dtmf_queue.popleft(), 0)
+            event.timestamp = self._start_event()
+        rate = self.clock_rates.get(self.dtmf_payload_type, DEFAULT_CLOCK_RATE)
+        step = round(DTMF_UPDATE_SECONDS * rate)
+        clock = self.session.clock
+        if event.steps < DTMF_UPDATES:
+            event.steps += 1
+            self._send_event(event, step * event.steps, end=False, marker=event.steps == 1)
+            self._dtmf_timer = clock.call_later(DTMF_UPDATE_SECONDS, self._dtmf_tick)
+            return
+        for _ in range(DTMF_END_PACKETS):
+            self._send_event(event, step * DTMF_UPDATES, end=True, marker=False)
+        self._dtmf_event = None
+        self.dtmf_sent += 1
+        if self._dtmf_queue:
+            self._dtmf_timer = clock.call_later(DTMF_PAUSE_SECONDS, self._dtmf_tick)
+
+    def _start_event(self) -> int:
+        """The timestamp of an event starting now, on the stream the far end receives."""
+        last = self._out_last
+        now = self._now()
+        if last is None or len(last) < 12:
+            # Nothing sent yet: we start the stream, and the first audio packet continues it.
+            timestamp = random.getrandbits(32)
+            before_first = random.getrandbits(16)  # the first event packet takes the next one
+            ssrc = random.getrandbits(32)
+            self._out_last = RTP_HEADER.pack(0x80, 0, before_first, timestamp, ssrc)
+            self._out_time = now
+            self._begin_continuation()
+            return timestamp
+        assert self.dtmf_payload_type is not None
+        rate = self.clock_rates.get(self.dtmf_payload_type, DEFAULT_CLOCK_RATE)
+        timestamp = (int.from_bytes(last[4:8]) + round((now - self._out_time) * rate)) & 0xFFFFFFFF
+        # From now on the stream's clock is read from the event's start.
+        self._out_last = bytes(last[:4]) + timestamp.to_bytes(4) + bytes(last[8:12])
+        self._out_time = now
+        return timestamp
+
+    def _send_event(self, event: _OutgoingEvent, duration: int, *, end: bool, marker: bool) -> None:
+        last = self._out_last
+        assert last is not None
+        assert self.dtmf_payload_type is not None
+        sequence = (int.from_bytes(last[2:4]) + 1) & 0xFFFF
+        ssrc = int.from_bytes(last[8:12])
+        payload = build_telephone_event(TelephoneEvent(event.code, end, DTMF_VOLUME, duration))
+        packet = RtpPacket(self.dtmf_payload_type, sequence, event.timestamp, ssrc, payload, marker)
+        # Audio that follows moves one number up; the stream's clock reading stays as it was.
+        self._shift_sequence(1)
+        self._out_last = bytes(last[:2]) + sequence.to_bytes(2) + bytes(last[4:12])
+        if self.remote_rtp is None or self._rtp is None:
+            return
+        with contextlib.suppress(OSError):
+            self._rtp.sendto(packet.to_bytes(), self.remote_rtp)
 
     def _on_rtcp(self, data: bytes, addr: _Peer) -> None:
         if len(data) < 8 or data[0] & 0xC0 != 0x80 or not 192 <= data[1] <= 223:
@@ -508,23 +677,24 @@ class MediaSession:
             raise RelayError(f"media session {self.call_id} is closed")
         old = self.leg(side)
         new = await self.relay._open_leg(self, side)
-        new.swallow_dtmf = old.swallow_dtmf
-        if codecs is not None:
-            new.set_codecs(codecs)
-        else:
-            new.dtmf_payload_type = old.dtmf_payload_type
-            new.clock_rates = dict(old.clock_rates)
-        new.set_remote(remote_rtp, remote_rtcp, latch=latch)
-        other = old.other
-        if side == "a":
-            self._a = new
-        else:
-            self._b = new
-        other._begin_continuation()
-        assert other._rewrite is not None
-        other._rewrite.payload_map = dict(payload_map_in or {})
-        new.set_payload_map(payload_map_out)
-        self.relay._close_leg(old)
+        with self.relay.engine.lock:  # one step for the packet thread: old leg or new, no mix
+            new.swallow_dtmf = old.swallow_dtmf
+            if codecs is not None:
+                new.set_codecs(codecs)
+            else:
+                new.dtmf_payload_type = old.dtmf_payload_type
+                new.clock_rates = dict(old.clock_rates)
+            new.set_remote(remote_rtp, remote_rtcp, latch=latch)
+            other = old.other
+            if side == "a":
+                self._a = new
+            else:
+                self._b = new
+            other._begin_continuation()
+            assert other._rewrite is not None
+            other._rewrite.payload_map = dict(payload_map_in or {})
+            new.set_payload_map(payload_map_out)
+            self.relay._close_leg(old)
         return new
 
     replace_peer = switch_leg
@@ -547,6 +717,7 @@ class MediaRelay:
         self.host = host
         self.clock = clock
         self.ports = PortAllocator(port_min, port_max)
+        self.engine = RelayEngine(clock.monotonic)
         self._sessions: dict[str, MediaSession] = {}
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -558,6 +729,7 @@ class MediaRelay:
         """Two legs with a socket pair each; `PortsExhaustedError` if the range is used up."""
         if call_id in self._sessions:
             raise RelayError(f"media session {call_id} exists already")
+        self.engine.start()
         session = MediaSession(self, call_id)
         session._a = await self._open_leg(session, "a")
         try:
@@ -569,8 +741,10 @@ class MediaRelay:
         return session
 
     def close(self) -> None:
+        """Close every session and stop the packet thread."""
         for session in list(self._sessions.values()):
             session.close()
+        self.engine.stop()
 
     async def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
         rtp_sock, rtcp_sock, port = self._bind_pair()

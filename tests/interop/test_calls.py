@@ -218,6 +218,33 @@ async def test_dtmf_digits_reach_the_callee_as_telephone_events(
     assert offers, caller.output[-3000:]
 
 
+async def test_the_flip_code_stops_at_the_pbx_and_other_digits_go_on(
+    make_call_target: MakeCallTarget, tones: dict[float, Path], tmp_path: Path
+) -> None:
+    """baresip's telephone-events stop at our relay; digits that are no code are sent again.
+
+    "5" cannot start the code and goes on at once; "*0" is the flip code (bob has no other
+    device registered, so it does nothing but must not be heard); the "*" after it is held until
+    "5" shows that "*5" is no code, then both go on. The callee must decode "5*5" from the
+    events our relay generated.
+    """
+    target = await make_call_target()
+    if target.kind != "callflip":
+        pytest.skip("a proxy passes every digit on: this needs our feature codes")
+    async with (
+        phone(target, "301", tones[CALLER_HZ], tmp_path / "caller") as caller,
+        phone(target, "201", tones[CALLEE_HZ], tmp_path / "callee", answermode="auto") as callee,
+    ):
+        await caller.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+        await caller.wait_event("CALL_ESTABLISHED", 15)
+        await asyncio.sleep(0.5)
+        await caller.send_dtmf("5*0*5")
+        await asyncio.sleep(1.0)
+        await caller.hangup()
+        await callee.wait_event("CALL_CLOSED", 10)
+    assert callee.received_dtmf() == "5*5", callee.output[-3000:]
+
+
 async def test_flip_moves_the_call_to_the_other_device(
     make_call_target: MakeCallTarget, tones: dict[float, Path], tmp_path: Path
 ) -> None:

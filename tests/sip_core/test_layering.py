@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     # 2 transport
     "transport": 2,
     "relay": 2,
+    "relay_engine": 2,
     # 3 transaction
     "transaction": 3,
     # 4 dialog / auth

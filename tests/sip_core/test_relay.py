@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sip_core.clock import ManualClock
-from sip_core.dtmf import DtmfDigit, TelephoneEvent, build_telephone_event
+from sip_core.dtmf import DtmfDigit, TelephoneEvent, build_telephone_event, parse_telephone_event
 from sip_core.relay import (
     MediaRelay,
     MediaSession,
@@ -473,3 +473,103 @@ async def test_closed_session_refuses_a_switch(relay: MediaRelay) -> None:
         await session.switch_leg("b")
     with pytest.raises(Exception, match="exists already"):
         await relay.open_session("again") and await relay.open_session("again")
+
+
+def _event_of(packet: RtpPacket) -> TelephoneEvent:
+    return parse_telephone_event(packet.payload)
+
+
+async def test_swallowed_dtmf_leaves_no_hole_in_the_sequence(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    try:
+        session.a.set_codecs([Codec(0, "PCMU", 8000), Codec(101, "telephone-event", 8000)])
+        session.a.swallow_dtmf = True
+        session.b.set_remote(phone_b.address)
+        stream = Stream(9, 65533, 8000)  # the sequence wraps during the test
+        for packet in [stream.next(), *_press(1, 8160, stream), stream.next(), stream.next()]:
+            phone_a.send(packet, session.a.local_rtp)
+        got = [await phone_b.receive_rtp() for _ in range(3)]
+        assert [p.sequence for p in got] == [65533, 65534, 65535]
+        assert {p.ssrc for p in got} == {9}
+        assert [p.timestamp for p in got] == [8000, 8160, 8320]  # timestamps stay the sender's
+    finally:
+        phone_a.close()
+        phone_b.close()
+
+
+async def test_send_dtmf_puts_events_on_the_stream_in_real_time() -> None:
+    clock = ManualClock()
+    low, high = _port_range(4)
+    relay = MediaRelay(HOST, low, high, clock=clock)
+    session = await relay.open_session("dtmf")
+    phone_a, phone_b = await endpoint(), await endpoint()
+    try:
+        session.b.set_remote(phone_b.address)
+        session.b.set_codecs([Codec(0, "PCMU", 8000), Codec(97, "telephone-event", 8000)])
+        stream = Stream(0x77, 200, 16000)
+        before = await _talk(phone_a, stream, session.a.local_rtp, phone_b, 2)
+        clock.advance(0.01)  # half a frame after the last audio packet
+        assert session.b.send_dtmf("4")
+        assert session.b.send_dtmf("#")  # queued behind the "4"
+        start = await phone_b.receive_rtp()
+        assert (start.payload_type, start.ssrc, start.marker) == (97, 0x77, True)
+        assert start.sequence == before[-1].sequence + 1
+        assert start.timestamp == before[-1].timestamp + 80  # where the stream's clock is now
+        assert _event_of(start) == TelephoneEvent(4, False, 10, 400)
+        assert phone_b.queue.empty()  # the rest comes in real time
+        # audio in the middle of the event continues after the event's packets
+        (middle,) = await _talk(phone_a, stream, session.a.local_rtp, phone_b, 1)
+        assert (middle.sequence, middle.timestamp) == (start.sequence + 1, stream.timestamp - 160)
+        clock.advance(0.05)
+        update = await phone_b.receive_rtp()
+        assert (update.sequence, update.timestamp, update.marker) == (
+            middle.sequence + 1,
+            start.timestamp,
+            False,
+        )
+        assert _event_of(update) == TelephoneEvent(4, False, 10, 800)
+        clock.advance(0.05)
+        ends = [await phone_b.receive_rtp() for _ in range(3)]
+        assert [p.sequence for p in ends] == [update.sequence + 1 + i for i in range(3)]
+        assert {_event_of(p) for p in ends} == {TelephoneEvent(4, True, 10, 800)}
+        assert {p.timestamp for p in ends} == {start.timestamp}
+        assert phone_b.queue.empty()
+        clock.advance(0.05)  # the pause between two presses
+        second = await phone_b.receive_rtp()
+        assert _event_of(second).event == 11
+        assert second.marker
+        assert second.sequence == ends[-1].sequence + 1
+        # 150 ms after the middle audio packet, on its clock
+        assert second.timestamp == middle.timestamp + round(0.15 * 8000)
+        clock.advance(0.1)
+        rest = [_event_of(await phone_b.receive_rtp()).end for _ in range(4)]
+        assert rest == [False, True, True, True]
+        (after,) = await _talk(phone_a, stream, session.a.local_rtp, phone_b, 1)
+        assert after.sequence == second.sequence + 5
+        assert after.ssrc == 0x77
+        assert session.b.stats.dtmf_sent == 2
+    finally:
+        relay.close()
+        phone_a.close()
+        phone_b.close()
+
+
+async def test_send_dtmf_before_any_audio_starts_the_stream(relay: MediaRelay) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    try:
+        assert not session.b.send_dtmf("1")  # no telephone-event negotiated: use INFO instead
+        session.b.set_codecs([Codec(0, "PCMU", 8000), Codec(101, "telephone-event", 8000)])
+        session.b.set_remote(phone_b.address)
+        assert session.b.send_dtmf("1")
+        start = await phone_b.receive_rtp()
+        assert start.payload_type == 101
+        assert start.marker
+        # the caller's audio then continues the stream the event began
+        (audio,) = await _talk(phone_a, Stream(5, 9, 9), session.a.local_rtp, phone_b, 1)
+        assert (audio.ssrc, audio.sequence) == (start.ssrc, (start.sequence + 1) & 0xFFFF)
+        assert (audio.timestamp - start.timestamp) & 0xFFFFFFFF == 160  # at least one frame on
+        session.close()
+        assert not session.b.send_dtmf("1")
+    finally:
+        phone_a.close()
+        phone_b.close()

@@ -1,0 +1,112 @@
+"""The relay's packet thread on its own: handlers run under the lock, survive errors, stop cleanly.
+
+Waits are bounded only so that a broken engine fails instead of hanging; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from sip_core.clock import ManualClock
+from sip_core.relay_engine import RelayEngine
+
+HOST = "127.0.0.1"
+WAIT = 5.0
+
+
+@pytest.fixture
+def engine() -> Iterator[RelayEngine]:
+    clock = ManualClock()
+    relay_engine = RelayEngine(clock.monotonic)
+    relay_engine.start()
+    yield relay_engine
+    relay_engine.stop()
+
+
+def _socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((HOST, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def test_a_handler_runs_on_the_engine_thread_with_the_lock_held(engine: RelayEngine) -> None:
+    sock, sender = _socket(), _socket()
+    got: list[tuple[bytes, bool, str]] = []
+    done = threading.Event()
+
+    def handler() -> None:
+        size, _ = sock.recvfrom_into(engine.buffer)
+        owned = engine.lock._is_owned()  # type: ignore[attr-defined]
+        got.append((bytes(engine.view[:size]), owned, threading.current_thread().name))
+        if len(got) == 3:
+            done.set()
+
+    try:
+        with engine.lock:
+            engine.register(sock, handler)
+        for payload in (b"one", b"two", b"three"):
+            sender.sendto(payload, sock.getsockname())
+        assert done.wait(WAIT)
+        assert [g[0] for g in got] == [b"one", b"two", b"three"]  # one read per readiness
+        assert all(g[1] for g in got)
+        assert {g[2] for g in got} == {"callflip-relay"}
+    finally:
+        with engine.lock:
+            engine.unregister(sock)
+        sock.close()
+        sender.close()
+
+
+def test_a_failing_handler_does_not_stop_the_others(engine: RelayEngine) -> None:
+    bad, good, sender = _socket(), _socket(), _socket()
+    arrived = threading.Event()
+
+    def explode() -> None:
+        bad.recv(64)
+        raise RuntimeError("boom")
+
+    def fine() -> None:
+        good.recv(64)
+        arrived.set()
+
+    try:
+        with engine.lock:
+            engine.register(bad, explode)
+            engine.register(good, fine)
+        sender.sendto(b"x", bad.getsockname())
+        sender.sendto(b"y", good.getsockname())
+        assert arrived.wait(WAIT)
+        assert engine.running
+    finally:
+        with engine.lock:
+            engine.unregister(bad)
+            engine.unregister(good)
+        for sock in (bad, good, sender):
+            sock.close()
+
+
+def test_an_unregistered_socket_is_not_read_and_stop_joins_the_thread() -> None:
+    clock = ManualClock()
+    engine = RelayEngine(clock.monotonic)
+    engine.start()
+    sock, sender = _socket(), _socket()
+    calls: list[int] = []
+    try:
+        with engine.lock:
+            engine.register(sock, lambda: calls.append(1))
+            engine.unregister(sock)
+            engine.unregister(sock)  # twice is harmless
+        sender.sendto(b"late", sock.getsockname())
+        engine.stop()
+        assert not engine.running
+        assert calls == []
+        assert sock.recv(64) == b"late"  # still queued: nobody read it
+        engine.stop()  # idempotent
+    finally:
+        sock.close()
+        sender.close()
