@@ -19,9 +19,12 @@ feature-code collector and passes on the rest. A dead leg is found by a missing 
 by RFC 4028 session timers when the caller offers them, and by a forwarded request that times out
 or gets 408/481; in every case both sides are released, so no call is left half-open.
 
-Flip: the target device rings with a delayed offer (INVITE without SDP), so its answer's offer can
-be given the new relay socket that `MediaSession.switch_leg` opens; the other party's dialog is
-never touched.
+Flip: the target device rings with an SDP offer of its own: a spare relay socket pair for the side
+it would take (`MediaSession.open_spare`) and the codecs the staying party already agreed to, plus
+telephone-event. Its 200 carries the answer; our ACK has no body, and `switch_leg` adopts the spare.
+A delayed offer (INVITE without SDP) would let the target pick codecs the staying party never
+agreed to, and needs an answer in the ACK, which many phones handle badly. The other party's
+dialog is never touched.
 """
 
 from __future__ import annotations
@@ -76,16 +79,16 @@ from sip_core.features import (
 )
 from sip_core.message import Request, Response, make_response, new_call_id, new_tag
 from sip_core.registrar import Binding
-from sip_core.relay import MediaRelay, RelayError
+from sip_core.relay import MediaLeg, MediaRelay, RelayError
 from sip_core.sdp import (
     Direction,
     Origin,
     SdpError,
     SessionDescription,
     common_codecs,
+    offer_for_new_device,
     parse_sdp,
     payload_type_map,
-    restrict_codecs,
     rewrite_for_relay,
 )
 from sip_core.transaction import (
@@ -122,6 +125,8 @@ class FlipHandle:
     future: asyncio.Future[HandoffRecord]
     timeout: float
     legs: list[Leg] = field(default_factory=list)
+    offer: SessionDescription | None = None  # what every target was offered (before the relay)
+    spare: MediaLeg | None = None  # the relay sockets named in that offer
     winner: Leg | None = None
     timer: TimerHandle | None = None
     done: bool = False
@@ -386,11 +391,14 @@ class B2bua:
 
     # -- helpers: SDP ----------------------------------------------------------------------------
 
-    def _sdp_for(self, leg: Leg, description: SessionDescription) -> bytes:
-        """``description`` (from the other side) as ``leg``'s device must see it: via the relay."""
+    def _sdp_for(self, leg: Leg, description: SessionDescription, port: int | None = None) -> bytes:
+        """``description`` (from the other side) as ``leg``'s device must see it: via the relay.
+
+        ``port`` is the relay port for the device (default: its side's current one)."""
         call = leg.call
-        assert call.media is not None
-        port = call.media.leg(leg.side).local_rtp.port
+        if port is None:
+            assert call.media is not None
+            port = call.media.leg(leg.side).local_rtp.port
         dialog = leg.dialog
         host = dialog.endpoint.host if dialog is not None else self._relay.host
         if leg.origin is None:
@@ -1265,6 +1273,18 @@ class B2bua:
         call.flip = flip
         _LOGGER.info("Call %s: flipping from %s to %s", call.id, from_leg.device, to_device)
         self._publish(HandoffStarted(call.id, from_leg.device or "", to_device))
+        media = call.media
+        try:
+            if media is None or remote.remote_sdp is None or from_leg.remote_sdp is None:
+                raise SdpError("the call has no media yet")
+            flip.offer = offer_for_new_device(remote.remote_sdp, from_leg.remote_sdp)
+            flip.spare = media.open_spare(from_leg.side)
+        except SdpError as exc:
+            self._finish_flip(flip, None, exc.reason)
+            return future
+        except (RelayError, OSError) as exc:
+            self._finish_flip(flip, None, f"media relay: {exc}")
+            return future
         for binding in self._bindings(to_device):
             self._send_flip_invite(flip, binding, remote.party)
         if not flip.done:
@@ -1294,6 +1314,8 @@ class B2bua:
             endpoint=endpoint,
             local_cseq=cseq,
         )
+        assert flip.offer is not None
+        assert flip.spare is not None
         invite = build_request(
             "INVITE",
             binding.contact_uri,
@@ -1302,6 +1324,8 @@ class B2bua:
             to_value=to_value,
             call_id=call_id,
             cseq=cseq,
+            body=self._sdp_for(leg, flip.offer, flip.spare.local_rtp.port),
+            content_type=SDP,
             extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),),
         )
         flip.legs.append(leg)
@@ -1354,71 +1378,59 @@ class B2bua:
         self._spawn(self._complete_flip(flip, leg, response))
 
     async def _complete_flip(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
+        """The target answered our offer: check the answer, ACK it, and move the media over."""
         call = flip.call
         dialog = leg.dialog
         assert dialog is not None
         old = flip.from_leg
         remote = call.other(old)
         failure = ""
-        offer: SessionDescription | None = None
+        answer: SessionDescription | None = None
         try:
-            offer = self._parse_body(response)
+            answer = self._parse_body(response)
         except SdpError as exc:
             failure = f"unreadable SDP from {leg.device}: {exc}"
-        audio = offer.audio() if offer is not None else None
+        audio = answer.audio() if answer is not None else None
         remote_audio = (
             remote.remote_sdp.audio() if remote is not None and remote.remote_sdp else None
         )
+        offered = flip.offer.audio() if flip.offer is not None else None
         common = (
-            common_codecs(audio.codecs(), remote_audio.codecs())
-            if audio is not None and remote_audio is not None
+            common_codecs(offered.codecs(), audio.codecs())
+            if audio is not None and offered is not None
             else []
         )
-        if not failure and (offer is None or audio is None):
-            failure = f"{leg.device} answered without an SDP offer"
-        elif not failure and not common:
-            failure = f"{leg.device} has no codec in common with the call"
+        if not failure and (answer is None or audio is None):
+            failure = f"{leg.device} answered without an SDP answer"
+        elif not failure and not any(c.encoding.lower() != "telephone-event" for c in common):
+            failure = f"{leg.device} accepted none of the offered codecs"
+        ack = dialog.create_ack(leg.invite_cseq)
+        leg.ack_sent[leg.invite_cseq] = ack
+        self._send_ack(ack, dialog)
         media = call.media
         if not failure and (media is None or media.closed or not call.active or flip.done):
             failure = "the call ended"
-        if failure or offer is None or audio is None or remote_audio is None or media is None:
-            self._send_ack(dialog.create_ack(leg.invite_cseq), dialog)
+        if failure or answer is None or audio is None or remote_audio is None or media is None:
             self._send_bye(leg)
             self._finish_flip(flip, None, failure or "the call ended")
             return
-        answer = offer.copy()
-        answer_audio = answer.audio()
-        assert answer_audio is not None
-        restrict_codecs(answer_audio, common)
-        if answer_audio.direction is not None:
-            answer_audio.direction = answer_audio.direction.reversed()
-        rtp, rtcp = _media_target(offer)
-        target_codecs = answer_audio.codecs()
+        rtp, rtcp = _media_target(answer)
+        target_codecs = audio.codecs()
         try:
-            new_media = await media.switch_leg(
+            await media.switch_leg(
                 old.side,
                 rtp,
                 rtcp,
                 codecs=target_codecs,
                 payload_map_in=payload_type_map(target_codecs, remote_audio.codecs()),
                 payload_map_out=payload_type_map(remote_audio.codecs(), target_codecs),
+                spare=flip.spare,
             )
         except (RelayError, OSError) as exc:
-            self._send_ack(dialog.create_ack(leg.invite_cseq), dialog)
             self._send_bye(leg)
             self._finish_flip(flip, None, f"media relay: {exc}")
             return
         leg.remote_sdp = answer
-        audio_index = answer.media.index(answer_audio)
-        ports = [
-            new_media.local_rtp.port if i == audio_index else None for i in range(len(answer.media))
-        ]
-        host = dialog.endpoint.host
-        leg.origin = Origin("callflip", str(first_cseq()), 1, "IN", _ip_type(host), host)
-        body = rewrite_for_relay(answer, host, ports, origin=leg.origin).to_bytes()
-        ack = dialog.create_ack(leg.invite_cseq, body=body, content_type=SDP)
-        leg.ack_sent[leg.invite_cseq] = ack
-        self._send_ack(ack, dialog)
         if not call.active:
             self._send_bye(leg)
             self._finish_flip(flip, None, "the call ended")
@@ -1482,6 +1494,8 @@ class B2bua:
                 self._forget(leg)
         if call.flip is flip:
             call.flip = None
+        if flip.spare is not None and call.media is not None:
+            call.media.discard_spare(flip.spare)  # nothing when the winner took it
         from_device = flip.from_leg.device or ""
         record = HandoffRecord(
             call.id,
