@@ -13,10 +13,12 @@ caller; the first 2xx wins and every other branch is CANCELled (the transaction 
 -- is ACKed and BYEd at once. Failures map to one answer for the caller: unknown number 404,
 nothing registered 480, every device busy 486, no answer in time 480; each with one log line.
 
-In the call: re-INVITE and UPDATE are passed across (SDP rewritten to the relay both ways), with
+In the call: re-INVITE and UPDATE are passed across (SDP rewritten to the relay both ways; a
+bodiless UPDATE is a session refresh and is answered here), with
 491 when offers would cross (glare); BYE from either side ends both; INFO DTMF goes through the
 feature-code collector and passes on the rest. A dead leg is found by a missing ACK to our 2xx,
-by RFC 4028 session timers when the caller offers them, and by a forwarded request that times out
+by RFC 4028 session timers when the caller offers them (we refresh when the offer or RFC 4028
+§9 makes us the refresher, else expect its refreshes), and by a forwarded request that times out
 or gets 408/481; in every case both sides are released, so no call is left half-open.
 
 Flip: the target device rings with an SDP offer of its own: a spare relay socket pair for the side
@@ -46,6 +48,8 @@ from sip_core.calls import (
     Leg,
     LegRole,
     LegState,
+    Refresher,
+    SessionTimer,
 )
 from sip_core.clock import Clock, TimerHandle
 from sip_core.config import PbxConfig
@@ -99,7 +103,7 @@ from sip_core.transaction import (
 )
 from sip_core.transport import Address, Source
 
-__all__ = ["MIN_SESSION_EXPIRES", "B2bua", "FlipHandle"]
+__all__ = ["MIN_SESSION_EXPIRES", "B2bua", "FlipHandle", "negotiate_session_timer"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -107,6 +111,9 @@ SDP = "application/sdp"
 DTMF_TYPES = frozenset({"application/dtmf-relay", "application/dtmf"})
 #: RFC 4028 §4: the smallest session interval we accept (and the default minimum).
 MIN_SESSION_EXPIRES = 90
+#: Seconds before a session refresh that could not go out (an offer was under way, or 491) is
+#: tried again.
+REFRESH_RETRY = 2.0
 _UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
 _NO_ADDRESS = frozenset({"0.0.0.0", "::"})
 _HOLD = frozenset({Direction.SENDONLY, Direction.INACTIVE})
@@ -149,11 +156,33 @@ def _session_expires(request: Request | Response) -> tuple[int, str | None] | No
     return int(head), refresher
 
 
-def _supports(message: Request | Response, tag: str) -> bool:
-    for value in message.headers.get_all("Supported"):
+def _supports(message: Request | Response, tag: str, header: str = "Supported") -> bool:
+    for value in message.headers.get_all(header):
         if any(part.strip().lower() == tag for part in value.split(",")):
             return True
     return False
+
+
+def negotiate_session_timer(
+    request: Request, current: SessionTimer | None = None
+) -> SessionTimer | None:
+    """The session timer for a device's INVITE or UPDATE to us, as its UAS (RFC 4028 §9).
+
+    A refresher the request names is kept. Without one, a device that supports timers refreshes
+    itself (it asked for the timer, and so we never send re-INVITEs to a phone that only
+    tolerates them); a device that does not support them cannot refresh, so we do. A request
+    without Session-Expires leaves the timer as it was (``current``): our 2xx may still carry it.
+    """
+    expires = _session_expires(request)
+    if expires is None:
+        return current
+    interval, named = expires
+    supported = _supports(request, "timer") or _supports(request, "timer", "Require")
+    if named in (Refresher.UAC, Refresher.UAS):
+        refresher = Refresher(named)
+    else:
+        refresher = Refresher.UAC if supported else Refresher.UAS
+    return SessionTimer(interval, refresher, supported)
 
 
 def _media_target(sdp: SessionDescription) -> tuple[Address | None, Address | None]:
@@ -407,7 +436,9 @@ class B2bua:
             leg.origin.session_version += 1
         audio = description.audio()
         ports = [port if media is audio else None for media in description.media]
-        return rewrite_for_relay(description, host, ports, origin=leg.origin).to_bytes()
+        body = rewrite_for_relay(description, host, ports, origin=leg.origin).to_bytes()
+        leg.local_sdp = body
+        return body
 
     def _learn_sdp(self, leg: Leg, sdp: SessionDescription) -> None:
         """A device described its media: the relay sends its audio there, with its codecs."""
@@ -531,8 +562,8 @@ class B2bua:
             caller.server_txn = txn
         caller.remote_sdp = offer
         caller.invite_cseq = request.cseq.number
-        if session_expires is not None and _supports(request, "timer"):
-            caller.session_interval = session_expires[0]
+        caller.session = negotiate_session_timer(request)
+        caller.peer_allows_update = _supports(request, "update", "Allow")
         call.caller = caller
         self._calls[call.id] = call
         self._invites[txn] = call
@@ -971,6 +1002,8 @@ class B2bua:
                 return
             outcome = CallOutcome.ANSWERED if call.answered else CallOutcome.CANCELLED
             self._terminate(call, outcome, f"{leg.device} hung up", skip=leg)
+        elif method == "UPDATE" and not request.body and leg.state is LegState.CONFIRMED:
+            self._local_refresh(leg, request, txn)
         elif method in ("INVITE", "UPDATE"):
             self._offer(leg, request, txn)
         elif method == "INFO":
@@ -1031,7 +1064,7 @@ class B2bua:
             self._reply(txn, request, 488, str(exc))
             return
         assert leg.dialog is not None
-        self._refreshed(leg)
+        self._refreshed(leg, request)
         leg.dialog.refresh_target(request)
         previous = leg.remote_sdp
         if sdp is not None:
@@ -1131,24 +1164,135 @@ class B2bua:
     # -- session timers (RFC 4028) ---------------------------------------------------------------
 
     def _session_headers(self, leg: Leg, response: Response) -> None:
-        if leg.session_interval is None:
+        """Our 2xx to a device's INVITE/UPDATE states the timer agreed with it (RFC 4028 §9)."""
+        timer = leg.session
+        if timer is None:
             return
-        response.headers.add("Session-Expires", f"{leg.session_interval};refresher=uac")
-        response.headers.add("Require", "timer")
+        response.headers.add("Session-Expires", f"{timer.interval};refresher={timer.refresher}")
+        if timer.required:
+            response.headers.add("Require", "timer")
 
     def _arm_session_timer(self, leg: Leg) -> None:
-        interval = leg.session_interval
-        if interval is None:
+        """After each refresh: our next refresh at half the interval (§7.2) if we refresh, else
+        the expiry check a little before the interval ends (§10)."""
+        timer = leg.session
+        if timer is None:
             return
         if leg.session_timer is not None:
             leg.session_timer.cancel()
-        # §10: without a refresh, the other side gives up a little before the interval ends.
-        delay = interval - min(32, interval / 3)
-        leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
+        interval = timer.interval
+        leg.session_deadline = self._clock.monotonic() + interval
+        if timer.refresher is Refresher.UAS:
+            leg.session_timer = self._clock.call_later(
+                interval / 2, lambda: self._send_refresh(leg)
+            )
+        else:
+            delay = interval - min(32, interval / 3)
+            leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
 
-    def _refreshed(self, leg: Leg) -> None:
-        if leg.session_interval is not None:
+    def _refreshed(self, leg: Leg, request: Request) -> None:
+        """A re-INVITE or UPDATE from the device: it may renegotiate, and it refreshes."""
+        leg.session = negotiate_session_timer(request, leg.session)
+        self._arm_session_timer(leg)
+
+    def _local_refresh(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        """A bodiless UPDATE changes no media: it refreshes this dialog only, so it is answered
+        here rather than passed to a far end that may not even allow UPDATE."""
+        assert leg.dialog is not None
+        self._refreshed(leg, request)
+        leg.dialog.refresh_target(request)
+        ok = make_response(request, 200)
+        ok.headers.add("Contact", leg.dialog.endpoint.contact)
+        self._session_headers(leg, ok)
+        self._respond(txn, ok)
+
+    def _send_refresh(self, leg: Leg) -> None:
+        """We are the refresher: a bodiless UPDATE if the device allows it, else a re-INVITE
+        with the description it already has (same o= version: nothing changes)."""
+        leg.session_timer = None
+        call = leg.call
+        dialog = leg.dialog
+        timer = leg.session
+        if not call.active or dialog is None or dialog.terminated or timer is None:
+            return
+        if leg.incoming_offer or leg.outgoing_offer or leg.ack_pending:
+            leg.session_timer = self._clock.call_later(
+                REFRESH_RETRY, lambda: self._send_refresh(leg)
+            )
+            return
+        # We are the UAC of the refresh transaction, and the refresher.
+        extra = (("Session-Expires", f"{timer.interval};refresher=uac"), ("Supported", "timer"))
+        if leg.peer_allows_update:
+            request = dialog.create_request("UPDATE", extra=extra)
+        else:
+            body = leg.local_sdp
+            request = dialog.create_request(
+                "INVITE", body=body, content_type=SDP if body else None, extra=extra
+            )
+            leg.outgoing_offer = True
+        cseq = request.cseq.number
+        self._send_in_dialog(
+            leg,
+            request,
+            lambda response: self._refresh_answered(leg, response, cseq),
+            lambda: self._refresh_failed(leg, 408),
+        )
+
+    def _refresh_answered(self, leg: Leg, response: Response, cseq: int) -> None:
+        status = response.status
+        if status < 200:
+            return
+        method = response.cseq.method
+        dialog = leg.dialog
+        if method == "INVITE":
+            leg.outgoing_offer = False
+        call = leg.call
+        if dialog is None or dialog.terminated or not call.active:
+            return
+        if status < 300:
+            if method == "INVITE":
+                ack = dialog.create_ack(cseq)
+                leg.ack_sent[cseq] = ack
+                self._send_ack(ack, dialog)
+                try:
+                    sdp = self._parse_body(response)
+                except SdpError:
+                    sdp = None
+                if sdp is not None:
+                    self._learn_sdp(leg, sdp)
+            dialog.refresh_target(response)
+            expires = _session_expires(response)
+            timer = leg.session
+            if expires is not None and timer is not None:
+                # Roles in our refresh: "uac" is us, "uas" the device, which may take over.
+                who = Refresher.UAC if expires[1] == Refresher.UAS else Refresher.UAS
+                leg.session = SessionTimer(expires[0], who, timer.required)
             self._arm_session_timer(leg)
+        elif status == 491:
+            leg.session_timer = self._clock.call_later(
+                REFRESH_RETRY, lambda: self._send_refresh(leg)
+            )
+        elif status in (405, 501) and method == "UPDATE":
+            leg.peer_allows_update = False
+            self._send_refresh(leg)
+        else:
+            self._refresh_failed(leg, status)
+
+    def _refresh_failed(self, leg: Leg, status: int) -> None:
+        """408/481 (or no answer): the dialog is gone, end the call now. Other refusals: the
+        session lasts until it expires (RFC 4028 §10)."""
+        if leg.outgoing_offer and status == 408:
+            leg.outgoing_offer = False
+        call = leg.call
+        if not call.active:
+            return
+        if status in (408, 481):
+            self._terminate(
+                call, CallOutcome.ANSWERED, f"session refresh of {leg.device} failed ({status})"
+            )
+            return
+        delay = max(0.0, leg.session_deadline - self._clock.monotonic())
+        leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
 
     def _session_expired(self, leg: Leg) -> None:
         leg.session_timer = None

@@ -48,6 +48,8 @@ __all__ = [
     "Leg",
     "LegRole",
     "LegState",
+    "Refresher",
+    "SessionTimer",
 ]
 
 
@@ -107,6 +109,25 @@ class LegState(StrEnum):
 Side = Literal["a", "b"]
 
 
+class Refresher(StrEnum):
+    """Which end of a dialog refreshes its session (RFC 4028 ``refresher`` parameter)."""
+
+    UAC = "uac"
+    UAS = "uas"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimer:
+    """A session timer agreed with one device (RFC 4028): how long, who refreshes.
+
+    ``required`` says the device supports timers, so our responses may carry Require: timer.
+    """
+
+    interval: int
+    refresher: Refresher
+    required: bool
+
+
 class Leg:
     """One side of a call: one device, one dialog, and the B2BUA's bookkeeping for it.
 
@@ -127,14 +148,17 @@ class Leg:
         "failed_status",
         "incoming_offer",
         "invite_cseq",
+        "local_sdp",
         "offer_txn",
         "origin",
         "outgoing_offer",
         "party",
+        "peer_allows_update",
         "remote_sdp",
         "role",
         "server_txn",
-        "session_interval",
+        "session",
+        "session_deadline",
         "session_timer",
         "side",
         "state",
@@ -163,8 +187,11 @@ class Leg:
         self.deferred_ack: int | None = None  # INVITE CSeq whose 2xx we ACK once the peer ACKs
         self.invite_cseq = 0
         self.failed_status: int | None = None
-        self.session_interval: int | None = None
-        self.session_timer: TimerHandle | None = None
+        self.session: SessionTimer | None = None  # RFC 4028, with the device we are UAS for
+        self.session_timer: TimerHandle | None = None  # our refresh, or the expiry check
+        self.session_deadline = 0.0  # monotonic time the session expires without a refresh
+        self.local_sdp = b""  # the last description we sent this device (resent by a refresh)
+        self.peer_allows_update = False  # its Allow lists UPDATE: refresh with a bodiless UPDATE
         self.origin: Origin | None = None  # our o= line towards this device (version grows)
 
     def __repr__(self) -> str:
