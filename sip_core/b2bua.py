@@ -37,6 +37,7 @@ import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sip_core.calls import (
@@ -103,7 +104,13 @@ from sip_core.transaction import (
 )
 from sip_core.transport import Address, Source
 
-__all__ = ["MIN_SESSION_EXPIRES", "B2bua", "FlipHandle", "negotiate_session_timer"]
+__all__ = [
+    "ALLOWED_METHODS",
+    "MIN_SESSION_EXPIRES",
+    "B2bua",
+    "FlipHandle",
+    "negotiate_session_timer",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -119,6 +126,19 @@ _NO_ADDRESS = frozenset({"0.0.0.0", "::"})
 _HOLD = frozenset({Direction.SENDONLY, Direction.INACTIVE})
 
 Responder = Callable[[ServerTransaction, Response], None]
+
+#: Methods this PBX implements: the Allow header of every response and of our INVITEs.
+ALLOWED_METHODS: tuple[str, ...] = (
+    "REGISTER",
+    "OPTIONS",
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "INFO",
+    "UPDATE",
+)
+_ALLOW = (("Allow", ", ".join(ALLOWED_METHODS)),)
 
 
 @dataclass(slots=True)
@@ -634,57 +654,76 @@ class B2bua:
         for binding in targets:
             if not call.active or call.callee is not None:
                 break
-            self._send_branch(call, binding, caller.remote_sdp, callee_party)
+            leg = Leg(call, LegRole.CALLEE, "b", binding.username, callee_party)
+            call.branches.append(leg)
+            self._send_branch_invite(
+                leg,
+                binding,
+                presented=caller.party,
+                offer=caller.remote_sdp,
+                port=None,
+                on_response=partial(self._branch_response, leg),
+                on_timeout=partial(self._branch_failed, leg, 408),
+            )
         if call.active and call.callee is None:
             timeout = self._config().calls.no_answer_timeout
             call.no_answer_timer = self._clock.call_later(timeout, lambda: self._no_answer(call))
 
-    def _send_branch(
-        self, call: Call, binding: Binding, offer: SessionDescription, callee_party: str
+    def _send_branch_invite(
+        self,
+        leg: Leg,
+        binding: Binding,
+        *,
+        presented: str,
+        offer: SessionDescription,
+        port: int | None,
+        on_response: Callable[[Response], None],
+        on_timeout: Callable[[], None],
     ) -> None:
-        caller = call.caller
-        assert caller is not None
-        config = self._config()
+        """Ring one registration of a device for ``leg``: a new dialog's INVITE with our offer.
+
+        Serves both the call's forks and a flip's targets. ``presented`` is the party the device
+        sees calling (From, without tag); ``port`` the relay port named in the offer (None: the
+        current one of the leg's side). Until the answer, a provisional dialog carries the
+        endpoint (for the SDP's address) and the identifiers; the answer replaces it.
+        """
         endpoint = self._endpoint(binding.source)
-        leg = Leg(call, LegRole.CALLEE, "b", binding.username, callee_party)
         local_tag = new_tag()
         call_id = new_call_id()
         cseq = first_cseq()
         leg.invite_cseq = cseq
-        to_value = f"<sip:{binding.username}@{config.sip.domain}>"
-        # A provisional dialog until the answer: it carries the endpoint for the SDP's address.
+        to_value = f"<sip:{binding.username}@{self._config().sip.domain}>"
+        from_value = f"{presented};tag={local_tag}"
         leg.dialog = Dialog(
             call_id=call_id,
             local_tag=local_tag,
             remote_tag="",
-            local_party=f"{caller.party};tag={local_tag}",
+            local_party=from_value,
             remote_party=to_value,
             remote_target=binding.contact_uri,
             destination=binding.source.remote,
             endpoint=endpoint,
             local_cseq=cseq,
         )
-        body = self._sdp_for(leg, offer)
         invite = build_request(
             "INVITE",
             binding.contact_uri,
             endpoint=endpoint,
-            from_value=leg.dialog.local_party,
+            from_value=from_value,
             to_value=to_value,
             call_id=call_id,
             cseq=cseq,
-            body=body,
+            body=self._sdp_for(leg, offer, port),
             content_type=SDP,
-            extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),),
+            extra=_ALLOW,
         )
-        call.branches.append(leg)
         self._dialogs[(call_id, local_tag)] = leg
         leg.client_txn = self._txns.send_request(
             invite,
             binding.source.remote,
             binding.source.kind,
-            on_response=lambda response: self._branch_response(leg, response),
-            on_timeout=lambda: self._branch_failed(leg, 408),
+            on_response=on_response,
+            on_timeout=on_timeout,
         )
 
     def _branch_response(self, leg: Leg, response: Response) -> None:
@@ -1429,58 +1468,22 @@ class B2bua:
         except (RelayError, OSError) as exc:
             self._finish_flip(flip, None, f"media relay: {exc}")
             return future
+        port = flip.spare.local_rtp.port
         for binding in self._bindings(to_device):
-            self._send_flip_invite(flip, binding, remote.party)
+            leg = Leg(call, LegRole.FLIP_TARGET, from_leg.side, binding.username, from_leg.party)
+            flip.legs.append(leg)
+            self._send_branch_invite(
+                leg,
+                binding,
+                presented=remote.party,
+                offer=flip.offer,
+                port=port,
+                on_response=partial(self._flip_response, flip, leg),
+                on_timeout=partial(self._flip_leg_failed, leg, 408),
+            )
         if not flip.done:
             flip.timer = self._clock.call_later(wait, lambda: self._flip_no_answer(flip))
         return future
-
-    def _send_flip_invite(self, flip: FlipHandle, binding: Binding, presented: str) -> None:
-        call = flip.call
-        endpoint = self._endpoint(binding.source)
-        leg = Leg(
-            call, LegRole.FLIP_TARGET, flip.from_leg.side, binding.username, flip.from_leg.party
-        )
-        local_tag = new_tag()
-        call_id = new_call_id()
-        cseq = first_cseq()
-        leg.invite_cseq = cseq
-        to_value = f"<sip:{binding.username}@{self._config().sip.domain}>"
-        from_value = f"{presented};tag={local_tag}"
-        leg.dialog = Dialog(
-            call_id=call_id,
-            local_tag=local_tag,
-            remote_tag="",
-            local_party=from_value,
-            remote_party=to_value,
-            remote_target=binding.contact_uri,
-            destination=binding.source.remote,
-            endpoint=endpoint,
-            local_cseq=cseq,
-        )
-        assert flip.offer is not None
-        assert flip.spare is not None
-        invite = build_request(
-            "INVITE",
-            binding.contact_uri,
-            endpoint=endpoint,
-            from_value=from_value,
-            to_value=to_value,
-            call_id=call_id,
-            cseq=cseq,
-            body=self._sdp_for(leg, flip.offer, flip.spare.local_rtp.port),
-            content_type=SDP,
-            extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),),
-        )
-        flip.legs.append(leg)
-        self._dialogs[(call_id, local_tag)] = leg
-        leg.client_txn = self._txns.send_request(
-            invite,
-            binding.source.remote,
-            binding.source.kind,
-            on_response=lambda response: self._flip_response(flip, leg, response),
-            on_timeout=lambda: self._flip_leg_failed(leg, 408),
-        )
 
     def _flip_response(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
         status = response.status

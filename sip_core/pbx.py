@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from sip_core import __version__
-from sip_core.b2bua import B2bua
+from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, User
@@ -27,21 +27,10 @@ from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportLayer
 
-__all__ = ["Pbx"]
+__all__ = ["ALLOWED_METHODS", "Pbx"]
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Methods this PBX implements today; the Allow header lists them.
-ALLOWED_METHODS: tuple[str, ...] = (
-    "REGISTER",
-    "OPTIONS",
-    "INVITE",
-    "ACK",
-    "CANCEL",
-    "BYE",
-    "INFO",
-    "UPDATE",
-)
 #: Methods the B2BUA handles (OPTIONS only inside a dialog).
 CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "INFO", "UPDATE"})
 #: Methods RFC 3261 and its extensions define that we recognise but do not offer (405, not 501).

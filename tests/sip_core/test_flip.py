@@ -323,3 +323,22 @@ async def test_flip_fails_at_once_when_the_relay_has_no_ports_left(h: Harness) -
     assert "media relay" in record.reason
     assert new_invites(mobile) == []
     assert call.flip is None
+
+
+async def test_call_and_flip_invites_share_one_shape(h: Harness) -> None:
+    """The fork INVITE and the flip INVITE come from one helper: same headers, Allow, offer."""
+    from sip_core.b2bua import ALLOWED_METHODS
+    from sip_core.pbx import ALLOWED_METHODS as PBX_ALLOWED
+
+    _, desk, mobile = await answered_call(h)
+    call = h.only_call()
+    h.b2bua.flip(call.id)
+    (flip_invite,) = new_invites(mobile)
+    fork_invite = desk.requests("INVITE")[0]
+    assert PBX_ALLOWED is ALLOWED_METHODS
+    for invite in (fork_invite, flip_invite):
+        assert invite.headers.get("Allow") == ", ".join(ALLOWED_METHODS)
+        assert invite.headers.get("Content-Type") == "application/sdp"
+        assert invite.from_.tag
+        assert invite.contacts[0].uri.user == "callflip"
+        assert [name for name, _ in invite.headers] == [name for name, _ in fork_invite.headers]
