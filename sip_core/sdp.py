@@ -653,9 +653,14 @@ def add_codec(media: MediaDescription, encoding: str, clock_rate: int, fmtp: str
         raise SdpError("no free dynamic payload type")
     codec = Codec(payload_type, encoding, clock_rate, 1, fmtp)
     media.formats.append(str(payload_type))
-    media.attributes.append(Attribute("rtpmap", codec.rtpmap))
+    # Next to the other payload format lines, where a reader expects them.
+    at = 1 + max(
+        (i for i, a in enumerate(media.attributes) if a.name in ("rtpmap", "fmtp")), default=-1
+    )
+    added = [Attribute("rtpmap", codec.rtpmap)]
     if fmtp is not None:
-        media.attributes.append(Attribute("fmtp", f"{payload_type} {fmtp}"))
+        added.append(Attribute("fmtp", f"{payload_type} {fmtp}"))
+    media.attributes[at:at] = added
     return codec
 
 

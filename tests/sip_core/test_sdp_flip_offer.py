@@ -47,6 +47,7 @@ def test_telephone_event_is_added_when_the_call_had_none() -> None:
         (96, "telephone-event", 8000),  # 101 is taken
     ]
     assert audio.get_all("fmtp") == ["96 0-16"]
+    assert [a.name for a in audio.attributes] == ["rtpmap", "rtpmap", "fmtp", "sendrecv"]
 
 
 def test_opus_calls_get_telephone_event_at_48_khz() -> None:
