@@ -1017,6 +1017,8 @@ class B2bua:
                 call.dialled,
                 call.devices,
                 reason,
+                call.caller_user,
+                call.callee_user,
             )
         )
 

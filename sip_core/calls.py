@@ -48,6 +48,7 @@ __all__ = [
     "Leg",
     "LegRole",
     "LegState",
+    "PendingFlip",
     "Refresher",
     "SessionTimer",
 ]
@@ -212,6 +213,22 @@ class HandoffRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingFlip:
+    """A flip under way, as the outside (Home Assistant) may see it: who moves where, since when.
+
+    ``from_leg`` is the side being moved; `Call.other` of it is the party that stays.
+    """
+
+    from_leg: Leg
+    to_device: str
+    started_at: float
+
+    @property
+    def from_device(self) -> str:
+        return self.from_leg.device or ""
+
+
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     """What a finished call leaves in the history; times are Unix seconds (wall clock)."""
 
@@ -297,6 +314,14 @@ class Call:
     @property
     def answered(self) -> bool:
         return self.answered_at is not None
+
+    @property
+    def pending_flip(self) -> PendingFlip | None:
+        """The flip in progress, if any (``flip`` itself is the B2BUA's bookkeeping)."""
+        flip = self.flip
+        if flip is None or flip.done:
+            return None
+        return PendingFlip(flip.from_leg, flip.to_device, flip.started_at)
 
     def transition(self, new: CallState) -> CallState:
         """Move to ``new``; returns the previous state. Same state: no change, no error."""

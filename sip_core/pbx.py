@@ -164,6 +164,10 @@ class Pbx:
         """Calls in progress, oldest first (`Call.state`, `Call.devices`, `Call.id`...)."""
         return self._b2bua.calls()
 
+    def call(self, call_id: str) -> Call | None:
+        """The call in progress with this id (None when there is none or it has ended)."""
+        return self._b2bua.get(call_id)
+
     def flip(
         self,
         call_id: str,

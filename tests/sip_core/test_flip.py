@@ -342,3 +342,19 @@ async def test_call_and_flip_invites_share_one_shape(h: Harness) -> None:
         assert invite.from_.tag
         assert invite.contacts[0].uri.user == "callflip"
         assert [name for name, _ in invite.headers] == [name for name, _ in fork_invite.headers]
+
+
+async def test_pending_flip_is_public_while_the_target_rings(h: Harness) -> None:
+    _, _, mobile = await answered_call(h)
+    call = h.only_call()
+    assert call.pending_flip is None
+    future = h.b2bua.flip(call.id)
+    pending = call.pending_flip
+    assert pending is not None
+    assert (pending.from_device, pending.to_device) == ("201", "202")
+    assert pending.from_leg is call.callee
+    assert pending.started_at == h.clock.wall()
+    (ringing,) = new_invites(mobile)
+    mobile.answer(ringing, 603)
+    assert not (await asyncio.wait_for(future, 5)).succeeded
+    assert call.pending_flip is None
