@@ -237,7 +237,9 @@ class B2bua:
 
     ``config`` is read on every new call (so user changes apply to the next call); ``bindings``
     gives a device's current registrations; ``respond`` sends a response through a server
-    transaction (the facade stamps Allow and Server); ``publish`` is the event bus.
+    transaction (the facade stamps Allow and Server); ``publish`` is the event bus, and
+    ``listening`` says whether anyone subscribes to it: call events are not even built when
+    nobody does (five per call; the standalone runner has no subscriber).
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class B2bua:
         respond: Responder,
         local_port: Callable[[], int],
         history: CallHistory | None = None,
+        listening: Callable[[], bool] | None = None,
     ) -> None:
         self._txns = transactions
         self._clock = clock
@@ -261,6 +264,7 @@ class B2bua:
         self._bindings = bindings
         self._relay = relay
         self._publish = publish
+        self._listening = listening if listening is not None else _always
         self._respond = respond
         self._local_port = local_port
         self.history = history if history is not None else CallHistory()
@@ -968,7 +972,8 @@ class B2bua:
         self._set_state(call, CallState.ENDED, reason)
         record = call.record()
         self.history.add(record)
-        self._publish(CallRecorded(record))
+        if self._listening():
+            self._publish(CallRecorded(record))
         _LOGGER.info(
             "Call %s from %s to %s ended: %s (%s)",
             call.id,
@@ -1008,6 +1013,8 @@ class B2bua:
             self._publish_state(call, previous, reason)
 
     def _publish_state(self, call: Call, previous: CallState | None, reason: str = "") -> None:
+        if not self._listening():
+            return
         self._publish(
             CallStateChanged(
                 call.id,
@@ -1670,6 +1677,10 @@ class B2bua:
             self._publish(HandoffFailed(call.id, from_device, flip.to_device, reason, record))
         if not flip.future.done():
             flip.future.set_result(record)
+
+
+def _always() -> bool:
+    return True
 
 
 def _ignore(response: Response) -> None:

@@ -145,7 +145,6 @@ class Leg:
         "deferred_ack",
         "device",
         "dialog",
-        "early_dialogs",
         "failed_status",
         "incoming_offer",
         "invite_cseq",
@@ -178,7 +177,6 @@ class Leg:
         # B2BUA bookkeeping
         self.server_txn: InviteServerTransaction | None = None  # the caller's initial INVITE
         self.client_txn: ClientTransaction | None = None  # our initial INVITE to a device
-        self.early_dialogs: dict[str, Dialog] = {}  # remote tag -> early dialog (forks)
         self.remote_sdp: SessionDescription | None = None  # the device's latest description
         self.incoming_offer = False  # a re-INVITE/UPDATE from this device awaits its answer
         self.offer_txn: ServerTransaction | None = None  # ... and its transaction

@@ -188,6 +188,10 @@ class EventBus:
     def __len__(self) -> int:
         return len(self._subscribers)
 
+    def __bool__(self) -> bool:
+        """Whether anyone subscribes: publishers may skip building an event nobody would get."""
+        return bool(self._subscribers)
+
 
 class _Subscription:
     """One subscription: a callable wrapper with its own identity."""

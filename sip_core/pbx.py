@@ -108,6 +108,7 @@ class Pbx:
             bindings=self._registrar.store.get,
             relay=self._relay,
             publish=self._events.publish,
+            listening=self._events.__bool__,
             respond=lambda txn, response: txn.respond(self._stamp(response)),
             local_port=lambda: self._transport.local_address.port,
             history=CallHistory(),

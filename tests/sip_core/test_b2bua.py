@@ -432,3 +432,17 @@ async def test_no_dialog_state_is_left_after_calls_end(h: Harness) -> None:
     assert h.b2bua._dialogs == {}
     assert h.b2bua._invites == {}
     assert h.relay.sessions == {}
+
+
+async def test_no_call_events_are_built_without_listeners_but_history_is_kept(h: Harness) -> None:
+    listening = [False]
+    h.b2bua._listening = lambda: listening[0]
+    alice = h.phone("201", 5201)
+    carol = h.phone("401", 5401)
+    await connect(h, alice, carol, "400")
+    assert h.events == []
+    listening[0] = True
+    alice.request("BYE")
+    assert [e.state for e in h.events_of(CallStateChanged)] == [CallState.ENDING, CallState.ENDED]
+    assert len(h.events_of(CallRecorded)) == 1
+    assert len(h.b2bua.history.records()) == 1
