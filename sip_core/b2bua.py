@@ -13,15 +13,20 @@ caller; the first 2xx wins and every other branch is CANCELled (the transaction 
 -- is ACKed and BYEd at once. Failures map to one answer for the caller: unknown number 404,
 nothing registered 480, every device busy 486, no answer in time 480; each with one log line.
 
-In the call: re-INVITE and UPDATE are passed across (SDP rewritten to the relay both ways), with
+In the call: re-INVITE and UPDATE are passed across (SDP rewritten to the relay both ways; a
+bodiless UPDATE is a session refresh and is answered here), with
 491 when offers would cross (glare); BYE from either side ends both; INFO DTMF goes through the
 feature-code collector and passes on the rest. A dead leg is found by a missing ACK to our 2xx,
-by RFC 4028 session timers when the caller offers them, and by a forwarded request that times out
+by RFC 4028 session timers when the caller offers them (we refresh when the offer or RFC 4028
+§9 makes us the refresher, else expect its refreshes), and by a forwarded request that times out
 or gets 408/481; in every case both sides are released, so no call is left half-open.
 
-Flip: the target device rings with a delayed offer (INVITE without SDP), so its answer's offer can
-be given the new relay socket that `MediaSession.switch_leg` opens; the other party's dialog is
-never touched.
+Flip: the target device rings with an SDP offer of its own: a spare relay socket pair for the side
+it would take (`MediaSession.open_spare`) and the codecs the staying party already agreed to, plus
+telephone-event. Its 200 carries the answer; our ACK has no body, and `switch_leg` adopts the spare.
+A delayed offer (INVITE without SDP) would let the target pick codecs the staying party never
+agreed to, and needs an answer in the ACK, which many phones handle badly. The other party's
+dialog is never touched.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sip_core.calls import (
@@ -43,6 +49,8 @@ from sip_core.calls import (
     Leg,
     LegRole,
     LegState,
+    Refresher,
+    SessionTimer,
 )
 from sip_core.clock import Clock, TimerHandle
 from sip_core.config import PbxConfig
@@ -76,16 +84,16 @@ from sip_core.features import (
 )
 from sip_core.message import Request, Response, make_response, new_call_id, new_tag
 from sip_core.registrar import Binding
-from sip_core.relay import MediaRelay, RelayError
+from sip_core.relay import MediaLeg, MediaRelay, RelayError
 from sip_core.sdp import (
     Direction,
     Origin,
     SdpError,
     SessionDescription,
     common_codecs,
+    offer_for_new_device,
     parse_sdp,
     payload_type_map,
-    restrict_codecs,
     rewrite_for_relay,
 )
 from sip_core.transaction import (
@@ -96,7 +104,13 @@ from sip_core.transaction import (
 )
 from sip_core.transport import Address, Source
 
-__all__ = ["MIN_SESSION_EXPIRES", "B2bua", "FlipHandle"]
+__all__ = [
+    "ALLOWED_METHODS",
+    "MIN_SESSION_EXPIRES",
+    "B2bua",
+    "FlipHandle",
+    "negotiate_session_timer",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -104,11 +118,27 @@ SDP = "application/sdp"
 DTMF_TYPES = frozenset({"application/dtmf-relay", "application/dtmf"})
 #: RFC 4028 §4: the smallest session interval we accept (and the default minimum).
 MIN_SESSION_EXPIRES = 90
+#: Seconds before a session refresh that could not go out (an offer was under way, or 491) is
+#: tried again.
+REFRESH_RETRY = 2.0
 _UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
 _NO_ADDRESS = frozenset({"0.0.0.0", "::"})
 _HOLD = frozenset({Direction.SENDONLY, Direction.INACTIVE})
 
 Responder = Callable[[ServerTransaction, Response], None]
+
+#: Methods this PBX implements: the Allow header of every response and of our INVITEs.
+ALLOWED_METHODS: tuple[str, ...] = (
+    "REGISTER",
+    "OPTIONS",
+    "INVITE",
+    "ACK",
+    "CANCEL",
+    "BYE",
+    "INFO",
+    "UPDATE",
+)
+_ALLOW = (("Allow", ", ".join(ALLOWED_METHODS)),)
 
 
 @dataclass(slots=True)
@@ -122,6 +152,8 @@ class FlipHandle:
     future: asyncio.Future[HandoffRecord]
     timeout: float
     legs: list[Leg] = field(default_factory=list)
+    offer: SessionDescription | None = None  # what every target was offered (before the relay)
+    spare: MediaLeg | None = None  # the relay sockets named in that offer
     winner: Leg | None = None
     timer: TimerHandle | None = None
     done: bool = False
@@ -144,11 +176,33 @@ def _session_expires(request: Request | Response) -> tuple[int, str | None] | No
     return int(head), refresher
 
 
-def _supports(message: Request | Response, tag: str) -> bool:
-    for value in message.headers.get_all("Supported"):
+def _supports(message: Request | Response, tag: str, header: str = "Supported") -> bool:
+    for value in message.headers.get_all(header):
         if any(part.strip().lower() == tag for part in value.split(",")):
             return True
     return False
+
+
+def negotiate_session_timer(
+    request: Request, current: SessionTimer | None = None
+) -> SessionTimer | None:
+    """The session timer for a device's INVITE or UPDATE to us, as its UAS (RFC 4028 §9).
+
+    A refresher the request names is kept. Without one, a device that supports timers refreshes
+    itself (it asked for the timer, and so we never send re-INVITEs to a phone that only
+    tolerates them); a device that does not support them cannot refresh, so we do. A request
+    without Session-Expires leaves the timer as it was (``current``): our 2xx may still carry it.
+    """
+    expires = _session_expires(request)
+    if expires is None:
+        return current
+    interval, named = expires
+    supported = _supports(request, "timer") or _supports(request, "timer", "Require")
+    if named in (Refresher.UAC, Refresher.UAS):
+        refresher = Refresher(named)
+    else:
+        refresher = Refresher.UAC if supported else Refresher.UAS
+    return SessionTimer(interval, refresher, supported)
 
 
 def _media_target(sdp: SessionDescription) -> tuple[Address | None, Address | None]:
@@ -183,7 +237,9 @@ class B2bua:
 
     ``config`` is read on every new call (so user changes apply to the next call); ``bindings``
     gives a device's current registrations; ``respond`` sends a response through a server
-    transaction (the facade stamps Allow and Server); ``publish`` is the event bus.
+    transaction (the facade stamps Allow and Server); ``publish`` is the event bus, and
+    ``listening`` says whether anyone subscribes to it: call events are not even built when
+    nobody does (five per call; the standalone runner has no subscriber).
     """
 
     def __init__(
@@ -199,6 +255,7 @@ class B2bua:
         respond: Responder,
         local_port: Callable[[], int],
         history: CallHistory | None = None,
+        listening: Callable[[], bool] | None = None,
     ) -> None:
         self._txns = transactions
         self._clock = clock
@@ -207,6 +264,7 @@ class B2bua:
         self._bindings = bindings
         self._relay = relay
         self._publish = publish
+        self._listening = listening if listening is not None else _always
         self._respond = respond
         self._local_port = local_port
         self.history = history if history is not None else CallHistory()
@@ -386,11 +444,14 @@ class B2bua:
 
     # -- helpers: SDP ----------------------------------------------------------------------------
 
-    def _sdp_for(self, leg: Leg, description: SessionDescription) -> bytes:
-        """``description`` (from the other side) as ``leg``'s device must see it: via the relay."""
+    def _sdp_for(self, leg: Leg, description: SessionDescription, port: int | None = None) -> bytes:
+        """``description`` (from the other side) as ``leg``'s device must see it: via the relay.
+
+        ``port`` is the relay port for the device (default: its side's current one)."""
         call = leg.call
-        assert call.media is not None
-        port = call.media.leg(leg.side).local_rtp.port
+        if port is None:
+            assert call.media is not None
+            port = call.media.leg(leg.side).local_rtp.port
         dialog = leg.dialog
         host = dialog.endpoint.host if dialog is not None else self._relay.host
         if leg.origin is None:
@@ -399,7 +460,9 @@ class B2bua:
             leg.origin.session_version += 1
         audio = description.audio()
         ports = [port if media is audio else None for media in description.media]
-        return rewrite_for_relay(description, host, ports, origin=leg.origin).to_bytes()
+        body = rewrite_for_relay(description, host, ports, origin=leg.origin).to_bytes()
+        leg.local_sdp = body
+        return body
 
     def _learn_sdp(self, leg: Leg, sdp: SessionDescription) -> None:
         """A device described its media: the relay sends its audio there, with its codecs."""
@@ -523,8 +586,8 @@ class B2bua:
             caller.server_txn = txn
         caller.remote_sdp = offer
         caller.invite_cseq = request.cseq.number
-        if session_expires is not None and _supports(request, "timer"):
-            caller.session_interval = session_expires[0]
+        caller.session = negotiate_session_timer(request)
+        caller.peer_allows_update = _supports(request, "update", "Allow")
         call.caller = caller
         self._calls[call.id] = call
         self._invites[txn] = call
@@ -598,57 +661,76 @@ class B2bua:
         for binding in targets:
             if not call.active or call.callee is not None:
                 break
-            self._send_branch(call, binding, caller.remote_sdp, callee_party)
+            leg = Leg(call, LegRole.CALLEE, "b", binding.username, callee_party)
+            call.branches.append(leg)
+            self._send_branch_invite(
+                leg,
+                binding,
+                presented=caller.party,
+                offer=caller.remote_sdp,
+                port=None,
+                on_response=partial(self._branch_response, leg),
+                on_timeout=partial(self._branch_failed, leg, 408),
+            )
         if call.active and call.callee is None:
             timeout = self._config().calls.no_answer_timeout
             call.no_answer_timer = self._clock.call_later(timeout, lambda: self._no_answer(call))
 
-    def _send_branch(
-        self, call: Call, binding: Binding, offer: SessionDescription, callee_party: str
+    def _send_branch_invite(
+        self,
+        leg: Leg,
+        binding: Binding,
+        *,
+        presented: str,
+        offer: SessionDescription,
+        port: int | None,
+        on_response: Callable[[Response], None],
+        on_timeout: Callable[[], None],
     ) -> None:
-        caller = call.caller
-        assert caller is not None
-        config = self._config()
+        """Ring one registration of a device for ``leg``: a new dialog's INVITE with our offer.
+
+        Serves both the call's forks and a flip's targets. ``presented`` is the party the device
+        sees calling (From, without tag); ``port`` the relay port named in the offer (None: the
+        current one of the leg's side). Until the answer, a provisional dialog carries the
+        endpoint (for the SDP's address) and the identifiers; the answer replaces it.
+        """
         endpoint = self._endpoint(binding.source)
-        leg = Leg(call, LegRole.CALLEE, "b", binding.username, callee_party)
         local_tag = new_tag()
         call_id = new_call_id()
         cseq = first_cseq()
         leg.invite_cseq = cseq
-        to_value = f"<sip:{binding.username}@{config.sip.domain}>"
-        # A provisional dialog until the answer: it carries the endpoint for the SDP's address.
+        to_value = f"<sip:{binding.username}@{self._config().sip.domain}>"
+        from_value = f"{presented};tag={local_tag}"
         leg.dialog = Dialog(
             call_id=call_id,
             local_tag=local_tag,
             remote_tag="",
-            local_party=f"{caller.party};tag={local_tag}",
+            local_party=from_value,
             remote_party=to_value,
             remote_target=binding.contact_uri,
             destination=binding.source.remote,
             endpoint=endpoint,
             local_cseq=cseq,
         )
-        body = self._sdp_for(leg, offer)
         invite = build_request(
             "INVITE",
             binding.contact_uri,
             endpoint=endpoint,
-            from_value=leg.dialog.local_party,
+            from_value=from_value,
             to_value=to_value,
             call_id=call_id,
             cseq=cseq,
-            body=body,
+            body=self._sdp_for(leg, offer, port),
             content_type=SDP,
-            extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),),
+            extra=_ALLOW,
         )
-        call.branches.append(leg)
         self._dialogs[(call_id, local_tag)] = leg
         leg.client_txn = self._txns.send_request(
             invite,
             binding.source.remote,
             binding.source.kind,
-            on_response=lambda response: self._branch_response(leg, response),
-            on_timeout=lambda: self._branch_failed(leg, 408),
+            on_response=on_response,
+            on_timeout=on_timeout,
         )
 
     def _branch_response(self, leg: Leg, response: Response) -> None:
@@ -893,7 +975,8 @@ class B2bua:
         self._set_state(call, CallState.ENDED, reason)
         record = call.record()
         self.history.add(record)
-        self._publish(CallRecorded(record))
+        if self._listening():
+            self._publish(CallRecorded(record))
         _LOGGER.info(
             "Call %s from %s to %s ended: %s (%s)",
             call.id,
@@ -933,6 +1016,8 @@ class B2bua:
             self._publish_state(call, previous, reason)
 
     def _publish_state(self, call: Call, previous: CallState | None, reason: str = "") -> None:
+        if not self._listening():
+            return
         self._publish(
             CallStateChanged(
                 call.id,
@@ -942,6 +1027,8 @@ class B2bua:
                 call.dialled,
                 call.devices,
                 reason,
+                call.caller_user,
+                call.callee_user,
             )
         )
 
@@ -966,6 +1053,8 @@ class B2bua:
                 return
             outcome = CallOutcome.ANSWERED if call.answered else CallOutcome.CANCELLED
             self._terminate(call, outcome, f"{leg.device} hung up", skip=leg)
+        elif method == "UPDATE" and not request.body and leg.state is LegState.CONFIRMED:
+            self._local_refresh(leg, request, txn)
         elif method in ("INVITE", "UPDATE"):
             self._offer(leg, request, txn)
         elif method == "INFO":
@@ -1026,7 +1115,7 @@ class B2bua:
             self._reply(txn, request, 488, str(exc))
             return
         assert leg.dialog is not None
-        self._refreshed(leg)
+        self._refreshed(leg, request)
         leg.dialog.refresh_target(request)
         previous = leg.remote_sdp
         if sdp is not None:
@@ -1126,24 +1215,135 @@ class B2bua:
     # -- session timers (RFC 4028) ---------------------------------------------------------------
 
     def _session_headers(self, leg: Leg, response: Response) -> None:
-        if leg.session_interval is None:
+        """Our 2xx to a device's INVITE/UPDATE states the timer agreed with it (RFC 4028 §9)."""
+        timer = leg.session
+        if timer is None:
             return
-        response.headers.add("Session-Expires", f"{leg.session_interval};refresher=uac")
-        response.headers.add("Require", "timer")
+        response.headers.add("Session-Expires", f"{timer.interval};refresher={timer.refresher}")
+        if timer.required:
+            response.headers.add("Require", "timer")
 
     def _arm_session_timer(self, leg: Leg) -> None:
-        interval = leg.session_interval
-        if interval is None:
+        """After each refresh: our next refresh at half the interval (§7.2) if we refresh, else
+        the expiry check a little before the interval ends (§10)."""
+        timer = leg.session
+        if timer is None:
             return
         if leg.session_timer is not None:
             leg.session_timer.cancel()
-        # §10: without a refresh, the other side gives up a little before the interval ends.
-        delay = interval - min(32, interval / 3)
-        leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
+        interval = timer.interval
+        leg.session_deadline = self._clock.monotonic() + interval
+        if timer.refresher is Refresher.UAS:
+            leg.session_timer = self._clock.call_later(
+                interval / 2, lambda: self._send_refresh(leg)
+            )
+        else:
+            delay = interval - min(32, interval / 3)
+            leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
 
-    def _refreshed(self, leg: Leg) -> None:
-        if leg.session_interval is not None:
+    def _refreshed(self, leg: Leg, request: Request) -> None:
+        """A re-INVITE or UPDATE from the device: it may renegotiate, and it refreshes."""
+        leg.session = negotiate_session_timer(request, leg.session)
+        self._arm_session_timer(leg)
+
+    def _local_refresh(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        """A bodiless UPDATE changes no media: it refreshes this dialog only, so it is answered
+        here rather than passed to a far end that may not even allow UPDATE."""
+        assert leg.dialog is not None
+        self._refreshed(leg, request)
+        leg.dialog.refresh_target(request)
+        ok = make_response(request, 200)
+        ok.headers.add("Contact", leg.dialog.endpoint.contact)
+        self._session_headers(leg, ok)
+        self._respond(txn, ok)
+
+    def _send_refresh(self, leg: Leg) -> None:
+        """We are the refresher: a bodiless UPDATE if the device allows it, else a re-INVITE
+        with the description it already has (same o= version: nothing changes)."""
+        leg.session_timer = None
+        call = leg.call
+        dialog = leg.dialog
+        timer = leg.session
+        if not call.active or dialog is None or dialog.terminated or timer is None:
+            return
+        if leg.incoming_offer or leg.outgoing_offer or leg.ack_pending:
+            leg.session_timer = self._clock.call_later(
+                REFRESH_RETRY, lambda: self._send_refresh(leg)
+            )
+            return
+        # We are the UAC of the refresh transaction, and the refresher.
+        extra = (("Session-Expires", f"{timer.interval};refresher=uac"), ("Supported", "timer"))
+        if leg.peer_allows_update:
+            request = dialog.create_request("UPDATE", extra=extra)
+        else:
+            body = leg.local_sdp
+            request = dialog.create_request(
+                "INVITE", body=body, content_type=SDP if body else None, extra=extra
+            )
+            leg.outgoing_offer = True
+        cseq = request.cseq.number
+        self._send_in_dialog(
+            leg,
+            request,
+            lambda response: self._refresh_answered(leg, response, cseq),
+            lambda: self._refresh_failed(leg, 408),
+        )
+
+    def _refresh_answered(self, leg: Leg, response: Response, cseq: int) -> None:
+        status = response.status
+        if status < 200:
+            return
+        method = response.cseq.method
+        dialog = leg.dialog
+        if method == "INVITE":
+            leg.outgoing_offer = False
+        call = leg.call
+        if dialog is None or dialog.terminated or not call.active:
+            return
+        if status < 300:
+            if method == "INVITE":
+                ack = dialog.create_ack(cseq)
+                leg.ack_sent[cseq] = ack
+                self._send_ack(ack, dialog)
+                try:
+                    sdp = self._parse_body(response)
+                except SdpError:
+                    sdp = None
+                if sdp is not None:
+                    self._learn_sdp(leg, sdp)
+            dialog.refresh_target(response)
+            expires = _session_expires(response)
+            timer = leg.session
+            if expires is not None and timer is not None:
+                # Roles in our refresh: "uac" is us, "uas" the device, which may take over.
+                who = Refresher.UAC if expires[1] == Refresher.UAS else Refresher.UAS
+                leg.session = SessionTimer(expires[0], who, timer.required)
             self._arm_session_timer(leg)
+        elif status == 491:
+            leg.session_timer = self._clock.call_later(
+                REFRESH_RETRY, lambda: self._send_refresh(leg)
+            )
+        elif status in (405, 501) and method == "UPDATE":
+            leg.peer_allows_update = False
+            self._send_refresh(leg)
+        else:
+            self._refresh_failed(leg, status)
+
+    def _refresh_failed(self, leg: Leg, status: int) -> None:
+        """408/481 (or no answer): the dialog is gone, end the call now. Other refusals: the
+        session lasts until it expires (RFC 4028 §10)."""
+        if leg.outgoing_offer and status == 408:
+            leg.outgoing_offer = False
+        call = leg.call
+        if not call.active:
+            return
+        if status in (408, 481):
+            self._terminate(
+                call, CallOutcome.ANSWERED, f"session refresh of {leg.device} failed ({status})"
+            )
+            return
+        delay = max(0.0, leg.session_deadline - self._clock.monotonic())
+        leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
 
     def _session_expired(self, leg: Leg) -> None:
         leg.session_timer = None
@@ -1284,54 +1484,34 @@ class B2bua:
         call.flip = flip
         _LOGGER.info("Call %s: flipping from %s to %s", call.id, from_leg.device, to_device)
         self._publish(HandoffStarted(call.id, from_leg.device or "", to_device))
+        media = call.media
+        try:
+            if media is None or remote.remote_sdp is None or from_leg.remote_sdp is None:
+                raise SdpError("the call has no media yet")
+            flip.offer = offer_for_new_device(remote.remote_sdp, from_leg.remote_sdp)
+            flip.spare = media.open_spare(from_leg.side)
+        except SdpError as exc:
+            self._finish_flip(flip, None, exc.reason)
+            return future
+        except (RelayError, OSError) as exc:
+            self._finish_flip(flip, None, f"media relay: {exc}")
+            return future
+        port = flip.spare.local_rtp.port
         for binding in self._bindings(to_device):
-            self._send_flip_invite(flip, binding, remote.party)
+            leg = Leg(call, LegRole.FLIP_TARGET, from_leg.side, binding.username, from_leg.party)
+            flip.legs.append(leg)
+            self._send_branch_invite(
+                leg,
+                binding,
+                presented=remote.party,
+                offer=flip.offer,
+                port=port,
+                on_response=partial(self._flip_response, flip, leg),
+                on_timeout=partial(self._flip_leg_failed, leg, 408),
+            )
         if not flip.done:
             flip.timer = self._clock.call_later(wait, lambda: self._flip_no_answer(flip))
         return future
-
-    def _send_flip_invite(self, flip: FlipHandle, binding: Binding, presented: str) -> None:
-        call = flip.call
-        endpoint = self._endpoint(binding.source)
-        leg = Leg(
-            call, LegRole.FLIP_TARGET, flip.from_leg.side, binding.username, flip.from_leg.party
-        )
-        local_tag = new_tag()
-        call_id = new_call_id()
-        cseq = first_cseq()
-        leg.invite_cseq = cseq
-        to_value = f"<sip:{binding.username}@{self._config().sip.domain}>"
-        from_value = f"{presented};tag={local_tag}"
-        leg.dialog = Dialog(
-            call_id=call_id,
-            local_tag=local_tag,
-            remote_tag="",
-            local_party=from_value,
-            remote_party=to_value,
-            remote_target=binding.contact_uri,
-            destination=binding.source.remote,
-            endpoint=endpoint,
-            local_cseq=cseq,
-        )
-        invite = build_request(
-            "INVITE",
-            binding.contact_uri,
-            endpoint=endpoint,
-            from_value=from_value,
-            to_value=to_value,
-            call_id=call_id,
-            cseq=cseq,
-            extra=(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),),
-        )
-        flip.legs.append(leg)
-        self._dialogs[(call_id, local_tag)] = leg
-        leg.client_txn = self._txns.send_request(
-            invite,
-            binding.source.remote,
-            binding.source.kind,
-            on_response=lambda response: self._flip_response(flip, leg, response),
-            on_timeout=lambda: self._flip_leg_failed(leg, 408),
-        )
 
     def _flip_response(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
         status = response.status
@@ -1373,71 +1553,59 @@ class B2bua:
         self._spawn(self._complete_flip(flip, leg, response))
 
     async def _complete_flip(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
+        """The target answered our offer: check the answer, ACK it, and move the media over."""
         call = flip.call
         dialog = leg.dialog
         assert dialog is not None
         old = flip.from_leg
         remote = call.other(old)
         failure = ""
-        offer: SessionDescription | None = None
+        answer: SessionDescription | None = None
         try:
-            offer = self._parse_body(response)
+            answer = self._parse_body(response)
         except SdpError as exc:
             failure = f"unreadable SDP from {leg.device}: {exc}"
-        audio = offer.audio() if offer is not None else None
+        audio = answer.audio() if answer is not None else None
         remote_audio = (
             remote.remote_sdp.audio() if remote is not None and remote.remote_sdp else None
         )
+        offered = flip.offer.audio() if flip.offer is not None else None
         common = (
-            common_codecs(audio.codecs(), remote_audio.codecs())
-            if audio is not None and remote_audio is not None
+            common_codecs(offered.codecs(), audio.codecs())
+            if audio is not None and offered is not None
             else []
         )
-        if not failure and (offer is None or audio is None):
-            failure = f"{leg.device} answered without an SDP offer"
-        elif not failure and not common:
-            failure = f"{leg.device} has no codec in common with the call"
+        if not failure and (answer is None or audio is None):
+            failure = f"{leg.device} answered without an SDP answer"
+        elif not failure and not any(c.encoding.lower() != "telephone-event" for c in common):
+            failure = f"{leg.device} accepted none of the offered codecs"
+        ack = dialog.create_ack(leg.invite_cseq)
+        leg.ack_sent[leg.invite_cseq] = ack
+        self._send_ack(ack, dialog)
         media = call.media
         if not failure and (media is None or media.closed or not call.active or flip.done):
             failure = "the call ended"
-        if failure or offer is None or audio is None or remote_audio is None or media is None:
-            self._send_ack(dialog.create_ack(leg.invite_cseq), dialog)
+        if failure or answer is None or audio is None or remote_audio is None or media is None:
             self._send_bye(leg)
             self._finish_flip(flip, None, failure or "the call ended")
             return
-        answer = offer.copy()
-        answer_audio = answer.audio()
-        assert answer_audio is not None
-        restrict_codecs(answer_audio, common)
-        if answer_audio.direction is not None:
-            answer_audio.direction = answer_audio.direction.reversed()
-        rtp, rtcp = _media_target(offer)
-        target_codecs = answer_audio.codecs()
+        rtp, rtcp = _media_target(answer)
+        target_codecs = audio.codecs()
         try:
-            new_media = await media.switch_leg(
+            await media.switch_leg(
                 old.side,
                 rtp,
                 rtcp,
                 codecs=target_codecs,
                 payload_map_in=payload_type_map(target_codecs, remote_audio.codecs()),
                 payload_map_out=payload_type_map(remote_audio.codecs(), target_codecs),
+                spare=flip.spare,
             )
         except (RelayError, OSError) as exc:
-            self._send_ack(dialog.create_ack(leg.invite_cseq), dialog)
             self._send_bye(leg)
             self._finish_flip(flip, None, f"media relay: {exc}")
             return
         leg.remote_sdp = answer
-        audio_index = answer.media.index(answer_audio)
-        ports = [
-            new_media.local_rtp.port if i == audio_index else None for i in range(len(answer.media))
-        ]
-        host = dialog.endpoint.host
-        leg.origin = Origin("callflip", str(first_cseq()), 1, "IN", _ip_type(host), host)
-        body = rewrite_for_relay(answer, host, ports, origin=leg.origin).to_bytes()
-        ack = dialog.create_ack(leg.invite_cseq, body=body, content_type=SDP)
-        leg.ack_sent[leg.invite_cseq] = ack
-        self._send_ack(ack, dialog)
         if not call.active:
             self._send_bye(leg)
             self._finish_flip(flip, None, "the call ended")
@@ -1501,6 +1669,8 @@ class B2bua:
                 self._forget(leg)
         if call.flip is flip:
             call.flip = None
+        if flip.spare is not None and call.media is not None:
+            call.media.discard_spare(flip.spare)  # nothing when the winner took it
         from_device = flip.from_leg.device or ""
         record = HandoffRecord(
             call.id,
@@ -1526,6 +1696,10 @@ class B2bua:
             self._publish(HandoffFailed(call.id, from_device, flip.to_device, reason, record))
         if not flip.future.done():
             flip.future.set_result(record)
+
+
+def _always() -> bool:
+    return True
 
 
 def _ignore(response: Response) -> None:

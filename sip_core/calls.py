@@ -48,6 +48,9 @@ __all__ = [
     "Leg",
     "LegRole",
     "LegState",
+    "PendingFlip",
+    "Refresher",
+    "SessionTimer",
 ]
 
 
@@ -107,6 +110,25 @@ class LegState(StrEnum):
 Side = Literal["a", "b"]
 
 
+class Refresher(StrEnum):
+    """Which end of a dialog refreshes its session (RFC 4028 ``refresher`` parameter)."""
+
+    UAC = "uac"
+    UAS = "uas"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimer:
+    """A session timer agreed with one device (RFC 4028): how long, who refreshes.
+
+    ``required`` says the device supports timers, so our responses may carry Require: timer.
+    """
+
+    interval: int
+    refresher: Refresher
+    required: bool
+
+
 class Leg:
     """One side of a call: one device, one dialog, and the B2BUA's bookkeeping for it.
 
@@ -123,18 +145,20 @@ class Leg:
         "deferred_ack",
         "device",
         "dialog",
-        "early_dialogs",
         "failed_status",
         "incoming_offer",
         "invite_cseq",
+        "local_sdp",
         "offer_txn",
         "origin",
         "outgoing_offer",
         "party",
+        "peer_allows_update",
         "remote_sdp",
         "role",
         "server_txn",
-        "session_interval",
+        "session",
+        "session_deadline",
         "session_timer",
         "side",
         "state",
@@ -153,7 +177,6 @@ class Leg:
         # B2BUA bookkeeping
         self.server_txn: InviteServerTransaction | None = None  # the caller's initial INVITE
         self.client_txn: ClientTransaction | None = None  # our initial INVITE to a device
-        self.early_dialogs: dict[str, Dialog] = {}  # remote tag -> early dialog (forks)
         self.remote_sdp: SessionDescription | None = None  # the device's latest description
         self.incoming_offer = False  # a re-INVITE/UPDATE from this device awaits its answer
         self.offer_txn: ServerTransaction | None = None  # ... and its transaction
@@ -163,8 +186,11 @@ class Leg:
         self.deferred_ack: int | None = None  # INVITE CSeq whose 2xx we ACK once the peer ACKs
         self.invite_cseq = 0
         self.failed_status: int | None = None
-        self.session_interval: int | None = None
-        self.session_timer: TimerHandle | None = None
+        self.session: SessionTimer | None = None  # RFC 4028, with the device we are UAS for
+        self.session_timer: TimerHandle | None = None  # our refresh, or the expiry check
+        self.session_deadline = 0.0  # monotonic time the session expires without a refresh
+        self.local_sdp = b""  # the last description we sent this device (resent by a refresh)
+        self.peer_allows_update = False  # its Allow lists UPDATE: refresh with a bodiless UPDATE
         self.origin: Origin | None = None  # our o= line towards this device (version grows)
 
     def __repr__(self) -> str:
@@ -182,6 +208,22 @@ class HandoffRecord:
     ended_at: float | None
     succeeded: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFlip:
+    """A flip under way, as the outside (Home Assistant) may see it: who moves where, since when.
+
+    ``from_leg`` is the side being moved; `Call.other` of it is the party that stays.
+    """
+
+    from_leg: Leg
+    to_device: str
+    started_at: float
+
+    @property
+    def from_device(self) -> str:
+        return self.from_leg.device or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +312,14 @@ class Call:
     @property
     def answered(self) -> bool:
         return self.answered_at is not None
+
+    @property
+    def pending_flip(self) -> PendingFlip | None:
+        """The flip in progress, if any (``flip`` itself is the B2BUA's bookkeeping)."""
+        flip = self.flip
+        if flip is None or flip.done:
+            return None
+        return PendingFlip(flip.from_leg, flip.to_device, flip.started_at)
 
     def transition(self, new: CallState) -> CallState:
         """Move to ``new``; returns the previous state. Same state: no change, no error."""

@@ -51,7 +51,7 @@ class LocalEndpoint:
 
 def first_cseq() -> int:
     """A starting CSeq: random and well below 2**31 so it can grow for a long call (§8.1.1.5)."""
-    return random.randint(1, 1 << 20)
+    return 1 + random.getrandbits(20)  # randint's argument checks cost more than this
 
 
 def build_request(

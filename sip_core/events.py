@@ -72,6 +72,8 @@ class CallStateChanged:
 
     ``devices`` are the devices in the call after the change (the caller's and the answered one,
     or every ringing one); ``reason`` says why for ``ended`` (and is empty otherwise).
+    ``caller_user``/``callee_user`` are the configured users' names (None for a caller who is
+    nobody's device), so a subscriber need not look the call up to show who talks to whom.
     """
 
     call_id: str
@@ -81,6 +83,8 @@ class CallStateChanged:
     dialled: str
     devices: tuple[str, ...]
     reason: str = ""
+    caller_user: str | None = None
+    callee_user: str | None = None
 
 
 class DtmfMethod(StrEnum):
@@ -183,6 +187,10 @@ class EventBus:
 
     def __len__(self) -> int:
         return len(self._subscribers)
+
+    def __bool__(self) -> bool:
+        """Whether anyone subscribes: publishers may skip building an event nobody would get."""
+        return bool(self._subscribers)
 
 
 class _Subscription:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from sip_core import __version__
-from sip_core.b2bua import B2bua
+from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, User
@@ -27,21 +27,10 @@ from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportLayer
 
-__all__ = ["Pbx"]
+__all__ = ["ALLOWED_METHODS", "Pbx"]
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Methods this PBX implements today; the Allow header lists them.
-ALLOWED_METHODS: tuple[str, ...] = (
-    "REGISTER",
-    "OPTIONS",
-    "INVITE",
-    "ACK",
-    "CANCEL",
-    "BYE",
-    "INFO",
-    "UPDATE",
-)
 #: Methods the B2BUA handles (OPTIONS only inside a dialog).
 CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "INFO", "UPDATE"})
 #: Methods RFC 3261 and its extensions define that we recognise but do not offer (405, not 501).
@@ -125,6 +114,7 @@ class Pbx:
             bindings=self._registrar.store.get,
             relay=self._relay,
             publish=self._events.publish,
+            listening=self._events.__bool__,
             respond=lambda txn, response: txn.respond(self._stamp(response)),
             local_port=lambda: self._transport.local_address.port,
             history=CallHistory(),
@@ -180,6 +170,10 @@ class Pbx:
     def calls(self) -> list[Call]:
         """Calls in progress, oldest first (`Call.state`, `Call.devices`, `Call.id`...)."""
         return self._b2bua.calls()
+
+    def call(self, call_id: str) -> Call | None:
+        """The call in progress with this id (None when there is none or it has ended)."""
+        return self._b2bua.get(call_id)
 
     def flip(
         self,

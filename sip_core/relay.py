@@ -665,8 +665,12 @@ class MediaSession:
         codecs: Sequence[Codec] | None = None,
         payload_map_in: dict[int, int] | None = None,
         payload_map_out: dict[int, int] | None = None,
+        spare: MediaLeg | None = None,
     ) -> MediaLeg:
         """Replace a leg's far end with a new device: a new socket pair, a fresh latch.
+
+        ``spare`` (from `open_spare`) is the socket pair to use when the new device already knows
+        its port (it was in the offer that made it ring).
 
         The other leg's far end keeps receiving one stream (same SSRC, sequence and timestamps
         continued, marker set on the first packet). `payload_map_in` renumbers the new device's
@@ -676,8 +680,14 @@ class MediaSession:
         if self.closed:
             raise RelayError(f"media session {self.call_id} is closed")
         old = self.leg(side)
-        new = await self.relay._open_leg(self, side)
+        if spare is not None:
+            if spare.closed or spare.side != side:
+                raise RelayError(f"spare leg {spare} cannot take side {side}")
+            new = spare
+        else:
+            new = await self.relay._open_leg(self, side)
         with self.relay.engine.lock:  # one step for the packet thread: old leg or new, no mix
+            new.session = self
             new.swallow_dtmf = old.swallow_dtmf
             if codecs is not None:
                 new.set_codecs(codecs)
@@ -698,6 +708,28 @@ class MediaSession:
         return new
 
     replace_peer = switch_leg
+
+    def open_spare(self, side: Side) -> MediaLeg:
+        """A socket pair for a device that may take over ``side`` later (a flip target).
+
+        Why before the switch: an SDP offer names the port its receiver must send to, so the port
+        must exist when the offer goes out, while the old device still has the call. Until
+        `switch_leg` adopts it, the spare forwards nothing (it belongs to a session of its own
+        with no peer): early packets from the new device reach nobody. `discard_spare` closes it.
+        """
+        if self.closed:
+            raise RelayError(f"media session {self.call_id} is closed")
+        holding = MediaSession(self.relay, f"{self.call_id}/spare")
+        spare = self.relay._open_leg_now(holding, side)
+        # The peer of a spare is a leg without sockets: what arrives counts as dropped_no_peer.
+        peer = MediaLeg(holding, "b" if side == "a" else "a", self.relay.host, 0)
+        holding._a, holding._b = (spare, peer) if side == "a" else (peer, spare)
+        return spare
+
+    def discard_spare(self, leg: MediaLeg) -> None:
+        """Close a spare that was never switched in (idempotent)."""
+        if leg.session is not self:
+            self.relay._close_leg(leg)
 
     def close(self) -> None:
         """Close both legs' sockets and release their ports (idempotent)."""
@@ -747,6 +779,9 @@ class MediaRelay:
         self.engine.stop()
 
     async def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
+        return self._open_leg_now(session, side)
+
+    def _open_leg_now(self, session: MediaSession, side: Side) -> MediaLeg:
         rtp_sock, rtcp_sock, port = self._bind_pair()
         leg = MediaLeg(session, side, self.host, port)
         try:

@@ -27,7 +27,9 @@ __all__ = [
     "Origin",
     "SdpError",
     "SessionDescription",
+    "add_codec",
     "common_codecs",
+    "offer_for_new_device",
     "parse_sdp",
     "payload_type_map",
     "restrict_codecs",
@@ -636,3 +638,59 @@ def restrict_codecs(media: MediaDescription, keep: Iterable[Codec | tuple[str, i
         return True
 
     media.attributes = [a for a in media.attributes if stays(a)]
+
+
+def add_codec(media: MediaDescription, encoding: str, clock_rate: int, fmtp: str | None) -> Codec:
+    """Append a codec under the first dynamic payload type (96-127) the line does not use.
+
+    101 is tried first for telephone-event: it is what most phones use, so no renumbering is
+    needed when they answer with it.
+    """
+    used = set(media.formats)
+    preferred = [101] if encoding.lower() == "telephone-event" else []
+    payload_type = next((pt for pt in (*preferred, *range(96, 128)) if str(pt) not in used), None)
+    if payload_type is None:
+        raise SdpError("no free dynamic payload type")
+    codec = Codec(payload_type, encoding, clock_rate, 1, fmtp)
+    media.formats.append(str(payload_type))
+    # Next to the other payload format lines, where a reader expects them.
+    at = 1 + max(
+        (i for i, a in enumerate(media.attributes) if a.name in ("rtpmap", "fmtp")), default=-1
+    )
+    added = [Attribute("rtpmap", codec.rtpmap)]
+    if fmtp is not None:
+        added.append(Attribute("fmtp", f"{payload_type} {fmtp}"))
+    media.attributes[at:at] = added
+    return codec
+
+
+def offer_for_new_device(
+    staying: SessionDescription, leaving: SessionDescription
+) -> SessionDescription:
+    """The audio offer for a device that takes over from ``leaving`` in a call with ``staying``.
+
+    Codecs are never transcoded, so the new device may only use what the party that stays has
+    already agreed to: the codecs both descriptions share, in the staying side's order and
+    numbering (so its packets need no renumbering), plus telephone-event (RFC 4733) so the new
+    device's keys can be read too; added under a free payload type if the call had none. The
+    result has the audio stream only; `rewrite_for_relay` then points it at the relay.
+    Raises `SdpError` when the call has no audio codec in common (nothing could be offered).
+    """
+    audio = staying.audio()
+    other = leaving.audio()
+    if audio is None or other is None:
+        raise SdpError("the call has no audio stream")
+    negotiated = common_codecs(audio.codecs(), other.codecs())
+    if not any(codec.encoding.lower() != "telephone-event" for codec in negotiated):
+        raise SdpError("the call has no audio codec in common")
+    events = [c for c in audio.codecs() if c.encoding.lower() == "telephone-event"]
+    keep = [*negotiated, *(c for c in events if c not in negotiated)]
+    offer = staying.copy()
+    media = next(m for m in offer.media if m.media == "audio" and not m.rejected)
+    offer.media = [media]
+    restrict_codecs(media, keep)
+    if not events:
+        first = next(c for c in negotiated if c.encoding.lower() != "telephone-event")
+        rate = 48000 if first.clock_rate == 48000 else 8000
+        add_codec(media, "telephone-event", rate, "0-16")
+    return offer

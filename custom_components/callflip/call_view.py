@@ -118,7 +118,7 @@ def views_of(call: Call, devices: Mapping[str, OwnedDevice]) -> list[CallView]:
                 call.id, callee_state, Direction.INCOMING, username, party, number, remote, since
             )
         )
-    flip = call.flip
+    flip = call.pending_flip
     if flip is not None:
         moving = flip.from_leg
         other = call.other(moving)

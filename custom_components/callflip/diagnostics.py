@@ -51,7 +51,7 @@ def _call(call: Call) -> dict[str, Any]:
         "caller": _leg(call.caller),
         "callee": _leg(call.callee),
         "ringing": [_leg(leg) for leg in call.branches if leg is not call.callee],
-        "flip_to": call.flip.to_device if call.flip is not None else None,
+        "flip_to": call.pending_flip.to_device if call.pending_flip is not None else None,
         "handoffs": [
             {
                 "from_device": record.from_device,

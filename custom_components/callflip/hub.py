@@ -96,7 +96,6 @@ class CallflipHub:
         self._by_username: dict[str, OwnedDevice] = {}
         self._index_devices()
         self._call_devices: dict[str, set[str]] = {}
-        self._call_users: dict[str, tuple[str | None, str | None]] = {}
         self._topology_listeners: list[Callable[[], None]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._stopped = False
@@ -184,7 +183,7 @@ class CallflipHub:
 
     def call_of(self, call_id: str) -> Call | None:
         """The call in progress with this id, if any."""
-        return next((call for call in self.pbx.calls() if call.id == call_id), None)
+        return self.pbx.call(call_id)
 
     def device_label(self, username: str) -> str:
         """The label of a device of ours, else its account name (for messages and events)."""
@@ -275,13 +274,9 @@ class CallflipHub:
         """Update the call sensors and put the change on the event bus."""
         involved = self._call_devices.setdefault(event.call_id, set())
         involved.update(event.devices, (event.caller,) if event.caller else ())
-        call = self.call_of(event.call_id)
-        if call is not None:
-            self._call_users[event.call_id] = (call.caller_user, call.callee_user)
-        caller_user, callee_user = self._call_users.get(event.call_id, (None, None))
+        caller_user, callee_user = event.caller_user, event.callee_user
         if event.state is CallState.ENDED:
             self._call_devices.pop(event.call_id, None)
-            self._call_users.pop(event.call_id, None)
         self._notify(involved)
         self.hass.bus.async_fire(
             EVENT_CALL,

@@ -111,7 +111,7 @@ async def test_call_and_flip_end_to_end(
         timeout=20,
     )
     to_mobile = await mobile.request("INVITE")
-    assert not to_mobile.body  # the PBX asks the new phone for its offer
+    assert b"m=audio " in to_mobile.body  # the PBX offers the new phone its relay port
     await hass.async_block_till_done()
     assert state_of(hass, "sensor.alice_mobile_call_state")[0] == "ringing"
     started, attributes = state_of(hass, "event.alice_handoff")
@@ -205,7 +205,7 @@ async def test_flip_validation_errors(
         target_device_id=ha_id(hass, loaded_entry, "device-d-bob-soft"),
     )
     await refused("target_not_a_phone", device_id=alice, target_device_id=alice)
-    assert not [call.flip for call in loaded_entry.runtime_data.hub.pbx.calls() if call.flip]
+    assert not [c for c in loaded_entry.runtime_data.hub.pbx.calls() if c.pending_flip]
 
 
 async def test_failed_flip_is_reported_not_swallowed(

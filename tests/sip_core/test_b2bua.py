@@ -322,9 +322,10 @@ async def test_session_timer_expiry_tears_both_sides_down(h: Harness) -> None:
     assert ok.headers.get("Require") == "timer"
     alice.confirm(invite, ok)
     h.clock.advance(50)  # a refresh resets the timer
-    alice.request("UPDATE")
-    update = carol.last_request("UPDATE")
-    carol.reply(update, 200)
+    alice.request("UPDATE")  # bodiless: answered by us, not passed to Carol
+    assert carol.requests("UPDATE") == []
+    (refreshed,) = [r for r in alice.responses(200) if r.cseq.method == "UPDATE"]
+    assert refreshed.headers.get("Session-Expires") == "90;refresher=uac"
     h.clock.advance(50)
     assert alice.requests("BYE") == []
     h.clock.advance(20)
@@ -431,3 +432,17 @@ async def test_no_dialog_state_is_left_after_calls_end(h: Harness) -> None:
     assert h.b2bua._dialogs == {}
     assert h.b2bua._invites == {}
     assert h.relay.sessions == {}
+
+
+async def test_no_call_events_are_built_without_listeners_but_history_is_kept(h: Harness) -> None:
+    listening = [False]
+    h.b2bua._listening = lambda: listening[0]
+    alice = h.phone("201", 5201)
+    carol = h.phone("401", 5401)
+    await connect(h, alice, carol, "400")
+    assert h.events == []
+    listening[0] = True
+    alice.request("BYE")
+    assert [e.state for e in h.events_of(CallStateChanged)] == [CallState.ENDING, CallState.ENDED]
+    assert len(h.events_of(CallRecorded)) == 1
+    assert len(h.b2bua.history.records()) == 1

@@ -211,6 +211,9 @@ async def test_a_call_over_udp_with_407_answer_and_bye(pbx: Pbx) -> None:
     ack = await carol.request("ACK")
     assert ack.call_id == offered.call_id
     assert [c.state for c in pbx.calls()] == [CallState.TALKING]
+    (call,) = pbx.calls()
+    assert pbx.call(call.id) is call
+    assert pbx.call("no-such-call") is None
     alice.send([f"BYE {contact} SIP/2.0", alice.via(), "CSeq: 3 BYE", *in_dialog])
     await alice.response(200, "BYE")
     bye = await carol.request("BYE")
@@ -219,7 +222,10 @@ async def test_a_call_over_udp_with_407_answer_and_bye(pbx: Pbx) -> None:
     (record,) = pbx.history()
     assert record.outcome is CallOutcome.ANSWERED
     assert (record.caller, record.callee_device) == ("201", "401")
-    states = [e.state for e in events if isinstance(e, CallStateChanged)]
+    changes = [e for e in events if isinstance(e, CallStateChanged)]
+    assert {(e.caller_user, e.callee_user) for e in changes} == {("Alice", "Carol")}
+    assert pbx.call(call.id) is None  # ended
+    states = [e.state for e in changes]
     assert states == [
         CallState.SETUP,
         CallState.RINGING,

@@ -73,7 +73,11 @@ async def test_flip_moves_the_call_and_leaves_the_caller_untouched(h: Harness) -
     old_port = call.media.b.local_rtp.port
     future = h.b2bua.flip(call.id)
     (ringing,) = new_invites(mobile)
-    assert ringing.body == b""  # delayed offer: the relay's new port goes in our ACK
+    # An offer: a relay port of its own for the mobile, Carol's codecs with telephone-event.
+    offered_port = sdp_port(ringing.body)
+    assert offered_port != old_port
+    assert b"a=rtpmap:0 PCMU/8000" in ringing.body
+    assert b"a=rtpmap:101 telephone-event/8000" in ringing.body
     assert '"Carol"' in (ringing.headers.get("From") or "")  # caller ID: the remote party
     assert call.state is CallState.TALKING
     mobile.answer(ringing, 180)
@@ -84,9 +88,11 @@ async def test_flip_moves_the_call_and_leaves_the_caller_untouched(h: Harness) -
     assert record.succeeded
     assert (record.from_device, record.to_device) == ("201", "202")
     (ack,) = [r for r in mobile.requests("ACK") if r.call_id == ringing.call_id]
-    new_port = sdp_port(ack.body)
-    assert new_port == call.media.b.local_rtp.port != old_port
-    assert b"telephone-event" in ack.body
+    assert ack.body == b""  # the answer was in the 200
+    assert call.media.b.local_rtp.port == offered_port
+    # The mobile numbers telephone-event 96 where Carol (and our offer) said 101.
+    assert call.media.a._rewrite is not None
+    assert call.media.a._rewrite.payload_map == {96: 101}
     assert len(desk.requests("BYE")) == 1
     assert len(carol.requests()) == carol_requests_before == 0  # never re-INVITEd nor BYEd
     assert call.callee is not None
@@ -226,7 +232,7 @@ async def test_star_zero_by_info_starts_the_flip_and_is_not_passed_on(h: Harness
     assert new_invites(mobile) == []  # "*0" may still grow into "*0" + a device
     h.clock.advance(2)  # the inter-digit timer ends the code
     (ringing,) = new_invites(mobile)
-    assert ringing.body == b""
+    assert ringing.headers.get("Content-Type") == "application/sdp"
     assert carol.requests("INFO") == []
     assert [e.digit for e in h.events_of(DtmfReceived)] == ["*", "0"]
 
@@ -279,3 +285,76 @@ async def test_star_zero_with_a_device_number_picks_that_device(h: Harness) -> N
         )
     (ringing,) = new_invites(mobile)
     assert ringing.to.uri.user == "202"
+
+
+async def test_target_answering_with_no_offered_codec_is_released(h: Harness) -> None:
+    carol, desk, mobile = await answered_call(h)
+    call = h.only_call()
+    assert call.media is not None
+    available = h.relay.ports.available
+    future = h.b2bua.flip(call.id)
+    assert h.relay.ports.available == available - 1  # the spare named in the offer
+    (ringing,) = new_invites(mobile)
+    pcma = (
+        b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        b"m=audio 6202 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+    )
+    mobile.answer(ringing, 200, pcma)
+    await settle()
+    record = await asyncio.wait_for(future, 5)
+    assert not record.succeeded
+    assert "none of the offered codecs" in record.reason
+    assert len([r for r in mobile.requests("ACK") if r.call_id == ringing.call_id]) == 1
+    assert [r.call_id for r in mobile.requests("BYE")] == [ringing.call_id]
+    assert desk.requests("BYE") == []
+    assert carol.requests() == []
+    assert call.callee is not None
+    assert call.callee.device == "201"
+    assert h.relay.ports.available == available
+
+
+async def test_flip_fails_at_once_when_the_relay_has_no_ports_left(h: Harness) -> None:
+    _, _, mobile = await answered_call(h)
+    call = h.only_call()
+    while h.relay.ports.available:
+        h.relay.ports.allocate()
+    record = await asyncio.wait_for(h.b2bua.flip(call.id), 5)
+    assert not record.succeeded
+    assert "media relay" in record.reason
+    assert new_invites(mobile) == []
+    assert call.flip is None
+
+
+async def test_call_and_flip_invites_share_one_shape(h: Harness) -> None:
+    """The fork INVITE and the flip INVITE come from one helper: same headers, Allow, offer."""
+    from sip_core.b2bua import ALLOWED_METHODS
+    from sip_core.pbx import ALLOWED_METHODS as PBX_ALLOWED
+
+    _, desk, mobile = await answered_call(h)
+    call = h.only_call()
+    h.b2bua.flip(call.id)
+    (flip_invite,) = new_invites(mobile)
+    fork_invite = desk.requests("INVITE")[0]
+    assert PBX_ALLOWED is ALLOWED_METHODS
+    for invite in (fork_invite, flip_invite):
+        assert invite.headers.get("Allow") == ", ".join(ALLOWED_METHODS)
+        assert invite.headers.get("Content-Type") == "application/sdp"
+        assert invite.from_.tag
+        assert invite.contacts[0].uri.user == "callflip"
+        assert [name for name, _ in invite.headers] == [name for name, _ in fork_invite.headers]
+
+
+async def test_pending_flip_is_public_while_the_target_rings(h: Harness) -> None:
+    _, _, mobile = await answered_call(h)
+    call = h.only_call()
+    assert call.pending_flip is None
+    future = h.b2bua.flip(call.id)
+    pending = call.pending_flip
+    assert pending is not None
+    assert (pending.from_device, pending.to_device) == ("201", "202")
+    assert pending.from_leg is call.callee
+    assert pending.started_at == h.clock.wall()
+    (ringing,) = new_invites(mobile)
+    mobile.answer(ringing, 603)
+    assert not (await asyncio.wait_for(future, 5)).succeeded
+    assert call.pending_flip is None
