@@ -117,13 +117,16 @@ class DigestCredentials:
         return self.params.get(name)
 
 
-# One auth-param: a token name, "=", then a quoted string (with backslash escapes) or a token, and
-# what follows it: a comma or the end of the value. Possessive quantifiers: no run here could give
-# characters back to a successful match (a token value stops only at a blank, comma or quote, a
-# quoted one at its closing quote), and matching without backtracking state is several times faster.
+# The credentials' parameter list (``auth-param *("," auth-param)``) and one auth-param: a token
+# name, "=", then a quoted string (with backslash escapes) or a token. Possessive quantifiers: no
+# run here could give characters back to a successful match (a token value stops only at a blank,
+# comma or quote, a quoted one at its closing quote), and matching without backtracking state is
+# several times faster.
 _NAME = r"[A-Za-z0-9_.!%*+`'~-]++"
 _VALUE = r'"(?:[^"\\]++|\\.)*+"|[^ \t,"]*+'
-_PARAM = re.compile(rf"([ \t]*+({_NAME})[ \t]*+=[ \t]*+({_VALUE})[ \t]*+)(,|\Z)")
+_ITEM = rf"[ \t]*+{_NAME}[ \t]*+=[ \t]*+(?:{_VALUE})[ \t]*+"
+_LIST = re.compile(rf"{_ITEM}(?:,{_ITEM})*+")
+_PAIR = re.compile(rf"({_NAME})[ \t]*+=[ \t]*+({_VALUE})")
 _UNESCAPE = re.compile(r"\\(.)")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
 
@@ -134,27 +137,26 @@ def parse_credentials(value: str) -> DigestCredentials | None:
     Parameter names are case-insensitive and may come in any order; a name given twice makes the
     whole value malformed (which value would we believe?).
 
-    One ``findall`` reads every parameter; the value is well formed (``param *("," param)``) exactly
-    when the matches tile it with nothing skipped between them and the last one ends the value
-    rather than a comma. That is one pass in C instead of a grammar check followed by a second scan.
+    Two passes in C: the grammar of the whole list, then ``findall`` for the (name, value) pairs.
+    Once the list is known to be well formed, every match of ``_PAIR`` starts at a parameter name
+    (blanks and commas cannot start one, and a value is consumed whole), so the pairs are exactly
+    the parameters, and the dictionary is built without a Python-level check per character run.
     """
     value = value.strip()
     if value[:6].lower() != "digest" or len(value) < 8 or value[6] not in " \t":
         return None
     rest = value[7:]
-    items = _PARAM.findall(rest)
-    if not items or items[-1][3] or sum(len(i[0]) for i in items) + len(items) - 1 != len(rest):
+    if _LIST.fullmatch(rest) is None:
         return None
-    params: dict[str, str] = {}
-    for _item, name, raw, _comma in items:
-        key = name.lower()
-        if key in params:
-            return None
-        if raw[:1] == '"':
-            text = raw[1:-1]
-            params[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
-        else:
-            params[key] = raw
+    pairs = _PAIR.findall(rest)
+    params = {name.lower(): raw for name, raw in pairs}
+    if len(params) != len(pairs):
+        return None
+    if '"' in rest:
+        for key, raw in params.items():
+            if raw[:1] == '"':
+                text = raw[1:-1]
+                params[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
     return DigestCredentials(params)
 
 
