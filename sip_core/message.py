@@ -131,6 +131,11 @@ REASON_PHRASES: dict[int, str] = {
 
 # Methods whose 101-299 responses establish a dialog, so Record-Route is copied (RFC 3261 §12.1.1).
 _DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
+# Tokens every parse would otherwise check with a regular expression.
+_COMMON_METHODS = frozenset((
+    "REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH",
+))  # fmt: skip
 
 
 class _RandomPool:
@@ -481,7 +486,7 @@ def _parse(data: bytes) -> Request | Response:
     # RFC 3261 §7.5: ignore CRLFs before the start line (keep-alives, sloppy senders)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
-    if not data.strip():
+    if not data or data.isspace():  # what strip() would empty, without copying a message
         raise ParseError("no message (keep-alive)", None)
     end = data.find(b"\r\n\r\n")
     crlf = True
@@ -633,7 +638,7 @@ def _request(first: str, headers: Headers, body: bytes, error: ParseError | None
     else:
         method, uri_text, version = parts
         upper_version = version.upper()
-        if not is_token(method):
+        if method not in _COMMON_METHODS and not is_token(method):
             if not upper_version.startswith("SIP/"):
                 raise ParseError(f"not a SIP message {first[:40]!r}", None)
             start_error = ParseError(f"bad method {method[:40]!r}", 400)
