@@ -247,9 +247,12 @@ class Via:
     def parse(cls, text: str, *, strict: bool = True) -> Via:
         """Parse one Via value; with strict=False empty parameters (";;") are skipped."""
         text = text.strip()
-        if not strict:
-            text = _EMPTY_PARAM_RE.sub("", text)
         m = _VIA_RE.fullmatch(text)
+        if m is None and not strict:
+            # Only a value the grammar refuses is cleaned: a valid one may hold ";;" in a
+            # quoted parameter value, which must stay as it is.
+            text = _EMPTY_PARAM_RE.sub("", text)
+            m = _VIA_RE.fullmatch(text)
         if m is None:
             raise ParseError(f"bad Via {text[:80]!r}")
         transport, host, port_text, params = m.groups()
@@ -336,11 +339,14 @@ class NameAddress:
     def parse(cls, text: str, *, strict: bool = True) -> NameAddress:
         """Parse a name-addr or addr-spec with parameters; strict=False skips empty ones."""
         text = text.strip()
-        if not strict:
-            text = _EMPTY_PARAM_RE.sub("", text)
         fast = _NAME_ADDR_SIP_RE.fullmatch(text)
         if fast is None:
-            return cls._parse_general(text)
+            if not strict:
+                # Cleaned only when needed, as in Via.parse.
+                text = _EMPTY_PARAM_RE.sub("", text)
+                fast = _NAME_ADDR_SIP_RE.fullmatch(text)
+            if fast is None:
+                return cls._parse_general(text)
         # A <sip:...> name-addr, the usual From, To and Contact: what _parse_general gives for
         # it, from one match.
         groups = fast.groups()

@@ -341,8 +341,10 @@ class _Message:
     def _to_bytes(self, start_line: str) -> bytes:
         out = [start_line, "\r\n"]
         self.headers.write_lines(out, skip="content-length")
-        out.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-        return "".join(out).encode() + self.body
+        body = self.body
+        out.append(f"Content-Length: {len(body)}\r\n\r\n")
+        head = "".join(out).encode()
+        return head + body if body else head
 
 
 class Request(_Message):
