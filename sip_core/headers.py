@@ -191,11 +191,13 @@ _QUOTED = r'"(?:[^"\\]++|\\.)*+"'
 _GEN_VALUE = rf"(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]++|{_QUOTED})"
 _PARAMS = rf"(?:{_SWS};{_SWS}{_TOKEN}(?:{_SWS}={_SWS}{_GEN_VALUE})?)*+{_SWS}"
 _HOST = r"\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9_][A-Za-z0-9._\-]*+"
+# Case-insensitive "SIP" spelled out: the rest of the pattern names both cases anyway, and
+# re.IGNORECASE would make every character class of it slower.
 _VIA = (
-    rf"SIP{_SWS}/{_SWS}2\.0{_SWS}/{_SWS}(?P<transport>{_TOKEN})[ \t]++(?P<host>{_HOST})"
+    rf"[Ss][Ii][Pp]{_SWS}/{_SWS}2\.0{_SWS}/{_SWS}(?P<transport>{_TOKEN})[ \t]++(?P<host>{_HOST})"
     rf"{_SWS}(?::{_SWS}(?P<port>{PORT}))?(?P<params>{_PARAMS})"
 )
-_VIA_RE = re.compile(_VIA, re.IGNORECASE | re.DOTALL)
+_VIA_RE = re.compile(_VIA, re.DOTALL)
 _DISPLAY = r"(?:[A-Za-z0-9\-.!%*_+`'~\u0080-\U0010ffff]++|[ \t]++)*+"
 _NAME_ADDR_RE = re.compile(
     rf"(?:(?P<quoted>{_QUOTED})|(?P<plain>{_DISPLAY}))?{_SWS}<(?P<uri>[^<>\s\"]*+)>"
@@ -227,7 +229,16 @@ def _params_of(text: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     if not text:
         return params
-    items = text.split(";") if '"' not in text else split_outside(text, ";")
+    if '"' in text:
+        items = split_outside(text, ";")
+    else:
+        items = text.split(";")
+        if " " not in text and "\t" not in text:
+            # The usual ";branch=z9hG4bK...;rport": nothing to strip.
+            for item in items[1:]:
+                name, eq, value = item.partition("=")
+                params[name.lower()] = value if eq else None
+            return params
     for item in items[1:]:
         name, eq, value = item.partition("=")
         params[name.strip().lower()] = value.strip() if eq else None

@@ -406,7 +406,7 @@ class Response(_Message):
 
 # --- responses ----------------------------------------------------------------------------------
 
-_TAG_PARAM_RE = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_TAG_PARAM_RE = re.compile(r";\s*[Tt][Aa][Gg]\s*=")
 _COPIED = ("from", "to", "call-id", "cseq")
 _VIA_SLOT = ("",)
 

@@ -260,3 +260,25 @@ def test_make_response_headers_can_be_changed_before_sending() -> None:
     response.headers.remove("Via")
     assert "Via" not in response.headers
     assert b"\r\nVia:" not in response.to_bytes()
+
+
+@pytest.mark.parametrize(
+    ("text", "params"),
+    [
+        ("SIP/2.0/UDP h;branch=z9hG4bK1;rport", {"branch": "z9hG4bK1", "rport": None}),
+        ("SIP/2.0/UDP h ; Branch = z9hG4bK1 ;rport ", {"branch": "z9hG4bK1", "rport": None}),
+        ('SIP/2.0/UDP h;RPORT=5;x="a;b"', {"rport": "5", "x": '"a;b"'}),
+        ("SIP/2.0/UDP h\t;received=10.0.0.1", {"received": "10.0.0.1"}),
+        ("SIP/2.0/UDP h", {}),
+    ],
+)
+def test_via_parameters_with_and_without_blanks(text: str, params: dict[str, str | None]) -> None:
+    assert Via.parse(text).params == params
+
+
+@pytest.mark.parametrize("host", ["\u212a", "\u017fip.example", "ex\u0131mple"])
+def test_via_host_is_ascii_only(host: str) -> None:
+    """Letters that case-fold to ASCII ones (Kelvin sign, long s, dotless i) are not ASCII."""
+    with pytest.raises(ParseError):
+        Via.parse(f"SIP/2.0/UDP {host};branch=z9hG4bK1")
+    assert Via.parse("sIp/2.0/udp Example.COM").host == "example.com"
