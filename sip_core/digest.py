@@ -5,9 +5,10 @@ nothing for a PBX on a home network and are poorly supported by phones. Credenti
 (RFC 2069 style) are refused, since without a nonce-count a replay cannot be told apart.
 
 Nonces are stateless: each one carries its issue time (on the injected clock's monotonic scale)
-and a random part, signed with HMAC-SHA-256 under a secret made fresh for each process. The only
-state kept is the highest nonce-count seen for each nonce that has been used and is still alive,
-so that a captured request cannot be replayed; that table is bounded and pruned (``_NonceCounts``).
+and a random part, signed with keyed BLAKE2b (a MAC in one C call, a third of what HMAC-SHA-256
+costs) under a secret made fresh for each process. The only state kept is the highest nonce-count
+seen for each nonce that has been used and is still alive, so that a captured request cannot be
+replayed; that table is bounded and pruned (``_NonceCounts``).
 
 An unknown user and a wrong password must look exactly the same from outside, so that the
 registrar cannot be used to find out which usernames exist: both come back as a non-ok
@@ -244,6 +245,9 @@ class DigestAuthenticator:
         self._lookup = lookup
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._opaque = hmac.new(self._secret, b"opaque", "sha256").hexdigest()[:32]
+        # BLAKE2b takes a key of up to 64 bytes; a longer secret is hashed down to that.
+        key = self._secret
+        self._mac_key = key if len(key) <= 64 else hashlib.blake2b(key).digest()
         self._counts = _NonceCounts(nonce_lifetime, max_tracked_nonces)
         self._ha1: dict[tuple[str, str, DigestAlgorithm], str] = {}
 
@@ -274,8 +278,11 @@ class DigestAuthenticator:
         # fast client (answering within the same millisecond) would otherwise hit as 'stale'.
         issued_ms = math.floor(self._clock.monotonic() * 1000)
         body = struct.pack(">q", issued_ms) + random_bytes(8)
-        mac = hmac.digest(self._secret, body, "sha256")[:16]
-        return base64.urlsafe_b64encode(body + mac).decode("ascii").rstrip("=")
+        return base64.urlsafe_b64encode(body + self._mac(body)).decode("ascii").rstrip("=")
+
+    def _mac(self, body: bytes) -> bytes:
+        """The 128-bit signature of a nonce's body."""
+        return hashlib.blake2b(body, key=self._mac_key, digest_size=16).digest()
 
     def _nonce_issued(self, nonce: str) -> float | None:
         """The issue time of a nonce this process made, else ``None``."""
@@ -286,7 +293,7 @@ class DigestAuthenticator:
         except ValueError:
             return None
         body, mac = raw[:16], raw[16:]
-        if not hmac.compare_digest(mac, hmac.digest(self._secret, body, "sha256")[:16]):
+        if not hmac.compare_digest(mac, self._mac(body)):
             return None
         issued_ms: int = struct.unpack(">q", body[:8])[0]
         return issued_ms / 1000
