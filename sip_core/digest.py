@@ -5,9 +5,10 @@ nothing for a PBX on a home network and are poorly supported by phones. Credenti
 (RFC 2069 style) are refused, since without a nonce-count a replay cannot be told apart.
 
 Nonces are stateless: each one carries its issue time (on the injected clock's monotonic scale)
-and a random part, signed with HMAC-SHA-256 under a secret made fresh for each process. The only
-state kept is the highest nonce-count seen for each nonce that has been used and is still alive,
-so that a captured request cannot be replayed; that table is bounded and pruned (``_NonceCounts``).
+and a random part, signed with keyed BLAKE2b (a MAC in one C call, a third of what HMAC-SHA-256
+costs) under a secret made fresh for each process. The only state kept is the highest nonce-count
+seen for each nonce that has been used and is still alive, so that a captured request cannot be
+replayed; that table is bounded and pruned (``_NonceCounts``).
 
 An unknown user and a wrong password must look exactly the same from outside, so that the
 registrar cannot be used to find out which usernames exist: both come back as a non-ok
@@ -117,13 +118,16 @@ class DigestCredentials:
         return self.params.get(name)
 
 
-# One auth-param: a token name, "=", then a quoted string (with backslash escapes) or a token, and
-# what follows it: a comma or the end of the value. Possessive quantifiers: no run here could give
-# characters back to a successful match (a token value stops only at a blank, comma or quote, a
-# quoted one at its closing quote), and matching without backtracking state is several times faster.
+# The credentials' parameter list (``auth-param *("," auth-param)``) and one auth-param: a token
+# name, "=", then a quoted string (with backslash escapes) or a token. Possessive quantifiers: no
+# run here could give characters back to a successful match (a token value stops only at a blank,
+# comma or quote, a quoted one at its closing quote), and matching without backtracking state is
+# several times faster.
 _NAME = r"[A-Za-z0-9_.!%*+`'~-]++"
 _VALUE = r'"(?:[^"\\]++|\\.)*+"|[^ \t,"]*+'
-_PARAM = re.compile(rf"([ \t]*+({_NAME})[ \t]*+=[ \t]*+({_VALUE})[ \t]*+)(,|\Z)")
+_ITEM = rf"[ \t]*+{_NAME}[ \t]*+=[ \t]*+(?:{_VALUE})[ \t]*+"
+_LIST = re.compile(rf"{_ITEM}(?:,{_ITEM})*+")
+_PAIR = re.compile(rf"({_NAME})[ \t]*+=[ \t]*+({_VALUE})")
 _UNESCAPE = re.compile(r"\\(.)")
 _NC = re.compile(r"[0-9a-fA-F]{8}")
 
@@ -134,27 +138,26 @@ def parse_credentials(value: str) -> DigestCredentials | None:
     Parameter names are case-insensitive and may come in any order; a name given twice makes the
     whole value malformed (which value would we believe?).
 
-    One ``findall`` reads every parameter; the value is well formed (``param *("," param)``) exactly
-    when the matches tile it with nothing skipped between them and the last one ends the value
-    rather than a comma. That is one pass in C instead of a grammar check followed by a second scan.
+    Two passes in C: the grammar of the whole list, then ``findall`` for the (name, value) pairs.
+    Once the list is known to be well formed, every match of ``_PAIR`` starts at a parameter name
+    (blanks and commas cannot start one, and a value is consumed whole), so the pairs are exactly
+    the parameters, and the dictionary is built without a Python-level check per character run.
     """
     value = value.strip()
     if value[:6].lower() != "digest" or len(value) < 8 or value[6] not in " \t":
         return None
     rest = value[7:]
-    items = _PARAM.findall(rest)
-    if not items or items[-1][3] or sum(len(i[0]) for i in items) + len(items) - 1 != len(rest):
+    if _LIST.fullmatch(rest) is None:
         return None
-    params: dict[str, str] = {}
-    for _item, name, raw, _comma in items:
-        key = name.lower()
-        if key in params:
-            return None
-        if raw[:1] == '"':
-            text = raw[1:-1]
-            params[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
-        else:
-            params[key] = raw
+    pairs = _PAIR.findall(rest)
+    params = {name.lower(): raw for name, raw in pairs}
+    if len(params) != len(pairs):
+        return None
+    if '"' in rest:
+        for key, raw in params.items():
+            if raw[:1] == '"':
+                text = raw[1:-1]
+                params[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
     return DigestCredentials(params)
 
 
@@ -242,6 +245,9 @@ class DigestAuthenticator:
         self._lookup = lookup
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self._opaque = hmac.new(self._secret, b"opaque", "sha256").hexdigest()[:32]
+        # BLAKE2b takes a key of up to 64 bytes; a longer secret is hashed down to that.
+        key = self._secret
+        self._mac_key = key if len(key) <= 64 else hashlib.blake2b(key).digest()
         self._counts = _NonceCounts(nonce_lifetime, max_tracked_nonces)
         self._ha1: dict[tuple[str, str, DigestAlgorithm], str] = {}
 
@@ -272,8 +278,11 @@ class DigestAuthenticator:
         # fast client (answering within the same millisecond) would otherwise hit as 'stale'.
         issued_ms = math.floor(self._clock.monotonic() * 1000)
         body = struct.pack(">q", issued_ms) + random_bytes(8)
-        mac = hmac.digest(self._secret, body, "sha256")[:16]
-        return base64.urlsafe_b64encode(body + mac).decode("ascii").rstrip("=")
+        return base64.urlsafe_b64encode(body + self._mac(body)).decode("ascii").rstrip("=")
+
+    def _mac(self, body: bytes) -> bytes:
+        """The 128-bit signature of a nonce's body."""
+        return hashlib.blake2b(body, key=self._mac_key, digest_size=16).digest()
 
     def _nonce_issued(self, nonce: str) -> float | None:
         """The issue time of a nonce this process made, else ``None``."""
@@ -284,7 +293,7 @@ class DigestAuthenticator:
         except ValueError:
             return None
         body, mac = raw[:16], raw[16:]
-        if not hmac.compare_digest(mac, hmac.digest(self._secret, body, "sha256")[:16]):
+        if not hmac.compare_digest(mac, self._mac(body)):
             return None
         issued_ms: int = struct.unpack(">q", body[:8])[0]
         return issued_ms / 1000

@@ -131,6 +131,11 @@ REASON_PHRASES: dict[int, str] = {
 
 # Methods whose 101-299 responses establish a dialog, so Record-Route is copied (RFC 3261 §12.1.1).
 _DIALOG_METHODS = frozenset(("INVITE", "SUBSCRIBE", "REFER"))
+# Tokens every parse would otherwise check with a regular expression.
+_COMMON_METHODS = frozenset((
+    "REGISTER", "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH",
+))  # fmt: skip
 
 
 class _RandomPool:
@@ -336,8 +341,10 @@ class _Message:
     def _to_bytes(self, start_line: str) -> bytes:
         out = [start_line, "\r\n"]
         self.headers.write_lines(out, skip="content-length")
-        out.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-        return "".join(out).encode() + self.body
+        body = self.body
+        out.append(f"Content-Length: {len(body)}\r\n\r\n")
+        head = "".join(out).encode()
+        return head + body if body else head
 
 
 class Request(_Message):
@@ -399,7 +406,9 @@ class Response(_Message):
 
 # --- responses ----------------------------------------------------------------------------------
 
-_TAG_PARAM_RE = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_TAG_PARAM_RE = re.compile(r";\s*[Tt][Aa][Gg]\s*=")
+_COPIED = ("from", "to", "call-id", "cseq")
+_VIA_SLOT = ("",)
 
 
 def make_response(
@@ -415,18 +424,24 @@ def make_response(
     Record-Route is copied into 101-299 responses to dialog-creating requests (§12.1.1) and
     Timestamp into 100 Trying (§8.2.6.1)."""
     source = request.headers
-    headers = Headers()
-    values = headers._values
-    via = source._raw("via")
-    if via:
-        values["via"] = tuple(via)
-        if source.is_cached("via"):
-            # The request's Via objects are parsed already (the transport stamped the top one):
-            # the response gets copies, so that routing it (send_response reads its top Via)
-            # does not parse the text just written out of those same objects.
-            headers.cache_typed("via", [v.copy() for v in request.vias], _dump_list)
-    for key in ("from", "to", "call-id", "cseq"):
-        raw = source._raw(key)
+    values: dict[str, tuple[str, ...]] = {}
+    headers = Headers._from_parsed(values, {})
+    cached = source._typed.get("via")
+    if cached is None:
+        via = source._values.get("via")
+        if via:
+            values["via"] = via
+    elif cached[0]:
+        # The request's Via objects are parsed already (the parser keeps them, the transport
+        # stamped the top one): the response gets copies, so that routing it (send_response
+        # reads its top Via) parses nothing, and they are written out once, when it is sent.
+        # Until then the raw slot only keeps the header's place: the typed view is what counts.
+        vias: list[Via] = cached[0]  # type: ignore[assignment]
+        values["via"] = _VIA_SLOT
+        headers.cache_typed("via", [v.copy() for v in vias], _dump_list)
+    raw_of = source._raw
+    for key in _COPIED:
+        raw = raw_of(key)
         if raw:
             values[key] = (raw[0],)
     to_values = values.get("to")
@@ -473,7 +488,7 @@ def _parse(data: bytes) -> Request | Response:
     # RFC 3261 §7.5: ignore CRLFs before the start line (keep-alives, sloppy senders)
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")
-    if not data.strip():
+    if not data or data.isspace():  # what strip() would empty, without copying a message
         raise ParseError("no message (keep-alive)", None)
     end = data.find(b"\r\n\r\n")
     crlf = True
@@ -625,7 +640,7 @@ def _request(first: str, headers: Headers, body: bytes, error: ParseError | None
     else:
         method, uri_text, version = parts
         upper_version = version.upper()
-        if not is_token(method):
+        if method not in _COMMON_METHODS and not is_token(method):
             if not upper_version.startswith("SIP/"):
                 raise ParseError(f"not a SIP message {first[:40]!r}", None)
             start_error = ParseError(f"bad method {method[:40]!r}", 400)
@@ -653,26 +668,39 @@ def _request(first: str, headers: Headers, body: bytes, error: ParseError | None
     return request
 
 
+# What every request needs (RFC 3261 §8.1.1), and the headers a request may have once at most.
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_SINGLE = ("from", "to", "call-id", "cseq", "max-forwards")
+
+
 def _validate_request(request: Request) -> None:
     """RFC 3261 §8.1.1 / §8.2: the headers every request needs, once each and well formed."""
     headers = request.headers
     values = headers._values
+    get = values.get
     try:
-        for key in ("via", "from", "to", "call-id", "cseq"):
-            if not values.get(key):
+        for key in _REQUIRED:
+            if not get(key):
                 raise ParseError(f"missing {canonical_name(key)}")
-        for key in ("from", "to", "call-id", "cseq", "max-forwards"):
-            if len(values.get(key, ())) > 1:
+        for key in _SINGLE:
+            found = get(key)
+            if found is not None and len(found) > 1:
                 raise ParseError(f"more than one {canonical_name(key)}")
-        cseq = _parse_cseq(values["cseq"])
+        cseq = CSeq.parse(values["cseq"][0])
         headers.cache_typed("cseq", cseq, _dump_one)
         if cseq.method != request.method:
             raise ParseError("CSeq method does not match the request method")
-        # Syntax only: the objects themselves are built when somebody reads them.
+        # Every Via is parsed now (the check is the same match): the transport stamps the top
+        # one and the transaction layer keys on it, so each request reads it at once anyway.
+        vias: list[Via] = []
         for line in values["via"]:
-            for item in _split_list([line]) if "," in line else (line,):
-                if not Via.is_valid(item):
-                    raise ParseError(f"bad Via {item[:80]!r}")
+            for item in split_outside(line, ",") if "," in line else (line,):
+                try:
+                    vias.append(Via.parse(item))
+                except ParseError:
+                    raise ParseError(f"bad Via {item[:80]!r}") from None
+        headers.cache_typed("via", vias, _dump_list)
+        # Syntax only: these objects are built when somebody reads them.
         if not NameAddress.is_valid(values["from"][0]):
             raise ParseError("bad From")
         if not NameAddress.is_valid(values["to"][0]):
@@ -686,12 +714,12 @@ def _validate_request(request: Request) -> None:
                 for item in _split_list([line]) if "," in line else (line,):
                     if not NameAddress.is_valid(item):
                         raise ParseError(f"bad Contact {item[:80]!r}")
-        max_forwards = values.get("max-forwards")
+        max_forwards = get("max-forwards")
         if max_forwards is not None:
             number = _digits(max_forwards[0])
             if number is None or number > MAX_MAX_FORWARDS:
                 raise ParseError("bad Max-Forwards")
-        date = values.get("date")
+        date = get("date")
         if date is not None and not date[0].endswith("GMT"):
             raise ParseError("Date not in GMT (RFC 3261 §20.17)")
     except ParseError as exc:

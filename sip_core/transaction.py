@@ -221,6 +221,10 @@ class ServerTransaction:
     ``on_timeout`` (set by the TU if it cares) is called when the transaction fails: Timer H fired
     without an ACK, or the transport could not send. ``cancelled_transaction`` is set on a CANCEL's
     transaction to the INVITE transaction it cancels.
+
+    ``request`` is the request that created the transaction, until a non-INVITE one has sent its
+    final response over UDP: from then on (Timer J) it holds only the method and Request-URI, with
+    no headers, since the transaction has nothing left to do with them.
     """
 
     __slots__ = (
@@ -359,6 +363,11 @@ class NonInviteServerTransaction(ServerTransaction):
         if self.reliable:
             self._terminate()
         else:
+            # For Timer J the transaction only repeats its response (kept as bytes): it lets go
+            # of the parsed request, whose headers, Vias and typed views would otherwise stay
+            # in the garbage collector's sight for 64*T1, and keeps just its request line.
+            request = self.request
+            self.request = Request(request.method, request.uri)
             self._layer._wheel.add(self, self._layer.timers.timeout)  # Timer J
 
     def _retransmission(self, request: Request) -> None:

@@ -7,6 +7,7 @@ comparison (`equivalent`) and the `*_unescaped` properties do the unescaping.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -119,12 +120,16 @@ class SipUri:
         m = _SIP_REST_RE.fullmatch(rest)
         if m is None:
             raise ParseError(f"bad SIP URI {scheme}:{rest[:80]!r}")
-        user, password, host, port_text, param_text, header_text = m.groups()
-        port: int | None = None
-        if port_text is not None:
-            port = int(port_text)
-            if port > 65535:
-                raise ParseError(f"port out of range {port_text!r}")
+        return cls._from_groups(scheme, m.groups())
+
+    @classmethod
+    def _from_groups(cls, scheme: str, groups: Sequence[str | None]) -> SipUri:
+        """A URI from the six groups of a `SIP_REST` match (also used by patterns that embed it,
+        so that a name-addr is matched once, URI included); `scheme` is lower case already."""
+        user, password, host, port_text, param_text, header_text = groups
+        assert host is not None  # the pattern always has a host
+        # PORT admits 0-65535 only, so the number needs no range check here.
+        port = None if port_text is None else int(port_text)
         params: dict[str, str | None] = {}
         if param_text:
             for item in param_text[1:].split(";"):
@@ -142,8 +147,7 @@ class SipUri:
         """Cheap syntax check: a valid sip/sips URI, or an absolute URI of another scheme."""
         scheme, colon, rest = text.partition(":")
         if scheme.lower() in _SIP_SCHEMES:
-            m = _SIP_REST_RE.fullmatch(rest)
-            return m is not None and (m["port"] is None or int(m["port"]) <= 65535)
+            return _SIP_REST_RE.fullmatch(rest) is not None
         return bool(colon and rest and _OPAQUE_SCHEME_RE.fullmatch(scheme)) and not any(
             c in rest for c in ' \t\r\n<>"'
         )
@@ -184,6 +188,12 @@ class SipUri:
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
+        if self.password is None and not self.params and not self.headers:
+            # The usual shape ("sip:alice@host:port"): one f-string instead of a parts list.
+            user = "" if self.user is None else self.user + "@"
+            if self.port is None:
+                return f"{self.scheme}:{user}{self.host}"
+            return f"{self.scheme}:{user}{self.host}:{self.port}"
         parts = [self.scheme, ":"]
         if self.user is not None:
             parts.append(self.user)

@@ -357,6 +357,22 @@ def test_nonce_from_another_process_is_unknown(clock: ManualClock) -> None:
     assert (result.stale, result.reason) == (True, AuthFailure.UNKNOWN_NONCE)
 
 
+@pytest.mark.parametrize("secret", [b"k" * 32, b"k" * 64, b"k" * 200])
+def test_a_changed_nonce_is_unknown_whatever_the_secret_length(
+    clock: ManualClock, secret: bytes
+) -> None:
+    auth = DigestAuthenticator(REALM, clock, DEVICES.get, secret=secret)
+    nonce = nonce_of(auth)
+    assert auth.verify(
+        request(authorization(username="alice", password="wonderland", nonce=nonce))
+    ).ok
+    for index in (0, 12, 30, 41):  # issue time, random part, signature (not the last pad bits)
+        changed = nonce[:index] + ("B" if nonce[index] != "B" else "C") + nonce[index + 1 :]
+        value = authorization(username="alice", password="wonderland", nonce=changed)
+        result = auth.verify(request(value))
+        assert (result.ok, result.reason) == (False, AuthFailure.UNKNOWN_NONCE)
+
+
 def test_nonce_count_replay_is_refused(auth: DigestAuthenticator) -> None:
     nonce = nonce_of(auth)
 

@@ -74,6 +74,38 @@ def test_a_completed_transaction_holds_bytes_not_a_parsed_response() -> None:
     assert len(h.txns) == 1
 
 
+def test_a_completed_transaction_lets_go_of_the_parsed_request() -> None:
+    h = Harness()
+    request = register("z9hG4bKr1")
+    h.layer.receive(request, UDP)
+    txn = h.txns[0]
+    assert txn.state is TransactionState.COMPLETED
+    # Only the request line is left: no headers, no parsed Vias for the collector to walk.
+    assert txn.request is not request
+    assert (txn.request.method, txn.request.uri) == ("REGISTER", request.uri)
+    assert len(txn.request.headers) == 0
+    assert txn.method == "REGISTER"
+    h.layer.receive(register("z9hG4bKr1"), UDP)  # still matched and answered as before
+    assert len(h.txns) == 1
+    assert h.transport.sent[1] == h.transport.sent[0]
+
+
+class ProvisionalHarness(Harness):
+    def answer(self, request: Request, txn: ServerTransaction | None, source: Source) -> None:
+        assert txn is not None
+        self.txns.append(txn)
+        txn.respond(make_response(request, 100))
+
+
+def test_a_provisional_answer_keeps_the_whole_request() -> None:
+    h = ProvisionalHarness()
+    request = register("z9hG4bKr2")
+    h.layer.receive(request, UDP)
+    txn = h.txns[0]
+    assert txn.state is TransactionState.PROCEEDING
+    assert txn.request is request  # the TU still has to answer it
+
+
 def test_timer_j_fires_at_the_next_t1_boundary_never_before_64_t1() -> None:
     h = Harness()
     h.clock.advance(0.3)
