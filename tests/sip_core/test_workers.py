@@ -26,15 +26,7 @@ from sip_core.pbx import Pbx
 from sip_core.transport import Address
 from sip_core.workers import Handover, HandoverReceiver, RegistrationFront, WorkerPool
 from tests.ha.sip_client import SipPhone
-
-DOMAIN = "home.arpa"
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.sip_core.test_pbx import DOMAIN, REPO, free_udp_port
 
 
 def config_text(port: int, workers: int = 1) -> str:
