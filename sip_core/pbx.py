@@ -342,7 +342,7 @@ class Pbx:
         """Every response says who we are and what we allow (RFC 3261 §20.5, §20.35)."""
         headers = response.headers
         if "Allow" not in headers:
-            headers.set("Allow", ", ".join(ALLOWED_METHODS))
+            headers.set("Allow", _ALLOW_VALUE)
         if "Server" not in headers:
             headers.set("Server", SERVER_HEADER)
         return response
@@ -365,6 +365,9 @@ class Pbx:
         self._expiry_due = None
         self._registrar.expire()
         self._schedule_expiry()
+
+
+_ALLOW_VALUE = ", ".join(ALLOWED_METHODS)
 
 
 def registrar_settings(config: PbxConfig) -> RegistrarSettings:
