@@ -66,6 +66,7 @@ def pbx_yaml(
     registrar: Mapping[str, int] | None = None,
     rtp_ports: str = "40000-40999",
     domain: str = DOMAIN,
+    workers: int = 0,
 ) -> str:
     """The runner's configuration in the documented schema (block style, quoted strings)."""
     lines = [
@@ -73,6 +74,7 @@ def pbx_yaml(
         f"  listen: {HOST}",
         f"  port: {port}",
         f"  domain: {domain}",
+        f"  workers: {workers}",
         "rtp:",
         f"  ports: {rtp_ports}",
     ]
@@ -203,13 +205,14 @@ async def start_pbx(tmp_path: Path) -> AsyncIterator[StartPbx]:
         registrar: Mapping[str, int] | None = None,
         log_level: str = "info",
         time_limit: float = 15.0,
+        workers: int = 0,
     ) -> RunningPbx:
         reason = runner_missing()
         if reason:
             pytest.skip(f"runner not available: {reason}")
         port = free_port()
         config_path = tmp_path / f"pbx-{len(started)}.yaml"
-        config_path.write_text(pbx_yaml(users, port=port, registrar=registrar))
+        config_path.write_text(pbx_yaml(users, port=port, registrar=registrar, workers=workers))
         python = REPO / ".venv" / "bin" / "python"
         executable = str(python) if python.exists() else sys.executable
         process = await asyncio.create_subprocess_exec(

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.interop
 class Target:
     """A registrar under test: where it listens and, for assertions, what it logged."""
 
-    kind: str  # "kamailio" or "callflip"
+    kind: str  # "kamailio", "callflip" or "callflip+worker" (the runner with sip.workers: 1)
     host: str
     port: int
     log: Callable[[], str]
@@ -42,7 +42,7 @@ class Target:
 MakeTarget = Callable[..., Awaitable[Target]]
 
 
-@pytest.fixture(params=["kamailio", "callflip"])
+@pytest.fixture(params=["kamailio", "callflip", "callflip+worker"])
 def make_target(
     request: pytest.FixtureRequest,
     start_pbx: StartPbx,
@@ -61,7 +61,8 @@ def make_target(
         registrar = None
         if min_expires is not None:
             registrar = {"min_expires": min_expires, "max_expires": 3600, "default_expires": 3600}
-        pbx = await start_pbx(users_from(devices), registrar=registrar)
+        workers = 1 if kind == "callflip+worker" else 0
+        pbx = await start_pbx(users_from(devices), registrar=registrar, workers=workers)
         return Target(kind, pbx.host, pbx.port, pbx.log, pbx)
 
     return make
@@ -155,6 +156,9 @@ async def test_wrong_password_is_refused_and_logged(make_target: MakeTarget) -> 
         await target.pbx.wait_for_log(rejected, time_limit=5)
     else:
         assert re.search(rejected, target.log(), re.IGNORECASE), target.log()[-3000:]
+    if target.kind == "callflip+worker":
+        # The kernel steered the REGISTERs to the worker process, which refused them itself.
+        assert re.search(rf"\[worker 1\].*{words}", target.log(), re.IGNORECASE), target.log()
 
 
 async def test_unknown_user_is_refused(make_target: MakeTarget) -> None:
