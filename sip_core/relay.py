@@ -33,12 +33,13 @@ import errno
 import logging
 import random
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .clock import Clock, TimerHandle
+from .clock import Clock, LoopClock, TimerHandle
 from .dtmf import DtmfDecoder, DtmfDigit, TelephoneEvent, build_telephone_event, event_for_digit
 from .relay_engine import RelayEngine
 from .rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
@@ -206,6 +207,9 @@ class MediaLeg:
         self._lock = engine.lock
         self._buffer = engine.buffer
         self._view = engine.view
+        self._slices = engine.slices
+        # the session's other leg, kept by `MediaSession._link` (read per packet: one attribute)
+        self._peer: MediaLeg | None = None
         self._now = session.clock.monotonic
         # the stream leaving this leg towards its far end: the last RTP header sent, and when
         self._out_last: bytes | bytearray | None = None
@@ -347,8 +351,7 @@ class MediaLeg:
         ):
             self.dropped_source += 1
             return
-        session = self.session
-        other = session._b if self.side == "a" else session._a
+        other = self._peer
         if payload_type == self.dtmf_payload_type:
             self._tap_dtmf(bytes(self._view[:size]))
             if self.swallow_dtmf:
@@ -368,7 +371,7 @@ class MediaLeg:
         if other._rewrite is not None:
             other._rewrite_into(buffer, self)
         try:
-            transport.sendto(self._view[:size], destination)
+            transport.sendto(self._slices[size], destination)
         except OSError:  # a full socket buffer or an unreachable far end: RTP is lossy anyway
             self.dropped_no_peer += 1
             return
@@ -655,6 +658,14 @@ class MediaSession:
     def leg(self, side: Side) -> MediaLeg:
         return self.a if side == "a" else self.b
 
+    def _link(self) -> None:
+        """Tell each leg which leg is its other side (after the legs changed; lock held)."""
+        with self.relay.engine.lock:
+            if self._a is not None:
+                self._a._peer = self._b
+            if self._b is not None:
+                self._b._peer = self._a
+
     async def switch_leg(
         self,
         side: Side,
@@ -700,6 +711,7 @@ class MediaSession:
                 self._a = new
             else:
                 self._b = new
+            self._link()
             other._begin_continuation()
             assert other._rewrite is not None
             other._rewrite.payload_map = dict(payload_map_in or {})
@@ -724,6 +736,7 @@ class MediaSession:
         # The peer of a spare is a leg without sockets: what arrives counts as dropped_no_peer.
         peer = MediaLeg(holding, "b" if side == "a" else "a", self.relay.host, 0)
         holding._a, holding._b = (spare, peer) if side == "a" else (peer, spare)
+        holding._link()
         return spare
 
     def discard_spare(self, leg: MediaLeg) -> None:
@@ -742,6 +755,20 @@ class MediaSession:
         self.relay._sessions.pop(self.call_id, None)
 
 
+def _packet_thread_clock(clock: Clock) -> Callable[[], float]:
+    """`clock.monotonic` as the packet thread reads it, once per batch of packets.
+
+    A `LoopClock` looks up the running loop at each reading; on the packet thread there is none,
+    so each reading would raise and catch a RuntimeError before falling back to
+    `time.monotonic()`. Its time is `loop.time()`, which asyncio's loops take from
+    `time.monotonic()`: the thread reads that directly. Other clocks (a test's manual clock) are
+    read as they are.
+    """
+    if isinstance(clock, LoopClock):
+        return time.monotonic
+    return clock.monotonic
+
+
 class MediaRelay:
     """Opens `MediaSession`s on `host` with ports from `port_min`-`port_max`."""
 
@@ -749,7 +776,7 @@ class MediaRelay:
         self.host = host
         self.clock = clock
         self.ports = PortAllocator(port_min, port_max)
-        self.engine = RelayEngine(clock.monotonic)
+        self.engine = RelayEngine(_packet_thread_clock(clock))
         self._sessions: dict[str, MediaSession] = {}
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -769,6 +796,7 @@ class MediaRelay:
         except BaseException:
             self._close_leg(session._a)
             raise
+        session._link()
         self._sessions[call_id] = session
         return session
 

@@ -48,6 +48,9 @@ class RelayEngine:
         self.now = now()
         self.buffer = bytearray(BUFFER_SIZE)
         self.view = memoryview(self.buffer)
+        # `slices[n]` is `view[:n]`, made once: sending a packet of n bytes from the buffer then
+        # costs a list index instead of a new memoryview per packet.
+        self.slices: list[memoryview] = [self.view[:size] for size in range(BUFFER_SIZE + 1)]
         self._name = name
         self._handlers: dict[int, Callable[[], None]] = {}
         self._epoll: select.epoll | None = None
