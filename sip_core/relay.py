@@ -13,8 +13,10 @@ latched on the first packet seen; until then to the address from SDP, if the B2B
 latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio).
 
 Hot path (`sip_core.relay_engine`): one thread with its own epoll over every socket of the relay;
-per ready socket one `recvfrom_into` into a preallocated buffer, a tuple compare for the source,
-two byte looks for version and payload type, and `sendto` straight from the buffer. Only while a
+per ready socket one `recvfrom_into` into a preallocated buffer (a second one when the thread is
+behind), a tuple compare for the source, two byte looks for version and payload type, and `sendto`
+straight from the buffer (a premade memoryview of the packet's length). Per forwarded packet the
+header (12 bytes) is kept for continuity, and nothing else is copied. Only while a
 rewrite is active (after a flip, around DTMF we swallowed or generated, or with a payload type map)
 are SSRC, sequence number and timestamp patched, in place, with `struct.pack_into`. RFC 4733
 packets (one byte compare of the payload type) are tapped on the way through, reported once per
@@ -371,27 +373,30 @@ class MediaLeg:
 
     # the hot path
 
-    def _rtp_ready(self) -> None:
-        """One datagram from the far end (engine thread, lock held): check, tap, forward."""
+    def _rtp_ready(self) -> bool:
+        """One datagram from the far end (engine thread, lock held): check, tap, forward.
+
+        True when a datagram was read (forwarded or dropped): the engine may call again at once.
+        """
         sock = self._rtp
         if sock is None:
-            return
+            return False
         buffer = self._buffer
         try:
             size, addr = sock.recvfrom_into(buffer)
-        except OSError:  # raced with another reader or an ICMP error: nothing to forward
-            return
+        except OSError:  # nothing waiting, or an ICMP error: nothing to forward
+            return False
         self.received += 1
         # Validate before latching: junk from a port scanner must not capture the leg.
         payload_type = buffer[1] & 0x7F
         if size < 12 or buffer[0] & 0xC0 != 0x80 or 72 <= payload_type <= 95:
             self.dropped_invalid += 1
-            return
+            return True
         if (addr != self.remote_rtp or not self._rtp_locked) and not self._accept_source(
             addr, rtcp=False
         ):
             self.dropped_source += 1
-            return
+            return True
         other = self._peer
         if payload_type == self.dtmf_payload_type:
             self._tap_dtmf(bytes(self._view[:size]))
@@ -400,35 +405,37 @@ class MediaLeg:
                 if other is not None:
                     # The receiver must not see a hole in the sequence numbers where it was.
                     other._shift_sequence(-1)
-                return
+                return True
         if other is None:
             self.dropped_no_peer += 1
-            return
+            return True
         destination = other.remote_rtp
         transport = other._rtp
         if destination is None or transport is None:
             self.dropped_no_peer += 1
-            return
+            return True
         if other._rewrite is not None:
             other._rewrite_into(buffer, self)
         try:
             transport.sendto(self._slices[size], destination)
         except OSError:  # a full socket buffer or an unreachable far end: RTP is lossy anyway
             self.dropped_no_peer += 1
-            return
+            return True
         other._out_last = buffer[:12]
         other._out_time = self._engine.now  # the clock at this batch of packets
         self.forwarded += 1
+        return True
 
-    def _rtcp_ready(self) -> None:
+    def _rtcp_ready(self) -> bool:
         sock = self._rtcp
         if sock is None:
-            return
+            return False
         try:
             data, addr = sock.recvfrom(2048)
         except OSError:
-            return
+            return False
         self._on_rtcp(data, addr)
+        return True
 
     def _accept_source(self, addr: _Peer, *, rtcp: bool) -> bool:
         """Latch on the first source; afterwards accept only the latched one."""
