@@ -13,8 +13,10 @@ latched on the first packet seen; until then to the address from SDP, if the B2B
 latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio).
 
 Hot path (`sip_core.relay_engine`): one thread with its own epoll over every socket of the relay;
-per ready socket one `recvfrom_into` into a preallocated buffer, a tuple compare for the source,
-two byte looks for version and payload type, and `sendto` straight from the buffer. Only while a
+per ready socket one `recvfrom_into` into a preallocated buffer (a second one when the thread is
+behind), a tuple compare for the source, two byte looks for version and payload type, and `sendto`
+straight from the buffer (a premade memoryview of the packet's length). Per forwarded packet the
+header (12 bytes) is kept for continuity, and nothing else is copied. Only while a
 rewrite is active (after a flip, around DTMF we swallowed or generated, or with a payload type map)
 are SSRC, sequence number and timestamp patched, in place, with `struct.pack_into`. RFC 4733
 packets (one byte compare of the payload type) are tapped on the way through, reported once per
@@ -33,12 +35,13 @@ import errno
 import logging
 import random
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .clock import Clock, TimerHandle
+from .clock import Clock, LoopClock, TimerHandle
 from .dtmf import DtmfDecoder, DtmfDigit, TelephoneEvent, build_telephone_event, event_for_digit
 from .relay_engine import RelayEngine
 from .rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
@@ -179,6 +182,47 @@ class MediaLeg:
     telephone-event packets from this leg's far end from reaching the other side.
     """
 
+    # Slots: 36 attributes are more than CPython shares in a key-sharing instance dict, and the
+    # packet thread reads about ten of them per packet.
+    __slots__ = (
+        "_buffer",
+        "_decoder",
+        "_dtmf_event",
+        "_dtmf_queue",
+        "_dtmf_timer",
+        "_engine",
+        "_lock",
+        "_loop",
+        "_now",
+        "_out_last",
+        "_out_time",
+        "_peer",
+        "_rewrite",
+        "_rtcp",
+        "_rtcp_locked",
+        "_rtp",
+        "_rtp_locked",
+        "_slices",
+        "_view",
+        "clock_rates",
+        "closed",
+        "dropped_invalid",
+        "dropped_no_peer",
+        "dropped_source",
+        "dtmf_payload_type",
+        "dtmf_sent",
+        "dtmf_swallowed",
+        "forwarded",
+        "local_rtcp",
+        "local_rtp",
+        "received",
+        "remote_rtcp",
+        "remote_rtp",
+        "session",
+        "side",
+        "swallow_dtmf",
+    )
+
     def __init__(
         self,
         session: MediaSession,
@@ -206,6 +250,9 @@ class MediaLeg:
         self._lock = engine.lock
         self._buffer = engine.buffer
         self._view = engine.view
+        self._slices = engine.slices
+        # the session's other leg, kept by `MediaSession._link` (read per packet: one attribute)
+        self._peer: MediaLeg | None = None
         self._now = session.clock.monotonic
         # the stream leaving this leg towards its far end: the last RTP header sent, and when
         self._out_last: bytes | bytearray | None = None
@@ -326,29 +373,31 @@ class MediaLeg:
 
     # the hot path
 
-    def _rtp_ready(self) -> None:
-        """One datagram from the far end (engine thread, lock held): check, tap, forward."""
+    def _rtp_ready(self) -> bool:
+        """One datagram from the far end (engine thread, lock held): check, tap, forward.
+
+        True when a datagram was read (forwarded or dropped): the engine may call again at once.
+        """
         sock = self._rtp
         if sock is None:
-            return
+            return False
         buffer = self._buffer
         try:
             size, addr = sock.recvfrom_into(buffer)
-        except OSError:  # raced with another reader or an ICMP error: nothing to forward
-            return
+        except OSError:  # nothing waiting, or an ICMP error: nothing to forward
+            return False
         self.received += 1
         # Validate before latching: junk from a port scanner must not capture the leg.
         payload_type = buffer[1] & 0x7F
         if size < 12 or buffer[0] & 0xC0 != 0x80 or 72 <= payload_type <= 95:
             self.dropped_invalid += 1
-            return
+            return True
         if (addr != self.remote_rtp or not self._rtp_locked) and not self._accept_source(
             addr, rtcp=False
         ):
             self.dropped_source += 1
-            return
-        session = self.session
-        other = session._b if self.side == "a" else session._a
+            return True
+        other = self._peer
         if payload_type == self.dtmf_payload_type:
             self._tap_dtmf(bytes(self._view[:size]))
             if self.swallow_dtmf:
@@ -356,35 +405,37 @@ class MediaLeg:
                 if other is not None:
                     # The receiver must not see a hole in the sequence numbers where it was.
                     other._shift_sequence(-1)
-                return
+                return True
         if other is None:
             self.dropped_no_peer += 1
-            return
+            return True
         destination = other.remote_rtp
         transport = other._rtp
         if destination is None or transport is None:
             self.dropped_no_peer += 1
-            return
+            return True
         if other._rewrite is not None:
             other._rewrite_into(buffer, self)
         try:
-            transport.sendto(self._view[:size], destination)
+            transport.sendto(self._slices[size], destination)
         except OSError:  # a full socket buffer or an unreachable far end: RTP is lossy anyway
             self.dropped_no_peer += 1
-            return
+            return True
         other._out_last = buffer[:12]
         other._out_time = self._engine.now  # the clock at this batch of packets
         self.forwarded += 1
+        return True
 
-    def _rtcp_ready(self) -> None:
+    def _rtcp_ready(self) -> bool:
         sock = self._rtcp
         if sock is None:
-            return
+            return False
         try:
             data, addr = sock.recvfrom(2048)
         except OSError:
-            return
+            return False
         self._on_rtcp(data, addr)
+        return True
 
     def _accept_source(self, addr: _Peer, *, rtcp: bool) -> bool:
         """Latch on the first source; afterwards accept only the latched one."""
@@ -655,6 +706,14 @@ class MediaSession:
     def leg(self, side: Side) -> MediaLeg:
         return self.a if side == "a" else self.b
 
+    def _link(self) -> None:
+        """Tell each leg which leg is its other side (after the legs changed; lock held)."""
+        with self.relay.engine.lock:
+            if self._a is not None:
+                self._a._peer = self._b
+            if self._b is not None:
+                self._b._peer = self._a
+
     async def switch_leg(
         self,
         side: Side,
@@ -700,6 +759,7 @@ class MediaSession:
                 self._a = new
             else:
                 self._b = new
+            self._link()
             other._begin_continuation()
             assert other._rewrite is not None
             other._rewrite.payload_map = dict(payload_map_in or {})
@@ -724,6 +784,7 @@ class MediaSession:
         # The peer of a spare is a leg without sockets: what arrives counts as dropped_no_peer.
         peer = MediaLeg(holding, "b" if side == "a" else "a", self.relay.host, 0)
         holding._a, holding._b = (spare, peer) if side == "a" else (peer, spare)
+        holding._link()
         return spare
 
     def discard_spare(self, leg: MediaLeg) -> None:
@@ -742,6 +803,20 @@ class MediaSession:
         self.relay._sessions.pop(self.call_id, None)
 
 
+def _packet_thread_clock(clock: Clock) -> Callable[[], float]:
+    """`clock.monotonic` as the packet thread reads it, once per batch of packets.
+
+    A `LoopClock` looks up the running loop at each reading; on the packet thread there is none,
+    so each reading would raise and catch a RuntimeError before falling back to
+    `time.monotonic()`. Its time is `loop.time()`, which asyncio's loops take from
+    `time.monotonic()`: the thread reads that directly. Other clocks (a test's manual clock) are
+    read as they are.
+    """
+    if isinstance(clock, LoopClock):
+        return time.monotonic
+    return clock.monotonic
+
+
 class MediaRelay:
     """Opens `MediaSession`s on `host` with ports from `port_min`-`port_max`."""
 
@@ -749,7 +824,7 @@ class MediaRelay:
         self.host = host
         self.clock = clock
         self.ports = PortAllocator(port_min, port_max)
-        self.engine = RelayEngine(clock.monotonic)
+        self.engine = RelayEngine(_packet_thread_clock(clock))
         self._sessions: dict[str, MediaSession] = {}
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -769,6 +844,7 @@ class MediaRelay:
         except BaseException:
             self._close_leg(session._a)
             raise
+        session._link()
         self._sessions[call_id] = session
         return session
 

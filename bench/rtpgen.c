@@ -1,0 +1,234 @@
+/*
+ * rtpgen: the load generator of bench/relay, in C so that it is not the bottleneck it measures.
+ *
+ * bench/relay compiles it at run time (gcc -O2, into a temporary directory) and speaks to it
+ * exactly as to its Python generator: stdin gives the relay's ports, stdout gets "measure" when
+ * the measured window opens and one JSON line with the results at the end.
+ *
+ * The "phones": one UDP socket per side (all a-legs send from one socket, all b-legs from
+ * another), so a batch of due packets goes out with one sendmmsg per side and what the relay
+ * forwards comes back in batches of recvmmsg. The relay still sees one far end per leg (each of
+ * its sockets latches on its own peer address; that the far ends of different calls share an
+ * address changes nothing in its per-socket work). Each leg sends 50 packets/s of 172 bytes
+ * (12-byte RTP header, 160 bytes of PCMU silence whose first 8 bytes carry the CLOCK_MONOTONIC
+ * send time), spread evenly over the 20 ms period. Latency per packet is the time it is read
+ * back minus the time in it: two loopback hops plus the relay.
+ *
+ * Usage: rtpgen DURATION WARMUP DRAIN < ports   (ports: "N" then N lines "a_port b_port")
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PERIOD_NS 20000000LL /* 50 packets per second per leg */
+#define PAYLOAD 160
+#define PACKET (12 + PAYLOAD)
+#define BATCH 64
+#define MIN_TICK_NS 50000LL /* wake at most every 50 us: due packets go out together */
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int compare(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void die(const char *what) {
+    perror(what);
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4) {
+        fprintf(stderr, "usage: rtpgen DURATION WARMUP DRAIN < ports\n");
+        return 2;
+    }
+    double duration = atof(argv[1]), warmup = atof(argv[2]), drain = atof(argv[3]);
+    int calls;
+    if (scanf("%d", &calls) != 1 || calls <= 0)
+        die("ports");
+    int legs = 2 * calls;
+    struct sockaddr_in *targets = calloc(legs, sizeof *targets);
+    unsigned char(*packets)[PACKET] = calloc(legs, PACKET);
+    for (int call = 0; call < calls; call++) {
+        int ports[2];
+        if (scanf("%d %d", &ports[0], &ports[1]) != 2)
+            die("ports");
+        for (int side = 0; side < 2; side++) {
+            int leg = 2 * call + side;
+            targets[leg].sin_family = AF_INET;
+            targets[leg].sin_port = htons(ports[side]);
+            targets[leg].sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            unsigned char *p = packets[leg];
+            memset(p, 0xd5, PACKET);
+            p[0] = 0x80; /* version 2 */
+            p[1] = 0;    /* PCMU */
+            uint32_t ssrc = htonl((uint32_t)leg);
+            memcpy(p + 8, &ssrc, 4);
+        }
+    }
+    prctl(PR_SET_TIMERSLACK, 1UL); /* sleep to the microsecond, not the default 50 us */
+
+    int socks[2];
+    for (int side = 0; side < 2; side++) {
+        socks[side] = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+        if (socks[side] < 0)
+            die("socket");
+        int size = 1 << 24;
+        setsockopt(socks[side], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+        setsockopt(socks[side], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        struct sockaddr_in local = {.sin_family = AF_INET};
+        local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (bind(socks[side], (struct sockaddr *)&local, sizeof local) < 0)
+            die("bind");
+    }
+
+    int64_t start = now_ns();
+    int64_t measure_from = start + (int64_t)(warmup * 1e9);
+    int64_t end = measure_from + (int64_t)(duration * 1e9);
+    int64_t stop = end + (int64_t)(drain * 1e9);
+    /* Send slot k (k = 0, 1, ...) is due at start + k * PERIOD / legs, for leg k % legs. */
+    size_t capacity = (size_t)((duration + 1) * legs * 1e9 / PERIOD_NS) + 1024;
+    int64_t *latencies = malloc(capacity * sizeof *latencies);
+    size_t received = 0, late = 0;
+    long long sent = 0, sent_measured = 0, send_failed = 0;
+    int announced = 0;
+
+    struct mmsghdr out[2][BATCH];
+    struct iovec out_iov[2][BATCH];
+    int out_count[2];
+    static unsigned char in_buf[BATCH][2048];
+    struct mmsghdr in[BATCH];
+    struct iovec in_iov[BATCH];
+    for (int i = 0; i < BATCH; i++) {
+        in_iov[i].iov_base = in_buf[i];
+        in_iov[i].iov_len = sizeof in_buf[i];
+        memset(&in[i], 0, sizeof in[i]);
+        in[i].msg_hdr.msg_iov = &in_iov[i];
+        in[i].msg_hdr.msg_iovlen = 1;
+    }
+    int64_t last_wake = 0;
+
+    for (;;) {
+        int64_t now = now_ns();
+        if (now >= stop || (now >= end && (long long)received >= sent_measured))
+            break;
+        if (!announced && now >= measure_from) {
+            printf("measure\n");
+            fflush(stdout);
+            announced = 1;
+        }
+        /* send everything due, in batches per side */
+        int64_t until = now < end ? now : end;
+        long long due = (until - start) * (long long)legs / PERIOD_NS + 1;
+        while (sent < due) {
+            out_count[0] = out_count[1] = 0;
+            int64_t stamp = now_ns();
+            while (sent < due && out_count[0] < BATCH && out_count[1] < BATCH) {
+                int leg = (int)(sent % legs);
+                long long sequence = sent / legs;
+                int side = leg & 1;
+                unsigned char *p = packets[leg];
+                uint16_t seq = htons((uint16_t)sequence);
+                uint32_t ts = htonl((uint32_t)(sequence * PAYLOAD));
+                memcpy(p + 2, &seq, 2);
+                memcpy(p + 4, &ts, 4);
+                memcpy(p + 12, &stamp, 8);
+                int n = out_count[side]++;
+                out_iov[side][n].iov_base = p;
+                out_iov[side][n].iov_len = PACKET;
+                memset(&out[side][n], 0, sizeof out[side][n]);
+                out[side][n].msg_hdr.msg_name = &targets[leg];
+                out[side][n].msg_hdr.msg_namelen = sizeof targets[leg];
+                out[side][n].msg_hdr.msg_iov = &out_iov[side][n];
+                out[side][n].msg_hdr.msg_iovlen = 1;
+                sent++;
+                if (stamp >= measure_from && stamp < end)
+                    sent_measured++;
+            }
+            for (int side = 0; side < 2; side++) {
+                int done = 0;
+                while (done < out_count[side]) {
+                    int r = sendmmsg(socks[side], out[side] + done, out_count[side] - done, 0);
+                    if (r < 0) {
+                        if (errno == EINTR)
+                            continue;
+                        send_failed += out_count[side] - done; /* counted as lost */
+                        break;
+                    }
+                    done += r;
+                }
+            }
+        }
+        /* read everything that came back */
+        for (int side = 0; side < 2; side++) {
+            for (;;) {
+                int r = recvmmsg(socks[side], in, BATCH, MSG_DONTWAIT, NULL);
+                if (r <= 0)
+                    break;
+                int64_t arrived = now_ns();
+                for (int i = 0; i < r; i++) {
+                    if (in[i].msg_len < 20)
+                        continue;
+                    int64_t stamp;
+                    memcpy(&stamp, in_buf[i] + 12, 8);
+                    if (stamp < measure_from || stamp >= end)
+                        continue;
+                    if (received < capacity)
+                        latencies[received] = arrived - stamp;
+                    else
+                        late++;
+                    received++;
+                }
+                if (r < BATCH)
+                    break;
+            }
+        }
+        /* sleep until the next packet is due or something arrives */
+        now = now_ns();
+        int64_t next = start + (sent * PERIOD_NS) / legs;
+        if (now >= end)
+            next = now + 10000000LL;
+        if (next < last_wake + MIN_TICK_NS)
+            next = last_wake + MIN_TICK_NS;
+        int64_t wait = next - now;
+        if (wait > 0) {
+            struct pollfd fds[2] = {{socks[0], POLLIN, 0}, {socks[1], POLLIN, 0}};
+            struct timespec timeout = {wait / 1000000000LL, wait % 1000000000LL};
+            /* only wake early for arrivals once the minimum tick has passed */
+            if (now < last_wake + MIN_TICK_NS) {
+                struct timespec nap = {0, last_wake + MIN_TICK_NS - now};
+                nanosleep(&nap, NULL);
+                now = now_ns();
+                wait = next - now;
+                timeout.tv_sec = wait > 0 ? wait / 1000000000LL : 0;
+                timeout.tv_nsec = wait > 0 ? wait % 1000000000LL : 0;
+            }
+            ppoll(fds, 2, &timeout, NULL);
+        }
+        last_wake = now_ns();
+    }
+    size_t kept = received < capacity ? received : capacity;
+    qsort(latencies, kept, sizeof *latencies, compare);
+#define PICK(f) (kept ? latencies[(size_t)((f) * kept) < kept ? (size_t)((f) * kept) : kept - 1] / 1000.0 : -1.0)
+    printf("{\"sent\": %lld, \"received\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f, "
+           "\"p999_us\": %.1f, \"max_us\": %.1f, \"send_failed\": %lld, \"generator\": \"c\"}\n",
+           sent_measured, received, PICK(0.50), PICK(0.99), PICK(0.999), PICK(1.0), send_failed);
+    fflush(stdout);
+    (void)late;
+    return 0;
+}
