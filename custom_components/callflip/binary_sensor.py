@@ -7,11 +7,11 @@ from homeassistant.components.binary_sensor import (
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .data import CallflipConfigEntry
-from .entity import CallflipDeviceEntity, CallflipUserEntity
+from .entity import CallflipDeviceEntity, CallflipUserEntity, async_add_per_user_and_device
 
 PARALLEL_UPDATES = 0
 
@@ -33,25 +33,14 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add a sensor per device and per user, now and whenever the options add some."""
-    hub = entry.runtime_data.hub
-    known: set[str] = set()
-
-    @callback
-    def add_new() -> None:
-        entities: list[BinarySensorEntity] = []
-        for user in hub.users:
-            if user["id"] not in known:
-                known.add(user["id"])
-                entities.append(UserReachableSensor(hub, REACHABLE, user["id"]))
-            for device in user["devices"]:
-                if device["id"] not in known:
-                    known.add(device["id"])
-                    entities.append(DeviceRegisteredSensor(hub, REGISTERED, device["id"]))
-        if entities:
-            async_add_entities(entities)
-
-    add_new()
-    entry.async_on_unload(hub.async_add_topology_listener(add_new))
+    async_add_per_user_and_device(
+        entry,
+        async_add_entities,
+        per_user=lambda hub, user_id: [UserReachableSensor(hub, REACHABLE, user_id)],
+        per_device=lambda hub, _user_id, device_id: [
+            DeviceRegisteredSensor(hub, REGISTERED, device_id)
+        ],
+    )
 
 
 class DeviceRegisteredSensor(CallflipDeviceEntity, BinarySensorEntity):

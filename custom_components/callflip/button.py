@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from homeassistant.components.button import ButtonEntity, ButtonEntityDescription
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .data import CallflipConfigEntry
-from .entity import CallflipUserEntity
+from .entity import CallflipUserEntity, async_add_per_user_and_device
 from .hub import CallflipHub
 from .services import async_start_flip, validation_error
 
@@ -22,22 +22,11 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add a flip button per user and device, now and whenever the options add devices."""
-    hub = entry.runtime_data.hub
-    known: set[str] = set()
-
-    @callback
-    def add_new() -> None:
-        entities: list[ButtonEntity] = []
-        for user in hub.users:
-            for device in user["devices"]:
-                if device["id"] not in known:
-                    known.add(device["id"])
-                    entities.append(FlipButton(hub, user["id"], device["id"]))
-        if entities:
-            async_add_entities(entities)
-
-    add_new()
-    entry.async_on_unload(hub.async_add_topology_listener(add_new))
+    async_add_per_user_and_device(
+        entry,
+        async_add_entities,
+        per_device=lambda hub, user_id, device_id: [FlipButton(hub, user_id, device_id)],
+    )
 
 
 class FlipButton(CallflipUserEntity, ButtonEntity):

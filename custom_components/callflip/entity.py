@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
 from homeassistant.helpers.entity import Entity, EntityDescription
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .data import CallflipConfigEntry
 from .hub import HUB_KEY, CallflipHub, device_identifier, hub_identifier, user_identifier
 from .users import OwnedDevice, UserOptions, find_user
+
+
+def async_add_per_user_and_device(
+    entry: CallflipConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    *,
+    per_user: Callable[[CallflipHub, str], Iterable[Entity]] | None = None,
+    per_device: Callable[[CallflipHub, str, str], Iterable[Entity]] | None = None,
+) -> None:
+    """Add a platform's entities for every user and device now, and for those the options add
+    later (users and devices come and go without a reload). ``per_device`` gets the owning
+    user's id and the device's id."""
+    hub = entry.runtime_data.hub
+    known: set[str] = set()
+
+    @callback
+    def add_new() -> None:
+        entities: list[Entity] = []
+        for user in hub.users:
+            user_id = user["id"]
+            if per_user is not None and user_id not in known:
+                known.add(user_id)
+                entities.extend(per_user(hub, user_id))
+            for device in user["devices"]:
+                if per_device is not None and device["id"] not in known:
+                    known.add(device["id"])
+                    entities.extend(per_device(hub, user_id, device["id"]))
+        if entities:
+            async_add_entities(entities)
+
+    add_new()
+    entry.async_on_unload(hub.async_add_topology_listener(add_new))
 
 
 class CallflipEntity(Entity):

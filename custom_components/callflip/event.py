@@ -10,7 +10,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import HandoffType
 from .data import CallflipConfigEntry
-from .entity import CallflipUserEntity
+from .entity import CallflipUserEntity, async_add_per_user_and_device
 
 PARALLEL_UPDATES = 0
 
@@ -27,21 +27,11 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the handoff event entity of every user, now and whenever the options add users."""
-    hub = entry.runtime_data.hub
-    known: set[str] = set()
-
-    @callback
-    def add_new() -> None:
-        entities: list[EventEntity] = []
-        for user in hub.users:
-            if user["id"] not in known:
-                known.add(user["id"])
-                entities.append(HandoffEvent(hub, HANDOFF, user["id"]))
-        if entities:
-            async_add_entities(entities)
-
-    add_new()
-    entry.async_on_unload(hub.async_add_topology_listener(add_new))
+    async_add_per_user_and_device(
+        entry,
+        async_add_entities,
+        per_user=lambda hub, user_id: [HandoffEvent(hub, HANDOFF, user_id)],
+    )
 
 
 class HandoffEvent(CallflipUserEntity, EventEntity):

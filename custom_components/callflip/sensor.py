@@ -14,7 +14,7 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
@@ -22,7 +22,12 @@ from sip_core.registrar import Binding
 
 from .call_view import PHONE_STATES, CallView, PhoneState
 from .data import CallflipConfigEntry
-from .entity import CallflipDeviceEntity, CallflipHubEntity, CallflipUserEntity
+from .entity import (
+    CallflipDeviceEntity,
+    CallflipHubEntity,
+    CallflipUserEntity,
+    async_add_per_user_and_device,
+)
 from .hub import CallflipHub, device_identifier
 
 PARALLEL_UPDATES = 0
@@ -86,30 +91,20 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the PBX's sensor, and the contact sensors of every device as devices appear."""
-    hub = entry.runtime_data.hub
-    known: set[str] = set()
-    async_add_entities([RegisteredDevicesSensor(hub, REGISTERED_DEVICES)])
+    async_add_entities([RegisteredDevicesSensor(entry.runtime_data.hub, REGISTERED_DEVICES)])
 
-    @callback
-    def add_new() -> None:
-        entities: list[SensorEntity] = []
-        for user in hub.users:
-            if user["id"] not in known:
-                known.add(user["id"])
-                entities.append(ActiveCallSensor(hub, ACTIVE_CALL, user["id"]))
-            for device in user["devices"]:
-                if device["id"] not in known:
-                    known.add(device["id"])
-                    entities.append(CallStateSensor(hub, CALL_STATE, device["id"]))
-                    entities.extend(
-                        ContactSensor(hub, description, device["id"])
-                        for description in CONTACT_SENSORS
-                    )
-        if entities:
-            async_add_entities(entities)
+    def device_sensors(hub: CallflipHub, _user_id: str, device_id: str) -> list[SensorEntity]:
+        return [
+            CallStateSensor(hub, CALL_STATE, device_id),
+            *(ContactSensor(hub, description, device_id) for description in CONTACT_SENSORS),
+        ]
 
-    add_new()
-    entry.async_on_unload(hub.async_add_topology_listener(add_new))
+    async_add_per_user_and_device(
+        entry,
+        async_add_entities,
+        per_user=lambda hub, user_id: [ActiveCallSensor(hub, ACTIVE_CALL, user_id)],
+        per_device=device_sensors,
+    )
 
 
 class ContactSensor(CallflipDeviceEntity, SensorEntity):
