@@ -179,6 +179,18 @@ _BPF_RET_K: Final = 0x06
 _SKF_AD_RXHASH: Final = -0x1000 + 32  # SKF_AD_OFF + SKF_AD_RXHASH: the packet's flow hash
 
 
+def _reuse_port_option() -> int:
+    """SO_REUSEPORT, or an OSError saying the platform has none (caught as a bind failure)."""
+    option = getattr(socket, "SO_REUSEPORT", None)
+    if option is None:
+        raise OSError(
+            errno.ENOPROTOOPT,
+            "this platform cannot share a UDP port between processes (no SO_REUSEPORT): "
+            "set sip.workers to 0",
+        )
+    return int(option)
+
+
 def _register_steering_program(workers: int) -> bytes:
     """The classic BPF program of `TransportLayer.steer_registers`, as struct sock_filter[]."""
 
@@ -560,7 +572,7 @@ class TransportLayer:
                 if self.reuse_port:
                     # Only sockets of the same user that set it too can join the group; a
                     # foreign listener on the port still makes this bind fail.
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, _reuse_port_option(), 1)
             sock.setblocking(False)
             sock.bind((self.host, port))
         except OSError as exc:

@@ -351,8 +351,16 @@ class WorkerPool:
     async def start(self) -> None:
         for index in range(1, self._count + 1):
             await self._spawn(index)
-        self._pbx.steer_registers(self._count)
+        self._steer()
         _LOGGER.info("%d registration worker(s) share the UDP port", self._count)
+
+    def _steer(self) -> None:
+        try:
+            self._pbx.steer_registers(self._count)
+        except TransportError as exc:
+            # Still correct without it: the kernel spreads datagrams by flow hash, workers hand
+            # on what is not a REGISTER and the main process handles REGISTERs it receives.
+            _LOGGER.warning("%s; every process gets a share of all traffic instead", exc)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -426,7 +434,7 @@ class WorkerPool:
             return
         try:
             await self._spawn(index)
-            self._pbx.steer_registers(self._count)
+            self._steer()
         except TransportError as exc:
             _LOGGER.error("%s; the main process takes its REGISTERs from now on", exc)
 

@@ -9,6 +9,7 @@ itself with ``workers: 1``: a real worker process, killed and restarted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ import pytest
 from sip_core.config import ConfigError, parse_config
 from sip_core.message import parse_message
 from sip_core.pbx import Pbx
-from sip_core.transport import Address
+from sip_core.transport import Address, TransportError
 from sip_core.workers import Handover, HandoverReceiver, RegistrationFront, WorkerPool
 from tests.ha.sip_client import SipPhone
 from tests.sip_core.test_pbx import DOMAIN, REPO, free_udp_port
@@ -281,3 +282,27 @@ async def test_the_runner_starts_restarts_and_stops_its_worker(tmp_path: Path) -
             assert await runner.wait() == 0
     assert _children(runner.pid) == []
     assert "Traceback" not in log.read_text()
+
+
+async def test_a_platform_without_so_reuseport_gets_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(socket, "SO_REUSEPORT", raising=False)
+    config = parse_config(config_text(free_udp_port()))
+    pbx = Pbx(config)
+    with pytest.raises(TransportError, match=r"no SO_REUSEPORT.*sip.workers to 0"):
+        await pbx.start()
+
+
+def test_workers_go_on_without_steering_when_the_kernel_refuses_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class NoSteering:
+        def steer_registers(self, workers: int) -> None:
+            raise TransportError(f"cannot steer REGISTER to the {workers} workers: EPERM")
+
+    pool = WorkerPool(NoSteering(), Path("pbx.yaml"), 2, b"s" * 32)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="sip_core.workers"):
+        pool._steer()
+    assert "cannot steer REGISTER to the 2 workers" in caplog.text
+    assert "every process gets a share of all traffic" in caplog.text
