@@ -89,6 +89,7 @@ __all__ = [
     "TransportLike",
     "build_ack",
     "build_cancel",
+    "server_key",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -167,6 +168,26 @@ _UDP = TransportKind.UDP
 ServerKey = tuple[str | int, ...]
 """(branch, method, host, port), or for RFC 2543 requests ("", method, host, port, Call-ID, From
 tag, CSeq number): the method is always second so a CANCEL finds its INVITE by swapping it."""
+
+
+def server_key(request: Request) -> ServerKey:
+    """The key that matches a request to its server transaction (RFC 3261 §17.2.3): the top
+    Via's branch, sent-by and the method (an ACK's is its INVITE's); without the magic cookie,
+    RFC 2543's dialog ids and CSeq as well."""
+    via = request.top_via
+    branch = via.branch
+    method = "INVITE" if request.method == "ACK" else request.method
+    if branch is not None and branch.startswith(MAGIC_COOKIE):
+        return (branch, method, via.host.lower(), via.port or _DEFAULT_PORT)
+    return (
+        "",
+        method,
+        via.host.lower(),
+        via.port or _DEFAULT_PORT,
+        request.call_id or "",
+        request.from_.tag or "",
+        request.cseq.number,
+    )
 
 
 def _cancel(handle: TimerHandle | None) -> None:
@@ -320,6 +341,11 @@ class ServerTransaction:
             if self._expiry is not None:
                 self._layer._wheel.discard(self)
             self._layer._server.pop(self._key, None)
+
+    @property
+    def key(self) -> ServerKey:
+        """What matches retransmissions of the request to this transaction (`server_key`)."""
+        return self._key
 
     def forget(self) -> None:
         """End this transaction without answering: the request was handed to another process of
@@ -1039,18 +1065,8 @@ class TransactionLayer:
             _LOGGER.exception("Transaction layer failed on a message from %s", source.remote)
 
     def _receive_request(self, request: Request, source: Source) -> None:
-        via = request.top_via
-        branch = via.branch
         method = request.method
-        if branch is not None and branch.startswith(MAGIC_COOKIE):
-            key: ServerKey = (
-                branch,
-                "INVITE" if method == "ACK" else method,
-                via.host.lower(),
-                via.port or _DEFAULT_PORT,
-            )
-        else:
-            key = self._legacy_key(request, "INVITE" if method == "ACK" else method)
+        key = server_key(request)
         txn = self._server.get(key)
         if txn is not None:
             if method == "ACK":
@@ -1076,19 +1092,6 @@ class TransactionLayer:
         self._dispatch(request, txn, source)
         if txn.state is _TRYING or txn.state is _PROCEEDING:
             txn._timer = self.clock.call_later(self.timers.timeout, txn._abandon)
-
-    def _legacy_key(self, request: Request, method: str) -> ServerKey:
-        """RFC 2543 matching (§17.2.3, no magic cookie): the dialog ids, CSeq and sent-by."""
-        via = request.top_via
-        return (
-            "",
-            method,
-            via.host.lower(),
-            via.port or _DEFAULT_PORT,
-            request.call_id or "",
-            request.from_.tag or "",
-            request.cseq.number,
-        )
 
     def _dispatch(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         try:

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -46,7 +45,7 @@ from sip_core.digest import DigestAuthenticator
 from sip_core.message import Request, Response
 from sip_core.pbx import Pbx, device_credentials, registrar_settings
 from sip_core.registrar import Registrar
-from sip_core.transaction import ServerTransaction, TransactionLayer
+from sip_core.transaction import ServerKey, ServerTransaction, TransactionLayer, server_key
 from sip_core.transport import Address, Source, TransportError, TransportLayer
 
 _LOGGER = logging.getLogger(__name__)
@@ -131,15 +130,11 @@ class RegistrationFront:
         )
         self._channel = channel
         # REGISTERs already handed over, by transaction key: their retransmissions follow them.
-        self._forwarded: OrderedDict[tuple[str, str, int], float] = OrderedDict()
+        self._forwarded: OrderedDict[ServerKey, float] = OrderedDict()
         self._datagram = b""  # the datagram being parsed, to hand over unchanged
         self.answered = 0  # REGISTERs this worker answered itself (challenges, refusals)
         self.authenticated = 0  # REGISTERs it authenticated and handed over
         self.passed_on = 0  # other datagrams handed over unchanged (retransmissions included)
-
-    @property
-    def local_address(self) -> Address:
-        return self._transport.local_address
 
     async def start(self) -> None:
         await self._transport.start()
@@ -160,7 +155,7 @@ class RegistrationFront:
         if (
             not isinstance(message, Request)
             or message.method != "REGISTER"
-            or self._key(message) in self._forwarded
+            or server_key(message) in self._forwarded
         ):
             self.passed_on += 1
             self._hand_over(self._datagram, source.remote, None)
@@ -168,30 +163,18 @@ class RegistrationFront:
         self._transactions.receive(message, source)
 
     def _on_request(self, request: Request, txn: ServerTransaction | None, source: Source) -> None:
-        if txn is None:  # not a REGISTER: the main process has its transaction
-            self._hand_over(self._datagram, source.remote, None)
-            return
+        assert txn is not None  # only REGISTERs get this far, and each has its transaction
         outcome = self._registrar.authenticate(request, source)
         if isinstance(outcome, Response):
             self.answered += 1
             txn.respond(outcome)
             return
         txn.forget()
-        key = self._key(request)
-        if key is not None:
-            self._remember(key)
+        self._remember(txn.key)
         self.authenticated += 1
         self._hand_over(self._datagram, source.remote, outcome)
 
-    @staticmethod
-    def _key(request: Request) -> tuple[str, str, int] | None:
-        via = request.top_via
-        branch = via.branch
-        if not branch:
-            return None
-        return (branch, via.host.lower(), via.port or 5060)
-
-    def _remember(self, key: tuple[str, str, int]) -> None:
+    def _remember(self, key: ServerKey) -> None:
         now = self._clock.monotonic()
         forwarded = self._forwarded
         while forwarded:
@@ -343,11 +326,6 @@ class WorkerPool:
     def stopping(self) -> bool:
         return self._stopping
 
-    @property
-    def running(self) -> int:
-        """Worker processes alive now."""
-        return sum(1 for process, _ in self._workers.values() if process.returncode is None)
-
     async def start(self) -> None:
         for index in range(1, self._count + 1):
             await self._spawn(index)
@@ -440,5 +418,4 @@ class WorkerPool:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(worker_main())
