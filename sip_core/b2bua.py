@@ -51,6 +51,7 @@ from sip_core.calls import (
     LegState,
     Refresher,
     SessionTimer,
+    Side,
 )
 from sip_core.clock import Clock, TimerHandle
 from sip_core.config import PbxConfig
@@ -1383,13 +1384,13 @@ class B2bua:
 
         self._send_in_dialog(other, forwarded, relay, timeout)
 
-    def _on_rtp_dtmf(self, call: Call, side: str, digit: DtmfDigit) -> None:
+    def _on_rtp_dtmf(self, call: Call, side: Side, digit: DtmfDigit) -> None:
         leg = call.caller if side == "a" else call.callee
         if leg is not None and call.active:
             self._digit(leg, digit.digit, DtmfMethod.RFC4733)
         elif call.active and call.media is not None and not call.media.closed:
             # early media from a callee not chosen yet: nothing to collect, pass it on
-            call.media.leg("b" if side == "a" else "a").send_dtmf(digit.digit)
+            call.media.leg(side).other.send_dtmf(digit.digit)
 
     def _digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
         call = leg.call
@@ -1422,7 +1423,7 @@ class B2bua:
             method is DtmfMethod.RFC4733
             and media is not None
             and not media.closed
-            and media.leg("b" if leg.side == "a" else "a").send_dtmf(digit)
+            and media.leg(leg.side).other.send_dtmf(digit)
         ):
             return
         other = call.other(leg)
