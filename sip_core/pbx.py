@@ -223,14 +223,6 @@ class Pbx:
                     RegistrationChanged(username, (), RegistrationReason.UNREGISTERED, gone)
                 )
 
-    # -- internals ----------------------------------------------------------------------------
-
-    def _index_credentials(self, config: PbxConfig) -> None:
-        # Rebuilt in place: the authenticator holds a reference to this dict's ``get``.
-        fresh = device_credentials(config)
-        self._credentials.clear()
-        self._credentials.update(fresh)
-
     def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
         """A UDP datagram a registration worker received on our port (`sip_core.workers`);
         ``identity`` is the device it authenticated a REGISTER as."""
@@ -239,6 +231,14 @@ class Pbx:
     def steer_registers(self, workers: int) -> None:
         """Have the kernel send REGISTER to the ``workers`` worker sockets on our port."""
         self._transport.steer_registers(workers)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _index_credentials(self, config: PbxConfig) -> None:
+        # Rebuilt in place: the authenticator holds a reference to this dict's ``get``.
+        fresh = device_credentials(config)
+        self._credentials.clear()
+        self._credentials.update(fresh)
 
     def _receive(self, message: Request | Response, source: Source) -> None:
         self._transactions.receive(message, source)
