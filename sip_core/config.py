@@ -8,7 +8,7 @@ that the runner would refuse. From a file, each error also names the line.
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
     sip: {listen: 0.0.0.0, port: 5060, domain: home.arpa}
-    rtp: {ports: 40000-40999}
+    rtp: {ports: 40000-40999, priority: high}
     users:
       - name: alice
         extension: "200"
@@ -52,6 +52,7 @@ __all__ = [
     "DeviceType",
     "DigestAlgorithm",
     "FlipSettings",
+    "PacketPriority",
     "PbxConfig",
     "RegistrarSettings",
     "RtpSettings",
@@ -144,12 +145,25 @@ class SipSettings:
     the standalone runner starts them, and only where the platform has SO_REUSEPORT."""
 
 
+class PacketPriority(StrEnum):
+    """How the media relay's packet thread is scheduled against the rest of the machine.
+
+    ``high`` asks for nice -10 for that one thread: a media relay must keep its packets moving when
+    something else wants the same core (a busy Home Assistant, a backup), as PBXs' media threads
+    do. It needs root or CAP_SYS_NICE; without, the thread runs at the process's own priority.
+    """
+
+    NORMAL = "normal"
+    HIGH = "high"
+
+
 @dataclass(frozen=True, slots=True)
 class RtpSettings:
     """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd."""
 
     port_min: int = 40000
     port_max: int = 40999
+    priority: PacketPriority = PacketPriority.HIGH
 
     @property
     def pair_count(self) -> int:
@@ -292,8 +306,16 @@ class PbxConfig:
         diagnostics and logs; the result then no longer loads as the same configuration).
         """
         return {
-            "sip": {"listen": self.sip.listen, "port": self.sip.port, "domain": self.sip.domain},
-            "rtp": {"ports": f"{self.rtp.port_min}-{self.rtp.port_max}"},
+            "sip": {
+                "listen": self.sip.listen,
+                "port": self.sip.port,
+                "domain": self.sip.domain,
+                "workers": self.sip.workers,
+            },
+            "rtp": {
+                "ports": f"{self.rtp.port_min}-{self.rtp.port_max}",
+                "priority": self.rtp.priority.value,
+            },
             "users": [user.to_mapping(redact=redact) for user in self.users],
             "registrar": {
                 "min_expires": self.registrar.min_expires,
@@ -528,11 +550,17 @@ def _domain(value: str, path: KeyPath) -> str:
 
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
+    section = _section(data, ("rtp",), ("ports", "priority"))
+    priority = _choice(section, "priority", ("rtp",), PacketPriority, PacketPriority.HIGH)
+    low, high = _rtp_ports(section.get("ports"), sip)
+    return RtpSettings(low, high, priority)
+
+
+def _rtp_ports(value: Any, sip: SipSettings) -> tuple[int, int]:
     path: KeyPath = ("rtp", "ports")
-    section = _section(data, ("rtp",), ("ports",))
-    value = section.get("ports")
     if value is None:
-        return RtpSettings()
+        defaults = RtpSettings()
+        return defaults.port_min, defaults.port_max
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
@@ -547,7 +575,7 @@ def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
         _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
     if low <= sip.port <= high:
         _fail(path, f"must not include the SIP port {sip.port}")
-    return RtpSettings(low, high)
+    return low, high
 
 
 def _users(data: Any) -> tuple[User, ...]:
