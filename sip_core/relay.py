@@ -360,9 +360,11 @@ class MediaLeg:
         self._connected = False
         try:
             disconnect(sock)
-        except OSError as exc:
-            _LOGGER.warning("leg %s keeps its latch to %s: %s", self.side, self.remote_rtp, exc)
-            self._connected = True
+        except OSError as exc:  # not seen where can_disconnect() held; stay whole if it happens
+            with contextlib.suppress(OSError):
+                self.remote_rtp = sock.getpeername()
+                self._rtp_locked = self._connected = True
+            _LOGGER.warning("leg %s stays latched to %s: %s", self.side, self.remote_rtp, exc)
             return
         self._engine.set_handler(sock, self._rtp_from_anyone)
 
