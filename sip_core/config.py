@@ -8,7 +8,7 @@ that the runner would refuse. From a file, each error also names the line.
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
     sip: {listen: 0.0.0.0, port: 5060, domain: home.arpa}
-    rtp: {ports: 40000-40999, priority: high}
+    rtp: {ports: 40000-40999}
     users:
       - name: alice
         extension: "200"
@@ -52,7 +52,6 @@ __all__ = [
     "DeviceType",
     "DigestAlgorithm",
     "FlipSettings",
-    "PacketPriority",
     "PbxConfig",
     "RegistrarSettings",
     "RtpSettings",
@@ -145,25 +144,12 @@ class SipSettings:
     the standalone runner starts them, and only where the platform has SO_REUSEPORT."""
 
 
-class PacketPriority(StrEnum):
-    """How the media relay's packet thread is scheduled against the rest of the machine.
-
-    ``high`` asks for nice -10 for that one thread: a media relay must keep its packets moving when
-    something else wants the same core (a busy Home Assistant, a backup), as PBXs' media threads
-    do. It needs root or CAP_SYS_NICE; without, the thread runs at the process's own priority.
-    """
-
-    NORMAL = "normal"
-    HIGH = "high"
-
-
 @dataclass(frozen=True, slots=True)
 class RtpSettings:
     """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd."""
 
     port_min: int = 40000
     port_max: int = 40999
-    priority: PacketPriority = PacketPriority.HIGH
 
     @property
     def pair_count(self) -> int:
@@ -312,10 +298,7 @@ class PbxConfig:
                 "domain": self.sip.domain,
                 "workers": self.sip.workers,
             },
-            "rtp": {
-                "ports": f"{self.rtp.port_min}-{self.rtp.port_max}",
-                "priority": self.rtp.priority.value,
-            },
+            "rtp": {"ports": f"{self.rtp.port_min}-{self.rtp.port_max}"},
             "users": [user.to_mapping(redact=redact) for user in self.users],
             "registrar": {
                 "min_expires": self.registrar.min_expires,
@@ -550,10 +533,9 @@ def _domain(value: str, path: KeyPath) -> str:
 
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
-    section = _section(data, ("rtp",), ("ports", "priority"))
-    priority = _choice(section, "priority", ("rtp",), PacketPriority, PacketPriority.HIGH)
+    section = _section(data, ("rtp",), ("ports",))
     low, high = _rtp_ports(section.get("ports"), sip)
-    return RtpSettings(low, high, priority)
+    return RtpSettings(low, high)
 
 
 def _rtp_ports(value: Any, sip: SipSettings) -> tuple[int, int]:

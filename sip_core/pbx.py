@@ -18,13 +18,12 @@ from sip_core import __version__
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, LoopClock, TimerHandle
-from sip_core.config import PacketPriority, PbxConfig, User
+from sip_core.config import PbxConfig, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.message import Request, Response, make_response
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
 from sip_core.relay import MediaRelay
-from sip_core.relay_engine import HIGH_PRIORITY_NICE
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportLayer
 
@@ -109,7 +108,6 @@ class Pbx:
             config.rtp.port_min,
             config.rtp.port_max,
             clock=self._clock,
-            packet_nice=HIGH_PRIORITY_NICE if config.rtp.priority is PacketPriority.HIGH else None,
         )
         self._b2bua = B2bua(
             self._transactions,

@@ -911,16 +911,14 @@ class MediaRelay:
         *,
         clock: Clock,
         connect_sockets: bool = True,
-        packet_nice: int | None = None,
     ) -> None:
-        """``packet_nice``: the packet thread's nice value (see `RelayEngine`), None to leave it."""
         self.host = host
         self.clock = clock
         # Connect RTP sockets to latched sources (see the module doc); never where a socket
         # could not be untied again, and False keeps every check in Python (for comparison).
         self.connect_sockets = connect_sockets and can_disconnect()
         self.ports = PortAllocator(port_min, port_max)
-        self.engine = RelayEngine(_packet_thread_clock(clock), nice=packet_nice)
+        self.engine = RelayEngine(_packet_thread_clock(clock))
         self._sessions: dict[str, MediaSession] = {}
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
 

@@ -21,23 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import socket
-import sys
 import threading
 from collections.abc import Callable
 from typing import Final, Protocol
 
-__all__ = ["BUFFER_SIZE", "HIGH_PRIORITY_NICE", "RelayEngine"]
+__all__ = ["BUFFER_SIZE", "RelayEngine"]
 
 _LOGGER = logging.getLogger(__name__)
 
 BUFFER_SIZE: Final = 2048  # larger than any RTP packet on an Ethernet path
 _POLL_SECONDS: Final = 1.0  # only bounds how long a missed wake-up could delay stopping
-# The packet thread's nice value when it is to run ahead of ordinary work on its core: at -10 the
-# scheduler gives it about nine times the share of a nice-0 task that wants the same core.
-HIGH_PRIORITY_NICE: Final = -10
 
 
 class _Poller(Protocol):
@@ -56,11 +51,7 @@ class RelayEngine:
         self,
         now: Callable[[], float],
         name: str = "callflip-relay",
-        *,
-        nice: int | None = None,
     ) -> None:
-        """``nice``: the packet thread's nice value, None to leave it at the process's (Linux
-        only, where a nice value is per thread; raising priority needs root or CAP_SYS_NICE)."""
         self.lock = threading.RLock()  # re-entrant: a switch closes the old leg inside it
         # The injected clock's time, read once per batch of ready sockets (not per packet).
         self._clock_now = now
@@ -71,10 +62,6 @@ class RelayEngine:
         # costs a list index instead of a new memoryview per packet.
         self.slices: list[memoryview] = [self.view[:size] for size in range(BUFFER_SIZE + 1)]
         self._name = name
-        self._wanted_nice = nice
-        self.nice: int | None = None
-        """The packet thread's nice value once it runs (None where it cannot be read)."""
-        self._started = threading.Event()
         self._handlers: dict[int, Handler] = {}
         self._epoll: select.epoll | None = None
         self._poll: select.poll | None = None
@@ -95,7 +82,7 @@ class RelayEngine:
         return self._poll
 
     def start(self) -> None:
-        """Start the thread (idempotent); it has its priority when this returns."""
+        """Start the thread (idempotent)."""
         if self._thread is not None:
             return
         if hasattr(select, "epoll"):
@@ -105,26 +92,6 @@ class RelayEngine:
         self._poller().register(self._wake_r.fileno(), select.POLLIN)
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
-        self._started.wait(_POLL_SECONDS)
-
-    def _set_priority(self) -> None:
-        """On the packet thread: ask for the configured nice value, note the one it has."""
-        if sys.platform != "linux":  # elsewhere PRIO_PROCESS takes a process, not a thread
-            return
-        thread_id = threading.get_native_id()
-        wanted = self._wanted_nice
-        if wanted is not None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, thread_id, wanted)
-            except OSError as exc:
-                _LOGGER.info(
-                    "the relay's packet thread keeps the process's priority (nice %d, not %d: "
-                    "%s); it needs root or CAP_SYS_NICE, or set rtp.priority: normal",
-                    os.getpriority(os.PRIO_PROCESS, thread_id),
-                    wanted,
-                    exc.strerror,
-                )
-        self.nice = os.getpriority(os.PRIO_PROCESS, thread_id)
 
     def stop(self) -> None:
         """Stop the thread and wait for it; registered sockets are left to their owners."""
@@ -167,10 +134,6 @@ class RelayEngine:
         return self._stopping
 
     def _run(self) -> None:
-        try:
-            self._set_priority()
-        finally:
-            self._started.set()
         lock = self.lock
         handlers = self._handlers
         clock_now = self._clock_now

@@ -19,7 +19,6 @@ from sip_core.config import (
     DeviceType,
     DigestAlgorithm,
     FlipSettings,
-    PacketPriority,
     PbxConfig,
     RegistrarSettings,
     RtpSettings,
@@ -628,26 +627,15 @@ def test_to_mapping_is_plain_data_in_the_file_schema() -> None:
             ],
         }
     ]
-    assert config.to_mapping()["rtp"] == {"ports": "40000-40999", "priority": "high"}
+    assert config.to_mapping()["rtp"] == {"ports": "40000-40999"}
     assert config.to_mapping()["sip"]["workers"] == 0
 
 
 def test_every_setting_round_trips_not_only_the_defaults() -> None:
-    config = config_from_mapping(
-        {"sip": {"workers": 2}, "rtp": {"ports": "50000-50999", "priority": "normal"}}
-    )
+    config = config_from_mapping({"sip": {"workers": 2}, "rtp": {"ports": "50000-50999"}})
     assert config.sip.workers == 2
-    assert config.rtp == RtpSettings(50000, 50999, PacketPriority.NORMAL)
+    assert config.rtp == RtpSettings(50000, 50999)
     assert config_from_mapping(config.to_mapping()) == config
-
-
-def test_packet_priority_is_high_unless_set_and_refuses_unknown_values() -> None:
-    assert config_from_mapping({}).rtp.priority is PacketPriority.HIGH
-    assert config_from_mapping({"rtp": {"priority": "Normal"}}).rtp.priority is (
-        PacketPriority.NORMAL
-    )
-    with pytest.raises(ConfigError, match=r"rtp\.priority.*must be one of normal, high, not"):
-        config_from_mapping({"rtp": {"priority": "realtime"}})
 
 
 def test_redacted_mapping_hides_passwords() -> None:

@@ -5,17 +5,14 @@ Waits are bounded only so that a broken engine fails instead of hanging; nothing
 
 from __future__ import annotations
 
-import logging
-import os
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from sip_core.clock import ManualClock
-from sip_core.relay_engine import HIGH_PRIORITY_NICE, RelayEngine
+from sip_core.relay_engine import RelayEngine
 
 HOST = "127.0.0.1"
 WAIT = 5.0
@@ -144,58 +141,3 @@ def test_each_readiness_gets_one_call_and_waiting_datagrams_are_reported_again(
             engine.unregister(sock)
         sock.close()
         sender.close()
-
-
-def _own_nice() -> int:
-    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
-def test_the_packet_thread_alone_gets_the_nice_value_asked_for() -> None:
-    before = _own_nice()
-    lower = RelayEngine(ManualClock().monotonic, nice=min(before + 5, 19))
-    lower.start()  # a lower priority needs no privilege
-    try:
-        assert lower.nice == min(before + 5, 19)
-        assert _own_nice() == before  # the calling thread keeps its own
-    finally:
-        lower.stop()
-    unchanged = RelayEngine(ManualClock().monotonic)
-    unchanged.start()
-    try:
-        assert unchanged.nice == before
-    finally:
-        unchanged.stop()
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
-def test_a_higher_priority_is_taken_when_allowed_and_logged_when_not(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="sip_core.relay_engine")
-    before = _own_nice()
-    high = RelayEngine(ManualClock().monotonic, nice=HIGH_PRIORITY_NICE)
-    high.start()
-    try:
-        if os.geteuid() == 0:  # root may raise it (CAP_SYS_NICE)
-            assert high.nice == HIGH_PRIORITY_NICE
-            assert "keeps the process's priority" not in caplog.text
-        else:
-            assert high.nice == before
-            assert "needs root or CAP_SYS_NICE" in caplog.text
-    finally:
-        high.stop()
-
-    def refuse(*_: int) -> None:
-        raise PermissionError(1, "Operation not permitted")
-
-    caplog.clear()
-    monkeypatch.setattr(os, "setpriority", refuse)
-    refused = RelayEngine(ManualClock().monotonic, nice=HIGH_PRIORITY_NICE)
-    refused.start()
-    try:
-        assert refused.nice == before  # it runs, at the process's priority
-        assert refused.running
-        assert f"(nice {before}, not {HIGH_PRIORITY_NICE}: Operation not permitted)" in caplog.text
-    finally:
-        refused.stop()
