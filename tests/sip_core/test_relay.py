@@ -86,7 +86,9 @@ async def endpoint() -> Endpoint:
 
 
 def _port_range(pairs: int) -> tuple[int, int]:
-    start = random.randrange(20000, 30000, 2)
+    """A random range above bench/relay's ports (20000 up) and below Linux's ephemeral ones (32768
+    up), so a benchmark running meanwhile does not hold them; pairs in use are skipped anyway."""
+    start = random.randrange(24000, 32000 - 2 * pairs, 2)
     return start, start + 2 * pairs - 1
 
 
