@@ -10,9 +10,15 @@
  * forwards comes back in batches of recvmmsg. The relay still sees one far end per leg (each of
  * its sockets latches on its own peer address; that the far ends of different calls share an
  * address changes nothing in its per-socket work). Each leg sends 50 packets/s of 172 bytes
- * (12-byte RTP header, 160 bytes of PCMU silence whose first 8 bytes carry the CLOCK_MONOTONIC
- * send time), spread evenly over the 20 ms period. Latency per packet is the time it is read
- * back minus the time in it: two loopback hops plus the relay.
+ * (12-byte RTP header, 160 bytes of PCMU silence whose first 16 bytes carry the send time, on
+ * CLOCK_MONOTONIC for the measured window and on CLOCK_REALTIME for the latency), spread evenly
+ * over the 20 ms period. Latency per packet is the kernel's receive timestamp of the packet coming
+ * back (SO_TIMESTAMPNS, CLOCK_REALTIME) minus its send time: the hop to the relay, the relay, and
+ * the relay's send. The kernel stamps a loopback packet as it enters the loopback device (with
+ * net.core.netdev_tstamp_prequeue at its default, 1), so neither this generator's own scheduling
+ * before it reads nor the delivery queue of the relay's CPU is counted: on a real network the
+ * relay's packets leave through a NIC, not into a queue on its own core. Without a timestamp the
+ * time of reading is used.
  *
  * Usage: rtpgen DURATION WARMUP DRAIN < ports   (ports: "N" then N lines "a_port b_port")
  */
@@ -36,10 +42,24 @@
 #define BATCH 64
 #define MIN_TICK_NS 50000LL /* wake at most every 50 us: due packets go out together */
 
-static int64_t now_ns(void) {
+static int64_t clock_ns(clockid_t clock) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+
+/* The kernel's receive time of a datagram (CLOCK_REALTIME), or -1 without one. */
+static int64_t received_at(struct msghdr *msg) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        }
+    }
+    return -1;
 }
 
 static int compare(const void *a, const void *b) {
@@ -91,6 +111,8 @@ int main(int argc, char **argv) {
         int size = 1 << 24;
         setsockopt(socks[side], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
         setsockopt(socks[side], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+        int on = 1;
+        setsockopt(socks[side], SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
         struct sockaddr_in local = {.sin_family = AF_INET};
         local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         if (bind(socks[side], (struct sockaddr *)&local, sizeof local) < 0)
@@ -105,13 +127,14 @@ int main(int argc, char **argv) {
     size_t capacity = (size_t)((duration + 1) * legs * 1e9 / PERIOD_NS) + 1024;
     int64_t *latencies = malloc(capacity * sizeof *latencies);
     size_t received = 0, late = 0;
-    long long sent = 0, sent_measured = 0, send_failed = 0;
+    long long sent = 0, sent_measured = 0, send_failed = 0, stamped_by_kernel = 0;
     int announced = 0;
 
     struct mmsghdr out[2][BATCH];
     struct iovec out_iov[2][BATCH];
     int out_count[2];
     static unsigned char in_buf[BATCH][2048];
+    static unsigned char in_ctrl[BATCH][CMSG_SPACE(sizeof(struct timespec)) + 64];
     struct mmsghdr in[BATCH];
     struct iovec in_iov[BATCH];
     for (int i = 0; i < BATCH; i++) {
@@ -138,6 +161,7 @@ int main(int argc, char **argv) {
         while (sent < due) {
             out_count[0] = out_count[1] = 0;
             int64_t stamp = now_ns();
+            int64_t wall = clock_ns(CLOCK_REALTIME);
             while (sent < due && out_count[0] < BATCH && out_count[1] < BATCH) {
                 int leg = (int)(sent % legs);
                 long long sequence = sent / legs;
@@ -148,6 +172,7 @@ int main(int argc, char **argv) {
                 memcpy(p + 2, &seq, 2);
                 memcpy(p + 4, &ts, 4);
                 memcpy(p + 12, &stamp, 8);
+                memcpy(p + 20, &wall, 8);
                 int n = out_count[side]++;
                 out_iov[side][n].iov_base = p;
                 out_iov[side][n].iov_len = PACKET;
@@ -177,19 +202,29 @@ int main(int argc, char **argv) {
         /* read everything that came back */
         for (int side = 0; side < 2; side++) {
             for (;;) {
+                for (int i = 0; i < BATCH; i++) {
+                    in[i].msg_hdr.msg_control = in_ctrl[i];
+                    in[i].msg_hdr.msg_controllen = sizeof in_ctrl[i];
+                }
                 int r = recvmmsg(socks[side], in, BATCH, MSG_DONTWAIT, NULL);
                 if (r <= 0)
                     break;
-                int64_t arrived = now_ns();
+                int64_t read_at = clock_ns(CLOCK_REALTIME);
                 for (int i = 0; i < r; i++) {
-                    if (in[i].msg_len < 20)
+                    if (in[i].msg_len < 28)
                         continue;
-                    int64_t stamp;
+                    int64_t stamp, wall;
                     memcpy(&stamp, in_buf[i] + 12, 8);
+                    memcpy(&wall, in_buf[i] + 20, 8);
                     if (stamp < measure_from || stamp >= end)
                         continue;
+                    int64_t arrived = received_at(&in[i].msg_hdr);
+                    if (arrived < 0)
+                        arrived = read_at;
+                    else
+                        stamped_by_kernel++;
                     if (received < capacity)
-                        latencies[received] = arrived - stamp;
+                        latencies[received] = arrived - wall;
                     else
                         late++;
                     received++;
@@ -226,8 +261,10 @@ int main(int argc, char **argv) {
     qsort(latencies, kept, sizeof *latencies, compare);
 #define PICK(f) (kept ? latencies[(size_t)((f) * kept) < kept ? (size_t)((f) * kept) : kept - 1] / 1000.0 : -1.0)
     printf("{\"sent\": %lld, \"received\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f, "
-           "\"p999_us\": %.1f, \"max_us\": %.1f, \"send_failed\": %lld, \"generator\": \"c\"}\n",
-           sent_measured, received, PICK(0.50), PICK(0.99), PICK(0.999), PICK(1.0), send_failed);
+           "\"p999_us\": %.1f, \"max_us\": %.1f, \"send_failed\": %lld, \"generator\": \"c\", "
+           "\"kernel_stamped\": %lld}\n",
+           sent_measured, received, PICK(0.50), PICK(0.99), PICK(0.999), PICK(1.0), send_failed,
+           stamped_by_kernel);
     fflush(stdout);
     (void)late;
     return 0;

@@ -292,7 +292,12 @@ class PbxConfig:
         diagnostics and logs; the result then no longer loads as the same configuration).
         """
         return {
-            "sip": {"listen": self.sip.listen, "port": self.sip.port, "domain": self.sip.domain},
+            "sip": {
+                "listen": self.sip.listen,
+                "port": self.sip.port,
+                "domain": self.sip.domain,
+                "workers": self.sip.workers,
+            },
             "rtp": {"ports": f"{self.rtp.port_min}-{self.rtp.port_max}"},
             "users": [user.to_mapping(redact=redact) for user in self.users],
             "registrar": {
@@ -528,11 +533,16 @@ def _domain(value: str, path: KeyPath) -> str:
 
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
-    path: KeyPath = ("rtp", "ports")
     section = _section(data, ("rtp",), ("ports",))
-    value = section.get("ports")
+    low, high = _rtp_ports(section.get("ports"), sip)
+    return RtpSettings(low, high)
+
+
+def _rtp_ports(value: Any, sip: SipSettings) -> tuple[int, int]:
+    path: KeyPath = ("rtp", "ports")
     if value is None:
-        return RtpSettings()
+        defaults = RtpSettings()
+        return defaults.port_min, defaults.port_max
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
@@ -547,7 +557,7 @@ def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
         _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
     if low <= sip.port <= high:
         _fail(path, f"must not include the SIP port {sip.port}")
-    return RtpSettings(low, high)
+    return low, high
 
 
 def _users(data: Any) -> tuple[User, ...]:

@@ -104,7 +104,10 @@ class Pbx:
             on_stray_response=self._on_stray_response,
         )
         self._relay = MediaRelay(
-            config.sip.listen, config.rtp.port_min, config.rtp.port_max, clock=self._clock
+            config.sip.listen,
+            config.rtp.port_min,
+            config.rtp.port_max,
+            clock=self._clock,
         )
         self._b2bua = B2bua(
             self._transactions,

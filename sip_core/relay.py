@@ -10,13 +10,17 @@ timestamp goes backwards, so the timestamp jump is always forward: at least one 
 
 Symmetric RTP (for devices behind NAT): a leg sends to the address its far end's packets come from,
 latched on the first packet seen; until then to the address from SDP, if the B2BUA gave one. Once
-latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio).
+latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio):
+the RTP socket is connected to the latched source (`sip_core.udp_peer`), so the kernel drops them
+before they reach us, and the leg reads with `recv_into` and sends with `send`, with no address to
+build, compare or route per packet. A new address in the far end's SDP unties the socket and
+latches afresh; the same SDP again (a re-INVITE for hold, a session refresh) keeps the latch, which
+behind NAT is not the SDP's address.
 
 Hot path (`sip_core.relay_engine`): one thread with its own epoll over every socket of the relay;
-per ready socket one `recvfrom_into` into a preallocated buffer (a second one when the thread is
-behind), a tuple compare for the source, two byte looks for version and payload type, and `sendto`
-straight from the buffer (a premade memoryview of the packet's length). Per forwarded packet the
-header (12 bytes) is kept for continuity, and nothing else is copied. Only while a
+per ready socket one read into a preallocated buffer, two byte looks for version and payload type,
+and a send straight from the buffer (a premade memoryview of the packet's length). Per forwarded
+packet the header (12 bytes) is kept for continuity, and nothing else is copied. Only while a
 rewrite is active (after a flip, around DTMF we swallowed or generated, or with a payload type map)
 are SSRC, sequence number and timestamp patched, in place, with `struct.pack_into`. RFC 4733
 packets (one byte compare of the payload type) are tapped on the way through, reported once per
@@ -47,6 +51,7 @@ from .relay_engine import RelayEngine
 from .rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
 from .sdp import Codec
 from .transport import Address
+from .udp_peer import can_disconnect, disconnect
 
 __all__ = [
     "MediaLeg",
@@ -186,6 +191,7 @@ class MediaLeg:
     # packet thread reads about ten of them per packet.
     __slots__ = (
         "_buffer",
+        "_connected",
         "_decoder",
         "_dtmf_event",
         "_dtmf_queue",
@@ -193,6 +199,7 @@ class MediaLeg:
         "_engine",
         "_lock",
         "_loop",
+        "_may_connect",
         "_now",
         "_out_last",
         "_out_time",
@@ -202,6 +209,7 @@ class MediaLeg:
         "_rtcp_locked",
         "_rtp",
         "_rtp_locked",
+        "_sdp_remote",
         "_slices",
         "_view",
         "clock_rates",
@@ -238,6 +246,11 @@ class MediaLeg:
         self.remote_rtcp: _Peer | None = None
         self._rtp_locked = False
         self._rtcp_locked = False
+        # the far end's addresses as its SDP gave them (latching may replace remote_rtp/rtcp)
+        self._sdp_remote: tuple[_Peer, _Peer] | None = None
+        # the RTP socket is connected to remote_rtp (only ever while latched)
+        self._connected = False
+        self._may_connect = session.relay.connect_sockets
         self.swallow_dtmf = False
         self.dtmf_payload_type: int | None = None
         self.clock_rates: dict[int, int] = {}
@@ -276,15 +289,18 @@ class MediaLeg:
 
     @property
     def stats(self) -> LegStats:
-        return LegStats(
-            self.received,
-            self.forwarded,
-            self.dropped_source,
-            self.dropped_invalid,
-            self.dropped_no_peer,
-            self.dtmf_swallowed,
-            self.dtmf_sent,
-        )
+        """The counters as of the end of the packet thread's current batch (a packet already
+        received by the far end is counted: the thread counts it after sending it)."""
+        with self._lock:
+            return LegStats(
+                self.received,
+                self.forwarded,
+                self.dropped_source,
+                self.dropped_invalid,
+                self.dropped_no_peer,
+                self.dtmf_swallowed,
+                self.dtmf_sent,
+            )
 
     @property
     def latched(self) -> bool:
@@ -307,13 +323,50 @@ class MediaLeg:
 
     def _set_remote(self, rtp: Address | None, rtcp: Address | None, latch: bool) -> None:
         if rtp is None:
+            self._sdp_remote = None
             self.remote_rtp = self.remote_rtcp = None
             self._rtp_locked = self._rtcp_locked = False
+            self._untie()
             return
-        self.remote_rtp = (rtp.host, rtp.port)
         rtcp = rtcp or Address(rtp.host, rtp.port + 1)
-        self.remote_rtcp = (rtcp.host, rtcp.port)
+        described: tuple[_Peer, _Peer] = ((rtp.host, rtp.port), (rtcp.host, rtcp.port))
+        if described == self._sdp_remote and self._rtp_locked and not latch:
+            return  # the media it described before: what was latched stays (see the module doc)
+        self._sdp_remote = described
+        self.remote_rtp, self.remote_rtcp = described
         self._rtp_locked = self._rtcp_locked = latch
+        self._untie()
+        if latch:
+            self._tie(self.remote_rtp)
+
+    def _tie(self, peer: _Peer) -> None:
+        """Connect the RTP socket to the latched source; its packets then take the fast handler."""
+        sock = self._rtp
+        if sock is None or not self._may_connect:
+            return
+        try:
+            sock.connect(peer)
+        except OSError as exc:  # it stays unconnected: the checks happen in Python instead
+            _LOGGER.debug("leg %s cannot connect to %s: %s", self.side, peer, exc)
+            return
+        self._connected = True
+        self._engine.set_handler(sock, self._rtp_from_peer)
+
+    def _untie(self) -> None:
+        """Take datagrams from anyone again (the latch was dropped)."""
+        sock = self._rtp
+        if not self._connected or sock is None:
+            return
+        self._connected = False
+        try:
+            disconnect(sock)
+        except OSError as exc:  # not seen where can_disconnect() held; stay whole if it happens
+            with contextlib.suppress(OSError):
+                self.remote_rtp = sock.getpeername()
+                self._rtp_locked = self._connected = True
+            _LOGGER.warning("leg %s stays latched to %s: %s", self.side, self.remote_rtp, exc)
+            return
+        self._engine.set_handler(sock, self._rtp_from_anyone)
 
     def set_codecs(self, codecs: Iterable[Codec]) -> None:
         """Tell the leg its far end's payload types (from its SDP): clock rates and DTMF type."""
@@ -354,12 +407,13 @@ class MediaLeg:
         with self._lock:
             self._rtp = rtp
             self._rtcp = rtcp
-            self._engine.register(rtp, self._rtp_ready)
+            self._engine.register(rtp, self._rtp_from_anyone)
             self._engine.register(rtcp, self._rtcp_ready)
 
     def _close(self) -> None:
         with self._lock:
             self.closed = True
+            self._connected = False
             if self._dtmf_timer is not None:
                 self._dtmf_timer.cancel()
                 self._dtmf_timer = None
@@ -373,31 +427,55 @@ class MediaLeg:
 
     # the hot path
 
-    def _rtp_ready(self) -> bool:
-        """One datagram from the far end (engine thread, lock held): check, tap, forward.
+    def _rtp_from_anyone(self) -> None:
+        """RTP while the socket is unconnected (engine thread, lock held): check the source.
 
-        True when a datagram was read (forwarded or dropped): the engine may call again at once.
+        When a packet latches the leg, the socket is connected; what was already queued may still
+        come from anyone, so it is read this way until the queue is empty, and the connected
+        handler takes the rest.
         """
         sock = self._rtp
+        buffer = self._buffer
+        while sock is not None:
+            try:
+                size, addr = sock.recvfrom_into(buffer)
+            except OSError:  # nothing waiting, or an ICMP error: nothing to forward
+                return
+            self.received += 1
+            # Validate before latching: junk from a port scanner must not capture the leg.
+            payload_type = buffer[1] & 0x7F
+            if size < 12 or buffer[0] & 0xC0 != 0x80 or 72 <= payload_type <= 95:
+                self.dropped_invalid += 1
+            elif (addr != self.remote_rtp or not self._rtp_locked) and not self._accept_source(
+                addr, rtcp=False
+            ):
+                self.dropped_source += 1
+            else:
+                self._forward(size, payload_type)
+            if not self._connected:
+                return
+
+    def _rtp_from_peer(self) -> None:
+        """RTP on a socket connected to the latched source: the kernel checked its source."""
+        sock = self._rtp
         if sock is None:
-            return False
+            return
         buffer = self._buffer
         try:
-            size, addr = sock.recvfrom_into(buffer)
-        except OSError:  # nothing waiting, or an ICMP error: nothing to forward
-            return False
+            size = sock.recv_into(buffer)
+        except OSError:  # nothing waiting, or the far end's ICMP port unreachable
+            return
         self.received += 1
-        # Validate before latching: junk from a port scanner must not capture the leg.
         payload_type = buffer[1] & 0x7F
         if size < 12 or buffer[0] & 0xC0 != 0x80 or 72 <= payload_type <= 95:
             self.dropped_invalid += 1
-            return True
-        if (addr != self.remote_rtp or not self._rtp_locked) and not self._accept_source(
-            addr, rtcp=False
-        ):
-            self.dropped_source += 1
-            return True
+            return
+        self._forward(size, payload_type)
+
+    def _forward(self, size: int, payload_type: int) -> None:
+        """The valid packet in the buffer, from this leg's far end, to the other leg's."""
         other = self._peer
+        buffer = self._buffer
         if payload_type == self.dtmf_payload_type:
             self._tap_dtmf(bytes(self._view[:size]))
             if self.swallow_dtmf:
@@ -405,37 +483,38 @@ class MediaLeg:
                 if other is not None:
                     # The receiver must not see a hole in the sequence numbers where it was.
                     other._shift_sequence(-1)
-                return True
+                return
         if other is None:
             self.dropped_no_peer += 1
-            return True
-        destination = other.remote_rtp
-        transport = other._rtp
-        if destination is None or transport is None:
-            self.dropped_no_peer += 1
-            return True
+            return
         if other._rewrite is not None:
             other._rewrite_into(buffer, self)
+        transport = other._rtp
+        destination = other.remote_rtp
+        if transport is None or destination is None:
+            self.dropped_no_peer += 1
+            return
         try:
-            transport.sendto(self._slices[size], destination)
+            if other._connected:
+                transport.send(self._slices[size])
+            else:
+                transport.sendto(self._slices[size], destination)
         except OSError:  # a full socket buffer or an unreachable far end: RTP is lossy anyway
             self.dropped_no_peer += 1
-            return True
+            return
         other._out_last = buffer[:12]
         other._out_time = self._engine.now  # the clock at this batch of packets
         self.forwarded += 1
-        return True
 
-    def _rtcp_ready(self) -> bool:
+    def _rtcp_ready(self) -> None:
         sock = self._rtcp
         if sock is None:
-            return False
+            return
         try:
             data, addr = sock.recvfrom(2048)
         except OSError:
-            return False
+            return
         self._on_rtcp(data, addr)
-        return True
 
     def _accept_source(self, addr: _Peer, *, rtcp: bool) -> bool:
         """Latch on the first source; afterwards accept only the latched one."""
@@ -451,6 +530,7 @@ class MediaLeg:
             self.remote_rtp = addr
             self._rtp_locked = True
             _LOGGER.debug("leg %s latched RTP to %s", self.side, addr)
+            self._tie(addr)
         return True
 
     def _tap_dtmf(self, data: bytes) -> None:
@@ -634,7 +714,10 @@ class MediaLeg:
         if self.remote_rtp is None or self._rtp is None:
             return
         with contextlib.suppress(OSError):
-            self._rtp.sendto(packet.to_bytes(), self.remote_rtp)
+            if self._connected:  # some systems refuse an address on a connected socket
+                self._rtp.send(packet.to_bytes())
+            else:
+                self._rtp.sendto(packet.to_bytes(), self.remote_rtp)
 
     def _on_rtcp(self, data: bytes, addr: _Peer) -> None:
         if len(data) < 8 or data[0] & 0xC0 != 0x80 or not 192 <= data[1] <= 223:
@@ -820,9 +903,20 @@ def _packet_thread_clock(clock: Clock) -> Callable[[], float]:
 class MediaRelay:
     """Opens `MediaSession`s on `host` with ports from `port_min`-`port_max`."""
 
-    def __init__(self, host: str, port_min: int, port_max: int, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        host: str,
+        port_min: int,
+        port_max: int,
+        *,
+        clock: Clock,
+        connect_sockets: bool = True,
+    ) -> None:
         self.host = host
         self.clock = clock
+        # Connect RTP sockets to latched sources (see the module doc); never where a socket
+        # could not be untied again, and False keeps every check in Python (for comparison).
+        self.connect_sockets = connect_sockets and can_disconnect()
         self.ports = PortAllocator(port_min, port_max)
         self.engine = RelayEngine(_packet_thread_clock(clock))
         self._sessions: dict[str, MediaSession] = {}

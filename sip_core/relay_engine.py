@@ -3,13 +3,11 @@
 Why not the asyncio loop: at 50 packets/s per socket, a socket almost never has more than one
 datagram waiting, so asyncio pays a full loop iteration (selector, handle, context) per packet,
 and with one protocol per socket that is most of a core at 500 calls. Here a level-triggered epoll
-returns every ready socket at once; each ready socket gets one `recvfrom_into` (no extra read that
-fails with EAGAIN: level triggering reports the socket again if more is waiting), into one
-preallocated buffer that handlers may patch in place and send from. Only when a batch is large
-(`drain_batch` ready sockets or more: the thread is behind, so queues are likely to hold more than
-one datagram) does a handler that read something get a second call in the same batch, which saves
-an epoll round trip per packet exactly when time is short; a second call that finds nothing costs
-one failed read.
+returns every ready socket at once and each ready socket gets exactly one read, into one
+preallocated buffer that handlers may patch in place and send from. One read, never a drain until
+EAGAIN: a read that finds nothing raises an OSError, which costs more than the packet it looks for
+(about 3.5 µs here, against 0.3 µs for a socket that epoll_wait reports once more), and level
+triggering reports a socket again while anything is waiting on it.
 
 Threading contract: handlers run on the engine thread while it holds `lock`. Everything that
 changes what the handlers read (a leg's far end, its codecs, a switch, a close, a generated DTMF
@@ -34,7 +32,6 @@ __all__ = ["BUFFER_SIZE", "RelayEngine"]
 _LOGGER = logging.getLogger(__name__)
 
 BUFFER_SIZE: Final = 2048  # larger than any RTP packet on an Ethernet path
-DRAIN_BATCH: Final = 64  # ready sockets in one batch from which handlers may read twice
 _POLL_SECONDS: Final = 1.0  # only bounds how long a missed wake-up could delay stopping
 
 
@@ -43,9 +40,8 @@ class _Poller(Protocol):
     def unregister(self, fd: int, /) -> None: ...
 
 
-type Handler = Callable[[], bool | None]
-"""Reads (at most) one datagram. True: it read one and may be called again at once (it reads
-without blocking and returns False when nothing is left); None or False: one call per readiness."""
+type Handler = Callable[[], object]
+"""Reads (at most) one datagram without blocking; what it returns is ignored."""
 
 
 class RelayEngine:
@@ -55,8 +51,6 @@ class RelayEngine:
         self,
         now: Callable[[], float],
         name: str = "callflip-relay",
-        *,
-        drain_batch: int = DRAIN_BATCH,
     ) -> None:
         self.lock = threading.RLock()  # re-entrant: a switch closes the old leg inside it
         # The injected clock's time, read once per batch of ready sockets (not per packet).
@@ -68,7 +62,6 @@ class RelayEngine:
         # costs a list index instead of a new memoryview per packet.
         self.slices: list[memoryview] = [self.view[:size] for size in range(BUFFER_SIZE + 1)]
         self._name = name
-        self._drain_batch = drain_batch
         self._handlers: dict[int, Handler] = {}
         self._epoll: select.epoll | None = None
         self._poll: select.poll | None = None
@@ -124,6 +117,10 @@ class RelayEngine:
         self._handlers[fd] = handler
         self._poller().register(fd, select.POLLIN)
 
+    def set_handler(self, sock: socket.socket, handler: Handler) -> None:
+        """Let another handler read a registered socket from its next readiness on (lock held)."""
+        self._handlers[sock.fileno()] = handler
+
     def unregister(self, sock: socket.socket) -> None:
         """Stop watching `sock` (caller holds `lock`); close the socket only after this."""
         fd = sock.fileno()
@@ -139,7 +136,6 @@ class RelayEngine:
     def _run(self) -> None:
         lock = self.lock
         handlers = self._handlers
-        drain_batch = self._drain_batch
         clock_now = self._clock_now
         wake = self._wake_r.fileno()
         if self._epoll is not None:
@@ -159,7 +155,6 @@ class RelayEngine:
                 if self._is_stopping():  # the poller was closed under us: we are done
                     return
                 raise
-            behind = len(ready) >= drain_batch
             with lock:
                 self.now = clock_now()
                 for fd, _ in ready:
@@ -170,7 +165,6 @@ class RelayEngine:
                                 self._wake_r.recv(64)
                         continue
                     try:
-                        if handler() and behind:
-                            handler()
+                        handler()
                     except Exception:  # one bad packet or a bug must not stop every call's media
                         _LOGGER.exception("relay handler failed")

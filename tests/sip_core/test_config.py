@@ -628,6 +628,14 @@ def test_to_mapping_is_plain_data_in_the_file_schema() -> None:
         }
     ]
     assert config.to_mapping()["rtp"] == {"ports": "40000-40999"}
+    assert config.to_mapping()["sip"]["workers"] == 0
+
+
+def test_every_setting_round_trips_not_only_the_defaults() -> None:
+    config = config_from_mapping({"sip": {"workers": 2}, "rtp": {"ports": "50000-50999"}})
+    assert config.sip.workers == 2
+    assert config.rtp == RtpSettings(50000, 50999)
+    assert config_from_mapping(config.to_mapping()) == config
 
 
 def test_redacted_mapping_hides_passwords() -> None:

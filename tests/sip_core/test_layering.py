@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "transport": 2,
     "relay": 2,
     "relay_engine": 2,
+    "udp_peer": 2,
     # 3 transaction
     "transaction": 3,
     # 4 dialog / auth

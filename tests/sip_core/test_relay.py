@@ -19,6 +19,7 @@ from sip_core.clock import ManualClock
 from sip_core.dtmf import DtmfDigit, TelephoneEvent, build_telephone_event, parse_telephone_event
 from sip_core.relay import (
     LegStats,
+    MediaLeg,
     MediaRelay,
     MediaSession,
     PortAllocator,
@@ -85,16 +86,38 @@ async def endpoint() -> Endpoint:
 
 
 def _port_range(pairs: int) -> tuple[int, int]:
-    start = random.randrange(20000, 30000, 2)
+    """A random range above bench/relay's ports (20000 up) and below Linux's ephemeral ones (32768
+    up), so a benchmark running meanwhile does not hold them; pairs in use are skipped anyway."""
+    start = random.randrange(24000, 32000 - 2 * pairs, 2)
     return start, start + 2 * pairs - 1
 
 
-@pytest.fixture
-async def relay() -> AsyncIterator[MediaRelay]:
+@pytest.fixture(params=[True, False], ids=["connected", "unconnected"])
+async def relay(request: pytest.FixtureRequest) -> AsyncIterator[MediaRelay]:
+    """Both ways a latched leg checks sources: in the kernel (connected socket) or in Python."""
     low, high = _port_range(50)
-    media = MediaRelay(HOST, low, high, clock=ManualClock())
+    media = MediaRelay(HOST, low, high, clock=ManualClock(), connect_sockets=request.param)
+    assert media.connect_sockets is request.param  # Linux can untie a UDP socket
     yield media
     media.close()
+
+
+def _intrude(relay: MediaRelay, leg: MediaLeg) -> None:
+    """A stranger sends RTP to a latched leg. On a connected leg the kernel refuses it (the
+    stranger hears ICMP port unreachable); otherwise the leg drops it in Python."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+        stranger.bind((HOST, 0))
+        stranger.connect((HOST, leg.local_rtp.port))  # connected: ICMP errors are reported
+        stranger.settimeout(WAIT)
+        stranger.send(Stream(666, 1, 1).next())
+        if relay.connect_sockets:
+            with pytest.raises(ConnectionRefusedError):
+                stranger.recv(64)
+
+
+def _dropped_by_leg(relay: MediaRelay) -> int:
+    """What the leg's dropped_source counts for one stranger's packet."""
+    return 0 if relay.connect_sockets else 1
 
 
 class Stream:
@@ -170,11 +193,11 @@ async def test_unexpected_source_is_dropped_after_latching(relay: MediaRelay) ->
         stream = Stream(1, 1, 1)
         phone_a.send(stream.next(), session.a.local_rtp)
         assert (await phone_b.receive_rtp()).sequence == 1
-        intruder.send(Stream(666, 1, 1).next(), session.a.local_rtp)
+        _intrude(relay, session.a)
         phone_a.send(stream.next(), session.a.local_rtp)
         got = await phone_b.receive_rtp()
         assert (got.ssrc, got.sequence) == (1, 2)  # the intruder's packet never came
-        assert session.a.stats.dropped_source == 1
+        assert session.a.stats.dropped_source == _dropped_by_leg(relay)
         assert session.a.remote_rtp == (HOST, phone_a.address.port)
         # junk does not latch either
         fresh, *other = await _call(relay)
@@ -197,10 +220,10 @@ async def test_address_from_sdp_can_be_trusted_at_once(relay: MediaRelay) -> Non
     try:
         session.a.set_remote(phone_a.address, latch=True)
         session.b.set_remote(phone_b.address)
-        intruder.send(Stream(666, 1, 1).next(), session.a.local_rtp)
+        _intrude(relay, session.a)
         phone_a.send(Stream(1, 9, 1).next(), session.a.local_rtp)
         assert (await phone_b.receive_rtp()).ssrc == 1
-        assert session.a.stats.dropped_source == 1
+        assert session.a.stats.dropped_source == _dropped_by_leg(relay)
     finally:
         for phone in (phone_a, phone_b, intruder):
             phone.close()
@@ -576,12 +599,11 @@ async def test_send_dtmf_before_any_audio_starts_the_stream(relay: MediaRelay) -
         phone_b.close()
 
 
-async def test_a_packet_thread_that_is_behind_reads_twice_and_loses_nothing(
+async def test_packets_queued_while_the_thread_waits_are_all_forwarded_in_order(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     low, high = _port_range(4)
     media = MediaRelay(HOST, low, high, clock=ManualClock())
-    media.engine._drain_batch = 1  # every batch counts as behind: each read gets a second call
     session, phone_a, phone_b = await _call(media)
     try:
         session.b.set_remote(phone_b.address)
@@ -591,7 +613,7 @@ async def test_a_packet_thread_that_is_behind_reads_twice_and_loses_nothing(
                 phone_a.send(stream.next(), session.a.local_rtp)
         got = [await phone_b.receive_rtp() for _ in range(5)]
         assert [packet.sequence for packet in got] == [1, 2, 3, 4, 5]
-        phone_b.send(Stream(8, 1, 0).next(), session.b.local_rtp)  # one alone: a second call idles
+        phone_b.send(Stream(8, 1, 0).next(), session.b.local_rtp)
         assert (await phone_a.receive_rtp()).ssrc == 8
         assert session.a.stats == LegStats(5, 5, 0, 0, 0, 0, 0)
         assert session.b.stats == LegStats(1, 1, 0, 0, 0, 0, 0)
@@ -600,3 +622,61 @@ async def test_a_packet_thread_that_is_behind_reads_twice_and_loses_nothing(
         phone_a.close()
         phone_b.close()
         media.close()
+
+
+async def test_new_sdp_address_unties_the_latch_and_the_same_one_keeps_it(
+    relay: MediaRelay,
+) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    moved = await endpoint()
+    try:
+        session.b.set_remote(phone_b.address)
+        # The SDP names a port nobody sends from (as behind NAT); the first packet latches.
+        sdp_address = Address(HOST, 9)
+        session.a.set_remote(sdp_address)
+        phone_a.send(Stream(1, 1, 1).next(), session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).ssrc == 1
+        assert session.a.remote_rtp == (HOST, phone_a.address.port)
+        # a re-INVITE with the same SDP (hold, a refresh): the latch to the real source stays
+        session.a.set_remote(sdp_address)
+        assert session.a.latched
+        assert session.a.remote_rtp == (HOST, phone_a.address.port)
+        phone_b.send(Stream(2, 1, 1).next(), session.b.local_rtp)
+        assert (await phone_a.receive_rtp()).ssrc == 2  # still sent to the latched source
+        phone_a.send(Stream(1, 2, 1).next(), session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).sequence == 2
+        # a re-INVITE with a new address: the old latch goes, the new source latches
+        session.a.set_remote(moved.address)
+        assert not session.a.latched
+        moved.send(Stream(3, 1, 1).next(), session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).ssrc == 3
+        assert session.a.remote_rtp == (HOST, moved.address.port)
+        _intrude(relay, session.a)  # anyone else, the old phone included, is dropped again
+        moved.send(Stream(3, 2, 1).next(), session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).sequence == 2
+        assert session.a.stats.dropped_source == _dropped_by_leg(relay)
+    finally:
+        for phone in (phone_a, phone_b, moved):
+            phone.close()
+
+
+async def test_a_strangers_packet_queued_before_the_latch_is_still_dropped(
+    relay: MediaRelay,
+) -> None:
+    session, phone_a, phone_b = await _call(relay)
+    stranger = await endpoint()
+    try:
+        session.b.set_remote(phone_b.address)
+        stream = Stream(1, 1, 1)
+        with relay.engine.lock:  # all three wait before the thread reads: the first one latches
+            phone_a.send(stream.next(), session.a.local_rtp)
+            stranger.send(Stream(666, 1, 1).next(), session.a.local_rtp)
+            phone_a.send(stream.next(), session.a.local_rtp)
+            await asyncio.sleep(0)  # let the event loop hand the datagrams to the kernel
+        assert [(await phone_b.receive_rtp()).sequence for _ in range(2)] == [1, 2]
+        phone_a.send(stream.next(), session.a.local_rtp)
+        assert (await phone_b.receive_rtp()).sequence == 3
+        assert session.a.stats == LegStats(4, 3, 1, 0, 0, 0, 0)
+    finally:
+        for phone in (phone_a, phone_b, stranger):
+            phone.close()
