@@ -214,12 +214,12 @@ _NAME_ADDR_SIP_RE = re.compile(
 )
 # addr-spec form: the URI may contain neither ';' (that starts header parameters), '?' nor ','
 _ADDR_SPEC_RE = re.compile(rf"(?P<uri>[^\s;,?<>\"]++)(?P<params>{_PARAMS})", re.DOTALL)
-# One-pass syntax check of a whole name-addr / addr-spec, URI included.
-_NAME_ADDRESS_CHECK_RE = re.compile(
-    rf"(?:(?:{_QUOTED}|{_DISPLAY})?{_SWS}<{ANY_URI}>"
-    rf"|(?=[^\s;,?<>\"]++(?:[ \t;]|$)){ANY_URI}){_PARAMS}",
+# One-pass syntax check of a whole name-addr, URI included (an addr-spec is checked in two steps).
+_NAME_ADDR_CHECK_RE = re.compile(
+    rf"(?:{_QUOTED}|{_DISPLAY})?{_SWS}<{ANY_URI}>{_PARAMS}",
     re.DOTALL,
 )
+_ANY_URI_RE = re.compile(ANY_URI)
 _CSEQ_RE = re.compile(rf"[ \t]*+([0-9]{{1,10}})[ \t]++({_TOKEN})[ \t]*+")
 _EMPTY_PARAM_RE = re.compile(r";[ \t]*+(?=;|$)")
 
@@ -381,8 +381,17 @@ class NameAddress:
 
     @staticmethod
     def is_valid(text: str) -> bool:
-        """Cheap syntax check of a name-addr / addr-spec, URI included, without building objects."""
-        return _NAME_ADDRESS_CHECK_RE.fullmatch(text.strip()) is not None
+        """Cheap syntax check of a name-addr / addr-spec, URI included, without building objects.
+
+        It accepts exactly what `parse` reads: an addr-spec's URI ends at its first ";" (what
+        follows are header parameters, RFC 3261 §20.10), so a URI scheme whose syntax allows ";"
+        (such as "isbn:1;") must not swallow them here either.
+        """
+        text = text.strip()
+        if _NAME_ADDR_CHECK_RE.fullmatch(text) is not None:
+            return True
+        spec = _ADDR_SPEC_RE.fullmatch(text)
+        return spec is not None and _ANY_URI_RE.fullmatch(spec["uri"]) is not None
 
     @property
     def tag(self) -> str | None:
