@@ -243,9 +243,10 @@ class ServerTransaction:
     without an ACK, or the transport could not send. ``cancelled_transaction`` is set on a CANCEL's
     transaction to the INVITE transaction it cancels.
 
-    ``request`` is the request that created the transaction, until a non-INVITE one has sent its
-    final response over UDP: from then on (Timer J) it holds only the method and Request-URI, with
-    no headers, since the transaction has nothing left to do with them.
+    ``request`` is the request that created the transaction, until the transaction has sent its
+    final response (a non-INVITE one over UDP; over TCP it ends at once): from then on it holds
+    only the method and Request-URI, with no headers or body, since the transaction has nothing
+    left to do with them. A TU that needs the request later keeps it itself.
     """
 
     __slots__ = (
@@ -305,6 +306,15 @@ class ServerTransaction:
 
     def _retransmission(self, request: Request) -> None:
         raise NotImplementedError
+
+    def _keep_request_line(self) -> None:
+        """The final response is out: from here on the transaction only repeats it (kept as
+        bytes) and matches ACKs and retransmissions by its key. It lets go of the parsed request,
+        whose headers, Vias, body and typed views would otherwise stay in the garbage collector's
+        sight for up to 64*T1, and keeps just its method and Request-URI."""
+        request = self.request
+        if request.headers or request.body:
+            self.request = Request(request.method, request.uri)
 
     def _send(self, response: Response) -> bool:
         try:
@@ -389,11 +399,7 @@ class NonInviteServerTransaction(ServerTransaction):
         if self.reliable:
             self._terminate()
         else:
-            # For Timer J the transaction only repeats its response (kept as bytes): it lets go
-            # of the parsed request, whose headers, Vias and typed views would otherwise stay
-            # in the garbage collector's sight for 64*T1, and keeps just its request line.
-            request = self.request
-            self.request = Request(request.method, request.uri)
+            self._keep_request_line()
             self._layer._wheel.add(self, self._layer.timers.timeout)  # Timer J
 
     def _retransmission(self, request: Request) -> None:
@@ -439,12 +445,14 @@ class InviteServerTransaction(ServerTransaction):
         if status < 300:
             self.state = _ACCEPTED
             if self._send(response):
-                self._timer = layer.clock.call_later(timers.timeout, self._terminate)
+                self._keep_request_line()
+                layer._wheel.add(self, timers.timeout)  # Timer L
                 layer._start_2xx_retransmitter(self, response)
             return
         self.state = _COMPLETED
         if not self._send(response):
             return
+        self._keep_request_line()
         clock = layer.clock
         if not self.reliable:
             self._g_interval = timers.t1
@@ -468,7 +476,8 @@ class InviteServerTransaction(ServerTransaction):
                 self._timer = None
                 self._terminate()
             else:
-                self._timer = self._layer.clock.call_later(self._layer.timers.t4, self._terminate)
+                self._timer = None
+                self._layer._wheel.add(self, self._layer.timers.t4)  # Timer I
         elif state is _ACCEPTED:
             # RFC 6026: an ACK matching the transaction in Accepted goes to the TU.
             self._layer._ack_without_transaction(ack, source)
@@ -495,7 +504,8 @@ class InviteServerTransaction(ServerTransaction):
     def _timer_h(self) -> None:
         self._timer = None
         if self.state is _COMPLETED:
-            _LOGGER.info("No ACK for the final response to INVITE %s", self.request.call_id)
+            last = self.last_response
+            _LOGGER.info("No ACK for the final response to INVITE %s", last and last.call_id)
             self._fail()
 
     def _terminate(self) -> None:
@@ -570,19 +580,25 @@ class Invite2xxRetransmitter:
     def ack_received(self) -> None:
         if self.active:
             self._stop()
+            self.on_timeout = None
 
     def stop(self) -> None:
         """Stop without waiting for the ACK (the dialog ended another way)."""
         if self.active:
             self._stop()
+            self.on_timeout = None
 
     def _stop(self) -> None:
         self.active = False
         _cancel(self._resend)
         _cancel(self._giveup)
         self._resend = self._giveup = None
-        if self.on_done is not None:
-            self.on_done()
+        # Callbacks are let go once they can no longer be called: the layer's ``on_done``
+        # refers back to this retransmitter, and the cycle would wait for the garbage collector.
+        on_done = self.on_done
+        self.on_done = None
+        if on_done is not None:
+            on_done()
 
     def _retransmit(self) -> None:
         if not self.active:
@@ -600,9 +616,11 @@ class Invite2xxRetransmitter:
         self._giveup = None
         self._stop()
         _LOGGER.info("No ACK for 2xx to INVITE %s within 64*T1", self.response.call_id)
-        if self.on_timeout is not None:
+        on_timeout = self.on_timeout
+        self.on_timeout = None
+        if on_timeout is not None:
             try:
-                self.on_timeout(self.response)
+                on_timeout(self.response)
             except Exception:
                 _LOGGER.exception("Error in the 2xx ACK timeout callback")
 
@@ -612,16 +630,23 @@ class Invite2xxRetransmitter:
 # --------------------------------------------------------------------------------------------
 
 
-class _ExpiryWheel:
-    """Ends completed non-INVITE server transactions 64*T1 later, a bucket at a time.
+type _Expiring = ServerTransaction | ClientTransaction
+"""What the expiry wheel ends: anything with an ``_expiry`` slot and ``_terminate()``."""
 
-    A registrar at 2,000 requests a second has some 128,000 transactions waiting out Timer J over
-    UDP. One clock timer each would be, on the asyncio loop, a TimerHandle, a bound method and a
-    context copy per transaction, in a heap that large. Instead a transaction joins the bucket of
-    the first multiple of ``granularity`` (T1) at or after its deadline, and one clock timer per
-    bucket ends them all: Timer J fires between 0 and T1 late (at most 1/64 of it), never early.
-    Buckets are dicts, so a transaction ended another way leaves its bucket at once, and a bucket
-    left empty cancels its timer.
+
+class _ExpiryWheel:
+    """Ends transactions that only wait out retransmissions, a bucket at a time.
+
+    Those are the timers that end a transaction after its final response: J (non-INVITE server),
+    I and L (INVITE server), K (non-INVITE client), D and M (INVITE client). A registrar at 2,000
+    requests a second has some 128,000 transactions waiting out Timer J over UDP, a B2BUA at 300
+    calls a second some 40,000 waiting out the others. One clock timer each would be, on the
+    asyncio loop, a TimerHandle, a bound method and a context copy per transaction, in a heap that
+    large. Instead a transaction joins the bucket of the first multiple of ``granularity`` (T1) at
+    or after its deadline, and one clock timer per bucket ends them all: each of those timers
+    fires between 0 and T1 late, never early; late only lengthens the time retransmissions are
+    absorbed. Buckets are dicts, so a transaction ended another way leaves its bucket at once, and
+    a bucket left empty cancels its timer.
     """
 
     __slots__ = ("_buckets", "_clock", "_granularity", "_handles")
@@ -629,11 +654,13 @@ class _ExpiryWheel:
     def __init__(self, clock: Clock, granularity: float) -> None:
         self._clock = clock
         self._granularity = granularity
-        self._buckets: dict[int, dict[ServerTransaction, None]] = {}
+        self._buckets: dict[int, dict[_Expiring, None]] = {}
         self._handles: dict[int, TimerHandle] = {}
 
-    def add(self, txn: ServerTransaction, delay: float) -> None:
+    def add(self, txn: _Expiring, delay: float) -> None:
         """End ``txn`` (``_terminate()``) no earlier than ``delay`` seconds from now."""
+        if txn._expiry is not None:
+            self.discard(txn)
         now = self._clock.monotonic()
         granularity = self._granularity
         slot = math.ceil((now + delay) / granularity)
@@ -646,7 +673,7 @@ class _ExpiryWheel:
         bucket[txn] = None
         txn._expiry = slot
 
-    def discard(self, txn: ServerTransaction) -> None:
+    def discard(self, txn: _Expiring) -> None:
         slot = txn._expiry
         txn._expiry = None
         if slot is None:
@@ -687,7 +714,9 @@ class ClientTransaction:
     """The client side of one transaction, made by `TransactionLayer.send_request`."""
 
     __slots__ = (
+        "_expiry",
         "_interval",
+        "_keep",
         "_key",
         "_layer",
         "_retransmit",
@@ -728,11 +757,39 @@ class ClientTransaction:
         self._timer: TimerHandle | None = None
         self._retransmit: TimerHandle | None = None
         self._interval = layer.timers.t1
+        self._expiry: int | None = None  # its bucket in the layer's expiry wheel
+        self._keep = True
         self.state = _TRYING
 
     @property
     def method(self) -> str:
         return self.request.method
+
+    def release_messages(self) -> None:
+        """The TU has taken what it needs of the request and of the responses.
+
+        From now on `last_response` stays None, and once the final response has come (nothing is
+        retransmitted or CANCELled after it) `request` holds only the method and Request-URI.
+        Why: a transaction outlives its final response by up to 64*T1 (Timer M, D, K), only to
+        absorb or pass on retransmissions, and a B2BUA with hundreds of calls a second would keep
+        every one of those parsed requests and responses in the garbage collector's sight.
+        """
+        self._keep = False
+        self.last_response = None
+        state = self.state
+        if state is _ACCEPTED or state is _COMPLETED or state is _TERMINATED:
+            self._keep_request_line()
+
+    def _keep_request_line(self) -> None:
+        request = self.request
+        if request.headers or request.body:
+            self.request = Request(request.method, request.uri)
+
+    def _finished(self, delay: float) -> None:
+        """The final response came: wait ``delay`` (Timer D, K or M) for retransmissions."""
+        if not self._keep:
+            self._keep_request_line()
+        self._layer._wheel.add(self, delay)
 
     def cancel(self) -> None:
         raise TypeError(f"only INVITE can be cancelled, not {self.method}")
@@ -764,7 +821,8 @@ class ClientTransaction:
             self._layer._guard(self.on_timeout)
 
     def _deliver(self, response: Response) -> None:
-        self.last_response = response
+        if self._keep:
+            self.last_response = response
         self._layer._guard(self.on_response, response)
 
     def _timed_out(self) -> None:
@@ -778,6 +836,8 @@ class ClientTransaction:
             _cancel(self._retransmit)
             _cancel(self._timer)
             self._retransmit = self._timer = None
+            if self._expiry is not None:
+                self._layer._wheel.discard(self)
             self._layer._client.pop(self._key, None)
 
     def __repr__(self) -> str:
@@ -813,7 +873,7 @@ class NonInviteClientTransaction(ClientTransaction):
         if self.reliable:
             self._terminate()
         else:
-            self._timer = self._layer.clock.call_later(self._layer.timers.t4, self._terminate)
+            self._finished(self._layer.timers.t4)  # Timer K
         self._deliver(response)
 
     def _timer_e(self) -> None:
@@ -943,9 +1003,10 @@ class InviteClientTransaction(ClientTransaction):
                 self.state = _ACCEPTED
                 _cancel(self._retransmit)
                 _cancel(self._timer)
-                self._retransmit = None
-                self._timer = layer.clock.call_later(layer.timers.timeout, self._terminate)
+                self._retransmit = self._timer = None
                 self._deliver(response)
+                if self.state is _ACCEPTED:
+                    self._finished(layer.timers.timeout)  # Timer M
             elif state is _ACCEPTED:
                 self._deliver(response)  # retransmitted or forked 2xx: the TU ACKs each
             return
@@ -960,7 +1021,7 @@ class InviteClientTransaction(ClientTransaction):
             if self.reliable:
                 self._terminate()
             else:
-                self._timer = layer.clock.call_later(layer.timers.d, self._terminate)
+                self._finished(layer.timers.d)  # Timer D
             self._deliver(response)
         elif state is _COMPLETED and self.ack is not None:
             self._send_request(self.ack)  # the final was retransmitted: our ACK was lost
