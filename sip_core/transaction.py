@@ -313,8 +313,7 @@ class ServerTransaction:
         whose headers, Vias, body and typed views would otherwise stay in the garbage collector's
         sight for up to 64*T1, and keeps just its method and Request-URI."""
         request = self.request
-        if request.headers or request.body:
-            self.request = Request(request.method, request.uri)
+        self.request = Request(request.method, request.uri)
 
     def _send(self, response: Response) -> bool:
         try:
@@ -782,8 +781,7 @@ class ClientTransaction:
 
     def _keep_request_line(self) -> None:
         request = self.request
-        if request.headers or request.body:
-            self.request = Request(request.method, request.uri)
+        self.request = Request(request.method, request.uri)
 
     def _finished(self, delay: float) -> None:
         """The final response came: wait ``delay`` (Timer D, K or M) for retransmissions."""
