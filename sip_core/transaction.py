@@ -20,6 +20,8 @@ Four state machines, all driven by an injected `Clock` (so tests move time by ha
 
 Reliable transports (TCP) never retransmit and use zero for D, I, J and K, so a transaction over
 TCP that ends at once schedules no timer at all. A terminated transaction leaves its table at once.
+The long timers (B, F, H, D, I, J, K, L, M) run on one coarse wheel per layer: each fires between 0
+and T1 after its deadline, never before (`_ExpiryWheel`).
 
 How the TU is called (every callback is guarded: an exception is logged and the layer goes on):
 
@@ -254,7 +256,6 @@ class ServerTransaction:
         "_key",
         "_layer",
         "_route",
-        "_timer",
         "_wire",
         "cancelled_transaction",
         "on_timeout",
@@ -274,13 +275,12 @@ class ServerTransaction:
         self.reliable = source.kind is not _UDP
         self.on_timeout: TimeoutHandler | None = None
         self.cancelled_transaction: InviteServerTransaction | None = None
-        self._timer: TimerHandle | None = None
         # The last response as sent, and where it went. Not the parsed Response: over UDP a
         # completed transaction lives 64*T1 only to repeat it, and at thousands of requests a
         # second those parsed objects are what the garbage collector would spend its time on.
         self._wire: bytes | None = None
         self._route: ResponseRoute | None = None
-        self._expiry: int | None = None  # its bucket in the layer's Timer J wheel
+        self._expiry: int | None = None  # its bucket in the layer's expiry wheel
         self.state = _TRYING
 
     @property
@@ -345,8 +345,6 @@ class ServerTransaction:
     def _terminate(self) -> None:
         if self.state is not _TERMINATED:
             self.state = _TERMINATED
-            _cancel(self._timer)
-            self._timer = None
             if self._expiry is not None:
                 self._layer._wheel.discard(self)
             self._layer._server.pop(self._key, None)
@@ -363,9 +361,15 @@ class ServerTransaction:
         if self.state is _TRYING:
             self._terminate()
 
+    def _expire(self) -> None:
+        """Its time on the layer's expiry wheel is up: what that means depends on the state."""
+        if self.state is _TRYING or self.state is _PROCEEDING:
+            self._abandon()
+        else:
+            self._terminate()  # Timer J (I and L for INVITE)
+
     def _abandon(self) -> None:
         """The TU never gave a final answer: the client gave up long ago, so do we."""
-        self._timer = None
         if self.state is _TRYING or self.state is _PROCEEDING:
             _LOGGER.warning("%s transaction left unanswered for 64*T1; dropping it", self.method)
             self._terminate()
@@ -393,8 +397,6 @@ class NonInviteServerTransaction(ServerTransaction):
         self.state = _COMPLETED
         if not self._send(response):
             return
-        _cancel(self._timer)
-        self._timer = None
         if self.reliable:
             self._terminate()
         else:
@@ -456,7 +458,7 @@ class InviteServerTransaction(ServerTransaction):
         if not self.reliable:
             self._g_interval = timers.t1
             self._retransmit = clock.call_later(timers.t1, self._timer_g)
-        self._timer = clock.call_later(timers.timeout, self._timer_h)
+        layer._wheel.add(self, timers.timeout)  # Timer H
 
     def _retransmission(self, request: Request) -> None:
         state = self.state
@@ -470,13 +472,10 @@ class InviteServerTransaction(ServerTransaction):
             self.state = _CONFIRMED
             _cancel(self._retransmit)
             self._retransmit = None
-            _cancel(self._timer)
             if self.reliable:
-                self._timer = None
                 self._terminate()
             else:
-                self._timer = None
-                self._layer._wheel.add(self, self._layer.timers.t4)  # Timer I
+                self._layer._wheel.add(self, self._layer.timers.t4)  # Timer I (replaces H)
         elif state is _ACCEPTED:
             # RFC 6026: an ACK matching the transaction in Accepted goes to the TU.
             self._layer._ack_without_transaction(ack, source)
@@ -500,8 +499,13 @@ class InviteServerTransaction(ServerTransaction):
         self._g_interval = min(2 * self._g_interval, self._layer.timers.t2)
         self._retransmit = self._layer.clock.call_later(self._g_interval, self._timer_g)
 
+    def _expire(self) -> None:
+        if self.state is _COMPLETED:
+            self._timer_h()
+        else:
+            self._terminate()  # Timer I or L
+
     def _timer_h(self) -> None:
-        self._timer = None
         if self.state is _COMPLETED:
             last = self.last_response
             _LOGGER.info("No ACK for the final response to INVITE %s", last and last.call_id)
@@ -630,22 +634,25 @@ class Invite2xxRetransmitter:
 
 
 type _Expiring = ServerTransaction | ClientTransaction
-"""What the expiry wheel ends: anything with an ``_expiry`` slot and ``_terminate()``."""
+"""What the expiry wheel runs: anything with an ``_expiry`` slot and ``_expire()``."""
 
 
 class _ExpiryWheel:
-    """Ends transactions that only wait out retransmissions, a bucket at a time.
+    """Runs every transaction's long timer, a bucket at a time; a transaction has one at most.
 
-    Those are the timers that end a transaction after its final response: J (non-INVITE server),
-    I and L (INVITE server), K (non-INVITE client), D and M (INVITE client). A registrar at 2,000
-    requests a second has some 128,000 transactions waiting out Timer J over UDP, a B2BUA at 300
-    calls a second some 40,000 waiting out the others. One clock timer each would be, on the
-    asyncio loop, a TimerHandle, a bound method and a context copy per transaction, in a heap that
-    large. Instead a transaction joins the bucket of the first multiple of ``granularity`` (T1) at
-    or after its deadline, and one clock timer per bucket ends them all: each of those timers
-    fires between 0 and T1 late, never early; late only lengthens the time retransmissions are
-    absorbed. Buckets are dicts, so a transaction ended another way leaves its bucket at once, and
-    a bucket left empty cancels its timer.
+    Those are the 64*T1 give-ups -- B, F, H, the CANCELled INVITE's (§9.1) and the unanswered
+    request's -- and the timers that end a transaction after its final response: J, I, L, K, D
+    and M. Short ones (A, E, G, 100 Trying) stay on the clock. A registrar at 2,000 requests a
+    second has some 128,000 transactions waiting out Timer J over UDP, a B2BUA at 300 calls a
+    second some 40,000 waiting out the others, plus a give-up timer per request, almost all
+    cancelled within milliseconds. One clock timer each would be, on the asyncio loop, a
+    TimerHandle, a bound method and a context copy per transaction, in a heap that large (a
+    cancelled asyncio timer stays in it until it is due). Instead a transaction joins the bucket of
+    the first multiple of ``granularity`` (T1) at or after its deadline, and one clock timer per
+    bucket runs them all (``_expire()``, which acts on the transaction's state): each of those
+    timers fires between 0 and T1 late (at most 1/10 of the shortest, T4), never early. Buckets
+    are dicts, so a transaction ended or answered another way leaves its bucket at once, and a
+    bucket left empty cancels its timer.
     """
 
     __slots__ = ("_buckets", "_clock", "_granularity", "_handles")
@@ -657,7 +664,8 @@ class _ExpiryWheel:
         self._handles: dict[int, TimerHandle] = {}
 
     def add(self, txn: _Expiring, delay: float) -> None:
-        """End ``txn`` (``_terminate()``) no earlier than ``delay`` seconds from now."""
+        """Call ``txn._expire()`` no earlier than ``delay`` seconds from now (instead of any
+        earlier deadline it had here)."""
         if txn._expiry is not None:
             self.discard(txn)
         now = self._clock.monotonic()
@@ -701,7 +709,7 @@ class _ExpiryWheel:
             return
         for txn in bucket:
             txn._expiry = None
-            txn._terminate()
+            txn._expire()
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,7 +727,6 @@ class ClientTransaction:
         "_key",
         "_layer",
         "_retransmit",
-        "_timer",
         "destination",
         "kind",
         "last_response",
@@ -753,7 +760,6 @@ class ClientTransaction:
         self.on_timeout = on_timeout
         self.on_transport_error = on_transport_error
         self.last_response: Response | None = None
-        self._timer: TimerHandle | None = None
         self._retransmit: TimerHandle | None = None
         self._interval = layer.timers.t1
         self._expiry: int | None = None  # its bucket in the layer's expiry wheel
@@ -824,7 +830,6 @@ class ClientTransaction:
         self._layer._guard(self.on_response, response)
 
     def _timed_out(self) -> None:
-        self._timer = None
         self._terminate()
         self._layer._guard(self.on_timeout)
 
@@ -832,11 +837,19 @@ class ClientTransaction:
         if self.state is not _TERMINATED:
             self.state = _TERMINATED
             _cancel(self._retransmit)
-            _cancel(self._timer)
-            self._retransmit = self._timer = None
+            self._retransmit = None
             if self._expiry is not None:
                 self._layer._wheel.discard(self)
             self._layer._client.pop(self._key, None)
+
+    def _expire(self) -> None:
+        """Its time on the layer's expiry wheel is up: Timer B or F while the request is
+        unanswered (or 64*T1 after a CANCEL), else D, K or M."""
+        state = self.state
+        if state is _CALLING or state is _TRYING or state is _PROCEEDING:
+            self._timed_out()
+        else:
+            self._terminate()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.state}>"
@@ -853,7 +866,7 @@ class NonInviteClientTransaction(ClientTransaction):
         clock = layer.clock
         if not self.reliable:
             self._retransmit = clock.call_later(self._interval, self._timer_e)
-        self._timer = clock.call_later(layer.timers.timeout, self._timer_f)
+        layer._wheel.add(self, layer.timers.timeout)  # Timer F
         self._send_request(self.request)
 
     def _response(self, response: Response) -> None:
@@ -866,12 +879,11 @@ class NonInviteClientTransaction(ClientTransaction):
             return
         self.state = _COMPLETED
         _cancel(self._retransmit)
-        _cancel(self._timer)
-        self._retransmit = self._timer = None
+        self._retransmit = None
         if self.reliable:
             self._terminate()
         else:
-            self._finished(self._layer.timers.t4)  # Timer K
+            self._finished(self._layer.timers.t4)  # Timer K (replaces F)
         self._deliver(response)
 
     def _timer_e(self) -> None:
@@ -883,10 +895,6 @@ class NonInviteClientTransaction(ClientTransaction):
         t2 = self._layer.timers.t2
         self._interval = min(2 * self._interval, t2) if state is _TRYING else t2
         self._retransmit = self._layer.clock.call_later(self._interval, self._timer_e)
-
-    def _timer_f(self) -> None:
-        if self.state is _TRYING or self.state is _PROCEEDING:
-            self._timed_out()
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -935,7 +943,7 @@ class InviteClientTransaction(ClientTransaction):
         clock = layer.clock
         if not self.reliable:
             self._retransmit = clock.call_later(self._interval, self._timer_a)
-        self._timer = clock.call_later(layer.timers.timeout, self._timer_b)
+        layer._wheel.add(self, layer.timers.timeout)  # Timer B
         self._send_request(self.request)
 
     def cancel(
@@ -972,12 +980,7 @@ class InviteClientTransaction(ClientTransaction):
             on_timeout=on_timeout or _ignore_timeout,
         )
         # §9.1: no final response to the INVITE within 64*T1 of the CANCEL: give the INVITE up.
-        _cancel(self._timer)
-        self._timer = layer.clock.call_later(layer.timers.timeout, self._cancel_expired)
-
-    def _cancel_expired(self) -> None:
-        if self.state is _PROCEEDING:
-            self._timed_out()
+        layer._wheel.add(self, layer.timers.timeout)
 
     def _response(self, response: Response) -> None:
         state = self.state
@@ -986,8 +989,8 @@ class InviteClientTransaction(ClientTransaction):
             if state is _CALLING:
                 self.state = _PROCEEDING
                 _cancel(self._retransmit)
-                _cancel(self._timer)
-                self._retransmit = self._timer = None
+                self._retransmit = None
+                self._layer._wheel.discard(self)  # Timer B
                 self._deliver(response)
                 if self._cancel_pending and self.state is _PROCEEDING:
                     self._send_cancel()
@@ -1000,8 +1003,8 @@ class InviteClientTransaction(ClientTransaction):
                 self._cancel_pending = False
                 self.state = _ACCEPTED
                 _cancel(self._retransmit)
-                _cancel(self._timer)
-                self._retransmit = self._timer = None
+                self._retransmit = None
+                layer._wheel.discard(self)  # Timer B, or the CANCEL's 64*T1
                 self._deliver(response)
                 if self.state is _ACCEPTED:
                     self._finished(layer.timers.timeout)  # Timer M
@@ -1012,8 +1015,8 @@ class InviteClientTransaction(ClientTransaction):
             self._cancel_pending = False
             self.state = _COMPLETED
             _cancel(self._retransmit)
-            _cancel(self._timer)
-            self._retransmit = self._timer = None
+            self._retransmit = None
+            layer._wheel.discard(self)  # Timer B, or the CANCEL's 64*T1
             self.ack = build_ack(self.request, response)
             self._send_request(self.ack)
             if self.reliable:
@@ -1031,10 +1034,6 @@ class InviteClientTransaction(ClientTransaction):
             return
         self._interval *= 2
         self._retransmit = self._layer.clock.call_later(self._interval, self._timer_a)
-
-    def _timer_b(self) -> None:
-        if self.state is _CALLING:
-            self._timed_out()
 
 
 def _ignore_response(response: Response) -> None:
@@ -1150,7 +1149,7 @@ class TransactionLayer:
         self._server[key] = txn
         self._dispatch(request, txn, source)
         if txn.state is _TRYING or txn.state is _PROCEEDING:
-            txn._timer = self.clock.call_later(self.timers.timeout, txn._abandon)
+            self._wheel.add(txn, self.timers.timeout)  # ends it unanswered (_abandon)
 
     def _dispatch(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         try:

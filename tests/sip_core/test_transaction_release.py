@@ -236,3 +236,63 @@ def test_a_stopped_2xx_retransmitter_is_freed_without_the_collector(h: Harness) 
     assert retransmitter.on_timeout is None
     # Only this frame refers to it now: no cycle waits for the garbage collector.
     assert sys.getrefcount(retransmitter) == 2
+
+
+def test_timer_b_and_f_give_up_on_the_wheel_not_before_64_t1(h: Harness) -> None:
+    h.clock.advance(0.1)
+    h.send(outgoing("INVITE"))
+    h.send(outgoing("OPTIONS", branch="z9hG4bKopt1"))
+    h.clock.advance(32.09)  # 32.19: due at 32.1, their bucket is 32.5
+    assert h.timeouts == 0
+    h.clock.advance(0.31)
+    assert h.timeouts == 2
+    h.assert_clean()
+
+
+def test_a_provisional_takes_the_invite_off_timer_b(h: Harness) -> None:
+    invite = outgoing("INVITE")
+    txn = h.send(invite)
+    h.feed(reply(invite, 180))
+    h.clock.advance(600)
+    assert h.timeouts == 0
+    assert txn.state is TransactionState.PROCEEDING
+    assert h.clock.pending == 0  # no timer at all while the callee rings
+    txn.cancel()  # §9.1: 64*T1 from the CANCEL for a final response
+    assert h.transport.methods[-1] == "CANCEL"
+    h.clock.advance(31.9)
+    assert h.timeouts == 0
+    h.clock.advance(0.2)
+    assert h.timeouts == 1
+    assert txn.state is TransactionState.TERMINATED
+
+
+class FailingHarness(ServerHarness):
+    """Answers every INVITE with a failure and notes when its transaction reports Timer H."""
+
+    def __init__(self, h: Harness) -> None:
+        super().__init__(h, 486)
+        self.failed = 0
+
+    def answer(self, request: Request, txn: ServerTransaction | None, source: Source) -> None:
+        super().answer(request, txn, source)
+        if txn is not None:
+            txn.on_timeout = self.on_timeout
+
+    def on_timeout(self) -> None:
+        self.failed += 1
+
+
+def test_timer_h_on_the_wheel_reports_a_missing_ack() -> None:
+    h = Harness()
+    h.layer = TransactionLayer(BytesRecorder(), h.clock, on_request=lambda *a: None)
+    server = FailingHarness(h)
+    h.layer.receive(caller_invite(), CALLER)
+    (txn,) = server.txns
+    h.clock.advance(31.99)
+    assert server.failed == 0
+    assert txn.state is TransactionState.COMPLETED
+    h.clock.advance(0.51)
+    assert server.failed == 1
+    assert txn.state is TransactionState.TERMINATED
+    assert h.layer.server_count == 0
+    assert h.clock.pending == 0
