@@ -1073,9 +1073,10 @@ class B2bua:
         """The call is over and recorded: drop what only a live call needs.
 
         A call and its legs refer to each other, so what they hold is freed only when the garbage
-        collector finds the cycle; what is dropped here -- descriptions, dialogs, our ACKs, the
-        relay's callback into the call -- is freed at once instead, and the collector has a few
-        objects per call left to find rather than a hundred.
+        collector finds the cycle; what is dropped here -- descriptions, our ACKs, transactions,
+        the relay's callback into the call -- is freed at once instead, and the collector has
+        some 30 objects per call left to find rather than 80. The dialogs stay (they are small,
+        and say how the call ended).
         """
         media = call.media
         if media is not None:
