@@ -1086,7 +1086,12 @@ class B2bua:
             leg.origin = None
             leg.ack_sent = {}
             leg.client_txn = None
-            leg.server_txn = None
+            server = leg.server_txn
+            if server is not None:
+                # Its reports would find no call now (they look it up by id): not worth keeping.
+                server.on_timeout = None
+                server.on_ack_timeout = None
+                leg.server_txn = None
             leg.offer_txn = None
 
     def _forget(self, leg: Leg) -> None:
