@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from sip_core.b2bua import FlipHandle
     from sip_core.clock import TimerHandle
-    from sip_core.dialog import Dialog
+    from sip_core.dialog import Dialog, SentInvite
     from sip_core.message import Request
     from sip_core.relay import MediaSession
     from sip_core.sdp import Origin, SessionDescription
@@ -156,6 +156,7 @@ class Leg:
         "peer_allows_update",
         "remote_sdp",
         "role",
+        "sent_invite",
         "server_txn",
         "session",
         "session_deadline",
@@ -177,6 +178,7 @@ class Leg:
         # B2BUA bookkeeping
         self.server_txn: InviteServerTransaction | None = None  # the caller's initial INVITE
         self.client_txn: ClientTransaction | None = None  # our initial INVITE to a device
+        self.sent_invite: SentInvite | None = None  # ... and what its answers' dialogs need
         self.remote_sdp: SessionDescription | None = None  # the device's latest description
         self.incoming_offer = False  # a re-INVITE/UPDATE from this device awaits its answer
         self.offer_txn: ServerTransaction | None = None  # ... and its transaction

@@ -64,6 +64,10 @@ class LoopClock:
         return loop.call_later(delay, callback)
 
 
+def _cancelled() -> None:
+    return None
+
+
 class ManualTimerHandle:
     """A timer of a `ManualClock`."""
 
@@ -78,6 +82,9 @@ class ManualTimerHandle:
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
+            # As asyncio's handles do: what the callback refers to is not kept alive by a timer
+            # that will never run (tests check that ended calls can be collected).
+            self.callback = _cancelled
             self._clock._forget(self)
 
     def __repr__(self) -> str:

@@ -20,7 +20,14 @@ from sip_core.message import Request, Response, new_branch
 from sip_core.transport import Address, Source, TransportKind
 from sip_core.uri import SipUri
 
-__all__ = ["Dialog", "DialogError", "LocalEndpoint", "build_request", "first_cseq"]
+__all__ = [
+    "Dialog",
+    "DialogError",
+    "LocalEndpoint",
+    "SentInvite",
+    "build_request",
+    "first_cseq",
+]
 
 #: Headers copied from an initial request or response only when they are present.
 _MAX_FORWARDS = "70"
@@ -157,23 +164,19 @@ class Dialog:
         cls, invite: Request, response: Response, *, destination: Address, endpoint: LocalEndpoint
     ) -> Dialog:
         """The dialog a tagged 1xx or 2xx to our ``invite`` creates (§12.1.2)."""
-        remote_tag = response.to.tag
         local_tag = invite.from_.tag
-        if not remote_tag or not local_tag:
+        if not local_tag:
             raise DialogError("a dialog needs both tags")
-        target = _contact_uri(response) or invite.uri.copy()
-        return cls(
+        sent = SentInvite(
             call_id=invite.call_id,
             local_tag=local_tag,
-            remote_tag=remote_tag,
             local_party=invite.headers.get("From") or "",
-            remote_party=response.headers.get("To") or "",
-            remote_target=target,
+            cseq=invite.cseq.number,
+            target=invite.uri,
             destination=destination,
             endpoint=endpoint,
-            local_cseq=invite.cseq.number,
-            route_set=[str(route) for route in reversed(response.record_routes)],
         )
+        return sent.dialog(response)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -242,6 +245,44 @@ class Dialog:
             request.call_id == self.call_id
             and request.to.tag == self.local_tag
             and request.from_.tag == self.remote_tag
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SentInvite:
+    """An initial INVITE we sent: what the dialogs its answers create are made of (§12.1.2).
+
+    Kept by the B2BUA instead of the request itself. A 2xx may arrive up to 64*T1 after our side
+    of the call is over (a retransmission, another fork answering, an answer racing our CANCEL)
+    and must still be ACKed (and BYEd), while the parsed request -- headers, Vias, the SDP body --
+    would only keep the garbage collector busy for those 32 s. ``local_party`` is our From with
+    its tag; ``target`` the Request-URI, the remote target when a 2xx has no Contact.
+    """
+
+    call_id: str
+    local_tag: str
+    local_party: str
+    cseq: int
+    target: SipUri
+    destination: Address
+    endpoint: LocalEndpoint
+
+    def dialog(self, response: Response) -> Dialog:
+        """The dialog a tagged 1xx or 2xx to this INVITE creates (§12.1.2)."""
+        remote_tag = response.to.tag
+        if not remote_tag or not self.local_tag:
+            raise DialogError("a dialog needs both tags")
+        return Dialog(
+            call_id=self.call_id,
+            local_tag=self.local_tag,
+            remote_tag=remote_tag,
+            local_party=self.local_party,
+            remote_party=response.headers.get("To") or "",
+            remote_target=_contact_uri(response) or self.target.copy(),
+            destination=self.destination,
+            endpoint=self.endpoint,
+            local_cseq=self.cseq,
+            route_set=[str(route) for route in reversed(response.record_routes)],
         )
 
 

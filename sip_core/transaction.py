@@ -20,6 +20,8 @@ Four state machines, all driven by an injected `Clock` (so tests move time by ha
 
 Reliable transports (TCP) never retransmit and use zero for D, I, J and K, so a transaction over
 TCP that ends at once schedules no timer at all. A terminated transaction leaves its table at once.
+The long timers (B, F, H, D, I, J, K, L, M) run on one coarse wheel per layer: each fires between 0
+and T1 after its deadline, never before (`_ExpiryWheel`).
 
 How the TU is called (every callback is guarded: an exception is logged and the layer goes on):
 
@@ -243,9 +245,10 @@ class ServerTransaction:
     without an ACK, or the transport could not send. ``cancelled_transaction`` is set on a CANCEL's
     transaction to the INVITE transaction it cancels.
 
-    ``request`` is the request that created the transaction, until a non-INVITE one has sent its
-    final response over UDP: from then on (Timer J) it holds only the method and Request-URI, with
-    no headers, since the transaction has nothing left to do with them.
+    ``request`` is the request that created the transaction, until the transaction has sent its
+    final response (a non-INVITE one over UDP; over TCP it ends at once): from then on it holds
+    only the method and Request-URI, with no headers or body, since the transaction has nothing
+    left to do with them. A TU that needs the request later keeps it itself.
     """
 
     __slots__ = (
@@ -253,7 +256,6 @@ class ServerTransaction:
         "_key",
         "_layer",
         "_route",
-        "_timer",
         "_wire",
         "cancelled_transaction",
         "on_timeout",
@@ -273,13 +275,12 @@ class ServerTransaction:
         self.reliable = source.kind is not _UDP
         self.on_timeout: TimeoutHandler | None = None
         self.cancelled_transaction: InviteServerTransaction | None = None
-        self._timer: TimerHandle | None = None
         # The last response as sent, and where it went. Not the parsed Response: over UDP a
         # completed transaction lives 64*T1 only to repeat it, and at thousands of requests a
         # second those parsed objects are what the garbage collector would spend its time on.
         self._wire: bytes | None = None
         self._route: ResponseRoute | None = None
-        self._expiry: int | None = None  # its bucket in the layer's Timer J wheel
+        self._expiry: int | None = None  # its bucket in the layer's expiry wheel
         self.state = _TRYING
 
     @property
@@ -305,6 +306,14 @@ class ServerTransaction:
 
     def _retransmission(self, request: Request) -> None:
         raise NotImplementedError
+
+    def _keep_request_line(self) -> None:
+        """The final response is out: from here on the transaction only repeats it (kept as
+        bytes) and matches ACKs and retransmissions by its key. It lets go of the parsed request,
+        whose headers, Vias, body and typed views would otherwise stay in the garbage collector's
+        sight for up to 64*T1, and keeps just its method and Request-URI."""
+        request = self.request
+        self.request = Request(request.method, request.uri)
 
     def _send(self, response: Response) -> bool:
         try:
@@ -336,8 +345,6 @@ class ServerTransaction:
     def _terminate(self) -> None:
         if self.state is not _TERMINATED:
             self.state = _TERMINATED
-            _cancel(self._timer)
-            self._timer = None
             if self._expiry is not None:
                 self._layer._wheel.discard(self)
             self._layer._server.pop(self._key, None)
@@ -354,9 +361,15 @@ class ServerTransaction:
         if self.state is _TRYING:
             self._terminate()
 
+    def _expire(self) -> None:
+        """Its time on the layer's expiry wheel is up: what that means depends on the state."""
+        if self.state is _TRYING or self.state is _PROCEEDING:
+            self._abandon()
+        else:
+            self._terminate()  # Timer J (I and L for INVITE)
+
     def _abandon(self) -> None:
         """The TU never gave a final answer: the client gave up long ago, so do we."""
-        self._timer = None
         if self.state is _TRYING or self.state is _PROCEEDING:
             _LOGGER.warning("%s transaction left unanswered for 64*T1; dropping it", self.method)
             self._terminate()
@@ -384,16 +397,10 @@ class NonInviteServerTransaction(ServerTransaction):
         self.state = _COMPLETED
         if not self._send(response):
             return
-        _cancel(self._timer)
-        self._timer = None
         if self.reliable:
             self._terminate()
         else:
-            # For Timer J the transaction only repeats its response (kept as bytes): it lets go
-            # of the parsed request, whose headers, Vias and typed views would otherwise stay
-            # in the garbage collector's sight for 64*T1, and keeps just its request line.
-            request = self.request
-            self.request = Request(request.method, request.uri)
+            self._keep_request_line()
             self._layer._wheel.add(self, self._layer.timers.timeout)  # Timer J
 
     def _retransmission(self, request: Request) -> None:
@@ -439,17 +446,19 @@ class InviteServerTransaction(ServerTransaction):
         if status < 300:
             self.state = _ACCEPTED
             if self._send(response):
-                self._timer = layer.clock.call_later(timers.timeout, self._terminate)
+                self._keep_request_line()
+                layer._wheel.add(self, timers.timeout)  # Timer L
                 layer._start_2xx_retransmitter(self, response)
             return
         self.state = _COMPLETED
         if not self._send(response):
             return
+        self._keep_request_line()
         clock = layer.clock
         if not self.reliable:
             self._g_interval = timers.t1
             self._retransmit = clock.call_later(timers.t1, self._timer_g)
-        self._timer = clock.call_later(timers.timeout, self._timer_h)
+        layer._wheel.add(self, timers.timeout)  # Timer H
 
     def _retransmission(self, request: Request) -> None:
         state = self.state
@@ -463,12 +472,10 @@ class InviteServerTransaction(ServerTransaction):
             self.state = _CONFIRMED
             _cancel(self._retransmit)
             self._retransmit = None
-            _cancel(self._timer)
             if self.reliable:
-                self._timer = None
                 self._terminate()
             else:
-                self._timer = self._layer.clock.call_later(self._layer.timers.t4, self._terminate)
+                self._layer._wheel.add(self, self._layer.timers.t4)  # Timer I (replaces H)
         elif state is _ACCEPTED:
             # RFC 6026: an ACK matching the transaction in Accepted goes to the TU.
             self._layer._ack_without_transaction(ack, source)
@@ -492,10 +499,16 @@ class InviteServerTransaction(ServerTransaction):
         self._g_interval = min(2 * self._g_interval, self._layer.timers.t2)
         self._retransmit = self._layer.clock.call_later(self._g_interval, self._timer_g)
 
-    def _timer_h(self) -> None:
-        self._timer = None
+    def _expire(self) -> None:
         if self.state is _COMPLETED:
-            _LOGGER.info("No ACK for the final response to INVITE %s", self.request.call_id)
+            self._timer_h()
+        else:
+            self._terminate()  # Timer I or L
+
+    def _timer_h(self) -> None:
+        if self.state is _COMPLETED:
+            last = self.last_response
+            _LOGGER.info("No ACK for the final response to INVITE %s", last and last.call_id)
             self._fail()
 
     def _terminate(self) -> None:
@@ -570,19 +583,25 @@ class Invite2xxRetransmitter:
     def ack_received(self) -> None:
         if self.active:
             self._stop()
+            self.on_timeout = None
 
     def stop(self) -> None:
         """Stop without waiting for the ACK (the dialog ended another way)."""
         if self.active:
             self._stop()
+            self.on_timeout = None
 
     def _stop(self) -> None:
         self.active = False
         _cancel(self._resend)
         _cancel(self._giveup)
         self._resend = self._giveup = None
-        if self.on_done is not None:
-            self.on_done()
+        # Callbacks are let go once they can no longer be called: the layer's ``on_done``
+        # refers back to this retransmitter, and the cycle would wait for the garbage collector.
+        on_done = self.on_done
+        self.on_done = None
+        if on_done is not None:
+            on_done()
 
     def _retransmit(self) -> None:
         if not self.active:
@@ -600,9 +619,11 @@ class Invite2xxRetransmitter:
         self._giveup = None
         self._stop()
         _LOGGER.info("No ACK for 2xx to INVITE %s within 64*T1", self.response.call_id)
-        if self.on_timeout is not None:
+        on_timeout = self.on_timeout
+        self.on_timeout = None
+        if on_timeout is not None:
             try:
-                self.on_timeout(self.response)
+                on_timeout(self.response)
             except Exception:
                 _LOGGER.exception("Error in the 2xx ACK timeout callback")
 
@@ -612,16 +633,26 @@ class Invite2xxRetransmitter:
 # --------------------------------------------------------------------------------------------
 
 
-class _ExpiryWheel:
-    """Ends completed non-INVITE server transactions 64*T1 later, a bucket at a time.
+type _Expiring = ServerTransaction | ClientTransaction
+"""What the expiry wheel runs: anything with an ``_expiry`` slot and ``_expire()``."""
 
-    A registrar at 2,000 requests a second has some 128,000 transactions waiting out Timer J over
-    UDP. One clock timer each would be, on the asyncio loop, a TimerHandle, a bound method and a
-    context copy per transaction, in a heap that large. Instead a transaction joins the bucket of
+
+class _ExpiryWheel:
+    """Runs every transaction's long timer, a bucket at a time; a transaction has one at most.
+
+    Those are the 64*T1 give-ups -- B, F, H, the CANCELled INVITE's (§9.1) and the unanswered
+    request's -- and the timers that end a transaction after its final response: J, I, L, K, D
+    and M. Short ones (A, E, G, 100 Trying) stay on the clock. A registrar at 2,000 requests a
+    second has some 128,000 transactions waiting out Timer J over UDP, a B2BUA at 300 calls a
+    second some 40,000 waiting out the others, plus a give-up timer per request, almost all
+    cancelled within milliseconds. One clock timer each would be, on the asyncio loop, a
+    TimerHandle, a bound method and a context copy per transaction, in a heap that large (a
+    cancelled asyncio timer stays in it until it is due). Instead a transaction joins the bucket of
     the first multiple of ``granularity`` (T1) at or after its deadline, and one clock timer per
-    bucket ends them all: Timer J fires between 0 and T1 late (at most 1/64 of it), never early.
-    Buckets are dicts, so a transaction ended another way leaves its bucket at once, and a bucket
-    left empty cancels its timer.
+    bucket runs them all (``_expire()``, which acts on the transaction's state): each of those
+    timers fires between 0 and T1 late (at most 1/10 of the shortest, T4), never early. Buckets
+    are dicts, so a transaction ended or answered another way leaves its bucket at once, and a
+    bucket left empty cancels its timer.
     """
 
     __slots__ = ("_buckets", "_clock", "_granularity", "_handles")
@@ -629,11 +660,14 @@ class _ExpiryWheel:
     def __init__(self, clock: Clock, granularity: float) -> None:
         self._clock = clock
         self._granularity = granularity
-        self._buckets: dict[int, dict[ServerTransaction, None]] = {}
+        self._buckets: dict[int, dict[_Expiring, None]] = {}
         self._handles: dict[int, TimerHandle] = {}
 
-    def add(self, txn: ServerTransaction, delay: float) -> None:
-        """End ``txn`` (``_terminate()``) no earlier than ``delay`` seconds from now."""
+    def add(self, txn: _Expiring, delay: float) -> None:
+        """Call ``txn._expire()`` no earlier than ``delay`` seconds from now (instead of any
+        earlier deadline it had here)."""
+        if txn._expiry is not None:
+            self.discard(txn)
         now = self._clock.monotonic()
         granularity = self._granularity
         slot = math.ceil((now + delay) / granularity)
@@ -646,7 +680,7 @@ class _ExpiryWheel:
         bucket[txn] = None
         txn._expiry = slot
 
-    def discard(self, txn: ServerTransaction) -> None:
+    def discard(self, txn: _Expiring) -> None:
         slot = txn._expiry
         txn._expiry = None
         if slot is None:
@@ -675,7 +709,7 @@ class _ExpiryWheel:
             return
         for txn in bucket:
             txn._expiry = None
-            txn._terminate()
+            txn._expire()
 
 
 # --------------------------------------------------------------------------------------------
@@ -687,11 +721,12 @@ class ClientTransaction:
     """The client side of one transaction, made by `TransactionLayer.send_request`."""
 
     __slots__ = (
+        "_expiry",
         "_interval",
+        "_keep",
         "_key",
         "_layer",
         "_retransmit",
-        "_timer",
         "destination",
         "kind",
         "last_response",
@@ -725,14 +760,40 @@ class ClientTransaction:
         self.on_timeout = on_timeout
         self.on_transport_error = on_transport_error
         self.last_response: Response | None = None
-        self._timer: TimerHandle | None = None
         self._retransmit: TimerHandle | None = None
         self._interval = layer.timers.t1
+        self._expiry: int | None = None  # its bucket in the layer's expiry wheel
+        self._keep = True
         self.state = _TRYING
 
     @property
     def method(self) -> str:
         return self.request.method
+
+    def release_messages(self) -> None:
+        """The TU has taken what it needs of the request and of the responses.
+
+        From now on `last_response` stays None, and once the final response has come (nothing is
+        retransmitted or CANCELled after it) `request` holds only the method and Request-URI.
+        Why: a transaction outlives its final response by up to 64*T1 (Timer M, D, K), only to
+        absorb or pass on retransmissions, and a B2BUA with hundreds of calls a second would keep
+        every one of those parsed requests and responses in the garbage collector's sight.
+        """
+        self._keep = False
+        self.last_response = None
+        state = self.state
+        if state is _ACCEPTED or state is _COMPLETED or state is _TERMINATED:
+            self._keep_request_line()
+
+    def _keep_request_line(self) -> None:
+        request = self.request
+        self.request = Request(request.method, request.uri)
+
+    def _finished(self, delay: float) -> None:
+        """The final response came: wait ``delay`` (Timer D, K or M) for retransmissions."""
+        if not self._keep:
+            self._keep_request_line()
+        self._layer._wheel.add(self, delay)
 
     def cancel(self) -> None:
         raise TypeError(f"only INVITE can be cancelled, not {self.method}")
@@ -764,11 +825,11 @@ class ClientTransaction:
             self._layer._guard(self.on_timeout)
 
     def _deliver(self, response: Response) -> None:
-        self.last_response = response
+        if self._keep:
+            self.last_response = response
         self._layer._guard(self.on_response, response)
 
     def _timed_out(self) -> None:
-        self._timer = None
         self._terminate()
         self._layer._guard(self.on_timeout)
 
@@ -776,9 +837,19 @@ class ClientTransaction:
         if self.state is not _TERMINATED:
             self.state = _TERMINATED
             _cancel(self._retransmit)
-            _cancel(self._timer)
-            self._retransmit = self._timer = None
+            self._retransmit = None
+            if self._expiry is not None:
+                self._layer._wheel.discard(self)
             self._layer._client.pop(self._key, None)
+
+    def _expire(self) -> None:
+        """Its time on the layer's expiry wheel is up: Timer B or F while the request is
+        unanswered (or 64*T1 after a CANCEL), else D, K or M."""
+        state = self.state
+        if state is _CALLING or state is _TRYING or state is _PROCEEDING:
+            self._timed_out()
+        else:
+            self._terminate()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method} {self.state}>"
@@ -795,7 +866,7 @@ class NonInviteClientTransaction(ClientTransaction):
         clock = layer.clock
         if not self.reliable:
             self._retransmit = clock.call_later(self._interval, self._timer_e)
-        self._timer = clock.call_later(layer.timers.timeout, self._timer_f)
+        layer._wheel.add(self, layer.timers.timeout)  # Timer F
         self._send_request(self.request)
 
     def _response(self, response: Response) -> None:
@@ -808,12 +879,11 @@ class NonInviteClientTransaction(ClientTransaction):
             return
         self.state = _COMPLETED
         _cancel(self._retransmit)
-        _cancel(self._timer)
-        self._retransmit = self._timer = None
+        self._retransmit = None
         if self.reliable:
             self._terminate()
         else:
-            self._timer = self._layer.clock.call_later(self._layer.timers.t4, self._terminate)
+            self._finished(self._layer.timers.t4)  # Timer K (replaces F)
         self._deliver(response)
 
     def _timer_e(self) -> None:
@@ -825,10 +895,6 @@ class NonInviteClientTransaction(ClientTransaction):
         t2 = self._layer.timers.t2
         self._interval = min(2 * self._interval, t2) if state is _TRYING else t2
         self._retransmit = self._layer.clock.call_later(self._interval, self._timer_e)
-
-    def _timer_f(self) -> None:
-        if self.state is _TRYING or self.state is _PROCEEDING:
-            self._timed_out()
 
 
 class InviteClientTransaction(ClientTransaction):
@@ -877,7 +943,7 @@ class InviteClientTransaction(ClientTransaction):
         clock = layer.clock
         if not self.reliable:
             self._retransmit = clock.call_later(self._interval, self._timer_a)
-        self._timer = clock.call_later(layer.timers.timeout, self._timer_b)
+        layer._wheel.add(self, layer.timers.timeout)  # Timer B
         self._send_request(self.request)
 
     def cancel(
@@ -914,12 +980,7 @@ class InviteClientTransaction(ClientTransaction):
             on_timeout=on_timeout or _ignore_timeout,
         )
         # §9.1: no final response to the INVITE within 64*T1 of the CANCEL: give the INVITE up.
-        _cancel(self._timer)
-        self._timer = layer.clock.call_later(layer.timers.timeout, self._cancel_expired)
-
-    def _cancel_expired(self) -> None:
-        if self.state is _PROCEEDING:
-            self._timed_out()
+        layer._wheel.add(self, layer.timers.timeout)
 
     def _response(self, response: Response) -> None:
         state = self.state
@@ -928,8 +989,8 @@ class InviteClientTransaction(ClientTransaction):
             if state is _CALLING:
                 self.state = _PROCEEDING
                 _cancel(self._retransmit)
-                _cancel(self._timer)
-                self._retransmit = self._timer = None
+                self._retransmit = None
+                self._layer._wheel.discard(self)  # Timer B
                 self._deliver(response)
                 if self._cancel_pending and self.state is _PROCEEDING:
                     self._send_cancel()
@@ -942,10 +1003,11 @@ class InviteClientTransaction(ClientTransaction):
                 self._cancel_pending = False
                 self.state = _ACCEPTED
                 _cancel(self._retransmit)
-                _cancel(self._timer)
                 self._retransmit = None
-                self._timer = layer.clock.call_later(layer.timers.timeout, self._terminate)
+                layer._wheel.discard(self)  # Timer B, or the CANCEL's 64*T1
                 self._deliver(response)
+                if self.state is _ACCEPTED:
+                    self._finished(layer.timers.timeout)  # Timer M
             elif state is _ACCEPTED:
                 self._deliver(response)  # retransmitted or forked 2xx: the TU ACKs each
             return
@@ -953,14 +1015,14 @@ class InviteClientTransaction(ClientTransaction):
             self._cancel_pending = False
             self.state = _COMPLETED
             _cancel(self._retransmit)
-            _cancel(self._timer)
-            self._retransmit = self._timer = None
+            self._retransmit = None
+            layer._wheel.discard(self)  # Timer B, or the CANCEL's 64*T1
             self.ack = build_ack(self.request, response)
             self._send_request(self.ack)
             if self.reliable:
                 self._terminate()
             else:
-                self._timer = layer.clock.call_later(layer.timers.d, self._terminate)
+                self._finished(layer.timers.d)  # Timer D
             self._deliver(response)
         elif state is _COMPLETED and self.ack is not None:
             self._send_request(self.ack)  # the final was retransmitted: our ACK was lost
@@ -972,10 +1034,6 @@ class InviteClientTransaction(ClientTransaction):
             return
         self._interval *= 2
         self._retransmit = self._layer.clock.call_later(self._interval, self._timer_a)
-
-    def _timer_b(self) -> None:
-        if self.state is _CALLING:
-            self._timed_out()
 
 
 def _ignore_response(response: Response) -> None:
@@ -1091,7 +1149,7 @@ class TransactionLayer:
         self._server[key] = txn
         self._dispatch(request, txn, source)
         if txn.state is _TRYING or txn.state is _PROCEEDING:
-            txn._timer = self.clock.call_later(self.timers.timeout, txn._abandon)
+            self._wheel.add(txn, self.timers.timeout)  # ends it unanswered (_abandon)
 
     def _dispatch(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         try:
