@@ -928,13 +928,17 @@ class MediaRelay:
 
     async def open_session(self, call_id: str) -> MediaSession:
         """Two legs with a socket pair each; `PortsExhaustedError` if the range is used up."""
+        return self.open_session_now(call_id)
+
+    def open_session_now(self, call_id: str) -> MediaSession:
+        """`open_session` for a caller that must not yield to the loop (it binds and returns)."""
         if call_id in self._sessions:
             raise RelayError(f"media session {call_id} exists already")
         self.engine.start()
         session = MediaSession(self, call_id)
-        session._a = await self._open_leg(session, "a")
+        session._a = self._open_leg_now(session, "a")
         try:
-            session._b = await self._open_leg(session, "b")
+            session._b = self._open_leg_now(session, "b")
         except BaseException:
             self._close_leg(session._a)
             raise

@@ -446,3 +446,13 @@ async def test_no_call_events_are_built_without_listeners_but_history_is_kept(h:
     assert [e.state for e in h.events_of(CallStateChanged)] == [CallState.ENDING, CallState.ENDED]
     assert len(h.events_of(CallRecorded)) == 1
     assert len(h.b2bua.history.records()) == 1
+
+
+async def test_the_callee_rings_before_the_loop_runs_anything_else(h: Harness) -> None:
+    """The INVITE to the callee goes out while the caller's INVITE is handled, not from a task
+    that waits for the rest of the loop's batch of datagrams (under load, most of the set-up)."""
+    caller, callee = h.phone("201", 5201), h.phone("301", 5301)
+    caller.invite("301")  # no settle(): nothing else may run in between
+    offered = callee.last_request("INVITE")
+    assert offered.method == "INVITE"
+    assert caller.responses(100)
