@@ -197,6 +197,13 @@ def _cancel(handle: TimerHandle | None) -> None:
         handle.cancel()
 
 
+def _request_line(request: Request) -> Request:
+    """What a transaction keeps of its request once the final response is settled: the method
+    and Request-URI, to match retransmissions and ACKs by its key. The parsed headers, Vias, body
+    and typed views would otherwise stay in the garbage collector's sight for up to 64*T1."""
+    return Request(request.method, request.uri)
+
+
 # --------------------------------------------------------------------------------------------
 # Building ACK (§17.1.1.3) and CANCEL (§9.1)
 # --------------------------------------------------------------------------------------------
@@ -307,14 +314,6 @@ class ServerTransaction:
     def _retransmission(self, request: Request) -> None:
         raise NotImplementedError
 
-    def _keep_request_line(self) -> None:
-        """The final response is out: from here on the transaction only repeats it (kept as
-        bytes) and matches ACKs and retransmissions by its key. It lets go of the parsed request,
-        whose headers, Vias, body and typed views would otherwise stay in the garbage collector's
-        sight for up to 64*T1, and keeps just its method and Request-URI."""
-        request = self.request
-        self.request = Request(request.method, request.uri)
-
     def _send(self, response: Response) -> bool:
         try:
             self._wire, self._route = self._layer._send_response(response, self.source)
@@ -400,7 +399,7 @@ class NonInviteServerTransaction(ServerTransaction):
         if self.reliable:
             self._terminate()
         else:
-            self._keep_request_line()
+            self.request = _request_line(self.request)
             self._layer._wheel.add(self, self._layer.timers.timeout)  # Timer J
 
     def _retransmission(self, request: Request) -> None:
@@ -446,14 +445,14 @@ class InviteServerTransaction(ServerTransaction):
         if status < 300:
             self.state = _ACCEPTED
             if self._send(response):
-                self._keep_request_line()
+                self.request = _request_line(self.request)
                 layer._wheel.add(self, timers.timeout)  # Timer L
                 layer._start_2xx_retransmitter(self, response)
             return
         self.state = _COMPLETED
         if not self._send(response):
             return
-        self._keep_request_line()
+        self.request = _request_line(self.request)
         clock = layer.clock
         if not self.reliable:
             self._g_interval = timers.t1
@@ -783,16 +782,12 @@ class ClientTransaction:
         self.last_response = None
         state = self.state
         if state is _ACCEPTED or state is _COMPLETED or state is _TERMINATED:
-            self._keep_request_line()
-
-    def _keep_request_line(self) -> None:
-        request = self.request
-        self.request = Request(request.method, request.uri)
+            self.request = _request_line(self.request)
 
     def _finished(self, delay: float) -> None:
         """The final response came: wait ``delay`` (Timer D, K or M) for retransmissions."""
         if not self._keep:
-            self._keep_request_line()
+            self.request = _request_line(self.request)
         self._layer._wheel.add(self, delay)
 
     def cancel(self) -> None:
