@@ -187,7 +187,7 @@ class MediaLeg:
     telephone-event packets from this leg's far end from reaching the other side.
     """
 
-    # Slots: 36 attributes are more than CPython shares in a key-sharing instance dict, and the
+    # Slots: 38 attributes are more than CPython shares in a key-sharing instance dict, and the
     # packet thread reads about ten of them per packet.
     __slots__ = (
         "_buffer",
@@ -199,7 +199,6 @@ class MediaLeg:
         "_engine",
         "_lock",
         "_loop",
-        "_may_connect",
         "_now",
         "_out_last",
         "_out_time",
@@ -250,7 +249,6 @@ class MediaLeg:
         self._sdp_remote: tuple[_Peer, _Peer] | None = None
         # the RTP socket is connected to remote_rtp (only ever while latched)
         self._connected = False
-        self._may_connect = session.relay.connect_sockets
         self.swallow_dtmf = False
         self.dtmf_payload_type: int | None = None
         self.clock_rates: dict[int, int] = {}
@@ -342,7 +340,7 @@ class MediaLeg:
     def _tie(self, peer: _Peer) -> None:
         """Connect the RTP socket to the latched source; its packets then take the fast handler."""
         sock = self._rtp
-        if sock is None or not self._may_connect:
+        if sock is None or not self.session.relay.connect_sockets:
             return
         try:
             sock.connect(peer)
@@ -827,7 +825,7 @@ class MediaSession:
                 raise RelayError(f"spare leg {spare} cannot take side {side}")
             new = spare
         else:
-            new = await self.relay._open_leg(self, side)
+            new = self.relay._open_leg_now(self, side)
         with self.relay.engine.lock:  # one step for the packet thread: old leg or new, no mix
             new.session = self
             new.swallow_dtmf = old.swallow_dtmf
@@ -951,9 +949,6 @@ class MediaRelay:
         for session in list(self._sessions.values()):
             session.close()
         self.engine.stop()
-
-    async def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
-        return self._open_leg_now(session, side)
 
     def _open_leg_now(self, session: MediaSession, side: Side) -> MediaLeg:
         rtp_sock, rtcp_sock, port = self._bind_pair()

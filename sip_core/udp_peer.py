@@ -39,13 +39,9 @@ def _libc_connect() -> Callable[..., int] | None:
     return None
 
 
+@functools.cache
 def can_disconnect() -> bool:
     """Whether `disconnect` works here (it is tried once on a scratch socket)."""
-    return _probe()
-
-
-@functools.cache
-def _probe() -> bool:
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as scratch:
             scratch.bind(("127.0.0.1", 0))
