@@ -199,12 +199,11 @@ async def test_basic_call_each_side_hears_the_other(
     assert audio.tone_seconds(by_callee, CALLEE_HZ) == 0, audio.describe(by_callee)
 
 
-async def test_dtmf_digits_reach_the_callee_as_telephone_events(
-    make_call_target: MakeCallTarget, tones: dict[float, Path], tmp_path: Path
-) -> None:
-    target = await make_call_target()
-    if target.kind == "callflip":
-        pytest.skip("a PBX may consume keypad digits; this checks the DTMF helper on the proxy")
+async def _press_keys_in_a_call(
+    target: CallTarget, tones: dict[float, Path], tmp_path: Path, keys: str, *, linger: float
+) -> tuple[Baresip, Baresip]:
+    """301 calls 201 (auto-answer), presses ``keys`` as DTMF, waits ``linger`` seconds for the
+    last events to arrive, hangs up; returns both phones (caller, callee) to read back."""
     async with (
         phone(target, "301", tones[CALLER_HZ], tmp_path / "caller") as caller,
         phone(target, "201", tones[CALLEE_HZ], tmp_path / "callee", answermode="auto") as callee,
@@ -212,10 +211,20 @@ async def test_dtmf_digits_reach_the_callee_as_telephone_events(
         await caller.dial(f"sip:{target.dial('201')}@{DOMAIN}")
         await caller.wait_event("CALL_ESTABLISHED", 15)
         await asyncio.sleep(0.5)
-        await caller.send_dtmf("*0#5")
-        await asyncio.sleep(0.5)
+        await caller.send_dtmf(keys)
+        await asyncio.sleep(linger)
         await caller.hangup()
         await callee.wait_event("CALL_CLOSED", 10)
+    return caller, callee
+
+
+async def test_dtmf_digits_reach_the_callee_as_telephone_events(
+    make_call_target: MakeCallTarget, tones: dict[float, Path], tmp_path: Path
+) -> None:
+    target = await make_call_target()
+    if target.kind == "callflip":
+        pytest.skip("a PBX may consume keypad digits; this checks the DTMF helper on the proxy")
+    caller, callee = await _press_keys_in_a_call(target, tones, tmp_path, "*0#5", linger=0.5)
     assert callee.received_dtmf() == "*0#5", callee.output[-3000:]
     offers = [r for r in caller.sent_requests("INVITE") if "telephone-event/8000" in r]
     assert offers, caller.output[-3000:]
@@ -234,17 +243,7 @@ async def test_the_flip_code_stops_at_the_pbx_and_other_digits_go_on(
     target = await make_call_target()
     if target.kind != "callflip":
         pytest.skip("a proxy passes every digit on: this needs our feature codes")
-    async with (
-        phone(target, "301", tones[CALLER_HZ], tmp_path / "caller") as caller,
-        phone(target, "201", tones[CALLEE_HZ], tmp_path / "callee", answermode="auto") as callee,
-    ):
-        await caller.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-        await caller.wait_event("CALL_ESTABLISHED", 15)
-        await asyncio.sleep(0.5)
-        await caller.send_dtmf("5*0*5")
-        await asyncio.sleep(1.0)
-        await caller.hangup()
-        await callee.wait_event("CALL_CLOSED", 10)
+    _, callee = await _press_keys_in_a_call(target, tones, tmp_path, "5*0*5", linger=1.0)
     assert callee.received_dtmf() == "5*5", callee.output[-3000:]
 
 
