@@ -409,6 +409,17 @@ class B2bua:
             response.headers.add("Warning", f'399 callflip "{why}"')
         self._respond(txn, response)
 
+    def _ack_again(self, leg: Leg, response: Response) -> bool:
+        """Whether ``response`` is a 2xx of the dialog ``leg`` already has: its retransmission
+        means our ACK was lost, so the ACK (if sent yet) goes again and nothing else happens."""
+        dialog = leg.dialog
+        if dialog is None or dialog.remote_tag != response.to.tag:
+            return False
+        ack = leg.ack_sent.get(response.cseq.number)
+        if ack is not None:
+            self._send_ack(ack, dialog)
+        return True
+
     def _send_ack(self, ack: Request, dialog: Dialog) -> None:
         try:
             self._txns.transport.send_request(ack, dialog.destination, dialog.kind)
@@ -788,14 +799,7 @@ class B2bua:
             self._early(call, leg, response)
             return
         if status < 300:
-            if (
-                leg is call.callee
-                and leg.dialog is not None
-                and leg.dialog.remote_tag == response.to.tag
-            ):
-                ack = leg.ack_sent.get(response.cseq.number)
-                if ack is not None:
-                    self._send_ack(ack, leg.dialog)
+            if leg is call.callee and self._ack_again(leg, response):
                 return
             if leg.state is LegState.TERMINATED or not call.active or call.callee is not None:
                 self._reject_late_answer(leg, response)
@@ -1643,14 +1647,7 @@ class B2bua:
         if status >= 300:
             self._flip_leg_failed(leg, status)
             return
-        if (
-            leg is flip.winner
-            and leg.dialog is not None
-            and leg.dialog.remote_tag == response.to.tag
-        ):
-            ack = leg.ack_sent.get(response.cseq.number)
-            if ack is not None:
-                self._send_ack(ack, leg.dialog)
+        if leg is flip.winner and self._ack_again(leg, response):
             return
         if flip.done or flip.winner is not None or leg.state is LegState.TERMINATED:
             self._reject_late_answer(leg, response)

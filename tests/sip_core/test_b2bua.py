@@ -255,6 +255,25 @@ async def test_update_from_the_callee_passes_to_the_caller(h: Harness) -> None:
     assert call.media.b.remote_rtp == ("127.0.0.1", 7401)
 
 
+async def test_a_retransmitted_200_during_the_call_gets_the_same_ack_and_nothing_else(
+    h: Harness,
+) -> None:
+    alice = h.phone("201", 5201)
+    carol = h.phone("401", 5401)
+    _, offered = await connect(h, alice, carol, "400")
+    (ack,) = carol.requests("ACK")
+    to_alice = len(alice.responses())
+    # Our ACK was lost on the way: carol's 200 comes again.
+    carol.answer(offered, 200, sdp(6401))
+    first, again = carol.requests("ACK")
+    assert again.to_bytes() == first.to_bytes() == ack.to_bytes()
+    # The call goes on untouched: nothing new to alice, nobody hung up.
+    assert len(alice.responses()) == to_alice
+    assert carol.requests("BYE") == []
+    assert alice.requests("BYE") == []
+    assert h.only_call().state is CallState.TALKING
+
+
 @pytest.mark.parametrize("who", ["caller", "callee"])
 async def test_bye_from_either_side_ends_both(h: Harness, who: str) -> None:
     alice = h.phone("201", 5201)

@@ -114,6 +114,30 @@ async def test_flip_moves_the_call_and_leaves_the_caller_untouched(h: Harness) -
     ]
 
 
+async def test_the_targets_200_again_gets_the_same_ack_and_changes_nothing(h: Harness) -> None:
+    carol, desk, mobile = await answered_call(h)
+    call = h.only_call()
+    future = h.b2bua.flip(call.id)
+    (ringing,) = new_invites(mobile)
+    mobile.answer(ringing, 200, sdp(6202))
+    await settle()
+    assert (await asyncio.wait_for(future, 5)).succeeded
+
+    def acks() -> list[bytes]:
+        return [r.to_bytes() for r in mobile.requests("ACK") if r.call_id == ringing.call_id]
+
+    (ack,) = acks()
+    # Our ACK was lost: the mobile's 200 comes again, and so does the same ACK, nothing else.
+    mobile.answer(ringing, 200, sdp(6202))
+    await settle()
+    assert acks() == [ack, ack]
+    assert len(desk.requests("BYE")) == 1
+    assert carol.requests() == []
+    assert mobile.requests("BYE") == []
+    assert call.callee is not None
+    assert call.callee.device == "202"
+
+
 async def test_flip_without_answer_cancels_the_target_and_the_call_stays(h: Harness) -> None:
     carol, desk, mobile = await answered_call(h)
     call = h.only_call()
