@@ -533,16 +533,11 @@ def _domain(value: str, path: KeyPath) -> str:
 
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
-    section = _section(data, ("rtp",), ("ports",))
-    low, high = _rtp_ports(section.get("ports"), sip)
-    return RtpSettings(low, high)
-
-
-def _rtp_ports(value: Any, sip: SipSettings) -> tuple[int, int]:
     path: KeyPath = ("rtp", "ports")
+    section = _section(data, ("rtp",), ("ports",))
+    value = section.get("ports")
     if value is None:
-        defaults = RtpSettings()
-        return defaults.port_min, defaults.port_max
+        return RtpSettings()
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
@@ -557,7 +552,7 @@ def _rtp_ports(value: Any, sip: SipSettings) -> tuple[int, int]:
         _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
     if low <= sip.port <= high:
         _fail(path, f"must not include the SIP port {sip.port}")
-    return low, high
+    return RtpSettings(low, high)
 
 
 def _users(data: Any) -> tuple[User, ...]:
