@@ -684,7 +684,7 @@ class B2bua:
 
     def _ring(self, call: Call, targets: list[Binding], callee_party: str) -> None:
         try:
-            media = self._relay.open_session_now(call.id)
+            media = self._relay.open_session(call.id)
         except (RelayError, OSError) as exc:
             _LOGGER.error("Call %s: no media relay ports: %s", call.id, exc)
             self._terminate(call, CallOutcome.FAILED, f"media relay: {exc}", status=503)

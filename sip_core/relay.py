@@ -825,7 +825,7 @@ class MediaSession:
                 raise RelayError(f"spare leg {spare} cannot take side {side}")
             new = spare
         else:
-            new = self.relay._open_leg_now(self, side)
+            new = self.relay._open_leg(self, side)
         with self.relay.engine.lock:  # one step for the packet thread: old leg or new, no mix
             new.session = self
             new.swallow_dtmf = old.swallow_dtmf
@@ -861,7 +861,7 @@ class MediaSession:
         if self.closed:
             raise RelayError(f"media session {self.call_id} is closed")
         holding = MediaSession(self.relay, f"{self.call_id}/spare")
-        spare = self.relay._open_leg_now(holding, side)
+        spare = self.relay._open_leg(holding, side)
         # The peer of a spare is a leg without sockets: what arrives counts as dropped_no_peer.
         peer = MediaLeg(holding, "b" if side == "a" else "a", self.relay.host, 0)
         holding._a, holding._b = (spare, peer) if side == "a" else (peer, spare)
@@ -924,19 +924,18 @@ class MediaRelay:
     def sessions(self) -> dict[str, MediaSession]:
         return dict(self._sessions)
 
-    async def open_session(self, call_id: str) -> MediaSession:
-        """Two legs with a socket pair each; `PortsExhaustedError` if the range is used up."""
-        return self.open_session_now(call_id)
+    def open_session(self, call_id: str) -> MediaSession:
+        """Two legs with a socket pair each; `PortsExhaustedError` if the range is used up.
 
-    def open_session_now(self, call_id: str) -> MediaSession:
-        """`open_session` for a caller that must not yield to the loop (it binds and returns)."""
+        Not a coroutine: it binds and returns, so a caller sets up a call without yielding to the
+        loop (a task would wait behind the loop's current batch of datagrams)."""
         if call_id in self._sessions:
             raise RelayError(f"media session {call_id} exists already")
         self.engine.start()
         session = MediaSession(self, call_id)
-        session._a = self._open_leg_now(session, "a")
+        session._a = self._open_leg(session, "a")
         try:
-            session._b = self._open_leg_now(session, "b")
+            session._b = self._open_leg(session, "b")
         except BaseException:
             self._close_leg(session._a)
             raise
@@ -950,7 +949,7 @@ class MediaRelay:
             session.close()
         self.engine.stop()
 
-    def _open_leg_now(self, session: MediaSession, side: Side) -> MediaLeg:
+    def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
         rtp_sock, rtcp_sock, port = self._bind_pair()
         leg = MediaLeg(session, side, self.host, port)
         try:

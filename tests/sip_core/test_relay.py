@@ -139,7 +139,7 @@ class Stream:
 
 
 async def _call(relay: MediaRelay) -> tuple[MediaSession, Endpoint, Endpoint]:
-    session = await relay.open_session(f"call-{random.random()}")
+    session = relay.open_session(f"call-{random.random()}")
     return session, await endpoint(), await endpoint()
 
 
@@ -250,11 +250,11 @@ async def test_ports_are_released_when_a_call_ends() -> None:
     low, high = _port_range(4)
     relay = MediaRelay(HOST, low, high, clock=ManualClock())
     try:
-        first = await relay.open_session("one")
-        second = await relay.open_session("two")
+        first = relay.open_session("one")
+        second = relay.open_session("two")
         assert relay.ports.available == 0
         with pytest.raises(PortsExhaustedError):
-            await relay.open_session("three")
+            relay.open_session("three")
         assert "three" not in relay.sessions
         port = first.b.local_rtp.port
         first.close()
@@ -264,7 +264,7 @@ async def test_ports_are_released_when_a_call_ends() -> None:
         for number in (port, port + 1):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                 probe.bind((HOST, number))
-        third = await relay.open_session("three")
+        third = relay.open_session("three")
         assert {third.a.local_rtp.port, third.b.local_rtp.port} <= set(range(low, high, 2))
         assert second.a.local_rtp.port not in {third.a.local_rtp.port, third.b.local_rtp.port}
     finally:
@@ -279,10 +279,10 @@ async def test_a_busy_port_is_skipped() -> None:
     blocker.bind((HOST, low + 1))  # the RTCP port of the first pair
     relay = MediaRelay(HOST, low, high, clock=ManualClock())
     try:
-        session = await relay.open_session("x")
+        session = relay.open_session("x")
         assert low not in {session.a.local_rtp.port, session.b.local_rtp.port}
         with pytest.raises(PortsExhaustedError, match="could be bound"):
-            await relay.open_session("y")
+            relay.open_session("y")
     finally:
         relay.close()
         blocker.close()
@@ -302,7 +302,7 @@ async def test_switch_leg_continues_the_stream_to_the_caller() -> None:
     clock = ManualClock()
     low, high = _port_range(10)
     relay = MediaRelay(HOST, low, high, clock=clock)
-    session = await relay.open_session("flip")
+    session = relay.open_session("flip")
     caller, first, second, third = [await endpoint() for _ in range(4)]
     try:
         session.b.set_remote(first.address)
@@ -354,7 +354,7 @@ async def test_switch_uses_the_codec_clock_rate_and_payload_map() -> None:
     clock = ManualClock()
     low, high = _port_range(6)
     relay = MediaRelay(HOST, low, high, clock=clock)
-    session = await relay.open_session("opus")
+    session = relay.open_session("opus")
     caller, first, second = [await endpoint() for _ in range(3)]
     try:
         session.a.set_remote(caller.address)
@@ -379,7 +379,7 @@ async def test_rtcp_is_rewritten_to_match_after_a_switch() -> None:
     clock = ManualClock()
     low, high = _port_range(6)
     relay = MediaRelay(HOST, low, high, clock=clock)
-    session = await relay.open_session("rtcp")
+    session = relay.open_session("rtcp")
     caller, first, second = [await endpoint() for _ in range(4)][:3]
     try:
         session.a.set_remote(caller.address, caller.address)  # one socket for RTP and RTCP
@@ -491,12 +491,12 @@ async def test_a_broken_dtmf_callback_does_not_stop_the_media(relay: MediaRelay)
 
 
 async def test_closed_session_refuses_a_switch(relay: MediaRelay) -> None:
-    session = await relay.open_session("gone")
+    session = relay.open_session("gone")
     session.close()
     with pytest.raises(Exception, match="closed"):
         await session.switch_leg("b")
     with pytest.raises(Exception, match="exists already"):
-        await relay.open_session("again") and await relay.open_session("again")
+        relay.open_session("again") and relay.open_session("again")
 
 
 def _event_of(packet: RtpPacket) -> TelephoneEvent:
@@ -525,7 +525,7 @@ async def test_send_dtmf_puts_events_on_the_stream_in_real_time() -> None:
     clock = ManualClock()
     low, high = _port_range(4)
     relay = MediaRelay(HOST, low, high, clock=clock)
-    session = await relay.open_session("dtmf")
+    session = relay.open_session("dtmf")
     phone_a, phone_b = await endpoint(), await endpoint()
     try:
         session.b.set_remote(phone_b.address)
