@@ -117,7 +117,7 @@ from sip_core.transaction import (
     TransactionLayer,
     TransactionState,
 )
-from sip_core.transport import Address, Source
+from sip_core.transport import Address, Source, TransportKind
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -421,10 +421,14 @@ class B2bua:
         return True
 
     def _send_ack(self, ack: Request, dialog: Dialog) -> None:
+        self._send_ack_to(ack, dialog.destination, dialog.kind)
+
+    def _send_ack_to(self, ack: Request, destination: Address, kind: TransportKind) -> None:
+        """An ACK of a 2xx goes straight to the transport (it has no transaction, §17.1.1.3)."""
         try:
-            self._txns.transport.send_request(ack, dialog.destination, dialog.kind)
+            self._txns.transport.send_request(ack, destination, kind)
         except Exception as exc:  # a lost ACK is recovered when the 2xx comes again
-            _LOGGER.info("Cannot send ACK for %s: %s", dialog.call_id, exc)
+            _LOGGER.info("Cannot send ACK for %s: %s", ack.call_id, exc)
 
     def _send_in_dialog(
         self,
@@ -901,10 +905,7 @@ class B2bua:
                 ack = sent.dialog(response).create_ack(sent.cseq)
             except DialogError:
                 return
-        try:
-            self._txns.transport.send_request(ack, sent.destination, sent.endpoint.kind)
-        except Exception as exc:
-            _LOGGER.info("Cannot send ACK for %s: %s", sent.call_id, exc)
+        self._send_ack_to(ack, sent.destination, sent.endpoint.kind)
 
     def _answered(self, call: Call, leg: Leg, response: Response) -> None:
         caller = call.caller
