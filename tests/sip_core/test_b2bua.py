@@ -12,9 +12,16 @@ import pytest
 
 from sip_core.calls import CallOutcome, CallState
 from sip_core.events import CallRecorded, CallStateChanged, DtmfMethod, DtmfReceived
-from sip_core.message import Request
 
-from .test_b2bua_harness import Harness, Phone, make_config, sdp, sdp_port, settle
+from .test_b2bua_harness import (
+    Harness,
+    Phone,
+    connect,
+    make_config,
+    ring,
+    sdp,
+    sdp_port,
+)
 
 
 @pytest.fixture
@@ -22,25 +29,6 @@ def h() -> Iterator[Harness]:
     harness = Harness()
     yield harness
     harness.close()
-
-
-async def ring(h: Harness, caller: Phone, dialled: str, **kwargs: object) -> Request:
-    invite = caller.invite(dialled, **kwargs)  # type: ignore[arg-type]
-    await settle()
-    return invite
-
-
-async def connect(
-    h: Harness, caller: Phone, callee: Phone, dialled: str
-) -> tuple[Request, Request]:
-    """Caller dials, callee answers, caller ACKs: returns (caller's INVITE, callee's INVITE)."""
-    invite = await ring(h, caller, dialled)
-    offered = callee.last_request("INVITE")
-    callee.answer(offered, 180)
-    callee.answer(offered, 200, sdp(callee.port + 1000))
-    ok = caller.responses(200)[-1]
-    caller.confirm(invite, ok)
-    return invite, offered
 
 
 # -- set-up and failures ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from sip_core.message import Request
 from sip_core.relay import MediaSession
 from sip_core.transaction import build_ack
 
-from .test_b2bua_harness import Harness, Phone, sdp, settle
+from .test_b2bua_harness import Harness, Phone, connect, ring, sdp
 
 
 @pytest.fixture
@@ -63,12 +63,7 @@ async def test_an_ended_call_is_collectable_and_a_retransmitted_2xx_is_acked_aga
 ) -> None:
     alice = h.phone("201", 5201)
     carol = h.phone("401", 5401)
-    invite = alice.invite("400")
-    await settle()
-    offered = carol.last_request("INVITE")
-    carol.answer(offered, 180)
-    carol.answer(offered, 200, sdp(6401))
-    alice.confirm(invite, alice.responses(200)[-1])
+    invite, offered = await connect(h, alice, carol, "400")
     trace = traces(h.only_call())
     alice.request("BYE")
     (bye,) = sent(carol, "BYE")
@@ -103,8 +98,7 @@ async def test_a_fork_answering_after_the_call_ended_is_acked_and_byed(h: Harnes
     carol = h.phone("401", 5401)
     desk = h.phone("301", 5301)
     mobile = h.phone("302", 5302)
-    invite = carol.invite("300")
-    await settle()
+    invite = await ring(h, carol, "300")
     to_desk, to_mobile = desk.last_request("INVITE"), mobile.last_request("INVITE")
     desk.answer(to_desk, 180)
     mobile.answer(to_mobile, 200, sdp(6302))
@@ -134,8 +128,7 @@ async def test_a_fork_answering_after_the_call_ended_is_acked_and_byed(h: Harnes
 async def test_an_unanswered_call_is_collectable_and_its_487_still_acked(h: Harness) -> None:
     alice = h.phone("201", 5201)
     carol = h.phone("401", 5401)
-    invite = alice.invite("400")
-    await settle()
+    invite = await ring(h, alice, "400")
     offered = carol.last_request("INVITE")
     carol.answer(offered, 180)
     trace = traces(h.only_call())

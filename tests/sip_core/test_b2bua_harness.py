@@ -378,6 +378,25 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def ring(h: Harness, caller: Phone, dialled: str, **kwargs: object) -> Request:
+    invite = caller.invite(dialled, **kwargs)  # type: ignore[arg-type]
+    await settle()
+    return invite
+
+
+async def connect(
+    h: Harness, caller: Phone, callee: Phone, dialled: str
+) -> tuple[Request, Request]:
+    """Caller dials, callee answers, caller ACKs: returns (caller's INVITE, callee's INVITE)."""
+    invite = await ring(h, caller, dialled)
+    offered = callee.last_request("INVITE")
+    callee.answer(offered, 180)
+    callee.answer(offered, 200, sdp(callee.port + 1000))
+    ok = caller.responses(200)[-1]
+    caller.confirm(invite, ok)
+    return invite, offered
+
+
 @pytest.fixture
 def harness() -> Iterator[Harness]:
     h = Harness()
