@@ -276,8 +276,9 @@ class Pbx:
     def adopt(self, mac: str, username: str) -> Adoption:
         """Arm a one-time adoption of a phone found by plug-and-play as device ``username``.
 
-        Raises ValueError (with a readable reason) when the phone was not found by plug-and-play,
-        its vendor's file format is not supported, or the device is not configured.
+        Raises ValueError (with a readable reason) when the phone was not found by plug-and-play
+        or its vendor's file format is not supported. The device may still be on its way into the
+        configuration: the file is written from the configuration at the moment it is fetched.
         """
         key = normalise_mac(mac)
         phone = self._phones.get(key) if key else None
@@ -286,8 +287,6 @@ class Pbx:
         config_format = format_for(phone.vendor or phone.identity.manufacturer)
         if config_format is None:
             raise ValueError(f"{phone.identity.describe()} phones cannot be provisioned")
-        if self._config.device(username) is None:
-            raise ValueError(f"no device {username} is configured")
         return self._provisioner.arm(
             mac=key,
             host=phone.host,
