@@ -58,7 +58,7 @@ from .const import (
     MIN_RTP_PORT,
     DeviceKind,
 )
-from .discovery import flow_data, phone_from_zeroconf
+from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
 from .hub import CallflipHub
 from .users import (
     DeviceOptions,
@@ -305,7 +305,9 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
         hub = self._loaded_hub()
         if hub is None:
             return self.async_abort(reason="pbx_not_set_up")
-        if phone.get("username") and phone["username"] in hub.by_username():
+        if (phone.get("username") and phone["username"] in hub.by_username()) or (
+            phone.get("mac") and mac_is_ours(self.hass, hub, phone["mac"])
+        ):
             return self.async_abort(reason="phone_configured")
         self._phone = phone
         self.context["title_placeholders"] = {"name": phone["name"]}
@@ -354,9 +356,13 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
                     errors = {"base": "invalid_config"}
                     placeholders["error"] = str(err)
                 else:
-                    self.hass.config_entries.async_update_entry(
-                        hub.entry, options={**hub.entry.options, CONF_USERS: users}
-                    )
+                    options = {**hub.entry.options, CONF_USERS: users}
+                    self.hass.config_entries.async_update_entry(hub.entry, options=options)
+                    # Applied now rather than by the update listener's task, so that the PBX
+                    # knows the account and the registry has the device before this returns.
+                    hub.async_apply_options(options, users_from_options(options))
+                    if phone.get("mac"):
+                        link_mac(self.hass, hub, device["id"], phone["mac"])
                     return await self._async_phone_added(hub, phone, device)
         return self.async_show_form(
             step_id="discovery_confirm",

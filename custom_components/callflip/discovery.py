@@ -103,6 +103,31 @@ def flow_data(phone: DiscoveredPhone) -> dict[str, Any]:
     }
 
 
+def mac_is_ours(hass: HomeAssistant, hub: CallflipHub, mac: str) -> bool:
+    """Whether one of the entry's SIP devices has this MAC address as a connection."""
+    connection = (dr.CONNECTION_NETWORK_MAC, format_mac(mac))
+    registry = dr.async_get(hass)
+    return any(
+        connection in device.connections
+        for device in dr.async_entries_for_config_entry(registry, hub.entry.entry_id)
+    )
+
+
+@callback
+def link_mac(hass: HomeAssistant, hub: CallflipHub, device_id: str, mac: str) -> None:
+    """Record a phone's MAC address as a connection of its SIP device (once it exists)."""
+    registry = dr.async_get(hass)
+    ha_id = hub.ha_device_id(device_identifier(device_id))
+    if ha_id is None:
+        return
+    try:
+        registry.async_update_device(
+            ha_id, merge_connections={(dr.CONNECTION_NETWORK_MAC, format_mac(mac))}
+        )
+    except HomeAssistantError as err:  # another device already holds this MAC
+        _LOGGER.debug("MAC %s not linked to %s: %s", mac, device_id, err)
+
+
 class PhoneDiscovery:
     """One entry's discovery: flows and events for new phones, hardware facts for devices."""
 
@@ -164,14 +189,7 @@ class PhoneDiscovery:
         """A phone that is already one of the configured devices (by account or MAC)."""
         if phone.username and phone.username in self.hub.by_username():
             return True
-        if phone.mac is None:
-            return False
-        connection = (dr.CONNECTION_NETWORK_MAC, format_mac(phone.mac))
-        registry = dr.async_get(self.hass)
-        return any(
-            connection in device.connections
-            for device in dr.async_entries_for_config_entry(registry, self.entry.entry_id)
-        )
+        return phone.mac is not None and mac_is_ours(self.hass, self.hub, phone.mac)
 
     # -- hardware of registered devices ---------------------------------------------------------
 
