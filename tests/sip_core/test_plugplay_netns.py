@@ -4,8 +4,8 @@ Namespace "pbx" and namespace "phones" are joined by a veth pair (10.77.0.1 and 
 10.77.0.3 for a stranger on the phones' side); the addresses exist only inside them. The PBX runs
 with its shipped discovery defaults, listening on 10.77.0.1; a phone is a plain UDP socket on
 10.77.0.2:5060 that multicasts the SUBSCRIBEs real phones send at boot to 224.0.1.75:5060, in the
-shapes of Snom, Yealink, Grandstream and a generic RFC 6080 client. Each socket is created inside
-its namespace (the test thread enters it with setns for the creation only).
+shapes of Snom, Yealink, Grandstream and a generic RFC 6080 client. The test thread lives in the
+PBX's namespace for the whole test (setns) and enters the phones' one to create their sockets.
 
 Absence is shown by ordering, not by waiting: after a request that must stay unanswered, the phone
 sends an OPTIONS to the PBX, and the first thing it receives must be that OPTIONS' 200.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from sip_core.__main__ import _start_discovery as runner_discovery
 from sip_core.clock import ManualClock
 from sip_core.config import parse_config
 from sip_core.message import Request, Response, parse_message
@@ -93,7 +95,11 @@ def namespaces() -> Iterator[Namespaces]:
             stderr = getattr(err, "stderr", b"") or b""
             pytest.skip(f"cannot create network namespaces here: {err} {stderr.decode().strip()}")
         fds = [os.open(f"/run/netns/{name}", os.O_RDONLY) for name in names]
-        yield Namespaces(fds[0], fds[1])
+        # The test runs as the PBX's host: in its namespace (sockets made at run time, such as
+        # the probe that finds our routed address, are made there too). Phones are made in
+        # theirs with `inside`.
+        with inside(fds[0]):
+            yield Namespaces(fds[0], fds[1])
     finally:
         for fd in fds:
             os.close(fd)
@@ -483,18 +489,16 @@ async def test_an_expired_adoption_is_not_answered_and_its_url_is_gone(
 
 
 async def test_the_runner_key_provisions_a_phone_at_its_first_request(
-    namespaces: Namespaces, phone: Phone
+    namespaces: Namespaces, phone: Phone, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``discovery.provision`` arms the adoption when the named MAC first asks."""
-    config = parse_config(
-        household(provision=f'discovery:\n  provision: {{"{YEALINK.mac}": "201"}}')
-    )
-    with inside(namespaces.pbx):
-        server = Pbx(config)
-        await server.start()
-        http = ProvisioningServer(server.provisioner, PBX_ADDR, 0)
-        await http.start()
-    server.set_provisioning_url(f"http://{{host}}:{http.port}{PROVISION_PATH}")
+    """The runner's ``discovery.provision``: logged when the phone shows up, armed when the
+    named MAC first asks, served by the runner's own HTTP server."""
+    caplog.set_level(logging.INFO, logger="sip_core")
+    provision = f'discovery:\n  provision: {{"{YEALINK.mac}": "201"}}\n  http_port: 0'
+    server = Pbx(parse_config(household(provision=provision)))
+    await server.start()
+    http = await runner_discovery(server)
+    assert http is not None
     try:
         call_id = secrets.token_hex(6)
         phone.subscribe(YEALINK, branch=f"z9hG4bK{call_id}", call_id=call_id)
@@ -505,9 +509,81 @@ async def test_the_runner_key_provisions_a_phone_at_its_first_request(
         assert isinstance(notify, Request)
         assert notify.method == "NOTIFY"
         phone.answer(notify)
-        status, body = await http_get(namespaces, f"{notify.body.decode()}{YEALINK.mac}.cfg")
+        url = notify.body.decode()
+        assert url.startswith(f"http://{PBX_ADDR}:{http.port}{PROVISION_PATH}/")
+        status, body = await http_get(namespaces, f"{url}{YEALINK.mac}.cfg")
         assert status == 200
         assert "account.1.user_name = 201" in body.decode()
+        assert any(
+            f"(MAC {YEALINK.mac}) will be provisioned as 201" in record.getMessage()
+            for record in caplog.records
+        )
+        # Another phone is only logged, with the hint how to provision it.
+        other = secrets.token_hex(6)
+        phone.subscribe(SNOM, branch=f"z9hG4bK{other}", call_id=other)
+        await until_found(server, SNOM.mac)
+        assert any(
+            f"(MAC {SNOM.mac}) found; to provision it" in record.getMessage()
+            for record in caplog.records
+        )
     finally:
         await http.stop()
         await server.stop()
+
+
+async def test_a_pbx_on_every_address_of_port_5060_hears_the_group_on_its_own_socket(
+    namespaces: Namespaces, phone: Phone
+) -> None:
+    """Home Assistant's default: 0.0.0.0:5060. No second socket can bind that port, so the
+    PBX's socket joins the group; answers still leave from it, with our routed address."""
+    config = parse_config(
+        household().replace(f"listen: {PBX_ADDR}, port: {PBX_PORT}", "port: 5060")
+    )
+    assert (config.sip.listen, config.sip.port) == ("0.0.0.0", 5060)
+    with inside(namespaces.pbx):
+        server = Pbx(config)
+        await server.start()
+        http = ProvisioningServer(server.provisioner, "0.0.0.0", 0)
+        await http.start()
+    server.set_provisioning_url(f"http://{{host}}:{http.port}{PROVISION_PATH}")
+    try:
+        assert server.plug_and_play_listening
+        call_id = secrets.token_hex(6)
+        phone.subscribe(SNOM, branch=f"z9hG4bK{call_id}", call_id=call_id)
+        await until_found(server, SNOM.mac)
+        server.adopt(SNOM.mac, "201")
+        again = secrets.token_hex(6)
+        phone.subscribe(SNOM, branch=f"z9hG4bK{again}", call_id=again)
+        ok = await phone.receive()
+        assert isinstance(ok, Response)
+        assert ok.status == 200
+        notify = await phone.receive()
+        assert isinstance(notify, Request)
+        assert notify.top_via.host == PBX_ADDR  # the wildcard resolved to our routed address
+        assert notify.body.decode().startswith(f"http://{PBX_ADDR}:{http.port}{PROVISION_PATH}/")
+    finally:
+        await http.stop()
+        await server.stop()
+
+
+async def test_when_the_group_cannot_be_joined_one_line_says_so_and_the_pbx_runs(
+    namespaces: Namespaces, caplog: pytest.LogCaptureFixture
+) -> None:
+    with inside(namespaces.pbx):
+        blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # no SO_REUSEADDR
+        blocker.bind(("0.0.0.0", PNP_PORT))
+        server = Pbx(parse_config(household()))
+        await server.start()
+    try:
+        assert server.running
+        assert not server.plug_and_play_listening
+        lines = [
+            r.getMessage()
+            for r in caplog.records
+            if "Plug-and-play discovery is off" in r.getMessage()
+        ]
+        assert len(lines) == 1
+        assert f"cannot join {PNP_GROUP}:{PNP_PORT} on {PBX_ADDR}" in lines[0]
+    finally:
+        await server.stop()
+        blocker.close()
