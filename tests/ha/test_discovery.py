@@ -39,11 +39,11 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.callflip.const import DOMAIN, EVENT_PHONE_DISCOVERED
-from custom_components.callflip.discovery import MDNS_PHONES
+from custom_components.callflip.discovery import MDNS_PHONES, phone_from_zeroconf
 from custom_components.callflip.provisioning_view import ProvisioningView
 from custom_components.callflip.users import password_is_strong
 from sip_core.message import Request, Response, parse_message
-from sip_core.useragent import format_mac
+from sip_core.useragent import PhoneIdentity, format_mac
 
 from .callflip_testing import DOMAIN_NAME, find_device
 from .sip_client import SipPhone
@@ -424,3 +424,29 @@ async def test_a_registered_phone_shows_its_hardware_in_the_device_registry(
     device = find_device(hass, loaded_entry.entry_id, "device-d-alice-desk")
     assert device is not None
     assert (device.manufacturer, device.model) == ("Yealink", "SIP-T46S")
+
+
+def test_grandstream_door_stations_are_read_from_their_instance_name() -> None:
+    record = ZeroconfServiceInfo(
+        ip_address=ip_address("192.168.1.50"),
+        ip_addresses=[ip_address("192.168.1.50")],
+        hostname="gds3710.local.",
+        name="GDS3710_000B82AABBCC._https._tcp.local.",
+        port=443,
+        type="_https._tcp.local.",
+        properties={},
+    )
+    sighting = phone_from_zeroconf(record)
+    assert sighting is not None
+    assert sighting.identity == PhoneIdentity("Grandstream", "GDS3710", None, "000b82aabbcc")
+    assert sighting.host == "192.168.1.50"
+    other = ZeroconfServiceInfo(
+        ip_address=ip_address("192.168.1.51"),
+        ip_addresses=[ip_address("192.168.1.51")],
+        hostname="printer.local.",
+        name="printer._ipp._tcp.local.",
+        port=631,
+        type="_ipp._tcp.local.",
+        properties={},
+    )
+    assert phone_from_zeroconf(other) is None
