@@ -15,11 +15,13 @@ connection when one is known (from the User-Agent, or plug-and-play at the same 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from homeassistant.config_entries import SOURCE_INTEGRATION_DISCOVERY, ConfigEntry
 from homeassistant.core import HomeAssistant, callback
@@ -128,6 +130,14 @@ def link_mac(hass: HomeAssistant, hub: CallflipHub, device_id: str, mac: str) ->
         _LOGGER.debug("MAC %s not linked to %s: %s", mac, device_id, err)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class PhoneDiscovery:
     """One entry's discovery: flows and events for new phones, hardware facts for devices."""
 
@@ -158,15 +168,27 @@ class PhoneDiscovery:
         self._unsubscribe = []
 
     def _provisioning_url(self) -> str | None:
+        """Where phones fetch their files: the internal URL when it names an IP address; else,
+        over plain HTTP, our address as each phone reaches it (``{host}``, filled in by the PBX),
+        since few phones resolve names such as homeassistant.local; else the internal URL."""
         try:
-            base = get_url(self.hass, allow_external=False, allow_cloud=False)
+            base: str | None = get_url(self.hass, allow_external=False, allow_cloud=False)
         except NoURLAvailableError:
-            _LOGGER.warning(
-                "Home Assistant has no internal URL: phones cannot be provisioned, only "
-                "configured by hand"
-            )
-            return None
-        return base.rstrip("/") + PROVISION_URL_BASE
+            base = None
+        if base is not None and _is_ip(urlsplit(base).hostname or ""):
+            return base.rstrip("/") + PROVISION_URL_BASE
+        http = getattr(self.hass, "http", None)
+        if http is not None and getattr(http, "ssl_certificate", None) is None:
+            port = getattr(http, "server_port", None)
+            if isinstance(port, int):
+                return f"http://{{host}}:{port}{PROVISION_URL_BASE}"
+        if base is not None:
+            return base.rstrip("/") + PROVISION_URL_BASE
+        _LOGGER.warning(
+            "Home Assistant has no internal URL: phones cannot be provisioned, only "
+            "configured by hand"
+        )
+        return None
 
     # -- new phones --------------------------------------------------------------------------
 

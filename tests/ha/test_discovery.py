@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import xml.etree.ElementTree as ET
 from ipaddress import ip_address
+from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
@@ -450,3 +451,39 @@ def test_grandstream_door_stations_are_read_from_their_instance_name() -> None:
         properties={},
     )
     assert phone_from_zeroconf(other) is None
+
+
+async def _notify_url(hass: HomeAssistant, entry: MockConfigEntry) -> str:
+    """Reload the entry, let the Snom ask, adopt it, let it ask again: the NOTIFY's URL."""
+    assert await hass.config_entries.async_reload(entry.entry_id)
+    await hass.async_block_till_done()
+    pbx = entry.runtime_data.hub.pbx
+    async with PlugAndPlayPhone(entry.data["port"]) as phone:
+        found = asyncio.Event()
+        unsubscribe = pbx.phones.subscribe(lambda phone, _new: found.set())
+        phone.subscribe()
+        await asyncio.wait_for(found.wait(), 5)
+        unsubscribe()
+        pbx.adopt(SNOM_MAC, "alice-desk")
+        phone.subscribe()
+        assert isinstance(await phone.receive(), Response)
+        notify = await phone.receive()
+    assert isinstance(notify, Request)
+    return notify.body.decode()
+
+
+async def test_phones_get_an_address_they_can_reach_rather_than_a_local_name(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """Few phones resolve names such as homeassistant.local: over plain HTTP they are given
+    the address they reached the PBX on, with Home Assistant's port."""
+    await async_process_ha_core_config(hass, {"internal_url": "http://homeassistant.local:8123"})
+    url = await _notify_url(hass, loaded_entry)
+    assert url.startswith("http://homeassistant.local:8123/api/callflip/provision/")
+    saved = hass.http
+    hass.http = SimpleNamespace(ssl_certificate=None, server_port=8124)  # type: ignore[assignment]
+    try:
+        url = await _notify_url(hass, loaded_entry)
+    finally:
+        hass.http = saved
+    assert url.startswith("http://127.0.0.1:8124/api/callflip/provision/")
