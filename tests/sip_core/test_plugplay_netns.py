@@ -414,8 +414,13 @@ PROVISIONED = [SNOM, YEALINK, GRANDSTREAM]
 
 @pytest.mark.parametrize("shape", PROVISIONED, ids=[shape.name for shape in PROVISIONED])
 async def test_an_adopted_phone_gets_one_notify_and_its_file_once(
-    namespaces: Namespaces, pbx: tuple[Pbx, ProvisioningServer], phone: Phone, shape: Shape
+    namespaces: Namespaces,
+    pbx: tuple[Pbx, ProvisioningServer],
+    phone: Phone,
+    shape: Shape,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="sip_core")
     server, http = pbx
     _, notify = await _adopted_notify(server, phone, shape)
     assert notify.content_type == "application/url"
@@ -434,6 +439,13 @@ async def test_an_adopted_phone_gets_one_notify_and_its_file_once(
     assert account["user_host"] == f"{PBX_ADDR}:{PBX_PORT}"
     # The token is spent: the same fetch again gets nothing.
     assert (await http_get(namespaces, _file_url(shape, url)))[0] == 404
+    # Neither the password nor the token is in any log line, at any level.
+    token = url.removeprefix(f"http://{PBX_ADDR}:{http.port}{PROVISION_PATH}/").split("/")[0]
+    assert len(token) >= 24
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Served the configuration" in logged  # the log was captured
+    assert PASSWORD not in logged
+    assert token not in logged
 
 
 async def test_another_mac_or_address_gets_404_and_the_phone_still_gets_its_file(
