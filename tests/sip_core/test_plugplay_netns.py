@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -26,6 +27,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +51,7 @@ PASSWORD = "Desk-secret-0123456789"
 class Namespaces:
     pbx: int  # an open fd of each namespace, for setns
     phones: int
+    phones_name: str  # for ip netns exec
 
 
 def _ip(*args: str) -> None:
@@ -99,7 +102,7 @@ def namespaces() -> Iterator[Namespaces]:
         # the probe that finds our routed address, are made there too). Phones are made in
         # theirs with `inside`.
         with inside(fds[0]):
-            yield Namespaces(fds[0], fds[1])
+            yield Namespaces(fds[0], fds[1], names[1])
     finally:
         for fd in fds:
             os.close(fd)
@@ -599,3 +602,46 @@ async def test_when_the_group_cannot_be_joined_one_line_says_so_and_the_pbx_runs
     finally:
         await server.stop()
         blocker.close()
+
+
+SIPP_SCENARIO = Path(__file__).parents[1] / "interop" / "sipp" / "pnp_subscribe.xml"
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+async def test_sipp_booting_as_a_yealink_is_provisioned_by_the_runner_key(
+    namespaces: Namespaces, tmp_path: Path
+) -> None:
+    """An independent client (sipp, in the phones' namespace) multicasts the SUBSCRIBE, takes the
+    200 and the NOTIFY and answers it; the URL it was given serves its file."""
+    mac = "001565a0b1c2"
+    provision = f'discovery:\n  provision: {{"{mac}": "201"}}\n  http_port: 0'
+    server = Pbx(parse_config(household(provision=provision)))
+    await server.start()
+    http = await runner_discovery(server)
+    assert http is not None
+    messages = tmp_path / "messages.log"
+    try:
+        process = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", namespaces.phones_name,
+            "sipp", "-sf", str(SIPP_SCENARIO), f"{PNP_GROUP}:{PNP_PORT}",
+            "-i", PHONE_ADDR, "-p", str(PNP_PORT), "-m", "1", "-nostdin",
+            "-timeout", "20", "-timeout_error", "-default_behaviors", "abortunexp",
+            "-key", "mac", mac, "-key", "vendor", "Yealink", "-key", "model", "SIP-T46S",
+            "-key", "version", "66.86.0.15",
+            "-trace_msg", "-message_file", str(messages),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(process.communicate(), 30)
+        log = messages.read_text() if messages.exists() else ""
+        assert process.returncode == 0, output.decode()[-2000:] + log[-4000:]
+        found = server.phones.get(mac)
+        assert found is not None
+        assert (found.identity.manufacturer, found.identity.model) == ("Yealink", "SIP-T46S")
+        urls = re.findall(rf"http://{re.escape(PBX_ADDR)}:\d+{PROVISION_PATH}/\S+", log)
+        assert len(set(urls)) == 1, log[-4000:]  # one NOTIFY
+        status, body = await http_get(namespaces, f"{urls[0]}{mac}.cfg")
+        assert status == 200
+        assert "account.1.user_name = 201" in body.decode()
+    finally:
+        await http.stop()
+        await server.stop()
