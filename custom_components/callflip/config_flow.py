@@ -471,15 +471,20 @@ def _discovered_schema(users: list[UserOptions]) -> vol.Schema:
 def _new_username(users: list[UserOptions], phone: Mapping[str, Any]) -> str:
     """The account of a discovered phone: the one it tried to register with, if free; else
     its model and the end of its MAC (or address), made unique."""
-    taken = {owned.device["username"] for owned in iter_devices(users)}
+    taken = {owned.device["username"].casefold() for owned in iter_devices(users)}
+    taken |= {user["extension"].casefold() for user in users}  # usernames and extensions differ
     tried = phone.get("username")
-    if tried and tried not in taken and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", tried):
+    if (
+        tried
+        and tried.casefold() not in taken
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", tried)
+    ):
         return str(tried)
     model = re.sub(r"[^a-z0-9]+", "-", str(phone.get("model") or "phone").lower()).strip("-")
     tail = (phone.get("mac") or "")[-6:] or str(phone.get("host", "")).rsplit(".", 1)[-1]
     base = f"{model[:20] or 'phone'}-{tail}".strip("-")[:28]
     candidate, number = base, 1
-    while candidate in taken:
+    while candidate.casefold() in taken:
         number += 1
         candidate = f"{base}-{number}"
     return candidate

@@ -487,3 +487,32 @@ async def test_phones_get_an_address_they_can_reach_rather_than_a_local_name(
     finally:
         hass.http = saved
     assert url.startswith("http://127.0.0.1:8124/api/callflip/provision/")
+
+
+async def test_a_tried_username_that_is_taken_is_replaced_by_a_free_one(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """A phone trying extension 101 (Alice's) as its account gets a generated one instead."""
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN,
+        context={"source": SOURCE_INTEGRATION_DISCOVERY},
+        data={
+            "key": "101@192.168.1.60",
+            "mac": None,
+            "host": "192.168.1.60",
+            "manufacturer": "Gigaset",
+            "model": "N510 IP PRO",
+            "firmware": "42.250",
+            "source": "register",
+            "sources": ["register"],
+            "username": "101",
+            "vendor": None,
+            "name": "Gigaset N510 IP PRO at 192.168.1.60",
+        },
+    )
+    assert result["step_id"] == "discovery_confirm"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"owner": "u-alice", "label": "Gigaset", "type": "home"}
+    )
+    assert result["step_id"] == "manual_settings"
+    assert result["description_placeholders"]["username"] == "n510-ip-pro-60"
