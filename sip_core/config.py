@@ -145,6 +145,22 @@ class SipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """Finding desk phones (`sip_core.plugplay`, `sip_core.phones`) and provisioning them.
+
+    ``plug_and_play``: listen for RFC 6080 SUBSCRIBEs on 224.0.1.75:5060 (only observed, never
+    answered, unless a phone is adopted). ``provision``: MAC address (12 lower-case hex digits) to
+    device username; the standalone runner arms an adoption for each at start, answered at the
+    phone's next boot. ``http_port``: where the runner serves the configuration files (0: pick a
+    free port; Home Assistant serves them itself and ignores it).
+    """
+
+    plug_and_play: bool = True
+    provision: tuple[tuple[str, str], ...] = ()
+    http_port: int = 8060
+
+
+@dataclass(frozen=True, slots=True)
 class RtpSettings:
     """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd."""
 
@@ -248,6 +264,7 @@ class PbxConfig:
     calls: CallSettings = field(default_factory=CallSettings)
     flip: FlipSettings = field(default_factory=FlipSettings)
     log_level: str = "info"
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -310,6 +327,11 @@ class PbxConfig:
             "calls": {"no_answer_timeout": self.calls.no_answer_timeout},
             "flip": {"code": self.flip.code, "timeout": self.flip.timeout},
             "log_level": self.log_level,
+            "discovery": {
+                "plug_and_play": self.discovery.plug_and_play,
+                "provision": dict(self.discovery.provision),
+                "http_port": self.discovery.http_port,
+            },
         }
 
 
@@ -376,10 +398,21 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     calls = CallSettings(_int(calls_data, "no_answer_timeout", ("calls",), 30, (1, 3600)))
     flip = _flip(root.get("flip"), users)
     log_level = _log_level(root.get("log_level"))
-    return PbxConfig(sip, rtp, users, registrar, auth, calls, flip, log_level)
+    discovery = _discovery(root.get("discovery"), users)
+    return PbxConfig(sip, rtp, users, registrar, auth, calls, flip, log_level, discovery)
 
 
-_TOP_KEYS: Final = ("sip", "rtp", "users", "registrar", "auth", "calls", "flip", "log_level")
+_TOP_KEYS: Final = (
+    "sip",
+    "rtp",
+    "users",
+    "registrar",
+    "auth",
+    "calls",
+    "flip",
+    "log_level",
+    "discovery",
+)
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _PORT_RANGE: Final = re.compile(r"\s*([0-9]{1,6})\s*-\s*([0-9]{1,6})\s*")
@@ -530,6 +563,36 @@ def _domain(value: str, path: KeyPath) -> str:
     if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
         _fail(path, f"must be a domain name (such as home.arpa) or an IP address, not {value!r}")
     return name
+
+
+def _discovery(data: Any, users: Sequence[User]) -> DiscoverySettings:
+    path: KeyPath = ("discovery",)
+    section = _section(data, path, ("plug_and_play", "provision", "http_port"))
+    listen = section.get("plug_and_play", True)
+    if not isinstance(listen, bool):
+        _fail((*path, "plug_and_play"), f"must be true or false, not {_describe(listen)}")
+    raw = section.get("provision")
+    provision: list[tuple[str, str]] = []
+    if raw is not None:
+        if not isinstance(raw, Mapping):
+            _fail(
+                (*path, "provision"),
+                f"must be a mapping of MAC address to device username, not {_describe(raw)}",
+            )
+        known = {device.username for user in users for device in user.devices}
+        for key, value in raw.items():
+            where = (*path, "provision", str(key))
+            digits = re.sub(r"[:.\-]", "", str(key)).lower()
+            if not re.fullmatch(r"[0-9a-f]{12}", digits):
+                _fail(where, f"must be a MAC address such as 00:04:13:ab:cd:ef, not {key!r}")
+            if not isinstance(value, str) or value not in known:
+                _fail(where, f"must be the username of a configured device, not {value!r}")
+            provision.append((digits, value))
+    return DiscoverySettings(
+        plug_and_play=listen,
+        provision=tuple(provision),
+        http_port=_int(section, "http_port", path, 8060, (0, 65535)),
+    )
 
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:

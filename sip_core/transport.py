@@ -608,6 +608,23 @@ class TransportLayer:
         except OSError as exc:
             raise TransportError(f"cannot steer REGISTER to the workers: {exc}") from exc
 
+    def join_multicast(self, group: str, interface: str) -> None:
+        """Have the UDP socket also receive datagrams sent to an IPv4 multicast ``group`` (joined
+        on the interface with address ``interface``; the wildcard lets the kernel choose).
+
+        For plug-and-play discovery when this socket holds the wildcard address on the group's
+        port, so no other socket can bind it. Raises OSError when the group cannot be joined.
+        """
+        if self._udp is None or self._family != socket.AF_INET:
+            raise OSError(errno.EAFNOSUPPORT, "needs a started IPv4 UDP transport")
+        sock = self._udp.get_extra_info("socket")
+        local = "0.0.0.0" if interface in ("", "0.0.0.0") else interface
+        sock.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton(group) + socket.inet_aton(local),
+        )
+
     def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
         """Handle a UDP datagram that another process of ours received on our port.
 

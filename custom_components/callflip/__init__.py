@@ -25,7 +25,9 @@ from sip_core.transport import TransportError
 
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
+from .discovery import PhoneDiscovery
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .provisioning_view import ProvisioningView
 from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
 
@@ -62,7 +64,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     once, so that automations using them validate even while the entry is not loaded.
     """
     async_setup_services(hass)
-    if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=True):
+    if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=False):
         hass.async_create_task(
             hass.config_entries.flow.async_init(
                 DOMAIN, context={"source": SOURCE_IMPORT}, data=config[DOMAIN]
@@ -101,6 +103,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     except BaseException:
         await hub.async_stop()
         raise
+    _register_provisioning_view(hass)
+    discovery = PhoneDiscovery(hass, entry, hub)
+    discovery.async_start()
+    entry.async_on_unload(discovery.async_stop)
 
     async def _async_stop_on_shutdown(_event: Event) -> None:
         await hub.async_stop()
@@ -111,6 +117,17 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     _LOGGER.debug("callflip PBX listening on %s", pbx.local_address)
     return True
+
+
+_VIEW_REGISTERED = f"{DOMAIN}_provisioning_view"
+
+
+def _register_provisioning_view(hass: HomeAssistant) -> None:
+    """Serve adopted phones their files (once per Home Assistant run; needs its HTTP server)."""
+    if hass.data.get(_VIEW_REGISTERED) or "http" not in hass.config.components:
+        return
+    hass.http.register_view(ProvisioningView())
+    hass.data[_VIEW_REGISTERED] = True
 
 
 async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:

@@ -59,6 +59,13 @@ LAYERS: dict[str, int] = {
     "pbx": 5,
     "workers": 5,
     "__main__": 5,
+    # 1 phone identity
+    "useragent": 1,
+    # 5 discovery
+    "phones": 5,
+    "plugplay": 5,
+    "provisioning": 5,
+    "provision_http": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 
