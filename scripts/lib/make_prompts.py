@@ -4,12 +4,15 @@ Run through ``scripts/make-prompts``. For each prompt of ``sip_core.audio.assets
 espeak-ng speaks the text (American English voice, a little slower than its default), sox trims
 the silence around it, filters it to the telephone band, normalises it to -3 dBFS peak, adds a
 short lead-in and tail (the pause between words when prompts are played one after another) and
-resamples it to 8 and 16 kHz. The samples are stored as raw G.711 µ-law made by sip_core's own
-encoder (so what the PBX decodes at load is exactly what was written), compressed with xz.
+resamples it to 8 and 16 kHz, without dither. The samples are stored as raw G.711 µ-law made by
+sip_core's own encoder (so what the PBX decodes at load is exactly what was written), compressed
+with xz.
 
 The music is synthesised here, not recorded: a slow progression of four soft major and minor
-chords (C, A minor, F, G), each note a sine with a gentle attack and release and one quiet octave
-partial, so the loop has no seam (it starts and ends between chords) and no licence to worry about.
+chords (C, A minor, F, G) cross-fading into each other, each note a sine with one quiet octave
+partial; the last chord fades into the first, so the loop has no seam, and there is no licence
+to worry about.
+
 Everything is deterministic: running the script again gives the same bytes for the same tools.
 """
 
@@ -55,7 +58,7 @@ def speak(text: str, rate: int, work: Path) -> array[int]:
     # silence (twice, around a reverse) trims both ends; sinc is the telephone band-pass.
     high = "3400" if rate == 8000 else "7000"
     subprocess.run(
-        ["sox", str(wav), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
+        ["sox", "-D", str(wav), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
          "-r", str(rate), str(raw),
          "silence", "1", "0.01", "0.5%", "reverse", "silence", "1", "0.01", "0.5%", "reverse",
          "sinc", f"100-{high}", "norm", "-3", "pad", LEAD_IN_S, TAIL_S, "rate", "-v", str(rate)],
@@ -69,23 +72,31 @@ def speak(text: str, rate: int, work: Path) -> array[int]:
 
 
 def music(rate: int) -> array[int]:
-    """The loop: every chord's notes with raised-cosine attack and release, at ``rate``."""
+    """The loop at ``rate``: chords cross-fading into each other, the last into the first.
+
+    Each chord sounds for CHORD_S plus a cross-fade, with raised-cosine attack and release; the
+    fades overlap, and the last chord's release wraps around onto the first chord's attack, so
+    the loop plays on without a gap or a click.
+    """
     per_chord = int(CHORD_S * rate)
-    fade = int(0.4 * rate)
-    out: list[float] = []
-    for chord in CHORDS:
-        for n in range(per_chord):
+    fade = int(0.5 * rate)
+    total = per_chord * len(CHORDS)
+    out = [0.0] * total
+    for index, chord in enumerate(CHORDS):
+        start = index * per_chord - fade // 2
+        length = per_chord + fade
+        for n in range(length):
             if n < fade:
                 envelope = 0.5 - 0.5 * math.cos(math.pi * n / fade)
-            elif n >= per_chord - fade:
-                envelope = 0.5 - 0.5 * math.cos(math.pi * (per_chord - n) / fade)
+            elif n >= length - fade:
+                envelope = 0.5 - 0.5 * math.cos(math.pi * (length - n) / fade)
             else:
                 envelope = 1.0
             t = n / rate
             value = sum(
                 math.sin(2 * math.pi * f * t) + 0.2 * math.sin(4 * math.pi * f * t) for f in chord
             )
-            out.append(envelope * value)
+            out[(start + n) % total] += envelope * value
     peak = max(abs(value) for value in out)
     scale = MUSIC_PEAK * 32767 / peak
     return array("h", [round(value * scale) for value in out])

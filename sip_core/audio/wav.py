@@ -72,6 +72,8 @@ def _explain(message: str) -> str:
         return "compressed or floating-point WAV is not supported; save it as 16-bit PCM"
     if "RIFF" in message or "WAVE" in message:
         return "not a WAV file"
+    if "chunk" in message and "missing" in message:
+        return "an incomplete WAV file (its format or data chunk is missing)"
     return f"not a usable WAV file ({message})"
 
 
