@@ -4,7 +4,8 @@ The media engine runs in its own process: the SIP side says *what* a leg should 
 picklable value (:data:`Playback`), and the engine's :class:`AudioLibrary` makes the stream of RTP
 payloads in the leg's codec. The library loads prompts and music once and, for G.722 (whose
 pure-Python encoder costs several milliseconds per frame), encodes each asset once per packetisation
-time and replays the stored payloads; G.711 is cheap enough to encode frame by frame.
+time and replays the stored payloads (see :meth:`AudioLibrary.prepare` to do that ahead of the
+first playback); G.711 is cheap enough to encode frame by frame.
 """
 
 from __future__ import annotations
@@ -94,6 +95,17 @@ class AudioLibrary:
         """Load everything that can fail (the music file) now, at both rates."""
         for rate in (8000, 16000):
             self.music(rate)
+
+    def prepare(self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS) -> None:
+        """Do now the encoding a first :meth:`stream` of ``play`` would do (G.722 only).
+
+        Pure-Python G.722 takes a few milliseconds per frame, so the first playback of an asset
+        (the music loop: about 400 frames) would stall whoever calls :meth:`stream`. An engine
+        calls this at start-up, or off its packet loop, for what it expects to play; afterwards
+        :meth:`stream` only looks the payloads up.
+        """
+        if codec is AudioCodec.G722:
+            self.stream(play, codec, ptime_ms)
 
     def music(self, rate: int) -> Clip:
         """The music-on-hold clip at ``rate``."""

@@ -248,3 +248,15 @@ def test_sine_helper_is_what_the_checks_assume() -> None:
     assert abs(zero_crossing_frequency(tone, 8000) - 425) < 0.5
     assert goertzel_share(tone, 8000, 425) > 0.99
     assert goertzel_share(tone, 8000, 475) < 0.01
+
+
+def test_prepare_encodes_ahead_and_stream_reuses_it() -> None:
+    library = AudioLibrary()
+    play = PlayTone(Tone.BUSY)
+    library.prepare(play, AudioCodec.PCMU)  # G.711 encodes live: nothing to store
+    assert library._precoded == {}
+    library.prepare(play, AudioCodec.G722)
+    (stored,) = library._precoded.values()
+    stream = library.stream(play, AudioCodec.G722)
+    assert [stream.next_payload() for _ in range(len(stored))] == list(stored)
+    assert len(library._precoded) == 1
