@@ -20,7 +20,9 @@ it. Encoder and decoder each keep state: use one object per RTP stream, in strea
 
 from __future__ import annotations
 
+import functools
 from array import array
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Final
 
@@ -71,7 +73,6 @@ ILB: Final = (
 
 _LOW_NB_MAX: Final = 18432
 _HIGH_NB_MAX: Final = 22528
-_LOW_HIGHEST_INTERVAL: Final = len(Q6)  # 30: above the last decision level
 _HIGH_THRESHOLD: Final = 564
 
 
@@ -89,61 +90,96 @@ class _Band:
 
     Names follow the recommendation: ``s`` the signal estimate, ``sz`` its zero-section part,
     ``r`` reconstructed signals, ``p`` partial reconstructions, ``a``/``b`` pole/zero
-    coefficients, ``d`` quantised differences (index 0 is the newest), ``nb`` the log scale factor
-    and ``det`` the linear one.
+    coefficients, ``d`` quantised differences (1 is the newest stored), ``nb`` the log scale
+    factor and ``det`` the linear one. The six zero-section taps are separate attributes, and
+    :meth:`update` works on local copies: this runs twice per pair of samples, in pure Python.
     """
 
-    __slots__ = ("a1", "a2", "b", "d", "det", "nb", "p1", "p2", "r1", "r2", "s", "sz")
+    __slots__ = (
+        "a1", "a2", "b1", "b2", "b3", "b4", "b5", "b6", "d1", "d2", "d3", "d4", "d5", "d6",
+        "det", "nb", "p1", "p2", "r1", "r2", "s", "sz",
+    )  # fmt: skip
 
     def __init__(self, det: int) -> None:
-        self.s = 0
-        self.sz = 0
-        self.r1 = self.r2 = 0
-        self.p1 = self.p2 = 0
-        self.a1 = self.a2 = 0
-        self.b = [0] * 7  # b[1..6]
-        self.d = [0] * 7  # d[1..6] (d[0] unused: the newest difference is passed in)
+        self.s = self.sz = 0
+        self.r1 = self.r2 = self.p1 = self.p2 = self.a1 = self.a2 = 0
+        self.b1 = self.b2 = self.b3 = self.b4 = self.b5 = self.b6 = 0
+        self.d1 = self.d2 = self.d3 = self.d4 = self.d5 = self.d6 = 0
         self.nb = 0
         self.det = det
 
     def update(self, dq: int) -> None:
-        """Blocks 4 (RECONS, PARREC, UPPOL2, UPPOL1, UPZERO, DELAYA, FILTEP, FILTEZ, PREDIC)."""
-        r0 = _sat(self.s + dq)
-        p0 = _sat(self.sz + dq)
-        a1, a2 = self.a1, self.a2
+        """Blocks 4 (RECONS, PARREC, UPPOL2, UPPOL1, UPZERO, DELAYA, FILTEP, FILTEZ, PREDIC).
+
+        Saturation to 16 bits is written out where a value can leave that range; differences
+        ``d`` stay far inside it (at most about 10 230), so ``d + d`` needs none.
+        """
+        r0 = self.s + dq
+        r0 = 32767 if r0 > 32767 else -32768 if r0 < -32768 else r0
+        p0 = self.sz + dq
+        p0 = 32767 if p0 > 32767 else -32768 if p0 < -32768 else p0
+        a1 = self.a1
+        a2 = self.a2
+        p1 = self.p1
         sg0 = p0 >> 15
-        sg1 = self.p1 >> 15
-        sg2 = self.p2 >> 15
+        same1 = sg0 == p1 >> 15
         # UPPOL2
-        wd1 = _sat(a1 << 2)
-        wd2 = -wd1 if sg0 == sg1 else wd1
-        wd2 = min(wd2, 32767)
-        ap2 = (wd2 >> 7) + (128 if sg0 == sg2 else -128) + ((a2 * 32512) >> 15)
-        ap2 = max(-12288, min(12288, ap2))
+        wd1 = a1 << 2
+        wd1 = 32767 if wd1 > 32767 else -32768 if wd1 < -32768 else wd1
+        wd2 = -wd1 if same1 else wd1
+        wd2 = 32767 if wd2 > 32767 else wd2  # -(-32768)
+        ap2 = (wd2 >> 7) + (128 if sg0 == self.p2 >> 15 else -128) + ((a2 * 32512) >> 15)
+        ap2 = 12288 if ap2 > 12288 else -12288 if ap2 < -12288 else ap2
         # UPPOL1
-        ap1 = _sat((192 if sg0 == sg1 else -192) + ((a1 * 32640) >> 15))
-        limit = _sat(15360 - ap2)
-        ap1 = max(-limit, min(limit, ap1))
-        # UPZERO: sign agreement of the new difference with each stored one
-        b = self.b
-        d = self.d
-        step = 0 if dq == 0 else 128
-        sgd = dq >> 15
-        for i in range(1, 7):
-            wd = step if (d[i] >> 15) == sgd else -step
-            b[i] = _sat(wd + ((b[i] * 32640) >> 15))
+        ap1 = (192 if same1 else -192) + ((a1 * 32640) >> 15)
+        limit = 15360 - ap2
+        ap1 = limit if ap1 > limit else -limit if ap1 < -limit else ap1
+        # UPZERO: each zero tap leaks, and steps towards agreement of signs with the new d.
+        d1, d2, d3, d4, d5, d6 = self.d1, self.d2, self.d3, self.d4, self.d5, self.d6
+        b1 = (self.b1 * 32640) >> 15
+        b2 = (self.b2 * 32640) >> 15
+        b3 = (self.b3 * 32640) >> 15
+        b4 = (self.b4 * 32640) >> 15
+        b5 = (self.b5 * 32640) >> 15
+        b6 = (self.b6 * 32640) >> 15
+        if dq:
+            sgd = dq >> 15
+            b1 += 128 if d1 >> 15 == sgd else -128
+            b2 += 128 if d2 >> 15 == sgd else -128
+            b3 += 128 if d3 >> 15 == sgd else -128
+            b4 += 128 if d4 >> 15 == sgd else -128
+            b5 += 128 if d5 >> 15 == sgd else -128
+            b6 += 128 if d6 >> 15 == sgd else -128
+            # |b| <= 32767 * 32640 / 32768 + 128 can pass 32767 by one: saturate.
+            b1 = 32767 if b1 > 32767 else b1
+            b2 = 32767 if b2 > 32767 else b2
+            b3 = 32767 if b3 > 32767 else b3
+            b4 = 32767 if b4 > 32767 else b4
+            b5 = 32767 if b5 > 32767 else b5
+            b6 = 32767 if b6 > 32767 else b6
         # DELAYA
-        d[6], d[5], d[4], d[3], d[2], d[1] = d[5], d[4], d[3], d[2], d[1], dq
-        self.r2, self.r1 = self.r1, r0
-        self.p2, self.p1 = self.p1, p0
+        self.b1, self.b2, self.b3, self.b4, self.b5, self.b6 = b1, b2, b3, b4, b5, b6
+        d6, d5, d4, d3, d2, d1 = d5, d4, d3, d2, d1, dq
+        self.d1, self.d2, self.d3, self.d4, self.d5, self.d6 = d1, d2, d3, d4, d5, d6
+        r2 = self.r1
+        self.r2, self.r1 = r2, r0
+        self.p2, self.p1 = p1, p0
         self.a1, self.a2 = ap1, ap2
         # FILTEP, FILTEZ, PREDIC
-        sp = _sat(((ap1 * _sat(r0 + r0)) >> 15) + ((ap2 * _sat(self.r2 + self.r2)) >> 15))
-        sz = 0
-        for i in range(6, 0, -1):
-            sz += (b[i] * _sat(d[i] + d[i])) >> 15
-        self.sz = sz = _sat(sz)
-        self.s = _sat(sp + sz)
+        wd1 = r0 + r0
+        wd1 = 32767 if wd1 > 32767 else -32768 if wd1 < -32768 else wd1
+        wd2 = r2 + r2
+        wd2 = 32767 if wd2 > 32767 else -32768 if wd2 < -32768 else wd2
+        sp = ((ap1 * wd1) >> 15) + ((ap2 * wd2) >> 15)
+        sp = 32767 if sp > 32767 else -32768 if sp < -32768 else sp
+        sz = (
+            ((b6 * (d6 + d6)) >> 15) + ((b5 * (d5 + d5)) >> 15) + ((b4 * (d4 + d4)) >> 15)
+            + ((b3 * (d3 + d3)) >> 15) + ((b2 * (d2 + d2)) >> 15) + ((b1 * (d1 + d1)) >> 15)
+        )  # fmt: skip
+        sz = 32767 if sz > 32767 else -32768 if sz < -32768 else sz
+        self.sz = sz
+        s_new = sp + sz
+        self.s = 32767 if s_new > 32767 else -32768 if s_new < -32768 else s_new
 
 
 def _scale(nb: int, shift_base: int) -> int:
@@ -154,18 +190,31 @@ def _scale(nb: int, shift_base: int) -> int:
     return wd3 << 2
 
 
+#: The log scale factor's step for each 4-bit (lower) and 2-bit (higher) code.
+_LOW_STEP: Final = tuple(WL[RL42[code]] for code in range(16))
+_HIGH_STEP: Final = tuple(WH[RH2[code]] for code in range(4))
+
+
 def _adapt_low(band: _Band, code4: int) -> None:
     """LOGSCL then SCALEL for the lower band."""
-    nb = ((band.nb * 127) >> 7) + WL[RL42[code4]]
-    band.nb = nb = max(0, min(_LOW_NB_MAX, nb))
+    nb = ((band.nb * 127) >> 7) + _LOW_STEP[code4]
+    nb = 0 if nb < 0 else _LOW_NB_MAX if nb > _LOW_NB_MAX else nb
+    band.nb = nb
     band.det = _scale(nb, 8)
 
 
 def _adapt_high(band: _Band, code2: int) -> None:
     """LOGSCH then SCALEH for the higher band."""
-    nb = ((band.nb * 127) >> 7) + WH[RH2[code2]]
-    band.nb = nb = max(0, min(_HIGH_NB_MAX, nb))
+    nb = ((band.nb * 127) >> 7) + _HIGH_STEP[code2]
+    nb = 0 if nb < 0 else _HIGH_NB_MAX if nb > _HIGH_NB_MAX else nb
+    band.nb = nb
     band.det = _scale(nb, 10)
+
+
+@functools.cache
+def _low_thresholds(det: int) -> tuple[int, ...]:
+    """QUANTL's decision thresholds for one scale factor (det takes a few hundred values)."""
+    return tuple((level * det) >> 12 for level in Q6[1:])
 
 
 class G722Encoder:
@@ -195,8 +244,6 @@ class G722Encoder:
         history = self._history
         low, high = self._low, self._high
         h0, h1, h2, h3, h4, h5, h6, h7, h8, h9, h10, h11 = QMF_EVEN
-        q6 = Q6
-        highest = _LOW_HIGHEST_INTERVAL
         for index in range(len(out)):
             del history[:2]
             history.append(values[2 * index])
@@ -219,9 +266,8 @@ class G722Encoder:
             el = _sat(x_low - low.s)
             magnitude = el if el >= 0 else -(el + 1)
             det = low.det
-            interval = 1
-            while interval < highest and magnitude >= (q6[interval] * det) >> 12:
-                interval += 1
+            # The first interval whose upper decision level lies above the magnitude (30 if none).
+            interval = bisect_right(_low_thresholds(det), magnitude) + 1
             code_low = ILN[interval] if el < 0 else ILP[interval]
             code4 = code_low >> 2
             dlow = (det * QM4[code4]) >> 15
