@@ -21,10 +21,15 @@ from .resample import resample
 
 __all__ = ["MAX_SECONDS", "WavError", "load_wav"]
 
-#: Longest file accepted: music on hold loops, and conversion is pure Python (seconds per minute).
-MAX_SECONDS: Final = 600
+#: Longest file accepted. Music on hold loops, so a minute or two is plenty, and the work is pure
+#: Python: converting a minute takes about 10 s per rate, and encoding it in G.722 (for
+#: ``AudioLibrary.prepare``) about 15 s more.
+MAX_SECONDS: Final = 120
 _MIN_RATE: Final = 4000
 _MAX_RATE: Final = 192000
+_MAX_CHANNELS: Final = 8
+#: 2 minutes of 48 kHz stereo 24-bit is 35 MB: anything far beyond is not music on hold.
+_MAX_BYTES: Final = 64 * 1024 * 1024
 
 
 class WavError(ValueError):
@@ -48,6 +53,10 @@ def load_wav(path: str | PathLike[str], rate: int) -> Clip:
                 raise WavError(
                     f"{name}: {frames / file_rate:.0f} s is too long (at most {MAX_SECONDS} s)"
                 )
+            if channels > _MAX_CHANNELS:
+                raise WavError(f"{name}: {channels} channels is too many (mono or stereo will do)")
+            if frames * channels * width > _MAX_BYTES:
+                raise WavError(f"{name}: the audio data is too large (at most 64 MiB)")
             data = reader.readframes(frames)
     except FileNotFoundError:
         raise WavError(f"{name}: file not found") from None

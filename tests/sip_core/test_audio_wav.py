@@ -98,12 +98,29 @@ def test_unusable_files_are_refused_with_a_reason(
 
 def test_a_file_that_is_too_long_is_refused_before_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "long.wav"
-    data_size = 8000 * 2 * 601  # 601 s of 16-bit audio at 8 kHz, announced...
+    data_size = 8000 * 2 * 121  # 121 s of 16-bit audio at 8 kHz, announced...
     fmt = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
     header = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_size)
     path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(header) + data_size) + header + b"\0" * 64)
-    with pytest.raises(WavError, match=r"601 s is too long \(at most 600 s\)"):
+    with pytest.raises(WavError, match=r"121 s is too long \(at most 120 s\)"):
         load_wav(path, 8000)
+
+
+def test_too_many_channels_or_bytes_are_refused_before_reading(tmp_path: Path) -> None:
+    def header(channels: int, rate: int, frames: int) -> bytes:
+        fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * channels * 4, channels * 4, 32)
+        size = frames * channels * 4
+        body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", size)
+        return b"RIFF" + struct.pack("<I", 4 + len(body) + size) + body + b"\0" * 64
+
+    many = tmp_path / "many.wav"
+    many.write_bytes(header(12, 8000, 100))
+    with pytest.raises(WavError, match="12 channels is too many"):
+        load_wav(many, 8000)
+    large = tmp_path / "large.wav"
+    large.write_bytes(header(8, 192000, 192000 * 20))  # 20 s, 8 channels of 32-bit at 192 kHz
+    with pytest.raises(WavError, match="too large"):
+        load_wav(large, 8000)
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
