@@ -260,3 +260,15 @@ def test_prepare_encodes_ahead_and_stream_reuses_it() -> None:
     stream = library.stream(play, AudioCodec.G722)
     assert [stream.next_payload() for _ in range(len(stored))] == list(stored)
     assert len(library._precoded) == 1
+
+
+def test_playback_values_cross_a_process_boundary() -> None:
+    """The SIP side sends these to the media engine's process: they pickle and compare equal."""
+    import pickle
+
+    from sip_core.audio import PlayMusic, PlayPrompts
+
+    values = [PlaySilence(), PlaySilence(300), PlayTone(Tone.COMFORT), PlayPrompts(("press", "1"))]
+    values.append(PlayMusic())
+    for value in values:
+        assert pickle.loads(pickle.dumps(value)) == value
