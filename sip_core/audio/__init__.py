@@ -14,6 +14,7 @@ only make the bytes. The public API, stable for the engine:
   stream for a leg's codec with G.722 assets encoded once and cached;
 - bundled prompts (:data:`PROMPT_NAMES`, :func:`prompt`) and music (:func:`bundled_music`), and
   :func:`load_wav` for a user's music file;
+- :func:`mix` for generated audio heard besides the other party (a beep over the call);
 - :class:`DigitCollector`: up to N digits with timeouts, a terminator and barge-in.
 """
 
@@ -29,6 +30,7 @@ from .codecs import (
     frame_samples,
 )
 from .collector import CollectEnd, CollectResult, CollectSettings, DigitCollector
+from .mix import mix
 from .playback import (
     AudioLibrary,
     PayloadStream,
@@ -90,6 +92,7 @@ __all__ = [
     "codec_for",
     "frame_samples",
     "load_wav",
+    "mix",
     "precode",
     "prompt",
 ]

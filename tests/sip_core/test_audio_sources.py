@@ -272,3 +272,25 @@ def test_playback_values_cross_a_process_boundary() -> None:
     values.append(PlayMusic())
     for value in values:
         assert pickle.loads(pickle.dumps(value)) == value
+
+
+def test_mixing_adds_with_saturation_and_gain() -> None:
+    from sip_core.audio import mix
+
+    assert list(mix([100, -100, 30000, -30000], [50, 50, 10000, -10000])) == [
+        150,
+        -50,
+        32767,
+        -32768,
+    ]
+    assert list(mix([0, 1000], [1000, 1000], gain=0.25)) == [250, 1250]
+    beep = ToneSource(Tone.BEEP, 8000).read()
+    assert beep is not None
+    voice = sine(300, 3000, 8000, 160)
+    mixed = mix(voice, beep, gain=0.5)
+    assert goertzel_share(list(mixed), 8000, 1000) > 0.2  # the beep is in
+    assert goertzel_share(list(mixed), 8000, 300) > 0.2  # and the voice still
+    with pytest.raises(ValueError, match="cannot mix 2 samples with 1"):
+        mix([0, 0], [0])
+    with pytest.raises(ValueError, match="gain"):
+        mix([0], [0], gain=2)

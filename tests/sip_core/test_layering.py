@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "audio.assets": 1,
     "audio.playback": 1,
     "audio.collector": 1,
+    "audio.mix": 1,
     # 2 transport
     "transport": 2,
     "relay": 2,
