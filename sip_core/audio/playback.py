@@ -3,7 +3,7 @@
 The media engine runs in its own process: the SIP side says *what* a leg should hear with a small
 picklable value (:data:`Playback`), and the engine's :class:`AudioLibrary` makes the stream of RTP
 payloads in the leg's codec. The library loads prompts and music once and, for G.722 (whose
-pure-Python encoder costs several milliseconds per frame), encodes each asset once per packetisation
+pure-Python encoder costs over a millisecond per frame), encodes each asset once per packetisation
 time and replays the stored payloads (see :meth:`AudioLibrary.prepare` to do that ahead of the
 first playback); G.711 is cheap enough to encode frame by frame.
 """
@@ -99,8 +99,9 @@ class AudioLibrary:
     def prepare(self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS) -> None:
         """Do now the encoding a first :meth:`stream` of ``play`` would do (G.722 only).
 
-        Pure-Python G.722 takes a few milliseconds per frame, so the first playback of an asset
-        (the music loop: about 400 frames) would stall whoever calls :meth:`stream`. An engine
+        Pure-Python G.722 takes over a millisecond per frame, so the first playback of an asset
+        (the music loop: 400 frames, about half a second) would stall whoever calls
+        :meth:`stream`. An engine
         calls this at start-up, or off its packet loop, for what it expects to play; afterwards
         :meth:`stream` only looks the payloads up.
         """
