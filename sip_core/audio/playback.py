@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import Protocol
 
-from .assets import bundled_music, prompt
+from .assets import PROMPT_TEXTS, bundled_music, prompt
 from .clip import Clip
 from .codecs import DEFAULT_PTIME_MS, AudioCodec
 from .sources import (
@@ -47,6 +47,10 @@ class PlaySilence:
 
     duration_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.duration_ms is not None and self.duration_ms <= 0:
+            raise ValueError(f"a silence lasts a positive time, not {self.duration_ms} ms")
+
 
 @dataclass(frozen=True, slots=True)
 class PlayTone:
@@ -57,9 +61,23 @@ class PlayTone:
 
 @dataclass(frozen=True, slots=True)
 class PlayPrompts:
-    """Bundled prompts by name, in order (one name is a single prompt)."""
+    """Bundled prompts by name, in order (one name is a single prompt).
+
+    Checked when made, on the side that asks for the playback: an unknown name is a ValueError
+    there, not a failure in the engine's process.
+    """
 
     names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        if not self.names:
+            raise ValueError("a prompt playlist needs at least one prompt")
+        unknown = [name for name in self.names if name not in PROMPT_TEXTS]
+        if unknown:
+            raise ValueError(
+                f"no prompt {', '.join(map(repr, unknown))}; known: {', '.join(PROMPT_TEXTS)}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
