@@ -19,6 +19,7 @@ from .clients import (
     Baresip,
     SippResult,
     free_port,
+    parse_sipp_messages,
     run_sipp,
     sipsak_register,
     sipsak_unregister,
@@ -112,6 +113,22 @@ async def test_sipp_registers_users_with_their_own_passwords(make_target: MakeTa
     assert len(result.rtts_ms) == 3, result.describe()
     for user, password in devices.items():
         assert len(await bindings(target, user, password)) == 1, user
+
+
+async def test_sipp_default_digest_uri_is_accepted(make_target: MakeTarget) -> None:
+    """sipp without ``-auth_uri`` puts ``sip:HOST:PORT`` (where it sends) in the digest ``uri``
+    while its Request-URI is ``sip:HOST``: the same target, which a registrar must accept."""
+    target = await make_target({"301": "pw-three-01"})
+
+    result = await run_sipp(
+        "register", target.port, {"301": "pw-three-01"}, domain=target.host, default_auth_uri=True
+    )
+
+    assert result.returncode == 0, result.describe()
+    sent = [m for m in parse_sipp_messages(result.messages) if not m.received]
+    (authorization,) = [v for m in sent for v in m.header_values("Authorization")]
+    assert f'uri="sip:{target.host}:{target.port}"' in authorization, authorization
+    assert sent[-1].start_line == f"REGISTER sip:{target.host} SIP/2.0", sent[-1].start_line
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
