@@ -55,21 +55,27 @@ class ClientError(AssertionError):
     """A client could not be run or did not behave; the message carries its output."""
 
 
-def free_port(*, digits: int = 4, tcp: bool = True, host: str = HOST) -> int:
-    """A port that is free for UDP (and TCP) on ``host`` right now.
+def free_port(*, digits: int = 4, tcp: bool = True, host: str = HOST, span: int = 1) -> int:
+    """A port that is free for UDP (and TCP) on ``host`` right now, with the ``span - 1`` ports
+    after it (baresip opens its TLS listener on its SIP port + 1).
 
-    Four digits by default (2000-9999): sipsak cannot address a five-digit port.
+    Four digits by default (2000-9999): sipsak cannot address a five-digit port. Five-digit ports
+    are taken below 32768, out of Linux's default range for outgoing connections: on a busy
+    machine thousands of sockets wait out TIME-WAIT there, and a client that binds without
+    SO_REUSEADDR (baresip's TLS listener) would find its port taken between our check and its
+    bind.
     """
-    low, high = (2000, 9999) if digits == 4 else (10000, 60999)
+    low, high = (2000, 9999) if digits == 4 else (10000, 32767)
     for _ in range(500):
-        port = low + secrets.randbelow(high - low + 1)
+        port = low + secrets.randbelow(high - low + 2 - span)
         kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
         socks: list[socket.socket] = []
         try:
-            for kind in kinds:
-                sock = socket.socket(socket.AF_INET, kind)
-                socks.append(sock)
-                sock.bind((host, port))
+            for number in range(port, port + span):
+                for kind in kinds:
+                    sock = socket.socket(socket.AF_INET, kind)
+                    socks.append(sock)
+                    sock.bind((host, number))
         except OSError:
             continue
         else:
@@ -525,7 +531,7 @@ class Baresip:
     # -- configuration
     def _write_config(self, directory: Path) -> None:
         module_path = next((p for p in BARESIP_MODULES if os.path.isdir(p)), BARESIP_MODULES[0])
-        port = self.listen_port or free_port(digits=5)
+        port = self.listen_port or free_port(digits=5, span=2)
         self.listen_port = port
         # Loopback only: listen, interface and DNS all on 127.0.0.1; no module that reaches out
         # (stun, turn, ice, natpmp, mwi, presence) is loaded. Audio is a file sink and a sine.

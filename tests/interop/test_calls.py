@@ -97,7 +97,7 @@ def kamailio_proxy() -> Iterator[Callable[[], Any]]:
             pytest.skip("kamailio not installed")
         # One worker: two can relay a callee's 180 and 200 out of order, and sipp fails the call.
         proxy = module.KamailioProxy(
-            users=dict(ACCOUNTS), port=free_port(), min_expires=1, children=1
+            users=dict(ACCOUNTS), port=free_port(), min_expires=1, children=1, tcp=True
         )
         proxy.start()
         started.append(proxy)
@@ -139,13 +139,20 @@ def tones(tmp_path: Path) -> dict[float, Path]:
 
 @contextlib.asynccontextmanager
 async def phone(
-    target: CallTarget, user: str, tone: Path, workdir: Path, *, answermode: str = "manual"
+    target: CallTarget,
+    user: str,
+    tone: Path,
+    workdir: Path,
+    *,
+    answermode: str = "manual",
+    transport: str = "udp",
 ) -> AsyncIterator[Baresip]:
     """A registered baresip playing ``tone`` and recording what it hears."""
     ua = Baresip(
         user,
         ACCOUNTS[user],
         target.port,
+        transport=transport,
         domain=DOMAIN,
         tone=tone,
         record=True,
@@ -173,13 +180,26 @@ def _failure(target: CallTarget, *uas: Baresip) -> str:
     return f"{text}\n--- {target.kind} log\n{target.log()[-3000:]}"
 
 
+@pytest.mark.parametrize("callee_transport", ["udp", "tcp"])
 async def test_basic_call_each_side_hears_the_other(
-    make_call_target: MakeCallTarget, tones: dict[float, Path], tmp_path: Path
+    make_call_target: MakeCallTarget,
+    tones: dict[float, Path],
+    tmp_path: Path,
+    callee_transport: str,
 ) -> None:
+    """Over TCP the callee's Contact names its listening port, not the port of the connection it
+    registered on: the call follows the Contact."""
     target = await make_call_target()
     async with (
         phone(target, "301", tones[CALLER_HZ], tmp_path / "caller") as caller,
-        phone(target, "201", tones[CALLEE_HZ], tmp_path / "callee", answermode="auto") as callee,
+        phone(
+            target,
+            "201",
+            tones[CALLEE_HZ],
+            tmp_path / "callee",
+            answermode="auto",
+            transport=callee_transport,
+        ) as callee,
     ):
         try:
             await caller.dial(f"sip:{target.dial('201')}@{DOMAIN}")
