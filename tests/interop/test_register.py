@@ -187,6 +187,29 @@ async def test_unknown_user_is_refused(make_target: MakeTarget) -> None:
     assert sipsak.final_status in (401, 403, 404), sipsak.describe()
 
 
+async def test_unknown_user_gets_the_same_challenge_as_a_device_on_the_defaults(
+    make_target: MakeTarget,
+) -> None:
+    """No user enumeration by challenge: apart from the nonce, the 401 to a user name that does
+    not exist carries the same WWW-Authenticate values as the 401 to a real device."""
+    target = await make_target({"601": "known-secret"})
+
+    def first_challenge(result: SippResult) -> list[str]:
+        found = [m for m in result.received() if m.status == 401]
+        assert found, result.describe()
+        return [
+            re.sub(r'nonce="[^"]*"', 'nonce="N"', value)
+            for value in found[0].header_values("WWW-Authenticate")
+        ]
+
+    known = await run_sipp("register_rejected", target.port, {"601": "wrong-secret"})
+    unknown = await run_sipp("register_rejected", target.port, {"699": "wrong-secret"})
+    assert known.returncode == 0, known.describe()
+    assert unknown.returncode == 0, unknown.describe()
+    assert first_challenge(unknown) == first_challenge(known)
+    assert len(first_challenge(known)) >= 1
+
+
 async def test_refresh_in_the_same_registration_keeps_one_binding(make_target: MakeTarget) -> None:
     target = await make_target({"701": "refresh-secret"})
     local_port = free_port(digits=5)
