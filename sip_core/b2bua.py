@@ -537,7 +537,7 @@ class B2bua:
 
     def _on_invite(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         config = self._config()
-        auth = self._auth.verify(request, "Proxy-Authorization")
+        auth = self._auth.verify(request, "Proxy-Authorization", local_port=source.local.port)
         if not auth.ok:
             self._challenge(
                 request,
@@ -741,7 +741,8 @@ class B2bua:
         current one of the leg's side). Until the answer, a provisional dialog carries the
         endpoint (for the SDP's address) and the identifiers; the answer replaces it.
         """
-        endpoint = self._endpoint(binding.source)
+        route = binding.route  # the Contact, or the REGISTER's source behind NAT
+        endpoint = self._endpoint(route)
         local_tag = new_tag()
         call_id = new_call_id()
         cseq = first_cseq()
@@ -755,7 +756,7 @@ class B2bua:
             local_party=from_value,
             remote_party=to_value,
             remote_target=binding.contact_uri,
-            destination=binding.source.remote,
+            destination=route.remote,
             endpoint=endpoint,
             local_cseq=cseq,
         )
@@ -777,14 +778,14 @@ class B2bua:
             local_party=from_value,
             cseq=cseq,
             target=binding.contact_uri,
-            destination=binding.source.remote,
+            destination=route.remote,
             endpoint=endpoint,
         )
         self._dialogs[(call_id, local_tag)] = leg
         leg.client_txn = self._txns.send_request(
             invite,
-            binding.source.remote,
-            binding.source.kind,
+            route.remote,
+            route.kind,
             on_response=on_response,
             on_timeout=on_timeout,
         )

@@ -15,7 +15,7 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
         extension: "200"
         devices:
           - {username: "201", password: "...", label: Office Desk Phone, type: desk,
-             priority: 0, digest: [MD5, SHA-256]}
+             priority: 0, digest: [MD5]}
     registrar: {min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 5}
     auth: {nonce_lifetime: 300}
     calls: {no_answer_timeout: 30}

@@ -32,7 +32,7 @@ from sip_core.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MD5_FIRST = (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
+MD5_ONLY = (DigestAlgorithm.MD5,)  # the default
 
 
 def test_digest_algorithm_is_the_digest_modules() -> None:
@@ -48,7 +48,7 @@ def test_develop_household() -> None:
     config = load_config(ROOT / "develop" / "pbx.yaml")
 
     def device(username: str, label: str, kind: DeviceType) -> Device:
-        return Device(username, f"demo-{username}", label, kind, 0, MD5_FIRST)
+        return Device(username, f"demo-{username}", label, kind, 0, MD5_ONLY)
 
     assert config == PbxConfig(
         sip=SipSettings("127.0.0.1", 5060, "home.arpa"),
@@ -92,7 +92,7 @@ def test_full_example_spells_out_every_default() -> None:
         DeviceType.SOFTPHONE,
     ]
     assert alice.devices[0] == Device(
-        "201", "change-me-201", "Office Desk Phone", DeviceType.DESK, 0, MD5_FIRST
+        "201", "change-me-201", "Office Desk Phone", DeviceType.DESK, 0, MD5_ONLY
     )
     assert bob.devices[0].type is DeviceType.HOME
     assert config.rtp.pair_count == 500
@@ -662,7 +662,7 @@ def test_to_mapping_is_plain_data_in_the_file_schema() -> None:
                     "label": "201",
                     "type": "desk",
                     "priority": 0,
-                    "digest": ["MD5", "SHA-256"],
+                    "digest": ["MD5"],
                 }
             ],
         }
