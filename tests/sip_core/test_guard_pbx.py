@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -325,3 +326,39 @@ async def test_scanner_agents_get_no_answer(pbx: Pbx) -> None:
         assert await scanner.send("OPTIONS", "201") is not None
     finally:
         scanner.close()
+
+
+async def test_a_registration_worker_bans_too() -> None:
+    """With sip.workers the workers answer REGISTER themselves, so they count failures too."""
+    from sip_core.workers import HandoverReceiver, RegistrationFront, WorkerPool
+
+    from .test_workers import config_text
+
+    config = parse_config(config_text(5060))
+    config = replace(config, sip=replace(config.sip, port=0))
+    secret = WorkerPool.new_secret()
+    pbx = Pbx(config, digest_secret=secret)
+    await pbx.start()
+    port = pbx.local_address.port
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setblocking(False)
+    front = RegistrationFront(replace(config, sip=replace(config.sip, port=port)), secret, theirs)
+    await front.start()
+    receiver = HandoverReceiver(pbx, ours)
+    receiver.start()
+    pbx.steer_registers(1)
+    attacker = await Client(ATTACKER, port).open()
+    try:
+        for guess in range(5):
+            answer = await attacker.login("REGISTER", "201", f"guess-{guess}")
+            assert answer is not None
+            assert answer.status == 401
+        assert await attacker.send("REGISTER", "201", wait=0.5) is None
+        assert front.authenticated == 0
+    finally:
+        attacker.close()
+        receiver.stop()
+        await front.stop()
+        theirs.close()
+        ours.close()
+        await pbx.stop()
