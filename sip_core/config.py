@@ -64,6 +64,7 @@ __all__ = [
     "format_path",
     "load_config",
     "parse_config",
+    "security_settings",
 ]
 
 type KeyPath = tuple[str | int, ...]
@@ -725,6 +726,11 @@ def _log_level(value: Any) -> str:
     if isinstance(value, str) and value.lower() in LOG_LEVELS:
         return value.lower()
     _fail(("log_level",), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(value)}")
+
+
+def security_settings(data: Mapping[str, Any] | None) -> SecuritySettings:
+    """Check the ``security`` section alone (Home Assistant's options keep it apart)."""
+    return _security(data)
 
 
 def _security(data: Any) -> SecuritySettings:

@@ -196,6 +196,12 @@ class Guard:
     def settings(self) -> SecuritySettings:
         return self._settings
 
+    def update(self, settings: SecuritySettings) -> None:
+        """New settings from now on; bans in force stay until they end (or are lifted)."""
+        self._settings = settings
+        self._never_ban = tuple(ipaddress.ip_network(net) for net in settings.never_ban)
+        self._never_ban_cache.clear()
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

@@ -18,7 +18,7 @@ from sip_core import __version__
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, LoopClock, TimerHandle
-from sip_core.config import PbxConfig, User
+from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.guard import Ban, Guard
@@ -235,6 +235,11 @@ class Pbx:
     def bans(self) -> list[Ban]:
         """Source addresses banned for failing to authenticate (`sip_core.guard`), oldest first."""
         return self._guard.bans()
+
+    def update_security(self, settings: SecuritySettings) -> None:
+        """Apply new `SecuritySettings` at once (bans in force stay until they end)."""
+        self._config = replace(self._config, security=settings)
+        self._guard.update(settings)
 
     def unban(self, address: str) -> bool:
         """Lift a ban now; false when the address is not banned, ValueError when not an IP."""

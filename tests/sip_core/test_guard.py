@@ -223,3 +223,15 @@ def test_security_settings_load_and_refuse_bad_values() -> None:
         with pytest.raises(ConfigError) as caught:
             config_from_mapping({**base, "security": bad})
         assert key in str(caught.value)
+
+
+def test_settings_change_live_and_bans_in_force_stay() -> None:
+    h = Harness()
+    h.fail("10.0.0.9", 5)
+    h.guard.update(SecuritySettings(max_failures=2, never_ban=("10.0.0.0/8",), allow_public=True))
+    assert h.guard.is_banned("10.0.0.9")
+    h.fail("10.0.0.10", 10)
+    assert not h.guard.is_banned("10.0.0.10")
+    h.fail("192.168.0.9", 2)
+    assert h.guard.is_banned("192.168.0.9")
+    assert h.guard.admit(request(), source("8.8.8.8")) is None
