@@ -26,6 +26,7 @@ from sip_core.transport import TransportError
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .security import SecurityMonitor, with_security
 from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
 
@@ -75,7 +76,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     """Start the PBX of this entry."""
     users = users_from_options(entry.options)
     try:
-        config = pbx_config(entry.data, users)
+        config = with_security(pbx_config(entry.data, users), entry.options)
     except ConfigError as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN,
@@ -94,11 +95,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
             translation_placeholders={"error": str(err)},
         ) from err
     hub = CallflipHub(hass, entry, pbx, store, users)
+    security = SecurityMonitor(hass, entry, pbx)
     try:
         hub.async_start()
-        entry.runtime_data = CallflipData(hub)
+        security.async_start()
+        entry.runtime_data = CallflipData(hub, security)
         await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     except BaseException:
+        security.async_stop()
         await hub.async_stop()
         raise
 
@@ -116,12 +120,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
 async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
     """Apply edited users and devices to the running PBX."""
     entry.runtime_data.hub.async_apply_options(entry.options, users_from_options(entry.options))
+    entry.runtime_data.security.async_apply_options(entry.options)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
     """Stop the PBX and free its ports."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
+        entry.runtime_data.security.async_stop()
         await entry.runtime_data.hub.async_stop()
     return unloaded
 
