@@ -19,12 +19,15 @@ applies four rules, cheapest first:
 3. **Scope.** Unless ``allow_public`` is set, only loopback, private and link-local addresses may
    send requests: a PBX for a home has no business answering the internet.
 4. **Floods.** Each source address has a budget for requests that are not (yet) authenticated:
-   every request outside a dialog costs one token, and an authentication that succeeds (or is
-   only stale) gives back two, the request's own and the challenge before it. A phone that
-   registers or calls therefore never runs short, however fast it goes (the benchmarks' clients
-   included), while a sender that never authenticates is held to ``FLOOD_RATE`` requests a second
-   after a burst of ``FLOOD_BURST``, and the rest of the household is served. Requests inside a
-   dialog cost nothing here: they are matched against existing dialogs in one lookup.
+   every request outside a dialog costs one token, and an authentication that is only stale gives
+   back two, the request's own and the challenge before it. A source that authenticated
+   successfully is not charged for ``TRUST_TIME`` seconds afterwards: it holds a password, and
+   its challenges are the first half of its next logins (the benchmarks' clients, thousands a
+   second from one address with hundreds of challenges outstanding, included). A sender that
+   never authenticates is held to ``FLOOD_RATE`` requests a second after a burst of
+   ``FLOOD_BURST``, and the rest of the household is served. Requests inside a dialog cost
+   nothing here: they are matched against existing dialogs in one lookup. Failed logins always
+   count towards a ban, trusted source or not.
 
 Everything is bounded: the per-address tables keep at most ``MAX_TRACKED`` addresses and the ban
 table ``MAX_BANS`` bans, so spoofed UDP sources cannot grow memory without limit. Time comes from
@@ -69,6 +72,8 @@ _LOGGER = logging.getLogger(__name__)
 FLOOD_RATE: Final = 20.0
 #: Unauthenticated requests one source address may send at once (a phone's reboot sends a few).
 FLOOD_BURST: Final = 200.0
+#: Seconds after a successful authentication during which a source's requests are not charged.
+TRUST_TIME: Final = 300.0
 #: Source addresses tracked for failures, floods and the once-only log lines, each.
 MAX_TRACKED: Final = 16384
 #: Bans kept at once; a new one evicts the ban nearest to its end.
@@ -185,6 +190,7 @@ class Guard:
         self._bans: dict[str, Ban] = {}
         self._ban_ends: dict[str, float] = {}  # address -> monotonic end
         self._buckets: dict[str, list[float]] = {}  # address -> [tokens, last refill]
+        self._trusted: dict[str, float] = {}  # address -> monotonic end of its trust
         self._limited = _OnceLog()
         self._scanners = _OnceLog()
         self._outsiders = _OnceLog()
@@ -241,7 +247,7 @@ class Guard:
             return self._drop(Refusal.OUT_OF_SCOPE)
         if message.method in ("ACK", "CANCEL") or _in_dialog(message):
             return None
-        if self._never_banned(host):
+        if self._never_banned(host) or self._is_trusted(host):
             return None
         if not self._spend(host):
             if self._limited.first(host):
@@ -264,7 +270,10 @@ class Guard:
     def authenticated(self, source: Source, request: Request, result: AuthResult) -> None:
         """Every digest verification of a request from ``source`` reports here."""
         host = source.remote.host
-        if result.ok or result.stale:
+        if result.ok:
+            self._trust(host)
+            return
+        if result.stale:
             self._refund(host, 2.0)
             return
         if result.reason not in COUNTED_FAILURES or self._never_banned(host):
@@ -330,6 +339,7 @@ class Guard:
         self._bans[host] = ban
         self._ban_ends[host] = self._clock.monotonic() + duration
         self._buckets.pop(host, None)
+        self._trusted.pop(host, None)
         _LOGGER.warning(
             "Banned %s for %d s after %d failed authentications within %d s (last username"
             " tried: %s)",
@@ -415,6 +425,25 @@ class Guard:
         if tokens >= FLOOD_BURST / 2:
             self._limited.forget(host)  # recovered: a new flood is worth a new log line
         return True
+
+    def _trust(self, host: str) -> None:
+        trusted = self._trusted
+        if host not in trusted and len(trusted) >= MAX_TRACKED:
+            now = self._clock.monotonic()
+            for stale in [h for h, end in trusted.items() if end <= now]:
+                del trusted[stale]
+            while len(trusted) >= MAX_TRACKED:
+                del trusted[next(iter(trusted))]
+        trusted[host] = self._clock.monotonic() + TRUST_TIME
+
+    def _is_trusted(self, host: str) -> bool:
+        end = self._trusted.get(host)
+        if end is None:
+            return False
+        if end > self._clock.monotonic():
+            return True
+        del self._trusted[host]
+        return False
 
     def _refund(self, host: str, amount: float) -> None:
         bucket = self._buckets.get(host)

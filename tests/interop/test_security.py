@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .clients import ProcessResult, run_process, sipsak_register
+from .clients import ProcessResult, run_process, run_sipp, sipsak_register
 from .conftest import RunningPbx, StartPbx, users_from
 
 pytestmark = [
@@ -123,3 +123,14 @@ async def test_svcrack_is_banned_within_six_attempts(start_pbx: StartPbx, tmp_pa
     # Everyone else is unaffected: the phone on 127.0.0.1 registers with its password.
     result = await sipsak_register(pbx.port, "201", DEVICES["201"])
     assert result.ok, result.describe()
+
+
+async def test_a_benchmark_load_of_registrations_is_never_limited(start_pbx: StartPbx) -> None:
+    """sipp as bench/register drives it: one address, hundreds of logins a second, each answering
+    its challenge. Nothing is limited or banned, every registration succeeds."""
+    devices = {str(10_000 + index): f"load-secret-{index:04d}" for index in range(1000)}
+    pbx = await start_pbx(users_from(devices))
+    result = await run_sipp("register", pbx.port, devices, rate=400, time_limit=40)
+    assert result.returncode == 0, result.describe()
+    assert (result.successful, result.failed) == (1000, 0), result.describe()
+    assert not any("Limiting" in line or "Banned" in line for line in pbx.lines), pbx.log()

@@ -11,6 +11,7 @@ from sip_core.events import AddressBanned, BanEnded, BanEndReason, PbxEvent
 from sip_core.guard import (
     FLOOD_BURST,
     FLOOD_RATE,
+    TRUST_TIME,
     Guard,
     Refusal,
     in_default_scope,
@@ -190,14 +191,44 @@ def test_unauthenticated_flood_is_limited_per_source_and_others_are_served() -> 
 
 
 def test_authenticating_clients_never_run_out_however_fast() -> None:
-    """A benchmark client: challenge, then credentials that succeed (or are stale), thousands of
-    times a second from one address, never limited."""
+    """A benchmark client: thousands of challenges outstanding at once from one address, then
+    their credentials, never limited."""
     h = Harness()
     phone = source("127.0.0.1")
-    for _ in range(20_000):
+    for _ in range(50):  # its first logins, one at a time
         assert h.guard.admit(request(), phone) is None  # no credentials: challenged
         assert h.guard.admit(request(), phone) is None  # with credentials
-        h.guard.authenticated(phone, request(), OK if _ % 7 else STALE)
+        h.guard.authenticated(phone, request(), OK)
+    for _ in range(10):
+        for _ in range(5000):  # a server behind by seconds: every challenge first...
+            assert h.guard.admit(request(), phone) is None
+        for index in range(5000):  # ...then every answer
+            assert h.guard.admit(request(), phone) is None
+            h.guard.authenticated(phone, request(), STALE if index % 7 else OK)
+    assert h.guard.dropped[Refusal.FLOODING] == 0
+
+
+def test_trust_ends_and_failures_count_all_the_same() -> None:
+    h = Harness()
+    phone = source("10.0.0.5")
+    h.guard.authenticated(phone, request(), OK)
+    assert sum(h.guard.admit(request("OPTIONS"), phone) is None for _ in range(1000)) == 1000
+    h.clock.advance(TRUST_TIME)
+    assert sum(h.guard.admit(request("OPTIONS"), phone) is None for _ in range(1000)) == int(
+        FLOOD_BURST
+    )
+    h.guard.authenticated(phone, request(), OK)
+    h.fail("10.0.0.5", 5)
+    assert h.guard.is_banned("10.0.0.5")
+
+
+def test_stale_answers_give_back_what_their_challenges_cost() -> None:
+    h = Harness()
+    phone = source("10.0.0.5")
+    for _ in range(5000):
+        assert h.guard.admit(request(), phone) is None
+        assert h.guard.admit(request(), phone) is None
+        h.guard.authenticated(phone, request(), STALE)
     assert h.guard.dropped[Refusal.FLOODING] == 0
 
 
