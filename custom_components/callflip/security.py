@@ -52,8 +52,11 @@ ISSUE_OPEN_TO_INTERNET = "open_to_internet"
 UNBAN_SCHEMA = vol.Schema({vol.Required(ATTR_ADDRESS): cv.string})
 
 
+BAN_ISSUE_PREFIX = "banned_"
+
+
 def ban_issue_id(address: str) -> str:
-    return f"banned_{address}"
+    return f"{BAN_ISSUE_PREFIX}{address}"
 
 
 def security_mapping(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -184,7 +187,7 @@ class SecurityMonitor:
             self.hass,
             DOMAIN,
             ban_issue_id(address),
-            is_fixable=False,
+            is_fixable=True,  # repairs.py: the fix lifts the ban
             is_persistent=False,
             severity=ir.IssueSeverity.WARNING,
             translation_key="address_banned",
@@ -223,9 +226,9 @@ def _monitor(hass: HomeAssistant) -> SecurityMonitor:
     raise ServiceValidationError(translation_domain=DOMAIN, translation_key="not_loaded")
 
 
-async def _async_unban(call: ServiceCall) -> None:
-    monitor = _monitor(call.hass)
-    text: str = call.data[ATTR_ADDRESS]
+def unban_address(hass: HomeAssistant, text: str, *, missing_ok: bool = False) -> None:
+    """Lift the ban on ``text``; translated ServiceValidationError when it cannot be done."""
+    monitor = _monitor(hass)
     try:
         address = normalise_address(text)
     except ValueError as err:
@@ -234,12 +237,16 @@ async def _async_unban(call: ServiceCall) -> None:
             translation_key="invalid_address",
             translation_placeholders={"address": text},
         ) from err
-    if not monitor.pbx.unban(address):
+    if not monitor.pbx.unban(address) and not missing_ok:
         raise ServiceValidationError(
             translation_domain=DOMAIN,
             translation_key="not_banned",
             translation_placeholders={"address": address},
         )
+
+
+async def _async_unban(call: ServiceCall) -> None:
+    unban_address(call.hass, call.data[ATTR_ADDRESS])
 
 
 @callback

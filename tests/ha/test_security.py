@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from homeassistant.components.repairs import repairs_flow_manager
+from homeassistant.components.repairs.issue_handler import async_process_repairs_platforms
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.callflip.const import DOMAIN
@@ -164,3 +167,28 @@ async def test_an_entry_open_to_the_internet_shows_the_issue_from_the_start(
     await hass.config_entries.async_unload(config_entry.entry_id)
     await hass.async_block_till_done()
     assert ir.async_get(hass).async_get_issue(DOMAIN, ISSUE_OPEN_TO_INTERNET) is None
+
+
+async def test_the_ban_issue_fix_lifts_the_ban(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, make_phone: Callable[..., SipPhone]
+) -> None:
+    assert await async_setup_component(hass, "repairs", {})
+    await async_process_repairs_platforms(hass)
+    await guess_five_times(make_phone)
+    await hass.async_block_till_done()
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, ban_issue_id(LOOPBACK))
+    assert issue is not None
+    assert issue.is_fixable
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_init(DOMAIN, data={"issue_id": ban_issue_id(LOOPBACK)})
+    assert result["step_id"] == "confirm"
+    assert result["description_placeholders"]["username"] == "alice-desk"
+    result = await manager.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert loaded_entry.runtime_data.hub.pbx.bans() == []
+    assert ir.async_get(hass).async_get_issue(DOMAIN, ban_issue_id(LOOPBACK)) is None
+    desk = make_phone("alice-desk")
+    await desk.open()
+    assert (await desk.register()).status == 200
