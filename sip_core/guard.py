@@ -245,9 +245,9 @@ class Guard:
                     host,
                 )
             return self._drop(Refusal.OUT_OF_SCOPE)
-        if message.method in ("ACK", "CANCEL") or _in_dialog(message):
-            return None
         if self._never_banned(host) or self._is_trusted(host):
+            return None
+        if message.method in ("ACK", "CANCEL") or _in_dialog(message):
             return None
         if not self._spend(host):
             if self._limited.first(host):
