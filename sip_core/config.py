@@ -20,6 +20,8 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
     auth: {nonce_lifetime: 300}
     calls: {no_answer_timeout: 30}
     flip: {code: "*0", timeout: 30}
+    security: {max_failures: 5, failure_window: 300, ban_time: 1800, never_ban: [],
+               allow_public: false}
     log_level: info
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
@@ -57,12 +59,14 @@ __all__ = [
     "PbxConfig",
     "RegistrarSettings",
     "RtpSettings",
+    "SecuritySettings",
     "SipSettings",
     "User",
     "config_from_mapping",
     "format_path",
     "load_config",
     "parse_config",
+    "security_settings",
 ]
 
 type KeyPath = tuple[str | int, ...]
@@ -252,6 +256,24 @@ class FlipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Who may use the PBX, and when a source address that keeps failing to log in is banned.
+
+    ``max_failures`` failed authentications from one address within ``failure_window`` seconds ban
+    it for ``ban_time`` seconds. ``never_ban`` lists networks (CIDR) that are never banned (empty
+    by default: a phone on the home network guessing wrong is as suspicious as anyone, and loopback
+    stays bannable so that a scanner on the same host is stopped too). ``allow_public`` lets
+    addresses outside loopback, private and link-local networks register and call.
+    """
+
+    max_failures: int = 5
+    failure_window: int = 300
+    ban_time: int = 1800
+    never_ban: tuple[str, ...] = ()
+    allow_public: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class PbxConfig:
     """The whole configuration. Build it with :func:`config_from_mapping` or :func:`load_config`.
 
@@ -267,6 +289,7 @@ class PbxConfig:
     flip: FlipSettings = field(default_factory=FlipSettings)
     log_level: str = "info"
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -328,6 +351,13 @@ class PbxConfig:
             "auth": {"nonce_lifetime": self.auth.nonce_lifetime},
             "calls": {"no_answer_timeout": self.calls.no_answer_timeout},
             "flip": {"code": self.flip.code, "timeout": self.flip.timeout},
+            "security": {
+                "max_failures": self.security.max_failures,
+                "failure_window": self.security.failure_window,
+                "ban_time": self.security.ban_time,
+                "never_ban": list(self.security.never_ban),
+                "allow_public": self.security.allow_public,
+            },
             "log_level": self.log_level,
             "discovery": {
                 "plug_and_play": self.discovery.plug_and_play,
@@ -401,7 +431,10 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     flip = _flip(root.get("flip"), users)
     log_level = _log_level(root.get("log_level"))
     discovery = _discovery(root.get("discovery"), users)
-    return PbxConfig(sip, rtp, users, registrar, auth, calls, flip, log_level, discovery)
+    security = _security(root.get("security"))
+    return PbxConfig(
+        sip, rtp, users, registrar, auth, calls, flip, log_level, discovery, security=security
+    )
 
 
 _TOP_KEYS: Final = (
@@ -412,6 +445,7 @@ _TOP_KEYS: Final = (
     "auth",
     "calls",
     "flip",
+    "security",
     "log_level",
     "discovery",
 )
@@ -755,3 +789,40 @@ def _log_level(value: Any) -> str:
     if isinstance(value, str) and value.lower() in LOG_LEVELS:
         return value.lower()
     _fail(("log_level",), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(value)}")
+
+
+def security_settings(data: Mapping[str, Any] | None) -> SecuritySettings:
+    """Check the ``security`` section alone (Home Assistant's options keep it apart)."""
+    return _security(data)
+
+
+def _security(data: Any) -> SecuritySettings:
+    path: KeyPath = ("security",)
+    keys = ("max_failures", "failure_window", "ban_time", "never_ban", "allow_public")
+    section = _section(data, path, keys)
+    networks: list[str] = []
+    for index, value in enumerate(
+        _list(section.get("never_ban"), (*path, "never_ban"), "networks")
+    ):
+        where = (*path, "never_ban", index)
+        if not isinstance(value, str):
+            _fail(where, f"must be a network such as 192.168.1.0/24, not {_describe(value)}")
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            _fail(where, f"must be a network such as 192.168.1.0/24, not {value!r}")
+        if str(network) not in networks:
+            networks.append(str(network))
+    allow_public = section.get("allow_public")
+    if allow_public is None:
+        allow_public = False
+    elif not isinstance(allow_public, bool):
+        _fail((*path, "allow_public"), f"must be true or false, not {_describe(allow_public)}")
+    day = 86400
+    return SecuritySettings(
+        max_failures=_int(section, "max_failures", path, 5, (1, 1000)),
+        failure_window=_int(section, "failure_window", path, 300, (1, day)),
+        ban_time=_int(section, "ban_time", path, 1800, (1, 30 * day)),
+        never_ban=tuple(networks),
+        allow_public=allow_public,
+    )

@@ -380,6 +380,11 @@ class DigestAuthenticator:
 
         device = self._lookup(username)
         if device is None:
+            # The same arithmetic as a wrong password (a cached HA1, two hashes, one comparison),
+            # so that the answer for an unknown user comes no sooner than for a known one.
+            ha2 = _h(algorithm, f"{request.method}:{digest_uri}")
+            decoy = _h(algorithm, f"{self._opaque}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+            hmac.compare_digest(decoy, response.lower())
             return AuthResult(False, username, False, AuthFailure.UNKNOWN_USER, algorithm)
         if algorithm not in device.algorithms:
             return AuthResult(False, username, False, AuthFailure.ALGORITHM_NOT_ALLOWED, algorithm)

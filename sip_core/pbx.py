@@ -19,9 +19,10 @@ from sip_core import __version__
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, LoopClock, TimerHandle
-from sip_core.config import PbxConfig, User
+from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
+from sip_core.guard import Ban, Guard
 from sip_core.message import Request, Response, make_response
 from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
 from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
@@ -77,6 +78,7 @@ class Pbx:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._events = EventBus()
+        self._guard = Guard(config.security, self._clock, self._events.publish)
         self._credentials: dict[str, DeviceCredentials] = {}
         self._index_credentials(config)
         self._authenticator = DigestAuthenticator(
@@ -91,6 +93,7 @@ class Pbx:
             self._authenticator,
             self._clock,
             publish=self._events.publish,
+            on_auth=self._guard.authenticated,
         )
         if bindings:
             restored = self._registrar.store.restore(bindings, self._clock.wall())
@@ -101,6 +104,7 @@ class Pbx:
             self._receive,
             clock=self._clock,
             reuse_port=config.sip.workers > 0,
+            on_datagram=self._guard.drops_datagram,
         )
         self._transactions = TransactionLayer(
             self._transport,
@@ -126,6 +130,7 @@ class Pbx:
             respond=lambda txn, response: txn.respond(self._stamp(response)),
             local_port=lambda: self._transport.local_address.port,
             history=CallHistory(),
+            on_auth=self._guard.authenticated,
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
@@ -162,6 +167,7 @@ class Pbx:
         if self._multicast is not None:
             self._multicast.close()
             self._multicast = None
+        self._guard.close()
         self._b2bua.close()
         self._relay.close()
         if self._expiry_timer is not None:
@@ -304,6 +310,19 @@ class Pbx:
             return self._plugplay.route_host(phone_host)
         return listen
 
+    def bans(self) -> list[Ban]:
+        """Source addresses banned for failing to authenticate (`sip_core.guard`), oldest first."""
+        return self._guard.bans()
+
+    def update_security(self, settings: SecuritySettings) -> None:
+        """Apply new `SecuritySettings` at once (bans in force stay until they end)."""
+        self._config = replace(self._config, security=settings)
+        self._guard.update(settings)
+
+    def unban(self, address: str) -> bool:
+        """Lift a ban now; false when the address is not banned, ValueError when not an IP."""
+        return self._guard.unban(address)
+
     def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
         """A UDP datagram a registration worker received on our port (`sip_core.workers`);
         ``identity`` is the device it authenticated a REGISTER as."""
@@ -322,6 +341,8 @@ class Pbx:
         self._credentials.update(fresh)
 
     def _receive(self, message: Request | Response, source: Source) -> None:
+        if self._guard.admit(message, source) is not None:
+            return  # banned, a scanner, out of scope or flooding: not even an answer
         self._transactions.receive(message, source)
 
     def _on_stray_response(self, response: Response, source: Source) -> None:

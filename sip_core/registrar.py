@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from .digest import AuthFailure, DigestAuthenticator
+from .digest import AuthFailure, AuthResult, DigestAuthenticator
 from .events import PbxEvent, RegistrationChanged, RegistrationReason
 from .headers import NameAddress
 from .message import Response, make_response
@@ -387,8 +387,11 @@ class Registrar:
         *,
         store: BindingStore | None = None,
         publish: Callable[[PbxEvent], None] | None = None,
+        on_auth: Callable[[Source, Request, AuthResult], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: Told every digest verification's outcome (`sip_core.guard` counts the failures).
+        self.on_auth = on_auth
         self.authenticator = authenticator
         self.store = store if store is not None else BindingStore(clock)
         self._clock = clock
@@ -499,6 +502,8 @@ class Registrar:
         username = source.identity
         if username is None:
             auth = self.authenticator.verify(request, local_port=source.local.port)
+            if self.on_auth is not None:
+                self.on_auth(source, request, auth)
             if not auth.ok:
                 return self._auth_failed(
                     request=request,

@@ -28,6 +28,7 @@ from .data import CallflipConfigEntry, CallflipData
 from .discovery import PhoneDiscovery
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
 from .provisioning_view import ProvisioningView
+from .security import SecurityMonitor, with_security
 from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
 
@@ -77,7 +78,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     """Start the PBX of this entry."""
     users = users_from_options(entry.options)
     try:
-        config = pbx_config(entry.data, users)
+        config = with_security(pbx_config(entry.data, users), entry.options)
     except ConfigError as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN,
@@ -96,11 +97,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
             translation_placeholders={"error": str(err)},
         ) from err
     hub = CallflipHub(hass, entry, pbx, store, users)
+    security = SecurityMonitor(hass, entry, pbx)
     try:
         hub.async_start()
-        entry.runtime_data = CallflipData(hub)
+        security.async_start()
+        entry.runtime_data = CallflipData(hub, security)
         await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     except BaseException:
+        security.async_stop()
         await hub.async_stop()
         raise
     _register_provisioning_view(hass)
@@ -133,12 +137,14 @@ def _register_provisioning_view(hass: HomeAssistant) -> None:
 async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
     """Apply edited users and devices to the running PBX."""
     entry.runtime_data.hub.async_apply_options(entry.options, users_from_options(entry.options))
+    entry.runtime_data.security.async_apply_options(entry.options)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
     """Stop the PBX and free its ports."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
+        entry.runtime_data.security.async_stop()
         await entry.runtime_data.hub.async_stop()
     return unloaded
 

@@ -32,7 +32,7 @@ from homeassistant.helpers.selector import (
 from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from homeassistant.helpers.typing import DiscoveryInfoType
 
-from sip_core.config import ConfigError, config_from_mapping
+from sip_core.config import ConfigError, config_from_mapping, security_settings
 
 from .const import (
     CONF_EXTENSION,
@@ -60,6 +60,7 @@ from .const import (
 )
 from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
 from .hub import CallflipHub
+from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
 from .users import (
     DeviceOptions,
     UserOptions,
@@ -506,7 +507,36 @@ class CallflipOptionsFlow(OptionsFlow):
             menu += ["edit_user", "remove_user", "add_device"]
         if any(True for _ in iter_devices(self._users)):
             menu += ["edit_device", "remove_device"]
+        menu.append("security")
         return self.async_show_menu(step_id="init", menu_options=menu)
+
+    async def async_step_security(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Bans for failed logins, and whether the PBX answers beyond the home network."""
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        if user_input is not None:
+            try:
+                section = security_from_input(user_input)
+            except ConfigError as err:
+                key = str(err.key_path[1]) if len(err.key_path) > 1 else "base"
+                errors[key if key in user_input else "base"] = "invalid_security"
+                placeholders["error"] = str(err)
+            else:
+                return self.async_create_entry(
+                    data={**self.config_entry.options, CONF_SECURITY: section}
+                )
+        current = security_settings(security_mapping(self.config_entry.options))
+        schema = security_schema(current)
+        if user_input is not None:
+            schema = self.add_suggested_values_to_schema(schema, user_input)
+        return self.async_show_form(
+            step_id="security",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders=placeholders,
+        )
 
     # -- users -----------------------------------------------------------------------------------
 
@@ -701,7 +731,7 @@ class CallflipOptionsFlow(OptionsFlow):
         return {}, {"error": ""}
 
     def _save(self) -> ConfigFlowResult:
-        return self.async_create_entry(data={CONF_USERS: self._users})
+        return self.async_create_entry(data={**self.config_entry.options, CONF_USERS: self._users})
 
     def _users_select(self) -> SelectSelector:
         return SelectSelector(

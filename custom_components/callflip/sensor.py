@@ -71,6 +71,12 @@ REGISTERED_DEVICES = SensorEntityDescription(
     state_class=SensorStateClass.MEASUREMENT,
 )
 
+BANNED_ADDRESSES = SensorEntityDescription(
+    key="banned_addresses",
+    translation_key="banned_addresses",
+    state_class=SensorStateClass.MEASUREMENT,
+)
+
 CALL_STATE = SensorEntityDescription(
     key="call_state",
     translation_key="call_state",
@@ -91,7 +97,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the PBX's sensor, and the contact sensors of every device as devices appear."""
-    async_add_entities([RegisteredDevicesSensor(entry.runtime_data.hub, REGISTERED_DEVICES)])
+    async_add_entities(
+        [
+            RegisteredDevicesSensor(entry.runtime_data.hub, REGISTERED_DEVICES),
+            BannedAddressesSensor(entry.runtime_data.hub, BANNED_ADDRESSES),
+        ]
+    )
 
     def device_sensors(hub: CallflipHub, _user_id: str, device_id: str) -> list[SensorEntity]:
         return [
@@ -125,6 +136,30 @@ class RegisteredDevicesSensor(CallflipHubEntity, SensorEntity):
 
     def _refresh(self) -> None:
         self._attr_native_value = self.hub.registered_device_count()
+
+
+class BannedAddressesSensor(CallflipHubEntity, SensorEntity):
+    """How many source addresses are banned for failed logins, and which (``callflip.unban``)."""
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        security = self.hub.entry.runtime_data.security
+        self.async_on_remove(security.async_add_listener(self._handle_update))
+
+    def _refresh(self) -> None:
+        bans = self.hub.entry.runtime_data.security.bans()
+        self._attr_native_value = len(bans)
+        self._attr_extra_state_attributes = {
+            "addresses": [
+                {
+                    "address": ban.address,
+                    "username": ban.username,
+                    "failures": ban.failures,
+                    "until": dt_util.utc_from_timestamp(ban.until).isoformat(),
+                }
+                for ban in bans
+            ]
+        }
 
 
 def call_attributes(hub: CallflipHub, view: CallView | None) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import pytest
 
 from .clients import (
     Baresip,
+    ClientError,
+    Registration,
     SippResult,
     free_port,
     parse_sipp_messages,
@@ -162,10 +164,21 @@ async def test_wrong_password_is_refused_and_logged(make_target: MakeTarget) -> 
     assert sipp.successful == 1, sipp.describe()
 
     async with Baresip("501", "wrong-too", target.port, domain=DOMAIN) as ua:
-        registration = await ua.wait_registered()
-        assert registration.code in (401, 403), ua.output
-
-    assert await bindings(target, "501", "right-secret") == []
+        try:
+            registration: Registration | None = await ua.wait_registered()
+        except ClientError:
+            registration = None  # no answer at all
+        if registration is not None:
+            assert registration.code in (401, 403), ua.output
+    if registration is None:
+        # Our runner bans an address after five failed logins (sip_core.guard): the three
+        # clients from 127.0.0.1 got there, and from then on nothing is answered.
+        assert target.pbx is not None, "the reference registrar never answered baresip"
+        await target.pbx.wait_for_log(r"Banned 127\.0\.0\.1 .*username tried: 501", time_limit=5)
+        # Nor can 127.0.0.1 ask for the bindings now; the log says none was ever made.
+        assert not re.search(r"Registration of 501 ", target.log()), target.log()[-3000:]
+    else:
+        assert await bindings(target, "501", "right-secret") == []
     # the registrar says so in its log (one line per rejected request)
     words = r"(reject|refus|denied|forbidden|unauthori[sz]ed|bad credentials|wrong password)"
     rejected = rf"{words}.*\b501\b|\b501\b.*{words}"

@@ -67,6 +67,8 @@ LAYERS: dict[str, int] = {
     # 5 application
     "config": 5,
     "registrar": 5,
+    "guard": 5,
+    "forwarding": 5,
     "calls": 5,
     "events": 5,
     "b2bua": 5,
