@@ -29,6 +29,7 @@ from sip_core.provisioning import (
 )
 from sip_core.useragent import PhoneIdentity, format_mac, normalise_mac, parse_user_agent
 from tests.ha.sip_client import SipPhone
+from tests.sip_core.test_pbx import free_udp_port
 
 
 @pytest.mark.parametrize(
@@ -298,18 +299,12 @@ def test_bad_discovery_settings_are_refused_on_their_key(
 # -- the PBX over loopback -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 async def pbx() -> AsyncIterator[Pbx]:
     server = Pbx(
         parse_config(
             f"""
-sip: {{listen: 127.0.0.1, port: {_free_port()}, domain: home.arpa}}
+sip: {{listen: 127.0.0.1, port: {free_udp_port()}, domain: home.arpa}}
 users:
   - name: alice
     extension: "200"

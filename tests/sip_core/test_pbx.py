@@ -21,15 +21,17 @@ from sip_core.events import PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.message import Response, parse_message
 from sip_core.pbx import Pbx
 from tests.ha.sip_client import SipPhone
+from tests.interop.clients import free_port
 
 DOMAIN = "home.arpa"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free for UDP and TCP (the PBX opens both), taken outside Linux's range for outgoing
+    connections: a port the kernel just handed out as ephemeral can be taken again, for TCP, by
+    the time the PBX binds it on a busy machine."""
+    return free_port(digits=5)
 
 
 def household(port: int, *, min_expires: int = 60) -> PbxConfig:
