@@ -26,6 +26,13 @@ from sip_core.transport import TransportError
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .repairs import (
+    async_cannot_listen,
+    async_check_passwords,
+    async_listening,
+    async_remove_all,
+    async_yaml_section_ignored,
+)
 from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
 
@@ -68,6 +75,9 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
                 DOMAIN, context={"source": SOURCE_IMPORT}, data=config[DOMAIN]
             )
         )
+    else:
+        # With an entry, the section is not read (the import raises the issue the first time).
+        async_yaml_section_ignored(hass, present=DOMAIN in config)
     return True
 
 
@@ -88,11 +98,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     try:
         await pbx.start()
     except TransportError as err:
+        async_cannot_listen(hass, entry, str(err))
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
             translation_key="cannot_listen",
             translation_placeholders={"error": str(err)},
         ) from err
+    async_listening(hass)
+    async_check_passwords(hass, users)
     hub = CallflipHub(hass, entry, pbx, store, users)
     try:
         hub.async_start()
@@ -115,7 +128,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
 
 async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
     """Apply edited users and devices to the running PBX."""
-    entry.runtime_data.hub.async_apply_options(entry.options, users_from_options(entry.options))
+    users = users_from_options(entry.options)
+    entry.runtime_data.hub.async_apply_options(entry.options, users)
+    async_check_passwords(hass, users)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
@@ -127,8 +142,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) ->
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
-    """Forget the persisted registrations of a removed entry."""
+    """Forget the persisted registrations and the repair issues of a removed entry."""
     await bindings_store(hass, entry.entry_id).async_remove()
+    async_remove_all(hass)
 
 
 async def async_remove_config_entry_device(

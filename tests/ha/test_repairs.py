@@ -1,0 +1,256 @@
+"""Repair issues: the YAML section left behind, a SIP port that cannot be opened, weak passwords.
+
+Also the reconfigure step's port check, which must not take the PBX's own listener for another
+program when only the bind address changes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from homeassistant.config_entries import SOURCE_RECONFIGURE, ConfigEntryState
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.callflip.const import DOMAIN
+
+from .callflip_testing import find_free_port, household
+
+COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
+STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
+STRONG = "Strong-Device-Secret-9"
+
+
+def _issues(hass: HomeAssistant) -> dict[str, ir.IssueEntry]:
+    registry = ir.async_get(hass)
+    return {
+        issue_id: issue for (domain, issue_id), issue in registry.issues.items() if domain == DOMAIN
+    }
+
+
+def _section(port: int, password: str = STRONG) -> dict[str, Any]:
+    """A runner configuration (the ``callflip:`` YAML section) with one user and device."""
+    return {
+        "sip": {"listen": "127.0.0.1", "port": port, "domain": "yaml.home.arpa"},
+        "rtp": {"ports": "44000-44999"},
+        "users": [
+            {
+                "name": "Carol",
+                "extension": "301",
+                "devices": [
+                    {"username": "carol-desk", "password": password, "label": "Carol desk"}
+                ],
+            }
+        ],
+    }
+
+
+# -- the YAML section ----------------------------------------------------------------------------
+
+
+async def test_import_raises_the_yaml_issue(hass: HomeAssistant) -> None:
+    """The first start imports the section; from then on it is ignored, and the issue says so."""
+    assert await async_setup_component(hass, DOMAIN, {DOMAIN: _section(find_free_port())})
+    await hass.async_block_till_done()
+    (entry,) = hass.config_entries.async_entries(DOMAIN)
+    assert entry.state is ConfigEntryState.LOADED
+    issue = _issues(hass)["yaml_section_ignored"]
+    assert issue.severity is ir.IssueSeverity.WARNING
+    assert issue.translation_key == "yaml_section_ignored"
+    assert not issue.is_fixable
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_section_next_to_an_entry_raises_the_issue(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    assert await async_setup_component(hass, DOMAIN, {DOMAIN: _section(find_free_port())})
+    await hass.async_block_till_done()
+    assert hass.config_entries.async_entries(DOMAIN) == [config_entry]
+    assert "yaml_section_ignored" in _issues(hass)
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def test_no_section_no_issue(hass: HomeAssistant, config_entry: MockConfigEntry) -> None:
+    """A section removed since the last start: its issue goes away."""
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        "yaml_section_ignored",
+        is_fixable=False,
+        severity=ir.IssueSeverity.WARNING,
+        translation_key="yaml_section_ignored",
+    )
+    assert await async_setup_component(hass, DOMAIN, {})
+    await hass.async_block_till_done()
+    assert "yaml_section_ignored" not in _issues(hass)
+    assert config_entry.state is ConfigEntryState.LOADED
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+# -- the SIP port --------------------------------------------------------------------------------
+
+
+async def test_port_in_use_raises_an_issue_until_the_pbx_listens(
+    hass: HomeAssistant, config_entry: MockConfigEntry, sip_port: int
+) -> None:
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", sip_port))
+    try:
+        assert not await hass.config_entries.async_setup(config_entry.entry_id)
+        await hass.async_block_till_done()
+        assert config_entry.state is ConfigEntryState.SETUP_RETRY
+        issue = _issues(hass)["cannot_listen"]
+        assert issue.severity is ir.IssueSeverity.ERROR
+        assert issue.translation_placeholders is not None
+        assert issue.translation_placeholders["address"] == "127.0.0.1"
+        assert issue.translation_placeholders["port"] == str(sip_port)
+        assert issue.translation_placeholders["error"]
+    finally:
+        blocker.close()
+    # The port is free again: the next attempt (here: a reload) starts the PBX; the issue goes.
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert config_entry.state is ConfigEntryState.LOADED
+    assert "cannot_listen" not in _issues(hass)
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+# -- weak passwords ------------------------------------------------------------------------------
+
+
+async def test_imported_weak_password_raises_an_issue_per_device(hass: HomeAssistant) -> None:
+    """The runner accepts short passwords; the UI does not, and the issue names the device."""
+    assert await async_setup_component(
+        hass, DOMAIN, {DOMAIN: _section(find_free_port(), password="carol1234")}
+    )
+    await hass.async_block_till_done()
+    (entry,) = hass.config_entries.async_entries(DOMAIN)
+    device = entry.options["users"][0]["devices"][0]
+    issue = _issues(hass)[f"weak_password_{device['id']}"]
+    assert issue.translation_key == "weak_password"
+    assert issue.translation_placeholders == {
+        "label": "Carol desk",
+        "username": "carol-desk",
+        "user": "Carol",
+    }
+
+    # A strong password (set in the options) clears it without a restart.
+    users = json.loads(json.dumps(entry.options["users"]))
+    users[0]["devices"][0]["password"] = STRONG
+    hass.config_entries.async_update_entry(entry, options={"users": users})
+    await hass.async_block_till_done()
+    assert not [key for key in _issues(hass) if key.startswith("weak_password_")]
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_removed_weak_device_and_removed_entry_leave_no_issue(
+    hass: HomeAssistant, sip_port: int
+) -> None:
+    users = household()
+    users[1]["devices"][0]["password"] = "bobsecret"
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data={
+            "listen": "127.0.0.1",
+            "port": sip_port,
+            "domain": "test.home.arpa",
+            "rtp_port_min": 42000,
+            "rtp_port_max": 42999,
+        },
+        options={"users": users},
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert [key for key in _issues(hass) if key.startswith("weak_password_")] == [
+        "weak_password_d-bob-soft"
+    ]
+    assert await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert _issues(hass) == {}
+
+
+async def test_strong_passwords_raise_nothing(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    assert _issues(hass) == {}
+
+
+# -- reconfigure on the same port ----------------------------------------------------------------
+
+
+async def _reconfigure(hass: HomeAssistant, entry: MockConfigEntry, **changes: Any) -> Any:
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
+    )
+    assert result["type"] is FlowResultType.FORM
+    # The reload would bind the new address for real; the flow's checks are what is tested.
+    with patch("homeassistant.config_entries.ConfigEntries.async_schedule_reload"):
+        return await hass.config_entries.flow.async_configure(
+            result["flow_id"], {**dict(entry.data), **changes}
+        )
+
+
+async def test_reconfigure_bind_address_on_the_same_port(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """Our own listener on 127.0.0.1:port is not 'another program' when moving to 0.0.0.0."""
+    port = loaded_entry.data["port"]
+    result = await _reconfigure(hass, loaded_entry, listen="0.0.0.0")
+    assert result["type"] is FlowResultType.ABORT, result.get("errors")
+    assert result["reason"] == "reconfigure_successful"
+    assert loaded_entry.data["listen"] == "0.0.0.0"
+    assert loaded_entry.data["port"] == port
+
+
+async def test_reconfigure_still_refuses_a_port_held_by_another_program(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    other = find_free_port()
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", other))
+    try:
+        result = await _reconfigure(hass, loaded_entry, port=other)
+    finally:
+        blocker.close()
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"port": "port_in_use"}
+
+
+async def test_reconfigure_to_an_address_not_on_this_host(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """Same port, another address: the address itself is still checked."""
+    result = await _reconfigure(hass, loaded_entry, listen="192.0.2.1")
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"listen": "address_not_available"}
+
+
+# -- translations --------------------------------------------------------------------------------
+
+
+def test_every_issue_is_translated() -> None:
+    source = (COMPONENT / "repairs.py").read_text()
+    keys = set(re.findall(r'translation_key="(\w+)"', source))
+    keys |= set(re.findall(r'^ISSUE_\w+ = "(\w+)"', source, re.MULTILINE))
+    assert keys == {"yaml_section_ignored", "cannot_listen", "weak_password"}
+    assert set(STRINGS["issues"]) == keys
+    given = {
+        "yaml_section_ignored": {"domain"},
+        "cannot_listen": {"address", "port", "error"},
+        "weak_password": {"label", "username", "user"},
+    }
+    for key, text in STRINGS["issues"].items():
+        assert text["title"]
+        assert text["description"]
+        used = set(re.findall(r"\{(\w+)\}", text["title"] + text["description"]))
+        assert used <= given[key], key
