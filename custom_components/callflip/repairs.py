@@ -80,7 +80,8 @@ def async_check_passwords(hass: HomeAssistant, users: list[UserOptions]) -> None
     weak: set[str] = set()
     for owned in iter_devices(users):
         device = owned.device
-        if password_is_strong(device["password"], (device["username"], device["label"])):
+        label = device.get("label") or device["username"]
+        if password_is_strong(device["password"], (device["username"], label)):
             continue
         issue_id = f"{WEAK_PASSWORD_PREFIX}{device['id']}"
         weak.add(issue_id)
@@ -93,7 +94,7 @@ def async_check_passwords(hass: HomeAssistant, users: list[UserOptions]) -> None
             severity=ir.IssueSeverity.WARNING,
             translation_key="weak_password",
             translation_placeholders={
-                "label": device["label"],
+                "label": label,
                 "username": device["username"],
                 "user": owned.user["name"],
             },

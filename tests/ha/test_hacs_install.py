@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,9 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from awesomeversion import AwesomeVersion
 from homeassistant.core import HomeAssistant
-
-from .callflip_testing import find_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "callflip-sip-core"
@@ -51,6 +51,32 @@ OUR_ENTRIES = ("callflip", "__editable__.callflip", "__editable___callflip", "si
 # What the wheel build needs from the repository (pyproject names the readme and the licence).
 BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "sip_core")
 STARTUP_TIMEOUT = 150.0
+
+
+def quiet_port() -> int:
+    """A port free on 127.0.0.1 (UDP and TCP) below the kernel's ephemeral range.
+
+    hass needs a minute to start on a busy machine; an ephemeral port chosen now could be taken
+    by any outgoing connection meanwhile, a port below that range only by an explicit bind.
+    """
+    low = 20000
+    try:
+        high = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        high = 32767
+    for _ in range(200):
+        port = random.randint(low, max(low, high))
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        ):
+            try:
+                udp.bind(("127.0.0.1", port))
+                tcp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port on 127.0.0.1 below the ephemeral range")
 
 
 def _version() -> str:
@@ -289,6 +315,15 @@ def _request(
         return err.code, err.read().decode(errors="replace")
 
 
+def _get_bytes(hass: Hass, path: str, token: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(hass.base + path, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
 def wait_until_up(hass: Hass) -> None:
     """Wait for the HTTP API; fail early with the log if hass exits."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -364,8 +399,12 @@ def onboard(hass: Hass) -> str:
     return str(tokens["access_token"])
 
 
-def configure_callflip(hass: Hass, token: str, sip_port: int) -> dict[str, Any]:
-    """Run the config flow as the UI does: open it, submit the server form on loopback."""
+def configure_callflip(hass: Hass, token: str) -> tuple[dict[str, Any], int]:
+    """Run the config flow as the UI does: open it, submit the server form on loopback.
+
+    Returns the flow's result and the SIP port. A port some other program took between choosing
+    and submitting it gets the form's own "port in use" answer; another port is then tried.
+    """
     status, form = _request(
         hass,
         "POST",
@@ -380,15 +419,19 @@ def configure_callflip(hass: Hass, token: str, sip_port: int) -> dict[str, Any]:
         field["name"]: (field.get("description") or {}).get("suggested_value")
         for field in form["data_schema"]
     }
-    status, result = _request(
-        hass,
-        "POST",
-        f"/api/config/config_entries/flow/{form['flow_id']}",
-        body={**defaults, "listen": "127.0.0.1", "port": sip_port},
-        token=token,
-    )
-    assert status == 200, f"{result}\n{_tail(hass)}"
-    return dict(result)
+    for _ in range(3):
+        sip_port = quiet_port()
+        status, result = _request(
+            hass,
+            "POST",
+            f"/api/config/config_entries/flow/{form['flow_id']}",
+            body={**defaults, "listen": "127.0.0.1", "port": sip_port},
+            token=token,
+        )
+        assert status == 200, f"{result}\n{_tail(hass)}"
+        if result.get("errors") != {"port": "port_in_use"}:
+            break
+    return dict(result), sip_port
 
 
 def sip_options(port: int) -> str:
@@ -423,18 +466,21 @@ def run_install(python: str, work: Path) -> dict[str, Any]:
     """The whole path; returns what the test asserts on (hass is stopped in every case)."""
     wheels = build_wheel(python, work)
     venv_python, site = make_environment(python, work)
-    http_port = find_free_port()
-    sip_port = find_free_port()
+    http_port = quiet_port()
     config = make_config(work, http_port)
     env = installer_env(venv_python, wheels, work, pip_sources(python))
     hass = start_hass(venv_python, site, config, env, http_port)
     try:
         wait_until_up(hass)
         token = onboard(hass)
-        result = configure_callflip(hass, token, sip_port)
+        result, sip_port = configure_callflip(hass, token)
         answer = sip_options(sip_port)
         _, entries = _request(hass, "GET", "/api/config/config_entries/entry", token=token)
         _, config_api = _request(hass, "GET", "/api/config", token=token)
+        # Home Assistant 2026.3 and later serve a custom integration's own brand images.
+        brand = _get_bytes(
+            hass, "/api/brands/integration/callflip/icon.png?placeholder=no", token=token
+        )
     finally:
         stop_hass(hass)
     installed = sorted(path.name for path in site.glob("callflip_sip_core-*.dist-info"))
@@ -447,6 +493,7 @@ def run_install(python: str, work: Path) -> dict[str, Any]:
         "installed": installed,
         "package_is_copy": package.is_dir() and not package.is_symlink(),
         "same_files_as_wheel": same_files_as_wheel(wheels, site),
+        "brand_icon": brand,
         "log": (config / "home-assistant.log").read_text(errors="replace")
         if (config / "home-assistant.log").exists()
         else hass.log.read_text(errors="replace"),
@@ -470,6 +517,10 @@ async def test_hacs_install_path(hass: HomeAssistant, tmp_path: Path) -> None:
     assert outcome["package_is_copy"]
     assert outcome["same_files_as_wheel"]
     assert f"Attempting install of {DISTRIBUTION}=={version}" in log
+    if AwesomeVersion(outcome["ha_version"]) >= AwesomeVersion("2026.3.0"):
+        status, icon = outcome["brand_icon"]
+        assert status == 200
+        assert icon == (REPO / "custom_components" / "callflip" / "brand" / "icon.png").read_bytes()
     problems = [
         line
         for line in log.splitlines()

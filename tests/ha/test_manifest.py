@@ -155,3 +155,138 @@ def test_translation_keys_are_lowercase_snake_case(name: str) -> None:
 def test_icons_name_only_translated_entities() -> None:
     for platform, entities in ICONS["entity"].items():
         assert set(entities) <= set(STRINGS["entity"][platform]), platform
+
+
+BRAND_SIZES = {
+    "icon.png": (256, 256),
+    "icon@2x.png": (512, 512),
+    "logo.png": (None, 128),
+    "logo@2x.png": (None, 256),
+    "dark_logo.png": (None, 128),
+    "dark_logo@2x.png": (None, 256),
+}
+
+
+def test_brand_images() -> None:
+    """Home Assistant (2026.3 and later) shows these; the sizes are the brands repository's."""
+    from PIL import Image
+
+    brand = COMPONENT / "brand"
+    assert {path.name for path in brand.iterdir()} == set(BRAND_SIZES)
+    for name, (width, height) in BRAND_SIZES.items():
+        with Image.open(brand / name) as image:
+            assert image.format == "PNG"
+            assert image.mode == "RGBA", name
+            assert image.height == height, name
+            if width is not None:
+                assert image.width == width, name
+            else:
+                assert image.width > image.height, name  # a landscape logo
+            # Transparent around the drawing, as the brands rules ask.
+            assert image.getpixel((0, 0))[3] == 0, name
+
+
+def test_brand_images_come_from_the_script(tmp_path: Path) -> None:
+    """scripts/make-brand draws what is committed (up to Pillow's resampling rounding)."""
+    import subprocess
+    import sys
+
+    from PIL import Image, ImageChops, ImageStat
+
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make-brand"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    for name in BRAND_SIZES:
+        with (
+            Image.open(COMPONENT / "brand" / name) as committed,
+            Image.open(tmp_path / name) as new,
+        ):
+            assert committed.size == new.size, name
+            difference = ImageChops.difference(committed, new)
+            assert max(ImageStat.Stat(difference).mean) < 0.5, name
+
+
+# The rules of Home Assistant's integration quality scale (all tiers), as core integrations list
+# them in their quality_scale.yaml.
+QUALITY_RULES = {
+    # Bronze
+    "action-setup", "appropriate-polling", "brands", "common-modules",
+    "config-flow-test-coverage", "config-flow", "dependency-transparency", "docs-actions",
+    "docs-high-level-description", "docs-installation-instructions", "docs-removal-instructions",
+    "entity-event-setup", "entity-unique-id", "has-entity-name", "runtime-data",
+    "test-before-configure", "test-before-setup", "unique-config-entry",
+    # Silver
+    "action-exceptions", "config-entry-unloading", "docs-configuration-parameters",
+    "docs-installation-parameters", "entity-unavailable", "integration-owner",
+    "log-when-unavailable", "parallel-updates", "reauthentication-flow", "test-coverage",
+    # Gold
+    "devices", "diagnostics", "discovery-update-info", "discovery", "docs-data-update",
+    "docs-examples", "docs-known-limitations", "docs-supported-devices",
+    "docs-supported-functions", "docs-troubleshooting", "docs-use-cases", "dynamic-devices",
+    "entity-category", "entity-device-class", "entity-disabled-by-default",
+    "entity-translations", "exception-translations", "icon-translations", "reconfiguration-flow",
+    "repair-issues", "stale-devices",
+    # Platinum
+    "async-dependency", "inject-websession", "strict-typing",
+    # Documentation of automation building blocks
+    "docs-conditions", "docs-triggers",
+}  # fmt: skip
+PLATFORM_MODULES = ("binary_sensor.py", "button.py", "event.py", "sensor.py")
+
+
+def _quality() -> dict[str, dict[str, str]]:
+    rules = yaml.safe_load((COMPONENT / "quality_scale.yaml").read_text())["rules"]
+    return {
+        name: value if isinstance(value, dict) else {"status": value}
+        for name, value in rules.items()
+    }
+
+
+def test_quality_scale_lists_every_rule_with_a_status() -> None:
+    rules = _quality()
+    assert set(rules) == QUALITY_RULES
+    for name, rule in rules.items():
+        assert rule["status"] in {"done", "exempt", "todo"}, name
+        if rule["status"] != "done":
+            # An exemption or an open rule says why.
+            assert len(rule.get("comment", "")) > 20, name
+
+
+def _source(name: str) -> str:
+    return (COMPONENT / name).read_text()
+
+
+def test_quality_scale_claims_hold_in_the_code() -> None:
+    """The rules that can be read off the code: a 'done' that the code contradicts fails."""
+    done = {name for name, rule in _quality().items() if rule["status"] == "done"}
+    checks = {
+        "action-setup": "async_setup_services(hass)"
+        in _source("__init__.py").split("async def async_setup_entry")[0],
+        "brands": (COMPONENT / "brand" / "icon.png").is_file(),
+        "config-flow": MANIFEST["config_flow"] is True,
+        "diagnostics": "async_get_config_entry_diagnostics" in _source("diagnostics.py"),
+        "has-entity-name": "_attr_has_entity_name = True" in _source("entity.py"),
+        "integration-owner": bool(MANIFEST["codeowners"]),
+        "parallel-updates": all(
+            "PARALLEL_UPDATES = " in _source(module) for module in PLATFORM_MODULES
+        ),
+        "reconfiguration-flow": "async_step_reconfigure" in _source("config_flow.py"),
+        "repair-issues": "ir.async_create_issue" in _source("repairs.py"),
+        "runtime-data": "entry.runtime_data = " in _source("__init__.py"),
+        "stale-devices": "async_remove_config_entry_device" in _source("__init__.py"),
+        "unique-config-entry": MANIFEST.get("single_config_entry") is True,
+        "entity-disabled-by-default": any(
+            "entity_registry_enabled_default=False" in _source(module)
+            for module in PLATFORM_MODULES
+        ),
+        "exception-translations": bool(STRINGS["exceptions"]),
+        "icon-translations": bool(ICONS["entity"]),
+        "strict-typing": PYPROJECT["tool"]["mypy"]["strict"] is True
+        and (REPO / "sip_core" / "py.typed").is_file(),
+    }
+    contradicted = sorted(name for name, holds in checks.items() if name in done and not holds)
+    assert contradicted == []
+    # The rules this integration has closed must stay closed.
+    assert {"repair-issues", "diagnostics", "reconfiguration-flow", "brands"} <= done
