@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import pytest
 from homeassistant.config_entries import SOURCE_RECONFIGURE, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
@@ -20,6 +21,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.callflip.config_flow import held_by_own_pbx, probe_address
 from custom_components.callflip.const import DOMAIN
 
 from .callflip_testing import find_free_port, household
@@ -254,3 +256,29 @@ def test_every_issue_is_translated() -> None:
         assert text["description"]
         used = set(re.findall(r"\{(\w+)\}", text["title"] + text["description"]))
         assert used <= given[key], key
+
+
+def test_probe_address() -> None:
+    assert probe_address("127.0.0.1") is None
+    assert probe_address("::1") is None
+    assert probe_address("192.0.2.1") == "address_not_available"  # TEST-NET-1: on no host
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "port_offset", "loaded", "ours"),
+    [
+        ("127.0.0.1", "0.0.0.0", 0, True, True),
+        ("0.0.0.0", "192.0.2.1", 0, True, True),
+        ("::1", "::", 0, True, True),
+        ("127.0.0.1", "127.0.0.2", 0, True, False),  # two specific addresses do not collide
+        ("127.0.0.1", "0.0.0.0", 1, True, False),  # another port is never ours
+        ("127.0.0.1", "0.0.0.0", 0, False, False),  # no PBX running: not ours either
+    ],
+)
+def test_held_by_own_pbx(old: str, new: str, port_offset: int, loaded: bool, ours: bool) -> None:
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data={"listen": old, "port": 5070},
+        state=ConfigEntryState.LOADED if loaded else ConfigEntryState.NOT_LOADED,
+    )
+    assert held_by_own_pbx(entry, new, 5070 + port_offset) is ours
