@@ -61,6 +61,12 @@ def test_one_version_everywhere() -> None:
     assert MANIFEST["version"] == version
 
 
+def test_distribution_and_manifest_point_at_the_same_project() -> None:
+    urls = PYPROJECT["project"]["urls"]
+    assert urls["Homepage"] == MANIFEST["documentation"]
+    assert urls["Issues"] == MANIFEST["issue_tracker"]
+
+
 def test_version_is_what_home_assistant_accepts() -> None:
     """Home Assistant refuses to load a custom integration whose version it cannot parse."""
     assert AwesomeVersion(MANIFEST["version"]).strategy in {
