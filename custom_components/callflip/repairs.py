@@ -11,17 +11,30 @@ an action's exception, yet they need someone to do something:
   network guess first.
 
 Each issue disappears by itself once the cause is gone (the section removed, the PBX listening,
-the password changed or the device removed).
+the password changed or the device removed). A weak password can also be fixed from the issue:
+the fix flow replaces it with a generated one and shows it once, as adding a device does.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import voluptuous as vol
+from homeassistant.components.repairs import RepairsFlow
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.data_entry_flow import FlowResult
 from homeassistant.helpers import issue_registry as ir
 
-from .const import CONF_LISTEN, CONF_SIP_PORT, DOMAIN
+from .const import CONF_LISTEN, CONF_SIP_DOMAIN, CONF_SIP_PORT, CONF_USERS, DOMAIN
 from .data import CallflipConfigEntry
-from .users import UserOptions, iter_devices, password_is_strong
+from .users import (
+    UserOptions,
+    find_device,
+    generate_password,
+    iter_devices,
+    password_is_strong,
+    users_from_options,
+)
 
 ISSUE_YAML_IGNORED = "yaml_section_ignored"
 ISSUE_CANNOT_LISTEN = "cannot_listen"
@@ -89,7 +102,7 @@ def async_check_passwords(hass: HomeAssistant, users: list[UserOptions]) -> None
             hass,
             DOMAIN,
             issue_id,
-            is_fixable=False,
+            is_fixable=True,
             is_persistent=False,
             severity=ir.IssueSeverity.WARNING,
             translation_key="weak_password",
@@ -118,3 +131,68 @@ def _delete_issues(hass: HomeAssistant, prefix: str, keep: set[str]) -> None:
     ]
     for issue_id in stale:
         ir.async_delete_issue(hass, DOMAIN, issue_id)
+
+
+class WeakPasswordRepairFlow(RepairsFlow):
+    """Replace one device's weak password with a generated strong one and show it once."""
+
+    def __init__(self, device_id: str) -> None:
+        self._device_id = device_id
+        self._shown: dict[str, str] = {}
+
+    def _entry(self) -> CallflipConfigEntry | None:
+        entries: list[CallflipConfigEntry] = self.hass.config_entries.async_loaded_entries(DOMAIN)
+        return entries[0] if entries else None
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+        """Ask before replacing: the phone stops registering until it gets the new password."""
+        return await self.async_step_confirm()
+
+    async def async_step_confirm(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+        """Replace the password on submit; the device is looked up again, it may be gone."""
+        entry = self._entry()
+        users = users_from_options(entry.options) if entry is not None else []
+        owned = find_device(users, self._device_id)
+        if entry is None or owned is None:
+            return self.async_abort(reason="device_gone")
+        device = owned.device
+        if user_input is None:
+            return self.async_show_form(
+                step_id="confirm",
+                data_schema=vol.Schema({}),
+                description_placeholders={
+                    "label": device.get("label") or device["username"],
+                    "username": device["username"],
+                    "user": owned.user["name"],
+                },
+            )
+        password = generate_password()
+        device["password"] = password
+        # The entry's update listener applies it to the running PBX and clears the issue.
+        self.hass.config_entries.async_update_entry(
+            entry, options={**entry.options, CONF_USERS: users}
+        )
+        self._shown = {
+            "username": device["username"],
+            "password": password,
+            "domain": entry.data[CONF_SIP_DOMAIN],
+            "server": f"{entry.data[CONF_LISTEN]}:{entry.data[CONF_SIP_PORT]}",
+        }
+        return await self.async_step_done()
+
+    async def async_step_done(self, user_input: dict[str, Any] | None = None) -> FlowResult:
+        """Show the new password once, with what the phone needs to register."""
+        if user_input is not None:
+            return self.async_create_entry(data={})
+        return self.async_show_form(
+            step_id="done", data_schema=vol.Schema({}), description_placeholders=self._shown
+        )
+
+
+async def async_create_fix_flow(
+    hass: HomeAssistant, issue_id: str, data: dict[str, str | int | float | None] | None
+) -> RepairsFlow:
+    """The repairs integration asks for the flow of a fixable issue."""
+    if not issue_id.startswith(WEAK_PASSWORD_PREFIX):
+        raise ValueError(f"callflip issue {issue_id} has no fix flow")
+    return WeakPasswordRepairFlow(issue_id.removeprefix(WEAK_PASSWORD_PREFIX))

@@ -14,17 +14,22 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from homeassistant.config_entries import SOURCE_RECONFIGURE, ConfigEntryState
+from aiohttp.test_utils import TestClient
+from homeassistant.config_entries import SOURCE_RECONFIGURE, ConfigEntry, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.callflip.config_flow import held_by_own_pbx, probe_address
 from custom_components.callflip.const import DOMAIN
+from custom_components.callflip.repairs import async_create_fix_flow
+from custom_components.callflip.users import password_is_strong
 
 from .callflip_testing import find_free_port, household
+from .sip_client import SipPhone
 
 COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
 STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
@@ -253,8 +258,21 @@ def test_every_issue_is_translated() -> None:
     }
     for key, text in STRINGS["issues"].items():
         assert text["title"]
-        assert text["description"]
-        used = set(re.findall(r"\{(\w+)\}", text["title"] + text["description"]))
+        used = set(re.findall(r"\{(\w+)\}", text["title"]))
+        if key == "weak_password":
+            # A fixable issue is explained by its fix flow's steps (hassfest: not both).
+            assert "description" not in text
+            steps = text["fix_flow"]["step"]
+            assert set(steps) == {"confirm", "done"}
+            used |= set(re.findall(r"\{(\w+)\}", steps["confirm"]["description"]))
+            done = set(
+                re.findall(r"\{(\w+)\}", steps["done"]["title"] + steps["done"]["description"])
+            )
+            assert done == {"username", "password", "domain", "server"}
+            assert set(text["fix_flow"]["abort"]) == {"device_gone"}
+        else:
+            assert text["description"]
+            used |= set(re.findall(r"\{(\w+)\}", text["description"]))
         assert used <= given[key], key
 
 
@@ -282,3 +300,80 @@ def test_held_by_own_pbx(old: str, new: str, port_offset: int, loaded: bool, our
         state=ConfigEntryState.LOADED if loaded else ConfigEntryState.NOT_LOADED,
     )
     assert held_by_own_pbx(entry, new, 5070 + port_offset) is ours
+
+
+# -- fixing a weak password from the issue -------------------------------------------------------
+
+
+async def _start_fix(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator
+) -> tuple[TestClient, ConfigEntry, str, dict[str, Any]]:
+    assert await async_setup_component(hass, "repairs", {})
+    port = find_free_port()
+    assert await async_setup_component(hass, DOMAIN, {DOMAIN: _section(port, password="carol1234")})
+    await hass.async_block_till_done()
+    (entry,) = hass.config_entries.async_entries(DOMAIN)
+    issue_id = f"weak_password_{entry.options['users'][0]['devices'][0]['id']}"
+    assert _issues(hass)[issue_id].is_fixable
+    client = await hass_client()
+    response = await client.post(
+        "/api/repairs/issues/fix", json={"handler": DOMAIN, "issue_id": issue_id}
+    )
+    assert response.status == 200
+    return client, entry, issue_id, await response.json()
+
+
+async def test_fix_flow_replaces_a_weak_password(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator
+) -> None:
+    client, entry, issue_id, form = await _start_fix(hass, hass_client)
+    assert form["step_id"] == "confirm"
+    assert form["description_placeholders"] == {
+        "label": "Carol desk",
+        "username": "carol-desk",
+        "user": "Carol",
+    }
+    response = await client.post(f"/api/repairs/issues/fix/{form['flow_id']}", json={})
+    done = await response.json()
+    assert done["step_id"] == "done"
+    shown = done["description_placeholders"]
+    password = shown["password"]
+    assert password_is_strong(password, ("carol-desk", "Carol desk"))
+    assert shown["username"] == "carol-desk"
+    assert shown["domain"] == "yaml.home.arpa"
+    assert shown["server"] == f"127.0.0.1:{entry.data['port']}"
+    # Stored, applied to the running PBX (the phone registers with it), the issue gone.
+    await hass.async_block_till_done()
+    assert entry.options["users"][0]["devices"][0]["password"] == password
+    assert issue_id not in _issues(hass)
+    phone = SipPhone(
+        port=entry.data["port"], username="carol-desk", password=password, domain="yaml.home.arpa"
+    )
+    await phone.open()
+    try:
+        assert (await phone.register()).status == 200
+    finally:
+        phone.close()
+    response = await client.post(f"/api/repairs/issues/fix/{form['flow_id']}", json={})
+    assert (await response.json())["type"] == "create_entry"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_fix_flow_for_a_device_removed_meanwhile(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator
+) -> None:
+    client, entry, _issue_id, form = await _start_fix(hass, hass_client)
+    users = json.loads(json.dumps(entry.options["users"]))
+    users[0]["devices"] = []
+    hass.config_entries.async_update_entry(entry, options={"users": users})
+    await hass.async_block_till_done()
+    response = await client.post(f"/api/repairs/issues/fix/{form['flow_id']}", json={})
+    result = await response.json()
+    assert result["type"] == "abort"
+    assert result["reason"] == "device_gone"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_only_weak_passwords_have_a_fix_flow(hass: HomeAssistant) -> None:
+    with pytest.raises(ValueError, match="no fix flow"):
+        await async_create_fix_flow(hass, "cannot_listen", None)
