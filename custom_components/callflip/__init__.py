@@ -26,7 +26,7 @@ from sip_core.transport import TransportError
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
-from .repairs import (
+from .issues import (
     async_cannot_listen,
     async_check_passwords,
     async_listening,

@@ -56,7 +56,7 @@ from .const import (
     MIN_RTP_PORT,
     DeviceKind,
 )
-from .repairs import async_yaml_section_ignored
+from .issues import async_yaml_section_ignored
 from .users import (
     DeviceOptions,
     UserOptions,

@@ -279,7 +279,8 @@ def test_quality_scale_claims_hold_in_the_code() -> None:
             "PARALLEL_UPDATES = " in _source(module) for module in PLATFORM_MODULES
         ),
         "reconfiguration-flow": "async_step_reconfigure" in _source("config_flow.py"),
-        "repair-issues": "ir.async_create_issue" in _source("repairs.py"),
+        "repair-issues": "ir.async_create_issue" in _source("issues.py")
+        and "async_create_fix_flow" in _source("repairs.py"),
         "runtime-data": "entry.runtime_data = " in _source("__init__.py"),
         "stale-devices": "async_remove_config_entry_device" in _source("__init__.py"),
         "unique-config-entry": MANIFEST.get("single_config_entry") is True,

@@ -246,7 +246,7 @@ async def test_reconfigure_to_an_address_not_on_this_host(
 
 
 def test_every_issue_is_translated() -> None:
-    source = (COMPONENT / "repairs.py").read_text()
+    source = (COMPONENT / "issues.py").read_text()
     keys = set(re.findall(r'translation_key="(\w+)"', source))
     keys |= set(re.findall(r'^ISSUE_\w+ = "(\w+)"', source, re.MULTILINE))
     assert keys == {"yaml_section_ignored", "cannot_listen", "weak_password"}
