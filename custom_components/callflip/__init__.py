@@ -27,6 +27,13 @@ from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .discovery import PhoneDiscovery
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .issues import (
+    async_cannot_listen,
+    async_check_passwords,
+    async_listening,
+    async_remove_all,
+    async_yaml_section_ignored,
+)
 from .provisioning_view import ProvisioningView
 from .security import SecurityMonitor, with_security
 from .services import async_setup_services
@@ -71,6 +78,9 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
                 DOMAIN, context={"source": SOURCE_IMPORT}, data=config[DOMAIN]
             )
         )
+    else:
+        # With an entry, the section is not read (the import raises the issue the first time).
+        async_yaml_section_ignored(hass, present=DOMAIN in config)
     return True
 
 
@@ -91,11 +101,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     try:
         await pbx.start()
     except TransportError as err:
+        async_cannot_listen(hass, entry, str(err))
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
             translation_key="cannot_listen",
             translation_placeholders={"error": str(err)},
         ) from err
+    async_listening(hass)
+    async_check_passwords(hass, users)
     hub = CallflipHub(hass, entry, pbx, store, users)
     security = SecurityMonitor(hass, entry, pbx)
     try:
@@ -136,8 +149,10 @@ def _register_provisioning_view(hass: HomeAssistant) -> None:
 
 async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
     """Apply edited users and devices to the running PBX."""
-    entry.runtime_data.hub.async_apply_options(entry.options, users_from_options(entry.options))
+    users = users_from_options(entry.options)
+    entry.runtime_data.hub.async_apply_options(entry.options, users)
     entry.runtime_data.security.async_apply_options(entry.options)
+    async_check_passwords(hass, users)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
@@ -150,8 +165,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) ->
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
-    """Forget the persisted registrations of a removed entry."""
+    """Forget the persisted registrations and the repair issues of a removed entry."""
     await bindings_store(hass, entry.entry_id).async_remove()
+    async_remove_all(hass)
 
 
 async def async_remove_config_entry_device(

@@ -11,6 +11,7 @@ from typing import Any
 
 import voluptuous as vol
 from homeassistant.config_entries import (
+    ConfigEntry,
     ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
@@ -60,6 +61,7 @@ from .const import (
 )
 from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
 from .hub import CallflipHub
+from .issues import async_yaml_section_ignored
 from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
 from .users import (
     DeviceOptions,
@@ -126,6 +128,33 @@ def probe_bind(host: str, port: int) -> str | None:
                     return "port_not_permitted"
                 return "cannot_bind"
     return None
+
+
+def probe_address(host: str) -> str | None:
+    """Check only that the address belongs to this host (a UDP bind on a free port); error key."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                return "address_not_available"
+            return "cannot_bind"
+    return None
+
+
+def held_by_own_pbx(entry: ConfigEntry, listen: str, port: int) -> bool:
+    """Whether the running PBX of this entry is what makes ``listen:port`` look taken.
+
+    Moving from 127.0.0.1 to 0.0.0.0 (or back) on the same port collides with our own listener,
+    which the reload stops before binding the new address. Two different specific addresses do
+    not collide, so a port in use there is another program's.
+    """
+    if entry.state is not ConfigEntryState.LOADED or port != entry.data[CONF_SIP_PORT]:
+        return False
+    old = ipaddress.ip_address(entry.data[CONF_LISTEN])
+    new = ipaddress.ip_address(listen)
+    return old == new or old.is_unspecified or new.is_unspecified
 
 
 async def validate_server(
@@ -229,6 +258,15 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
                 or user_input[CONF_SIP_PORT] != entry.data[CONF_SIP_PORT]
             )
             data, errors, placeholders = await validate_server(self.hass, user_input, probe=moved)
+            if errors.get(CONF_SIP_PORT) == "port_in_use" and held_by_own_pbx(
+                entry, data[CONF_LISTEN], data[CONF_SIP_PORT]
+            ):
+                # Our own listener: only the new address is left to check. Should the reload
+                # still fail to bind, the "cannot listen" repair issue says so.
+                del errors[CONF_SIP_PORT]
+                problem = await self.hass.async_add_executor_job(probe_address, data[CONF_LISTEN])
+                if problem is not None:
+                    errors[CONF_LISTEN] = problem
             if not errors:
                 return self.async_update_reload_and_abort(
                     entry, title=f"callflip {data[CONF_SIP_DOMAIN]}", data=data
@@ -266,6 +304,8 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
             )
             for user in config.users
         ]
+        # From now on the section is not read: say so until it is removed.
+        async_yaml_section_ignored(self.hass, present=True)
         return self.async_create_entry(
             title=f"callflip {config.sip.domain}",
             data={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -12,7 +13,39 @@ from sip_core.calls import Call, Leg
 from .const import CONF_PASSWORD
 from .data import CallflipConfigEntry
 
-TO_REDACT = {CONF_PASSWORD, "nonce", "cnonce", "opaque", "response", "authorization"}
+TO_REDACT = {
+    CONF_PASSWORD,
+    "nonce",
+    "cnonce",
+    "opaque",
+    "response",
+    "authorization",
+    "instance_id",
+}
+REDACTED = "**REDACTED**"
+# Contact parameters that identify a handset or let anyone wake it: the push notification
+# parameters of RFC 8599 and vendor variants (pn-prid, pn-param, pn-provider, pn-tok, ...), the
+# instance id (+sip.instance, RFC 5626) and the outbound registration id (reg-id).
+_IDENTIFYING_PARAM = re.compile(
+    r"(?P<name>[;?&]\s*(?:pn-[\w.-]+|\+sip\.instance|reg-id|app-id)\s*=\s*)"
+    r'(?P<value>"[^"]*"|<[^>]*>|[^;?&>,\s"]*)',
+    re.IGNORECASE,
+)
+
+
+def redact_contact_params(text: str) -> str:
+    """Replace the values of identifying Contact parameters (push tokens, instance ids)."""
+    return _IDENTIFYING_PARAM.sub(lambda match: match.group("name") + REDACTED, text)
+
+
+def _redact_strings(node: Any) -> Any:
+    if isinstance(node, str):
+        return redact_contact_params(node)
+    if isinstance(node, dict):
+        return {key: _redact_strings(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_redact_strings(value) for value in node]
+    return node
 
 
 async def async_get_config_entry_diagnostics(
@@ -20,7 +53,7 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """Return the entry's settings, users, devices and current bindings."""
     pbx = entry.runtime_data.hub.pbx
-    return async_redact_data(
+    redacted = async_redact_data(
         {
             "data": dict(entry.data),
             "options": dict(entry.options),
@@ -30,6 +63,7 @@ async def async_get_config_entry_diagnostics(
         },
         TO_REDACT,
     )
+    return dict(_redact_strings(redacted))
 
 
 def _leg(leg: Leg | None) -> dict[str, Any] | None:

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
 STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
 ENGLISH: dict[str, Any] = json.loads((COMPONENT / "translations" / "en.json").read_text())
@@ -76,8 +78,28 @@ def test_every_entity_and_exception_is_translated() -> None:
     for module in ("services.py", "button.py"):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("FLIP_ERRORS")[1]))
-    raised |= set(re.findall(r'translation_key="(\w+)"', _source("security.py")))
-    raised -= set(STRINGS.get("issues", {}))  # security.py names its repair issues the same way
+    # security.py names its repair issues the same way as its exceptions: leave the issues out.
+    security = set(re.findall(r'translation_key="(\w+)"', _source("security.py")))
+    raised |= security - set(STRINGS.get("issues", {}))
     assert raised == set(STRINGS["exceptions"])
     kinds = set(STRINGS["selector"]["device_type"]["options"])
     assert kinds == {"desk", "mobile", "softphone", "home", "conference"}
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    duplicated = sorted({key for key in keys if keys.count(key) > 1})
+    assert not duplicated, f"keys given twice: {duplicated}"
+    return dict(pairs)
+
+
+def test_no_json_file_gives_a_key_twice() -> None:
+    """json.loads keeps the last of two equal keys, so a section written twice (two "issues"
+    objects, say) silently loses the first one's strings."""
+    files = [*COMPONENT.glob("*.json"), *(COMPONENT / "translations").glob("*.json")]
+    assert len(files) >= 4
+    for path in files:
+        json.loads(path.read_text(), object_pairs_hook=_refuse_duplicates)
+    doubled = '{"issues": {"a": {}}, "issues": {"b": {}}}'
+    with pytest.raises(AssertionError, match="issues"):
+        json.loads(doubled, object_pairs_hook=_refuse_duplicates)
