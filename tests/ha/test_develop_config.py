@@ -51,10 +51,10 @@ async def test_develop_household_is_imported(hass: HomeAssistant) -> None:
     assert entry.data["port"] == port
     users = {user["name"]: user for user in entry.options["users"]}
     assert {name: user["extension"] for name, user in users.items()} == {
-        "alice": "200",
-        "bob": "300",
+        "Alice": "200",
+        "Bob": "300",
     }
-    assert [d["type"] for d in users["alice"]["devices"]] == ["desk", "mobile", "softphone"]
+    assert [d["type"] for d in users["Alice"]["devices"]] == ["desk", "mobile", "softphone"]
     for entity_id in (
         "binary_sensor.office_desk_phone_registered",
         "binary_sensor.alice_s_mobile_registered",
