@@ -30,6 +30,9 @@ def test_develop_config_stays_on_loopback() -> None:
     assert configuration["http"]["server_host"] == "127.0.0.1"
     assert configuration["http"]["server_port"] == 8123
     assert "default_config" not in configuration
+    # What a person looks at in a normal installation, callflip's logbook lines among it.
+    for domain in ("frontend", "recorder", "history", "logbook"):
+        assert domain in configuration, domain
     assert configuration[DOMAIN]["sip"]["listen"] == "127.0.0.1"
     assert configuration[DOMAIN]["sip"]["port"] == 5060
     link = DEVELOP_CONFIG / "custom_components" / "callflip"
