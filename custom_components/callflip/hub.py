@@ -299,6 +299,7 @@ class CallflipHub:
                 "caller_device_id": self._user_ha_id(caller_user),
                 "callee_device_id": self._user_ha_id(callee_user),
                 "devices": list(event.devices),
+                "device_labels": [self.device_label(device) for device in event.devices],
                 "device_ids": self._ha_ids(event.devices),
                 "reason": event.reason,
             },

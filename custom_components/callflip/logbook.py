@@ -32,7 +32,16 @@ def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
     """One line per call state change, written for a person reading their history."""
     caller = _party(data.get("caller_user"), data.get("caller"))
     callee = _party(data.get("callee_user"), data.get("dialled"))
-    devices = [device for device in data.get("devices", ()) if device != data.get("caller")]
+    accounts = list(data.get("devices", ()))
+    labels = list(data.get("device_labels") or accounts)
+    if len(labels) != len(accounts):
+        labels = accounts
+    # The phones by the names people gave them (the labels), the caller's own phone left out.
+    devices = [
+        label
+        for account, label in zip(accounts, labels, strict=True)
+        if account != data.get("caller")
+    ]
     state = data.get("state")
     if state == "setup":
         message = f"{caller} dialled {data.get('dialled')}"

@@ -158,6 +158,8 @@ async def test_call_and_flip_end_to_end(
     assert calls[0].data["caller_user"] == "Bob"
     assert calls[0].data["callee_user"] == "Alice"
     assert calls[1].data["device_ids"]  # the ringing phones, for automations
+    assert calls[2].data["devices"] == ["bob-soft", "alice-desk"]
+    assert calls[2].data["device_labels"] == ["Bob softphone", "Alice desk phone"]
     assert calls[1].data["callee_device_id"] == ha_id(hass, loaded_entry, "user-u-alice")
     assert calls[1].data["caller_device_id"] == ha_id(hass, loaded_entry, "user-u-bob")
     assert calls[-1].data["reason"]

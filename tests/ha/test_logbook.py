@@ -103,3 +103,15 @@ async def test_both_events_are_described(hass: HomeAssistant) -> None:
     assert call["message"] == "Bob (bob-soft) is calling Alice (101)"
     handoff = described[EVENT_HANDOFF](_Event({"type": "flip_started", "to_device": "x"}))
     assert handoff["message"].endswith("to x")
+
+
+def test_call_line_names_phones_by_their_labels() -> None:
+    data = {
+        **CALL,
+        "state": "talking",
+        "previous": "talking",
+        "device_labels": ["Bob softphone", "Alice desk phone"],
+    }
+    assert describe_call(data)["message"] == (
+        "call between Bob (bob-soft) and Alice (101) is now on Alice desk phone"
+    )
