@@ -47,6 +47,8 @@ def contact_address(binding: Binding) -> str:
         uri = binding.contact_uri
     except ParseError:
         return source
+    if uri.scheme not in ("sip", "sips") or not uri.host:
+        return source
     default_port = 5061 if uri.scheme == "sips" else 5060
     host = f"[{uri.host}]" if ":" in uri.host and not uri.host.startswith("[") else uri.host
     contact = f"{host}:{uri.port or default_port}"

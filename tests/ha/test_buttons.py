@@ -11,10 +11,14 @@ from collections.abc import Callable
 
 import pytest
 from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.translation import async_get_translations
-from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_capture_events,
+    mock_restore_cache,
+)
 
 from custom_components.callflip.const import DOMAIN, EVENT_HANDOFF
 
@@ -215,3 +219,29 @@ async def test_event_types_are_translated_to_what_happened(hass: HomeAssistant) 
     assert translations[f"{prefix}.flip_started"] == "Moving the call to another phone"
     registered_states = f"component.{DOMAIN}.entity.binary_sensor.registered.state"
     assert translations[f"{registered_states}.on"] == "Yes"
+
+
+async def test_last_handoff_survives_a_restart(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    sentence = "Call moved from Alice desk phone to Alice mobile"
+    mock_restore_cache(
+        hass,
+        [
+            State(
+                "sensor.alice_last_handoff",
+                sentence,
+                {"kind": "flip", "outcome": "succeeded", "to": "Alice mobile", "icon": "mdi:x"},
+            ),
+            State("sensor.bob_last_handoff", STATE_UNAVAILABLE),
+        ],
+    )
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    await hass.async_block_till_done()
+    state, attributes = state_of(hass, "sensor.alice_last_handoff")
+    assert state == sentence
+    assert attributes["outcome"] == "succeeded"
+    assert attributes["to"] == "Alice mobile"
+    assert "icon" not in attributes  # only the summary's own attributes come back
+    assert state_of(hass, "sensor.bob_last_handoff")[0] == STATE_UNKNOWN
+    assert await hass.config_entries.async_unload(config_entry.entry_id)

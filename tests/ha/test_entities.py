@@ -10,6 +10,10 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.callflip.sensor import contact_address
+from sip_core.registrar import Binding
+from sip_core.transport import Address, Source, TransportKind
+
 from .sip_client import SipPhone
 
 
@@ -184,3 +188,15 @@ async def test_contact_address_shows_contact_and_source_when_they_differ(
     assert _state(hass, "sensor.alice_desk_phone_contact_address") == (
         f"127.0.0.1:{phone.local_port + 1} (registered from 127.0.0.1:{phone.local_port})"
     )
+
+
+def test_contact_address_of_a_contact_that_does_not_parse() -> None:
+    """Only the source can be shown then (the registrar keeps what the phone sent)."""
+    source = Source(
+        TransportKind.UDP, Address("192.0.2.10", 5062), Address("127.0.0.1", 5060), None
+    )
+    for contact in ("<mailto:x>", "<sip:@>", "not a uri <"):
+        binding = Binding("alice-desk", contact, 0, 0, 0, "c", 1, source)
+        assert contact_address(binding) == "192.0.2.10:5062", contact
+    ipv6 = Binding("alice-desk", "<sip:a@[2001:db8::1]:5070>", 0, 0, 0, "c", 1, source)
+    assert contact_address(ipv6) == "[2001:db8::1]:5070 (registered from 192.0.2.10:5062)"
