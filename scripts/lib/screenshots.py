@@ -440,13 +440,6 @@ async def run(output: Path, workdir: Path, http_port: int, sip_port: int) -> Non
         await hass.start()
         await hass.onboard()
         await hass.wait_state("sensor.callflip_home_arpa_registered_devices", "0", 60)
-        # A fresh Home Assistant announces its own backup integration as "New devices
-        # discovered"; that is not callflip's, and an owner would dismiss it first too.
-        await hass.api(
-            "POST",
-            "services/persistent_notification/dismiss",
-            {"notification_id": "config_entry_discovery"},
-        )
         await browser.start()
         await browser.open(hass.url)
         await browser.evaluate(
@@ -457,6 +450,13 @@ async def run(output: Path, workdir: Path, http_port: int, sip_port: int) -> Non
             say("Bob calls Alice's desk phone")
             await phone["301"].dial("sip:201@home.arpa")
             await hass.wait_state("sensor.alice_active_call", "talking")
+            # A fresh Home Assistant announces its own backup integration as "New devices
+            # discovered"; that is not callflip's, and an owner would dismiss it first too.
+            await hass.api(
+                "POST",
+                "services/persistent_notification/dismiss",
+                {"notification_id": "config_entry_discovery"},
+            )
             integration = f"{hass.url}/config/integrations/integration/callflip"
             await browser.open(integration, "callflip home.arpa", "8 devices")
             await browser.screenshot(output / "integration.png")
