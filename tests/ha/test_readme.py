@@ -16,7 +16,9 @@ import voluptuous as vol
 import yaml
 from homeassistant.const import STATE_ON
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.script import async_validate_actions_config
 from homeassistant.setup import async_setup_component
 
@@ -115,14 +117,46 @@ def test_yaml_examples_are_automations_or_actions() -> None:
         assert is_automation or is_actions, example
 
 
+# The device ids the README's examples use, and the demo's devices they stand for.
+EXAMPLE_DEVICES = {
+    "4f0c2b7e9d1a4c3b8e6f5a2d1c0b9a87": "sensor.alice_active_call",
+    "5e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b": "sensor.bob_active_call",
+    "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d": "sensor.alice_s_mobile_call_state",
+}
+
+
+def _with_demo_device_ids(hass: HomeAssistant, node: Any) -> Any:
+    registry = er.async_get(hass)
+    if isinstance(node, dict):
+        return {key: _with_demo_device_ids(hass, value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_with_demo_device_ids(hass, item) for item in node]
+    if isinstance(node, str) and node in EXAMPLE_DEVICES:
+        entry = registry.async_get(EXAMPLE_DEVICES[node])
+        assert entry is not None
+        assert entry.device_id is not None
+        return entry.device_id
+    return node
+
+
+def test_examples_use_only_known_device_ids() -> None:
+    ids = set(re.findall(r"\b[0-9a-f]{32}\b", README))
+    assert ids == set(EXAMPLE_DEVICES)
+
+
 async def test_example_automations_load(hass: HomeAssistant) -> None:
-    """Each example automation is accepted by Home Assistant (an invalid one would be
-    unavailable) with callflip loaded."""
+    """Each example automation is accepted by Home Assistant and attaches its triggers (an
+    invalid one would be unavailable), on the demo household's devices."""
     demo = _develop_configuration()[DOMAIN]
     assert await async_setup_component(
         hass, DOMAIN, {DOMAIN: {**demo, "sip": {**demo["sip"], "port": find_free_short_port()}}}
     )
-    automations = [example for example in _yaml_examples() if isinstance(example, dict)]
+    await hass.async_block_till_done()
+    automations = [
+        _with_demo_device_ids(hass, example)
+        for example in _yaml_examples()
+        if isinstance(example, dict)
+    ]
     assert len(automations) >= 3
     assert await async_setup_component(hass, "automation", {"automation": automations})
     await hass.async_block_till_done()
@@ -139,8 +173,14 @@ async def test_example_automations_load(hass: HomeAssistant) -> None:
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
-async def test_example_actions_match_the_actions_schemas(hass: HomeAssistant) -> None:
-    assert await async_setup_component(hass, DOMAIN, {})
+async def test_example_actions_run_on_the_demo(hass: HomeAssistant) -> None:
+    """The action examples pass their schemas and, run on the demo household without a call,
+    reach callflip's own refusal (so their device ids are the right kind of device)."""
+    demo = _develop_configuration()[DOMAIN]
+    assert await async_setup_component(
+        hass, DOMAIN, {DOMAIN: {**demo, "sip": {**demo["sip"], "port": find_free_short_port()}}}
+    )
+    await hass.async_block_till_done()
     actions = [example for example in _yaml_examples() if isinstance(example, list)]
     assert {step["action"] for example in actions for step in example} == {
         "callflip.flip",
@@ -148,8 +188,14 @@ async def test_example_actions_match_the_actions_schemas(hass: HomeAssistant) ->
     }
     for example in actions:
         await async_validate_actions_config(hass, cv.SCRIPT_SCHEMA(example))
-        for step in example:
+        for step in _with_demo_device_ids(hass, example):
             domain, service = step["action"].split(".")
+            data = {**step.get("data", {}), **step.get("target", {})}
             schema = hass.services.async_services()[domain][service].schema
             assert isinstance(schema, vol.Schema)
-            schema({**step.get("data", {}), **step.get("target", {})})
+            schema(data)
+            with pytest.raises(ServiceValidationError) as caught:
+                await hass.services.async_call(domain, service, data, blocking=True)
+            assert caught.value.translation_key == "no_call"
+    entry = hass.config_entries.async_entries(DOMAIN)[0]
+    assert await hass.config_entries.async_unload(entry.entry_id)
