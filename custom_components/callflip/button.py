@@ -14,7 +14,6 @@ from __future__ import annotations
 from homeassistant.components.button import ButtonEntity, ButtonEntityDescription
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
-from homeassistant.helpers.typing import UndefinedType
 
 from .call_view import CallView, PhoneState
 from .data import CallflipConfigEntry
@@ -61,19 +60,17 @@ class FlipButton(CallflipUserEntity, ButtonEntity):
         self._attr_unique_id = f"{user_id}-flip_to-{device_id}"
         self._attr_translation_placeholders = {"device": self._label()}
 
-    @property
-    def name(self) -> str | UndefinedType | None:
-        """Worked out on every state write, unlike Entity's cached name: the label can change
-        while the button exists, and its name must follow."""
-        translations = self.platform.platform_translations if self.platform else {}
-        return self._name_internal(None, translations)
-
     def _label(self) -> str:
         owned = self.hub.device(self.target_id)
         return owned.device["label"] if owned is not None else self.target_id
 
     def _refresh(self) -> None:
-        self._attr_translation_placeholders = {"device": self._label()}
+        label = self._label()
+        if label != self._attr_translation_placeholders["device"]:
+            self._attr_translation_placeholders = {"device": label}
+            # Entity caches its name as a cached property (in the instance's __dict__, which is
+            # where its own _attr_ setters drop it from too): drop it so the new label shows.
+            self.__dict__.pop("name", None)
         self._attr_available = self._flippable_call() is not None
 
     def _flippable_call(self) -> CallView | None:
