@@ -121,6 +121,7 @@ def prepare_config(directory: Path, http_port: int, sip_port: int) -> None:
     household = (source / "callflip.yaml").read_text()
     household = re.sub(r"(?m)^  port: 5060$", f"  port: {sip_port}", household)
     (directory / "callflip.yaml").write_text(household)
+    (directory / "dashboard.yaml").symlink_to(ROOT / "docs" / "dashboard.yaml")
     (directory / "custom_components").mkdir()
     (directory / "custom_components" / "callflip").symlink_to(
         ROOT / "custom_components" / "callflip"
@@ -481,6 +482,10 @@ async def run(output: Path, workdir: Path, http_port: int, sip_port: int) -> Non
             await asyncio.sleep(2)  # the recorder commits every second
             await browser.open(f"{hass.url}/logbook", "moved the call from")
             await browser.screenshot(output / "logbook.png")
+            await browser.open(
+                f"{hass.url}/callflip-phones/phones", "Call moved from", "To desk phone"
+            )
+            await browser.screenshot(output / "dashboard.png")
 
             await browser.open(integration, "callflip home.arpa")
             await browser.click_text("Configure", "Add a device")

@@ -4,7 +4,6 @@ shows exists for the demo household (scripts/develop)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from homeassistant.core import HomeAssistant
@@ -13,9 +12,7 @@ from homeassistant.setup import async_setup_component
 from custom_components.callflip.const import DOMAIN
 
 from .callflip_testing import find_free_port
-from .test_develop_config import _develop_configuration
-
-DASHBOARD = Path(__file__).parents[2] / "docs" / "dashboard.yaml"
+from .test_develop_config import DEVELOP_CONFIG, _develop_configuration
 
 
 def _entity_ids(node: Any) -> Iterator[str]:
@@ -37,25 +34,15 @@ async def test_dashboard_loads_and_shows_existing_entities(
     demo = _develop_configuration()[DOMAIN]
     demo = {**demo, "sip": {**demo["sip"], "port": find_free_port()}}
     assert await async_setup_component(hass, DOMAIN, {DOMAIN: demo})
-    assert await async_setup_component(
-        hass,
-        "lovelace",
-        {
-            "lovelace": {
-                "dashboards": {
-                    "phones-example": {
-                        "mode": "yaml",
-                        "filename": str(DASHBOARD),
-                        "title": "Phones",
-                    }
-                }
-            }
-        },
-    )
+    # The demo's own lovelace section, resolved against the demo's folder as scripts/develop
+    # does it.
+    hass.config.config_dir = str(DEVELOP_CONFIG)
+    lovelace = _develop_configuration()["lovelace"]
+    assert await async_setup_component(hass, "lovelace", {"lovelace": lovelace})
     await hass.async_block_till_done()
 
     client = await hass_ws_client(hass)
-    await client.send_json_auto_id({"type": "lovelace/config", "url_path": "phones-example"})
+    await client.send_json_auto_id({"type": "lovelace/config", "url_path": "callflip-phones"})
     response = await client.receive_json()
     assert response["success"], response
     config = response["result"]

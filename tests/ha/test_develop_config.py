@@ -33,6 +33,12 @@ def test_develop_config_stays_on_loopback() -> None:
     # What a person looks at in a normal installation, callflip's logbook lines among it.
     for domain in ("frontend", "recorder", "history", "logbook"):
         assert domain in configuration, domain
+    # The docs' dashboard example, on the demo household.
+    dashboard = configuration["lovelace"]["dashboards"]["callflip-phones"]
+    assert dashboard["mode"] == "yaml"
+    assert (DEVELOP_CONFIG / dashboard["filename"]).resolve() == (
+        DEVELOP_CONFIG.parent / "docs" / "dashboard.yaml"
+    ).resolve()
     assert configuration[DOMAIN]["sip"]["listen"] == "127.0.0.1"
     assert configuration[DOMAIN]["sip"]["port"] == 5060
     link = DEVELOP_CONFIG / "custom_components" / "callflip"
