@@ -483,7 +483,7 @@ async def run(output: Path, workdir: Path, http_port: int, sip_port: int) -> Non
             await browser.open(f"{hass.url}/logbook", "moved the call from")
             await browser.screenshot(output / "logbook.png")
             await browser.open(
-                f"{hass.url}/callflip-phones/phones", "Call moved from", "To desk phone"
+                f"{hass.url}/callflip-phones/phones", "Call moved from", "To the mobile"
             )
             await browser.screenshot(output / "dashboard.png")
 
