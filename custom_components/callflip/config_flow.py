@@ -670,7 +670,8 @@ class CallflipOptionsFlow(OptionsFlow):
         current = find_device(self._users, self._device_id) if self._device_id else None
         if user_input is not None:
             username = user_input[CONF_USERNAME].strip()
-            label = user_input[CONF_LABEL].strip()
+            # The label is optional: left empty, the device is called by its username.
+            label = str(user_input.get(CONF_LABEL) or "").strip() or username
             typed_password = user_input.get(CONF_PASSWORD) or None
             generated = typed_password is None and current is None
             password = generate_password() if generated else typed_password
@@ -809,7 +810,7 @@ class CallflipOptionsFlow(OptionsFlow):
                 vol.Optional(CONF_PASSWORD): TextSelector(
                     TextSelectorConfig(type=TextSelectorType.PASSWORD)
                 ),
-                vol.Required(CONF_LABEL): _TEXT,
+                vol.Optional(CONF_LABEL): _TEXT,
                 vol.Required(CONF_TYPE): SelectSelector(
                     SelectSelectorConfig(
                         options=[kind.value for kind in DeviceKind],

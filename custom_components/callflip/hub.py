@@ -75,6 +75,14 @@ def device_identifier(device_id: str) -> tuple[str, str]:
     return (DOMAIN, f"device-{device_id}")
 
 
+def device_model(kind: str, username: str) -> str:
+    """What the device page shows under the name: the kind of phone and its SIP account.
+
+    Neither the extension nor the account is a serial number, so neither is stored as one.
+    """
+    return f"{DEVICE_MODELS.get(kind, kind)}, account {username}"
+
+
 class CallflipHub:
     """One running PBX and everything Home Assistant keeps about it."""
 
@@ -291,6 +299,7 @@ class CallflipHub:
                 "caller_device_id": self._user_ha_id(caller_user),
                 "callee_device_id": self._user_ha_id(callee_user),
                 "devices": list(event.devices),
+                "device_labels": [self.device_label(device) for device in event.devices],
                 "device_ids": self._ha_ids(event.devices),
                 "reason": event.reason,
             },
@@ -365,9 +374,9 @@ class CallflipHub:
                 config_entry_id=entry_id,
                 identifiers={user_identifier(user["id"])},
                 manufacturer=MANUFACTURER,
-                model="User",
+                model=f"Extension {user['extension']}",
                 name=user["name"],
-                serial_number=user["extension"],
+                serial_number=None,
             )
             self._set_parent(registry, user_device, hub)
             wanted.add(user_device.id)
@@ -376,9 +385,9 @@ class CallflipHub:
                     config_entry_id=entry_id,
                     identifiers={device_identifier(device["id"])},
                     manufacturer=MANUFACTURER,
-                    model=DEVICE_MODELS.get(device["type"], device["type"]),
+                    model=device_model(device["type"], device["username"]),
                     name=device["label"],
-                    serial_number=device["username"],
+                    serial_number=None,
                 )
                 self._set_parent(registry, sip_device, user_device)
                 wanted.add(sip_device.id)

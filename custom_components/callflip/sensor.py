@@ -1,5 +1,5 @@
-"""Call state of every SIP device and user, diagnostic sensors of a SIP device's contact, and the
-PBX's count of registered devices."""
+"""Call state of every SIP device and user, each user's last handoff, diagnostic sensors of a SIP
+device's contact, and the PBX's count of registered devices."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.restore_state import RestoreEntity
 from homeassistant.util import dt as dt_util
 
 from sip_core.registrar import Binding
+from sip_core.uri import ParseError
 
 from .call_view import PHONE_STATES, CallView, PhoneState
+from .const import HandoffType
 from .data import CallflipConfigEntry
 from .entity import (
     CallflipDeviceEntity,
@@ -28,6 +31,7 @@ from .entity import (
     CallflipUserEntity,
     async_add_per_user_and_device,
 )
+from .handoff import HandoffSummary
 from .hub import CallflipHub, device_identifier
 
 PARALLEL_UPDATES = 0
@@ -35,9 +39,30 @@ PARALLEL_UPDATES = 0
 TRANSPORTS = ["udp", "tcp"]
 
 
+def contact_address(binding: Binding) -> str:
+    """Where the phone says it takes calls (its Contact), and where its REGISTER came from when
+    that differs (a NAT, or a registration made on the phone's behalf)."""
+    source = str(binding.source.remote)
+    try:
+        uri = binding.contact_uri
+    except ParseError:
+        return source
+    if uri.scheme not in ("sip", "sips") or not uri.host:
+        return source
+    default_port = 5061 if uri.scheme == "sips" else 5060
+    host = f"[{uri.host}]" if ":" in uri.host and not uri.host.startswith("[") else uri.host
+    contact = f"{host}:{uri.port or default_port}"
+    if contact == source:
+        return contact
+    return f"{contact} (registered from {source})"[:255]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ContactSensorDescription(SensorEntityDescription):
-    """A fact about a device's current contact, read from its most recent binding."""
+    """A fact about a device's current contact, read from its most recent binding.
+
+    They are diagnostics, disabled until someone wants them: a household needs to know that a
+    phone is registered, rarely from where."""
 
     value_fn: Callable[[Binding], str | None]
 
@@ -47,12 +72,14 @@ CONTACT_SENSORS: tuple[ContactSensorDescription, ...] = (
         key="address",
         translation_key="address",
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda binding: str(binding.source.remote),
+        entity_registry_enabled_default=False,
+        value_fn=contact_address,
     ),
     ContactSensorDescription(
         key="transport",
         translation_key="transport",
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.ENUM,
         options=TRANSPORTS,
         value_fn=lambda binding: binding.source.kind.value.lower(),
@@ -61,6 +88,7 @@ CONTACT_SENSORS: tuple[ContactSensorDescription, ...] = (
         key="user_agent",
         translation_key="user_agent",
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda binding: binding.user_agent[:255] if binding.user_agent else None,
     ),
 )
@@ -89,6 +117,7 @@ ACTIVE_CALL = SensorEntityDescription(
     device_class=SensorDeviceClass.ENUM,
     options=PHONE_STATES,
 )
+LAST_HANDOFF = SensorEntityDescription(key="last_handoff", translation_key="last_handoff")
 
 
 async def async_setup_entry(
@@ -113,7 +142,10 @@ async def async_setup_entry(
     async_add_per_user_and_device(
         entry,
         async_add_entities,
-        per_user=lambda hub, user_id: [ActiveCallSensor(hub, ACTIVE_CALL, user_id)],
+        per_user=lambda hub, user_id: [
+            ActiveCallSensor(hub, ACTIVE_CALL, user_id),
+            LastHandoffSensor(hub, LAST_HANDOFF, user_id),
+        ],
         per_device=device_sensors,
     )
 
@@ -202,3 +234,36 @@ class ActiveCallSensor(CallflipUserEntity, SensorEntity):
                 self.hub.ha_device_id(device_identifier(owned.device["id"])) if owned else None
             )
         self._attr_extra_state_attributes = attributes
+
+
+_SUMMARY_KEYS = frozenset({"kind", "outcome", "call_id", "from", "to", "reason", "at"})
+
+
+class LastHandoffSensor(CallflipUserEntity, RestoreEntity, SensorEntity):
+    """The user's most recent handoff step as a sentence ("Call moved from A to B"); kept across
+    restarts, unknown until the first one."""
+
+    _unrecorded_attributes = frozenset({"call_id"})
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        last = await self.async_get_last_state()
+        if last is not None and last.state not in ("unknown", "unavailable"):
+            self._attr_native_value = last.state
+            self._attr_extra_state_attributes = {
+                key: value for key, value in last.attributes.items() if key in _SUMMARY_KEYS
+            }
+        self.async_on_remove(self.hub.async_add_handoff_listener(self.user_id, self._handoff))
+
+    @callback
+    def _handoff(self, kind: HandoffType, data: dict[str, Any]) -> None:
+        summary = HandoffSummary.from_event({**data, "type": kind.value})
+        self._attr_native_value = summary.sentence()
+        self._attr_extra_state_attributes = {
+            **summary.attributes(),
+            "at": dt_util.utcnow().isoformat(),
+        }
+        self.async_write_ha_state()
+
+    def _refresh(self) -> None:
+        self._attr_available = self.user is not None

@@ -55,7 +55,7 @@ def test_develop_household() -> None:
         rtp=RtpSettings(40000, 40999),
         users=(
             User(
-                "alice",
+                "Alice",
                 "200",
                 (
                     device("201", "Office Desk Phone", DeviceType.DESK),
@@ -64,7 +64,7 @@ def test_develop_household() -> None:
                 ),
             ),
             User(
-                "bob",
+                "Bob",
                 "300",
                 (
                     device("301", "Bob's Desk Phone", DeviceType.DESK),
@@ -613,11 +613,11 @@ def test_lookups() -> None:
     assert config.user_for_device("999") is None
     assert config.user_by_extension("201") is None
     assert [(user.name, device.username) for user, device in config.devices()] == [
-        ("alice", "201"),
-        ("alice", "202"),
-        ("alice", "203"),
-        ("bob", "301"),
-        ("bob", "302"),
+        ("Alice", "201"),
+        ("Alice", "202"),
+        ("Alice", "203"),
+        ("Bob", "301"),
+        ("Bob", "302"),
     ]
 
 
