@@ -90,6 +90,7 @@ from sip_core.features import (
     NoSuchCall,
     plan_flip,
 )
+from sip_core.media import MediaLeg, MediaRelay, RelayError
 from sip_core.message import (
     Request,
     Response,
@@ -99,7 +100,6 @@ from sip_core.message import (
     parse_message,
 )
 from sip_core.registrar import Binding
-from sip_core.relay import MediaLeg, MediaRelay, RelayError
 from sip_core.sdp import (
     Direction,
     Origin,
@@ -698,6 +698,8 @@ class B2bua:
             return
         call.media = media
         media.on_dtmf = lambda side, digit: self._on_rtp_dtmf(call, side, digit)
+        # The media engine died: the call has no audio any more, so it ends (BYE to each side).
+        media.on_lost = lambda why: self._terminate(call, CallOutcome.FAILED, why, status=503)
         # Every device may dial the flip code: its telephone-events stop at the relay, and the
         # digits that are not a code are sent on again by `_pass_digit`.
         media.a.swallow_dtmf = media.b.swallow_dtmf = True
@@ -1086,6 +1088,7 @@ class B2bua:
         media = call.media
         if media is not None:
             media.on_dtmf = None
+            media.on_lost = None
         for leg in (*call.legs(), *call.branches):
             leg.remote_sdp = None
             leg.origin = None

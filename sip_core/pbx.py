@@ -21,9 +21,9 @@ from sip_core.clock import Clock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
+from sip_core.media import MediaRelay
 from sip_core.message import Request, Response, make_response
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
-from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportLayer
 
@@ -138,7 +138,7 @@ class Pbx:
         """Release the port and every timer; bindings stay in memory for `binding_records`."""
         self._running = False
         self._b2bua.close()
-        self._relay.close()
+        await self._relay.stop()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None

@@ -41,9 +41,14 @@ LAYERS: dict[str, int] = {
     "dtmf": 1,
     # 2 transport
     "transport": 2,
-    "relay": 2,
-    "relay_engine": 2,
-    "udp_peer": 2,
+    "media": 2,
+    "media.client": 2,
+    "media.engine": 2,
+    "media.packets": 2,
+    "media.ports": 2,
+    "media.protocol": 2,
+    "media.relay": 2,
+    "media.udp_peer": 2,
     # 3 transaction
     "transaction": 3,
     # 4 dialog / auth
@@ -72,8 +77,12 @@ class ImportedName:
 
 
 def module_name(path: Path, root: Path) -> str:
-    """`sip_core/transport.py` -> `transport`; a subpackage module -> `sub.module`."""
-    return ".".join(path.relative_to(root).with_suffix("").parts)
+    """`sip_core/transport.py` -> `transport`; a subpackage module -> `sub.module`, and a
+    subpackage's `__init__` -> `sub` (what `import sip_core.sub` names)."""
+    parts = path.relative_to(root).with_suffix("").parts
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
 
 
 def imported_modules(source: str, module: str) -> list[ImportedName]:

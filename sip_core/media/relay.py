@@ -1,4 +1,9 @@
-"""The media relay: every call's RTP and RTCP flow through a pair of legs on our own address.
+"""The media relay's core: every call's RTP and RTCP flow through a pair of legs on our own address.
+
+This is what the media engine process runs (`sip_core.media.engine`); the SIP side drives it
+through `sip_core.media.client`, which keeps the same shape of API. It can also run inside the
+calling process on a thread of its own (`MediaRelay(host, port_min, port_max, clock=...)`): the
+way it ran before the engine process, kept as the reference `bench/relay` compares against.
 
 Why relay at all: a flip moves a call from one device to another in mid-conversation. If media
 went device to device, the caller would have to be re-INVITEd and would see a new stream (many
@@ -11,31 +16,30 @@ timestamp goes backwards, so the timestamp jump is always forward: at least one 
 Symmetric RTP (for devices behind NAT): a leg sends to the address its far end's packets come from,
 latched on the first packet seen; until then to the address from SDP, if the B2BUA gave one. Once
 latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio):
-the RTP socket is connected to the latched source (`sip_core.udp_peer`), so the kernel drops them
-before they reach us, and the leg reads with `recv_into` and sends with `send`, with no address to
-build, compare or route per packet. A new address in the far end's SDP unties the socket and
-latches afresh; the same SDP again (a re-INVITE for hold, a session refresh) keeps the latch, which
-behind NAT is not the SDP's address.
+the RTP socket is connected to the latched source (`sip_core.media.udp_peer`), so the kernel
+drops them before they reach us, and the leg reads with `recv_into` and sends with `send`, with
+no address to build, compare or route per packet. A new address in the far end's SDP unties the
+socket and latches afresh; the same SDP again (a re-INVITE for hold, a session refresh) keeps the
+latch, which behind NAT is not the SDP's address.
 
-Hot path (`sip_core.relay_engine`): one thread with its own epoll over every socket of the relay;
+Hot path (`sip_core.media.packets`): one thread with its own epoll over every socket of the relay;
 per ready socket one read into a preallocated buffer, two byte looks for version and payload type,
 and a send straight from the buffer (a premade memoryview of the packet's length). Per forwarded
 packet the header (12 bytes) is kept for continuity, and nothing else is copied. Only while a
 rewrite is active (after a flip, around DTMF we swallowed or generated, or with a payload type map)
 are SSRC, sequence number and timestamp patched, in place, with `struct.pack_into`. RFC 4733
 packets (one byte compare of the payload type) are tapped on the way through, reported once per
-key press on the asyncio loop, and can be swallowed per leg (so a feature code never reaches the
+key press to the session's owner, and can be swallowed per leg (so a feature code never reaches the
 far end); `send_dtmf` puts the digits that were not a code back on the stream.
 
-Threads: the public methods here are called on the asyncio loop and take the engine's lock, which
-the packet thread holds while it handles a batch; so every change is whole before the next packet.
+Threads: the public methods here take the engine's lock, which the packet loop holds while it
+handles a batch; so every change is whole before the next packet. In the engine process the loop
+and the control channel share one thread, and the lock is never contended.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
 import logging
 import random
 import socket
@@ -45,15 +49,24 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .clock import Clock, LoopClock, TimerHandle
-from .dtmf import DtmfDecoder, DtmfDigit, TelephoneEvent, build_telephone_event, event_for_digit
-from .relay_engine import RelayEngine
-from .rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
-from .sdp import Codec
-from .transport import Address
+from sip_core.clock import Clock, LoopClock, TimerHandle
+from sip_core.dtmf import (
+    DtmfDecoder,
+    DtmfDigit,
+    TelephoneEvent,
+    build_telephone_event,
+    event_for_digit,
+)
+from sip_core.rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
+from sip_core.sdp import Codec
+from sip_core.transport import Address
+
+from .packets import RelayEngine
+from .ports import PortAllocator, PortsExhaustedError, RelayError, bind_pair
 from .udp_peer import can_disconnect, disconnect
 
 __all__ = [
+    "LegStats",
     "MediaLeg",
     "MediaRelay",
     "MediaSession",
@@ -80,57 +93,6 @@ DTMF_VOLUME: Final = 10  # -10 dBm0
 
 type _Peer = tuple[str, int] | tuple[str, int, int, int]
 type DtmfCallback = Callable[[Side, DtmfDigit], None]
-
-
-class RelayError(Exception):
-    """The relay cannot do what was asked (ports, sockets, a closed session)."""
-
-
-class PortsExhaustedError(RelayError):
-    """Every RTP/RTCP port pair of the configured range is in use."""
-
-
-class PortAllocator:
-    """Even RTP ports (RTCP on the odd port above) from an inclusive range, reused round-robin.
-
-    A released pair goes to the back of the queue, so a stray late packet of an ended call is
-    unlikely to reach the next call to get the same ports.
-    """
-
-    def __init__(self, port_min: int, port_max: int) -> None:
-        if not 0 < port_min <= port_max <= 65535:
-            raise ValueError(f"bad RTP port range {port_min}-{port_max}")
-        self.port_min = port_min
-        self.port_max = port_max
-        first = port_min + (port_min & 1)
-        self._free: deque[int] = deque(range(first, port_max, 2))
-        self._used: set[int] = set()
-        if not self._free:
-            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
-
-    @property
-    def capacity(self) -> int:
-        return len(self._free) + len(self._used)
-
-    @property
-    def available(self) -> int:
-        return len(self._free)
-
-    def allocate(self) -> int:
-        """The RTP port of a free pair; `PortsExhaustedError` when there is none."""
-        if not self._free:
-            raise PortsExhaustedError(
-                f"all {self.capacity} RTP port pairs of {self.port_min}-{self.port_max} are in use"
-            )
-        port = self._free.popleft()
-        self._used.add(port)
-        return port
-
-    def release(self, port: int) -> None:
-        """Give a pair back (a second release of the same pair is ignored)."""
-        if port in self._used:
-            self._used.remove(port)
-            self._free.append(port)
 
 
 class _Rewrite:
@@ -198,7 +160,6 @@ class MediaLeg:
         "_dtmf_timer",
         "_engine",
         "_lock",
-        "_loop",
         "_now",
         "_out_last",
         "_out_time",
@@ -255,7 +216,6 @@ class MediaLeg:
         self._decoder = DtmfDecoder()
         self._rtp: socket.socket | None = None
         self._rtcp: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         engine = session.relay.engine
         self._engine = engine
         self._lock = engine.lock
@@ -397,11 +357,8 @@ class MediaLeg:
 
     # sockets
 
-    def _attach(
-        self, loop: asyncio.AbstractEventLoop, rtp: socket.socket, rtcp: socket.socket
-    ) -> None:
-        """Hand the sockets to the packet thread (digits are reported on `loop`)."""
-        self._loop = loop
+    def _attach(self, rtp: socket.socket, rtcp: socket.socket) -> None:
+        """Hand the sockets to the packet loop."""
         with self._lock:
             self._rtp = rtp
             self._rtcp = rtcp
@@ -529,6 +486,9 @@ class MediaLeg:
             self._rtp_locked = True
             _LOGGER.debug("leg %s latched RTP to %s", self.side, addr)
             self._tie(addr)
+            on_latched = self.session.relay.on_latched
+            if on_latched is not None:
+                on_latched(self)
         return True
 
     def _tap_dtmf(self, data: bytes) -> None:
@@ -539,13 +499,11 @@ class MediaLeg:
             offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4])
         timestamp = int.from_bytes(data[4:8])
         digit = self._decoder.feed(data[offset:], timestamp)
-        loop = self._loop
-        if digit is not None and loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                loop.call_soon_threadsafe(self._report_dtmf, digit)
+        if digit is not None:
+            self._engine.post(self._report_dtmf, digit)
 
     def _report_dtmf(self, digit: DtmfDigit) -> None:
-        """On the asyncio loop: tell the session's owner about a key press."""
+        """On the owner's side (see `RelayEngine.post`): tell the session's owner of a key press."""
         callback = self.session.on_dtmf
         if callback is None or self.closed:
             return
@@ -807,6 +765,30 @@ class MediaSession:
         payload_map_out: dict[int, int] | None = None,
         spare: MediaLeg | None = None,
     ) -> MediaLeg:
+        """`switch` for callers that await it (the B2BUA's flip runs as a task)."""
+        return self.switch(
+            side,
+            remote_rtp,
+            remote_rtcp,
+            latch=latch,
+            codecs=codecs,
+            payload_map_in=payload_map_in,
+            payload_map_out=payload_map_out,
+            spare=spare,
+        )
+
+    def switch(
+        self,
+        side: Side,
+        remote_rtp: Address | None = None,
+        remote_rtcp: Address | None = None,
+        *,
+        latch: bool = False,
+        codecs: Sequence[Codec] | None = None,
+        payload_map_in: dict[int, int] | None = None,
+        payload_map_out: dict[int, int] | None = None,
+        spare: MediaLeg | None = None,
+    ) -> MediaLeg:
         """Replace a leg's far end with a new device: a new socket pair, a fresh latch.
 
         ``spare`` (from `open_spare`) is the socket pair to use when the new device already knows
@@ -848,8 +830,6 @@ class MediaSession:
             self.relay._close_leg(old)
         return new
 
-    replace_peer = switch_leg
-
     def open_spare(self, side: Side) -> MediaLeg:
         """A socket pair for a device that may take over ``side`` later (a flip target).
 
@@ -861,7 +841,19 @@ class MediaSession:
         if self.closed:
             raise RelayError(f"media session {self.call_id} is closed")
         holding = MediaSession(self.relay, f"{self.call_id}/spare")
-        spare = self.relay._open_leg(holding, side)
+        return self._hold_spare(holding, self.relay._open_leg(holding, side))
+
+    def adopt_spare(self, side: Side, rtp: socket.socket, rtcp: socket.socket) -> MediaLeg:
+        """`open_spare` over a socket pair bound elsewhere (the engine process gets it bound)."""
+        if self.closed:
+            rtp.close()
+            rtcp.close()
+            raise RelayError(f"media session {self.call_id} is closed")
+        holding = MediaSession(self.relay, f"{self.call_id}/spare")
+        return self._hold_spare(holding, self.relay._leg_from(holding, side, rtp, rtcp))
+
+    def _hold_spare(self, holding: MediaSession, spare: MediaLeg) -> MediaLeg:
+        side = spare.side
         # The peer of a spare is a leg without sockets: what arrives counts as dropped_no_peer.
         peer = MediaLeg(holding, "b" if side == "a" else "a", self.relay.host, 0)
         holding._a, holding._b = (spare, peer) if side == "a" else (peer, spare)
@@ -899,26 +891,38 @@ def _packet_thread_clock(clock: Clock) -> Callable[[], float]:
 
 
 class MediaRelay:
-    """Opens `MediaSession`s on `host` with ports from `port_min`-`port_max`."""
+    """Opens `MediaSession`s on `host`.
+
+    In process (the reference): ports from `port_min`-`port_max`, bound here, packets on a thread
+    started with the first session. In the engine process (`engine` given, no port range): the
+    sockets arrive bound (`adopt_session`, `MediaSession.adopt_spare`) and the engine's own loop
+    runs everything; `on_latched` and `on_leg_closed` tell the SIP side what it mirrors.
+    """
 
     def __init__(
         self,
         host: str,
-        port_min: int,
-        port_max: int,
+        port_min: int | None,
+        port_max: int | None,
         *,
         clock: Clock,
         connect_sockets: bool = True,
+        engine: RelayEngine | None = None,
     ) -> None:
         self.host = host
         self.clock = clock
         # Connect RTP sockets to latched sources (see the module doc); never where a socket
         # could not be untied again, and False keeps every check in Python (for comparison).
         self.connect_sockets = connect_sockets and can_disconnect()
-        self.ports = PortAllocator(port_min, port_max)
-        self.engine = RelayEngine(_packet_thread_clock(clock))
+        self.ports: PortAllocator | None = (
+            PortAllocator(port_min, port_max)
+            if port_min is not None and port_max is not None
+            else None
+        )
+        self.engine = engine if engine is not None else RelayEngine(_packet_thread_clock(clock))
+        self.on_latched: Callable[[MediaLeg], None] | None = None
+        self.on_leg_closed: Callable[[MediaLeg], None] | None = None
         self._sessions: dict[str, MediaSession] = {}
-        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     @property
     def sessions(self) -> dict[str, MediaSession]:
@@ -943,6 +947,22 @@ class MediaRelay:
         self._sessions[call_id] = session
         return session
 
+    def adopt_session(
+        self,
+        call_id: str,
+        a: tuple[socket.socket, socket.socket],
+        b: tuple[socket.socket, socket.socket],
+    ) -> MediaSession:
+        """A session over socket pairs bound elsewhere (the engine process gets them bound)."""
+        if call_id in self._sessions:
+            raise RelayError(f"media session {call_id} exists already")
+        session = MediaSession(self, call_id)
+        session._a = self._leg_from(session, "a", *a)
+        session._b = self._leg_from(session, "b", *b)
+        session._link()
+        self._sessions[call_id] = session
+        return session
+
     def close(self) -> None:
         """Close every session and stop the packet thread."""
         for session in list(self._sessions.values()):
@@ -950,51 +970,36 @@ class MediaRelay:
         self.engine.stop()
 
     def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
-        rtp_sock, rtcp_sock, port = self._bind_pair()
-        leg = MediaLeg(session, side, self.host, port)
+        if self.ports is None:
+            raise RelayError("this relay binds no ports: its sockets come bound")
+        rtp_sock, rtcp_sock, port = bind_pair(self.ports, self.host)
         try:
-            leg._attach(asyncio.get_running_loop(), rtp_sock, rtcp_sock)
+            return self._leg_from(session, side, rtp_sock, rtcp_sock)
         except BaseException:
-            leg._close()
             self.ports.release(port)
             raise
-        return leg
 
-    def _bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
-        """Bind the next free pair; pairs taken by other programs are skipped (and kept out)."""
-        busy: list[int] = []
+    def _leg_from(
+        self, session: MediaSession, side: Side, rtp: socket.socket, rtcp: socket.socket
+    ) -> MediaLeg:
+        host, port = rtp.getsockname()[:2]
+        leg = MediaLeg(session, side, host, port)
         try:
-            for _ in range(self.ports.available):
-                port = self.ports.allocate()
-                sockets: list[socket.socket] = []
-                try:
-                    for number in (port, port + 1):
-                        sock = socket.socket(self._family, socket.SOCK_DGRAM)
-                        sockets.append(sock)
-                        sock.setblocking(False)
-                        sock.bind((self.host, number))
-                except OSError as exc:
-                    for sock in sockets:
-                        sock.close()
-                    if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                        self.ports.release(port)
-                        raise RelayError(f"cannot bind RTP port {port}: {exc}") from exc
-                    busy.append(port)
-                    continue
-                return sockets[0], sockets[1], port
-            if busy:
-                raise PortsExhaustedError(
-                    f"no free RTP port pair of {self.ports.port_min}-{self.ports.port_max} could "
-                    f"be bound ({len(busy)} taken by other programs)"
-                )
-            self.ports.allocate()  # raises: every pair is ours and in use
-            raise AssertionError("unreachable")
-        finally:
-            for port in busy:
-                self.ports.release(port)
+            rtp.setblocking(False)
+            rtcp.setblocking(False)
+            leg._attach(rtp, rtcp)
+        except BaseException:
+            leg._close()
+            rtp.close()
+            rtcp.close()
+            raise
+        return leg
 
     def _close_leg(self, leg: MediaLeg) -> None:
         if leg.closed:
             return
         leg._close()
-        self.ports.release(leg.local_rtp.port)
+        if self.ports is not None:
+            self.ports.release(leg.local_rtp.port)
+        if self.on_leg_closed is not None and leg.local_rtp.port:
+            self.on_leg_closed(leg)
