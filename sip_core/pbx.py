@@ -131,6 +131,11 @@ class Pbx:
     async def start(self) -> None:
         """Bind the SIP port (UDP and TCP); raises `TransportError` with a readable message."""
         await self._transport.start()
+        try:
+            self._relay.start()  # the media engine process, ready before the first call
+        except BaseException:
+            await self._transport.stop()
+            raise
         self._running = True
         self._expire_bindings()
 
