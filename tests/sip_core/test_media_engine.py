@@ -372,3 +372,46 @@ async def test_stopping_the_pbx_stops_the_engine_and_frees_its_ports() -> None:
         for phone in (carol, desk):
             assert phone.transport is not None
             phone.transport.close()
+
+
+def _engines_of(pid: int) -> list[int]:
+    result = subprocess.run(
+        ["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
+    return [
+        int(line.split()[0])
+        for line in result.stdout.splitlines()
+        if "sip_core.media.engine" in line
+    ]
+
+
+async def test_the_runner_starts_its_engine_and_stopping_it_stops_the_engine(
+    tmp_path: Path,
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "pbx.yaml"
+    config.write_text(
+        f"sip: {{listen: {HOST}, port: {port}, domain: {DOMAIN}}}\n"
+        f"rtp: {{ports: {RTP_MIN}-{RTP_MAX}}}\n"
+        "users:\n  - name: alice\n    extension: '200'\n    devices:\n"
+        "      - {username: '201', password: desk-secret, label: Desk, type: desk}\n"
+    )
+    runner = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "sip_core", "--config", str(config)),
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await until(lambda: len(_engines_of(runner.pid)) == 1, "the runner's media engine")
+        (engine,) = _engines_of(runner.pid)
+        runner.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(runner.wait(), WAIT) == 0
+        # The runner stopped its engine before exiting (not orphaned): the process is gone.
+        await until(lambda: not Path(f"/proc/{engine}").exists(), "the engine to exit")
+    finally:
+        if runner.returncode is None:
+            runner.kill()
+            await runner.wait()
