@@ -1,9 +1,10 @@
 """The PBX's configuration: frozen dataclasses, and the one loader that checks and builds them.
 
 The same rules apply whether the configuration comes from a YAML file (the runner,
-:func:`load_config`, :func:`parse_config`) or from Home Assistant (:func:`config_from_mapping`):
-both go through :func:`config_from_mapping`'s checks, so the integration cannot accept a household
-that the runner would refuse. From a file, each error also names the line.
+:func:`load_config`, :func:`parse_config`, read with PyYAML by :mod:`sip_core.yaml_file`) or from
+Home Assistant (:func:`config_from_mapping`): both go through :func:`config_from_mapping`'s checks,
+so the integration cannot accept a household that the runner would refuse. From a file, each error
+also names the line.
 
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
@@ -23,7 +24,8 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
 Everything else has the default shown. A key that is present but empty counts as absent, except
-for ``flip.code`` (an unquoted ``#1`` is a comment, so an empty code is almost surely that).
+for ``flip.code`` (an unquoted ``#1`` is a comment, so an empty code is almost surely that). In the
+file, an unquoted ``*0`` is the text ``*0`` (not a YAML alias) and ``0200`` the text ``0200``.
 Unknown keys are errors: a misspelt ``pasword`` must not silently leave a device without one.
 
 The dataclasses themselves do not check anything, so that tests can build unusual ones (port 0 to
@@ -41,8 +43,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-from . import yaml_subset
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
+from .yaml_file import YamlError, read_yaml
 
 __all__ = [
     "AuthSettings",
@@ -336,14 +338,14 @@ def load_config(path: str | PathLike[str]) -> PbxConfig:
 def parse_config(text: str, source_name: str = "<config>") -> PbxConfig:
     """Parse and check configuration text; errors name ``source_name``, the key path and line."""
     try:
-        root = yaml_subset.parse(text, source_name)
-    except yaml_subset.YamlError as err:
+        document = read_yaml(text, source_name)
+    except YamlError as err:
         raise ConfigError(err.message, line=err.line, source=source_name) from None
-    if isinstance(root, yaml_subset.ScalarNode) and root.value is None:
+    if document.data is None:
         raise ConfigError("the configuration is empty", source=source_name)
-    lines = yaml_subset.line_map(root)
+    lines = document.lines
     try:
-        return config_from_mapping(yaml_subset.to_python(root))
+        return config_from_mapping(document.data)
     except ConfigError as err:
         raise ConfigError(
             err.reason,
@@ -444,7 +446,12 @@ def _int(
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # number fields of Home Assistant forms give 10.0 for 10
     if isinstance(value, bool) or not isinstance(value, int):
-        hint = " (remove the quotes)" if isinstance(value, str) and value.strip().isdigit() else ""
+        hint = ""
+        if isinstance(value, str) and value.strip().isdigit():
+            digits = value.strip()
+            # From a file, an unquoted 0200 is text too (never octal): say what to change.
+            leading_zero = len(digits) > 1 and digits.startswith("0")
+            hint = " (write it without leading zeros)" if leading_zero else " (remove the quotes)"
         _fail((*path, key), f"must be a whole number, not {_describe(value)}{hint}")
     if not lowest <= value <= highest:
         _fail((*path, key), f"must be between {lowest} and {highest}, not {value}")
