@@ -5,15 +5,26 @@
 `packets` the relay itself (what the engine runs), `ports` and `udp_peer` its sockets.
 """
 
-from .client import EngineLost, LegStats, MediaLeg, MediaRelay, MediaSession, Side
+from .client import (
+    PLAY_FINISHED,
+    EngineLost,
+    LegStats,
+    MediaLeg,
+    MediaRelay,
+    MediaSession,
+    Playing,
+    Side,
+)
 from .ports import PortAllocator, PortsExhaustedError, RelayError
 
 __all__ = [
+    "PLAY_FINISHED",
     "EngineLost",
     "LegStats",
     "MediaLeg",
     "MediaRelay",
     "MediaSession",
+    "Playing",
     "PortAllocator",
     "PortsExhaustedError",
     "RelayError",

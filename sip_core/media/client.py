@@ -31,6 +31,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
+from sip_core.audio import (
+    DEFAULT_PTIME_MS,
+    CollectResult,
+    CollectSettings,
+    DigitCollector,
+    Playback,
+    PlayMusic,
+    PlayPrompts,
+    PlaySilence,
+    PlayTone,
+)
 from sip_core.clock import Clock, TimerHandle
 from sip_core.dtmf import DtmfDigit, event_for_digit
 from sip_core.sdp import Codec
@@ -38,15 +49,17 @@ from sip_core.transport import Address
 
 from . import protocol as p
 from .ports import PortAllocator, PortsExhaustedError, RelayError, bind_pair
-from .relay import LegStats, Side
+from .relay import PLAY_FINISHED, LegStats, Side
 from .udp_peer import can_disconnect
 
 __all__ = [
+    "PLAY_FINISHED",
     "EngineLost",
     "LegStats",
     "MediaLeg",
     "MediaRelay",
     "MediaSession",
+    "Playing",
     "PortsExhaustedError",
     "RelayError",
     "Side",
@@ -77,6 +90,40 @@ def _pairs(mapping: dict[int, int] | None) -> p.PayloadPairs:
     return tuple(sorted((mapping or {}).items()))
 
 
+def _play_message(leg: int, number: int, play: Playback, ptime_ms: int) -> p.Play:
+    kind = p.PlayKind
+    match play:
+        case PlaySilence(duration_ms):
+            return p.Play(leg, number, kind.SILENCE, (), duration_ms, ptime_ms)
+        case PlayTone(tone):
+            return p.Play(leg, number, kind.TONE, (str(tone),), None, ptime_ms)
+        case PlayPrompts(names):
+            return p.Play(leg, number, kind.PROMPTS, tuple(names), None, ptime_ms)
+        case PlayMusic():
+            return p.Play(leg, number, kind.MUSIC, (), None, ptime_ms)
+
+
+class Playing:
+    """Generated audio going to one leg's far end: `done` says why it ended, `stop()` ends it.
+
+    `done` resolves to `PLAY_FINISHED` when a finite playback ran out, else to "stopped",
+    "replaced" (another playback took the leg), "closed", or why none could start (the leg has no
+    codec we can generate, such as Opus only; the engine logs it too).
+    """
+
+    __slots__ = ("done", "leg", "number")
+
+    def __init__(self, leg: MediaLeg, number: int, done: asyncio.Future[str]) -> None:
+        self.leg = leg
+        self.number = number
+        self.done = done
+
+    def stop(self) -> None:
+        """End it now (the other side's audio resumes); nothing once it has ended."""
+        if not self.done.done():
+            self.leg._command(p.StopPlay(self.leg.number, self.number))
+
+
 class MediaLeg:
     """One side of a call as the SIP process sees it: our ports, the far end, its codecs.
 
@@ -85,6 +132,7 @@ class MediaLeg:
     """
 
     __slots__ = (
+        "_muted",
         "_number",
         "_sdp_remote",
         "_swallow",
@@ -115,6 +163,7 @@ class MediaLeg:
         self.clock_rates: dict[int, int] = {}
         self.payload_map: dict[int, int] = {}  # renumbering of packets sent out of this leg
         self._swallow = False
+        self._muted = False
         self.closed = False
 
     def __repr__(self) -> str:
@@ -139,6 +188,35 @@ class MediaLeg:
         if value != self._swallow:
             self._swallow = value
             self._command(p.SetSwallow(self._number, value))
+
+    @property
+    def muted(self) -> bool:
+        """The far end is held by the PBX: what it sends is received and dropped (no SIP)."""
+        return self._muted
+
+    @muted.setter
+    def muted(self, value: bool) -> None:
+        if value != self._muted:
+            self._muted = value
+            self._command(p.SetMuted(self._number, value))
+
+    def play(self, play: Playback, *, ptime_ms: int = DEFAULT_PTIME_MS) -> Playing:
+        """Send generated audio to this leg's far end instead of the other side's audio.
+
+        The far end keeps one RTP stream (same SSRC, sequence and timestamps going on, marker at
+        each change), encoded in its codec (PCMU, PCMA or G.722) and paced by the engine's clock;
+        when the playback ends the other side's audio comes back without a gap. A new playback
+        replaces the current one.
+        """
+        relay = self.session.relay
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        playing = Playing(self, next(relay._numbers), done)
+        if self.closed:
+            done.set_result("closed")
+            return playing
+        relay._playing[playing.number] = playing
+        self._command(_play_message(self._number, playing.number, play, ptime_ms))
+        return playing
 
     def set_remote(
         self, rtp: Address | None, rtcp: Address | None = None, *, latch: bool = False
@@ -215,9 +293,90 @@ class MediaSession:
         self._a: MediaLeg | None = None
         self._b: MediaLeg | None = None
         self._spares: set[MediaLeg] = set()
+        self._holds: dict[Side, Playing] = {}
+        self._collectors: dict[Side, DigitCollector] = {}
 
     def __repr__(self) -> str:
         return f"<MediaSession {self.call_id} a={self._a} b={self._b}>"
+
+    def hold(self, side: Side, play: Playback | None = None) -> Playing:
+        """Hold one side without any SIP: its far end's audio is received and dropped, and the
+        other side hears `play` (music on hold by default) until `resume`."""
+        if self.closed:
+            raise RelayError(f"media session {self.call_id} is closed")
+        held = self.leg(side)
+        held.muted = True
+        previous = self._holds.pop(side, None)
+        playing = held.other.play(play if play is not None else PlayMusic())
+        if previous is not None:
+            previous.stop()
+        self._holds[side] = playing
+        return playing
+
+    def resume(self, side: Side) -> None:
+        """End a `hold`: both sides hear each other again (the streams go on without a gap)."""
+        playing = self._holds.pop(side, None)
+        if playing is not None:
+            playing.stop()
+        if not self.closed:
+            self.leg(side).muted = False
+
+    def held(self, side: Side) -> bool:
+        return side in self._holds
+
+    def collect(
+        self, side: Side, settings: CollectSettings, *, prompt: Playback | None = None
+    ) -> asyncio.Future[CollectResult]:
+        """Collect digits keyed on one side (RFC 4733, or SIP INFO through `offer_digit`),
+        optionally while `prompt` plays to it: a digit during the prompt stops it and counts.
+        While collecting, that side's digits go to the collector, not to `on_dtmf`."""
+        if self.closed:
+            raise RelayError(f"media session {self.call_id} is closed")
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[CollectResult] = loop.create_future()
+        previous = self._collectors.pop(side, None)
+        if previous is not None:
+            previous.cancel()
+        playing: list[Playing] = []
+
+        def done(outcome: CollectResult) -> None:
+            if self._collectors.get(side) is collector:
+                del self._collectors[side]
+            for prompt_playing in playing:
+                prompt_playing.stop()
+            if not result.done():
+                result.set_result(outcome)
+
+        def barge_in() -> None:
+            for prompt_playing in playing:
+                prompt_playing.stop()
+
+        collector = DigitCollector(self.relay.clock, settings, done, on_barge_in=barge_in)
+        self._collectors[side] = collector
+        if prompt is not None:
+            started = self.leg(side).play(prompt)
+            playing.append(started)
+
+            def prompt_ended(ended: asyncio.Future[str]) -> None:
+                if not ended.cancelled():
+                    collector.prompt_finished()
+
+            started.done.add_done_callback(prompt_ended)
+        collector.start(prompt_playing=prompt is not None)
+        return result
+
+    def offer_digit(self, side: Side, key: str) -> bool:
+        """A digit from `side` that came another way (SIP INFO): True if a collector took it."""
+        collector = self._collectors.get(side)
+        if collector is None:
+            return False
+        collector.digit(key)
+        return True
+
+    def _stop_collecting(self) -> None:
+        for collector in list(self._collectors.values()):
+            collector.cancel()
+        self._collectors.clear()
 
     @property
     def a(self) -> MediaLeg:
@@ -326,6 +485,8 @@ class MediaSession:
         if self.closed:
             return
         self.closed = True
+        self._stop_collecting()
+        self._holds.clear()
         for leg in (self._a, self._b, *self._spares):
             if leg is not None:
                 self.relay._forget_leg(leg)
@@ -333,6 +494,8 @@ class MediaSession:
         self.relay._close_session(self)
 
     def _report(self, side: Side, digit: DtmfDigit) -> None:
+        if self.offer_digit(side, digit.digit):
+            return
         callback = self.on_dtmf
         if callback is None or self.closed:
             return
@@ -345,6 +508,8 @@ class MediaSession:
         if self.closed:
             return
         self.closed = True
+        self._stop_collecting()
+        self._holds.clear()
         for leg in (self._a, self._b, *self._spares):
             if leg is not None:
                 leg.closed = True
@@ -399,6 +564,7 @@ class MediaRelay:
         self._pending_sockets: dict[int, list[socket.socket]] = {}
         self._stats: dict[int, asyncio.Future[LegStats]] = {}
         self._syncs: dict[int, asyncio.Future[None]] = {}
+        self._playing: dict[int, Playing] = {}
         self._started_at = 0.0
         self._young_deaths = 0
         self._restart_timer: TimerHandle | None = None
@@ -575,6 +741,10 @@ class MediaRelay:
                 synced.set_exception(EngineLost("the media engine stopped"))
         self._stats.clear()
         self._syncs.clear()
+        for playing in self._playing.values():
+            if not playing.done.done():
+                playing.done.set_result("the media engine stopped")
+        self._playing.clear()
 
     # -- sessions --------------------------------------------------------------------------------
 
@@ -750,8 +920,14 @@ class MediaRelay:
                         message.dropped_no_peer,
                         message.dtmf_swallowed,
                         message.dtmf_sent,
+                        message.dropped_held,
+                        message.generated,
                     )
                 )
+        elif isinstance(message, p.PlayEnded):
+            playing = self._playing.pop(message.play, None)
+            if playing is not None and not playing.done.done():
+                playing.done.set_result(message.reason)
         elif isinstance(message, p.Synced):
             synced = self._syncs.get(message.request)
             if synced is not None and not synced.done():

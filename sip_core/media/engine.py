@@ -28,6 +28,16 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from sip_core.audio import (
+    AudioLibrary,
+    Playback,
+    PlayMusic,
+    PlayPrompts,
+    PlaySilence,
+    PlayTone,
+    Tone,
+    UnsupportedCodec,
+)
 from sip_core.dtmf import DtmfDigit
 from sip_core.sdp import Codec
 from sip_core.transport import Address
@@ -95,7 +105,12 @@ class MediaEngine:
             p.QueryStats: self._query_stats,
             p.Shutdown: self._shutdown,
             p.Sync: self._sync,
+            p.Play: self._play,
+            p.StopPlay: self._stop_play,
+            p.SetMuted: self._set_muted,
         }
+        self._audio = AudioLibrary()
+        self._playing: dict[int, int] = {}  # leg -> its current playback's number
 
     def run(self) -> None:
         """Say hello, then serve until `Shutdown` or the end of the channel."""
@@ -314,8 +329,45 @@ class MediaEngine:
                 stats.dropped_no_peer,
                 stats.dtmf_swallowed,
                 stats.dtmf_sent,
+                stats.dropped_held,
+                stats.generated,
             )
         )
+
+    def _play(self, message: p.Message, sockets: list[socket.socket]) -> None:
+        assert isinstance(message, p.Play)
+        leg = self._leg(message.leg)
+        play = _playback(message)
+        number, number_leg = message.play, message.leg
+        try:
+            codec, payload_type = leg.generated_codec()
+        except UnsupportedCodec as exc:
+            _LOGGER.warning("leg %s gets no generated audio: %s", leg.side, exc)
+            self._send(p.PlayEnded(number_leg, number, f"no generated audio: {exc}"))
+            return
+        try:
+            stream = self._audio.stream(play, codec, message.ptime_ms)
+        except (KeyError, ValueError, OSError) as exc:  # an unknown prompt, an unreadable file
+            self._send(p.PlayEnded(number_leg, number, f"cannot play: {exc}"))
+            return
+
+        def ended(reason: str) -> None:
+            if self._playing.get(number_leg) == number:
+                del self._playing[number_leg]
+            self._send(p.PlayEnded(number_leg, number, reason))
+
+        self._playing[number_leg] = number
+        leg.play(stream, codec, payload_type, ptime_ms=message.ptime_ms, on_end=ended)
+
+    def _stop_play(self, message: p.Message, sockets: list[socket.socket]) -> None:
+        assert isinstance(message, p.StopPlay)
+        leg = self._legs.get(message.leg)
+        if leg is not None and self._playing.get(message.leg) == message.play:
+            leg.stop_playing()
+
+    def _set_muted(self, message: p.Message, sockets: list[socket.socket]) -> None:
+        assert isinstance(message, p.SetMuted)
+        self._leg(message.leg).set_muted(bool(message.muted))
 
     def _sync(self, message: p.Message, sockets: list[socket.socket]) -> None:
         assert isinstance(message, p.Sync)
@@ -323,6 +375,30 @@ class MediaEngine:
 
     def _shutdown(self, message: p.Message, sockets: list[socket.socket]) -> None:
         self._loop.stop()
+
+
+def _playback(message: p.Play) -> Playback:
+    """The `sip_core.audio` value a `Play` command names; ProtocolError for a bad one."""
+    try:
+        kind = p.PlayKind(message.kind)
+    except ValueError:
+        raise p.ProtocolError(f"no playback kind {message.kind!r}") from None
+    if message.ptime_ms not in (10, 20, 30, 40, 60):
+        raise p.ProtocolError(f"unusable ptime {message.ptime_ms} ms")
+    if kind is p.PlayKind.SILENCE:
+        return PlaySilence(message.duration_ms)
+    if kind is p.PlayKind.MUSIC:
+        return PlayMusic()
+    if kind is p.PlayKind.TONE:
+        if len(message.names) != 1:
+            raise p.ProtocolError("a tone has one name")
+        try:
+            return PlayTone(Tone(message.names[0]))
+        except ValueError:
+            raise p.ProtocolError(f"no tone {message.names[0]!r}") from None
+    if not message.names:
+        raise p.ProtocolError("no prompt named")
+    return PlayPrompts(tuple(message.names))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,7 +18,7 @@ import json
 import socket
 import struct
 from dataclasses import astuple, dataclass, fields
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, Final
 
 __all__ = [
@@ -37,16 +37,21 @@ __all__ = [
     "OpenSession",
     "OpenSpare",
     "PayloadPairs",
+    "Play",
+    "PlayEnded",
+    "PlayKind",
     "ProtocolError",
     "QueryStats",
     "Refused",
     "SendDtmf",
     "SetCodecs",
+    "SetMuted",
     "SetPayloadMap",
     "SetRemote",
     "SetSwallow",
     "Shutdown",
     "Stats",
+    "StopPlay",
     "Switch",
     "Sync",
     "Synced",
@@ -86,6 +91,9 @@ class Kind(IntEnum):
     QUERY_STATS = 11
     SHUTDOWN = 12
     SYNC = 13
+    PLAY = 14
+    STOP_PLAY = 15
+    SET_MUTED = 16
     HELLO = 64
     DIGIT = 65
     LATCHED = 66
@@ -93,6 +101,7 @@ class Kind(IntEnum):
     STATS = 68
     REFUSED = 69
     SYNCED = 70
+    PLAY_ENDED = 71
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +221,47 @@ class QueryStats(Message):
     leg: int
 
 
+class PlayKind(StrEnum):
+    """What a `Play` command plays (see `sip_core.audio.Playback`)."""
+
+    SILENCE = "silence"
+    TONE = "tone"
+    PROMPTS = "prompts"
+    MUSIC = "music"
+
+
+@dataclass(frozen=True, slots=True)
+class Play(Message):
+    """Generated audio to a leg's far end instead of the other side's: `names` is the tone's
+    name (TONE) or the prompts' (PROMPTS); `duration_ms` bounds SILENCE (None: until stopped)."""
+
+    KIND = Kind.PLAY
+    leg: int
+    play: int
+    kind: str
+    names: tuple[str, ...]
+    duration_ms: int | None
+    ptime_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopPlay(Message):
+    """End a playback (if `play` is still the leg's current one); the other side's audio resumes."""
+
+    KIND = Kind.STOP_PLAY
+    leg: int
+    play: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetMuted(Message):
+    """Hold a leg's far end (True): what it sends is received and dropped."""
+
+    KIND = Kind.SET_MUTED
+    leg: int
+    muted: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Sync(Message):
     """Answered with `Synced` once every command before it is carried out (and reported)."""
@@ -283,6 +333,18 @@ class Stats(Message):
     dropped_no_peer: int
     dtmf_swallowed: int
     dtmf_sent: int
+    dropped_held: int
+    generated: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlayEnded(Message):
+    """A playback ended: "finished", "stopped", "replaced", "closed", or why it never started."""
+
+    KIND = Kind.PLAY_ENDED
+    leg: int
+    play: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +377,9 @@ _BY_KIND: Final[dict[int, type[Message]]] = {
         QueryStats,
         Shutdown,
         Sync,
+        Play,
+        StopPlay,
+        SetMuted,
         Hello,
         Digit,
         Latched,
@@ -322,6 +387,7 @@ _BY_KIND: Final[dict[int, type[Message]]] = {
         Stats,
         Refused,
         Synced,
+        PlayEnded,
     )
 }
 

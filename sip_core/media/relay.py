@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from sip_core.audio import AudioCodec, PayloadStream, UnsupportedCodec, codec_for
 from sip_core.clock import Clock, LoopClock, TimerHandle
 from sip_core.dtmf import (
     DtmfDecoder,
@@ -129,6 +130,49 @@ class LegStats:
     dropped_no_peer: int
     dtmf_swallowed: int
     dtmf_sent: int
+    dropped_held: int = 0  # from a held far end, or towards a leg that plays generated audio
+    generated: int = 0  # generated audio packets sent to this leg's far end
+
+
+type PlayEnded = Callable[[str], None]
+"""Told once why a playback ended: "finished", "stopped", "replaced", "closed", or why it could
+not start (no codec we can generate)."""
+
+PLAY_FINISHED: Final = "finished"
+
+
+class _Player:
+    """Generated audio going out of one leg: its payloads, numbering and pacing."""
+
+    __slots__ = (
+        "codec",
+        "due",
+        "first",
+        "on_end",
+        "payload_type",
+        "period",
+        "step",
+        "stream",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        stream: PayloadStream,
+        codec: AudioCodec,
+        payload_type: int,
+        ptime_ms: int,
+        on_end: PlayEnded | None,
+    ) -> None:
+        self.stream = stream
+        self.codec = codec
+        self.payload_type = payload_type
+        self.period = ptime_ms / 1000
+        self.step = codec.timestamp_step(ptime_ms)
+        self.on_end = on_end
+        self.first = True
+        self.due = 0.0
+        self.timer: TimerHandle | None = None
 
 
 class _OutgoingEvent:
@@ -164,6 +208,7 @@ class MediaLeg:
         "_out_last",
         "_out_time",
         "_peer",
+        "_player",
         "_rewrite",
         "_rtcp",
         "_rtcp_locked",
@@ -174,6 +219,8 @@ class MediaLeg:
         "_view",
         "clock_rates",
         "closed",
+        "codecs",
+        "dropped_held",
         "dropped_invalid",
         "dropped_no_peer",
         "dropped_source",
@@ -181,8 +228,10 @@ class MediaLeg:
         "dtmf_sent",
         "dtmf_swallowed",
         "forwarded",
+        "generated",
         "local_rtcp",
         "local_rtp",
+        "muted",
         "received",
         "remote_rtcp",
         "remote_rtp",
@@ -213,6 +262,9 @@ class MediaLeg:
         self.swallow_dtmf = False
         self.dtmf_payload_type: int | None = None
         self.clock_rates: dict[int, int] = {}
+        self.codecs: list[Codec] = []  # the far end's, in its SDP's order of preference
+        self.muted = False  # the far end is held: what it sends is received and dropped
+        self._player: _Player | None = None
         self._decoder = DtmfDecoder()
         self._rtp: socket.socket | None = None
         self._rtcp: socket.socket | None = None
@@ -241,6 +293,8 @@ class MediaLeg:
         self.dropped_no_peer = 0
         self.dtmf_swallowed = 0
         self.dtmf_sent = 0
+        self.dropped_held = 0
+        self.generated = 0
 
     def __repr__(self) -> str:
         return f"<MediaLeg {self.side} {self.local_rtp} -> {self.remote_rtp}>"
@@ -258,6 +312,8 @@ class MediaLeg:
                 self.dropped_no_peer,
                 self.dtmf_swallowed,
                 self.dtmf_sent,
+                self.dropped_held,
+                self.generated,
             )
 
     @property
@@ -331,6 +387,7 @@ class MediaLeg:
         codecs = list(codecs)
         events = [c.payload_type for c in codecs if c.encoding.lower() == "telephone-event"]
         with self._lock:
+            self.codecs = codecs
             self.clock_rates = {c.payload_type: c.clock_rate for c in codecs}
             self.dtmf_payload_type = events[0] if events else None
 
@@ -374,6 +431,7 @@ class MediaLeg:
                 self._dtmf_timer = None
             self._dtmf_queue.clear()
             self._dtmf_event = None
+            self._end_player("closed", resume=False)
             for sock in (self._rtp, self._rtcp):
                 if sock is not None:
                     self._engine.unregister(sock)
@@ -441,6 +499,9 @@ class MediaLeg:
                 return
         if other is None:
             self.dropped_no_peer += 1
+            return
+        if self.muted or other._player is not None:
+            self.dropped_held += 1  # held, or the other side hears generated audio meanwhile
             return
         if other._rewrite is not None:
             other._rewrite_into(buffer, self)
@@ -585,6 +646,151 @@ class MediaLeg:
             rewrite.sequence_offset = rewrite.timestamp_offset = 0
             self._rewrite = rewrite
         rewrite.sequence_offset = (rewrite.sequence_offset + delta) & 0xFFFF
+
+    # generated audio
+
+    def generated_codec(self) -> tuple[AudioCodec, int]:
+        """The codec (and this far end's payload type for it) generated audio goes out in.
+
+        The one the stream to the far end is using now, else the far end's first in its SDP that
+        we can encode; `UnsupportedCodec` when there is none (Opus only, say).
+        """
+        preferred: list[Codec] = []
+        last = self._out_last
+        if last is not None and len(last) >= 12:
+            current = last[1] & 0x7F
+            preferred = [c for c in self.codecs if c.payload_type == current]
+        refused: UnsupportedCodec | None = None
+        for candidate in (*preferred, *self.codecs):
+            if candidate.encoding.lower() in ("telephone-event", "cn"):
+                continue
+            try:
+                return (
+                    codec_for(candidate.encoding, candidate.clock_rate, candidate.channels),
+                    candidate.payload_type,
+                )
+            except UnsupportedCodec as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
+        raise UnsupportedCodec("(no audio codec)", 0)
+
+    def play(
+        self,
+        stream: PayloadStream,
+        codec: AudioCodec,
+        payload_type: int,
+        *,
+        ptime_ms: int = 20,
+        on_end: PlayEnded | None = None,
+    ) -> None:
+        """Send `stream`'s payloads to this leg's far end instead of the other side's audio.
+
+        One stream as the far end sees it: the SSRC it knows, sequence numbers and timestamps
+        going on from the last packet it got (the first generated one with the marker bit),
+        paced every `ptime_ms` by the relay's clock. When the payloads run out (or `stop_playing`)
+        the other side's audio comes back the same way, continuing the stream.
+        """
+        with self._lock:
+            self._end_player("replaced", resume=False)
+            if self.closed:
+                if on_end is not None:
+                    on_end("closed")
+                return
+            player = _Player(stream, codec, payload_type, ptime_ms, on_end)
+            self._player = player
+            player.due = self._now()
+            self._play_step()
+
+    def stop_playing(self) -> None:
+        """End the playback now (its `on_end` hears "stopped"); nothing when none plays."""
+        with self._lock:
+            self._end_player("stopped", resume=True)
+
+    @property
+    def playing(self) -> bool:
+        return self._player is not None
+
+    def set_muted(self, muted: bool) -> None:
+        """Hold (True) or resume this leg's far end: while held, what it sends is dropped."""
+        with self._lock:
+            self.muted = muted
+
+    def _play_tick(self) -> None:
+        with self._lock:
+            player = self._player
+            if player is not None:
+                player.timer = None
+                self._play_step()
+
+    def _play_step(self) -> None:
+        """Send the frame that is due and schedule the next (lock held)."""
+        player = self._player
+        if player is None or self.closed:
+            return
+        payload = player.stream.next_payload()
+        if payload is None:
+            self._end_player(PLAY_FINISHED, resume=True)
+            return
+        self._send_generated(player, payload)
+        now = self._now()
+        player.due += player.period
+        if player.due < now - player.period:
+            player.due = now  # the loop stalled: go on from now rather than send a burst
+        player.timer = self.session.clock.call_later(player.due - now, self._play_tick)
+
+    def _send_generated(self, player: _Player, payload: bytes) -> None:
+        last = self._out_last
+        now = self._now()
+        if last is None or len(last) < 12:
+            # Nothing sent yet: the generated audio starts the stream.
+            sequence = random.getrandbits(16)
+            timestamp = random.getrandbits(32)
+            ssrc = random.getrandbits(32)
+        else:
+            _, _, anchor_seq, anchor_ts, ssrc = RTP_HEADER.unpack_from(last)
+            sequence = (anchor_seq + 1) & 0xFFFF
+            if player.first:
+                # On from the last packet the far end got, by the time since (a frame at least).
+                elapsed = max(now - self._out_time, MIN_FRAME_SECONDS)
+                advance = round(elapsed * player.codec.rtp_clock_rate)
+            else:
+                advance = player.step
+            timestamp = (anchor_ts + advance) & 0xFFFFFFFF
+        marker = 0x80 if player.first else 0
+        player.first = False
+        header = RTP_HEADER.pack(0x80, marker | player.payload_type, sequence, timestamp, ssrc)
+        self._out_last = header
+        self._out_time = now
+        sock = self._rtp
+        if sock is None or self.remote_rtp is None:
+            return
+        try:
+            if self._connected:
+                sock.send(header + payload)
+            else:
+                sock.sendto(header + payload, self.remote_rtp)
+        except OSError:
+            return
+        self.generated += 1
+
+    def _end_player(self, reason: str, *, resume: bool) -> None:
+        """Stop the player (lock held); with `resume`, the other side's audio continues the
+        stream the far end has (the next forwarded packet is renumbered after the last sent)."""
+        player = self._player
+        if player is None:
+            return
+        self._player = None
+        if player.timer is not None:
+            player.timer.cancel()
+            player.timer = None
+        if resume and not player.first:
+            self._begin_continuation()
+        if player.on_end is not None:
+            try:
+                player.on_end(reason)
+            except Exception:
+                _LOGGER.exception("playback end callback failed")
 
     # DTMF we generate
 

@@ -93,7 +93,12 @@ SAMPLES: list[p.Message] = [
     p.Digit(1, "b", "#", None, 0, 0, False),
     p.Latched(2, HOST, 6000),
     p.LegClosed(2),
-    p.Stats(9, 2, 1, 2, 3, 4, 5, 6, 7),
+    p.Stats(9, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    p.Play(2, 11, "tone", ("beep",), None, 20),
+    p.Play(2, 12, "silence", (), 400, 20),
+    p.StopPlay(2, 11),
+    p.SetMuted(3, True),
+    p.PlayEnded(2, 11, "finished"),
     p.Refused("no leg 99"),
     p.Synced(10),
 ]
