@@ -18,7 +18,6 @@ ends those calls with a BYE to each side) and a new engine is started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -73,6 +72,9 @@ RESTART_DELAYS: Final = (0.0, 0.5, 2.0, 10.0)
 """Waits before restarting an engine that died, by how many died young (< `STABLE_SECONDS`) in a
 row: a crash at start-up is not retried in a tight loop."""
 STABLE_SECONDS: Final = 5.0
+EXIT_POLLS: Final = 100
+EXIT_POLL_SECONDS: Final = 0.01
+"""After the channel closes, how long (polls x seconds) to wait for the engine's exit status."""
 _SOURCE_ROOT: Final = str(Path(__file__).resolve().parents[2])
 
 type DtmfCallback = Callable[[Side, DtmfDigit], None]
@@ -685,23 +687,14 @@ class MediaRelay:
         for session in list(self._sessions.values()):
             session.close()
         if self._channel is not None and self._broken is None:
+            # Whatever stays queued is dropped with the channel: the engine exits at its end
+            # anyway, and its sockets close with it.
             self._send(p.Shutdown())
-            self._flush_blocking()
         self._detach()
 
     def _finish_stop(self) -> None:
         self._process = None
         self._forget_everything()
-
-    def _flush_blocking(self) -> None:
-        """At stop: send what is queued even if the engine is slow to read (bounded)."""
-        channel = self._channel
-        if channel is None:
-            return
-        deadline = time.monotonic() + STOP_WAIT
-        while self._outbox and time.monotonic() < deadline:
-            if not self._flush():
-                time.sleep(0.001)
 
     def _detach(self) -> None:
         """Stop reading and writing the channel and close it (the engine sees its end)."""
@@ -881,8 +874,10 @@ class MediaRelay:
             except OSError as exc:
                 self._fail(f"control channel: {exc}")
                 return
-            if received is None:
-                self._fail(self._exit_status())
+            if received is None:  # the engine's end of the channel closed: it is exiting
+                if self._loop is not None:
+                    self._loop.remove_reader(channel.fileno())
+                self._fail_when_exited(EXIT_POLLS)
                 return
             message, sockets = received
             for sock in sockets:  # the engine sends none; never keep what we did not ask for
@@ -940,13 +935,21 @@ class MediaRelay:
         else:
             _LOGGER.error("media engine sent a command: %s", type(message).__name__)
 
+    def _fail_when_exited(self, polls: int) -> None:
+        """Fail once the engine's exit status is known (never waiting on the event loop)."""
+        process = self._process
+        loop = self._loop
+        if process is not None and process.poll() is None and polls > 0 and loop is not None:
+            loop.call_later(EXIT_POLL_SECONDS, self._fail_when_exited, polls - 1)
+            return
+        self._fail(self._exit_status())
+
     def _exit_status(self) -> str:
         process = self._process
         if process is None:
             return "the media engine stopped"
-        try:
-            code = process.wait(1.0)
-        except subprocess.TimeoutExpired:
+        code = process.poll()
+        if code is None:
             return "the media engine closed its channel"
         if code < 0:
             return f"the media engine was killed by signal {-code}"
@@ -969,8 +972,9 @@ class MediaRelay:
         process = self._process
         if process is not None and process.poll() is None:
             process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(1.0)
+            loop = self._loop
+            if loop is not None:  # reaped off the loop: no zombie, no blocking wait here
+                loop.run_in_executor(None, process.wait)
         self._process = None
         self._forget_everything()
         self._broken = None
