@@ -21,9 +21,11 @@ import asyncio
 import itertools
 import logging
 import os
+import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -76,6 +78,20 @@ EXIT_POLLS: Final = 100
 EXIT_POLL_SECONDS: Final = 0.01
 """After the channel closes, how long (polls x seconds) to wait for the engine's exit status."""
 _SOURCE_ROOT: Final = str(Path(__file__).resolve().parents[2])
+
+
+def _engine_path(current: str) -> str:
+    """PYTHONPATH for the engine: sip_core's own directory first, unless it is an installed
+    package's (site-packages is on the child's path anyway, and must not go before the
+    standard library, where PYTHONPATH entries go)."""
+    installed = {
+        str(Path(path).resolve())
+        for path in (*site.getsitepackages(), sysconfig.get_paths()["purelib"])
+    }
+    if _SOURCE_ROOT in installed:
+        return current
+    return os.pathsep.join(item for item in (_SOURCE_ROOT, current) if item)
+
 
 type DtmfCallback = Callable[[Side, DtmfDigit], None]
 
@@ -609,11 +625,9 @@ class MediaRelay:
             raise RelayError("the media engine is started from the event loop") from None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
-        # A source checkout (or Home Assistant's custom_components path) may not be on the
-        # child's default path: it imports sip_core from where this process did.
-        env["PYTHONPATH"] = os.pathsep.join(
-            item for item in (_SOURCE_ROOT, env.get("PYTHONPATH", "")) if item
-        )
+        # A source checkout is not on the child's default path: it imports sip_core from where
+        # this process did.
+        env["PYTHONPATH"] = _engine_path(env.get("PYTHONPATH", ""))
         level = self._log_level or logging.getLevelName(
             logging.getLogger("sip_core").getEffectiveLevel()
         )

@@ -420,3 +420,17 @@ async def test_the_runner_starts_its_engine_and_stopping_it_stops_the_engine(
         if runner.returncode is None:
             runner.kill()
             await runner.wait()
+
+
+def test_the_engine_finds_a_source_checkout_but_never_puts_site_packages_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import site
+
+    from sip_core.media import client
+
+    assert client._engine_path("/elsewhere") == os.pathsep.join((str(ROOT), "/elsewhere"))
+    installed = str(Path(site.getsitepackages()[0]).resolve())
+    monkeypatch.setattr(client, "_SOURCE_ROOT", installed)
+    assert client._engine_path("/elsewhere") == "/elsewhere"
+    assert client._engine_path("") == ""
