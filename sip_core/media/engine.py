@@ -20,15 +20,18 @@ import contextlib
 import errno
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
 from sip_core.audio import (
+    AudioCodec,
     AudioLibrary,
     Playback,
     PlayMusic,
@@ -111,6 +114,19 @@ class MediaEngine:
         }
         self._audio = AudioLibrary()
         self._playing: dict[int, int] = {}  # leg -> its current playback's number
+        # G.722 assets are encoded once, on a thread of their own (pure Python: a music loop
+        # takes about half a second, which on the loop would hold up every call's packets);
+        # the plays that wait for one start when it is ready.
+        self._encoded_assets: set[tuple[Playback, int]] = set()
+        self._waiting: dict[tuple[Playback, int], list[p.Play]] = {}
+        self._done_encoding: queue.SimpleQueue[tuple[tuple[Playback, int], str | None]] = (
+            queue.SimpleQueue()
+        )
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        with self._loop.lock:
+            self._loop.register(self._wake_r, self._on_encoded)
 
     def run(self) -> None:
         """Say hello, then serve until `Shutdown` or the end of the channel."""
@@ -192,6 +208,9 @@ class MediaEngine:
         number = self._leg_ids.pop(leg, None)
         if number is not None:
             self._legs.pop(number, None)
+            waiting = self._playing.pop(number, None)  # a play still waiting for its asset
+            if waiting is not None:
+                self._send(p.PlayEnded(number, waiting, "closed"))
             self._send(p.LegClosed(number))
 
     def _digit(self, session: int, side: Side, digit: DtmfDigit) -> None:
@@ -339,11 +358,27 @@ class MediaEngine:
         leg = self._leg(message.leg)
         play = _playback(message)
         number, number_leg = message.play, message.leg
+        previous = self._playing.get(number_leg)
+        if previous is not None and previous != number and not leg.playing:
+            del self._playing[number_leg]  # it was waiting for its asset: never started
+            self._send(p.PlayEnded(number_leg, previous, "replaced"))
         try:
             codec, payload_type = leg.generated_codec()
         except UnsupportedCodec as exc:
             _LOGGER.warning("leg %s gets no generated audio: %s", leg.side, exc)
             self._send(p.PlayEnded(number_leg, number, f"no generated audio: {exc}"))
+            return
+        key = (play, message.ptime_ms)
+        if codec is AudioCodec.G722 and key not in self._encoded_assets:
+            self._playing[number_leg] = number
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.append(message)
+                return
+            self._waiting[key] = [message]
+            threading.Thread(
+                target=self._encode, args=(key,), name="callflip-g722", daemon=True
+            ).start()
             return
         try:
             stream = self._audio.stream(play, codec, message.ptime_ms)
@@ -362,8 +397,48 @@ class MediaEngine:
     def _stop_play(self, message: p.Message, sockets: list[socket.socket]) -> None:
         assert isinstance(message, p.StopPlay)
         leg = self._legs.get(message.leg)
-        if leg is not None and self._playing.get(message.leg) == message.play:
-            leg.stop_playing()
+        if leg is None or self._playing.get(message.leg) != message.play:
+            return
+        if leg.playing:
+            leg.stop_playing()  # its end callback reports it
+        else:  # still waiting for its asset
+            del self._playing[message.leg]
+            self._send(p.PlayEnded(message.leg, message.play, "stopped"))
+
+    def _encode(self, key: tuple[Playback, int]) -> None:
+        """On its own thread: encode a G.722 asset, then wake the loop."""
+        error: str | None = None
+        try:
+            self._audio.prepare(key[0], AudioCodec.G722, key[1])
+        except Exception as exc:  # an unknown prompt, an unreadable file
+            error = str(exc)
+        self._done_encoding.put((key, error))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _on_encoded(self) -> None:
+        """On the loop: start the plays that waited for an asset now encoded."""
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(64)
+        while True:
+            try:
+                key, error = self._done_encoding.get_nowait()
+            except queue.Empty:
+                return
+            if error is None:
+                self._encoded_assets.add(key)
+            for message in self._waiting.pop(key, []):
+                if self._playing.get(message.leg) != message.play:
+                    continue  # stopped, replaced or closed meanwhile (and said so)
+                if error is not None or message.leg not in self._legs:
+                    del self._playing[message.leg]
+                    self._send(p.PlayEnded(message.leg, message.play, f"cannot play: {error}"))
+                    continue
+                try:
+                    self._play(message, [])
+                except Exception as exc:
+                    self._playing.pop(message.leg, None)
+                    self._send(p.PlayEnded(message.leg, message.play, f"cannot play: {exc}"))
 
     def _set_muted(self, message: p.Message, sockets: list[socket.socket]) -> None:
         assert isinstance(message, p.SetMuted)

@@ -324,3 +324,21 @@ async def test_digits_are_collected_with_barge_in_and_do_not_reach_the_call(
         assert loop.time() < deadline
         await asyncio.sleep(0.005)
     assert passed_on == ["5"]
+
+
+async def test_a_g722_playback_waiting_for_its_asset_can_be_stopped_or_replaced(
+    relay: MediaRelay, phones: tuple[Phone, Phone]
+) -> None:
+    a, b = phones
+    session = _connect(relay, a, b, CODECS[AudioCodec.G722])
+    # The engine encodes a G.722 asset once, off its packet loop; these wait for that.
+    first = session.a.play(PlayMusic())
+    second = session.a.play(PlayTone(Tone.RINGBACK))
+    assert await asyncio.wait_for(first.done, WAIT) == "replaced"
+    second.stop()
+    assert await asyncio.wait_for(second.done, WAIT) == "stopped"
+    third = session.a.play(PlayTone(Tone.BEEP))
+    assert await asyncio.wait_for(third.done, WAIT) == PLAY_FINISHED
+    await a.until(lambda got: len(got) >= 10, "the beep")
+    check_one_stream(a.received)
+    assert len(a.received) == 10  # the beep alone: nothing of the music or the ringback
