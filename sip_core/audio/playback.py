@@ -3,7 +3,7 @@
 The media engine runs in its own process: the SIP side says *what* a leg should hear with a small
 picklable value (:data:`Playback`), and the engine's :class:`AudioLibrary` makes the stream of RTP
 payloads in the leg's codec. The library loads prompts and music once and, for G.722 (whose
-pure-Python encoder costs several milliseconds per frame), encodes each asset once per packetisation
+pure-Python encoder costs over a millisecond per frame), encodes each asset once per packetisation
 time and replays the stored payloads (see :meth:`AudioLibrary.prepare` to do that ahead of the
 first playback); G.711 is cheap enough to encode frame by frame.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import Protocol
 
-from .assets import bundled_music, prompt
+from .assets import PROMPT_TEXTS, bundled_music, prompt
 from .clip import Clip
 from .codecs import DEFAULT_PTIME_MS, AudioCodec
 from .sources import (
@@ -47,6 +47,10 @@ class PlaySilence:
 
     duration_ms: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.duration_ms is not None and self.duration_ms <= 0:
+            raise ValueError(f"a silence lasts a positive time, not {self.duration_ms} ms")
+
 
 @dataclass(frozen=True, slots=True)
 class PlayTone:
@@ -57,9 +61,23 @@ class PlayTone:
 
 @dataclass(frozen=True, slots=True)
 class PlayPrompts:
-    """Bundled prompts by name, in order (one name is a single prompt)."""
+    """Bundled prompts by name, in order (one name is a single prompt).
+
+    Checked when made, on the side that asks for the playback: an unknown name is a ValueError
+    there, not a failure in the engine's process.
+    """
 
     names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        if not self.names:
+            raise ValueError("a prompt playlist needs at least one prompt")
+        unknown = [name for name in self.names if name not in PROMPT_TEXTS]
+        if unknown:
+            raise ValueError(
+                f"no prompt {', '.join(map(repr, unknown))}; known: {', '.join(PROMPT_TEXTS)}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +117,9 @@ class AudioLibrary:
     def prepare(self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS) -> None:
         """Do now the encoding a first :meth:`stream` of ``play`` would do (G.722 only).
 
-        Pure-Python G.722 takes a few milliseconds per frame, so the first playback of an asset
-        (the music loop: about 400 frames) would stall whoever calls :meth:`stream`. An engine
+        Pure-Python G.722 takes over a millisecond per frame, so the first playback of an asset
+        (the music loop: 400 frames, about half a second) would stall whoever calls
+        :meth:`stream`. An engine
         calls this at start-up, or off its packet loop, for what it expects to play; afterwards
         :meth:`stream` only looks the payloads up.
         """

@@ -189,8 +189,8 @@ class EncodedStream:
     """A source's frames as payloads of one codec: what the engine puts in each RTP packet.
 
     Encodes as it goes (one encoder state for the whole stream). G.711 costs little per frame;
-    pure-Python G.722 costs several milliseconds per 20 ms frame (see ``bench/codecs``), so for
-    assets played often use :func:`precode` once and a :class:`PrecodedStream` per playback.
+    pure-Python G.722 over a millisecond per 20 ms frame (see ``bench/codecs``), so for assets
+    played often use :func:`precode` once and a :class:`PrecodedStream` per playback.
     """
 
     __slots__ = ("_encoder", "_source", "codec")

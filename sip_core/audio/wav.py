@@ -23,7 +23,7 @@ __all__ = ["MAX_SECONDS", "WavError", "load_wav"]
 
 #: Longest file accepted. Music on hold loops, so a minute or two is plenty, and the work is pure
 #: Python: converting a minute takes about 10 s per rate, and encoding it in G.722 (for
-#: ``AudioLibrary.prepare``) about 15 s more.
+#: ``AudioLibrary.prepare``) about 5 s more.
 MAX_SECONDS: Final = 120
 _MIN_RATE: Final = 4000
 _MAX_RATE: Final = 192000

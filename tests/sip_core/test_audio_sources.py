@@ -294,3 +294,15 @@ def test_mixing_adds_with_saturation_and_gain() -> None:
         mix([0, 0], [0])
     with pytest.raises(ValueError, match="gain"):
         mix([0], [0], gain=2)
+
+
+def test_playback_values_are_checked_where_they_are_made() -> None:
+    from sip_core.audio import PlayPrompts
+
+    assert PlayPrompts(["press", "1"]).names == ("press", "1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no prompt 'hello', 'x'; known: 0, 1"):
+        PlayPrompts(("press", "hello", "x"))
+    with pytest.raises(ValueError, match="at least one prompt"):
+        PlayPrompts(())
+    with pytest.raises(ValueError, match="positive time"):
+        PlaySilence(0)
