@@ -356,8 +356,12 @@ class MediaEngine:
     def _play(self, message: p.Message, sockets: list[socket.socket]) -> None:
         assert isinstance(message, p.Play)
         leg = self._leg(message.leg)
-        play = _playback(message)
         number, number_leg = message.play, message.leg
+        try:
+            play = _playback(message)
+        except (ValueError, p.ProtocolError) as exc:  # an unknown prompt, tone or kind
+            self._send(p.PlayEnded(number_leg, number, f"cannot play: {exc}"))
+            return
         previous = self._playing.get(number_leg)
         if previous is not None and previous != number and not leg.playing:
             del self._playing[number_leg]  # it was waiting for its asset: never started
