@@ -91,6 +91,7 @@ from sip_core.features import (
     plan_flip,
 )
 from sip_core.forwarding import ForwardingLoop, resolve_targets
+from sip_core.media import MediaLeg, MediaRelay, RelayError
 from sip_core.message import (
     Request,
     Response,
@@ -100,7 +101,6 @@ from sip_core.message import (
     parse_message,
 )
 from sip_core.registrar import Binding
-from sip_core.relay import MediaLeg, MediaRelay, RelayError
 from sip_core.sdp import (
     Direction,
     Origin,
@@ -710,6 +710,8 @@ class B2bua:
             return
         call.media = media
         media.on_dtmf = lambda side, digit: self._on_rtp_dtmf(call, side, digit)
+        # The media engine died: the call has no audio any more, so it ends (BYE to each side).
+        media.on_lost = lambda why: self._terminate(call, CallOutcome.FAILED, why, status=503)
         # Every device may dial the flip code: its telephone-events stop at the relay, and the
         # digits that are not a code are sent on again by `_pass_digit`.
         media.a.swallow_dtmf = media.b.swallow_dtmf = True
@@ -1100,6 +1102,7 @@ class B2bua:
         media = call.media
         if media is not None:
             media.on_dtmf = None
+            media.on_lost = None
         for leg in (*call.legs(), *call.branches):
             leg.remote_sdp = None
             leg.origin = None

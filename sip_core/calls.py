@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from sip_core.b2bua import FlipHandle
     from sip_core.clock import TimerHandle
     from sip_core.dialog import Dialog, SentInvite
+    from sip_core.media import MediaSession
     from sip_core.message import Request
-    from sip_core.relay import MediaSession
     from sip_core.sdp import Origin, SessionDescription
     from sip_core.transaction import (
         ClientTransaction,

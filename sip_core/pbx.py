@@ -23,12 +23,12 @@ from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.guard import Ban, Guard
+from sip_core.media import MediaRelay
 from sip_core.message import Request, Response, make_response
 from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
 from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
 from sip_core.provisioning import Adoption, Provisioner, format_for
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
-from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
 from sip_core.useragent import normalise_mac, parse_user_agent
@@ -157,6 +157,11 @@ class Pbx:
     async def start(self) -> None:
         """Bind the SIP port (UDP and TCP); raises `TransportError` with a readable message."""
         await self._transport.start()
+        try:
+            self._relay.start()  # the media engine process, ready before the first call
+        except BaseException:
+            await self._transport.stop()
+            raise
         self._running = True
         self._expire_bindings()
         await self._start_plug_and_play()
@@ -169,7 +174,7 @@ class Pbx:
             self._multicast = None
         self._guard.close()
         self._b2bua.close()
-        self._relay.close()
+        await self._relay.stop()
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None

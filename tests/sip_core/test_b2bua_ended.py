@@ -16,8 +16,8 @@ import pytest
 
 from sip_core.calls import Call, CallOutcome, Leg
 from sip_core.dialog import Dialog
+from sip_core.media import MediaSession
 from sip_core.message import Request
-from sip_core.relay import MediaSession
 from sip_core.transaction import build_ack
 
 from .test_b2bua_harness import Harness, Phone, connect, ring, sdp

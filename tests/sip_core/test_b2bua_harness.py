@@ -21,9 +21,9 @@ from sip_core.clock import ManualClock
 from sip_core.config import Device, PbxConfig, SipSettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import PbxEvent
+from sip_core.media import MediaRelay
 from sip_core.message import Request, Response, make_response, new_branch, new_tag, parse_message
 from sip_core.registrar import Binding
-from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind
 

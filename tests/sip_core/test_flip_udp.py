@@ -48,6 +48,18 @@ def audio_port(body: bytes) -> int:
     return int(match.group(1))
 
 
+async def until_bindable(port: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((HOST, port))
+                return
+            except OSError:
+                assert asyncio.get_running_loop().time() < deadline, f"port {port} stays bound"
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
 async def pbx() -> AsyncIterator[Pbx]:
     config = PbxConfig(
@@ -211,12 +223,9 @@ async def test_flip_target_answering_without_sdp_is_released_and_the_call_stays(
         assert "without an SDP answer" in record.reason
         assert call.callee is not None
         assert call.callee.device == "201"
-        # The spare sockets named in the offer are closed: the port can be bound again.
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            probe.bind((HOST, offered_port))
-        finally:
-            probe.close()
+        # The spare sockets named in the offer are closed: the port can be bound again (once
+        # the media engine has carried out the close; waiting is bounded, not measured).
+        await until_bindable(offered_port)
     finally:
         carol_rtp.close()
         for phone in (carol, desk, mobile):

@@ -56,9 +56,15 @@ LAYERS: dict[str, int] = {
     "audio.mix": 1,
     # 2 transport
     "transport": 2,
-    "relay": 2,
-    "relay_engine": 2,
-    "udp_peer": 2,
+    # 2 media (a subpackage: its `__init__` is the package itself)
+    "media.__init__": 2,
+    "media.client": 2,
+    "media.engine": 2,
+    "media.packets": 2,
+    "media.ports": 2,
+    "media.protocol": 2,
+    "media.relay": 2,
+    "media.udp_peer": 2,
     # 3 transaction
     "transaction": 3,
     # 4 dialog / auth

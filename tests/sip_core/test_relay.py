@@ -17,7 +17,7 @@ import pytest
 
 from sip_core.clock import ManualClock
 from sip_core.dtmf import DtmfDigit, TelephoneEvent, build_telephone_event, parse_telephone_event
-from sip_core.relay import (
+from sip_core.media.relay import (
     LegStats,
     MediaLeg,
     MediaRelay,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from sip_core.clock import ManualClock
-from sip_core.relay_engine import RelayEngine
+from sip_core.media.packets import RelayEngine
 
 HOST = "127.0.0.1"
 WAIT = 5.0

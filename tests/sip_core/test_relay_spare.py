@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sip_core.clock import ManualClock
-from sip_core.relay import MediaRelay, RelayError
+from sip_core.media.relay import MediaRelay, RelayError
 
 from .test_relay import HOST, Stream, _call, _port_range, endpoint
 

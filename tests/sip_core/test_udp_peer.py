@@ -1,4 +1,4 @@
-"""Tying a UDP socket to one peer and untying it (sip_core.udp_peer), on 127.0.0.1."""
+"""Tying a UDP socket to one peer and untying it (sip_core.media.udp_peer), on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from sip_core.udp_peer import can_disconnect, disconnect
+from sip_core.media.udp_peer import can_disconnect, disconnect
 
 HOST = "127.0.0.1"
 

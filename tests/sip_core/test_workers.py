@@ -217,10 +217,13 @@ def test_workers_are_bounded_in_the_configuration() -> None:
 
 
 def _children(pid: int) -> list[int]:
+    """The runner's registration workers (its media engine is a child process too)."""
     result = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+        ["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True, check=False
     )
-    return [int(line) for line in result.stdout.split()]
+    return [
+        int(line.split()[0]) for line in result.stdout.splitlines() if "sip_core.workers" in line
+    ]
 
 
 async def _wait_for(predicate: Callable[[], bool], limit: float = 15.0) -> None:

@@ -1,4 +1,9 @@
-"""The media relay: every call's RTP and RTCP flow through a pair of legs on our own address.
+"""The media relay's core: every call's RTP and RTCP flow through a pair of legs on our own address.
+
+This is what the media engine process runs (`sip_core.media.engine`); the SIP side drives it
+through `sip_core.media.client`, which keeps the same shape of API. It can also run inside the
+calling process on a thread of its own (`MediaRelay(host, port_min, port_max, clock=...)`): the
+way it ran before the engine process, kept as the reference `bench/relay` compares against.
 
 Why relay at all: a flip moves a call from one device to another in mid-conversation. If media
 went device to device, the caller would have to be re-INVITEd and would see a new stream (many
@@ -11,31 +16,30 @@ timestamp goes backwards, so the timestamp jump is always forward: at least one 
 Symmetric RTP (for devices behind NAT): a leg sends to the address its far end's packets come from,
 latched on the first packet seen; until then to the address from SDP, if the B2BUA gave one. Once
 latched, packets from anywhere else are dropped (someone guessing our ports cannot inject audio):
-the RTP socket is connected to the latched source (`sip_core.udp_peer`), so the kernel drops them
-before they reach us, and the leg reads with `recv_into` and sends with `send`, with no address to
-build, compare or route per packet. A new address in the far end's SDP unties the socket and
-latches afresh; the same SDP again (a re-INVITE for hold, a session refresh) keeps the latch, which
-behind NAT is not the SDP's address.
+the RTP socket is connected to the latched source (`sip_core.media.udp_peer`), so the kernel
+drops them before they reach us, and the leg reads with `recv_into` and sends with `send`, with
+no address to build, compare or route per packet. A new address in the far end's SDP unties the
+socket and latches afresh; the same SDP again (a re-INVITE for hold, a session refresh) keeps the
+latch, which behind NAT is not the SDP's address.
 
-Hot path (`sip_core.relay_engine`): one thread with its own epoll over every socket of the relay;
+Hot path (`sip_core.media.packets`): one thread with its own epoll over every socket of the relay;
 per ready socket one read into a preallocated buffer, two byte looks for version and payload type,
 and a send straight from the buffer (a premade memoryview of the packet's length). Per forwarded
 packet the header (12 bytes) is kept for continuity, and nothing else is copied. Only while a
 rewrite is active (after a flip, around DTMF we swallowed or generated, or with a payload type map)
 are SSRC, sequence number and timestamp patched, in place, with `struct.pack_into`. RFC 4733
 packets (one byte compare of the payload type) are tapped on the way through, reported once per
-key press on the asyncio loop, and can be swallowed per leg (so a feature code never reaches the
+key press to the session's owner, and can be swallowed per leg (so a feature code never reaches the
 far end); `send_dtmf` puts the digits that were not a code back on the stream.
 
-Threads: the public methods here are called on the asyncio loop and take the engine's lock, which
-the packet thread holds while it handles a batch; so every change is whole before the next packet.
+Threads: the public methods here take the engine's lock, which the packet loop holds while it
+handles a batch; so every change is whole before the next packet. In the engine process the loop
+and the control channel share one thread, and the lock is never contended.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
 import logging
 import random
 import socket
@@ -45,15 +49,25 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .clock import Clock, LoopClock, TimerHandle
-from .dtmf import DtmfDecoder, DtmfDigit, TelephoneEvent, build_telephone_event, event_for_digit
-from .relay_engine import RelayEngine
-from .rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
-from .sdp import Codec
-from .transport import Address
+from sip_core.audio import AudioCodec, PayloadStream, UnsupportedCodec, codec_for
+from sip_core.clock import Clock, LoopClock, TimerHandle
+from sip_core.dtmf import (
+    DtmfDecoder,
+    DtmfDigit,
+    TelephoneEvent,
+    build_telephone_event,
+    event_for_digit,
+)
+from sip_core.rtp import RTP_HEADER, RtpPacket, rewrite_rtcp, rewrite_rtp_into
+from sip_core.sdp import Codec
+from sip_core.transport import Address
+
+from .packets import RelayEngine
+from .ports import PortAllocator, PortsExhaustedError, RelayError, bind_pair
 from .udp_peer import can_disconnect, disconnect
 
 __all__ = [
+    "LegStats",
     "MediaLeg",
     "MediaRelay",
     "MediaSession",
@@ -80,57 +94,6 @@ DTMF_VOLUME: Final = 10  # -10 dBm0
 
 type _Peer = tuple[str, int] | tuple[str, int, int, int]
 type DtmfCallback = Callable[[Side, DtmfDigit], None]
-
-
-class RelayError(Exception):
-    """The relay cannot do what was asked (ports, sockets, a closed session)."""
-
-
-class PortsExhaustedError(RelayError):
-    """Every RTP/RTCP port pair of the configured range is in use."""
-
-
-class PortAllocator:
-    """Even RTP ports (RTCP on the odd port above) from an inclusive range, reused round-robin.
-
-    A released pair goes to the back of the queue, so a stray late packet of an ended call is
-    unlikely to reach the next call to get the same ports.
-    """
-
-    def __init__(self, port_min: int, port_max: int) -> None:
-        if not 0 < port_min <= port_max <= 65535:
-            raise ValueError(f"bad RTP port range {port_min}-{port_max}")
-        self.port_min = port_min
-        self.port_max = port_max
-        first = port_min + (port_min & 1)
-        self._free: deque[int] = deque(range(first, port_max, 2))
-        self._used: set[int] = set()
-        if not self._free:
-            raise ValueError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
-
-    @property
-    def capacity(self) -> int:
-        return len(self._free) + len(self._used)
-
-    @property
-    def available(self) -> int:
-        return len(self._free)
-
-    def allocate(self) -> int:
-        """The RTP port of a free pair; `PortsExhaustedError` when there is none."""
-        if not self._free:
-            raise PortsExhaustedError(
-                f"all {self.capacity} RTP port pairs of {self.port_min}-{self.port_max} are in use"
-            )
-        port = self._free.popleft()
-        self._used.add(port)
-        return port
-
-    def release(self, port: int) -> None:
-        """Give a pair back (a second release of the same pair is ignored)."""
-        if port in self._used:
-            self._used.remove(port)
-            self._free.append(port)
 
 
 class _Rewrite:
@@ -167,6 +130,49 @@ class LegStats:
     dropped_no_peer: int
     dtmf_swallowed: int
     dtmf_sent: int
+    dropped_held: int = 0  # from a held far end, or towards a leg that plays generated audio
+    generated: int = 0  # generated audio packets sent to this leg's far end
+
+
+type PlayEnded = Callable[[str], None]
+"""Told once why a playback ended: "finished", "stopped", "replaced", "closed", or why it could
+not start (no codec we can generate)."""
+
+PLAY_FINISHED: Final = "finished"
+
+
+class _Player:
+    """Generated audio going out of one leg: its payloads, numbering and pacing."""
+
+    __slots__ = (
+        "codec",
+        "due",
+        "first",
+        "on_end",
+        "payload_type",
+        "period",
+        "step",
+        "stream",
+        "timer",
+    )
+
+    def __init__(
+        self,
+        stream: PayloadStream,
+        codec: AudioCodec,
+        payload_type: int,
+        ptime_ms: int,
+        on_end: PlayEnded | None,
+    ) -> None:
+        self.stream = stream
+        self.codec = codec
+        self.payload_type = payload_type
+        self.period = ptime_ms / 1000
+        self.step = codec.timestamp_step(ptime_ms)
+        self.on_end = on_end
+        self.first = True
+        self.due = 0.0
+        self.timer: TimerHandle | None = None
 
 
 class _OutgoingEvent:
@@ -198,11 +204,11 @@ class MediaLeg:
         "_dtmf_timer",
         "_engine",
         "_lock",
-        "_loop",
         "_now",
         "_out_last",
         "_out_time",
         "_peer",
+        "_player",
         "_rewrite",
         "_rtcp",
         "_rtcp_locked",
@@ -213,6 +219,8 @@ class MediaLeg:
         "_view",
         "clock_rates",
         "closed",
+        "codecs",
+        "dropped_held",
         "dropped_invalid",
         "dropped_no_peer",
         "dropped_source",
@@ -220,8 +228,10 @@ class MediaLeg:
         "dtmf_sent",
         "dtmf_swallowed",
         "forwarded",
+        "generated",
         "local_rtcp",
         "local_rtp",
+        "muted",
         "received",
         "remote_rtcp",
         "remote_rtp",
@@ -252,10 +262,12 @@ class MediaLeg:
         self.swallow_dtmf = False
         self.dtmf_payload_type: int | None = None
         self.clock_rates: dict[int, int] = {}
+        self.codecs: list[Codec] = []  # the far end's, in its SDP's order of preference
+        self.muted = False  # the far end is held: what it sends is received and dropped
+        self._player: _Player | None = None
         self._decoder = DtmfDecoder()
         self._rtp: socket.socket | None = None
         self._rtcp: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         engine = session.relay.engine
         self._engine = engine
         self._lock = engine.lock
@@ -281,6 +293,8 @@ class MediaLeg:
         self.dropped_no_peer = 0
         self.dtmf_swallowed = 0
         self.dtmf_sent = 0
+        self.dropped_held = 0
+        self.generated = 0
 
     def __repr__(self) -> str:
         return f"<MediaLeg {self.side} {self.local_rtp} -> {self.remote_rtp}>"
@@ -298,6 +312,8 @@ class MediaLeg:
                 self.dropped_no_peer,
                 self.dtmf_swallowed,
                 self.dtmf_sent,
+                self.dropped_held,
+                self.generated,
             )
 
     @property
@@ -371,6 +387,7 @@ class MediaLeg:
         codecs = list(codecs)
         events = [c.payload_type for c in codecs if c.encoding.lower() == "telephone-event"]
         with self._lock:
+            self.codecs = codecs
             self.clock_rates = {c.payload_type: c.clock_rate for c in codecs}
             self.dtmf_payload_type = events[0] if events else None
 
@@ -397,11 +414,8 @@ class MediaLeg:
 
     # sockets
 
-    def _attach(
-        self, loop: asyncio.AbstractEventLoop, rtp: socket.socket, rtcp: socket.socket
-    ) -> None:
-        """Hand the sockets to the packet thread (digits are reported on `loop`)."""
-        self._loop = loop
+    def _attach(self, rtp: socket.socket, rtcp: socket.socket) -> None:
+        """Hand the sockets to the packet loop."""
         with self._lock:
             self._rtp = rtp
             self._rtcp = rtcp
@@ -417,6 +431,7 @@ class MediaLeg:
                 self._dtmf_timer = None
             self._dtmf_queue.clear()
             self._dtmf_event = None
+            self._end_player("closed", resume=False)
             for sock in (self._rtp, self._rtcp):
                 if sock is not None:
                     self._engine.unregister(sock)
@@ -485,6 +500,9 @@ class MediaLeg:
         if other is None:
             self.dropped_no_peer += 1
             return
+        if self.muted or other._player is not None:
+            self.dropped_held += 1  # held, or the other side hears generated audio meanwhile
+            return
         if other._rewrite is not None:
             other._rewrite_into(buffer, self)
         transport = other._rtp
@@ -529,6 +547,9 @@ class MediaLeg:
             self._rtp_locked = True
             _LOGGER.debug("leg %s latched RTP to %s", self.side, addr)
             self._tie(addr)
+            on_latched = self.session.relay.on_latched
+            if on_latched is not None:
+                on_latched(self)
         return True
 
     def _tap_dtmf(self, data: bytes) -> None:
@@ -539,13 +560,11 @@ class MediaLeg:
             offset += 4 + 4 * int.from_bytes(data[offset + 2 : offset + 4])
         timestamp = int.from_bytes(data[4:8])
         digit = self._decoder.feed(data[offset:], timestamp)
-        loop = self._loop
-        if digit is not None and loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
-                loop.call_soon_threadsafe(self._report_dtmf, digit)
+        if digit is not None:
+            self._engine.post(self._report_dtmf, digit)
 
     def _report_dtmf(self, digit: DtmfDigit) -> None:
-        """On the asyncio loop: tell the session's owner about a key press."""
+        """On the owner's side (see `RelayEngine.post`): tell the session's owner of a key press."""
         callback = self.session.on_dtmf
         if callback is None or self.closed:
             return
@@ -627,6 +646,151 @@ class MediaLeg:
             rewrite.sequence_offset = rewrite.timestamp_offset = 0
             self._rewrite = rewrite
         rewrite.sequence_offset = (rewrite.sequence_offset + delta) & 0xFFFF
+
+    # generated audio
+
+    def generated_codec(self) -> tuple[AudioCodec, int]:
+        """The codec (and this far end's payload type for it) generated audio goes out in.
+
+        The one the stream to the far end is using now, else the far end's first in its SDP that
+        we can encode; `UnsupportedCodec` when there is none (Opus only, say).
+        """
+        preferred: list[Codec] = []
+        last = self._out_last
+        if last is not None and len(last) >= 12:
+            current = last[1] & 0x7F
+            preferred = [c for c in self.codecs if c.payload_type == current]
+        refused: UnsupportedCodec | None = None
+        for candidate in (*preferred, *self.codecs):
+            if candidate.encoding.lower() in ("telephone-event", "cn"):
+                continue
+            try:
+                return (
+                    codec_for(candidate.encoding, candidate.clock_rate, candidate.channels),
+                    candidate.payload_type,
+                )
+            except UnsupportedCodec as exc:
+                refused = refused or exc
+        if refused is not None:
+            raise refused
+        raise UnsupportedCodec("(no audio codec)", 0)
+
+    def play(
+        self,
+        stream: PayloadStream,
+        codec: AudioCodec,
+        payload_type: int,
+        *,
+        ptime_ms: int = 20,
+        on_end: PlayEnded | None = None,
+    ) -> None:
+        """Send `stream`'s payloads to this leg's far end instead of the other side's audio.
+
+        One stream as the far end sees it: the SSRC it knows, sequence numbers and timestamps
+        going on from the last packet it got (the first generated one with the marker bit),
+        paced every `ptime_ms` by the relay's clock. When the payloads run out (or `stop_playing`)
+        the other side's audio comes back the same way, continuing the stream.
+        """
+        with self._lock:
+            self._end_player("replaced", resume=False)
+            if self.closed:
+                if on_end is not None:
+                    on_end("closed")
+                return
+            player = _Player(stream, codec, payload_type, ptime_ms, on_end)
+            self._player = player
+            player.due = self._now()
+            self._play_step()
+
+    def stop_playing(self) -> None:
+        """End the playback now (its `on_end` hears "stopped"); nothing when none plays."""
+        with self._lock:
+            self._end_player("stopped", resume=True)
+
+    @property
+    def playing(self) -> bool:
+        return self._player is not None
+
+    def set_muted(self, muted: bool) -> None:
+        """Hold (True) or resume this leg's far end: while held, what it sends is dropped."""
+        with self._lock:
+            self.muted = muted
+
+    def _play_tick(self) -> None:
+        with self._lock:
+            player = self._player
+            if player is not None:
+                player.timer = None
+                self._play_step()
+
+    def _play_step(self) -> None:
+        """Send the frame that is due and schedule the next (lock held)."""
+        player = self._player
+        if player is None or self.closed:
+            return
+        payload = player.stream.next_payload()
+        if payload is None:
+            self._end_player(PLAY_FINISHED, resume=True)
+            return
+        self._send_generated(player, payload)
+        now = self._now()
+        player.due += player.period
+        if player.due < now - player.period:
+            player.due = now  # the loop stalled: go on from now rather than send a burst
+        player.timer = self.session.clock.call_later(player.due - now, self._play_tick)
+
+    def _send_generated(self, player: _Player, payload: bytes) -> None:
+        last = self._out_last
+        now = self._now()
+        if last is None or len(last) < 12:
+            # Nothing sent yet: the generated audio starts the stream.
+            sequence = random.getrandbits(16)
+            timestamp = random.getrandbits(32)
+            ssrc = random.getrandbits(32)
+        else:
+            _, _, anchor_seq, anchor_ts, ssrc = RTP_HEADER.unpack_from(last)
+            sequence = (anchor_seq + 1) & 0xFFFF
+            if player.first:
+                # On from the last packet the far end got, by the time since (a frame at least).
+                elapsed = max(now - self._out_time, MIN_FRAME_SECONDS)
+                advance = round(elapsed * player.codec.rtp_clock_rate)
+            else:
+                advance = player.step
+            timestamp = (anchor_ts + advance) & 0xFFFFFFFF
+        marker = 0x80 if player.first else 0
+        player.first = False
+        header = RTP_HEADER.pack(0x80, marker | player.payload_type, sequence, timestamp, ssrc)
+        self._out_last = header
+        self._out_time = now
+        sock = self._rtp
+        if sock is None or self.remote_rtp is None:
+            return
+        try:
+            if self._connected:
+                sock.send(header + payload)
+            else:
+                sock.sendto(header + payload, self.remote_rtp)
+        except OSError:
+            return
+        self.generated += 1
+
+    def _end_player(self, reason: str, *, resume: bool) -> None:
+        """Stop the player (lock held); with `resume`, the other side's audio continues the
+        stream the far end has (the next forwarded packet is renumbered after the last sent)."""
+        player = self._player
+        if player is None:
+            return
+        self._player = None
+        if player.timer is not None:
+            player.timer.cancel()
+            player.timer = None
+        if resume and not player.first:
+            self._begin_continuation()
+        if player.on_end is not None:
+            try:
+                player.on_end(reason)
+            except Exception:
+                _LOGGER.exception("playback end callback failed")
 
     # DTMF we generate
 
@@ -807,6 +971,30 @@ class MediaSession:
         payload_map_out: dict[int, int] | None = None,
         spare: MediaLeg | None = None,
     ) -> MediaLeg:
+        """`switch` for callers that await it (the B2BUA's flip runs as a task)."""
+        return self.switch(
+            side,
+            remote_rtp,
+            remote_rtcp,
+            latch=latch,
+            codecs=codecs,
+            payload_map_in=payload_map_in,
+            payload_map_out=payload_map_out,
+            spare=spare,
+        )
+
+    def switch(
+        self,
+        side: Side,
+        remote_rtp: Address | None = None,
+        remote_rtcp: Address | None = None,
+        *,
+        latch: bool = False,
+        codecs: Sequence[Codec] | None = None,
+        payload_map_in: dict[int, int] | None = None,
+        payload_map_out: dict[int, int] | None = None,
+        spare: MediaLeg | None = None,
+    ) -> MediaLeg:
         """Replace a leg's far end with a new device: a new socket pair, a fresh latch.
 
         ``spare`` (from `open_spare`) is the socket pair to use when the new device already knows
@@ -848,8 +1036,6 @@ class MediaSession:
             self.relay._close_leg(old)
         return new
 
-    replace_peer = switch_leg
-
     def open_spare(self, side: Side) -> MediaLeg:
         """A socket pair for a device that may take over ``side`` later (a flip target).
 
@@ -861,7 +1047,19 @@ class MediaSession:
         if self.closed:
             raise RelayError(f"media session {self.call_id} is closed")
         holding = MediaSession(self.relay, f"{self.call_id}/spare")
-        spare = self.relay._open_leg(holding, side)
+        return self._hold_spare(holding, self.relay._open_leg(holding, side))
+
+    def adopt_spare(self, side: Side, rtp: socket.socket, rtcp: socket.socket) -> MediaLeg:
+        """`open_spare` over a socket pair bound elsewhere (the engine process gets it bound)."""
+        if self.closed:
+            rtp.close()
+            rtcp.close()
+            raise RelayError(f"media session {self.call_id} is closed")
+        holding = MediaSession(self.relay, f"{self.call_id}/spare")
+        return self._hold_spare(holding, self.relay._leg_from(holding, side, rtp, rtcp))
+
+    def _hold_spare(self, holding: MediaSession, spare: MediaLeg) -> MediaLeg:
+        side = spare.side
         # The peer of a spare is a leg without sockets: what arrives counts as dropped_no_peer.
         peer = MediaLeg(holding, "b" if side == "a" else "a", self.relay.host, 0)
         holding._a, holding._b = (spare, peer) if side == "a" else (peer, spare)
@@ -899,26 +1097,38 @@ def _packet_thread_clock(clock: Clock) -> Callable[[], float]:
 
 
 class MediaRelay:
-    """Opens `MediaSession`s on `host` with ports from `port_min`-`port_max`."""
+    """Opens `MediaSession`s on `host`.
+
+    In process (the reference): ports from `port_min`-`port_max`, bound here, packets on a thread
+    started with the first session. In the engine process (`engine` given, no port range): the
+    sockets arrive bound (`adopt_session`, `MediaSession.adopt_spare`) and the engine's own loop
+    runs everything; `on_latched` and `on_leg_closed` tell the SIP side what it mirrors.
+    """
 
     def __init__(
         self,
         host: str,
-        port_min: int,
-        port_max: int,
+        port_min: int | None,
+        port_max: int | None,
         *,
         clock: Clock,
         connect_sockets: bool = True,
+        engine: RelayEngine | None = None,
     ) -> None:
         self.host = host
         self.clock = clock
         # Connect RTP sockets to latched sources (see the module doc); never where a socket
         # could not be untied again, and False keeps every check in Python (for comparison).
         self.connect_sockets = connect_sockets and can_disconnect()
-        self.ports = PortAllocator(port_min, port_max)
-        self.engine = RelayEngine(_packet_thread_clock(clock))
+        self.ports: PortAllocator | None = (
+            PortAllocator(port_min, port_max)
+            if port_min is not None and port_max is not None
+            else None
+        )
+        self.engine = engine if engine is not None else RelayEngine(_packet_thread_clock(clock))
+        self.on_latched: Callable[[MediaLeg], None] | None = None
+        self.on_leg_closed: Callable[[MediaLeg], None] | None = None
         self._sessions: dict[str, MediaSession] = {}
-        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     @property
     def sessions(self) -> dict[str, MediaSession]:
@@ -943,6 +1153,22 @@ class MediaRelay:
         self._sessions[call_id] = session
         return session
 
+    def adopt_session(
+        self,
+        call_id: str,
+        a: tuple[socket.socket, socket.socket],
+        b: tuple[socket.socket, socket.socket],
+    ) -> MediaSession:
+        """A session over socket pairs bound elsewhere (the engine process gets them bound)."""
+        if call_id in self._sessions:
+            raise RelayError(f"media session {call_id} exists already")
+        session = MediaSession(self, call_id)
+        session._a = self._leg_from(session, "a", *a)
+        session._b = self._leg_from(session, "b", *b)
+        session._link()
+        self._sessions[call_id] = session
+        return session
+
     def close(self) -> None:
         """Close every session and stop the packet thread."""
         for session in list(self._sessions.values()):
@@ -950,51 +1176,36 @@ class MediaRelay:
         self.engine.stop()
 
     def _open_leg(self, session: MediaSession, side: Side) -> MediaLeg:
-        rtp_sock, rtcp_sock, port = self._bind_pair()
-        leg = MediaLeg(session, side, self.host, port)
+        if self.ports is None:
+            raise RelayError("this relay binds no ports: its sockets come bound")
+        rtp_sock, rtcp_sock, port = bind_pair(self.ports, self.host)
         try:
-            leg._attach(asyncio.get_running_loop(), rtp_sock, rtcp_sock)
+            return self._leg_from(session, side, rtp_sock, rtcp_sock)
         except BaseException:
-            leg._close()
             self.ports.release(port)
             raise
-        return leg
 
-    def _bind_pair(self) -> tuple[socket.socket, socket.socket, int]:
-        """Bind the next free pair; pairs taken by other programs are skipped (and kept out)."""
-        busy: list[int] = []
+    def _leg_from(
+        self, session: MediaSession, side: Side, rtp: socket.socket, rtcp: socket.socket
+    ) -> MediaLeg:
+        host, port = rtp.getsockname()[:2]
+        leg = MediaLeg(session, side, host, port)
         try:
-            for _ in range(self.ports.available):
-                port = self.ports.allocate()
-                sockets: list[socket.socket] = []
-                try:
-                    for number in (port, port + 1):
-                        sock = socket.socket(self._family, socket.SOCK_DGRAM)
-                        sockets.append(sock)
-                        sock.setblocking(False)
-                        sock.bind((self.host, number))
-                except OSError as exc:
-                    for sock in sockets:
-                        sock.close()
-                    if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                        self.ports.release(port)
-                        raise RelayError(f"cannot bind RTP port {port}: {exc}") from exc
-                    busy.append(port)
-                    continue
-                return sockets[0], sockets[1], port
-            if busy:
-                raise PortsExhaustedError(
-                    f"no free RTP port pair of {self.ports.port_min}-{self.ports.port_max} could "
-                    f"be bound ({len(busy)} taken by other programs)"
-                )
-            self.ports.allocate()  # raises: every pair is ours and in use
-            raise AssertionError("unreachable")
-        finally:
-            for port in busy:
-                self.ports.release(port)
+            rtp.setblocking(False)
+            rtcp.setblocking(False)
+            leg._attach(rtp, rtcp)
+        except BaseException:
+            leg._close()
+            rtp.close()
+            rtcp.close()
+            raise
+        return leg
 
     def _close_leg(self, leg: MediaLeg) -> None:
         if leg.closed:
             return
         leg._close()
-        self.ports.release(leg.local_rtp.port)
+        if self.ports is not None:
+            self.ports.release(leg.local_rtp.port)
+        if self.on_leg_closed is not None and leg.local_rtp.port:
+            self.on_leg_closed(leg)

@@ -1,4 +1,10 @@
-"""The media relay's packet loop: one thread, one epoll set, every RTP and RTCP socket of the relay.
+"""The media relay's packet loop: one epoll set over every RTP and RTCP socket, and a timer heap.
+
+It runs in one of two ways. In the media engine process (`sip_core.media.engine`) `run()` makes
+it the process's only loop: sockets, the control channel and timers (`EngineClock`: generated
+DTMF now, paced audio later) all on one thread, so nothing else in the process competes with it.
+In process (`start()`, the former relay thread, kept as the benchmarks' reference) it is a thread
+beside the asyncio loop, and its timers are the owner's clock's.
 
 Why not the asyncio loop: at 50 packets/s per socket, a socket almost never has more than one
 datagram waiting, so asyncio pays a full loop iteration (selector, handle, context) per packet,
@@ -13,21 +19,26 @@ Threading contract: handlers run on the engine thread while it holds `lock`. Eve
 changes what the handlers read (a leg's far end, its codecs, a switch, a close, a generated DTMF
 packet) takes the same lock on the caller's thread, so a change is complete before the next packet
 is handled and never half-seen. The lock is released while the thread waits in epoll, so taking it
-costs at most one batch of packets. Results meant for asyncio (DTMF digits) are posted with
-`call_soon_threadsafe` by the handler.
+costs at most one batch of packets. Results meant for the owner (DTMF digits) go through `post`:
+`call_soon_threadsafe` on the loop that started the thread, or a plain call when `run()` owns the
+thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-__all__ = ["BUFFER_SIZE", "RelayEngine"]
+__all__ = ["BUFFER_SIZE", "EngineClock", "EngineTimer", "RelayEngine"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,6 +53,43 @@ class _Poller(Protocol):
 
 type Handler = Callable[[], object]
 """Reads (at most) one datagram without blocking; what it returns is ignored."""
+
+
+class EngineTimer:
+    """A callback due at a monotonic time on the engine's own loop; `cancel` is idempotent."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback: Callable[[], None] | None = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.callback = None
+
+
+class EngineClock:
+    """A `Clock` whose timers fire on the engine's loop (`RelayEngine.run`), from its own time.
+
+    Why not the parent's clock: the engine process has no asyncio loop, and what it paces must
+    keep its rhythm whatever the SIP side is doing. Only the engine's thread may schedule.
+    """
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, engine: RelayEngine) -> None:
+        self._engine = engine
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> EngineTimer:
+        return self._engine.call_at(time.monotonic() + max(delay, 0.0), callback)
 
 
 class RelayEngine:
@@ -70,6 +118,11 @@ class RelayEngine:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = False
+        self._timers: list[tuple[float, int, EngineTimer]] = []
+        self._timer_order = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._here = False  # run() owns the calling thread: post() calls directly
+        self.clock = EngineClock(self)
 
     @property
     def running(self) -> bool:
@@ -81,17 +134,78 @@ class RelayEngine:
         assert self._poll is not None
         return self._poll
 
-    def start(self) -> None:
-        """Start the thread (idempotent)."""
-        if self._thread is not None:
-            return
+    def _open_poller(self) -> None:
         if hasattr(select, "epoll"):
             self._epoll = select.epoll()
         else:  # not Linux: the same level-triggered loop over poll(2)
             self._poll = select.poll()
         self._poller().register(self._wake_r.fileno(), select.POLLIN)
+
+    def start(self) -> None:
+        """Start the thread (idempotent); digits are posted to the running asyncio loop."""
+        if self._thread is not None:
+            return
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+        self._open_poller()
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
+
+    def prepare(self) -> None:
+        """Make the poller so that sockets can be registered before `run` (engine process)."""
+        if self._thread is None:
+            self._here = True
+            self._thread = threading.current_thread()
+            self._open_poller()
+
+    def run(self) -> None:
+        """Run the loop on the calling thread until `stop` (the engine process's main loop)."""
+        self.prepare()
+        try:
+            self._run()
+        finally:
+            self._stopping = True
+            if self._epoll is not None:
+                self._epoll.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def post(self, callback: Callable[..., object], *args: object) -> None:
+        """Hand a result to the owner: on its asyncio loop (thread mode), or call it now."""
+        if self._here:
+            callback(*args)
+            return
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+                loop.call_soon_threadsafe(callback, *args)
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> EngineTimer:
+        """Run `callback` on the loop (lock held) at monotonic time `when`; engine thread only."""
+        timer = EngineTimer(when, callback)
+        heapq.heappush(self._timers, (when, next(self._timer_order), timer))
+        return timer
+
+    def _run_timers(self) -> float | None:
+        """Fire every due timer; the delay until the next one (None: there is none)."""
+        timers = self._timers
+        while timers:
+            when, _, timer = timers[0]
+            if timer.cancelled:
+                heapq.heappop(timers)
+                continue
+            now = time.monotonic()
+            if when > now:
+                return when - now
+            heapq.heappop(timers)
+            callback = timer.callback
+            timer.callback = None
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:  # a bug in one timer must not stop every call's media
+                    _LOGGER.exception("relay timer failed")
+        return None
 
     def stop(self) -> None:
         """Stop the thread and wait for it; registered sockets are left to their owners."""
@@ -101,8 +215,9 @@ class RelayEngine:
         self._stopping = True
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
-        if thread is not threading.current_thread():
-            thread.join(timeout=5)
+        if thread is threading.current_thread():
+            return  # run() returns at its next turn and closes what it owns
+        thread.join(timeout=5)
         if self._epoll is not None:
             self._epoll.close()
         self._wake_r.close()
@@ -129,6 +244,11 @@ class RelayEngine:
         with contextlib.suppress(OSError, ValueError):
             self._poller().unregister(fd)
 
+    @property
+    def stopping(self) -> bool:
+        """`stop` was called: the loop ends at its next turn."""
+        return self._stopping
+
     def _is_stopping(self) -> bool:
         """Read fresh each time: `stop` sets it from another thread."""
         return self._stopping
@@ -145,10 +265,17 @@ class RelayEngine:
             assert self._poll is not None
             wait = self._poll.poll
             timeout = _POLL_SECONDS * 1000  # poll(2) counts milliseconds
+        scale = timeout / _POLL_SECONDS
 
         while not self._is_stopping():
+            pause = timeout
+            if self._timers:
+                with lock:
+                    due = self._run_timers()
+                if due is not None:
+                    pause = min(timeout, due * scale)
             try:
-                ready = wait(timeout)
+                ready = wait(pause)
             except InterruptedError:
                 continue
             except (OSError, ValueError):
@@ -168,3 +295,5 @@ class RelayEngine:
                         handler()
                     except Exception:  # one bad packet or a bug must not stop every call's media
                         _LOGGER.exception("relay handler failed")
+                    if self._stopping:
+                        break

@@ -1,0 +1,448 @@
+"""The control protocol between the SIP process and its media engine process.
+
+Why a protocol of its own: the engine is a child process (so nothing the SIP side or Home Assistant
+does can stall a call's audio), and the two talk over one AF_UNIX SOCK_SEQPACKET socketpair. The
+socket type does the framing: one datagram is one message, never split or merged. A message is a
+two-byte header (protocol version, message kind) and the message's fields as a JSON object; bound
+sockets travel beside it as SCM_RIGHTS ancillary data (a message kind says how many it carries).
+Every message carries the version, and the engine's first message (`Hello`) says which version it
+speaks: a parent and an engine of different releases refuse each other instead of misreading.
+
+Commands go from the SIP side to the engine; events (`Hello`, `Digit`, `Latched`, `LegClosed`,
+`Stats`, `Refused`) come back. Legs and sessions are named by integers the SIP side chooses.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from dataclasses import astuple, dataclass, fields
+from enum import IntEnum, StrEnum
+from typing import Any, ClassVar, Final
+
+__all__ = [
+    "MAX_FDS",
+    "MAX_MESSAGE",
+    "PROTOCOL_VERSION",
+    "CloseSession",
+    "CodecSpec",
+    "Digit",
+    "DiscardSpare",
+    "Hello",
+    "Kind",
+    "Latched",
+    "LegClosed",
+    "Message",
+    "OpenSession",
+    "OpenSpare",
+    "PayloadPairs",
+    "Play",
+    "PlayEnded",
+    "PlayKind",
+    "ProtocolError",
+    "QueryStats",
+    "Refused",
+    "SendDtmf",
+    "SetCodecs",
+    "SetMuted",
+    "SetPayloadMap",
+    "SetRemote",
+    "SetSwallow",
+    "Shutdown",
+    "Stats",
+    "StopPlay",
+    "Switch",
+    "Sync",
+    "Synced",
+    "decode",
+    "encode",
+    "receive",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_MESSAGE: Final = 65536  # far above any message here (a codec list is the longest)
+MAX_FDS: Final = 4
+_HEADER: Final = struct.Struct("!BB")
+
+type CodecSpec = tuple[int, str, int]
+"""A far end's payload format as the relay needs it: payload type, encoding name, clock rate."""
+type PayloadPairs = tuple[tuple[int, int], ...]
+"""A payload type map as pairs (JSON objects have string keys only)."""
+
+
+class ProtocolError(Exception):
+    """Not one of our messages: wrong version, unknown kind, bad fields or number of sockets."""
+
+
+class Kind(IntEnum):
+    """The message kinds: commands below 64, events from 64 up."""
+
+    OPEN_SESSION = 1
+    OPEN_SPARE = 2
+    SET_REMOTE = 3
+    SET_CODECS = 4
+    SET_SWALLOW = 5
+    SET_PAYLOAD_MAP = 6
+    SEND_DTMF = 7
+    SWITCH = 8
+    CLOSE_SESSION = 9
+    DISCARD_SPARE = 10
+    QUERY_STATS = 11
+    SHUTDOWN = 12
+    SYNC = 13
+    PLAY = 14
+    STOP_PLAY = 15
+    SET_MUTED = 16
+    HELLO = 64
+    DIGIT = 65
+    LATCHED = 66
+    LEG_CLOSED = 67
+    STATS = 68
+    REFUSED = 69
+    SYNCED = 70
+    PLAY_ENDED = 71
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every message; `KIND` names it on the wire, `FDS` is how many sockets go with it."""
+
+    KIND: ClassVar[Kind]
+    FDS: ClassVar[int] = 0
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession(Message):
+    """A call's two legs; sockets: a's RTP, a's RTCP, b's RTP, b's RTCP (bound by the SIP side)."""
+
+    KIND = Kind.OPEN_SESSION
+    FDS = 4
+    session: int
+    call_id: str
+    a: int
+    b: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSpare(Message):
+    """A socket pair for a device that may take over `side` (a flip target); sockets: RTP, RTCP."""
+
+    KIND = Kind.OPEN_SPARE
+    FDS = 2
+    session: int
+    leg: int
+    side: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetRemote(Message):
+    """Where a leg sends before anything arrives (from SDP); no host: forget the far end."""
+
+    KIND = Kind.SET_REMOTE
+    leg: int
+    rtp_host: str | None
+    rtp_port: int
+    rtcp_host: str | None
+    rtcp_port: int
+    latch: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetCodecs(Message):
+    KIND = Kind.SET_CODECS
+    leg: int
+    codecs: tuple[CodecSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SetSwallow(Message):
+    """Whether a leg's far end's telephone-events stop at the relay (digits are still reported)."""
+
+    KIND = Kind.SET_SWALLOW
+    leg: int
+    swallow: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetPayloadMap(Message):
+    KIND = Kind.SET_PAYLOAD_MAP
+    leg: int
+    pairs: PayloadPairs
+
+
+@dataclass(frozen=True, slots=True)
+class SendDtmf(Message):
+    """One key press for a leg's far end, as RFC 4733 events on the stream it receives."""
+
+    KIND = Kind.SEND_DTMF
+    leg: int
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Switch(Message):
+    """Give `side` of a session to the spare `leg` (opened before); the old leg closes."""
+
+    KIND = Kind.SWITCH
+    session: int
+    side: str
+    leg: int
+    rtp_host: str | None
+    rtp_port: int
+    rtcp_host: str | None
+    rtcp_port: int
+    latch: bool
+    codecs: tuple[CodecSpec, ...] | None
+    map_in: PayloadPairs
+    map_out: PayloadPairs
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession(Message):
+    KIND = Kind.CLOSE_SESSION
+    session: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardSpare(Message):
+    KIND = Kind.DISCARD_SPARE
+    session: int
+    leg: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStats(Message):
+    KIND = Kind.QUERY_STATS
+    request: int
+    leg: int
+
+
+class PlayKind(StrEnum):
+    """What a `Play` command plays (see `sip_core.audio.Playback`)."""
+
+    SILENCE = "silence"
+    TONE = "tone"
+    PROMPTS = "prompts"
+    MUSIC = "music"
+
+
+@dataclass(frozen=True, slots=True)
+class Play(Message):
+    """Generated audio to a leg's far end instead of the other side's: `names` is the tone's
+    name (TONE) or the prompts' (PROMPTS); `duration_ms` bounds SILENCE (None: until stopped)."""
+
+    KIND = Kind.PLAY
+    leg: int
+    play: int
+    kind: str
+    names: tuple[str, ...]
+    duration_ms: int | None
+    ptime_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopPlay(Message):
+    """End a playback (if `play` is still the leg's current one); the other side's audio resumes."""
+
+    KIND = Kind.STOP_PLAY
+    leg: int
+    play: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetMuted(Message):
+    """Hold a leg's far end (True): what it sends is received and dropped."""
+
+    KIND = Kind.SET_MUTED
+    leg: int
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Sync(Message):
+    """Answered with `Synced` once every command before it is carried out (and reported)."""
+
+    KIND = Kind.SYNC
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown(Message):
+    """Close every socket and exit."""
+
+    KIND = Kind.SHUTDOWN
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """The engine's first message: the protocol it speaks and its process id."""
+
+    KIND = Kind.HELLO
+    version: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Digit(Message):
+    """A key press seen in a leg's far end's telephone-events (reported once per press)."""
+
+    KIND = Kind.DIGIT
+    session: int
+    side: str
+    digit: str
+    timestamp: int | None
+    duration: int
+    volume: int
+    end: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Latched(Message):
+    """A leg took the source of its first valid packet as its far end."""
+
+    KIND = Kind.LATCHED
+    leg: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class LegClosed(Message):
+    """A leg's sockets are closed in the engine: its ports may be bound again."""
+
+    KIND = Kind.LEG_CLOSED
+    leg: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats(Message):
+    KIND = Kind.STATS
+    request: int
+    leg: int
+    received: int
+    forwarded: int
+    dropped_source: int
+    dropped_invalid: int
+    dropped_no_peer: int
+    dtmf_swallowed: int
+    dtmf_sent: int
+    dropped_held: int
+    generated: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlayEnded(Message):
+    """A playback ended: "finished", "stopped", "replaced", "closed", or why it never started."""
+
+    KIND = Kind.PLAY_ENDED
+    leg: int
+    play: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused(Message):
+    """A command the engine could not carry out (logged by the SIP side)."""
+
+    KIND = Kind.REFUSED
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Synced(Message):
+    KIND = Kind.SYNCED
+    request: int
+
+
+_BY_KIND: Final[dict[int, type[Message]]] = {
+    cls.KIND: cls
+    for cls in (
+        OpenSession,
+        OpenSpare,
+        SetRemote,
+        SetCodecs,
+        SetSwallow,
+        SetPayloadMap,
+        SendDtmf,
+        Switch,
+        CloseSession,
+        DiscardSpare,
+        QueryStats,
+        Shutdown,
+        Sync,
+        Play,
+        StopPlay,
+        SetMuted,
+        Hello,
+        Digit,
+        Latched,
+        LegClosed,
+        Stats,
+        Refused,
+        Synced,
+        PlayEnded,
+    )
+}
+
+
+def encode(message: Message) -> bytes:
+    """The datagram for `message` (its sockets go separately, as ancillary data)."""
+    body = json.dumps(astuple(message), separators=(",", ":")).encode()
+    return _HEADER.pack(PROTOCOL_VERSION, message.KIND) + body
+
+
+def _tuples(value: Any) -> Any:
+    """JSON arrays back into the tuples the dataclasses hold (frozen, hashable)."""
+    if isinstance(value, list):
+        return tuple(_tuples(item) for item in value)
+    return value
+
+
+def decode(data: bytes, fd_count: int = 0) -> Message:
+    """The message in one datagram; `ProtocolError` for anything that is not a valid one."""
+    if len(data) < _HEADER.size:
+        raise ProtocolError(f"a message of {len(data)} bytes has no header")
+    version, kind = _HEADER.unpack_from(data)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version}, expected {PROTOCOL_VERSION}")
+    cls = _BY_KIND.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind}")
+    if fd_count != cls.FDS:
+        raise ProtocolError(f"{cls.__name__} came with {fd_count} sockets, expected {cls.FDS}")
+    try:
+        values = json.loads(data[_HEADER.size :])
+    except ValueError as exc:
+        raise ProtocolError(f"{cls.__name__}: fields are not JSON: {exc}") from exc
+    if not isinstance(values, list) or len(values) != len(fields(cls)):
+        raise ProtocolError(f"{cls.__name__}: expected {len(fields(cls))} fields")
+    return cls(*(_tuples(value) for value in values))
+
+
+def receive(sock: socket.socket) -> tuple[Message, list[socket.socket]] | None:
+    """Read one message (non-blocking socket); None at end of stream (the peer is gone).
+
+    Sockets that came with it are returned as socket objects (owned by the caller, closed here if
+    the message is refused). `BlockingIOError` when nothing is waiting; `ProtocolError` for junk.
+    """
+    data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    if not data and not fds:
+        return None
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        for item in sockets:
+            item.close()
+        raise ProtocolError("a message was cut short")
+    try:
+        return decode(data, len(sockets)), sockets
+    except ProtocolError:
+        for item in sockets:
+            item.close()
+        raise
