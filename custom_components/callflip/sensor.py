@@ -1,5 +1,5 @@
-"""Call state of every SIP device and user, diagnostic sensors of a SIP device's contact, and the
-PBX's count of registered devices."""
+"""Call state of every SIP device and user, diagnostic sensors of a SIP device's contact, the
+PBX's count of registered devices, and its last call (from the persisted call history)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
+from sip_core.calls import CallOutcome, CallRecord
 from sip_core.registrar import Binding
 
 from .call_view import PHONE_STATES, CallView, PhoneState
@@ -71,6 +72,13 @@ REGISTERED_DEVICES = SensorEntityDescription(
     state_class=SensorStateClass.MEASUREMENT,
 )
 
+LAST_CALL = SensorEntityDescription(
+    key="last_call",
+    translation_key="last_call",
+    device_class=SensorDeviceClass.ENUM,
+    options=[outcome.value for outcome in CallOutcome],
+)
+
 CALL_STATE = SensorEntityDescription(
     key="call_state",
     translation_key="call_state",
@@ -91,7 +99,10 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the PBX's sensor, and the contact sensors of every device as devices appear."""
-    async_add_entities([RegisteredDevicesSensor(entry.runtime_data.hub, REGISTERED_DEVICES)])
+    hub = entry.runtime_data.hub
+    async_add_entities(
+        [RegisteredDevicesSensor(hub, REGISTERED_DEVICES), LastCallSensor(hub, LAST_CALL)]
+    )
 
     def device_sensors(hub: CallflipHub, _user_id: str, device_id: str) -> list[SensorEntity]:
         return [
@@ -125,6 +136,41 @@ class RegisteredDevicesSensor(CallflipHubEntity, SensorEntity):
 
     def _refresh(self) -> None:
         self._attr_native_value = self.hub.registered_device_count()
+
+
+class LastCallSensor(CallflipHubEntity, SensorEntity):
+    """How the most recent call ended, with who called whom and why (kept across restarts)."""
+
+    def _refresh(self) -> None:
+        history = self.hub.history
+        record = history.last() if history is not None else None
+        self._attr_native_value = record.outcome.value if record is not None else None
+        self._attr_extra_state_attributes = (
+            record_attributes(self.hub, record) if record is not None else {}
+        )
+
+
+def record_attributes(hub: CallflipHub, record: CallRecord) -> dict[str, Any]:
+    """A finished call as sensor attributes (times in ISO format, devices by their labels)."""
+    return {
+        "call_id": record.call_id,
+        "caller": hub.device_label(record.caller) if record.caller else None,
+        "caller_user": record.caller_user,
+        "dialled": record.dialled,
+        "callee_user": record.callee_user,
+        "callee_device": hub.device_label(record.callee_device) if record.callee_device else None,
+        "started": dt_util.utc_from_timestamp(record.started_at).isoformat(),
+        "answered": (
+            dt_util.utc_from_timestamp(record.answered_at).isoformat()
+            if record.answered_at is not None
+            else None
+        ),
+        "ended": dt_util.utc_from_timestamp(record.ended_at).isoformat(),
+        "duration": round(record.duration, 1),
+        "reason": record.reason,
+        "flips": len(record.handoffs),
+        "calls_recorded": len(hub.history) if hub.history is not None else 0,
+    }
 
 
 def call_attributes(hub: CallflipHub, view: CallView | None) -> dict[str, Any]:
