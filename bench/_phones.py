@@ -163,6 +163,7 @@ class PhoneCall:
     media: Media
     incoming: bool
     ack: bytes = b""  # the ACK for our 2xx'd INVITE, sent again with each 2xx retransmission
+    keys: str = ""  # key presses the far end sent us as INFO (application/dtmf-relay)
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -457,6 +458,10 @@ class Phone:
             return
         if method == "CANCEL":
             return  # the layer answered it; we answer INVITEs at once, so nothing is left
+        if method == "INFO" and call is not None:
+            signal = re.search(rb"Signal\s*=\s*(\S)", request.body)
+            if signal is not None:
+                call.keys += signal.group(1).decode(errors="replace")
         self._respond(txn, request, 200 if call is not None or method == "OPTIONS" else 481, "")
 
     async def _answer(self, request: Request, txn: ServerTransaction) -> None:
