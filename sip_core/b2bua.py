@@ -360,6 +360,17 @@ class B2bua:
         for task in list(self._tasks):
             task.cancel()
 
+    def open_counts(self) -> dict[str, int]:
+        """What the B2BUA holds open (calls, dialogs, INVITEs, digit collectors, tasks), for leak
+        checks: all zero once every call has ended."""
+        return {
+            "calls": len(self._calls),
+            "dialogs": len(self._dialogs),
+            "invites": len(self._invites),
+            "collectors": len(self._collectors),
+            "call_tasks": len(self._tasks),
+        }
+
     # -- dispatch from the facade ----------------------------------------------------------------
 
     def handle_request(

@@ -374,9 +374,10 @@ class DigestAuthenticator:
         # an unknown user and a known one alike.
         if not digest_uri_matches(digest_uri, request.uri, local_port):
             return AuthResult(False, username, False, AuthFailure.URI_MISMATCH, algorithm)
+        # An opaque that is not ours is, like an unknown nonce, most likely from before a restart
+        # (both derive from the per-process secret): decided once the password is checked.
         opaque = params.get("opaque")
-        if opaque is not None and not hmac.compare_digest(opaque, self._opaque):
-            return AuthResult(False, username, False, AuthFailure.OPAQUE_MISMATCH, algorithm)
+        foreign_opaque = opaque is not None and not hmac.compare_digest(opaque, self._opaque)
 
         device = self._lookup(username)
         if device is None:
@@ -395,6 +396,8 @@ class DigestAuthenticator:
         if not hmac.compare_digest(expected, response.lower()):
             return AuthResult(False, username, False, AuthFailure.WRONG_PASSWORD, algorithm)
         # The password is right from here on: what remains is whether this nonce may still be used.
+        if foreign_opaque:
+            return AuthResult(False, username, True, AuthFailure.OPAQUE_MISMATCH, algorithm)
         issued = self._nonce_issued(nonce)
         if issued is None:
             # Most likely a nonce from before a restart: the client knows the password, so let it

@@ -18,17 +18,18 @@ from typing import Any
 from sip_core import __version__
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
-from sip_core.clock import Clock, LoopClock, TimerHandle
+from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.guard import Ban, Guard
 from sip_core.media import MediaRelay
-from sip_core.message import Request, Response, make_response
+from sip_core.message import ParseError, Request, Response, make_response
 from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
 from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
 from sip_core.provisioning import Adoption, Provisioner, format_for
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
+from sip_core.stats import PbxStats
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
 from sip_core.useragent import normalise_mac, parse_user_agent
@@ -64,7 +65,8 @@ class Pbx:
     """The PBX: transport, transactions, registrar and (later) calls, behind one small API.
 
     ``bindings`` restores registrations saved by a previous run (Home Assistant persists them with
-    its Store) so that phones need not register again after a restart.
+    its Store, the runner in its state file) so that phones need not register again after a
+    restart; ``history`` restores the call records of a previous run the same way.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Pbx:
         clock: Clock | None = None,
         bindings: Sequence[Mapping[str, Any]] | None = None,
         digest_secret: bytes | None = None,
+        history: Sequence[CallRecord] | None = None,
     ) -> None:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
@@ -129,7 +132,7 @@ class Pbx:
             listening=self._events.__bool__,
             respond=lambda txn, response: txn.respond(self._stamp(response)),
             local_port=lambda: self._transport.local_address.port,
-            history=CallHistory(),
+            history=_history(history),
             on_auth=self._guard.authenticated,
         )
         self._expiry_timer: TimerHandle | None = None
@@ -239,6 +242,30 @@ class Pbx:
     def history(self) -> list[CallRecord]:
         """Finished calls, oldest first (bounded), each with its handoff records."""
         return self._b2bua.history.records()
+
+    def stats(self) -> PbxStats:
+        """Counters of everything the PBX holds open (calls, dialogs, transactions, TCP
+        connections, media sessions and ports, timers when the clock is a `CountingClock`); when
+        idle, `PbxStats.open_items` are all zero."""
+        b2bua = self._b2bua.open_counts()
+        ports = self._relay.ports
+        return PbxStats(
+            calls=b2bua["calls"],
+            dialogs=b2bua["dialogs"],
+            invites=b2bua["invites"],
+            collectors=b2bua["collectors"],
+            call_tasks=b2bua["call_tasks"],
+            server_transactions=self._transactions.server_count,
+            client_transactions=self._transactions.client_count,
+            pending_2xx=self._transactions.pending_2xx_count,
+            transaction_timers=self._transactions.wheel_count,
+            connections=self._transport.connection_count,
+            media_sessions=len(self._relay.sessions),
+            media_ports=ports.capacity - ports.available,
+            bindings=len(self._registrar.store.all()),
+            history=len(self._b2bua.history),
+            timers=self._clock.pending if isinstance(self._clock, CountingClock) else None,
+        )
 
     def binding_records(self) -> list[BindingRecord]:
         """JSON-able registrations for persistence; feed them back as ``Pbx(bindings=...)``."""
@@ -351,7 +378,12 @@ class Pbx:
         self._transactions.receive(message, source)
 
     def _on_stray_response(self, response: Response, source: Source) -> None:
-        self._b2bua.stray_response(response, source)
+        try:
+            self._b2bua.stray_response(response, source)
+        except ParseError as err:
+            # Headers are parsed when first read: a stray response whose From (or CSeq...) is
+            # broken only shows it here. It belongs to nothing of ours, so it is dropped.
+            _LOGGER.debug("Dropped a stray response from %s: %s", source.remote, err)
 
     def _on_request(self, request: Request, txn: ServerTransaction | None, source: Source) -> None:
         if txn is None:
@@ -580,6 +612,14 @@ class Pbx:
 
 
 _ALLOW_VALUE = ", ".join(ALLOWED_METHODS)
+
+
+def _history(records: Sequence[CallRecord] | None) -> CallHistory:
+    """The call history, with the records a previous run saved (oldest first)."""
+    history = CallHistory()
+    if records:
+        history.extend(records)
+    return history
 
 
 def registrar_settings(config: PbxConfig) -> RegistrarSettings:

@@ -1,9 +1,9 @@
 """callflip: run callflip's own SIP PBX inside Home Assistant.
 
 Set-up starts the ``sip_core`` PBX on the configured address and port with the users and devices of
-the options, restores the registrations persisted at the last stop, and registers every user and SIP
-device in the device registry. Editing users or devices applies to the running PBX (no reload: calls
-in progress stay up); changing the server settings reloads the entry.
+the options, restores the registrations and the call history persisted at the last stop, and
+registers every user and SIP device in the device registry. Editing users or devices applies to the
+running PBX (no reload: calls in progress stay up); changing the server settings reloads the entry.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sip_core.transport import TransportError
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .discovery import PhoneDiscovery
+from .history import CallHistory, history_store
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
 from .issues import (
     async_cannot_listen,
@@ -97,7 +98,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
         ) from err
     store = bindings_store(hass, entry.entry_id)
     stored = await store.async_load()
-    pbx = Pbx(config, bindings=stored["bindings"] if stored else None)
+    history = CallHistory(history_store(hass, entry.entry_id))
+    pbx = Pbx(
+        config,
+        bindings=stored["bindings"] if stored else None,
+        history=await history.async_load(),
+    )
     try:
         await pbx.start()
     except TransportError as err:
@@ -109,7 +115,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
         ) from err
     async_listening(hass)
     async_check_passwords(hass, users)
-    hub = CallflipHub(hass, entry, pbx, store, users)
+    hub = CallflipHub(hass, entry, pbx, store, users, history=history)
     security = SecurityMonitor(hass, entry, pbx)
     try:
         hub.async_start()
@@ -165,8 +171,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) ->
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
-    """Forget the persisted registrations and the repair issues of a removed entry."""
+    """Forget the persisted registrations, call history and repair issues of a removed entry."""
     await bindings_store(hass, entry.entry_id).async_remove()
+    await history_store(hass, entry.entry_id).async_remove()
     async_remove_all(hass)
 
 

@@ -9,6 +9,7 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
 from sip_core.calls import Call, Leg
+from sip_core.state import call_record_to_json
 
 from .const import CONF_PASSWORD
 from .data import CallflipConfigEntry
@@ -51,7 +52,8 @@ def _redact_strings(node: Any) -> Any:
 async def async_get_config_entry_diagnostics(
     hass: HomeAssistant, entry: CallflipConfigEntry
 ) -> dict[str, Any]:
-    """Return the entry's settings, users, devices and current bindings."""
+    """Return the entry's settings, users, devices, current bindings and calls, and the newest
+    records of the call history."""
     pbx = entry.runtime_data.hub.pbx
     redacted = async_redact_data(
         {
@@ -60,10 +62,21 @@ async def async_get_config_entry_diagnostics(
             "local_address": str(pbx.local_address),
             "bindings": pbx.binding_records(),
             "calls": [_call(call) for call in pbx.calls()],
+            "history": _history(entry),
         },
         TO_REDACT,
     )
     return dict(_redact_strings(redacted))
+
+
+HISTORY_SHOWN = 50
+"""The newest call records in a diagnostics download (the whole persisted history is longer)."""
+
+
+def _history(entry: CallflipConfigEntry) -> list[dict[str, Any]]:
+    history = entry.runtime_data.hub.history
+    records = history.records() if history is not None else []
+    return [call_record_to_json(record) for record in records[-HISTORY_SHOWN:]]
 
 
 def _leg(leg: Leg | None) -> dict[str, Any] | None:

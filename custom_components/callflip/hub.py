@@ -21,6 +21,7 @@ from homeassistant.helpers.storage import Store
 from sip_core import __version__ as SIP_CORE_VERSION
 from sip_core.calls import Call, CallState
 from sip_core.events import (
+    CallRecorded,
     CallStateChanged,
     HandoffFailed,
     HandoffStarted,
@@ -41,6 +42,7 @@ from .const import (
     MANUFACTURER,
     HandoffType,
 )
+from .history import CallHistory
 from .users import OwnedDevice, UserOptions, find_device, iter_devices, pbx_config
 
 _LOGGER = logging.getLogger(__name__)
@@ -93,12 +95,15 @@ class CallflipHub:
         pbx: Pbx,
         store: Store[StoredBindings],
         users: list[UserOptions],
+        *,
+        history: CallHistory | None = None,
     ) -> None:
         self.hass = hass
         self.entry = entry
         self.pbx = pbx
         self.users = users
         self._store = store
+        self.history = history
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._handoff_listeners: dict[str, list[HandoffListener]] = {}
         self._by_username: dict[str, OwnedDevice] = {}
@@ -117,15 +122,22 @@ class CallflipHub:
         self._sync_device_registry()
 
     async def async_stop(self) -> None:
-        """Persist the bindings, then stop the PBX and free its ports (safe to call twice)."""
+        """Stop the PBX and free its ports, then persist the bindings and the call history
+        (safe to call twice).
+
+        The PBX stops while we still listen: the calls it ends on the way ("the PBX is
+        stopping") reach the event bus and the history before the final save.
+        """
         if self._stopped:
             return
         self._stopped = True
+        await self.pbx.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         await self._store.async_save(self._stored_bindings())
-        await self.pbx.stop()
+        if self.history is not None:
+            await self.history.async_save()
 
     @callback
     def async_apply_options(self, options: Mapping[str, Any], users: list[UserOptions]) -> None:
@@ -277,6 +289,9 @@ class CallflipHub:
             self._call_changed(event)
         elif isinstance(event, (HandoffStarted, HandoffSucceeded, HandoffFailed)):
             self._handoff(event)
+        elif isinstance(event, CallRecorded) and self.history is not None:
+            self.history.add(event.record)
+            self._notify((), HUB_KEY)
 
     def _call_changed(self, event: CallStateChanged) -> None:
         """Update the call sensors and put the change on the event bus."""

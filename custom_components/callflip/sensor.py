@@ -1,5 +1,6 @@
 """Call state of every SIP device and user, each user's last handoff, diagnostic sensors of a SIP
-device's contact, and the PBX's count of registered devices."""
+device's contact, the PBX's count of registered devices and of banned addresses, and its last call
+(from the persisted call history)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.restore_state import RestoreEntity
 from homeassistant.util import dt as dt_util
 
+from sip_core.calls import CallOutcome, CallRecord
 from sip_core.registrar import Binding
 from sip_core.uri import ParseError
 
@@ -105,6 +107,13 @@ BANNED_ADDRESSES = SensorEntityDescription(
     state_class=SensorStateClass.MEASUREMENT,
 )
 
+LAST_CALL = SensorEntityDescription(
+    key="last_call",
+    translation_key="last_call",
+    device_class=SensorDeviceClass.ENUM,
+    options=[outcome.value for outcome in CallOutcome],
+)
+
 CALL_STATE = SensorEntityDescription(
     key="call_state",
     translation_key="call_state",
@@ -126,10 +135,12 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the PBX's sensor, and the contact sensors of every device as devices appear."""
+    hub = entry.runtime_data.hub
     async_add_entities(
         [
-            RegisteredDevicesSensor(entry.runtime_data.hub, REGISTERED_DEVICES),
-            BannedAddressesSensor(entry.runtime_data.hub, BANNED_ADDRESSES),
+            RegisteredDevicesSensor(hub, REGISTERED_DEVICES),
+            BannedAddressesSensor(hub, BANNED_ADDRESSES),
+            LastCallSensor(hub, LAST_CALL),
         ]
     )
 
@@ -192,6 +203,41 @@ class BannedAddressesSensor(CallflipHubEntity, SensorEntity):
                 for ban in bans
             ]
         }
+
+
+class LastCallSensor(CallflipHubEntity, SensorEntity):
+    """How the most recent call ended, with who called whom and why (kept across restarts)."""
+
+    def _refresh(self) -> None:
+        history = self.hub.history
+        record = history.last() if history is not None else None
+        self._attr_native_value = record.outcome.value if record is not None else None
+        self._attr_extra_state_attributes = (
+            record_attributes(self.hub, record) if record is not None else {}
+        )
+
+
+def record_attributes(hub: CallflipHub, record: CallRecord) -> dict[str, Any]:
+    """A finished call as sensor attributes (times in ISO format, devices by their labels)."""
+    return {
+        "call_id": record.call_id,
+        "caller": hub.device_label(record.caller) if record.caller else None,
+        "caller_user": record.caller_user,
+        "dialled": record.dialled,
+        "callee_user": record.callee_user,
+        "callee_device": hub.device_label(record.callee_device) if record.callee_device else None,
+        "started": dt_util.utc_from_timestamp(record.started_at).isoformat(),
+        "answered": (
+            dt_util.utc_from_timestamp(record.answered_at).isoformat()
+            if record.answered_at is not None
+            else None
+        ),
+        "ended": dt_util.utc_from_timestamp(record.ended_at).isoformat(),
+        "duration": round(record.duration, 1),
+        "reason": record.reason,
+        "flips": len(record.handoffs),
+        "calls_recorded": len(hub.history) if hub.history is not None else 0,
+    }
 
 
 def call_attributes(hub: CallflipHub, view: CallView | None) -> dict[str, Any]:

@@ -80,6 +80,8 @@ LAYERS: dict[str, int] = {
     "b2bua": 5,
     "features": 5,
     "pbx": 5,
+    "state": 5,
+    "stats": 5,
     "workers": 5,
     "__main__": 5,
     # 1 phone identity
