@@ -1,3 +1,3 @@
-"""callflip's SIP stack: a small, standards-correct PBX on asyncio with no runtime dependencies."""
+"""callflip's SIP stack: a small, standards-correct PBX on asyncio (PyYAML its one dependency)."""
 
 __version__ = "0.1.0"

@@ -30,6 +30,8 @@ from sip_core.clock import Clock, CountingClock, LoopClock
 from sip_core.config import ConfigError, load_config
 from sip_core.events import CallRecorded, PbxEvent, RegistrationChanged
 from sip_core.pbx import Pbx
+from sip_core.phones import DiscoveredPhone
+from sip_core.provision_http import PROVISION_PATH, ProvisioningServer
 from sip_core.state import (
     RuntimeState,
     StateFile,
@@ -182,6 +184,7 @@ async def _serve(pbx: Pbx, workers: WorkerPool | None, keeper: StateKeeper) -> N
     loop.add_signal_handler(signal.SIGUSR1, _log_stats, pbx)
     await pbx.start()
     keeper.start()
+    provisioning = await _start_discovery(pbx)
     if workers is not None:
         try:
             await workers.start()
@@ -204,8 +207,50 @@ async def _serve(pbx: Pbx, workers: WorkerPool | None, keeper: StateKeeper) -> N
         _LOGGER.info("stopping")
         if workers is not None:
             await workers.stop()
+        if provisioning is not None:
+            await provisioning.stop()
         await pbx.stop()
         await keeper.stop()
+
+
+async def _start_discovery(pbx: Pbx) -> ProvisioningServer | None:
+    """Log the phones plug-and-play finds; serve the files of those ``discovery.provision``
+    names (each is answered at its next boot, once)."""
+    settings = pbx.config.discovery
+    provision = dict(settings.provision)
+
+    def log_phone(phone: DiscoveredPhone, new: bool) -> None:
+        if not new:
+            return
+        if phone.mac and phone.mac in provision:
+            _LOGGER.info(
+                "phone %s (MAC %s) will be provisioned as %s",
+                phone.describe(),
+                phone.mac,
+                provision[phone.mac],
+            )
+        elif phone.mac:
+            _LOGGER.info(
+                "phone %s (MAC %s) found; to provision it, add it under discovery.provision",
+                phone.describe(),
+                phone.mac,
+            )
+
+    pbx.phones.subscribe(log_phone)
+    if not provision:
+        return None
+    server = ProvisioningServer(pbx.provisioner, pbx.config.sip.listen, settings.http_port)
+    try:
+        await server.start()
+    except OSError as err:
+        _LOGGER.warning(
+            "cannot serve provisioning files on port %d (%s): no phone will be provisioned",
+            settings.http_port,
+            err.strerror or err,
+        )
+        return None
+    pbx.set_provisioning_url(f"http://{{host}}:{server.port}{PROVISION_PATH}")
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,7 +63,7 @@ from sip_core.dialog import (
     build_request,
     first_cseq,
 )
-from sip_core.digest import AuthFailure, DigestAuthenticator
+from sip_core.digest import AuthFailure, AuthResult, DigestAuthenticator
 from sip_core.dtmf import (
     DtmfDigit,
     DtmfError,
@@ -90,6 +90,7 @@ from sip_core.features import (
     NoSuchCall,
     plan_flip,
 )
+from sip_core.forwarding import ForwardingLoop, resolve_targets
 from sip_core.message import (
     Request,
     Response,
@@ -286,8 +287,10 @@ class B2bua:
         local_port: Callable[[], int],
         history: CallHistory | None = None,
         listening: Callable[[], bool] | None = None,
+        on_auth: Callable[[Source, Request, AuthResult], None] | None = None,
     ) -> None:
         self._txns = transactions
+        self._on_auth = on_auth
         self._clock = clock
         self._config = config
         self._auth = authenticator
@@ -548,7 +551,9 @@ class B2bua:
 
     def _on_invite(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         config = self._config()
-        auth = self._auth.verify(request, "Proxy-Authorization")
+        auth = self._auth.verify(request, "Proxy-Authorization", local_port=source.local.port)
+        if self._on_auth is not None:
+            self._on_auth(source, request, auth)
         if not auth.ok:
             self._challenge(
                 request,
@@ -577,6 +582,12 @@ class B2bua:
                 self._reply(txn, request, 404, "unknown number")
                 return
             devices = [d.username for d in callee_user.devices if d.username != caller_device]
+        try:
+            devices = resolve_targets(devices)
+        except ForwardingLoop as loop:
+            _LOGGER.info("Call from %s to %s rejected with 482: %s", caller_device, dialled, loop)
+            self._reply(txn, request, 482, str(loop))
+            return
         session_expires = _session_expires(request)
         if session_expires is not None and session_expires[0] < MIN_SESSION_EXPIRES:
             self._reply(
@@ -626,6 +637,7 @@ class B2bua:
             callee_user=callee_user.name,
             started_at=self._clock.wall(),
         )
+        call.hops = request.max_forwards
         domain = config.sip.domain
         if caller_user is not None:
             caller_party = _name_addr(caller_user.name, f"sip:{caller_user.extension}@{domain}")
@@ -752,7 +764,8 @@ class B2bua:
         current one of the leg's side). Until the answer, a provisional dialog carries the
         endpoint (for the SDP's address) and the identifiers; the answer replaces it.
         """
-        endpoint = self._endpoint(binding.source)
+        route = binding.route  # the Contact, or the REGISTER's source behind NAT
+        endpoint = self._endpoint(route)
         local_tag = new_tag()
         call_id = new_call_id()
         cseq = first_cseq()
@@ -766,7 +779,7 @@ class B2bua:
             local_party=from_value,
             remote_party=to_value,
             remote_target=binding.contact_uri,
-            destination=binding.source.remote,
+            destination=route.remote,
             endpoint=endpoint,
             local_cseq=cseq,
         )
@@ -782,20 +795,21 @@ class B2bua:
             content_type=SDP,
             extra=_ALLOW,
         )
+        _limit_hops(invite, leg.call.hops)
         leg.sent_invite = SentInvite(
             call_id=call_id,
             local_tag=local_tag,
             local_party=from_value,
             cseq=cseq,
             target=binding.contact_uri,
-            destination=binding.source.remote,
+            destination=route.remote,
             endpoint=endpoint,
         )
         self._dialogs[(call_id, local_tag)] = leg
         leg.client_txn = self._txns.send_request(
             invite,
-            binding.source.remote,
-            binding.source.kind,
+            route.remote,
+            route.kind,
             on_response=on_response,
             on_timeout=on_timeout,
         )
@@ -1261,6 +1275,7 @@ class B2bua:
         forwarded = other.dialog.create_request(
             method, body=body, content_type=SDP if body else None
         )
+        _limit_hops(forwarded, request.max_forwards)
         leg.incoming_offer = True
         leg.offer_txn = txn
         other.outgoing_offer = True
@@ -1509,6 +1524,7 @@ class B2bua:
         forwarded = other.dialog.create_request(
             "INFO", body=request.body, content_type=request.headers.get("Content-Type")
         )
+        _limit_hops(forwarded, request.max_forwards)
 
         def relay(response: Response) -> None:
             if response.status >= 200 and _open(txn):
@@ -1850,3 +1866,12 @@ def _name_addr(display: str | None, uri: str) -> str:
 def _open(txn: ServerTransaction) -> bool:
     """Whether a server transaction still waits for its final response."""
     return txn.state in (TransactionState.TRYING, TransactionState.PROCEEDING)
+
+
+def _limit_hops(outgoing: Request, incoming: int | None) -> None:
+    """A request we make from one we received never has more hops left than it had (RFC 3261
+    §16.6 step 3 applied across the B2BUA): otherwise two PBXes, or a device registered with our
+    own address as its contact, would pass a call back and forth for ever. ``incoming`` is the
+    Max-Forwards the received request had (None: it had none, and ours keeps the default 70)."""
+    if incoming is not None and incoming - 1 < (outgoing.max_forwards or 0):
+        outgoing.headers.set("Max-Forwards", str(max(incoming - 1, 0)))

@@ -267,6 +267,7 @@ class Call:
         "ended_at",
         "flip",
         "handoffs",
+        "hops",
         "id",
         "media",
         "no_answer_timer",
@@ -303,6 +304,8 @@ class Call:
         self.media: MediaSession | None = None
         self.no_answer_timer: TimerHandle | None = None
         self.flip: FlipHandle | None = None  # the flip in progress
+        #: Max-Forwards left on the caller's INVITE: what we send for this call never has more.
+        self.hops: int | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"

@@ -1,9 +1,10 @@
 """The PBX's configuration: frozen dataclasses, and the one loader that checks and builds them.
 
 The same rules apply whether the configuration comes from a YAML file (the runner,
-:func:`load_config`, :func:`parse_config`) or from Home Assistant (:func:`config_from_mapping`):
-both go through :func:`config_from_mapping`'s checks, so the integration cannot accept a household
-that the runner would refuse. From a file, each error also names the line.
+:func:`load_config`, :func:`parse_config`, read with PyYAML by :mod:`sip_core.yaml_file`) or from
+Home Assistant (:func:`config_from_mapping`): both go through :func:`config_from_mapping`'s checks,
+so the integration cannot accept a household that the runner would refuse. From a file, each error
+also names the line.
 
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
@@ -14,16 +15,19 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
         extension: "200"
         devices:
           - {username: "201", password: "...", label: Office Desk Phone, type: desk,
-             priority: 0, digest: [MD5, SHA-256]}
+             priority: 0, digest: [MD5]}
     registrar: {min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 5}
     auth: {nonce_lifetime: 300}
     calls: {no_answer_timeout: 30}
     flip: {code: "*0", timeout: 30}
+    security: {max_failures: 5, failure_window: 300, ban_time: 1800, never_ban: [],
+               allow_public: false}
     log_level: info
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
 Everything else has the default shown. A key that is present but empty counts as absent, except
-for ``flip.code`` (an unquoted ``#1`` is a comment, so an empty code is almost surely that).
+for ``flip.code`` (an unquoted ``#1`` is a comment, so an empty code is almost surely that). In the
+file, an unquoted ``*0`` is the text ``*0`` (not a YAML alias) and ``0200`` the text ``0200``.
 Unknown keys are errors: a misspelt ``pasword`` must not silently leave a device without one.
 
 The dataclasses themselves do not check anything, so that tests can build unusual ones (port 0 to
@@ -41,8 +45,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-from . import yaml_subset
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
+from .yaml_file import YamlError, read_yaml
 
 __all__ = [
     "AuthSettings",
@@ -55,12 +59,14 @@ __all__ = [
     "PbxConfig",
     "RegistrarSettings",
     "RtpSettings",
+    "SecuritySettings",
     "SipSettings",
     "User",
     "config_from_mapping",
     "format_path",
     "load_config",
     "parse_config",
+    "security_settings",
 ]
 
 type KeyPath = tuple[str | int, ...]
@@ -142,6 +148,22 @@ class SipSettings:
     workers: int = 0
     """Extra processes that take REGISTER over UDP off the main one (`sip_core.workers`); only
     the standalone runner starts them, and only where the platform has SO_REUSEPORT."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """Finding desk phones (`sip_core.plugplay`, `sip_core.phones`) and provisioning them.
+
+    ``plug_and_play``: listen for RFC 6080 SUBSCRIBEs on 224.0.1.75:5060 (only observed, never
+    answered, unless a phone is adopted). ``provision``: MAC address (12 lower-case hex digits) to
+    device username; the standalone runner arms an adoption for each at start, answered at the
+    phone's next boot. ``http_port``: where the runner serves the configuration files (0: pick a
+    free port; Home Assistant serves them itself and ignores it).
+    """
+
+    plug_and_play: bool = True
+    provision: tuple[tuple[str, str], ...] = ()
+    http_port: int = 8060
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +256,24 @@ class FlipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Who may use the PBX, and when a source address that keeps failing to log in is banned.
+
+    ``max_failures`` failed authentications from one address within ``failure_window`` seconds ban
+    it for ``ban_time`` seconds. ``never_ban`` lists networks (CIDR) that are never banned (empty
+    by default: a phone on the home network guessing wrong is as suspicious as anyone, and loopback
+    stays bannable so that a scanner on the same host is stopped too). ``allow_public`` lets
+    addresses outside loopback, private and link-local networks register and call.
+    """
+
+    max_failures: int = 5
+    failure_window: int = 300
+    ban_time: int = 1800
+    never_ban: tuple[str, ...] = ()
+    allow_public: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class PbxConfig:
     """The whole configuration. Build it with :func:`config_from_mapping` or :func:`load_config`.
 
@@ -248,6 +288,8 @@ class PbxConfig:
     calls: CallSettings = field(default_factory=CallSettings)
     flip: FlipSettings = field(default_factory=FlipSettings)
     log_level: str = "info"
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -309,7 +351,19 @@ class PbxConfig:
             "auth": {"nonce_lifetime": self.auth.nonce_lifetime},
             "calls": {"no_answer_timeout": self.calls.no_answer_timeout},
             "flip": {"code": self.flip.code, "timeout": self.flip.timeout},
+            "security": {
+                "max_failures": self.security.max_failures,
+                "failure_window": self.security.failure_window,
+                "ban_time": self.security.ban_time,
+                "never_ban": list(self.security.never_ban),
+                "allow_public": self.security.allow_public,
+            },
             "log_level": self.log_level,
+            "discovery": {
+                "plug_and_play": self.discovery.plug_and_play,
+                "provision": dict(self.discovery.provision),
+                "http_port": self.discovery.http_port,
+            },
         }
 
 
@@ -336,14 +390,14 @@ def load_config(path: str | PathLike[str]) -> PbxConfig:
 def parse_config(text: str, source_name: str = "<config>") -> PbxConfig:
     """Parse and check configuration text; errors name ``source_name``, the key path and line."""
     try:
-        root = yaml_subset.parse(text, source_name)
-    except yaml_subset.YamlError as err:
+        document = read_yaml(text, source_name)
+    except YamlError as err:
         raise ConfigError(err.message, line=err.line, source=source_name) from None
-    if isinstance(root, yaml_subset.ScalarNode) and root.value is None:
+    if document.data is None:
         raise ConfigError("the configuration is empty", source=source_name)
-    lines = yaml_subset.line_map(root)
+    lines = document.lines
     try:
-        return config_from_mapping(yaml_subset.to_python(root))
+        return config_from_mapping(document.data)
     except ConfigError as err:
         raise ConfigError(
             err.reason,
@@ -376,10 +430,25 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     calls = CallSettings(_int(calls_data, "no_answer_timeout", ("calls",), 30, (1, 3600)))
     flip = _flip(root.get("flip"), users)
     log_level = _log_level(root.get("log_level"))
-    return PbxConfig(sip, rtp, users, registrar, auth, calls, flip, log_level)
+    discovery = _discovery(root.get("discovery"), users)
+    security = _security(root.get("security"))
+    return PbxConfig(
+        sip, rtp, users, registrar, auth, calls, flip, log_level, discovery, security=security
+    )
 
 
-_TOP_KEYS: Final = ("sip", "rtp", "users", "registrar", "auth", "calls", "flip", "log_level")
+_TOP_KEYS: Final = (
+    "sip",
+    "rtp",
+    "users",
+    "registrar",
+    "auth",
+    "calls",
+    "flip",
+    "security",
+    "log_level",
+    "discovery",
+)
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _PORT_RANGE: Final = re.compile(r"\s*([0-9]{1,6})\s*-\s*([0-9]{1,6})\s*")
@@ -444,7 +513,12 @@ def _int(
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # number fields of Home Assistant forms give 10.0 for 10
     if isinstance(value, bool) or not isinstance(value, int):
-        hint = " (remove the quotes)" if isinstance(value, str) and value.strip().isdigit() else ""
+        hint = ""
+        if isinstance(value, str) and value.strip().isdigit():
+            digits = value.strip()
+            # From a file, an unquoted 0200 is text too (never octal): say what to change.
+            leading_zero = len(digits) > 1 and digits.startswith("0")
+            hint = " (write it without leading zeros)" if leading_zero else " (remove the quotes)"
         _fail((*path, key), f"must be a whole number, not {_describe(value)}{hint}")
     if not lowest <= value <= highest:
         _fail((*path, key), f"must be between {lowest} and {highest}, not {value}")
@@ -530,6 +604,36 @@ def _domain(value: str, path: KeyPath) -> str:
     if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
         _fail(path, f"must be a domain name (such as home.arpa) or an IP address, not {value!r}")
     return name
+
+
+def _discovery(data: Any, users: Sequence[User]) -> DiscoverySettings:
+    path: KeyPath = ("discovery",)
+    section = _section(data, path, ("plug_and_play", "provision", "http_port"))
+    listen = section.get("plug_and_play", True)
+    if not isinstance(listen, bool):
+        _fail((*path, "plug_and_play"), f"must be true or false, not {_describe(listen)}")
+    raw = section.get("provision")
+    provision: list[tuple[str, str]] = []
+    if raw is not None:
+        if not isinstance(raw, Mapping):
+            _fail(
+                (*path, "provision"),
+                f"must be a mapping of MAC address to device username, not {_describe(raw)}",
+            )
+        known = {device.username for user in users for device in user.devices}
+        for key, value in raw.items():
+            where = (*path, "provision", str(key))
+            digits = re.sub(r"[:.\-]", "", str(key)).lower()
+            if not re.fullmatch(r"[0-9a-f]{12}", digits):
+                _fail(where, f"must be a MAC address such as 00:04:13:ab:cd:ef, not {key!r}")
+            if not isinstance(value, str) or value not in known:
+                _fail(where, f"must be the username of a configured device, not {value!r}")
+            provision.append((digits, value))
+    return DiscoverySettings(
+        plug_and_play=listen,
+        provision=tuple(provision),
+        http_port=_int(section, "http_port", path, 8060, (0, 65535)),
+    )
 
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
@@ -685,3 +789,40 @@ def _log_level(value: Any) -> str:
     if isinstance(value, str) and value.lower() in LOG_LEVELS:
         return value.lower()
     _fail(("log_level",), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(value)}")
+
+
+def security_settings(data: Mapping[str, Any] | None) -> SecuritySettings:
+    """Check the ``security`` section alone (Home Assistant's options keep it apart)."""
+    return _security(data)
+
+
+def _security(data: Any) -> SecuritySettings:
+    path: KeyPath = ("security",)
+    keys = ("max_failures", "failure_window", "ban_time", "never_ban", "allow_public")
+    section = _section(data, path, keys)
+    networks: list[str] = []
+    for index, value in enumerate(
+        _list(section.get("never_ban"), (*path, "never_ban"), "networks")
+    ):
+        where = (*path, "never_ban", index)
+        if not isinstance(value, str):
+            _fail(where, f"must be a network such as 192.168.1.0/24, not {_describe(value)}")
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            _fail(where, f"must be a network such as 192.168.1.0/24, not {value!r}")
+        if str(network) not in networks:
+            networks.append(str(network))
+    allow_public = section.get("allow_public")
+    if allow_public is None:
+        allow_public = False
+    elif not isinstance(allow_public, bool):
+        _fail((*path, "allow_public"), f"must be true or false, not {_describe(allow_public)}")
+    day = 86400
+    return SecuritySettings(
+        max_failures=_int(section, "max_failures", path, 5, (1, 1000)),
+        failure_window=_int(section, "failure_window", path, 300, (1, day)),
+        ban_time=_int(section, "ban_time", path, 1800, (1, 30 * day)),
+        never_ban=tuple(networks),
+        allow_public=allow_public,
+    )

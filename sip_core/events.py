@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from .registrar import Binding
 
 __all__ = [
+    "AddressBanned",
+    "BanEndReason",
+    "BanEnded",
     "CallRecorded",
     "CallStateChanged",
     "DtmfMethod",
@@ -139,9 +142,41 @@ class CallRecorded:
     record: CallRecord
 
 
+@dataclass(frozen=True, slots=True)
+class AddressBanned:
+    """A source address failed to authenticate too often and is ignored until ``until``.
+
+    ``username`` is the last username it tried (None when its credentials named none); ``until``
+    is Unix time. Published once per ban (`sip_core.guard`).
+    """
+
+    address: str
+    username: str | None
+    failures: int
+    until: float
+
+
+class BanEndReason(StrEnum):
+    """Why a ban ended."""
+
+    EXPIRED = "expired"
+    LIFTED = "lifted"  # by `Pbx.unban` (the Home Assistant action)
+    EVICTED = "evicted"  # the ban table was full and this ban was the nearest to its end
+
+
+@dataclass(frozen=True, slots=True)
+class BanEnded:
+    """A source address is no longer banned."""
+
+    address: str
+    reason: BanEndReason
+
+
 #: Every event the PBX publishes: narrow with ``isinstance`` or ``match``.
 PbxEvent = (
-    RegistrationChanged
+    AddressBanned
+    | BanEnded
+    | RegistrationChanged
     | CallStateChanged
     | DtmfReceived
     | HandoffStarted

@@ -9,6 +9,7 @@ so the two can never drift apart.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -18,15 +19,20 @@ from sip_core import __version__
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
-from sip_core.config import PbxConfig, User
+from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
+from sip_core.guard import Ban, Guard
 from sip_core.message import ParseError, Request, Response, make_response
+from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
+from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
+from sip_core.provisioning import Adoption, Provisioner, format_for
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
 from sip_core.relay import MediaRelay
 from sip_core.stats import PbxStats
 from sip_core.transaction import ServerTransaction, TransactionLayer
-from sip_core.transport import Address, Source, TransportLayer
+from sip_core.transport import Address, Source, TransportKind, TransportLayer
+from sip_core.useragent import normalise_mac, parse_user_agent
 
 __all__ = ["ALLOWED_METHODS", "Pbx"]
 
@@ -75,6 +81,7 @@ class Pbx:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._events = EventBus()
+        self._guard = Guard(config.security, self._clock, self._events.publish)
         self._credentials: dict[str, DeviceCredentials] = {}
         self._index_credentials(config)
         self._authenticator = DigestAuthenticator(
@@ -89,6 +96,7 @@ class Pbx:
             self._authenticator,
             self._clock,
             publish=self._events.publish,
+            on_auth=self._guard.authenticated,
         )
         if bindings:
             restored = self._registrar.store.restore(bindings, self._clock.wall())
@@ -99,6 +107,7 @@ class Pbx:
             self._receive,
             clock=self._clock,
             reuse_port=config.sip.workers > 0,
+            on_datagram=self._guard.drops_datagram,
         )
         self._transactions = TransactionLayer(
             self._transport,
@@ -124,10 +133,27 @@ class Pbx:
             respond=lambda txn, response: txn.respond(self._stamp(response)),
             local_port=lambda: self._transport.local_address.port,
             history=_history(history),
+            on_auth=self._guard.authenticated,
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
         self._running = False
+        # Discovery of desk phones and their provisioning (sip_core.plugplay, .provisioning).
+        self._phones = PhoneDirectory(self._clock)
+        self._provisioner = Provisioner(self._clock, self._provisioning_account)
+        self._provisioning_url: str | None = None
+        self._plugplay = PlugAndPlay(
+            self._clock,
+            self._phones,
+            self._provisioner,
+            send_request=self._send_notify,
+            respond=lambda txn, response: txn.respond(self._stamp(response)),
+            local_port=lambda: self._transport.local_address.port,
+            url_base=self._provisioning_base,
+            standing=lambda: dict(self._config.discovery.provision),
+        )
+        self._multicast: MulticastListener | None = None
+        self._joined = False
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -136,10 +162,15 @@ class Pbx:
         await self._transport.start()
         self._running = True
         self._expire_bindings()
+        await self._start_plug_and_play()
 
     async def stop(self) -> None:
         """Release the port and every timer; bindings stay in memory for `binding_records`."""
         self._running = False
+        if self._multicast is not None:
+            self._multicast.close()
+            self._multicast = None
+        self._guard.close()
         self._b2bua.close()
         self._relay.close()
         if self._expiry_timer is not None:
@@ -253,6 +284,72 @@ class Pbx:
                     RegistrationChanged(username, (), RegistrationReason.UNREGISTERED, gone)
                 )
 
+    @property
+    def phones(self) -> PhoneDirectory:
+        """Phones noticed on the network (plug-and-play, unknown REGISTERs; Home Assistant adds
+        mDNS finds with `PhoneDirectory.observe`)."""
+        return self._phones
+
+    @property
+    def provisioner(self) -> Provisioner:
+        """Armed adoptions; `Provisioner.fetch` serves a phone its configuration file once."""
+        return self._provisioner
+
+    @property
+    def plug_and_play_listening(self) -> bool:
+        """Whether plug-and-play SUBSCRIBEs reach us (the group was joined)."""
+        return (self._multicast is not None and self._multicast.running) or self._joined
+
+    def set_provisioning_url(self, base: str | None) -> None:
+        """Where configuration files are served: a URL the token's path is appended to, with
+        ``{host}`` standing for our address as the phone sees it; None: nothing serves them,
+        so no phone is answered."""
+        self._provisioning_url = base
+
+    def adopt(self, mac: str, username: str) -> Adoption:
+        """Arm a one-time adoption of a phone found by plug-and-play as device ``username``.
+
+        Raises ValueError (with a readable reason) when the phone was not found by plug-and-play
+        or its vendor's file format is not supported. The device may still be on its way into the
+        configuration: the file is written from the configuration at the moment it is fetched.
+        """
+        key = normalise_mac(mac)
+        phone = self._phones.get(key) if key else None
+        if phone is None or key is None or DiscoverySource.PLUG_AND_PLAY not in phone.sources:
+            raise ValueError(f"no phone with MAC {mac} asked for plug-and-play provisioning")
+        config_format = format_for(phone.vendor or phone.identity.manufacturer)
+        if config_format is None:
+            raise ValueError(f"{phone.identity.describe()} phones cannot be provisioned")
+        return self._provisioner.arm(
+            mac=key,
+            host=phone.host,
+            username=username,
+            config_format=config_format,
+            server_host=self.server_host_for(phone.host),
+            server_port=self._transport.local_address.port,
+        )
+
+    def server_host_for(self, phone_host: str) -> str:
+        """Our address as a phone at ``phone_host`` reaches it (the listen address, unless that
+        is the wildcard)."""
+        listen = self._transport.local_address.host
+        if listen in ("0.0.0.0", "::", ""):
+            return self._plugplay.route_host(phone_host)
+        return listen
+
+    def bans(self) -> list[Ban]:
+        """Source addresses banned for failing to authenticate (`sip_core.guard`), oldest first."""
+        return self._guard.bans()
+
+    def update_security(self, settings: SecuritySettings) -> None:
+        """Apply new `SecuritySettings` at once (bans in force stay until they end)."""
+        self._config = replace(self._config, security=settings)
+        self._guard.update(settings)
+
+    def unban(self, address: str) -> bool:
+        """Lift a ban now; false when the address is not banned, ValueError when not an IP."""
+        return self._guard.unban(address)
+
     def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
         """A UDP datagram a registration worker received on our port (`sip_core.workers`);
         ``identity`` is the device it authenticated a REGISTER as."""
@@ -271,6 +368,8 @@ class Pbx:
         self._credentials.update(fresh)
 
     def _receive(self, message: Request | Response, source: Source) -> None:
+        if self._guard.admit(message, source) is not None:
+            return  # banned, a scanner, out of scope or flooding: not even an answer
         self._transactions.receive(message, source)
 
     def _on_stray_response(self, response: Response, source: Source) -> None:
@@ -288,8 +387,13 @@ class Pbx:
             return
         method = request.method
         if method == "REGISTER":
-            txn.respond(self._stamp(self._registrar.handle_register(request, source)))
+            response = self._registrar.handle_register(request, source)
+            txn.respond(self._stamp(response))
             self._schedule_expiry()
+            self._note_register(request, source, response.status)
+            return
+        if method == "SUBSCRIBE" and is_ua_profile(request):
+            self._plugplay.handle(request, txn, source)
             return
         if method == "CANCEL":
             # The transaction layer answered the CANCEL; the B2BUA ends the call it cancels.
@@ -381,6 +485,106 @@ class Pbx:
         if "Server" not in headers:
             headers.set("Server", SERVER_HEADER)
         return response
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    async def _start_plug_and_play(self) -> None:
+        """Hear plug-and-play SUBSCRIBEs on the interface we listen on (`sip_core.plugplay`)."""
+        if not self._config.discovery.plug_and_play:
+            return
+        listen = self._transport.local_address.host
+        try:
+            address = ipaddress.ip_address(listen)
+        except ValueError:
+            address = ipaddress.ip_address("127.0.0.1")  # "localhost"
+        if address.is_loopback:
+            _LOGGER.debug("Plug-and-play discovery is off: listening on loopback only")
+            return
+        if address.version != 4:
+            _LOGGER.info(
+                "Plug-and-play discovery is off: it is IPv4 multicast, and the PBX listens on %s",
+                listen,
+            )
+            return
+        if address.is_unspecified and self._transport.local_address.port == PNP_PORT:
+            # No second socket can bind the wildcard's port: ours joins the group itself.
+            try:
+                self._transport.join_multicast(PNP_GROUP, listen)
+            except OSError as err:
+                _LOGGER.warning(
+                    "Plug-and-play discovery is off: cannot join %s on the SIP socket: %s",
+                    PNP_GROUP,
+                    err.strerror or err,
+                )
+                return
+            self._joined = True
+            _LOGGER.info("Listening for plug-and-play requests on %s:%d", PNP_GROUP, PNP_PORT)
+            return
+        listener = MulticastListener(listen, self._receive_multicast)
+        if await listener.start():
+            self._multicast = listener
+
+    def _receive_multicast(self, data: bytes, remote: Address) -> None:
+        """A datagram to the plug-and-play group: handled like one that came to our port."""
+        self._transport.receive_forwarded(data, remote, None)
+
+    def _send_notify(
+        self,
+        request: Request,
+        destination: Address,
+        on_response: Callable[[Response], None],
+        on_timeout: Callable[[], None],
+    ) -> None:
+        self._transactions.send_request(
+            request,
+            destination,
+            TransportKind.UDP,
+            on_response=on_response,
+            on_timeout=on_timeout,
+        )
+
+    def _provisioning_base(self, local_host: str) -> str | None:
+        base = self._provisioning_url
+        return base.replace("{host}", local_host) if base else None
+
+    def _provisioning_account(self, username: str) -> tuple[str, str] | None:
+        device = self._config.device(username)
+        return (device.password, device.label) if device is not None else None
+
+    def _note_register(self, request: Request, source: Source, status: int) -> None:
+        """A successful REGISTER completes an adoption; one for a username nobody configured,
+        from a local address, is a phone looking for its PBX."""
+        if status == 200:
+            if self._provisioner.active:
+                try:
+                    username = request.to.uri.user_unescaped
+                except ValueError:
+                    return
+                if username:
+                    self._provisioner.registered(username)
+            return
+        if status != 401 or "Authorization" in request.headers:
+            return
+        try:
+            username = request.to.uri.user_unescaped
+        except ValueError:
+            return
+        if not username or username in self._credentials:
+            return
+        host = source.remote.host
+        if not is_local_address(host):
+            return
+        user_agent = request.headers.get("User-Agent")
+        self._phones.observe(
+            Sighting(
+                DiscoverySource.REGISTER,
+                host,
+                parse_user_agent(user_agent),
+                port=source.remote.port,
+                username=username,
+                user_agent=user_agent,
+            )
+        )
 
     def _schedule_expiry(self) -> None:
         """Keep one timer, set for the earliest expiry; only ever moved earlier here."""

@@ -25,8 +25,11 @@ from sip_core.transport import TransportError
 
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
+from .discovery import PhoneDiscovery
 from .history import CallHistory, history_store
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .provisioning_view import ProvisioningView
+from .security import SecurityMonitor, with_security
 from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
 
@@ -63,7 +66,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     once, so that automations using them validate even while the entry is not loaded.
     """
     async_setup_services(hass)
-    if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=True):
+    if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=False):
         hass.async_create_task(
             hass.config_entries.flow.async_init(
                 DOMAIN, context={"source": SOURCE_IMPORT}, data=config[DOMAIN]
@@ -76,7 +79,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     """Start the PBX of this entry."""
     users = users_from_options(entry.options)
     try:
-        config = pbx_config(entry.data, users)
+        config = with_security(pbx_config(entry.data, users), entry.options)
     except ConfigError as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN,
@@ -100,13 +103,20 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
             translation_placeholders={"error": str(err)},
         ) from err
     hub = CallflipHub(hass, entry, pbx, store, users, history=history)
+    security = SecurityMonitor(hass, entry, pbx)
     try:
         hub.async_start()
-        entry.runtime_data = CallflipData(hub)
+        security.async_start()
+        entry.runtime_data = CallflipData(hub, security)
         await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     except BaseException:
+        security.async_stop()
         await hub.async_stop()
         raise
+    _register_provisioning_view(hass)
+    discovery = PhoneDiscovery(hass, entry, hub)
+    discovery.async_start()
+    entry.async_on_unload(discovery.async_stop)
 
     async def _async_stop_on_shutdown(_event: Event) -> None:
         await hub.async_stop()
@@ -119,15 +129,28 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     return True
 
 
+_VIEW_REGISTERED = f"{DOMAIN}_provisioning_view"
+
+
+def _register_provisioning_view(hass: HomeAssistant) -> None:
+    """Serve adopted phones their files (once per Home Assistant run; needs its HTTP server)."""
+    if hass.data.get(_VIEW_REGISTERED) or "http" not in hass.config.components:
+        return
+    hass.http.register_view(ProvisioningView())
+    hass.data[_VIEW_REGISTERED] = True
+
+
 async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
     """Apply edited users and devices to the running PBX."""
     entry.runtime_data.hub.async_apply_options(entry.options, users_from_options(entry.options))
+    entry.runtime_data.security.async_apply_options(entry.options)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
     """Stop the PBX and free its ports."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
+        entry.runtime_data.security.async_stop()
         await entry.runtime_data.hub.async_stop()
     return unloaded
 

@@ -45,6 +45,8 @@ EVENT_CALL: Final = "callflip_call"
 """Fired on the event bus for every change of a call's state."""
 EVENT_HANDOFF: Final = "callflip_handoff"
 """Fired on the event bus when a flip starts, succeeds or fails."""
+EVENT_PHONE_DISCOVERED: Final = "callflip_phone_discovered"
+"""Fired on the event bus when a phone that is not configured yet is found on the network."""
 
 SERVICE_FLIP: Final = "flip"
 SERVICE_HANGUP: Final = "hangup"

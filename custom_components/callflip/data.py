@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from homeassistant.config_entries import ConfigEntry
 
 from .hub import CallflipHub
+from .security import SecurityMonitor
 
 
 @dataclass(slots=True)
@@ -14,6 +15,7 @@ class CallflipData:
     """The runtime data of a loaded entry (calls join it when the B2BUA lands)."""
 
     hub: CallflipHub
+    security: SecurityMonitor
 
 
 type CallflipConfigEntry = ConfigEntry[CallflipData]

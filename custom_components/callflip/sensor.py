@@ -79,6 +79,12 @@ LAST_CALL = SensorEntityDescription(
     options=[outcome.value for outcome in CallOutcome],
 )
 
+BANNED_ADDRESSES = SensorEntityDescription(
+    key="banned_addresses",
+    translation_key="banned_addresses",
+    state_class=SensorStateClass.MEASUREMENT,
+)
+
 CALL_STATE = SensorEntityDescription(
     key="call_state",
     translation_key="call_state",
@@ -101,7 +107,11 @@ async def async_setup_entry(
     """Add the PBX's sensor, and the contact sensors of every device as devices appear."""
     hub = entry.runtime_data.hub
     async_add_entities(
-        [RegisteredDevicesSensor(hub, REGISTERED_DEVICES), LastCallSensor(hub, LAST_CALL)]
+        [
+            RegisteredDevicesSensor(hub, REGISTERED_DEVICES),
+            LastCallSensor(hub, LAST_CALL),
+            BannedAddressesSensor(hub, BANNED_ADDRESSES),
+        ]
     )
 
     def device_sensors(hub: CallflipHub, _user_id: str, device_id: str) -> list[SensorEntity]:
@@ -171,6 +181,30 @@ def record_attributes(hub: CallflipHub, record: CallRecord) -> dict[str, Any]:
         "flips": len(record.handoffs),
         "calls_recorded": len(hub.history) if hub.history is not None else 0,
     }
+
+
+class BannedAddressesSensor(CallflipHubEntity, SensorEntity):
+    """How many source addresses are banned for failed logins, and which (``callflip.unban``)."""
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        security = self.hub.entry.runtime_data.security
+        self.async_on_remove(security.async_add_listener(self._handle_update))
+
+    def _refresh(self) -> None:
+        bans = self.hub.entry.runtime_data.security.bans()
+        self._attr_native_value = len(bans)
+        self._attr_extra_state_attributes = {
+            "addresses": [
+                {
+                    "address": ban.address,
+                    "username": ban.username,
+                    "failures": ban.failures,
+                    "until": dt_util.utc_from_timestamp(ban.until).isoformat(),
+                }
+                for ban in bans
+            ]
+        }
 
 
 def call_attributes(hub: CallflipHub, view: CallView | None) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from .const import (
     SERVICE_HANGUP,
 )
 from .hub import CallflipHub
+from .security import async_setup_security_services
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -162,3 +163,4 @@ def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions once, for whichever entry is loaded when they are called."""
     hass.services.async_register(DOMAIN, SERVICE_FLIP, _async_flip, schema=FLIP_SCHEMA)
     hass.services.async_register(DOMAIN, SERVICE_HANGUP, _async_hangup, schema=HANGUP_SCHEMA)
+    async_setup_security_services(hass)

@@ -63,7 +63,7 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["menu_options"] == ["add_user"]
+    assert result["menu_options"] == ["add_user", "security"]
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": "add_user"}
     )
@@ -72,7 +72,13 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["menu_options"] == ["add_user", "edit_user", "remove_user", "add_device"]
+    assert result["menu_options"] == [
+        "add_user",
+        "edit_user",
+        "remove_user",
+        "add_device",
+        "security",
+    ]
     await hass.config_entries.async_unload(entry.entry_id)
 
 

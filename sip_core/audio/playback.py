@@ -1,0 +1,205 @@
+"""What to play, as plain values, and the library that turns them into payload streams.
+
+The media engine runs in its own process: the SIP side says *what* a leg should hear with a small
+picklable value (:data:`Playback`), and the engine's :class:`AudioLibrary` makes the stream of RTP
+payloads in the leg's codec. The library loads prompts and music once and, for G.722 (whose
+pure-Python encoder costs over a millisecond per frame), encodes each asset once per packetisation
+time and replays the stored payloads (see :meth:`AudioLibrary.prepare` to do that ahead of the
+first playback); G.711 is cheap enough to encode frame by frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+from typing import Protocol
+
+from .assets import PROMPT_TEXTS, bundled_music, prompt
+from .clip import Clip
+from .codecs import DEFAULT_PTIME_MS, AudioCodec
+from .sources import (
+    EncodedStream,
+    LoopSource,
+    PlaylistSource,
+    PrecodedStream,
+    SilenceSource,
+    Source,
+    ToneSource,
+    precode,
+)
+from .tones import Tone, TonePattern
+from .wav import load_wav
+
+__all__ = [
+    "AudioLibrary",
+    "PayloadStream",
+    "PlayMusic",
+    "PlayPrompts",
+    "PlaySilence",
+    "PlayTone",
+    "Playback",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaySilence:
+    """Silence for ``duration_ms``, or until replaced if None."""
+
+    duration_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.duration_ms is not None and self.duration_ms <= 0:
+            raise ValueError(f"a silence lasts a positive time, not {self.duration_ms} ms")
+
+
+@dataclass(frozen=True, slots=True)
+class PlayTone:
+    """A tone pattern; repeating ones play until replaced."""
+
+    tone: Tone
+
+
+@dataclass(frozen=True, slots=True)
+class PlayPrompts:
+    """Bundled prompts by name, in order (one name is a single prompt).
+
+    Checked when made, on the side that asks for the playback: an unknown name is a ValueError
+    there, not a failure in the engine's process.
+    """
+
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        if not self.names:
+            raise ValueError("a prompt playlist needs at least one prompt")
+        unknown = [name for name in self.names if name not in PROMPT_TEXTS]
+        if unknown:
+            raise ValueError(
+                f"no prompt {', '.join(map(repr, unknown))}; known: {', '.join(PROMPT_TEXTS)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class PlayMusic:
+    """Music on hold (the user's file if the library has one, else the bundled loop); endless."""
+
+
+type Playback = PlaySilence | PlayTone | PlayPrompts | PlayMusic
+
+
+class PayloadStream(Protocol):
+    """RTP payloads, one per ptime; None (and ``done``) once a finite playback has ended."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def next_payload(self) -> bytes | None: ...
+
+
+class AudioLibrary:
+    """Prompts, music and tones for one process, with their G.722 payloads cached.
+
+    ``music_file``: a user's WAV file for music on hold, converted once per rate on first use
+    (call :meth:`check` at start-up to surface a bad file as a :class:`~.wav.WavError` early).
+    """
+
+    def __init__(self, music_file: str | PathLike[str] | None = None) -> None:
+        self.music_file = music_file
+        self._music: dict[int, Clip] = {}
+        self._precoded: dict[tuple[object, AudioCodec, int], tuple[bytes, ...]] = {}
+
+    def check(self) -> None:
+        """Load everything that can fail (the music file) now, at both rates."""
+        for rate in (8000, 16000):
+            self.music(rate)
+
+    def prepare(self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS) -> None:
+        """Do now the encoding a first :meth:`stream` of ``play`` would do (G.722 only).
+
+        Pure-Python G.722 takes over a millisecond per frame, so the first playback of an asset
+        (the music loop: 400 frames, about half a second) would stall whoever calls
+        :meth:`stream`. An engine
+        calls this at start-up, or off its packet loop, for what it expects to play; afterwards
+        :meth:`stream` only looks the payloads up.
+        """
+        if codec is AudioCodec.G722:
+            self.stream(play, codec, ptime_ms)
+
+    def music(self, rate: int) -> Clip:
+        """The music-on-hold clip at ``rate``."""
+        clip = self._music.get(rate)
+        if clip is None:
+            clip = load_wav(self.music_file, rate) if self.music_file else bundled_music(rate)
+            self._music[rate] = clip
+        return clip
+
+    def source(self, play: Playback, rate: int, ptime_ms: int = DEFAULT_PTIME_MS) -> Source:
+        """The PCM source for ``play`` at ``rate``."""
+        match play:
+            case PlaySilence(duration_ms):
+                return SilenceSource(rate, ptime_ms, duration_ms)
+            case PlayTone(tone):
+                return ToneSource(tone, rate, ptime_ms)
+            case PlayPrompts(names):
+                return PlaylistSource([prompt(name, rate) for name in names], ptime_ms)
+            case PlayMusic():
+                return LoopSource(self.music(rate), ptime_ms)
+
+    def stream(
+        self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS
+    ) -> PayloadStream:
+        """Payloads of ``play`` in ``codec``, one per ``ptime_ms``."""
+        rate = codec.sample_rate
+        if codec is not AudioCodec.G722:
+            return EncodedStream(self.source(play, rate, ptime_ms), codec)
+        match play:
+            case PlaySilence(duration_ms):
+                frame = self._silent_frame(codec, ptime_ms)
+                if duration_ms is None:
+                    return PrecodedStream(frame, loop=True)
+                return PrecodedStream(frame * -(-duration_ms // ptime_ms))
+            case PlayTone(tone):
+                pattern = tone.pattern
+                once = TonePattern(pattern.name, pattern.segments, repeat=False)
+                tone_payloads = self._cached(
+                    ("tone", tone), codec, ptime_ms, ToneSource(once, rate, ptime_ms)
+                )
+                return PrecodedStream(tone_payloads, loop=pattern.repeat)
+            case PlayPrompts(names):
+                payloads: list[bytes] = []
+                for name in names:
+                    clip = prompt(name, rate)
+                    payloads.extend(
+                        self._cached(("prompt", name), codec, ptime_ms, _once(clip, ptime_ms))
+                    )
+                return PrecodedStream(payloads)
+            case PlayMusic():
+                clip = self.music(rate)
+                music_payloads = self._cached(
+                    ("music", self.music_file), codec, ptime_ms, _once(clip, ptime_ms)
+                )
+                return PrecodedStream(music_payloads, loop=True)
+
+    def _silent_frame(self, codec: AudioCodec, ptime_ms: int) -> tuple[bytes, ...]:
+        # A frame of the encoder's steady state for silence (after it has settled).
+        frames = self._cached(
+            ("silence-steady",),
+            codec,
+            ptime_ms,
+            SilenceSource(codec.sample_rate, ptime_ms, 5 * ptime_ms),
+        )
+        return frames[-1:]
+
+    def _cached(
+        self, key: tuple[object, ...], codec: AudioCodec, ptime_ms: int, source: Source
+    ) -> tuple[bytes, ...]:
+        full = (key, codec, ptime_ms)
+        payloads = self._precoded.get(full)
+        if payloads is None:
+            payloads = self._precoded[full] = precode(source, codec)
+        return payloads
+
+
+def _once(clip: Clip, ptime_ms: int) -> Source:
+    return PlaylistSource([clip], ptime_ms)
