@@ -25,8 +25,9 @@ async def test_entities_exist_with_translated_names(
     entries = er.async_entries_for_config_entry(registry, loaded_entry.entry_id)
     # 3 devices x (registered, call state, address, transport, user agent), 2 users x (reachable,
     # active call, handoff events), one flip button per device, 3 hub sensors (registered devices,
-    # last call, banned addresses).
-    assert len(entries) == 3 * 5 + 2 * 3 + 3 + 3
+    # last call, banned addresses), 3 devices x (do not disturb, make busy, call forward), 2 users
+    # x flip enabled.
+    assert len(entries) == 3 * 5 + 2 * 3 + 3 + 3 + 3 * 3 + 2
     assert all(entry.unique_id for entry in entries)
     desk = registry.async_get("binary_sensor.alice_desk_phone_registered")
     assert desk is not None
