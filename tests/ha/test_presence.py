@@ -4,6 +4,7 @@ Store) across a reload and a restart."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,11 +22,14 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
-from custom_components.callflip.const import DOMAIN
+from custom_components.callflip.const import DOMAIN, EVENT_HANDOFF
 from sip_core.pbx import Pbx
 from sip_core.presence import ForwardKind, ForwardTarget
+
+from .sip_client import SipPhone
+from .test_calls import answered_call, flip, ha_id, registered
 
 DESK_DND = "switch.alice_desk_phone_do_not_disturb"
 DESK_BUSY = "switch.alice_desk_phone_make_busy"
@@ -222,3 +226,40 @@ async def test_a_bad_flip_permission_is_refused_by_the_form(
             result["flow_id"], {"name": "Alice", "extension": "101", "flip": "sometimes"}
         )
     assert _pbx(loaded_entry).flip_enabled("Alice")
+
+
+async def test_flip_refused_when_disabled_or_target_in_dnd(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """``callflip.flip`` follows the same rules as ``*0``: each refusal is a translated
+    ServiceValidationError and a failed handoff event with the reason."""
+    handoffs = async_capture_events(hass, EVENT_HANDOFF)
+    desk, _mobile, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
+    await answered_call(hass, bob, desk)
+    alice = ha_id(hass, loaded_entry, "user-u-alice")
+    mobile_id = ha_id(hass, loaded_entry, "device-d-alice-mobile")
+
+    await _switch(hass, ALICE_FLIP, False)
+    with pytest.raises(ServiceValidationError) as caught:
+        await flip(hass, device_id=alice)
+    assert caught.value.translation_key == "flip_disabled"
+    assert str(caught.value) == "Alice may not flip calls: flipping is disabled for them"
+    await hass.async_block_till_done()
+    assert handoffs[-1].data["type"] == "flip_failed"
+    assert handoffs[-1].data["reason"] == "Alice's flip is disabled"
+
+    await _switch(hass, ALICE_FLIP, True)
+    await _switch(hass, "switch.alice_mobile_do_not_disturb", True)
+    with pytest.raises(ServiceValidationError) as caught:
+        await flip(hass, device_id=alice, target_device_id=mobile_id)
+    assert caught.value.translation_key == "target_unavailable"
+    assert str(caught.value) == (
+        "Alice mobile is in do not disturb or make busy, so it cannot take the call"
+    )
+    with pytest.raises(ServiceValidationError) as caught:
+        await flip(hass, device_id=alice)
+    assert caught.value.translation_key == "no_flip_target"
+    assert not [c for c in _pbx(loaded_entry).calls() if c.pending_flip]
+    assert "flip_started" not in [event.data["type"] for event in handoffs]
