@@ -263,3 +263,21 @@ async def test_flip_refused_when_disabled_or_target_in_dnd(
     assert caught.value.translation_key == "no_flip_target"
     assert not [c for c in _pbx(loaded_entry).calls() if c.pending_flip]
     assert "flip_started" not in [event.data["type"] for event in handoffs]
+
+
+async def test_a_forward_the_pbx_refuses_is_a_translated_error(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """An option that stopped being valid between listing and choosing (its user was just
+    removed, say) is refused by the PBX; the select says so in the person's language."""
+    component = hass.data["entity_components"][SELECT_DOMAIN]
+    entity = component.get_entity(DESK_FORWARD)
+    assert entity is not None
+    with pytest.raises(ServiceValidationError) as caught:
+        await entity.async_select_option("user:Nobody")
+    assert caught.value.translation_key == "invalid_forward"
+    assert str(caught.value) == (
+        'Calls of Alice desk phone cannot be forwarded to "user:Nobody": '
+        "no user is called 'Nobody'"
+    )
+    assert _pbx(loaded_entry).device_states("alice-desk").forward is None
