@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from sip_core.__main__ import StateKeeper
 from sip_core.calls import CallState
 from sip_core.clock import ManualClock
 from sip_core.config import ConfigError, FlipPermission, config_from_mapping
@@ -24,7 +26,7 @@ from sip_core.presence import (
     UnknownDeviceError,
     UnknownUserError,
 )
-from sip_core.state import RuntimeState
+from sip_core.state import RuntimeState, StateFile
 
 from .test_b2bua_harness import Harness, Phone, make_config, sdp, settle
 
@@ -366,3 +368,29 @@ def test_a_bad_flip_permission_is_a_field_error() -> None:
         config_from_mapping(_users("sometimes"))
     assert info.value.path == "users[0].flip"
     assert "user, enabled, disabled" in str(info.value)
+
+
+async def test_the_runner_saves_a_change_and_the_next_run_has_it(tmp_path: Path) -> None:
+    """The runner's path: a change is written to the state file by its keeper (the runtime state
+    announces it), and the next process restores it from there."""
+    config = make_config()
+    file = StateFile(tmp_path / "pbx.state.json")
+    state = RuntimeState()
+    pbx = Pbx(config, clock=ManualClock(), state=state)
+    keeper = StateKeeper(pbx, state, file)
+    keeper.start()
+    pbx.set_dnd("202", True)
+    pbx.set_call_forward("301", "device:202")
+    pbx.set_user_flip("Carol", False)
+    await keeper.stop()
+    saved = file.load()
+    assert saved["state"][PRESENCE_SECTION] == {
+        "devices": {"202": {"dnd": True}, "301": {"forward": "device:202"}},
+        "flip": {"Carol": False},
+    }
+    again = RuntimeState()
+    again.restore(saved["state"])
+    restarted = Pbx(config, clock=ManualClock(), state=again)
+    assert restarted.device_states("202").dnd
+    assert restarted.device_states("301").forward == ForwardTarget(ForwardKind.DEVICE, "202")
+    assert not restarted.flip_enabled("Carol")
