@@ -278,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clock": clock,
         "bindings": _list(saved.get("bindings")),
         "history": call_records_from_json(_list(saved.get("history"))),
+        "state": state,
     }
     workers: WorkerPool | None = None
     if config.sip.workers > 0:

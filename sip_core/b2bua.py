@@ -87,6 +87,7 @@ from sip_core.features import (
     CallNotFlippable,
     FlipError,
     FlipInProgress,
+    FlipPlan,
     NoSuchCall,
     plan_flip,
 )
@@ -100,6 +101,7 @@ from sip_core.message import (
     new_tag,
     parse_message,
 )
+from sip_core.presence import Presence
 from sip_core.registrar import Binding
 from sip_core.sdp import (
     Direction,
@@ -288,8 +290,11 @@ class B2bua:
         history: CallHistory | None = None,
         listening: Callable[[], bool] | None = None,
         on_auth: Callable[[Source, Request, AuthResult], None] | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self._txns = transactions
+        #: DND, Make Busy, Call Forward Always and flip permission (`sip_core.presence`).
+        self.presence = presence if presence is not None else Presence(config)
         self._on_auth = on_auth
         self._clock = clock
         self._config = config
@@ -350,7 +355,11 @@ class B2bua:
             raise CallNotFlippable(f"call {call_id} is not answered yet")
         config = self._config()
         leg = self._side_to_flip(call, config, target, device)
-        plan = plan_flip(config, leg.device or "", target, self._is_registered)
+        try:
+            plan = self._plan_flip(config, leg, target)
+        except FlipError as exc:
+            self._flip_refused(call, leg, target, exc)
+            raise
         return self._start_flip(call, leg, plan.to_device, timeout)
 
     def close(self) -> None:
@@ -583,7 +592,8 @@ class B2bua:
                 return
             devices = [d.username for d in callee_user.devices if d.username != caller_device]
         try:
-            devices = resolve_targets(devices)
+            # Call Forward Always: each forward followed, loops cut (sip_core.presence).
+            devices = resolve_targets(devices, self.presence.forwards)
         except ForwardingLoop as loop:
             _LOGGER.info("Call from %s to %s rejected with 482: %s", caller_device, dialled, loop)
             self._reply(txn, request, 482, str(loop))
@@ -616,7 +626,11 @@ class B2bua:
         busy = 0
         targets: list[Binding] = []
         for device in devices:
-            if self._busy(device):
+            if device == caller_device:
+                continue  # forwarded back to the caller: not rung
+            states = self.presence.states(device)
+            # Do Not Disturb and Make Busy both answer busy when nothing else rings.
+            if states.dnd or states.make_busy or self._busy(device):
                 busy += 1
                 continue
             targets.extend(self._bindings(device))
@@ -1597,13 +1611,33 @@ class B2bua:
         try:
             if call.flip is not None:
                 raise FlipInProgress(f"call {call.id} is already being flipped")
-            plan = plan_flip(self._config(), leg.device or "", target, self._is_registered)
+            plan = self._plan_flip(self._config(), leg, target)
         except FlipError as exc:
             _LOGGER.info("Call %s: %s dialled the flip code, but %s", call.id, leg.device, exc)
+            self._flip_refused(call, leg, target, exc)
             return
         self._start_flip(call, leg, plan.to_device, None)
 
     # -- flip ------------------------------------------------------------------------------------
+
+    def _plan_flip(self, config: PbxConfig, leg: Leg, target: str | None) -> FlipPlan:
+        return plan_flip(
+            config,
+            leg.device or "",
+            target,
+            self._is_registered,
+            is_available=self.presence.available,
+            flip_enabled=self.presence.flip_enabled,
+        )
+
+    def _flip_refused(self, call: Call, leg: Leg, target: str | None, exc: FlipError) -> None:
+        """A flip that could not start is still a failed handoff: in the call's record and on
+        the bus (``HandoffFailed`` with the reason), like one that rang and failed."""
+        now = self._clock.wall()
+        reason = str(exc)
+        record = HandoffRecord(call.id, leg.device or "", target or "", now, now, False, reason)
+        call.handoffs.append(record)
+        self._publish(HandoffFailed(call.id, leg.device or "", target or "", reason, record))
 
     def _side_to_flip(
         self, call: Call, config: PbxConfig, target: str | None, device: str | None

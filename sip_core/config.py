@@ -13,6 +13,7 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
     users:
       - name: alice
         extension: "200"
+        flip: user          # or enabled / disabled: the administrator forces the user's flip
         devices:
           - {username: "201", password: "...", label: Office Desk Phone, type: desk,
              priority: 0, digest: [MD5]}
@@ -87,6 +88,16 @@ class DeviceType(StrEnum):
     SOFTPHONE = "softphone"
     HOME = "home"
     CONFERENCE = "conference"
+
+
+class FlipPermission(StrEnum):
+    """An administrator's say over a user's flip (``users[].flip``): ``user`` lets the user's
+    own setting (a runtime setting, `sip_core.presence`) decide; ``enabled`` and ``disabled``
+    force it, whatever the user chose."""
+
+    USER = "user"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
 
 
 class ConfigError(ValueError):
@@ -213,14 +224,18 @@ class User:
     name: str
     extension: str
     devices: tuple[Device, ...] = ()
+    flip: FlipPermission = FlipPermission.USER
 
     def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
         """The user in the configuration schema."""
-        return {
+        mapping: dict[str, Any] = {
             "name": self.name,
             "extension": self.extension,
             "devices": [device.to_mapping(redact=redact) for device in self.devices],
         }
+        if self.flip is not FlipPermission.USER:
+            mapping["flip"] = self.flip.value
+        return mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +309,7 @@ class PbxConfig:
         init=False, repr=False, compare=False, hash=False
     )
     _by_extension: dict[str, User] = field(init=False, repr=False, compare=False, hash=False)
+    _by_name: dict[str, User] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Lookups happen on every REGISTER and INVITE: index once. The first entry wins if a
@@ -306,6 +322,7 @@ class PbxConfig:
                 by_username.setdefault(device.username, (user, device))
         object.__setattr__(self, "_by_username", by_username)
         object.__setattr__(self, "_by_extension", by_extension)
+        object.__setattr__(self, "_by_name", {user.name: user for user in reversed(self.users)})
 
     def device(self, username: str) -> Device | None:
         """The device with this SIP username (compared exactly, as SIP compares user parts)."""
@@ -316,6 +333,10 @@ class PbxConfig:
         """The user who owns the device with this SIP username."""
         found = self._by_username.get(username)
         return found[0] if found else None
+
+    def user(self, name: str) -> User | None:
+        """The user with this name (compared exactly)."""
+        return self._by_name.get(name)
 
     def user_by_extension(self, extension: str) -> User | None:
         """The user reachable on this extension."""
@@ -673,7 +694,7 @@ def _users(data: Any) -> tuple[User, ...]:
 
     for index, item in enumerate(_list(data, ("users",), "users")):
         path: KeyPath = ("users", index)
-        section = _section(item, path, ("name", "extension", "devices"), required=True)
+        section = _section(item, path, ("name", "extension", "devices", "flip"), required=True)
         name = _name(_text(section, "name", path, numbers=True), (*path, "name"))
         claim(names, name, (*path, "name"))
         extension = _user_part(
@@ -685,7 +706,8 @@ def _users(data: Any) -> tuple[User, ...]:
             device = _device(raw, (*path, "devices", number))
             claim(numbers, device.username, (*path, "devices", number, "username"))
             devices.append(device)
-        users.append(User(name, extension, tuple(devices)))
+        flip = _choice(section, "flip", path, FlipPermission, FlipPermission.USER)
+        users.append(User(name, extension, tuple(devices), flip))
     return tuple(users)
 
 

@@ -7,7 +7,11 @@ Home Assistant's service validation and the `*0` feature code agree on the same 
 - the device that flips must belong to a user;
 - an explicit target must be another device of that same user, and registered;
 - without a target, the user must have exactly one other registered device (with several, the
-  caller has to say which: `*0` followed by the device's username, or the service's ``target``).
+  caller has to say which: `*0` followed by the device's username, or the service's ``target``);
+- the user's flip must be enabled (`sip_core.presence.Presence.flip_enabled`: the user's own
+  setting, unless the administrator forces it);
+- a target must be available (`Presence.available`: not in Do Not Disturb nor Make Busy): such a
+  device is not picked automatically, and is refused when named.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from sip_core.config import PbxConfig
 __all__ = [
     "AmbiguousFlipTarget",
     "CallNotFlippable",
+    "FlipDisabled",
     "FlipError",
     "FlipInProgress",
     "FlipPlan",
@@ -28,6 +33,7 @@ __all__ = [
     "NotUsersDevice",
     "TargetIsCurrentDevice",
     "TargetNotRegistered",
+    "TargetUnavailable",
     "UnknownDevice",
     "plan_flip",
 ]
@@ -65,12 +71,24 @@ class TargetNotRegistered(FlipError):
     """The target device is configured but not registered, so it cannot ring."""
 
 
+class TargetUnavailable(FlipError):
+    """The target device is in Do Not Disturb or Make Busy."""
+
+
+class FlipDisabled(FlipError):
+    """The user's flip is turned off (by the user, or forced off by the administrator)."""
+
+
 class NoFlipTarget(FlipError):
     """The user has no other registered device."""
 
 
 class AmbiguousFlipTarget(FlipError):
     """The user has several other registered devices and none was named."""
+
+
+def _anything(_name: str) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +105,20 @@ def plan_flip(
     current_device: str,
     target: str | None,
     is_registered: Callable[[str], bool],
+    *,
+    is_available: Callable[[str], bool] = _anything,
+    flip_enabled: Callable[[str], bool] = _anything,
 ) -> FlipPlan:
-    """Check a flip of the call on ``current_device``; raises a `FlipError` subclass if not."""
+    """Check a flip of the call on ``current_device``; raises a `FlipError` subclass if not.
+
+    ``is_available`` says whether a device may be offered the call (DND, Make Busy);
+    ``flip_enabled`` whether a user (by name) may flip at all.
+    """
     user = config.user_for_device(current_device)
     if user is None:
         raise CallNotFlippable(f"device {current_device} belongs to no user")
+    if not flip_enabled(user.name):
+        raise FlipDisabled(f"{user.name}'s flip is disabled")
     if target is not None:
         if config.device(target) is None:
             raise UnknownDevice(f"no device is called {target!r}")
@@ -101,14 +128,16 @@ def plan_flip(
             raise NotUsersDevice(f"{target} is not one of {user.name}'s devices")
         if not is_registered(target):
             raise TargetNotRegistered(f"{target} is not registered")
+        if not is_available(target):
+            raise TargetUnavailable(f"{target} is in do not disturb or make busy")
         return FlipPlan(user.name, current_device, target)
     candidates = _candidates(
         [d.username for d in sorted(user.devices, key=lambda d: d.priority)],
         current_device,
-        is_registered,
+        lambda name: is_registered(name) and is_available(name),
     )
     if not candidates:
-        raise NoFlipTarget(f"{user.name} has no other registered device")
+        raise NoFlipTarget(f"{user.name} has no other registered, available device")
     if len(candidates) > 1:
         raise AmbiguousFlipTarget(
             f"{user.name} has several registered devices ({', '.join(candidates)}): name one"

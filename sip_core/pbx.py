@@ -27,8 +27,10 @@ from sip_core.media import MediaRelay
 from sip_core.message import ParseError, Request, Response, make_response
 from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
 from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
+from sip_core.presence import DeviceStates, ForwardTarget, Presence
 from sip_core.provisioning import Adoption, Provisioner, format_for
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
+from sip_core.state import RuntimeState
 from sip_core.stats import PbxStats
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
@@ -77,6 +79,7 @@ class Pbx:
         bindings: Sequence[Mapping[str, Any]] | None = None,
         digest_secret: bytes | None = None,
         history: Sequence[CallRecord] | None = None,
+        state: RuntimeState | None = None,
     ) -> None:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
@@ -134,6 +137,7 @@ class Pbx:
             local_port=lambda: self._transport.local_address.port,
             history=_history(history),
             on_auth=self._guard.authenticated,
+            presence=Presence(lambda: self._config, state),
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
@@ -234,6 +238,39 @@ class Pbx:
         Must be called on the event loop.
         """
         return self._b2bua.flip(call_id, target, timeout, device=device)
+
+    # -- per-device and per-user runtime settings (sip_core.presence) ------------------------------
+
+    @property
+    def presence(self) -> Presence:
+        """DND, Make Busy, Call Forward Always and flip permission; `Presence.subscribe` tells of
+        changes. Saved in the ``presence`` section of the runtime state given as ``state``."""
+        return self._b2bua.presence
+
+    def device_states(self, device: str) -> DeviceStates:
+        """A device's settings; `sip_core.presence.UnknownDeviceError` for an unknown device."""
+        return self._b2bua.presence.device(device)
+
+    def set_dnd(self, device: str, on: bool) -> None:
+        """Do Not Disturb: the device is not rung (alone, its callers get 486 Busy Here)."""
+        self._b2bua.presence.set_dnd(device, on)
+
+    def set_make_busy(self, device: str, on: bool) -> None:
+        """Make Busy: the device looks busy (not rung, counted as busy)."""
+        self._b2bua.presence.set_make_busy(device, on)
+
+    def set_call_forward(self, device: str, target: ForwardTarget | str | None) -> None:
+        """Call Forward Always to a device or user (``"device:202"``, ``"user:bob"``); None or
+        "" stops it. `sip_core.presence.PresenceError` for an unknown device or target."""
+        self._b2bua.presence.set_forward(device, target)
+
+    def flip_enabled(self, user: str) -> bool:
+        """Whether the user may flip now (the administrator's ``flip`` setting wins)."""
+        return self._b2bua.presence.flip_enabled(user)
+
+    def set_user_flip(self, user: str, on: bool) -> None:
+        """The user's own flip setting; `sip_core.presence.UnknownUserError` for a bad name."""
+        self._b2bua.presence.set_user_flip(user, on)
 
     def hangup(self, call_id: str) -> bool:
         """End a call (both sides); false when there is no such call in progress."""

@@ -36,6 +36,7 @@ from .issues import (
     async_yaml_section_ignored,
 )
 from .provisioning_view import ProvisioningView
+from .runtime_state import RuntimeStateStore, state_store
 from .security import SecurityMonitor, with_security
 from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
@@ -46,7 +47,9 @@ PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
     Platform.BUTTON,
     Platform.EVENT,
+    Platform.SELECT,
     Platform.SENSOR,
+    Platform.SWITCH,
 ]
 
 
@@ -99,10 +102,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     store = bindings_store(hass, entry.entry_id)
     stored = await store.async_load()
     history = CallHistory(history_store(hass, entry.entry_id))
+    runtime = RuntimeStateStore(state_store(hass, entry.entry_id))
     pbx = Pbx(
         config,
         bindings=stored["bindings"] if stored else None,
         history=await history.async_load(),
+        state=await runtime.async_load(),
     )
     try:
         await pbx.start()
@@ -120,7 +125,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     try:
         hub.async_start()
         security.async_start()
-        entry.runtime_data = CallflipData(hub, security)
+        entry.runtime_data = CallflipData(hub, security, runtime)
         await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     except BaseException:
         security.async_stop()
@@ -167,6 +172,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) ->
     if unloaded:
         entry.runtime_data.security.async_stop()
         await entry.runtime_data.hub.async_stop()
+        if entry.runtime_data.runtime is not None:
+            await entry.runtime_data.runtime.async_save()
     return unloaded
 
 
@@ -174,6 +181,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: CallflipConfigEntry) ->
     """Forget the persisted registrations, call history and repair issues of a removed entry."""
     await bindings_store(hass, entry.entry_id).async_remove()
     await history_store(hass, entry.entry_id).async_remove()
+    await state_store(hass, entry.entry_id).async_remove()
     async_remove_all(hass)
 
 

@@ -33,10 +33,11 @@ from homeassistant.helpers.selector import (
 from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from homeassistant.helpers.typing import DiscoveryInfoType
 
-from sip_core.config import ConfigError, config_from_mapping, security_settings
+from sip_core.config import ConfigError, FlipPermission, config_from_mapping, security_settings
 
 from .const import (
     CONF_EXTENSION,
+    CONF_FLIP_PERMISSION,
     CONF_LABEL,
     CONF_LISTEN,
     CONF_NAME,
@@ -607,15 +608,19 @@ class CallflipOptionsFlow(OptionsFlow):
         if user_input is not None:
             name = user_input[CONF_NAME].strip()
             extension = user_input[CONF_EXTENSION].strip()
+            flip = user_input.get(CONF_FLIP_PERMISSION, FlipPermission.USER.value)
             errors = validate_user(self._users, name, extension, user_id=self._user_id)
             if not errors:
                 if current is None:
                     self._users.append(
-                        UserOptions(id=new_id(), name=name, extension=extension, devices=[])
+                        UserOptions(
+                            id=new_id(), name=name, extension=extension, devices=[], flip=flip
+                        )
                     )
                 else:
                     current["name"] = name
                     current["extension"] = extension
+                    current["flip"] = flip
                 errors, placeholders = self._check_config()
                 if not errors:
                     return self._save()
@@ -623,7 +628,21 @@ class CallflipOptionsFlow(OptionsFlow):
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(
-                vol.Schema({vol.Required(CONF_NAME): _TEXT, vol.Required(CONF_EXTENSION): _TEXT}),
+                vol.Schema(
+                    {
+                        vol.Required(CONF_NAME): _TEXT,
+                        vol.Required(CONF_EXTENSION): _TEXT,
+                        vol.Required(
+                            CONF_FLIP_PERMISSION, default=FlipPermission.USER.value
+                        ): SelectSelector(
+                            SelectSelectorConfig(
+                                options=[permission.value for permission in FlipPermission],
+                                translation_key="flip_permission",
+                                mode=SelectSelectorMode.DROPDOWN,
+                            )
+                        ),
+                    }
+                ),
                 suggested,
             ),
             errors=errors,

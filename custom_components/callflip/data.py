@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from homeassistant.config_entries import ConfigEntry
 
 from .hub import CallflipHub
+from .runtime_state import RuntimeStateStore
 from .security import SecurityMonitor
 
 
@@ -16,6 +17,8 @@ class CallflipData:
 
     hub: CallflipHub
     security: SecurityMonitor
+    runtime: RuntimeStateStore | None = None
+    """DND, Make Busy, Call Forward Always and flip settings (`sip_core.presence`), persisted."""
 
 
 type CallflipConfigEntry = ConfigEntry[CallflipData]

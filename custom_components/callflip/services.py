@@ -21,6 +21,7 @@ from homeassistant.helpers import config_validation as cv
 from sip_core.features import (
     AmbiguousFlipTarget,
     CallNotFlippable,
+    FlipDisabled,
     FlipError,
     FlipInProgress,
     NoFlipTarget,
@@ -28,6 +29,7 @@ from sip_core.features import (
     NotUsersDevice,
     TargetIsCurrentDevice,
     TargetNotRegistered,
+    TargetUnavailable,
     UnknownDevice,
 )
 
@@ -70,6 +72,8 @@ FLIP_ERRORS: dict[type[FlipError], str] = {
     TargetNotRegistered: "target_not_registered",
     NoFlipTarget: "no_flip_target",
     AmbiguousFlipTarget: "ambiguous_flip_target",
+    FlipDisabled: "flip_disabled",
+    TargetUnavailable: "target_unavailable",
 }
 
 

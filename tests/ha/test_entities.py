@@ -46,9 +46,10 @@ async def test_entities_exist_with_translated_names(
     registry = er.async_get(hass)
     entries = er.async_entries_for_config_entry(registry, loaded_entry.entry_id)
     # 3 devices x (registered, call state, address, transport, user agent, flip button, hang-up
-    # button), 2 users x (reachable, active call, last handoff, handoff events, hang-up button),
-    # 3 hub sensors (registered devices, banned addresses, last call).
-    assert len(entries) == 3 * 7 + 2 * 5 + 3
+    # button, do not disturb, make busy, call forward), 2 users x (reachable, active call, last
+    # handoff, handoff events, hang-up button, flip enabled), 3 hub sensors (registered devices,
+    # banned addresses, last call).
+    assert len(entries) == 3 * 10 + 2 * 6 + 3
     assert all(entry.unique_id for entry in entries)
     desk = registry.async_get("binary_sensor.alice_desk_phone_registered")
     assert desk is not None

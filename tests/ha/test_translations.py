@@ -66,7 +66,7 @@ def test_every_error_and_step_is_translated() -> None:
 
 
 def test_every_entity_and_exception_is_translated() -> None:
-    for platform in ("binary_sensor", "button", "event", "sensor"):
+    for platform in ("binary_sensor", "button", "event", "select", "sensor", "switch"):
         keys = set(re.findall(r'translation_key="(\w+)"', _source(f"{platform}.py")))
         assert keys
         assert keys == set(STRINGS["entity"][platform])
@@ -75,7 +75,7 @@ def test_every_entity_and_exception_is_translated() -> None:
         p: set(v) for p, v in STRINGS["entity"].items()
     }
     raised = set(re.findall(r'translation_key="(\w+)"', _source("__init__.py")))
-    for module in ("services.py", "button.py"):
+    for module in ("services.py", "button.py", "select.py", "switch.py"):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("FLIP_ERRORS")[1]))
     # security.py names its repair issues the same way as its exceptions: leave the issues out.

@@ -75,6 +75,7 @@ LAYERS: dict[str, int] = {
     "registrar": 5,
     "guard": 5,
     "forwarding": 5,
+    "presence": 5,
     "calls": 5,
     "events": 5,
     "b2bua": 5,
