@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     # 4 dialog / auth
     "dialog": 4,
     "digest": 4,
+    "digest_client": 4,
     # 5 application
     "config": 5,
     "registrar": 5,
