@@ -67,6 +67,9 @@ LAYERS: dict[str, int] = {
     "plugplay": 5,
     "provisioning": 5,
     "provision_http": 5,
+    # 5 trunks
+    "trunk.__init__": 5,
+    "trunk.config": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 
