@@ -30,6 +30,7 @@ from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSetti
 from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
+from sip_core.trunk.registration import TrunkRegistrations, TrunkState
 from sip_core.useragent import normalise_mac, parse_user_agent
 
 __all__ = ["ALLOWED_METHODS", "Pbx"]
@@ -146,6 +147,15 @@ class Pbx:
         )
         self._multicast: MulticastListener | None = None
         self._joined = False
+        # Registration with SIP trunks' providers (sip_core.trunk).
+        self._trunks = TrunkRegistrations(
+            config.trunking.trunks if config.trunking is not None else (),
+            sender=self._transactions,
+            clock=self._clock,
+            local_host=self.server_host_for,
+            local_port=lambda: self._transport.local_address.port,
+            publish=self._events.publish,
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -155,10 +165,12 @@ class Pbx:
         self._running = True
         self._expire_bindings()
         await self._start_plug_and_play()
+        self._trunks.start()
 
     async def stop(self) -> None:
         """Release the port and every timer; bindings stay in memory for `binding_records`."""
         self._running = False
+        self._trunks.stop()
         if self._multicast is not None:
             self._multicast.close()
             self._multicast = None
@@ -224,6 +236,10 @@ class Pbx:
     def hangup(self, call_id: str) -> bool:
         """End a call (both sides); false when there is no such call in progress."""
         return self._b2bua.hangup(call_id)
+
+    def trunk_states(self) -> list[TrunkState]:
+        """Where each registering trunk stands (`TrunkStateChanged` events say the same)."""
+        return self._trunks.states()
 
     def history(self) -> list[CallRecord]:
         """Finished calls, oldest first (bounded), each with its handoff records."""

@@ -70,6 +70,7 @@ LAYERS: dict[str, int] = {
     # 5 trunks
     "trunk.__init__": 5,
     "trunk.config": 5,
+    "trunk.registration": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 
