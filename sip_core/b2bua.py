@@ -118,6 +118,7 @@ from sip_core.transaction import (
     TransactionState,
 )
 from sip_core.transport import Address, Source, TransportKind
+from sip_core.trunk.ingress import InboundRefusal, TrunkIngress, is_trunk_device, trunk_device
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -286,8 +287,10 @@ class B2bua:
         local_port: Callable[[], int],
         history: CallHistory | None = None,
         listening: Callable[[], bool] | None = None,
+        ingress: TrunkIngress | None = None,
     ) -> None:
         self._txns = transactions
+        self._ingress = ingress
         self._clock = clock
         self._config = config
         self._auth = authenticator
@@ -537,35 +540,51 @@ class B2bua:
 
     def _on_invite(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         config = self._config()
-        auth = self._auth.verify(request, "Proxy-Authorization")
-        if not auth.ok:
-            self._challenge(
-                request,
-                txn=txn,
-                source=source,
-                reason=auth.reason,
-                stale=auth.stale,
-                username=auth.username,
-            )
+        # A trunk's INVITE is recognised by its source and routed by its DID, not challenged.
+        inbound = self._ingress.route(request, source) if self._ingress is not None else None
+        if isinstance(inbound, InboundRefusal):
+            _LOGGER.info("Call from trunk %s rejected: %s", inbound.trunk, inbound.reason)
+            self._reply(txn, request, inbound.status, inbound.reason)
             return
-        caller_device = auth.username or ""
-        dialled = request.uri.user_unescaped or ""
+        if inbound is None:
+            auth = self._auth.verify(request, "Proxy-Authorization")
+            if not auth.ok:
+                self._challenge(
+                    request,
+                    txn=txn,
+                    source=source,
+                    reason=auth.reason,
+                    stale=auth.stale,
+                    username=auth.username,
+                )
+                return
+            caller_device = auth.username or ""
+            dialled = request.uri.user_unescaped or ""
+        else:
+            caller_device, dialled = trunk_device(inbound.trunk), inbound.did
         caller_user = config.user_for_device(caller_device)
         if request.max_forwards == 0:
             self._reply(txn, request, 483, "too many hops")
             return
-        callee_user = config.user_for_device(dialled)
-        if callee_user is not None:
-            devices = [dialled]
+        if inbound is not None:
+            callee_user = next((u for u in config.users if u.name == inbound.callee_user), None)
+            devices = list(inbound.devices)
         else:
-            callee_user = config.user_by_extension(dialled)
+            callee_user = config.user_for_device(dialled)
+            devices = [dialled]
             if callee_user is None:
-                _LOGGER.info(
-                    "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
-                )
-                self._reply(txn, request, 404, "unknown number")
-                return
-            devices = [d.username for d in callee_user.devices if d.username != caller_device]
+                callee_user = config.user_by_extension(dialled)
+                devices = [
+                    d.username
+                    for d in (callee_user.devices if callee_user else ())
+                    if d.username != caller_device
+                ]
+        if callee_user is None:
+            _LOGGER.info(
+                "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
+            )
+            self._reply(txn, request, 404, "unknown number")
+            return
         session_expires = _session_expires(request)
         if session_expires is not None and session_expires[0] < MIN_SESSION_EXPIRES:
             self._reply(
@@ -616,7 +635,9 @@ class B2bua:
             started_at=self._clock.wall(),
         )
         domain = config.sip.domain
-        if caller_user is not None:
+        if inbound is not None:
+            caller_party = _name_addr(inbound.caller_name, f"sip:{inbound.caller_number}@{domain}")
+        elif caller_user is not None:
             caller_party = _name_addr(caller_user.name, f"sip:{caller_user.extension}@{domain}")
         else:
             caller_party = f"<sip:{caller_device}@{domain}>"
@@ -1520,7 +1541,11 @@ class B2bua:
     def _digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
         call = leg.call
         self._publish(DtmfReceived(call.id, leg.device, digit, method))
-        if not call.answered or (leg is not call.caller and leg is not call.callee):
+        if (
+            not call.answered
+            or (leg is not call.caller and leg is not call.callee)
+            or is_trunk_device(leg.device)  # an outside caller cannot dial a feature code
+        ):
             self._pass_digit(leg, digit, method)  # no feature codes before the answer
             return
         collector = self._collectors.get((leg, method))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -30,6 +31,7 @@ from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSetti
 from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
+from sip_core.trunk.ingress import TrunkIngress
 from sip_core.trunk.registration import TrunkRegistrations, TrunkState
 from sip_core.useragent import normalise_mac, parse_user_agent
 
@@ -115,6 +117,7 @@ class Pbx:
             config.rtp.port_max,
             clock=self._clock,
         )
+        self._ingress = TrunkIngress(lambda: self._config)
         self._b2bua = B2bua(
             self._transactions,
             self._clock,
@@ -127,6 +130,7 @@ class Pbx:
             respond=lambda txn, response: txn.respond(self._stamp(response)),
             local_port=lambda: self._transport.local_address.port,
             history=CallHistory(),
+            ingress=self._ingress,
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
@@ -165,6 +169,7 @@ class Pbx:
         self._running = True
         self._expire_bindings()
         await self._start_plug_and_play()
+        await self._resolve_trunk_hosts()
         self._trunks.start()
 
     async def stop(self) -> None:
@@ -448,6 +453,17 @@ class Pbx:
         if "Server" not in headers:
             headers.set("Server", SERVER_HEADER)
         return response
+
+    async def _resolve_trunk_hosts(self) -> None:
+        """The trunks' host names as IP addresses, so that their INVITEs are recognised."""
+        loop = asyncio.get_running_loop()
+        for host in self._ingress.hosts_to_resolve():
+            try:
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+            except OSError as err:
+                _LOGGER.warning("Trunk host %s does not resolve: %s", host, err)
+                continue
+            self._ingress.addresses[host] = frozenset(str(info[4][0]) for info in infos)
 
     # -- discovery ---------------------------------------------------------------------------
 

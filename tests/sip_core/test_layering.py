@@ -71,6 +71,7 @@ LAYERS: dict[str, int] = {
     "trunk.__init__": 5,
     "trunk.config": 5,
     "trunk.registration": 5,
+    "trunk.ingress": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 
