@@ -1,20 +1,36 @@
-"""The runner registers a SIP trunk with a provider stand-in: Kamailio as the provider's registrar
-with digest authentication (``bench/_kamailio.py``).
+"""The runner and a SIP trunk, against independent software.
 
-Registration and refresh, a wrong password (one refused answer, then a long wait: the provider
+Kamailio (``bench/_kamailio.py``) is the provider's registrar with digest authentication:
+registration and refresh, a wrong password (one refused answer, then a long wait: the provider
 must never see a burst), and recovery once an unreachable provider comes up.
+
+sipp is the provider's proxy delivering a call from the outside: sent from the trunk's address,
+for a DID, it rings the DID's user (a sipp UAS registered as that user's device) with the outside
+caller's number shown, without a challenge; an unknown DID gets 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .clients import HOST, free_port
-from .conftest import StartPbx, users_from
+from .clients import (
+    HOST,
+    ClientError,
+    free_port,
+    read_sipp_outputs,
+    run_process,
+    run_sipp,
+    sipp_uac_call_argv,
+    sipp_uas_argv,
+    write_sipp_callers,
+)
+from .conftest import DOMAIN, Device, StartPbx, User, users_from
 
 pytestmark = pytest.mark.interop
 
@@ -96,3 +112,70 @@ async def test_recovers_when_the_provider_comes_up(
     await pbx.wait_for_log(r"Trunk provider registered for \d+ s", 45.0)
     assert accepted(kam) >= 1
     assert pbx.log().count("registration failed") == 1
+
+
+async def test_an_inbound_call_for_a_did_rings_its_user(
+    start_pbx: StartPbx, tmp_path: Path
+) -> None:
+    provider_port = free_port()
+    uas_port = free_port(digits=5)
+    trunk = (
+        "trunks:\n"
+        "  - name: provider\n"
+        f"    host: {HOST}\n"
+        f"    port: {provider_port}\n"
+        '    username: "4930"\n'
+        '    password: "provider-pw"\n'
+        "    register: false\n"
+        "    dids:\n"
+        '      - {number: "+4930111", destination: bob}\n'
+    )
+    pbx = await start_pbx([User("bob", "300", [Device("501", "sipp-callee-pw")])], extra_yaml=trunk)
+    registered = await run_sipp(
+        "register", pbx.port, {"501": "sipp-callee-pw"}, local_port=uas_port
+    )
+    assert registered.returncode == 0, registered.describe()
+    (tmp_path / "uas").mkdir()
+    (tmp_path / "uac").mkdir()
+    (tmp_path / "unknown").mkdir()
+    uas = asyncio.create_task(
+        run_process(
+            sipp_uas_argv(uas_port, calls=1, time_limit=30, trace_messages=True),
+            time_limit=40,
+            cwd=tmp_path / "uas",
+        )
+    )
+    try:
+        await asyncio.sleep(0.3)
+        callers = write_sipp_callers(
+            tmp_path / "uac" / "callers.csv", [("+4989555", "none", "+4930111")], domain=DOMAIN
+        )
+        argv = sipp_uac_call_argv(
+            pbx.port, callers, calls=1, rate=1, local_port=provider_port, trace_messages=True
+        )
+        result = await run_process(argv, time_limit=30, cwd=tmp_path / "uac")
+        stats, _rtts, messages, errors = read_sipp_outputs(tmp_path / "uac")
+        detail = f"{result.describe()}\n{errors[-2000:]}\n{messages[-3000:]}\n{pbx.log()[-2000:]}"
+        assert result.returncode == 0, detail
+        assert stats.get("SuccessfulCall(C)") == "1", detail
+        assert "407 Proxy Authentication Required" not in messages, detail
+        served = await asyncio.wait_for(uas, 15)
+        assert served.returncode == 0, served.describe()
+        delivered = read_sipp_outputs(tmp_path / "uas")[2]
+        # The device saw the outside caller's number, in our domain.
+        assert f"From: <sip:+4989555@{DOMAIN}>" in delivered, delivered[-3000:]
+    finally:
+        uas.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ClientError):
+            await uas
+
+    callers = write_sipp_callers(
+        tmp_path / "unknown" / "callers.csv", [("+4989555", "none", "+4930999")], domain=DOMAIN
+    )
+    argv = sipp_uac_call_argv(
+        pbx.port, callers, calls=1, rate=1, local_port=provider_port, trace_messages=True
+    )
+    result = await run_process(argv, time_limit=30, cwd=tmp_path / "unknown")
+    messages = read_sipp_outputs(tmp_path / "unknown")[2]
+    assert result.returncode != 0
+    assert "SIP/2.0 404" in messages, messages[-3000:]
