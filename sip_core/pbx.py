@@ -31,6 +31,7 @@ from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSetti
 from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
+from sip_core.trunk.egress import TrunkEgress
 from sip_core.trunk.ingress import TrunkIngress
 from sip_core.trunk.registration import TrunkRegistrations, TrunkState
 from sip_core.useragent import normalise_mac, parse_user_agent
@@ -131,6 +132,7 @@ class Pbx:
             local_port=lambda: self._transport.local_address.port,
             history=CallHistory(),
             ingress=self._ingress,
+            egress=TrunkEgress(lambda: self._config),
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None

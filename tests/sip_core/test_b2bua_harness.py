@@ -26,6 +26,7 @@ from sip_core.registrar import Binding
 from sip_core.relay import MediaRelay
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind
+from sip_core.trunk.egress import TrunkEgress
 from sip_core.trunk.ingress import TrunkIngress
 
 HOST = "127.0.0.1"
@@ -329,6 +330,7 @@ class Harness:
             respond=lambda txn, response: txn.respond(response),
             local_port=lambda: PBX.port,
             ingress=TrunkIngress(lambda: self.config) if trunks else None,
+            egress=TrunkEgress(lambda: self.config) if trunks else None,
         )
         self.phones: dict[str, Phone] = {}
         self._nc = 0

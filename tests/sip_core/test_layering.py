@@ -72,6 +72,7 @@ LAYERS: dict[str, int] = {
     "trunk.config": 5,
     "trunk.registration": 5,
     "trunk.ingress": 5,
+    "trunk.egress": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 
