@@ -7,12 +7,19 @@ must never see a burst), and recovery once an unreachable provider comes up.
 sipp is the provider's proxy delivering a call from the outside: sent from the trunk's address,
 for a DID, it rings the DID's user (a sipp UAS registered as that user's device) with the outside
 caller's number shown, without a challenge; an unknown DID gets 404.
+
+Kamailio as the provider's proxy (``bench/_kamailio_proxy.py``: 407 on every INVITE, then relayed
+to a registered contact) carries a call out: a device dials the outside-line prefix, the runner
+answers the 407 with the trunk's credentials, and the "PSTN" party (a sipp UAS registered at
+Kamailio) sees the trunk's caller ID.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,7 @@ from .clients import (
     sipp_uas_argv,
     write_sipp_callers,
 )
-from .conftest import DOMAIN, Device, StartPbx, User, users_from
+from .conftest import DOMAIN, REPO, Device, StartPbx, User, users_from
 
 pytestmark = pytest.mark.interop
 
@@ -179,3 +186,77 @@ async def test_an_inbound_call_for_a_did_rings_its_user(
     messages = read_sipp_outputs(tmp_path / "unknown")[2]
     assert result.returncode != 0
     assert "SIP/2.0 404" in messages, messages[-3000:]
+
+
+def _kamailio_proxy_class() -> Any:
+    bench = str(REPO / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    if importlib.import_module("_kamailio").kamailio_binary() is None:
+        pytest.skip("kamailio not installed")
+    return importlib.import_module("_kamailio_proxy").KamailioProxy
+
+
+async def test_an_outbound_call_answers_the_providers_challenge(
+    start_pbx: StartPbx, tmp_path: Path
+) -> None:
+    proxy = _kamailio_proxy_class()(
+        users={PROVIDER_USER: "trunk-pw", "301234": "pstn-pw"},
+        port=free_port(),
+        min_expires=1,
+        children=1,
+    )
+    proxy.start()
+    uas: asyncio.Task[Any] | None = None
+    try:
+        uas_port = free_port(digits=5)
+        registered = await run_sipp(
+            "register", proxy.port, {"301234": "pstn-pw"}, local_port=uas_port
+        )
+        assert registered.returncode == 0, registered.describe()
+        trunk = (
+            trunk_yaml(proxy.port, "trunk-pw").replace("register_interval: 60", "register: false")
+            + "dialplan:\n"
+            + "  routes:\n"
+            + '    - {prefix: "0", trunk: provider, strip: true}\n'
+        )
+        pbx = await start_pbx(
+            [User("carol", "400", [Device("401", "sipp-caller-pw")])], extra_yaml=trunk
+        )
+        for name in ("uas", "uac"):
+            (tmp_path / name).mkdir()
+        uas = asyncio.create_task(
+            run_process(
+                sipp_uas_argv(uas_port, calls=1, time_limit=30, trace_messages=True),
+                time_limit=40,
+                cwd=tmp_path / "uas",
+            )
+        )
+        await asyncio.sleep(0.3)
+        callers = write_sipp_callers(
+            tmp_path / "uac" / "callers.csv", [("401", "sipp-caller-pw", "0301234")], domain=DOMAIN
+        )
+        argv = sipp_uac_call_argv(
+            pbx.port, callers, calls=1, rate=1, trace_messages=True,
+            auth_uri=f"0301234@{DOMAIN}",
+        )  # fmt: skip
+        result = await run_process(argv, time_limit=30, cwd=tmp_path / "uac")
+        stats, _rtts, messages, errors = read_sipp_outputs(tmp_path / "uac")
+        detail = (
+            f"{result.describe()}\n{errors[-2000:]}\n{messages[-3000:]}\n--- runner\n"
+            f"{pbx.log()[-2000:]}\n--- kamailio\n{proxy.log_text()[-2000:]}"
+        )
+        assert result.returncode == 0, detail
+        assert stats.get("SuccessfulCall(C)") == "1", detail
+        served = await asyncio.wait_for(uas, 15)
+        assert served.returncode == 0, served.describe()
+        delivered = read_sipp_outputs(tmp_path / "uas")[2]
+        # The outside party sees the trunk's number (Kamailio only relays what authenticated).
+        assert f"From: <sip:{PROVIDER_USER}@{HOST}>" in delivered, delivered[-3000:]
+        assert "refused our credentials" not in pbx.log()
+    finally:
+        if uas is not None:
+            uas.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ClientError):
+                await uas
+        proxy.stop()
