@@ -5,6 +5,7 @@ code."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -172,3 +173,31 @@ def test_trunk_recognition_by_address() -> None:
     assert by_name.trunk_for(source) is None
     by_name.addresses["sip.example"] = frozenset({"192.0.2.7"})
     assert by_name.trunk_for(source) is not None
+
+
+async def test_an_inbound_trunk_call_flips_without_touching_the_provider(h: Harness) -> None:
+    """Flip from Bob's desk to his mobile: the outside party is never re-INVITEd nor BYEd."""
+    pstn = provider(h)
+    desk, mobile = h.phone("301", 5301), h.phone("302", 5302)
+    invite = pstn.invite("+4930111", authenticate=False)
+    await settle()
+    to_mobile = mobile.last_request("INVITE")
+    mobile.answer(to_mobile, 180)
+    desk.answer(desk.last_request("INVITE"), 200, sdp(6301))
+    mobile.reply(mobile.last_request("CANCEL"), 200)
+    mobile.answer(to_mobile, 487)
+    pstn.confirm(invite, pstn.responses(200)[-1])
+    mobile.seen = len(mobile.inbox())
+    before = len(pstn.requests())
+    call = h.only_call()
+    future = h.b2bua.flip(call.id, "302")
+    (ringing,) = [m for m in mobile.new() if getattr(m, "method", None) == "INVITE"]
+    assert "+4989555" in (ringing.headers.get("From") or "")  # the outside caller, still
+    mobile.answer(ringing, 200, sdp(6302))
+    await settle()
+    record = await asyncio.wait_for(future, 5)
+    assert record.succeeded
+    assert call.callee is not None
+    assert call.callee.device == "302"
+    assert len(pstn.requests()) == before  # nothing sent to the provider
+    assert len(desk.requests("BYE")) == 1
