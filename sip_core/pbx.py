@@ -158,7 +158,7 @@ class Pbx:
             config.trunking.trunks if config.trunking is not None else (),
             sender=self._transactions,
             clock=self._clock,
-            local_host=self.server_host_for,
+            local_host=self._trunk_local_host,
             local_port=lambda: self._transport.local_address.port,
             publish=self._events.publish,
         )
@@ -466,6 +466,12 @@ class Pbx:
                 _LOGGER.warning("Trunk host %s does not resolve: %s", host, err)
                 continue
             self._ingress.addresses[host] = frozenset(str(info[4][0]) for info in infos)
+
+    def _trunk_local_host(self, host: str) -> str:
+        """Our address towards a trunk's host, by the address it resolved to at start (so that
+        finding the route never looks a name up on the event loop)."""
+        resolved = sorted(self._ingress.addresses.get(host, ()))
+        return self.server_host_for(resolved[0] if resolved else host)
 
     # -- discovery ---------------------------------------------------------------------------
 
