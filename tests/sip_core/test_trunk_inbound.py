@@ -201,3 +201,8 @@ async def test_an_inbound_trunk_call_flips_without_touching_the_provider(h: Harn
     assert call.callee.device == "302"
     assert len(pstn.requests()) == before  # nothing sent to the provider
     assert len(desk.requests("BYE")) == 1
+    assert h.b2bua.hangup(call.id)
+    (record,) = h.b2bua.history.records()
+    assert record.caller == "trunk:provider"
+    assert record.caller_party == "<sip:+4989555@home.arpa>"  # the caller ID, kept
+    assert record.callee_device == "302"
