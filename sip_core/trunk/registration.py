@@ -293,6 +293,7 @@ class TrunkRegistration:
         elif status == 423:
             self._on_too_brief(request, response)
         elif status == 403:
+            self._digest.forget()  # as after a refused answer: start the next attempt afresh
             self._on_failure(request, TrunkFailure.AUTHENTICATION, "403 Forbidden", response)
         else:
             detail = f"{status} {response.reason}"

@@ -286,9 +286,12 @@ def test_challenges_that_cannot_be_answered(challenge: str, failure: TrunkFailur
 def test_forbidden_counts_as_refused_credentials() -> None:
     h = harness()
     h.registration.start()
+    h.sender.answer(401, ("WWW-Authenticate", CHALLENGE.format(nonce="n1")))
     h.sender.answer(403)
     assert h.registration.state.failure is TrunkFailure.AUTHENTICATION
     assert h.last_event.retry_in == AUTH_BACKOFF.delay(1)
+    h.clock.advance(AUTH_BACKOFF.delay(1))
+    assert "Authorization" not in h.sender.last.request.headers  # the nonce was dropped
 
 
 def test_timeouts_back_off_exponentially_then_recover() -> None:
