@@ -37,6 +37,7 @@ import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from functools import partial
 from typing import Any
 
@@ -64,6 +65,7 @@ from sip_core.dialog import (
     first_cseq,
 )
 from sip_core.digest import AuthFailure, AuthResult, DigestAuthenticator
+from sip_core.digest_client import AuthOutcome
 from sip_core.dtmf import (
     DtmfDigit,
     DtmfError,
@@ -121,6 +123,8 @@ from sip_core.transaction import (
     TransactionState,
 )
 from sip_core.transport import Address, Source, TransportKind
+from sip_core.trunk.egress import OutboundRefusal, OutboundTarget, TrunkEgress
+from sip_core.trunk.ingress import InboundRefusal, TrunkIngress, is_trunk_device, trunk_device
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -291,11 +295,18 @@ class B2bua:
         listening: Callable[[], bool] | None = None,
         on_auth: Callable[[Source, Request, AuthResult], None] | None = None,
         presence: Presence | None = None,
+        ingress: TrunkIngress | None = None,
+        egress: TrunkEgress | None = None,
     ) -> None:
         self._txns = transactions
         #: DND, Make Busy, Call Forward Always and flip permission (`sip_core.presence`).
         self.presence = presence if presence is not None else Presence(config)
         self._on_auth = on_auth
+        self._ingress = ingress
+        self._egress = egress
+        # Outgoing trunk INVITEs as sent, until their final response: a 401/407 is answered by
+        # sending the same INVITE again with credentials (see `_trunk_response`).
+        self._trunk_invites: dict[Leg, tuple[Request, OutboundTarget, int]] = {}
         self._clock = clock
         self._config = config
         self._auth = authenticator
@@ -560,37 +571,65 @@ class B2bua:
 
     def _on_invite(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         config = self._config()
-        auth = self._auth.verify(request, "Proxy-Authorization", local_port=source.local.port)
-        if self._on_auth is not None:
-            self._on_auth(source, request, auth)
-        if not auth.ok:
-            self._challenge(
-                request,
-                txn=txn,
-                source=source,
-                reason=auth.reason,
-                stale=auth.stale,
-                username=auth.username,
-            )
+        # A trunk's INVITE is recognised by its source and routed by its DID, not challenged.
+        inbound = self._ingress.route(request, source) if self._ingress is not None else None
+        if isinstance(inbound, InboundRefusal):
+            _LOGGER.info("Call from trunk %s rejected: %s", inbound.trunk, inbound.reason)
+            self._reply(txn, request, inbound.status, inbound.reason)
             return
-        caller_device = auth.username or ""
-        dialled = request.uri.user_unescaped or ""
+        if inbound is None:
+            auth = self._auth.verify(request, "Proxy-Authorization", local_port=source.local.port)
+            if self._on_auth is not None:
+                self._on_auth(source, request, auth)
+            if not auth.ok:
+                self._challenge(
+                    request,
+                    txn=txn,
+                    source=source,
+                    reason=auth.reason,
+                    stale=auth.stale,
+                    username=auth.username,
+                )
+                return
+            caller_device = auth.username or ""
+            dialled = request.uri.user_unescaped or ""
+        else:
+            caller_device, dialled = trunk_device(inbound.trunk), inbound.did
         caller_user = config.user_for_device(caller_device)
         if request.max_forwards == 0:
             self._reply(txn, request, 483, "too many hops")
             return
-        callee_user = config.user_for_device(dialled)
-        if callee_user is not None:
-            devices = [dialled]
+        if inbound is not None:
+            callee_user = next((u for u in config.users if u.name == inbound.callee_user), None)
+            devices = list(inbound.devices)
         else:
-            callee_user = config.user_by_extension(dialled)
+            callee_user = config.user_for_device(dialled)
+            devices = [dialled]
             if callee_user is None:
-                _LOGGER.info(
-                    "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
-                )
-                self._reply(txn, request, 404, "unknown number")
+                callee_user = config.user_by_extension(dialled)
+                devices = [
+                    d.username
+                    for d in (callee_user.devices if callee_user else ())
+                    if d.username != caller_device
+                ]
+        outbound: OutboundTarget | None = None
+        if callee_user is None and inbound is None and self._egress is not None:
+            plan = self._egress.plan(
+                dialled,
+                caller_user.name if caller_user else None,
+                internal=dialled == config.flip.code,
+            )
+            if isinstance(plan, OutboundRefusal):
+                _LOGGER.info("Call from %s to %s refused: %s", caller_device, dialled, plan.reason)
+                self._reply(txn, request, plan.status, plan.reason)
                 return
-            devices = [d.username for d in callee_user.devices if d.username != caller_device]
+            outbound = plan
+        if callee_user is None and outbound is None:
+            _LOGGER.info(
+                "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
+            )
+            self._reply(txn, request, 404, "unknown number")
+            return
         try:
             # Call Forward Always: each forward followed, loops cut (sip_core.presence).
             devices = resolve_targets(devices, self.presence.forwards)
@@ -634,7 +673,7 @@ class B2bua:
                 busy += 1
                 continue
             targets.extend(self._bindings(device))
-        if not targets:
+        if not targets and outbound is None:
             if busy:
                 status, why = 486, "busy"
             else:
@@ -648,12 +687,14 @@ class B2bua:
             new_call_id(),
             caller_user=caller_user.name if caller_user else None,
             dialled=dialled,
-            callee_user=callee_user.name,
+            callee_user=callee_user.name if callee_user else None,
             started_at=self._clock.wall(),
         )
         call.hops = request.max_forwards
         domain = config.sip.domain
-        if caller_user is not None:
+        if inbound is not None:
+            caller_party = _name_addr(inbound.caller_name, f"sip:{inbound.caller_number}@{domain}")
+        elif caller_user is not None:
             caller_party = _name_addr(caller_user.name, f"sip:{caller_user.extension}@{domain}")
         else:
             caller_party = f"<sip:{caller_device}@{domain}>"
@@ -681,6 +722,9 @@ class B2bua:
         self._publish_state(call, None)
         # At once, not as a task: a task would wait for the loop's current batch of datagrams
         # (up to 64 of them), which was most of a call's set-up time under load.
+        if callee_user is None:
+            self._ring(call, [], f"<sip:{dialled}@{domain}>", outbound=(outbound, source.local))
+            return
         self._ring(call, targets, _name_addr(callee_user.name, f"sip:{dialled}@{domain}"))
 
     def _challenge(
@@ -723,7 +767,14 @@ class B2bua:
     def _is_registered(self, device: str) -> bool:
         return bool(self._bindings(device))
 
-    def _ring(self, call: Call, targets: list[Binding], callee_party: str) -> None:
+    def _ring(
+        self,
+        call: Call,
+        targets: list[Binding],
+        callee_party: str,
+        *,
+        outbound: tuple[OutboundTarget | None, Address] | None = None,
+    ) -> None:
         try:
             media = self._relay.open_session(call.id)
         except (RelayError, OSError) as exc:
@@ -758,6 +809,11 @@ class B2bua:
                 on_response=partial(self._branch_response, leg),
                 on_timeout=partial(self._branch_failed, leg, 408),
             )
+        target, local = outbound if outbound is not None else (None, None)
+        if target is not None and local is not None and call.active:
+            leg = Leg(call, LegRole.CALLEE, "b", trunk_device(target.trunk), callee_party)
+            call.branches.append(leg)
+            self._send_trunk_invite(leg, target, local, offer=caller.remote_sdp)
         if call.active and call.callee is None:
             timeout = self._config().calls.no_answer_timeout
             call.no_answer_timer = self._clock.call_later(timeout, lambda: self._no_answer(call))
@@ -831,6 +887,102 @@ class B2bua:
         )
         # Answers make their dialogs from `leg.sent_invite`; the transaction needs not keep them.
         leg.client_txn.release_messages()
+
+    # -- out through a trunk --------------------------------------------------------------------
+
+    def _send_trunk_invite(
+        self, leg: Leg, target: OutboundTarget, local: Address, *, offer: SessionDescription
+    ) -> None:
+        """Ring the provider for ``leg``: the number at the trunk's domain, from its caller ID."""
+        endpoint = self._endpoint(Source(target.kind, target.destination, local, None))
+        local_tag = new_tag()
+        call_id = new_call_id()
+        cseq = first_cseq()
+        leg.invite_cseq = cseq
+        from_value = f"{target.from_value};tag={local_tag}"
+        leg.dialog = Dialog(
+            call_id=call_id,
+            local_tag=local_tag,
+            remote_tag="",
+            local_party=from_value,
+            remote_party=target.to_value,
+            remote_target=target.uri,
+            destination=target.destination,
+            endpoint=endpoint,
+            local_cseq=cseq,
+        )
+        invite = build_request(
+            "INVITE",
+            target.uri,
+            endpoint=endpoint,
+            from_value=from_value,
+            to_value=target.to_value,
+            call_id=call_id,
+            cseq=cseq,
+            routes=target.routes,
+            body=self._sdp_for(leg, offer, None),
+            content_type=SDP,
+            extra=_ALLOW,
+        )
+        target.digest.authorize(invite)
+        leg.sent_invite = SentInvite(
+            call_id=call_id,
+            local_tag=local_tag,
+            local_party=from_value,
+            cseq=cseq,
+            target=target.uri,
+            destination=target.destination,
+            endpoint=endpoint,
+        )
+        self._dialogs[(call_id, local_tag)] = leg
+        self._send_trunk_request(leg, invite, target, 0)
+
+    def _send_trunk_request(
+        self, leg: Leg, invite: Request, target: OutboundTarget, challenges: int
+    ) -> None:
+        self._trunk_invites[leg] = (invite, target, challenges)
+        leg.client_txn = self._txns.send_request(
+            invite,
+            target.destination,
+            target.kind,
+            on_response=partial(self._trunk_response, leg),
+            on_timeout=partial(self._trunk_timeout, leg),
+        )
+
+    def _trunk_timeout(self, leg: Leg) -> None:
+        self._trunk_invites.pop(leg, None)
+        self._branch_failed(leg, 408)
+
+    def _trunk_response(self, leg: Leg, response: Response) -> None:
+        """A provider's answer: a 401/407 is answered (twice at most), the rest as any branch's."""
+        status = response.status
+        sent = self._trunk_invites.pop(leg, None) if status >= 200 else None
+        call = leg.call
+        if status in (401, 407) and sent is not None:
+            invite, target, challenges = sent
+            live = leg.state is not LegState.TERMINATED and call.active and call.callee is None
+            if not live:
+                return
+            outcome = target.digest.handle(invite, response)
+            if outcome is AuthOutcome.RETRY and challenges < 2:
+                again = invite.copy()
+                cseq = invite.cseq.number + 1
+                again.headers.set("CSeq", f"{cseq} INVITE")
+                if leg.dialog is not None:
+                    again.headers.set("Via", leg.dialog.endpoint.via())
+                    leg.dialog.local_cseq = cseq
+                target.digest.authorize(again)
+                leg.invite_cseq = cseq
+                if leg.sent_invite is not None:
+                    leg.sent_invite = dc_replace(leg.sent_invite, cseq=cseq)
+                self._send_trunk_request(leg, again, target, challenges + 1)
+                return
+            _LOGGER.warning(
+                "Call %s: trunk %s refused our credentials (%s)", call.id, target.trunk, outcome
+            )
+            self._branch_failed(leg, 503)
+            return
+        self._branch_response(leg, response)
 
     def _branch_response(self, leg: Leg, response: Response) -> None:
         call = leg.call
@@ -1564,7 +1716,11 @@ class B2bua:
     def _digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
         call = leg.call
         self._publish(DtmfReceived(call.id, leg.device, digit, method))
-        if not call.answered or (leg is not call.caller and leg is not call.callee):
+        if (
+            not call.answered
+            or (leg is not call.caller and leg is not call.callee)
+            or is_trunk_device(leg.device)  # an outside caller cannot dial a feature code
+        ):
             self._pass_digit(leg, digit, method)  # no feature codes before the answer
             return
         collector = self._collectors.get((leg, method))

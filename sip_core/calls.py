@@ -245,6 +245,9 @@ class CallRecord:
     outcome: CallOutcome
     reason: str
     handoffs: tuple[HandoffRecord, ...] = ()
+    #: How the caller was presented to the callee (a name-addr): for a call from a trunk, the
+    #: outside caller's number and name.
+    caller_party: str = ""
 
     @property
     def duration(self) -> float:
@@ -376,6 +379,7 @@ class Call:
             outcome=self.outcome or CallOutcome.FAILED,
             reason=self.reason,
             handoffs=tuple(self.handoffs),
+            caller_party=self.caller.party if self.caller is not None else "",
         )
 
 

@@ -44,10 +44,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from os import PathLike
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
 from .yaml_file import YamlError, read_yaml
+
+if TYPE_CHECKING:
+    from .trunk.config import Trunking
 
 __all__ = [
     "AuthSettings",
@@ -305,6 +308,8 @@ class PbxConfig:
     log_level: str = "info"
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    #: The ``trunks`` and ``dialplan`` sections (``sip_core.trunk.config``); None: no trunks.
+    trunking: "Trunking | None" = None
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -385,6 +390,7 @@ class PbxConfig:
                 "provision": dict(self.discovery.provision),
                 "http_port": self.discovery.http_port,
             },
+            **({} if self.trunking is None else self.trunking.to_mapping(redact=redact)),
         }
 
 
@@ -453,9 +459,35 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     log_level = _log_level(root.get("log_level"))
     discovery = _discovery(root.get("discovery"), users)
     security = _security(root.get("security"))
+    trunking = _trunking(root, users, flip)
     return PbxConfig(
-        sip, rtp, users, registrar, auth, calls, flip, log_level, discovery, security=security
+        sip,
+        rtp,
+        users,
+        registrar,
+        auth,
+        calls,
+        flip,
+        log_level,
+        discovery,
+        security=security,
+        trunking=trunking,
     )
+
+
+def _trunking(
+    root: Mapping[str, Any], users: Sequence[User], flip: FlipSettings
+) -> "Trunking | None":
+    """The trunks and dial plan, checked by ``sip_core.trunk.config``.
+
+    Imported here rather than at the top because that module builds on this one's helpers.
+    """
+    from .trunk.config import trunking_from_mapping  # noqa: PLC0415
+
+    internal = [user.extension for user in users]
+    internal += [device.username for user in users for device in user.devices]
+    internal.append(flip.code)
+    return trunking_from_mapping(root.get("trunks"), root.get("dialplan"), users, internal)
 
 
 _TOP_KEYS: Final = (
@@ -469,6 +501,8 @@ _TOP_KEYS: Final = (
     "security",
     "log_level",
     "discovery",
+    "trunks",
+    "dialplan",
 )
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")

@@ -63,8 +63,17 @@ _HASHES: dict[DigestAlgorithm, Callable[[bytes], hashlib._Hash]] = {
 _ALGORITHM_BY_NAME: dict[str, DigestAlgorithm] = {a.value.lower(): a for a in DigestAlgorithm}
 
 
-def _h(algorithm: DigestAlgorithm, text: str) -> str:
+def algorithm_named(name: str) -> DigestAlgorithm | None:
+    """The algorithm spelt ``name`` on the wire (any case), or ``None`` for one we do not know."""
+    return _ALGORITHM_BY_NAME.get(name.lower())
+
+
+def digest_hex(algorithm: DigestAlgorithm, text: str) -> str:
+    """H(text) of RFC 7616 §3.4.1: the algorithm's digest of the UTF-8 text, in lower-case hex."""
     return _HASHES[algorithm](text.encode("utf-8")).hexdigest()
+
+
+_h = digest_hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +173,12 @@ def parse_credentials(value: str) -> DigestCredentials | None:
     return DigestCredentials(params)
 
 
-def _quote(text: str) -> str:
+def quoted_string(text: str) -> str:
+    """``text`` as a SIP quoted-string (RFC 3261 §25.1): backslash and double quote escaped."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_quote = quoted_string
 
 
 def _ext_value(text: str) -> str | None:

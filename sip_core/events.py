@@ -34,6 +34,9 @@ __all__ = [
     "PbxEvent",
     "RegistrationChanged",
     "RegistrationReason",
+    "TrunkFailure",
+    "TrunkStateChanged",
+    "TrunkStatus",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -172,6 +175,47 @@ class BanEnded:
     reason: BanEndReason
 
 
+class TrunkStatus(StrEnum):
+    """Where a trunk's registration with its provider stands."""
+
+    REGISTERING = "registering"  # the first REGISTER is on its way
+    REGISTERED = "registered"
+    FAILING = "failing"  # the last attempt failed (``TrunkStateChanged.failure`` says why)
+    STOPPED = "stopped"  # the PBX stopped (we unregistered, or tried to)
+
+
+class TrunkFailure(StrEnum):
+    """Why a trunk's last registration attempt failed."""
+
+    AUTHENTICATION = "authentication failed"  # our credentials were refused (401/407 again, 403)
+    UNSUPPORTED_CHALLENGE = "unsupported challenge"  # a digest variant we cannot answer
+    WRONG_REALM = "challenged for another realm"  # not the configured realm
+    INTERVAL = "interval too brief"  # 423 without a usable Min-Expires
+    REFUSED = "refused"  # another final response (the status is in ``detail``)
+    TIMEOUT = "no answer"  # the provider did not answer (Timer F)
+    TRANSPORT = "transport error"  # could not send (unresolvable host, connection refused)
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkStateChanged:
+    """A trunk's registration changed state, or failed once more.
+
+    ``failures`` counts the attempts that failed in a row, ``auth_failures`` those among them
+    that failed because our credentials were refused (Home Assistant raises a repair issue on
+    these). ``retry_in`` is how long until the next attempt (seconds; None when none is planned),
+    ``expires_in`` how long the provider keeps the registration (when registered).
+    """
+
+    trunk: str
+    status: TrunkStatus
+    failure: TrunkFailure | None = None
+    detail: str = ""
+    failures: int = 0
+    auth_failures: int = 0
+    retry_in: float | None = None
+    expires_in: float | None = None
+
+
 #: Every event the PBX publishes: narrow with ``isinstance`` or ``match``.
 PbxEvent = (
     AddressBanned
@@ -183,6 +227,7 @@ PbxEvent = (
     | HandoffSucceeded
     | HandoffFailed
     | CallRecorded
+    | TrunkStateChanged
 )
 
 Subscriber = Callable[[PbxEvent], None]

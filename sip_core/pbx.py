@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -34,6 +35,9 @@ from sip_core.state import RuntimeState
 from sip_core.stats import PbxStats
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
+from sip_core.trunk.egress import TrunkEgress
+from sip_core.trunk.ingress import TrunkIngress
+from sip_core.trunk.registration import TrunkRegistrations, TrunkState
 from sip_core.useragent import normalise_mac, parse_user_agent
 
 __all__ = ["ALLOWED_METHODS", "Pbx"]
@@ -124,6 +128,7 @@ class Pbx:
             config.rtp.port_max,
             clock=self._clock,
         )
+        self._ingress = TrunkIngress(lambda: self._config)
         self._b2bua = B2bua(
             self._transactions,
             self._clock,
@@ -138,6 +143,8 @@ class Pbx:
             history=_history(history),
             on_auth=self._guard.authenticated,
             presence=Presence(lambda: self._config, state),
+            ingress=self._ingress,
+            egress=TrunkEgress(lambda: self._config),
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
@@ -158,6 +165,15 @@ class Pbx:
         )
         self._multicast: MulticastListener | None = None
         self._joined = False
+        # Registration with SIP trunks' providers (sip_core.trunk).
+        self._trunks = TrunkRegistrations(
+            config.trunking.trunks if config.trunking is not None else (),
+            sender=self._transactions,
+            clock=self._clock,
+            local_host=self._trunk_local_host,
+            local_port=lambda: self._transport.local_address.port,
+            publish=self._events.publish,
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -172,10 +188,13 @@ class Pbx:
         self._running = True
         self._expire_bindings()
         await self._start_plug_and_play()
+        await self._resolve_trunk_hosts()
+        self._trunks.start()
 
     async def stop(self) -> None:
         """Release the port and every timer; bindings stay in memory for `binding_records`."""
         self._running = False
+        self._trunks.stop()
         if self._multicast is not None:
             self._multicast.close()
             self._multicast = None
@@ -275,6 +294,10 @@ class Pbx:
     def hangup(self, call_id: str) -> bool:
         """End a call (both sides); false when there is no such call in progress."""
         return self._b2bua.hangup(call_id)
+
+    def trunk_states(self) -> list[TrunkState]:
+        """Where each registering trunk stands (`TrunkStateChanged` events say the same)."""
+        return self._trunks.states()
 
     def history(self) -> list[CallRecord]:
         """Finished calls, oldest first (bounded), each with its handoff records."""
@@ -527,6 +550,23 @@ class Pbx:
         if "Server" not in headers:
             headers.set("Server", SERVER_HEADER)
         return response
+
+    async def _resolve_trunk_hosts(self) -> None:
+        """The trunks' host names as IP addresses, so that their INVITEs are recognised."""
+        loop = asyncio.get_running_loop()
+        for host in self._ingress.hosts_to_resolve():
+            try:
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+            except OSError as err:
+                _LOGGER.warning("Trunk host %s does not resolve: %s", host, err)
+                continue
+            self._ingress.addresses[host] = frozenset(str(info[4][0]) for info in infos)
+
+    def _trunk_local_host(self, host: str) -> str:
+        """Our address towards a trunk's host, by the address it resolved to at start (so that
+        finding the route never looks a name up on the event loop)."""
+        resolved = sorted(self._ingress.addresses.get(host, ()))
+        return self.server_host_for(resolved[0] if resolved else host)
 
     # -- discovery ---------------------------------------------------------------------------
 

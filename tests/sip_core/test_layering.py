@@ -70,6 +70,7 @@ LAYERS: dict[str, int] = {
     # 4 dialog / auth
     "dialog": 4,
     "digest": 4,
+    "digest_client": 4,
     # 5 application
     "config": 5,
     "registrar": 5,
@@ -92,6 +93,12 @@ LAYERS: dict[str, int] = {
     "plugplay": 5,
     "provisioning": 5,
     "provision_http": 5,
+    # 5 trunks
+    "trunk.__init__": 5,
+    "trunk.config": 5,
+    "trunk.registration": 5,
+    "trunk.ingress": 5,
+    "trunk.egress": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 # The runtime dependencies in pyproject.toml, and the one module that may use each.
