@@ -109,7 +109,14 @@ async def async_install_blueprints(hass: HomeAssistant) -> InstallReport:
     stored = await store.async_load()
     installed = dict(stored["installed"]) if stored else {}
     folder = Path(hass.config.path(BLUEPRINT_FOLDER))
-    report = await hass.async_add_executor_job(install, folder, domains, installed)
+    try:
+        report = await hass.async_add_executor_job(install, folder, domains, installed)
+    except OSError as err:
+        # A folder that cannot be written must not break the PBX: the blueprints can still be
+        # imported by hand. What was written before the error is recorded.
+        _LOGGER.warning("Could not put callflip's blueprints in %s: %s", folder, err)
+        await store.async_save({"installed": installed})
+        return InstallReport()
     await store.async_save({"installed": installed})
     for relative in report.written + report.updated:
         _LOGGER.info("Installed the blueprint %s", relative)

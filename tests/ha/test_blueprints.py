@@ -172,6 +172,25 @@ async def test_updated_blueprint_reloads_automations(
     }
 
 
+async def test_unwritable_folder_is_a_warning(
+    hass: HomeAssistant, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A blueprints folder that cannot be written is reported, and callflip sets up anyway."""
+
+    def block() -> None:
+        blocked = _installed(hass, "callflip")
+        blocked.parent.mkdir(parents=True)
+        blocked.write_text("a file where the folder should be\n", "utf-8")
+
+    await hass.async_add_executor_job(block)
+    assert await async_setup_component(hass, "automation", {})
+    await hass.async_block_till_done()
+    assert await async_setup_component(hass, DOMAIN, {})
+    await hass.async_block_till_done()
+    assert "Could not put callflip's blueprints in" in caplog.text
+    assert DOMAIN in hass.config.components
+
+
 async def test_device_conditions_of_a_person(
     hass: HomeAssistant, loaded_entry: MockConfigEntry, make_phone: Callable[..., SipPhone]
 ) -> None:
