@@ -1349,6 +1349,7 @@ class B2bua:
                 reason,
                 call.caller_user,
                 call.callee_user,
+                call.outcome if call.state is CallState.ENDED else None,
             )
         )
 

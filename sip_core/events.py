@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from .calls import CallRecord, CallState, HandoffRecord
+from .calls import CallOutcome, CallRecord, CallState, HandoffRecord
 
 if TYPE_CHECKING:
     from .registrar import Binding
@@ -77,7 +77,9 @@ class CallStateChanged:
     """A call moved to another state (see `sip_core.calls.CallState`).
 
     ``devices`` are the devices in the call after the change (the caller's and the answered one,
-    or every ringing one); ``reason`` says why for ``ended`` (and is empty otherwise).
+    or every ringing one); ``reason`` says why for ``ended`` (and is empty otherwise), and
+    ``outcome`` says how, the same as the history's record (None before ``ended``), so that a
+    subscriber can tell a missed call from an answered one without parsing ``reason``.
     ``caller_user``/``callee_user`` are the configured users' names (None for a caller who is
     nobody's device), so a subscriber need not look the call up to show who talks to whom.
     """
@@ -91,6 +93,7 @@ class CallStateChanged:
     reason: str = ""
     caller_user: str | None = None
     callee_user: str | None = None
+    outcome: CallOutcome | None = None
 
 
 class DtmfMethod(StrEnum):

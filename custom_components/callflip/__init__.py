@@ -23,6 +23,7 @@ from sip_core.config import ConfigError, config_from_mapping
 from sip_core.pbx import Pbx
 from sip_core.transport import TransportError
 
+from .bundled_blueprints import async_setup_blueprints
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .discovery import PhoneDiscovery
@@ -73,9 +74,11 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     This is how the demo configuration (develop_config) and someone moving from
     ``python -m sip_core`` get their household; from then on the UI is where it is edited,
     and the YAML section is ignored while the entry exists. The actions are registered here,
-    once, so that automations using them validate even while the entry is not loaded.
+    once, so that automations using them validate even while the entry is not loaded. The
+    bundled blueprints are put in the configuration's blueprints folder once Home Assistant runs.
     """
     async_setup_services(hass)
+    async_setup_blueprints(hass)
     if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=False):
         hass.async_create_task(
             hass.config_entries.flow.async_init(

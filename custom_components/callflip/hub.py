@@ -317,6 +317,7 @@ class CallflipHub:
                 "device_labels": [self.device_label(device) for device in event.devices],
                 "device_ids": self._ha_ids(event.devices),
                 "reason": event.reason,
+                "outcome": event.outcome.value if event.outcome is not None else None,
             },
         )
 

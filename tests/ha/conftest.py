@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from unittest.mock import PropertyMock, patch
 
 import pytest
@@ -22,6 +23,17 @@ from .sip_client import SipPhone
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/callflip."""
+
+
+@pytest.fixture(autouse=True)
+def _config_dir_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's configuration folder is its own: callflip writes its blueprints there, which
+    must not land in the test plugin's shared testing_config. (Set where the hass fixture reads
+    it, not on hass itself: fixtures such as the recorder's must come before hass.)"""
+    monkeypatch.setattr(
+        "pytest_homeassistant_custom_component.common.get_test_config_dir",
+        lambda *parts: str(tmp_path.joinpath(*parts)),
+    )
 
 
 @pytest.fixture(autouse=True)
