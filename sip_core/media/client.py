@@ -544,7 +544,8 @@ class MediaRelay:
     """The media engine process and the sessions it carries, for one host and port range.
 
     ``python`` is the interpreter that runs the engine (default: this one), ``cpu`` pins the
-    engine to one CPU (benchmarks), ``log_level`` is the engine's (default: this logger's).
+    engine to one CPU (benchmarks), ``log_level`` is the engine's (default: this logger's),
+    ``music_file`` a WAV file the engine plays for `PlayMusic` (default: the bundled loop).
     """
 
     def __init__(
@@ -558,8 +559,10 @@ class MediaRelay:
         python: str | None = None,
         cpu: int | None = None,
         log_level: str | None = None,
+        music_file: str | None = None,
     ) -> None:
         self.host = host
+        self.music_file = music_file
         self.clock = clock
         self.connect_sockets = connect_sockets and can_disconnect()
         self.ports = PortAllocator(port_min, port_max)
@@ -642,6 +645,8 @@ class MediaRelay:
         ]
         if self._cpu is not None:
             command += ["--cpu", str(self._cpu)]
+        if self.music_file is not None:
+            command += ["--music-file", self.music_file]
         try:
             process = subprocess.Popen(
                 command,

@@ -40,6 +40,7 @@ from sip_core.audio import (
     PlayTone,
     Tone,
     UnsupportedCodec,
+    WavError,
 )
 from sip_core.dtmf import DtmfDigit
 from sip_core.sdp import Codec
@@ -79,7 +80,9 @@ class _Drained(Exception):
 class MediaEngine:
     """The relay and the channel to the SIP process: commands in, events out."""
 
-    def __init__(self, channel: socket.socket, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, channel: socket.socket, host: str = "127.0.0.1", music_file: str | None = None
+    ) -> None:
         self._channel = channel
         channel.setblocking(False)
         self._loop = RelayEngine(time.monotonic, name="callflip-media")
@@ -112,7 +115,7 @@ class MediaEngine:
             p.StopPlay: self._stop_play,
             p.SetMuted: self._set_muted,
         }
-        self._audio = AudioLibrary()
+        self._audio = _library(music_file)
         self._playing: dict[int, int] = {}  # leg -> its current playback's number
         # G.722 assets are encoded once, on a thread of their own (pure Python: a music loop
         # takes about half a second, which on the loop would hold up every call's packets);
@@ -456,6 +459,21 @@ class MediaEngine:
         self._loop.stop()
 
 
+def _library(music_file: str | None) -> AudioLibrary:
+    """The engine's audio, with the user's music converted once, now (at both rates), so that no
+    hold waits for it; a file that went bad since the configuration was checked is logged, and
+    the bundled loop plays instead."""
+    if music_file is None:
+        return AudioLibrary()
+    library = AudioLibrary(music_file)
+    try:
+        library.check()
+    except WavError as exc:
+        _LOGGER.error("music on hold: %s; playing the bundled music instead", exc)
+        return AudioLibrary()
+    return library
+
+
 def _playback(message: p.Play) -> Playback:
     """The `sip_core.audio` value a `Play` command names; ProtocolError for a bad one."""
     try:
@@ -486,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channel", type=int, required=True, help="the control socket's fd")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--cpu", type=int, default=None, help="run on this CPU only")
+    parser.add_argument("--music-file", default=None, help="a WAV file for music on hold")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
@@ -499,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {args.cpu})
     channel = socket.socket(fileno=args.channel)
-    MediaEngine(channel).run()
+    MediaEngine(channel, music_file=args.music_file).run()
     return 0
 
 
