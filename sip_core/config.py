@@ -9,7 +9,7 @@ also names the line.
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
     sip: {listen: 0.0.0.0, port: 5060, domain: home.arpa}
-    rtp: {ports: 40000-40999, music_on_hold: null}   # null: the bundled music loop
+    rtp: {ports: 40000-40999, timeout: 60, music_on_hold: null}   # null: the bundled music
     users:
       - name: alice
         extension: "200"
@@ -187,11 +187,14 @@ class RtpSettings:
 
     ``music_on_hold``: a WAV file played to whoever is held by the PBX, instead of the bundled
     loop (None). The loader reads it once to refuse a file that cannot be played.
+    ``timeout``: seconds without RTP or RTCP from a phone whose media arrived before, after which
+    its call is ended (0: never); a call on hold is exempt.
     """
 
     port_min: int = 40000
     port_max: int = 40999
     music_on_hold: str | None = None
+    timeout: int = 60
 
     @property
     def pair_count(self) -> int:
@@ -374,6 +377,7 @@ class PbxConfig:
             },
             "rtp": {
                 "ports": f"{self.rtp.port_min}-{self.rtp.port_max}",
+                "timeout": self.rtp.timeout,
                 **(
                     {}
                     if self.rtp.music_on_hold is None
@@ -706,11 +710,12 @@ def _discovery(data: Any, users: Sequence[User]) -> DiscoverySettings:
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
     path: KeyPath = ("rtp", "ports")
-    section = _section(data, ("rtp",), ("ports", "music_on_hold"))
+    section = _section(data, ("rtp",), ("ports", "music_on_hold", "timeout"))
     music = _music_on_hold(section)
+    timeout = _int(section, "timeout", ("rtp",), 60, (0, 3600))
     value = section.get("ports")
     if value is None:
-        return RtpSettings(music_on_hold=music)
+        return RtpSettings(music_on_hold=music, timeout=timeout)
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
@@ -725,7 +730,7 @@ def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
         _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
     if low <= sip.port <= high:
         _fail(path, f"must not include the SIP port {sip.port}")
-    return RtpSettings(low, high, music)
+    return RtpSettings(low, high, music, timeout)
 
 
 def _music_on_hold(section: Mapping[str, Any]) -> str | None:
