@@ -185,3 +185,12 @@ async def test_a_silent_unlatched_leg_is_not_timed_out(relay: MediaRelay) -> Non
     await relay.sync()
     assert timeouts == []
     assert not session.a.latched
+
+
+async def test_only_the_silent_leg_is_reported_while_the_other_keeps_sending(
+    relay: MediaRelay, far_ends: tuple[socket.socket, socket.socket]
+) -> None:
+    session, timeouts = await _latched_silent_call(relay, far_ends)
+    async with sending(far_ends[0], session.a.local_rtp.port):
+        await until(lambda: bool(timeouts), "the silent leg's timeout", WAIT)
+    assert timeouts == [("b", TIMEOUT)]
