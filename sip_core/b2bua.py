@@ -553,6 +553,7 @@ class B2bua:
         relay_leg = media.leg(leg.side)
         rtp, rtcp = _media_target(sdp)
         relay_leg.set_remote(rtp, rtcp)
+        relay_leg.on_hold = _is_hold(sdp)
         audio = sdp.audio()
         if audio is not None:
             relay_leg.set_codecs(audio.codecs())
@@ -788,6 +789,10 @@ class B2bua:
         media.on_dtmf = lambda side, digit: self._on_rtp_dtmf(call, side, digit)
         # The media engine died: the call has no audio any more, so it ends (BYE to each side).
         media.on_lost = lambda why: self._terminate(call, CallOutcome.FAILED, why, status=503)
+        # A phone stopped sending (gone without a BYE): the call ends the same way.
+        media.on_timeout = lambda side, seconds: self._terminate(
+            call, CallOutcome.FAILED, f"no media for {seconds:g} s", status=408
+        )
         # Every device may dial the flip code: its telephone-events stop at the relay, and the
         # digits that are not a code are sent on again by `_pass_digit`.
         media.a.swallow_dtmf = media.b.swallow_dtmf = True
@@ -1280,6 +1285,7 @@ class B2bua:
         if media is not None:
             media.on_dtmf = None
             media.on_lost = None
+            media.on_timeout = None
         for leg in (*call.legs(), *call.branches):
             leg.remote_sdp = None
             leg.origin = None

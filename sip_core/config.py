@@ -9,7 +9,7 @@ also names the line.
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
     sip: {listen: 0.0.0.0, port: 5060, domain: home.arpa}
-    rtp: {ports: 40000-40999}
+    rtp: {ports: 40000-40999, timeout: 60, music_on_hold: null}   # null: the bundled music
     users:
       - name: alice
         extension: "200"
@@ -46,6 +46,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from .audio.wav import WavError, load_wav
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
 from .yaml_file import YamlError, read_yaml
 
@@ -182,10 +183,18 @@ class DiscoverySettings:
 
 @dataclass(frozen=True, slots=True)
 class RtpSettings:
-    """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd."""
+    """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd.
+
+    ``music_on_hold``: a WAV file played to whoever is held by the PBX, instead of the bundled
+    loop (None). The loader reads it once to refuse a file that cannot be played.
+    ``timeout``: seconds without RTP or RTCP from a phone whose media arrived before, after which
+    its call is ended (0: never); a call on hold is exempt.
+    """
 
     port_min: int = 40000
     port_max: int = 40999
+    music_on_hold: str | None = None
+    timeout: int = 60
 
     @property
     def pair_count(self) -> int:
@@ -366,7 +375,15 @@ class PbxConfig:
                 "domain": self.sip.domain,
                 "workers": self.sip.workers,
             },
-            "rtp": {"ports": f"{self.rtp.port_min}-{self.rtp.port_max}"},
+            "rtp": {
+                "ports": f"{self.rtp.port_min}-{self.rtp.port_max}",
+                "timeout": self.rtp.timeout,
+                **(
+                    {}
+                    if self.rtp.music_on_hold is None
+                    else {"music_on_hold": self.rtp.music_on_hold}
+                ),
+            },
             "users": [user.to_mapping(redact=redact) for user in self.users],
             "registrar": {
                 "min_expires": self.registrar.min_expires,
@@ -693,10 +710,12 @@ def _discovery(data: Any, users: Sequence[User]) -> DiscoverySettings:
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
     path: KeyPath = ("rtp", "ports")
-    section = _section(data, ("rtp",), ("ports",))
+    section = _section(data, ("rtp",), ("ports", "music_on_hold", "timeout"))
+    music = _music_on_hold(section)
+    timeout = _int(section, "timeout", ("rtp",), 60, (0, 3600))
     value = section.get("ports")
     if value is None:
-        return RtpSettings()
+        return RtpSettings(music_on_hold=music, timeout=timeout)
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
@@ -711,7 +730,23 @@ def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
         _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
     if low <= sip.port <= high:
         _fail(path, f"must not include the SIP port {sip.port}")
-    return RtpSettings(low, high)
+    return RtpSettings(low, high, music, timeout)
+
+
+def _music_on_hold(section: Mapping[str, Any]) -> str | None:
+    """The music file's path, once it is known to load (a bad file is refused now, not at the
+    first hold). The engine converts it again for its own use; this read only checks it."""
+    path: KeyPath = ("rtp", "music_on_hold")
+    value = section.get("music_on_hold")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        _fail(path, f"must be the path of a WAV file, not {_describe(value)}")
+    try:
+        load_wav(value, 8000)
+    except WavError as err:
+        _fail(path, str(err))
+    return value
 
 
 def _users(data: Any) -> tuple[User, ...]:

@@ -127,6 +127,8 @@ class Pbx:
             config.rtp.port_min,
             config.rtp.port_max,
             clock=self._clock,
+            music_file=config.rtp.music_on_hold,
+            rtp_timeout=config.rtp.timeout,
         )
         self._ingress = TrunkIngress(lambda: self._config)
         self._b2bua = B2bua(

@@ -667,7 +667,7 @@ def test_to_mapping_is_plain_data_in_the_file_schema() -> None:
             ],
         }
     ]
-    assert config.to_mapping()["rtp"] == {"ports": "40000-40999"}
+    assert config.to_mapping()["rtp"] == {"ports": "40000-40999", "timeout": 60}
     assert config.to_mapping()["sip"]["workers"] == 0
 
 

@@ -100,6 +100,8 @@ SAMPLES: list[p.Message] = [
     p.StopPlay(2, 11),
     p.SetMuted(3, True),
     p.PlayEnded(2, 11, "finished"),
+    p.SetOnHold(3, True),
+    p.MediaTimeout(1, "b", 60.0),
     p.Refused("no leg 99"),
     p.Synced(10),
 ]
