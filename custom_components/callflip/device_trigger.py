@@ -21,6 +21,7 @@ from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
 from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, EVENT_PHONE_DISCOVERED, HandoffType
+from .hub import entries_of
 
 INCOMING_CALL = "incoming_call"
 PHONE_DISCOVERED = "phone_discovered"
@@ -51,7 +52,7 @@ def _is_hub(hass: HomeAssistant, device_id: str) -> bool:
     """The PBX's own device: its identifier is the entry id (users and devices have prefixes)."""
     device = dr.async_get(hass).async_get(device_id)
     return device is not None and any(
-        domain == DOMAIN and value in device.config_entries for domain, value in device.identifiers
+        domain == DOMAIN and value in entries_of(device) for domain, value in device.identifiers
     )
 
 

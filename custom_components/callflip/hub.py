@@ -226,7 +226,7 @@ class CallflipHub:
         """What a device registry id stands for: ("user", user id), ("device", device id)
         or ("hub", entry id); None when it is not one of this entry's devices."""
         device = dr.async_get(self.hass).async_get(ha_device_id)
-        if device is None or self.entry.entry_id not in device.config_entries:
+        if device is None or self.entry.entry_id not in entries_of(device):
             return None
         for domain, value in device.identifiers:
             if domain != DOMAIN:
@@ -423,3 +423,10 @@ class CallflipHub:
         """
         if device.via_device_id != parent.id:
             registry.async_update_device(device.id, via_device_id=parent.id)
+
+
+def entries_of(device: dr.DeviceEntry) -> set[str]:
+    """The config entries a device belongs to. Current Home Assistant gives a device one
+    (`config_entry_id`) and warns about reading `config_entries`; 2025.4 has only the set."""
+    owner: str | None = getattr(device, "config_entry_id", None)
+    return {owner} if owner is not None else set(device.config_entries)

@@ -30,9 +30,14 @@ def _config_dir_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     """Each test's configuration folder is its own: callflip writes its blueprints there, which
     must not land in the test plugin's shared testing_config. (Set where the hass fixture reads
     it, not on hass itself: fixtures such as the recorder's must come before hass.)"""
+
+    def own(*parts: str) -> str:
+        return str(tmp_path.joinpath(*parts))
+
+    monkeypatch.setattr("pytest_homeassistant_custom_component.common.get_test_config_dir", own)
+    # Newer plugins read it through their own import, for their hass_config_dir fixture.
     monkeypatch.setattr(
-        "pytest_homeassistant_custom_component.common.get_test_config_dir",
-        lambda *parts: str(tmp_path.joinpath(*parts)),
+        "pytest_homeassistant_custom_component.plugins.get_test_config_dir", own, raising=False
     )
 
 
