@@ -40,6 +40,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from sip_core.call.digits import Digits
+from sip_core.call.messages import SDP, Responder, ignore, is_open, nothing, parse_body
+from sip_core.call.session_timer import (
+    MIN_SESSION_EXPIRES,
+    SessionTimers,
+    negotiate_session_timer,
+    session_expires,
+    supports,
+)
 from sip_core.calls import (
     Call,
     CallHistory,
@@ -49,9 +58,6 @@ from sip_core.calls import (
     Leg,
     LegRole,
     LegState,
-    Refresher,
-    SessionTimer,
-    Side,
 )
 from sip_core.clock import Clock, TimerHandle
 from sip_core.config import PbxConfig
@@ -62,28 +68,19 @@ from sip_core.dialog import (
     SentInvite,
     build_request,
     first_cseq,
+    name_address,
 )
 from sip_core.digest import AuthFailure, DigestAuthenticator
-from sip_core.dtmf import (
-    DtmfDigit,
-    DtmfError,
-    FeatureCode,
-    FeatureCodeCollector,
-    FeatureMatch,
-    format_dtmf_relay,
-    parse_dtmf_info,
-)
 from sip_core.events import (
     CallRecorded,
     CallStateChanged,
-    DtmfMethod,
-    DtmfReceived,
     HandoffFailed,
     HandoffStarted,
     HandoffSucceeded,
     PbxEvent,
 )
-from sip_core.features import (
+from sip_core.features.codes import FeatureCode, FeatureCodeCollector, FeatureMatch
+from sip_core.features.flip import (
     CallNotFlippable,
     FlipError,
     FlipInProgress,
@@ -107,7 +104,6 @@ from sip_core.sdp import (
     SessionDescription,
     common_codecs,
     offer_for_new_device,
-    parse_sdp,
     payload_type_map,
     rewrite_for_relay,
 )
@@ -129,18 +125,9 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
-SDP = "application/sdp"
-DTMF_TYPES = frozenset({"application/dtmf-relay", "application/dtmf"})
-#: RFC 4028 §4: the smallest session interval we accept (and the default minimum).
-MIN_SESSION_EXPIRES = 90
-#: Seconds before a session refresh that could not go out (an offer was under way, or 491) is
-#: tried again.
-REFRESH_RETRY = 2.0
 _UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
 _NO_ADDRESS = frozenset({"0.0.0.0", "::"})
 _HOLD = frozenset({Direction.SENDONLY, Direction.INACTIVE})
-
-Responder = Callable[[ServerTransaction, Response], None]
 
 #: Methods this PBX implements: the Allow header of every response and of our INVITEs.
 ALLOWED_METHODS: tuple[str, ...] = (
@@ -187,52 +174,6 @@ class _EndedInvite:
     ack: bytes
     call_id: str
     device: str | None
-
-
-def _session_expires(request: Request | Response) -> tuple[int, str | None] | None:
-    """(interval, refresher) from Session-Expires, or None when absent or unreadable."""
-    value = request.headers.get("Session-Expires")
-    if not value:
-        return None
-    head, *params = value.split(";")
-    head = head.strip()
-    if not head.isdigit():
-        return None
-    refresher = None
-    for param in params:
-        name, _, val = param.partition("=")
-        if name.strip().lower() == "refresher":
-            refresher = val.strip().lower()
-    return int(head), refresher
-
-
-def _supports(message: Request | Response, tag: str, header: str = "Supported") -> bool:
-    for value in message.headers.get_all(header):
-        if any(part.strip().lower() == tag for part in value.split(",")):
-            return True
-    return False
-
-
-def negotiate_session_timer(
-    request: Request, current: SessionTimer | None = None
-) -> SessionTimer | None:
-    """The session timer for a device's INVITE or UPDATE to us, as its UAS (RFC 4028 §9).
-
-    A refresher the request names is kept. Without one, a device that supports timers refreshes
-    itself (it asked for the timer, and so we never send re-INVITEs to a phone that only
-    tolerates them); a device that does not support them cannot refresh, so we do. A request
-    without Session-Expires leaves the timer as it was (``current``): our 2xx may still carry it.
-    """
-    expires = _session_expires(request)
-    if expires is None:
-        return current
-    interval, named = expires
-    supported = _supports(request, "timer") or _supports(request, "timer", "Require")
-    if named in (Refresher.UAC, Refresher.UAS):
-        refresher = Refresher(named)
-    else:
-        refresher = Refresher.UAC if supported else Refresher.UAS
-    return SessionTimer(interval, refresher, supported)
 
 
 def _media_target(sdp: SessionDescription) -> tuple[Address | None, Address | None]:
@@ -295,13 +236,15 @@ class B2bua:
         self._relay = relay
         self._publish = publish
         self._listening = listening if listening is not None else _always
-        self._respond = respond
+        self._responder = respond
         self._local_port = local_port
         self.history = history if history is not None else CallHistory()
         self._calls: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str], Leg] = {}
         self._invites: dict[ServerTransaction, Call] = {}
-        self._collectors: dict[tuple[Leg, DtmfMethod], FeatureCodeCollector] = {}
+        self._timers = SessionTimers(clock, self)
+        self._digits = Digits(self, publish)
+        self._digits.sink_factory = self._code_collector
         self._tasks: set[asyncio.Task[None]] = set()
         self._hosts: dict[str, str] = {}
 
@@ -320,7 +263,7 @@ class B2bua:
         if call is None or not call.active:
             return False
         outcome = CallOutcome.ANSWERED if call.answered else CallOutcome.CANCELLED
-        self._terminate(call, outcome, reason, status=480)
+        self.terminate(call, outcome, reason, status=480)
         return True
 
     def flip(
@@ -353,7 +296,7 @@ class B2bua:
     def close(self) -> None:
         """End every call (BYE/CANCEL sent, best effort) and stop every timer: the PBX stops."""
         for call in list(self._calls.values()):
-            self._terminate(call, CallOutcome.FAILED, "the PBX is stopping", status=503)
+            self.terminate(call, CallOutcome.FAILED, "the PBX is stopping", status=503)
         for task in list(self._tasks):
             task.cancel()
 
@@ -377,7 +320,7 @@ class B2bua:
         elif method == "INVITE":
             self._on_invite(request, txn, source)
         else:
-            self._reply(txn, request, 481, "no such dialog")
+            self.reply(txn, request, 481, "no such dialog")
 
     def stray_response(self, response: Response, source: Source) -> None:
         """A 2xx to INVITE after its transaction ended: resend our ACK (or ACK and BYE it)."""
@@ -388,11 +331,11 @@ class B2bua:
             return
         ack = leg.ack_sent.get(response.cseq.number)
         if ack is not None and leg.dialog is not None:
-            self._send_ack(ack, leg.dialog)
+            self.send_ack(ack, leg.dialog)
 
     # -- helpers: sending ------------------------------------------------------------------------
 
-    def _reply(
+    def reply(
         self,
         txn: ServerTransaction,
         request: Request,
@@ -407,7 +350,10 @@ class B2bua:
             response.headers.add(name, value)
         if why and status >= 300:
             response.headers.add("Warning", f'399 callflip "{why}"')
-        self._respond(txn, response)
+        self.respond(txn, response)
+
+    def respond(self, txn: ServerTransaction, response: Response) -> None:
+        self._responder(txn, response)
 
     def _ack_again(self, leg: Leg, response: Response) -> bool:
         """Whether ``response`` is a 2xx of the dialog ``leg`` already has: its retransmission
@@ -417,10 +363,10 @@ class B2bua:
             return False
         ack = leg.ack_sent.get(response.cseq.number)
         if ack is not None:
-            self._send_ack(ack, dialog)
+            self.send_ack(ack, dialog)
         return True
 
-    def _send_ack(self, ack: Request, dialog: Dialog) -> None:
+    def send_ack(self, ack: Request, dialog: Dialog) -> None:
         self._send_ack_to(ack, dialog.destination, dialog.kind)
 
     def _send_ack_to(self, ack: Request, destination: Address, kind: TransportKind) -> None:
@@ -430,7 +376,7 @@ class B2bua:
         except Exception as exc:  # a lost ACK is recovered when the 2xx comes again
             _LOGGER.info("Cannot send ACK for %s: %s", ack.call_id, exc)
 
-    def _send_in_dialog(
+    def send_in_dialog(
         self,
         leg: Leg,
         request: Request,
@@ -443,8 +389,8 @@ class B2bua:
             request,
             dialog.destination,
             dialog.kind,
-            on_response=on_response or _ignore,
-            on_timeout=on_timeout or _nothing,
+            on_response=on_response or ignore,
+            on_timeout=on_timeout or nothing,
         )
         txn.release_messages()  # the handlers keep what they need
 
@@ -457,7 +403,7 @@ class B2bua:
         dialog.terminated = True
         leg.state = LegState.TERMINATED
         bye = dialog.create_request("BYE")
-        self._send_in_dialog(leg, bye)
+        self.send_in_dialog(leg, bye)
 
     def _endpoint(self, source: Source) -> LocalEndpoint:
         host = source.local.host
@@ -510,7 +456,7 @@ class B2bua:
         leg.local_sdp = body
         return body
 
-    def _learn_sdp(self, leg: Leg, sdp: SessionDescription) -> None:
+    def learn_sdp(self, leg: Leg, sdp: SessionDescription) -> None:
         """A device described its media: the relay sends its audio there, with its codecs."""
         leg.remote_sdp = sdp
         media = leg.call.media
@@ -522,16 +468,6 @@ class B2bua:
         audio = sdp.audio()
         if audio is not None:
             relay_leg.set_codecs(audio.codecs())
-
-    @staticmethod
-    def _parse_body(message: Request | Response) -> SessionDescription | None:
-        """The SDP of a message; None without a body. Raises SdpError for a bad one."""
-        if not message.body:
-            return None
-        content_type = message.content_type
-        if content_type is not None and content_type != SDP:
-            raise SdpError(f"body is {content_type}, not SDP")
-        return parse_sdp(message.body)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -552,7 +488,7 @@ class B2bua:
         dialled = request.uri.user_unescaped or ""
         caller_user = config.user_for_device(caller_device)
         if request.max_forwards == 0:
-            self._reply(txn, request, 483, "too many hops")
+            self.reply(txn, request, 483, "too many hops")
             return
         callee_user = config.user_for_device(dialled)
         if callee_user is not None:
@@ -563,12 +499,12 @@ class B2bua:
                 _LOGGER.info(
                     "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
                 )
-                self._reply(txn, request, 404, "unknown number")
+                self.reply(txn, request, 404, "unknown number")
                 return
             devices = [d.username for d in callee_user.devices if d.username != caller_device]
-        session_expires = _session_expires(request)
-        if session_expires is not None and session_expires[0] < MIN_SESSION_EXPIRES:
-            self._reply(
+        expires = session_expires(request)
+        if expires is not None and expires[0] < MIN_SESSION_EXPIRES:
+            self.reply(
                 txn,
                 request,
                 422,
@@ -577,10 +513,10 @@ class B2bua:
             )
             return
         try:
-            offer = self._parse_body(request)
+            offer = parse_body(request)
         except SdpError as exc:
             _LOGGER.info("Call from %s to %s rejected with 488: %s", caller_device, dialled, exc)
-            self._reply(txn, request, 488, "unreadable SDP")
+            self.reply(txn, request, 488, "unreadable SDP")
             return
         if offer is None or offer.audio() is None:
             _LOGGER.info(
@@ -589,7 +525,7 @@ class B2bua:
                 caller_device,
                 dialled,
             )
-            self._reply(txn, request, 488, "an SDP offer with audio is required")
+            self.reply(txn, request, 488, "an SDP offer with audio is required")
             return
         busy = 0
         targets: list[Binding] = []
@@ -606,7 +542,7 @@ class B2bua:
             _LOGGER.info(
                 "Call from %s to %s rejected with %d: %s", caller_device, dialled, status, why
             )
-            self._reply(txn, request, status, why)
+            self.reply(txn, request, status, why)
             return
         call = Call(
             new_call_id(),
@@ -617,7 +553,7 @@ class B2bua:
         )
         domain = config.sip.domain
         if caller_user is not None:
-            caller_party = _name_addr(caller_user.name, f"sip:{caller_user.extension}@{domain}")
+            caller_party = name_address(caller_user.name, f"sip:{caller_user.extension}@{domain}")
         else:
             caller_party = f"<sip:{caller_device}@{domain}>"
         caller = Leg(call, LegRole.CALLER, "a", caller_device, caller_party)
@@ -626,25 +562,25 @@ class B2bua:
                 request, source, local_tag=new_tag(), endpoint=self._endpoint(source)
             )
         except DialogError as exc:
-            self._reply(txn, request, 400, str(exc))
+            self.reply(txn, request, 400, str(exc))
             return
         if isinstance(txn, InviteServerTransaction):
             caller.server_txn = txn
         caller.remote_sdp = offer
         caller.invite_cseq = request.cseq.number
         caller.session = negotiate_session_timer(request)
-        caller.peer_allows_update = _supports(request, "update", "Allow")
+        caller.peer_allows_update = supports(request, "update", "Allow")
         call.caller = caller
         self._calls[call.id] = call
         self._invites[txn] = call
         self._dialogs[caller.dialog.key] = caller
         # By the call's id, not the call: the transaction outlives the call by up to 64*T1.
         txn.on_timeout = partial(self._caller_unreachable, call.id)
-        self._reply(txn, request, 100)
+        self.reply(txn, request, 100)
         self._publish_state(call, None)
         # At once, not as a task: a task would wait for the loop's current batch of datagrams
         # (up to 64 of them), which was most of a call's set-up time under load.
-        self._ring(call, targets, _name_addr(callee_user.name, f"sip:{dialled}@{domain}"))
+        self._ring(call, targets, name_address(callee_user.name, f"sip:{dialled}@{domain}"))
 
     def _challenge(
         self,
@@ -658,7 +594,7 @@ class B2bua:
     ) -> None:
         from_user = request.from_.uri.user_unescaped
         if reason is AuthFailure.URI_MISMATCH:
-            self._reply(txn, request, 400, reason.value)
+            self.reply(txn, request, 400, reason.value)
             return
         if reason is not AuthFailure.NO_CREDENTIALS:
             _LOGGER.log(
@@ -671,7 +607,7 @@ class B2bua:
         response = make_response(request, 407)
         for value in self._auth.challenge(self._auth.algorithms_for(from_user), stale):
             response.headers.add("Proxy-Authenticate", value)
-        self._respond(txn, response)
+        self.respond(txn, response)
 
     def _busy(self, device: str) -> bool:
         for call in self._calls.values():
@@ -691,22 +627,22 @@ class B2bua:
             media = self._relay.open_session(call.id)
         except (RelayError, OSError) as exc:
             _LOGGER.error("Call %s: no media relay ports: %s", call.id, exc)
-            self._terminate(call, CallOutcome.FAILED, f"media relay: {exc}", status=503)
+            self.terminate(call, CallOutcome.FAILED, f"media relay: {exc}", status=503)
             return
         if not call.active:
             media.close()
             return
         call.media = media
-        media.on_dtmf = lambda side, digit: self._on_rtp_dtmf(call, side, digit)
+        media.on_dtmf = lambda side, digit: self._digits.on_rtp(call, side, digit)
         # The media engine died: the call has no audio any more, so it ends (BYE to each side).
-        media.on_lost = lambda why: self._terminate(call, CallOutcome.FAILED, why, status=503)
+        media.on_lost = lambda why: self.terminate(call, CallOutcome.FAILED, why, status=503)
         # Every device may dial the flip code: its telephone-events stop at the relay, and the
-        # digits that are not a code are sent on again by `_pass_digit`.
+        # digits that are not a code are sent on again by `Digits.pass_digit`.
         media.a.swallow_dtmf = media.b.swallow_dtmf = True
         caller = call.caller
         assert caller is not None
         assert caller.remote_sdp is not None
-        self._learn_sdp(caller, caller.remote_sdp)
+        self.learn_sdp(caller, caller.remote_sdp)
         for binding in targets:
             if not call.active or call.callee is not None:
                 break
@@ -820,13 +756,13 @@ class B2bua:
         assert caller.server_txn is not None
         assert caller.dialog is not None
         try:
-            sdp = self._parse_body(response)
+            sdp = parse_body(response)
         except SdpError as exc:
             _LOGGER.info("Call %s: ignoring bad early SDP from %s: %s", call.id, leg.device, exc)
             sdp = None
         body = b""
         if sdp is not None:
-            self._learn_sdp(leg, sdp)
+            self.learn_sdp(leg, sdp)
             body = self._sdp_for(caller, sdp)
         relayed = make_response(
             caller.server_txn.request,
@@ -838,7 +774,7 @@ class B2bua:
         relayed.headers.add("Contact", caller.dialog.endpoint.contact)
         if body:
             relayed.headers.add("Content-Type", SDP)
-        self._respond(caller.server_txn, relayed)
+        self.respond(caller.server_txn, relayed)
         if call.state is CallState.SETUP:
             self._set_state(call, CallState.RINGING)
 
@@ -856,14 +792,14 @@ class B2bua:
         except DialogError:
             return
         _LOGGER.info("Call %s: %s answered after we gave up on it; ACK and BYE", call_id, device)
-        self._send_ack(dialog.create_ack(sent.cseq), dialog)
+        self.send_ack(dialog.create_ack(sent.cseq), dialog)
         dialog.terminated = True
         self._txns.send_request(
             dialog.create_request("BYE"),
             dialog.destination,
             dialog.kind,
-            on_response=_ignore,
-            on_timeout=_nothing,
+            on_response=ignore,
+            on_timeout=nothing,
         ).release_messages()
 
     def _retire(self, leg: Leg) -> None:
@@ -889,7 +825,7 @@ class B2bua:
             sent, tag, ack.to_bytes() if ack is not None else b"", leg.call.id, leg.device
         )
         txn.on_response = partial(self._ended_response, ended)
-        txn.on_timeout = _nothing
+        txn.on_timeout = nothing
 
     def _ended_response(self, ended: _EndedInvite, response: Response) -> None:
         """A response to the INVITE of a leg that is over (see `_retire`)."""
@@ -923,7 +859,7 @@ class B2bua:
         leg.state = LegState.CONFIRMED
         ack = dialog.create_ack(leg.invite_cseq)
         leg.ack_sent[leg.invite_cseq] = ack
-        self._send_ack(ack, dialog)
+        self.send_ack(ack, dialog)
         for other in call.branches:
             if other is not leg:
                 self._cancel_branch(other)
@@ -931,15 +867,15 @@ class B2bua:
                 self._retire(other)
         call.branches = [leg]
         try:
-            answer = self._parse_body(response)
+            answer = parse_body(response)
         except SdpError:
             answer = None
         if answer is None or answer.audio() is None:
             _LOGGER.info("Call %s: %s answered without usable SDP", call.id, leg.device)
             call.callee = leg
-            self._terminate(call, CallOutcome.FAILED, f"{leg.device} answered without SDP", 488)
+            self.terminate(call, CallOutcome.FAILED, f"{leg.device} answered without SDP", 488)
             return
-        self._learn_sdp(leg, answer)
+        self.learn_sdp(leg, answer)
         call.callee = leg
         call.answered_at = self._clock.wall()
         call.answered_device = leg.device
@@ -949,13 +885,13 @@ class B2bua:
         )
         ok.headers.add("Contact", caller.dialog.endpoint.contact)
         ok.headers.add("Content-Type", SDP)
-        self._session_headers(caller, ok)
+        self._timers.headers(caller, ok)
         caller.state = LegState.CONFIRMED
         caller.ack_pending = True
         caller.server_txn.on_ack_timeout = partial(self._ack_timeout, caller.dialog.key)
         self._invites.pop(caller.server_txn, None)
-        self._respond(caller.server_txn, ok)
-        self._arm_session_timer(caller)
+        self.respond(caller.server_txn, ok)
+        self._timers.arm(caller)
         self._set_state(call, CallState.TALKING)
         _LOGGER.info(
             "Call %s from %s to %s answered by %s", call.id, caller.device, call.dialled, leg.device
@@ -992,24 +928,24 @@ class B2bua:
         else:
             answer = statuses[0]
             outcome, why = CallOutcome.FAILED, f"devices answered {', '.join(map(str, statuses))}"
-        self._terminate(call, outcome, why, status=answer)
+        self.terminate(call, outcome, why, status=answer)
 
     def _no_answer(self, call: Call) -> None:
         call.no_answer_timer = None
         if call.active and call.callee is None:
             timeout = self._config().calls.no_answer_timeout
-            self._terminate(call, CallOutcome.NO_ANSWER, f"no answer within {timeout} s", 480)
+            self.terminate(call, CallOutcome.NO_ANSWER, f"no answer within {timeout} s", 480)
 
     def _on_cancel(self, cancel_txn: ServerTransaction) -> None:
         invite = cancel_txn.cancelled_transaction
         call = self._invites.get(invite) if invite is not None else None
         if call is None or not call.active or call.callee is not None:
             return
-        self._terminate(call, CallOutcome.CANCELLED, "caller hung up before an answer", status=487)
+        self.terminate(call, CallOutcome.CANCELLED, "caller hung up before an answer", status=487)
 
     # -- tear-down -------------------------------------------------------------------------------
 
-    def _terminate(
+    def terminate(
         self,
         call: Call,
         outcome: CallOutcome,
@@ -1028,9 +964,9 @@ class B2bua:
             if caller is not None and caller.server_txn is not None:
                 txn = caller.server_txn
                 self._invites.pop(txn, None)
-                if caller.state is not LegState.CONFIRMED and _open(txn):
+                if caller.state is not LegState.CONFIRMED and is_open(txn):
                     to_tag = caller.dialog.local_tag if caller.dialog else None
-                    self._reply(txn, txn.request, status, reason, to_tag=to_tag)
+                    self.reply(txn, txn.request, status, reason, to_tag=to_tag)
                     caller.state = LegState.TERMINATED
             for leg in call.branches:
                 self._cancel_branch(leg)
@@ -1047,10 +983,7 @@ class B2bua:
         for leg in call.legs():
             self._stop_leg_timers(leg)
             leg.state = LegState.TERMINATED
-            for method in DtmfMethod:
-                collector = self._collectors.pop((leg, method), None)
-                if collector is not None:
-                    collector.close()
+            self._digits.drop(leg)
         for leg in (*call.legs(), *call.branches):
             self._forget(leg)
             self._retire(leg)
@@ -1112,12 +1045,10 @@ class B2bua:
         txn = leg.offer_txn
         if txn is not None:
             leg.offer_txn = None
-            if _open(txn):
+            if is_open(txn):
                 # A re-INVITE or UPDATE still waiting when the call ends (BYE during re-INVITE).
-                self._reply(txn, txn.request, 487, "the call ended")
-        if leg.session_timer is not None:
-            leg.session_timer.cancel()
-            leg.session_timer = None
+                self.reply(txn, txn.request, 487, "the call ended")
+        self._timers.stop(leg)
 
     def _ack_timeout(self, key: tuple[str, str], _response: Response) -> None:
         """No ACK to a 2xx we sent on the dialog ``key``: by key, as the transaction that reports
@@ -1130,12 +1061,12 @@ class B2bua:
         """The caller's INVITE transaction failed (Timer H, or a response could not be sent)."""
         call = self._calls.get(call_id)
         if call is not None:
-            self._terminate(call, CallOutcome.FAILED, "caller unreachable")
+            self.terminate(call, CallOutcome.FAILED, "caller unreachable")
 
     def _ack_missing(self, leg: Leg) -> None:
         call = leg.call
         if call.active and leg.ack_pending:
-            self._terminate(call, CallOutcome.ANSWERED, f"no ACK from {leg.device}", skip=None)
+            self.terminate(call, CallOutcome.ANSWERED, f"no ACK from {leg.device}", skip=None)
 
     # -- state and events ------------------------------------------------------------------------
 
@@ -1167,31 +1098,31 @@ class B2bua:
         leg = self._dialogs.get((request.call_id, to_tag))
         dialog = leg.dialog if leg is not None else None
         if leg is None or dialog is None or dialog.terminated:
-            self._reply(txn, request, 481, "no such dialog")
+            self.reply(txn, request, 481, "no such dialog")
             return
         if not dialog.accept_remote_cseq(request):
-            self._reply(txn, request, 500, "CSeq out of order", headers=(("Retry-After", "1"),))
+            self.reply(txn, request, 500, "CSeq out of order", headers=(("Retry-After", "1"),))
             return
         method = request.method
         call = leg.call
         if method == "BYE":
-            self._reply(txn, request, 200)
+            self.reply(txn, request, 200)
             dialog.terminated = True
             leg.state = LegState.TERMINATED
             if call.flip is not None and leg in call.flip.legs:
                 return
             outcome = CallOutcome.ANSWERED if call.answered else CallOutcome.CANCELLED
-            self._terminate(call, outcome, f"{leg.device} hung up", skip=leg)
+            self.terminate(call, outcome, f"{leg.device} hung up", skip=leg)
         elif method == "UPDATE" and not request.body and leg.state is LegState.CONFIRMED:
-            self._local_refresh(leg, request, txn)
+            self._timers.local_refresh(leg, request, txn)
         elif method in ("INVITE", "UPDATE"):
             self._offer(leg, request, txn)
         elif method == "INFO":
-            self._info(leg, request, txn)
+            self._digits.info(leg, request, txn)
         elif method == "OPTIONS":
-            self._reply(txn, request, 200)
+            self.reply(txn, request, 200)
         else:
-            self._reply(txn, request, 405, f"{method} is not supported in a call")
+            self.reply(txn, request, 405, f"{method} is not supported in a call")
 
     def _on_ack(self, ack: Request) -> None:
         leg = self._dialogs.get((ack.call_id, ack.to.tag or ""))
@@ -1206,15 +1137,15 @@ class B2bua:
         other.deferred_ack = None
         body = b""
         try:
-            sdp = self._parse_body(ack)
+            sdp = parse_body(ack)
         except SdpError:
             sdp = None
         if sdp is not None and call.media is not None:
-            self._learn_sdp(leg, sdp)
+            self.learn_sdp(leg, sdp)
             body = self._sdp_for(other, sdp)
         reply = other.dialog.create_ack(cseq, body=body, content_type=SDP if body else None)
         other.ack_sent[cseq] = reply
-        self._send_ack(reply, other.dialog)
+        self.send_ack(reply, other.dialog)
 
     def _offer(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
         """A re-INVITE or UPDATE from one device: pass it to the other, or 491 if offers cross."""
@@ -1228,27 +1159,27 @@ class B2bua:
             or call.media is None
         ):
             if leg.role is LegRole.FLIP_TARGET or (call.flip is not None and leg in call.flip.legs):
-                self._reply(txn, request, 491, "flip in progress", headers=(("Retry-After", "2"),))
+                self.reply(txn, request, 491, "flip in progress", headers=(("Retry-After", "2"),))
             else:
-                self._reply(txn, request, 491, "call not answered yet")
+                self.reply(txn, request, 491, "call not answered yet")
             return
         if leg.incoming_offer or leg.outgoing_offer or other.incoming_offer or other.outgoing_offer:
-            self._reply(txn, request, 491, "offers crossed")
+            self.reply(txn, request, 491, "offers crossed")
             return
         if call.flip is not None and call.flip.winner is not None:
-            self._reply(txn, request, 491, "flip in progress")
+            self.reply(txn, request, 491, "flip in progress")
             return
         try:
-            sdp = self._parse_body(request)
+            sdp = parse_body(request)
         except SdpError as exc:
-            self._reply(txn, request, 488, str(exc))
+            self.reply(txn, request, 488, str(exc))
             return
         assert leg.dialog is not None
-        self._refreshed(leg, request)
+        self._timers.refreshed(leg, request)
         leg.dialog.refresh_target(request)
         previous = leg.remote_sdp
         if sdp is not None:
-            self._learn_sdp(leg, sdp)
+            self.learn_sdp(leg, sdp)
         body = self._sdp_for(other, sdp) if sdp is not None else b""
         forwarded = other.dialog.create_request(
             method, body=body, content_type=SDP if body else None
@@ -1272,11 +1203,11 @@ class B2bua:
 
         def on_timeout() -> None:
             leg.incoming_offer = other.outgoing_offer = False
-            if _open(txn):
-                self._reply(txn, request, 408, f"{other.device} does not answer")
-            self._terminate(call, CallOutcome.ANSWERED, f"{other.device} stopped answering")
+            if is_open(txn):
+                self.reply(txn, request, 408, f"{other.device} does not answer")
+            self.terminate(call, CallOutcome.ANSWERED, f"{other.device} stopped answering")
 
-        self._send_in_dialog(other, forwarded, on_response, on_timeout)
+        self.send_in_dialog(other, forwarded, on_response, on_timeout)
 
     def _offer_answered(
         self,
@@ -1301,266 +1232,57 @@ class B2bua:
         method = request.method
         if status >= 300:
             if offer is not None and previous is not None:
-                self._learn_sdp(origin, previous)
+                self.learn_sdp(origin, previous)
             headers = [("Retry-After", v) for v in response.headers.get_all("Retry-After")]
-            if _open(txn):
-                self._reply(txn, request, status, headers=headers)
+            if is_open(txn):
+                self.reply(txn, request, status, headers=headers)
             if status in (408, 481):
-                self._terminate(
+                self.terminate(
                     call, CallOutcome.ANSWERED, f"{other.device} lost the dialog ({status})"
                 )
             return
         other.dialog.refresh_target(response)
         try:
-            answer = self._parse_body(response)
+            answer = parse_body(response)
         except SdpError:
             answer = None
         if method == "INVITE":
             if offer is not None or answer is None:
                 ack = other.dialog.create_ack(cseq)
                 other.ack_sent[cseq] = ack
-                self._send_ack(ack, other.dialog)
+                self.send_ack(ack, other.dialog)
             else:
                 other.deferred_ack = cseq  # the answer comes in the originator's ACK
         body = b""
         if answer is not None:
-            self._learn_sdp(other, answer)
+            self.learn_sdp(other, answer)
             body = self._sdp_for(origin, answer)
         ok = make_response(request, status, body=body)
         ok.headers.add("Contact", origin.dialog.endpoint.contact)
         if body:
             ok.headers.add("Content-Type", SDP)
-        self._session_headers(origin, ok)
+        self._timers.headers(origin, ok)
         if method == "INVITE":
             origin.ack_pending = True
             if isinstance(txn, InviteServerTransaction):
                 txn.on_ack_timeout = partial(self._ack_timeout, origin.dialog.key)
-        if _open(txn):
-            self._respond(txn, ok)
+        if is_open(txn):
+            self.respond(txn, ok)
         description = offer if offer is not None else answer
         if description is not None and call.state in (CallState.TALKING, CallState.HELD):
             self._set_state(call, CallState.HELD if _is_hold(description) else CallState.TALKING)
 
-    # -- session timers (RFC 4028) ---------------------------------------------------------------
+    # -- feature codes ------------------------------------------------------------------
 
-    def _session_headers(self, leg: Leg, response: Response) -> None:
-        """Our 2xx to a device's INVITE/UPDATE states the timer agreed with it (RFC 4028 §9)."""
-        timer = leg.session
-        if timer is None:
-            return
-        response.headers.add("Session-Expires", f"{timer.interval};refresher={timer.refresher}")
-        if timer.required:
-            response.headers.add("Require", "timer")
-
-    def _arm_session_timer(self, leg: Leg) -> None:
-        """After each refresh: our next refresh at half the interval (§7.2) if we refresh, else
-        the expiry check a little before the interval ends (§10)."""
-        timer = leg.session
-        if timer is None:
-            return
-        if leg.session_timer is not None:
-            leg.session_timer.cancel()
-        interval = timer.interval
-        leg.session_deadline = self._clock.monotonic() + interval
-        if timer.refresher is Refresher.UAS:
-            leg.session_timer = self._clock.call_later(
-                interval / 2, lambda: self._send_refresh(leg)
-            )
-        else:
-            delay = interval - min(32, interval / 3)
-            leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
-
-    def _refreshed(self, leg: Leg, request: Request) -> None:
-        """A re-INVITE or UPDATE from the device: it may renegotiate, and it refreshes."""
-        leg.session = negotiate_session_timer(request, leg.session)
-        self._arm_session_timer(leg)
-
-    def _local_refresh(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
-        """A bodiless UPDATE changes no media: it refreshes this dialog only, so it is answered
-        here rather than passed to a far end that may not even allow UPDATE."""
-        assert leg.dialog is not None
-        self._refreshed(leg, request)
-        leg.dialog.refresh_target(request)
-        ok = make_response(request, 200)
-        ok.headers.add("Contact", leg.dialog.endpoint.contact)
-        self._session_headers(leg, ok)
-        self._respond(txn, ok)
-
-    def _send_refresh(self, leg: Leg) -> None:
-        """We are the refresher: a bodiless UPDATE if the device allows it, else a re-INVITE
-        with the description it already has (same o= version: nothing changes)."""
-        leg.session_timer = None
-        call = leg.call
-        dialog = leg.dialog
-        timer = leg.session
-        if not call.active or dialog is None or dialog.terminated or timer is None:
-            return
-        if leg.incoming_offer or leg.outgoing_offer or leg.ack_pending:
-            leg.session_timer = self._clock.call_later(
-                REFRESH_RETRY, lambda: self._send_refresh(leg)
-            )
-            return
-        # We are the UAC of the refresh transaction, and the refresher.
-        extra = (("Session-Expires", f"{timer.interval};refresher=uac"), ("Supported", "timer"))
-        if leg.peer_allows_update:
-            request = dialog.create_request("UPDATE", extra=extra)
-        else:
-            body = leg.local_sdp
-            request = dialog.create_request(
-                "INVITE", body=body, content_type=SDP if body else None, extra=extra
-            )
-            leg.outgoing_offer = True
-        cseq = request.cseq.number
-        self._send_in_dialog(
-            leg,
-            request,
-            lambda response: self._refresh_answered(leg, response, cseq),
-            lambda: self._refresh_failed(leg, 408),
+    def _code_collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector:
+        """The digit sink of an answered leg: the flip code is caught, other digits pass on."""
+        code = self._config().flip.code
+        return FeatureCodeCollector(
+            self._clock,
+            lambda match: self._feature(leg, match),
+            pass_on,
+            (FeatureCode(code, "flip", argument=True),),
         )
-
-    def _refresh_answered(self, leg: Leg, response: Response, cseq: int) -> None:
-        status = response.status
-        if status < 200:
-            return
-        method = response.cseq.method
-        dialog = leg.dialog
-        if method == "INVITE":
-            leg.outgoing_offer = False
-        call = leg.call
-        if dialog is None or dialog.terminated or not call.active:
-            return
-        if status < 300:
-            if method == "INVITE":
-                ack = dialog.create_ack(cseq)
-                leg.ack_sent[cseq] = ack
-                self._send_ack(ack, dialog)
-                try:
-                    sdp = self._parse_body(response)
-                except SdpError:
-                    sdp = None
-                if sdp is not None:
-                    self._learn_sdp(leg, sdp)
-            dialog.refresh_target(response)
-            expires = _session_expires(response)
-            timer = leg.session
-            if expires is not None and timer is not None:
-                # Roles in our refresh: "uac" is us, "uas" the device, which may take over.
-                who = Refresher.UAC if expires[1] == Refresher.UAS else Refresher.UAS
-                leg.session = SessionTimer(expires[0], who, timer.required)
-            self._arm_session_timer(leg)
-        elif status == 491:
-            leg.session_timer = self._clock.call_later(
-                REFRESH_RETRY, lambda: self._send_refresh(leg)
-            )
-        elif status in (405, 501) and method == "UPDATE":
-            leg.peer_allows_update = False
-            self._send_refresh(leg)
-        else:
-            self._refresh_failed(leg, status)
-
-    def _refresh_failed(self, leg: Leg, status: int) -> None:
-        """408/481 (or no answer): the dialog is gone, end the call now. Other refusals: the
-        session lasts until it expires (RFC 4028 §10)."""
-        if leg.outgoing_offer and status == 408:
-            leg.outgoing_offer = False
-        call = leg.call
-        if not call.active:
-            return
-        if status in (408, 481):
-            self._terminate(
-                call, CallOutcome.ANSWERED, f"session refresh of {leg.device} failed ({status})"
-            )
-            return
-        delay = max(0.0, leg.session_deadline - self._clock.monotonic())
-        leg.session_timer = self._clock.call_later(delay, lambda: self._session_expired(leg))
-
-    def _session_expired(self, leg: Leg) -> None:
-        leg.session_timer = None
-        call = leg.call
-        if call.active:
-            self._terminate(call, CallOutcome.ANSWERED, f"session timer expired on {leg.device}")
-
-    # -- DTMF and feature codes ------------------------------------------------------------------
-
-    def _info(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
-        call = leg.call
-        content_type = request.content_type or ""
-        if content_type in DTMF_TYPES:
-            try:
-                digit = parse_dtmf_info(request.headers.get("Content-Type") or "", request.body)
-            except DtmfError as exc:
-                self._reply(txn, request, 400, str(exc))
-                return
-            self._reply(txn, request, 200)
-            self._digit(leg, digit.digit, DtmfMethod.INFO)
-            return
-        other = call.other(leg)
-        if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
-            self._reply(txn, request, 200)
-            return
-        forwarded = other.dialog.create_request(
-            "INFO", body=request.body, content_type=request.headers.get("Content-Type")
-        )
-
-        def relay(response: Response) -> None:
-            if response.status >= 200 and _open(txn):
-                self._reply(txn, request, response.status)
-
-        def timeout() -> None:
-            if _open(txn):
-                self._reply(txn, request, 408)
-
-        self._send_in_dialog(other, forwarded, relay, timeout)
-
-    def _on_rtp_dtmf(self, call: Call, side: Side, digit: DtmfDigit) -> None:
-        leg = call.caller if side == "a" else call.callee
-        if leg is not None and call.active:
-            self._digit(leg, digit.digit, DtmfMethod.RFC4733)
-        elif call.active and call.media is not None and not call.media.closed:
-            # early media from a callee not chosen yet: nothing to collect, pass it on
-            call.media.leg(side).other.send_dtmf(digit.digit)
-
-    def _digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
-        call = leg.call
-        self._publish(DtmfReceived(call.id, leg.device, digit, method))
-        if not call.answered or (leg is not call.caller and leg is not call.callee):
-            self._pass_digit(leg, digit, method)  # no feature codes before the answer
-            return
-        collector = self._collectors.get((leg, method))
-        if collector is None:
-            code = self._config().flip.code
-            collector = FeatureCodeCollector(
-                self._clock,
-                lambda match: self._feature(leg, match),
-                lambda passed: self._pass_digit(leg, passed, method),
-                (FeatureCode(code, "flip", argument=True),),
-            )
-            self._collectors[(leg, method)] = collector
-        collector.feed(digit)
-
-    def _pass_digit(self, leg: Leg, digit: str, method: DtmfMethod) -> None:
-        """A digit that is not part of a feature code goes on to the far end.
-
-        Key presses that came as telephone-events were stopped at the relay, so they are sent
-        again as telephone-events on the stream towards the far end, with its payload type; a far
-        end without telephone-event (and digits that came by INFO) gets an INFO.
-        """
-        call = leg.call
-        media = call.media
-        if (
-            method is DtmfMethod.RFC4733
-            and media is not None
-            and not media.closed
-            and media.leg(leg.side).other.send_dtmf(digit)
-        ):
-            return
-        other = call.other(leg)
-        if other is None or other.dialog is None or other.state is not LegState.CONFIRMED:
-            return
-        info = other.dialog.create_request(
-            "INFO", body=format_dtmf_relay(digit), content_type="application/dtmf-relay"
-        )
-        self._send_in_dialog(other, info)
 
     def _feature(self, leg: Leg, match: FeatureMatch) -> None:
         call = leg.call
@@ -1678,7 +1400,7 @@ class B2bua:
         failure = ""
         answer: SessionDescription | None = None
         try:
-            answer = self._parse_body(response)
+            answer = parse_body(response)
         except SdpError as exc:
             failure = f"unreadable SDP from {leg.device}: {exc}"
         audio = answer.audio() if answer is not None else None
@@ -1697,7 +1419,7 @@ class B2bua:
             failure = f"{leg.device} accepted none of the offered codecs"
         ack = dialog.create_ack(leg.invite_cseq)
         leg.ack_sent[leg.invite_cseq] = ack
-        self._send_ack(ack, dialog)
+        self.send_ack(ack, dialog)
         media = call.media
         if not failure and (media is None or media.closed or not call.active or flip.done):
             failure = "the call ended"
@@ -1733,10 +1455,7 @@ class B2bua:
         else:
             call.callee = leg
         call.branches = [b for b in call.branches if b is not old]
-        for method in DtmfMethod:
-            collector = self._collectors.pop((old, method), None)
-            if collector is not None:
-                collector.close()
+        self._digits.drop(old)
         self._send_bye(old)
         self._forget(old)
         self._retire(old)
@@ -1820,25 +1539,5 @@ def _always() -> bool:
     return True
 
 
-def _ignore(response: Response) -> None:
-    return None
-
-
-def _nothing() -> None:
-    return None
-
-
 def _ip_type(host: str) -> str:
     return "IP6" if ":" in host else "IP4"
-
-
-def _name_addr(display: str | None, uri: str) -> str:
-    if not display:
-        return f"<{uri}>"
-    escaped = display.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}" <{uri}>'
-
-
-def _open(txn: ServerTransaction) -> bool:
-    """Whether a server transaction still waits for its final response."""
-    return txn.state in (TransactionState.TRYING, TransactionState.PROCEEDING)
