@@ -36,11 +36,12 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from sip_core.call.digits import Digits
+from sip_core.call.fork import FailureKind, ForkGroup, ForkSummary
 from sip_core.call.messages import SDP, Responder, ignore, is_open, nothing, parse_body
 from sip_core.call.session_timer import (
     MIN_SESSION_EXPIRES,
@@ -59,7 +60,7 @@ from sip_core.calls import (
     LegRole,
     LegState,
 )
-from sip_core.clock import Clock, TimerHandle
+from sip_core.clock import Clock
 from sip_core.config import PbxConfig
 from sip_core.dialog import (
     Dialog,
@@ -153,11 +154,9 @@ class FlipHandle:
     started_at: float
     future: asyncio.Future[HandoffRecord]
     timeout: float
-    legs: list[Leg] = field(default_factory=list)
+    fork: ForkGroup  # the target device's registrations ringing
     offer: SessionDescription | None = None  # what every target was offered (before the relay)
     spare: MediaLeg | None = None  # the relay sockets named in that offer
-    winner: Leg | None = None
-    timer: TimerHandle | None = None
     done: bool = False
 
 
@@ -246,6 +245,7 @@ class B2bua:
         self._digits = Digits(self, publish)
         self._digits.sink_factory = self._code_collector
         self._tasks: set[asyncio.Task[None]] = set()
+        self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
         self._hosts: dict[str, str] = {}
 
     # -- public API ------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ class B2bua:
     def respond(self, txn: ServerTransaction, response: Response) -> None:
         self._responder(txn, response)
 
-    def _ack_again(self, leg: Leg, response: Response) -> bool:
+    def ack_again(self, leg: Leg, response: Response) -> bool:
         """Whether ``response`` is a 2xx of the dialog ``leg`` already has: its retransmission
         means our ACK was lost, so the ACK (if sent yet) goes again and nothing else happens."""
         dialog = leg.dialog
@@ -394,7 +394,7 @@ class B2bua:
         )
         txn.release_messages()  # the handlers keep what they need
 
-    def _send_bye(self, leg: Leg) -> None:
+    def hang_up(self, leg: Leg) -> None:
         dialog = leg.dialog
         self._stop_leg_timers(leg)
         if dialog is None or dialog.terminated:
@@ -643,25 +643,25 @@ class B2bua:
         assert caller is not None
         assert caller.remote_sdp is not None
         self.learn_sdp(caller, caller.remote_sdp)
+        fork = ForkGroup(
+            self,
+            self._clock,
+            on_early=partial(self._early, call),
+            on_answer=partial(self._answered, call),
+            on_fail=partial(self._ring_failed, call),
+            on_timeout=partial(self._no_answer, call),
+            legs=call.branches,
+        )
+        self._ringing[call.id] = fork
         for binding in targets:
-            if not call.active or call.callee is not None:
+            if not call.active or not fork.deciding:
                 break
             leg = Leg(call, LegRole.CALLEE, "b", binding.username, callee_party)
-            call.branches.append(leg)
-            self._send_branch_invite(
-                leg,
-                binding,
-                presented=caller.party,
-                offer=caller.remote_sdp,
-                port=None,
-                on_response=partial(self._branch_response, leg),
-                on_timeout=partial(self._branch_failed, leg, 408),
-            )
+            fork.ring(leg, binding, presented=caller.party, offer=caller.remote_sdp)
         if call.active and call.callee is None:
-            timeout = self._config().calls.no_answer_timeout
-            call.no_answer_timer = self._clock.call_later(timeout, lambda: self._no_answer(call))
+            fork.start_timer(self._config().calls.no_answer_timeout)
 
-    def _send_branch_invite(
+    def send_branch_invite(
         self,
         leg: Leg,
         binding: Binding,
@@ -729,27 +729,6 @@ class B2bua:
         # Answers make their dialogs from `leg.sent_invite`; the transaction needs not keep them.
         leg.client_txn.release_messages()
 
-    def _branch_response(self, leg: Leg, response: Response) -> None:
-        call = leg.call
-        status = response.status
-        if status == 100:
-            return
-        if status < 200:
-            if leg.state is LegState.TERMINATED or not call.active or call.callee is not None:
-                return
-            leg.state = LegState.EARLY
-            self._early(call, leg, response)
-            return
-        if status < 300:
-            if leg is call.callee and self._ack_again(leg, response):
-                return
-            if leg.state is LegState.TERMINATED or not call.active or call.callee is not None:
-                self._reject_late_answer(leg, response)
-                return
-            self._answered(call, leg, response)
-            return
-        self._branch_failed(leg, status)
-
     def _early(self, call: Call, leg: Leg, response: Response) -> None:
         caller = call.caller
         assert caller is not None
@@ -778,7 +757,7 @@ class B2bua:
         if call.state is CallState.SETUP:
             self._set_state(call, CallState.RINGING)
 
-    def _reject_late_answer(self, leg: Leg, response: Response) -> None:
+    def reject_late_answer(self, leg: Leg, response: Response) -> None:
         """A 2xx we no longer want (CANCEL raced it, or another device answered): ACK, then BYE."""
         if leg.sent_invite is not None:
             self._ack_and_bye(leg.sent_invite, response, leg.call.id, leg.device)
@@ -845,26 +824,28 @@ class B2bua:
                 return
         self._send_ack_to(ack, sent.destination, sent.endpoint.kind)
 
-    def _answered(self, call: Call, leg: Leg, response: Response) -> None:
-        caller = call.caller
-        assert caller is not None
-        assert caller.server_txn is not None
-        assert caller.dialog is not None
+    def confirm_answer(self, leg: Leg, response: Response) -> None:
+        """A fork's winner: its dialog is the one the 2xx made, and it gets our ACK at once."""
         assert leg.sent_invite is not None
-        if call.no_answer_timer is not None:
-            call.no_answer_timer.cancel()
-            call.no_answer_timer = None
         dialog = leg.sent_invite.dialog(response)
         leg.dialog = dialog
         leg.state = LegState.CONFIRMED
         ack = dialog.create_ack(leg.invite_cseq)
         leg.ack_sent[leg.invite_cseq] = ack
         self.send_ack(ack, dialog)
-        for other in call.branches:
-            if other is not leg:
-                self._cancel_branch(other)
-                self._forget(other)
-                self._retire(other)
+
+    def release(self, leg: Leg) -> None:
+        """A leg that is over leaves the dialog index, and its INVITE stops naming it."""
+        self._forget(leg)
+        self._retire(leg)
+
+    def _answered(self, call: Call, leg: Leg, response: Response) -> None:
+        """The call's fork has a winner (confirmed, ACKed; the other branches CANCELled)."""
+        caller = call.caller
+        assert caller is not None
+        assert caller.server_txn is not None
+        assert caller.dialog is not None
+        self._ringing.pop(call.id, None)
         call.branches = [leg]
         try:
             answer = parse_body(response)
@@ -897,7 +878,7 @@ class B2bua:
             "Call %s from %s to %s answered by %s", call.id, caller.device, call.dialled, leg.device
         )
 
-    def _cancel_branch(self, leg: Leg) -> None:
+    def cancel_branch(self, leg: Leg) -> None:
         if leg.state is not LegState.TRYING and leg.state is not LegState.EARLY:
             return
         leg.state = LegState.TERMINATED
@@ -905,25 +886,17 @@ class B2bua:
         if txn is not None:
             txn.cancel()
 
-    def _branch_failed(self, leg: Leg, status: int) -> None:
-        call = leg.call
-        if leg.role is LegRole.FLIP_TARGET:
-            self._flip_leg_failed(leg, status)
+    def _ring_failed(self, call: Call, summary: ForkSummary) -> None:
+        """Every device of the call failed: one answer for the caller."""
+        if call.callee is not None or not call.active:
             return
-        was_live = leg.state is not LegState.TERMINATED
-        leg.state = LegState.TERMINATED
-        if leg.failed_status is None:
-            leg.failed_status = status
-        if not was_live or call.callee is not None or not call.active:
-            return
-        if any(b.state is not LegState.TERMINATED for b in call.branches):
-            return
-        statuses = [b.failed_status or 480 for b in call.branches]
-        if any(s in (486, 600) for s in statuses):
+        statuses = summary.statuses
+        kind = summary.kind
+        if kind is FailureKind.BUSY:
             answer, outcome, why = 486, CallOutcome.BUSY, "busy"
-        elif any(s == 603 for s in statuses):
+        elif kind is FailureKind.DECLINED:
             answer, outcome, why = 603, CallOutcome.DECLINED, "declined"
-        elif all(s in (408, 480) for s in statuses):
+        elif kind is FailureKind.UNREACHABLE:
             answer, outcome, why = 480, CallOutcome.UNAVAILABLE, "device unreachable"
         else:
             answer = statuses[0]
@@ -931,7 +904,6 @@ class B2bua:
         self.terminate(call, outcome, why, status=answer)
 
     def _no_answer(self, call: Call) -> None:
-        call.no_answer_timer = None
         if call.active and call.callee is None:
             timeout = self._config().calls.no_answer_timeout
             self.terminate(call, CallOutcome.NO_ANSWER, f"no answer within {timeout} s", 480)
@@ -959,6 +931,9 @@ class B2bua:
             return
         if call.flip is not None:
             self._finish_flip(call.flip, None, "the call ended")
+        fork = self._ringing.pop(call.id, None)
+        if fork is not None:
+            fork.stop()
         caller = call.caller
         if call.callee is None or not call.answered:
             if caller is not None and caller.server_txn is not None:
@@ -969,17 +944,17 @@ class B2bua:
                     self.reply(txn, txn.request, status, reason, to_tag=to_tag)
                     caller.state = LegState.TERMINATED
             for leg in call.branches:
-                self._cancel_branch(leg)
+                self.cancel_branch(leg)
         self._set_state(call, CallState.ENDING)
         for leg in call.legs():
             if leg is not skip and leg.state is LegState.CONFIRMED:
-                self._send_bye(leg)
+                self.hang_up(leg)
         self._end(call, outcome, reason)
 
     def _end(self, call: Call, outcome: CallOutcome, reason: str) -> None:
-        if call.no_answer_timer is not None:
-            call.no_answer_timer.cancel()
-            call.no_answer_timer = None
+        fork = self._ringing.pop(call.id, None)
+        if fork is not None:
+            fork.stop()
         for leg in call.legs():
             self._stop_leg_timers(leg)
             leg.state = LegState.TERMINATED
@@ -1109,7 +1084,7 @@ class B2bua:
             self.reply(txn, request, 200)
             dialog.terminated = True
             leg.state = LegState.TERMINATED
-            if call.flip is not None and leg in call.flip.legs:
+            if call.flip is not None and leg in call.flip.fork.legs:
                 return
             outcome = CallOutcome.ANSWERED if call.answered else CallOutcome.CANCELLED
             self.terminate(call, outcome, f"{leg.device} hung up", skip=leg)
@@ -1158,7 +1133,9 @@ class B2bua:
             or other.state is not LegState.CONFIRMED
             or call.media is None
         ):
-            if leg.role is LegRole.FLIP_TARGET or (call.flip is not None and leg in call.flip.legs):
+            if leg.role is LegRole.FLIP_TARGET or (
+                call.flip is not None and leg in call.flip.fork.legs
+            ):
                 self.reply(txn, request, 491, "flip in progress", headers=(("Retry-After", "2"),))
             else:
                 self.reply(txn, request, 491, "call not answered yet")
@@ -1166,7 +1143,7 @@ class B2bua:
         if leg.incoming_offer or leg.outgoing_offer or other.incoming_offer or other.outgoing_offer:
             self.reply(txn, request, 491, "offers crossed")
             return
-        if call.flip is not None and call.flip.winner is not None:
+        if call.flip is not None and call.flip.fork.winner is not None:
             self.reply(txn, request, 491, "flip in progress")
             return
         try:
@@ -1331,7 +1308,14 @@ class B2bua:
         assert remote is not None
         wait = float(timeout if timeout is not None else config.flip.timeout)
         future: asyncio.Future[HandoffRecord] = asyncio.get_running_loop().create_future()
-        flip = FlipHandle(call, from_leg, to_device, self._clock.wall(), future, wait)
+        fork = ForkGroup(
+            self,
+            self._clock,
+            on_answer=lambda leg, response: self._flip_answered(flip, leg, response),
+            on_fail=lambda summary: self._flip_failed(flip, summary),
+            on_timeout=lambda: self._flip_no_answer(flip),
+        )
+        flip = FlipHandle(call, from_leg, to_device, self._clock.wall(), future, wait, fork)
         call.flip = flip
         _LOGGER.info("Call %s: flipping from %s to %s", call.id, from_leg.device, to_device)
         self._publish(HandoffStarted(call.id, from_leg.device or "", to_device))
@@ -1350,48 +1334,17 @@ class B2bua:
         port = flip.spare.local_rtp.port
         for binding in self._bindings(to_device):
             leg = Leg(call, LegRole.FLIP_TARGET, from_leg.side, binding.username, from_leg.party)
-            flip.legs.append(leg)
-            self._send_branch_invite(
-                leg,
-                binding,
-                presented=remote.party,
-                offer=flip.offer,
-                port=port,
-                on_response=partial(self._flip_response, flip, leg),
-                on_timeout=partial(self._flip_leg_failed, leg, 408),
-            )
+            fork.ring(leg, binding, presented=remote.party, offer=flip.offer, port=port)
         if not flip.done:
-            flip.timer = self._clock.call_later(wait, lambda: self._flip_no_answer(flip))
+            fork.start_timer(wait)
         return future
 
-    def _flip_response(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
-        status = response.status
-        if status < 200:
-            if status > 100 and leg.state is LegState.TRYING:
-                leg.state = LegState.EARLY
-            return
-        if status >= 300:
-            self._flip_leg_failed(leg, status)
-            return
-        if leg is flip.winner and self._ack_again(leg, response):
-            return
-        if flip.done or flip.winner is not None or leg.state is LegState.TERMINATED:
-            self._reject_late_answer(leg, response)
-            return
-        assert leg.sent_invite is not None
-        flip.winner = leg
-        if flip.timer is not None:
-            flip.timer.cancel()
-            flip.timer = None
-        for other in flip.legs:
-            if other is not leg:
-                self._cancel_branch(other)
-        leg.dialog = leg.sent_invite.dialog(response)
-        leg.state = LegState.CONFIRMED
+    def _flip_answered(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
+        """A target answered (confirmed and ACKed by the fork): check it, then move the media."""
         self._spawn(self._complete_flip(flip, leg, response))
 
     async def _complete_flip(self, flip: FlipHandle, leg: Leg, response: Response) -> None:
-        """The target answered our offer: check the answer, ACK it, and move the media over."""
+        """The target answered our offer: check the answer and move the media over."""
         call = flip.call
         dialog = leg.dialog
         assert dialog is not None
@@ -1417,14 +1370,11 @@ class B2bua:
             failure = f"{leg.device} answered without an SDP answer"
         elif not failure and not any(c.encoding.lower() != "telephone-event" for c in common):
             failure = f"{leg.device} accepted none of the offered codecs"
-        ack = dialog.create_ack(leg.invite_cseq)
-        leg.ack_sent[leg.invite_cseq] = ack
-        self.send_ack(ack, dialog)
         media = call.media
         if not failure and (media is None or media.closed or not call.active or flip.done):
             failure = "the call ended"
         if failure or answer is None or audio is None or remote_audio is None or media is None:
-            self._send_bye(leg)
+            self.hang_up(leg)
             self._finish_flip(flip, None, failure or "the call ended")
             return
         rtp, rtcp = _media_target(answer)
@@ -1440,12 +1390,12 @@ class B2bua:
                 spare=flip.spare,
             )
         except (RelayError, OSError) as exc:
-            self._send_bye(leg)
+            self.hang_up(leg)
             self._finish_flip(flip, None, f"media relay: {exc}")
             return
         leg.remote_sdp = answer
         if not call.active:
-            self._send_bye(leg)
+            self.hang_up(leg)
             self._finish_flip(flip, None, "the call ended")
             return
         # The new device takes the old one's place; only the old device's dialog is closed.
@@ -1456,35 +1406,28 @@ class B2bua:
             call.callee = leg
         call.branches = [b for b in call.branches if b is not old]
         self._digits.drop(old)
-        self._send_bye(old)
+        self.hang_up(old)
         self._forget(old)
         self._retire(old)
         self._finish_flip(flip, leg, "")
         self._publish_state(call, call.state)
 
-    def _flip_leg_failed(self, leg: Leg, status: int) -> None:
-        leg.state = LegState.TERMINATED
-        if leg.failed_status is None:
-            leg.failed_status = status
-        flip = leg.call.flip
-        if flip is None or leg not in flip.legs or flip.done or flip.winner is not None:
-            return
-        if any(other.state is not LegState.TERMINATED for other in flip.legs):
-            return
-        statuses = sorted({other.failed_status or 408 for other in flip.legs})
-        if statuses in ([486], [600]):
+    def _flip_failed(self, flip: FlipHandle, summary: ForkSummary) -> None:
+        """Every registration of the target failed: the call stays where it was."""
+        kind = summary.kind
+        if kind is FailureKind.BUSY:
             reason = f"{flip.to_device} is busy"
-        elif 603 in statuses:
+        elif kind is FailureKind.DECLINED:
             reason = f"{flip.to_device} declined"
-        elif statuses == [487]:
+        elif kind is FailureKind.CANCELLED:
             reason = "cancelled"
         else:
-            reason = f"{flip.to_device} answered {', '.join(map(str, statuses))}"
+            statuses = ", ".join(map(str, sorted(set(summary.statuses))))
+            reason = f"{flip.to_device} answered {statuses}"
         self._finish_flip(flip, None, reason)
 
     def _flip_no_answer(self, flip: FlipHandle) -> None:
-        flip.timer = None
-        if flip.done or flip.winner is not None:
+        if flip.done:
             return
         self._finish_flip(flip, None, f"no answer within {flip.timeout:g} s")
 
@@ -1493,17 +1436,7 @@ class B2bua:
             return
         flip.done = True
         call = flip.call
-        if flip.timer is not None:
-            flip.timer.cancel()
-            flip.timer = None
-        for leg in flip.legs:
-            if leg is not winner:
-                if leg.state is LegState.CONFIRMED:
-                    self._send_bye(leg)
-                else:
-                    self._cancel_branch(leg)
-                self._forget(leg)
-                self._retire(leg)
+        flip.fork.close(keep=winner)
         if call.flip is flip:
             call.flip = None
         if flip.spare is not None and call.media is not None:

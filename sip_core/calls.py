@@ -269,7 +269,6 @@ class Call:
         "handoffs",
         "id",
         "media",
-        "no_answer_timer",
         "outcome",
         "reason",
         "started_at",
@@ -301,7 +300,6 @@ class Call:
         self.reason = ""
         self.handoffs: list[HandoffRecord] = []
         self.media: MediaSession | None = None
-        self.no_answer_timer: TimerHandle | None = None
         self.flip: FlipHandle | None = None  # the flip in progress
 
     def __repr__(self) -> str:

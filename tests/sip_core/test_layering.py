@@ -83,6 +83,7 @@ LAYERS: dict[str, int] = {
     "call.messages": 5,
     "call.session_timer": 5,
     "call.digits": 5,
+    "call.fork": 5,
     "pbx": 5,
     "workers": 5,
     "__main__": 5,
