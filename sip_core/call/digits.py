@@ -2,7 +2,7 @@
 
 Why a sink rather than the feature-code collector itself: which digits are a feature code is a
 feature's business (`sip_core.features.codes`), and call control never imports a feature. Call
-control asks a hook (``sink_factory``) for one sink per leg and DTMF method once the call is
+control asks a hook (``sinks``) for one sink per leg and DTMF method once the call is
 answered; without a hook, or when the hook gives none (a leg that may not dial codes), every digit
 goes on to the far end unchanged, as it came: a telephone-event again (with the far end's payload
 type) when it came as one, else an INFO.
@@ -40,12 +40,13 @@ SinkFactory = Callable[[Leg, Callable[[str], None]], DigitSink | None]
 class Digits:
     """Routes every digit of every call: to the leg's sink, or on to the far end."""
 
-    def __init__(self, link: Signalling, publish: Callable[[PbxEvent], None]) -> None:
+    def __init__(
+        self, link: Signalling, publish: Callable[[PbxEvent], None], sinks: SinkFactory
+    ) -> None:
         self._link = link
         self._publish = publish
+        self._make_sink = sinks  # the hook that makes a leg's sink (the feature-code collector)
         self._sinks: dict[tuple[Leg, DtmfMethod], DigitSink | None] = {}
-        #: The hook that makes a leg's sink (features install it: the feature-code collector).
-        self.sink_factory: SinkFactory | None = None
 
     def info(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
         """An in-dialog INFO: a DTMF body is a digit; any other INFO goes to the far end."""
@@ -93,16 +94,19 @@ class Digits:
         if not call.answered or (leg is not call.caller and leg is not call.callee):
             self.pass_digit(leg, digit, method)  # no feature codes before the answer
             return
+        media = call.media
+        if (
+            method is DtmfMethod.INFO
+            and media is not None
+            and not media.closed
+            and media.offer_digit(leg.side, digit)
+        ):
+            return  # a digit collection on this leg (`CallControl.collect`) took it
         key = (leg, method)
         if key in self._sinks:
             sink = self._sinks[key]
         else:
-            factory = self.sink_factory
-            sink = (
-                factory(leg, lambda passed: self.pass_digit(leg, passed, method))
-                if factory is not None
-                else None
-            )
+            sink = self._make_sink(leg, lambda passed: self.pass_digit(leg, passed, method))
             self._sinks[key] = sink
         if sink is None:
             self.pass_digit(leg, digit, method)
