@@ -53,6 +53,7 @@ from sip_core.call.session_timer import (
     session_expires,
     supports,
 )
+from sip_core.call.targets import destination, ringable
 from sip_core.calls import (
     Call,
     CallHistory,
@@ -669,21 +670,17 @@ class CallControl:
             and replaces_hook(request, txn, source)
         ):
             return
-        callee_user = config.user_for_device(dialled)
-        if callee_user is not None:
-            devices = [dialled]
-        else:
-            callee_user = config.user_by_extension(dialled)
-            if callee_user is None:
-                code_hook = self.hooks.dialled_code
-                if code_hook is not None and code_hook(request, txn, caller_device, dialled):
-                    return
-                _LOGGER.info(
-                    "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
-                )
-                self.reply(txn, request, 404, "unknown number")
+        wanted = destination(config, caller_device, dialled)
+        if wanted is None:
+            code_hook = self.hooks.dialled_code
+            if code_hook is not None and code_hook(request, txn, caller_device, dialled):
                 return
-            devices = [d.username for d in callee_user.devices if d.username != caller_device]
+            _LOGGER.info(
+                "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
+            )
+            self.reply(txn, request, 404, "unknown number")
+            return
+        callee_user = wanted.user
         expires = session_expires(request)
         if expires is not None and expires[0] < MIN_SESSION_EXPIRES:
             self.reply(
@@ -709,15 +706,9 @@ class CallControl:
             )
             self.reply(txn, request, 488, "an SDP offer with audio is required")
             return
-        busy = 0
-        targets: list[Binding] = []
-        for device in devices:
-            if self._busy(device):
-                busy += 1
-                continue
-            targets.extend(self._bindings(device))
-        if not targets:
-            if busy:
+        targets = ringable(wanted.devices, busy=self._busy, bindings=self._bindings)
+        if not targets.bindings:
+            if targets.busy:
                 status, why = 486, "busy"
             else:
                 status, why = 480, "no device registered"
@@ -762,7 +753,9 @@ class CallControl:
         self._publish_state(call, None)
         # At once, not as a task: a task would wait for the loop's current batch of datagrams
         # (up to 64 of them), which was most of a call's set-up time under load.
-        self._ring(call, targets, name_address(callee_user.name, f"sip:{dialled}@{domain}"))
+        self._ring(
+            call, targets.bindings, name_address(callee_user.name, f"sip:{dialled}@{domain}")
+        )
 
     def _challenge(
         self,
@@ -801,7 +794,7 @@ class CallControl:
                 return True
         return False
 
-    def _ring(self, call: Call, targets: list[Binding], callee_party: str) -> None:
+    def _ring(self, call: Call, targets: Sequence[Binding], callee_party: str) -> None:
         try:
             media = self._relay.open_session(call.id)
         except (RelayError, OSError) as exc:

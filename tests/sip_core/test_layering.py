@@ -82,6 +82,7 @@ LAYERS: dict[str, int] = {
     "call.digits": 6,
     "call.fork": 6,
     "call.control": 6,
+    "call.targets": 6,
     # 8 features (a subpackage)
     "features.__init__": 8,
     "features.codes": 8,

@@ -1,0 +1,63 @@
+"""Target resolution: which user and devices a dialled number means, and which registrations ring.
+
+Why one module: every rule that decides who rings for a call -- a device's username rings that
+device, a user's extension rings the user's other devices, a device already in a call is busy --
+lives here, in two steps that call set-up takes at two moments (the number is checked before the
+INVITE's body, the registrations are looked up once the INVITE is known to be good). Rules that
+change who rings (do-not-disturb, call forwarding, a trunk's numbers) belong here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sip_core.config import PbxConfig, User
+from sip_core.registrar import Binding
+
+__all__ = ["Destination", "Targets", "destination", "ringable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Whom a dialled number reaches: a user, and which of their devices should ring."""
+
+    user: User
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """The registrations to ring, and how many wanted devices were skipped as busy."""
+
+    bindings: tuple[Binding, ...]
+    busy: int
+
+
+def destination(config: PbxConfig, caller_device: str, dialled: str) -> Destination | None:
+    """A device's username rings that device; a user's extension rings all of that user's
+    devices except the caller's; anything else is no one (None: 404, or a feature code)."""
+    user = config.user_for_device(dialled)
+    if user is not None:
+        return Destination(user, (dialled,))
+    user = config.user_by_extension(dialled)
+    if user is None:
+        return None
+    return Destination(user, tuple(d.username for d in user.devices if d.username != caller_device))
+
+
+def ringable(
+    devices: Sequence[str],
+    *,
+    busy: Callable[[str], bool],
+    bindings: Callable[[str], Sequence[Binding]],
+) -> Targets:
+    """Every registration of the wanted devices that are not busy, in the devices' order."""
+    skipped = 0
+    found: list[Binding] = []
+    for device in devices:
+        if busy(device):
+            skipped += 1
+            continue
+        found.extend(bindings(device))
+    return Targets(tuple(found), skipped)
