@@ -1311,11 +1311,10 @@ class CallControl:
             or call.media is None
         ):
             operation = call.operation
-            if leg.role is LegRole.FLIP_TARGET or (operation is not None and operation.owns(leg)):
-                kind = operation.kind if operation is not None else "flip"
-                self.reply(
-                    txn, request, 491, f"{kind} in progress", headers=(("Retry-After", "2"),)
-                )
+            if operation is not None and operation.owns(leg):
+                # A leg a feature added (a flip target answering): not in the call yet.
+                why = f"{operation.kind} in progress"
+                self.reply(txn, request, 491, why, headers=(("Retry-After", "2"),))
             else:
                 self.reply(txn, request, 491, "call not answered yet")
             return
