@@ -46,6 +46,7 @@ from sip_core.audio.playback import Playback
 from sip_core.call.digits import Digits, DigitSink, SinkFactory
 from sip_core.call.fork import FailureKind, ForkGroup, ForkSummary
 from sip_core.call.messages import SDP, Responder, ignore, is_open, nothing, parse_body
+from sip_core.call.negotiation import Negotiation, media_target
 from sip_core.call.session_timer import (
     MIN_SESSION_EXPIRES,
     SessionTimers,
@@ -94,12 +95,9 @@ from sip_core.message import (
 )
 from sip_core.registrar import Binding
 from sip_core.sdp import (
-    Direction,
-    Origin,
     SdpError,
     SessionDescription,
     payload_type_map,
-    rewrite_for_relay,
 )
 from sip_core.transaction import (
     InviteServerTransaction,
@@ -114,14 +112,11 @@ __all__ = [
     "CallControl",
     "CallHooks",
     "OperationInProgress",
-    "media_target",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 _UNSPECIFIED = frozenset({"0.0.0.0", "::", ""})
-_NO_ADDRESS = frozenset({"0.0.0.0", "::"})
-_HOLD = frozenset({Direction.SENDONLY, Direction.INACTIVE})
 
 #: Methods this PBX implements: the Allow header of every response and of our INVITEs.
 ALLOWED_METHODS: tuple[str, ...] = (
@@ -179,33 +174,6 @@ class _EndedInvite:
     device: str | None
 
 
-def media_target(sdp: SessionDescription) -> tuple[Address | None, Address | None]:
-    """Where a description asks its audio to be sent: (RTP, RTCP); None for hold by 0.0.0.0."""
-    audio = sdp.audio()
-    if audio is None:
-        return None, None
-    connection = audio.effective_connection(sdp)
-    if connection is None or connection.address in _NO_ADDRESS or audio.port == 0:
-        return None, None
-    rtp = Address(connection.address, audio.port)
-    rtcp_info = audio.rtcp
-    if rtcp_info is None:
-        return rtp, None
-    port, rtcp_connection = rtcp_info
-    host = rtcp_connection.address if rtcp_connection is not None else connection.address
-    return rtp, Address(host, port)
-
-
-def _is_hold(sdp: SessionDescription) -> bool:
-    audio = sdp.audio()
-    if audio is None:
-        return False
-    connection = audio.effective_connection(sdp)
-    if connection is not None and connection.address in _NO_ADDRESS:
-        return True
-    return audio.effective_direction(sdp) in _HOLD
-
-
 class CallControl:
     """Calls: set-up, in-call requests, tear-down, and the API features use. The facade feeds it.
 
@@ -248,6 +216,13 @@ class CallControl:
         self.hooks = CallHooks()
         self._timers = SessionTimers(clock, self)
         self._digits = Digits(self, publish, self._digit_sink)
+        self._offers = Negotiation(
+            self,
+            self._timers,
+            relay_host=lambda: self._relay.host,
+            set_state=self._set_state,
+            ack_timeout=self._ack_timeout,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
         self._hosts: dict[str, str] = {}
@@ -607,40 +582,9 @@ class CallControl:
         if not task.cancelled() and task.exception() is not None:
             _LOGGER.error("Call task failed", exc_info=task.exception())
 
-    # -- helpers: SDP ----------------------------------------------------------------------------
-
-    def _sdp_for(self, leg: Leg, description: SessionDescription, port: int | None = None) -> bytes:
-        """``description`` (from the other side) as ``leg``'s device must see it: via the relay.
-
-        ``port`` is the relay port for the device (default: its side's current one)."""
-        call = leg.call
-        if port is None:
-            assert call.media is not None
-            port = call.media.leg(leg.side).local_rtp.port
-        dialog = leg.dialog
-        host = dialog.endpoint.host if dialog is not None else self._relay.host
-        if leg.origin is None:
-            leg.origin = Origin("callflip", str(first_cseq()), 1, "IN", _ip_type(host), host)
-        else:
-            leg.origin.session_version += 1
-        audio = description.audio()
-        ports = [port if media is audio else None for media in description.media]
-        body = rewrite_for_relay(description, host, ports, origin=leg.origin).to_bytes()
-        leg.local_sdp = body
-        return body
-
     def learn_sdp(self, leg: Leg, sdp: SessionDescription) -> None:
-        """A device described its media: the relay sends its audio there, with its codecs."""
-        leg.remote_sdp = sdp
-        media = leg.call.media
-        if media is None or media.closed:
-            return
-        relay_leg = media.leg(leg.side)
-        rtp, rtcp = media_target(sdp)
-        relay_leg.set_remote(rtp, rtcp)
-        audio = sdp.audio()
-        if audio is not None:
-            relay_leg.set_codecs(audio.codecs())
+        """A device described its media: the relay sends its audio there (`Negotiation`)."""
+        self._offers.learn_sdp(leg, sdp)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -877,7 +821,7 @@ class CallControl:
             to_value=to_value,
             call_id=call_id,
             cseq=cseq,
-            body=self._sdp_for(leg, offer, port),
+            body=self._offers.sdp_for(leg, offer, port),
             content_type=SDP,
             extra=_ALLOW,
         )
@@ -914,7 +858,7 @@ class CallControl:
         body = b""
         if sdp is not None:
             self.learn_sdp(leg, sdp)
-            body = self._sdp_for(caller, sdp)
+            body = self._offers.sdp_for(caller, sdp)
         relayed = make_response(
             caller.server_txn.request,
             response.status,
@@ -1034,7 +978,7 @@ class CallControl:
         call.answered_device = leg.device
         invite = caller.server_txn.request
         ok = make_response(
-            invite, 200, to_tag=caller.dialog.local_tag, body=self._sdp_for(caller, answer)
+            invite, 200, to_tag=caller.dialog.local_tag, body=self._offers.sdp_for(caller, answer)
         )
         ok.headers.add("Contact", caller.dialog.endpoint.contact)
         ok.headers.add("Content-Type", SDP)
@@ -1265,7 +1209,7 @@ class CallControl:
         elif method == "UPDATE" and not request.body and leg.state is LegState.CONFIRMED:
             self._timers.local_refresh(leg, request, txn)
         elif method in ("INVITE", "UPDATE"):
-            self._offer(leg, request, txn)
+            self._offers.offer(leg, request, txn)
         elif method == "INFO":
             self._digits.info(leg, request, txn)
         elif method == "OPTIONS":
@@ -1281,157 +1225,8 @@ class CallControl:
         if leg is None:
             return
         leg.ack_pending = False
-        call = leg.call
-        other = call.other(leg)
-        if other is None or other.deferred_ack is None or other.dialog is None:
-            return
-        cseq = other.deferred_ack
-        other.deferred_ack = None
-        body = b""
-        try:
-            sdp = parse_body(ack)
-        except SdpError:
-            sdp = None
-        if sdp is not None and call.media is not None:
-            self.learn_sdp(leg, sdp)
-            body = self._sdp_for(other, sdp)
-        reply = other.dialog.create_ack(cseq, body=body, content_type=SDP if body else None)
-        other.ack_sent[cseq] = reply
-        self.send_ack(reply, other.dialog)
-
-    def _offer(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
-        """A re-INVITE or UPDATE from one device: pass it to the other, or 491 if offers cross."""
-        call = leg.call
-        other = call.other(leg)
-        method = request.method
-        if (
-            other is None
-            or other.dialog is None
-            or other.state is not LegState.CONFIRMED
-            or call.media is None
-        ):
-            operation = call.operation
-            if operation is not None and operation.owns(leg):
-                # A leg a feature added (a flip target answering): not in the call yet.
-                why = f"{operation.kind} in progress"
-                self.reply(txn, request, 491, why, headers=(("Retry-After", "2"),))
-            else:
-                self.reply(txn, request, 491, "call not answered yet")
-            return
-        if leg.incoming_offer or leg.outgoing_offer or other.incoming_offer or other.outgoing_offer:
-            self.reply(txn, request, 491, "offers crossed")
-            return
-        operation = call.operation
-        if operation is not None and operation.blocks_offers:
-            self.reply(txn, request, 491, f"{operation.kind} in progress")
-            return
-        try:
-            sdp = parse_body(request)
-        except SdpError as exc:
-            self.reply(txn, request, 488, str(exc))
-            return
-        assert leg.dialog is not None
-        self._timers.refreshed(leg, request)
-        leg.dialog.refresh_target(request)
-        previous = leg.remote_sdp
-        if sdp is not None:
-            self.learn_sdp(leg, sdp)
-        body = self._sdp_for(other, sdp) if sdp is not None else b""
-        forwarded = other.dialog.create_request(
-            method, body=body, content_type=SDP if body else None
-        )
-        leg.incoming_offer = True
-        leg.offer_txn = txn
-        other.outgoing_offer = True
-        cseq = forwarded.cseq.number
-
-        def on_response(response: Response) -> None:
-            self._offer_answered(
-                leg,
-                other=other,
-                request=request,
-                txn=txn,
-                response=response,
-                cseq=cseq,
-                offer=sdp,
-                previous=previous,
-            )
-
-        def on_timeout() -> None:
-            leg.incoming_offer = other.outgoing_offer = False
-            if is_open(txn):
-                self.reply(txn, request, 408, f"{other.device} does not answer")
-            self.terminate(call, CallOutcome.ANSWERED, f"{other.device} stopped answering")
-
-        self.send_in_dialog(other, forwarded, on_response, on_timeout)
-
-    def _offer_answered(
-        self,
-        origin: Leg,
-        *,
-        other: Leg,
-        request: Request,
-        txn: ServerTransaction,
-        response: Response,
-        cseq: int,
-        offer: SessionDescription | None,
-        previous: SessionDescription | None,
-    ) -> None:
-        status = response.status
-        call = origin.call
-        if status < 200:
-            return
-        origin.incoming_offer = other.outgoing_offer = False
-        origin.offer_txn = None
-        assert origin.dialog is not None
-        assert other.dialog is not None
-        method = request.method
-        if status >= 300:
-            if offer is not None and previous is not None:
-                self.learn_sdp(origin, previous)
-            headers = [("Retry-After", v) for v in response.headers.get_all("Retry-After")]
-            if is_open(txn):
-                self.reply(txn, request, status, headers=headers)
-            if status in (408, 481):
-                self.terminate(
-                    call, CallOutcome.ANSWERED, f"{other.device} lost the dialog ({status})"
-                )
-            return
-        other.dialog.refresh_target(response)
-        try:
-            answer = parse_body(response)
-        except SdpError:
-            answer = None
-        if method == "INVITE":
-            if offer is not None or answer is None:
-                ack = other.dialog.create_ack(cseq)
-                other.ack_sent[cseq] = ack
-                self.send_ack(ack, other.dialog)
-            else:
-                other.deferred_ack = cseq  # the answer comes in the originator's ACK
-        body = b""
-        if answer is not None:
-            self.learn_sdp(other, answer)
-            body = self._sdp_for(origin, answer)
-        ok = make_response(request, status, body=body)
-        ok.headers.add("Contact", origin.dialog.endpoint.contact)
-        if body:
-            ok.headers.add("Content-Type", SDP)
-        self._timers.headers(origin, ok)
-        if method == "INVITE":
-            origin.ack_pending = True
-            if isinstance(txn, InviteServerTransaction):
-                txn.on_ack_timeout = partial(self._ack_timeout, origin.dialog.key)
-        if is_open(txn):
-            self.respond(txn, ok)
-        description = offer if offer is not None else answer
-        if description is not None and call.state in (CallState.TALKING, CallState.HELD):
-            self._set_state(call, CallState.HELD if _is_hold(description) else CallState.TALKING)
+        self._offers.acked(leg, ack)
 
 
 def _always() -> bool:
     return True
-
-
-def _ip_type(host: str) -> str:
-    return "IP6" if ":" in host else "IP4"

@@ -81,6 +81,7 @@ LAYERS: dict[str, int] = {
     "call.session_timer": 6,
     "call.digits": 6,
     "call.fork": 6,
+    "call.negotiation": 6,
     "call.control": 6,
     "call.targets": 6,
     # 8 features (a subpackage)
