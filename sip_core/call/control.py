@@ -1048,6 +1048,7 @@ class CallControl:
         operation = call.operation
         if operation is not None:
             operation.on_call_end()
+            call.operation = None  # whatever the feature did: an ended call carries none
         fork = self._ringing.pop(call.id, None)
         if fork is not None:
             fork.stop()

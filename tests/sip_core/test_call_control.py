@@ -173,6 +173,7 @@ async def test_a_call_carries_one_operation_that_others_see(h: Harness) -> None:
     # The call ends: the operation hears it.
     carol.request("BYE")
     assert parked.ended == ["end"]
+    assert call.operation is None  # an ended call carries none, whatever the feature did
 
 
 async def test_flip_is_the_calls_operation_while_it_rings(h: Harness) -> None:
