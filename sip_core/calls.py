@@ -22,10 +22,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from sip_core.b2bua import FlipHandle
     from sip_core.clock import TimerHandle
     from sip_core.dialog import Dialog, SentInvite
     from sip_core.media import MediaSession
@@ -48,6 +47,8 @@ __all__ = [
     "Leg",
     "LegRole",
     "LegState",
+    "Operation",
+    "OperationView",
     "PendingFlip",
     "Refresher",
     "SessionTimer",
@@ -213,12 +214,14 @@ class HandoffRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingFlip:
-    """A flip under way, as the outside (Home Assistant) may see it: who moves where, since when.
+class OperationView:
+    """A feature operation under way, as the outside (Home Assistant) may see it.
 
-    ``from_leg`` is the side being moved; `Call.other` of it is the party that stays.
+    ``kind`` names the feature ("flip"); ``from_leg`` is the side being moved, and `Call.other` of
+    it the party that stays; ``to_device`` is where it goes; ``started_at`` is wall-clock time.
     """
 
+    kind: str
     from_leg: Leg
     to_device: str
     started_at: float
@@ -226,6 +229,38 @@ class PendingFlip:
     @property
     def from_device(self) -> str:
         return self.from_leg.device or ""
+
+
+#: A flip under way, as Home Assistant reads it (`Call.pending_flip`).
+PendingFlip = OperationView
+
+
+class Operation(Protocol):
+    """The one feature operation a call may carry at a time (flip now; transfer, push next).
+
+    Why a slot on the call: features must see each other (a transfer refuses while a flip runs),
+    and call control must ask the operation about the few things that are its business, without
+    knowing which feature it is. Call control asks:
+    - ``blocks_offers``: answer a device's re-INVITE/UPDATE with 491 meanwhile;
+    - ``owns(leg)``: a leg the operation added (ringing, not yet part of the call);
+    - ``on_leg_bye(leg)``: a BYE on that leg; True means the operation took it and the call goes on;
+    - ``on_call_end()``: the call is ending: stop, and leave the slot (`CallControl.end_operation`);
+    - ``view()``: what the outside may see, None once it is over.
+    """
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def blocks_offers(self) -> bool: ...
+
+    def owns(self, leg: Leg) -> bool: ...
+
+    def on_leg_bye(self, leg: Leg) -> bool: ...
+
+    def on_call_end(self) -> None: ...
+
+    def view(self) -> OperationView | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,12 +303,11 @@ class Call:
         "caller_user",
         "dialled",
         "ended_at",
-        "flip",
         "handoffs",
         "hops",
         "id",
         "media",
-        "no_answer_timer",
+        "operation",
         "outcome",
         "reason",
         "started_at",
@@ -305,8 +339,7 @@ class Call:
         self.reason = ""
         self.handoffs: list[HandoffRecord] = []
         self.media: MediaSession | None = None
-        self.no_answer_timer: TimerHandle | None = None
-        self.flip: FlipHandle | None = None  # the flip in progress
+        self.operation: Operation | None = None  # the feature operation in progress
         #: Max-Forwards left on the caller's INVITE: what we send for this call never has more.
         self.hops: int | None = None
 
@@ -323,11 +356,11 @@ class Call:
 
     @property
     def pending_flip(self) -> PendingFlip | None:
-        """The flip in progress, if any (``flip`` itself is the B2BUA's bookkeeping)."""
-        flip = self.flip
-        if flip is None or flip.done:
+        """The flip in progress, if any (the view of a flip ``operation``)."""
+        operation = self.operation
+        if operation is None or operation.kind != "flip":
             return None
-        return PendingFlip(flip.from_leg, flip.to_device, flip.started_at)
+        return operation.view()
 
     def transition(self, new: CallState) -> CallState:
         """Move to ``new``; returns the previous state. Same state: no change, no error."""

@@ -9,9 +9,6 @@ from sip_core.dtmf import (
     DtmfDecoder,
     DtmfDigit,
     DtmfError,
-    FeatureCode,
-    FeatureCodeCollector,
-    FeatureMatch,
     InfoDigit,
     TelephoneEvent,
     build_telephone_event,
@@ -19,6 +16,7 @@ from sip_core.dtmf import (
     parse_dtmf_info,
     parse_telephone_event,
 )
+from sip_core.features.codes import FeatureCode, FeatureCodeCollector, FeatureMatch
 
 
 def test_telephone_event_fields() -> None:

@@ -346,7 +346,7 @@ async def test_flip_fails_at_once_when_the_relay_has_no_ports_left(h: Harness) -
     assert not record.succeeded
     assert "media relay" in record.reason
     assert new_invites(mobile) == []
-    assert call.flip is None
+    assert call.operation is None
 
 
 async def test_call_and_flip_invites_share_one_shape(h: Harness) -> None:

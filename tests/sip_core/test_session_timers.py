@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sip_core.b2bua import negotiate_session_timer
+from sip_core.call.session_timer import negotiate_session_timer
 from sip_core.calls import Refresher, SessionTimer
 from sip_core.message import Request, parse_message
 

@@ -1,0 +1,79 @@
+"""The features' side of call control's hooks: one table of feature codes, one place per hook.
+
+Why a registry: call control offers one hook of each kind (`sip_core.call.control.CallHooks`);
+several features share them. Each feature adds its code here with the handler for a match; the
+registry builds the feature-code collector for a leg from every code (read from the configuration
+when the leg's first digit comes, so a changed code applies to the next call) and sends each match
+to its feature. Hooks no feature answers yet (a code dialled from idle, REFER and NOTIFY in a call,
+INVITE with Replaces) return False, so call control answers as it always did: 404, 405, and a
+Replaces header ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sip_core.call.control import CallControl
+from sip_core.calls import Leg
+from sip_core.features.codes import FeatureCode, FeatureCodeCollector, FeatureMatch
+from sip_core.message import Request
+from sip_core.transaction import ServerTransaction
+from sip_core.transport import Source
+
+__all__ = ["CodeHandler", "FeatureRegistry"]
+
+#: What a feature does when its code is dialled on a leg.
+CodeHandler = Callable[[Leg, FeatureMatch], None]
+
+
+class FeatureRegistry:
+    """Installs itself as ``control``'s hooks; features add their codes with `add_code`."""
+
+    def __init__(self, control: CallControl) -> None:
+        self._control = control
+        self._codes: list[tuple[Callable[[], FeatureCode], CodeHandler]] = []
+        hooks = control.hooks
+        hooks.digit_sink = self._collector
+        hooks.dialled_code = self._dialled_code
+        hooks.in_call_request = self._in_call_request
+        hooks.invite_replaces = self._invite_replaces
+        hooks.is_code = self._is_code
+
+    def add_code(self, code: Callable[[], FeatureCode], handler: CodeHandler) -> None:
+        """``code()`` gives the feature's code as configured now; ``handler`` runs on a match."""
+        self._codes.append((code, handler))
+
+    def _collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector | None:
+        if not self._codes:
+            return None
+        handlers: dict[str, CodeHandler] = {}
+        codes: list[FeatureCode] = []
+        for make, handler in self._codes:
+            code = make()
+            codes.append(code)
+            handlers[code.name] = handler
+
+        def matched(match: FeatureMatch) -> None:
+            handler = handlers.get(match.name)
+            if handler is not None:
+                handler(leg, match)
+
+        return FeatureCodeCollector(self._control.clock, matched, pass_on, tuple(codes))
+
+    def _is_code(self, dialled: str) -> bool:
+        """Whether ``dialled`` is one of the codes as configured now (never sent out)."""
+        return any(make().code == dialled for make, _handler in self._codes)
+
+    def _dialled_code(
+        self, request: Request, txn: ServerTransaction, caller_device: str, dialled: str
+    ) -> bool:
+        """No feature is dialled from idle yet: the number stays unknown (404)."""
+        return False
+
+    def _in_call_request(self, leg: Leg, request: Request, txn: ServerTransaction) -> bool:
+        """No feature takes REFER or NOTIFY yet: 405, as before."""
+        return False
+
+    def _invite_replaces(self, request: Request, txn: ServerTransaction, source: Source) -> bool:
+        """No feature takes INVITE with Replaces yet: the header is ignored, the call routed."""
+        return False
