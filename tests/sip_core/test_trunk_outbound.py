@@ -143,3 +143,26 @@ async def test_a_number_no_route_takes_is_still_404(h: Harness) -> None:
     await settle()
     assert [r.status for r in desk.responses()] == [404]
     assert invites(provider) == []
+
+
+async def test_a_feature_code_never_goes_out_by_an_external_route() -> None:
+    """With a route for every external number, the flip code dialled from idle still stays
+    inside (call control asks the features whether a number is a code): 404, nothing sent."""
+    config = trunk_config()
+    assert config.trunking is not None
+    plan = replace(config.trunking.dialplan, routes=(OutboundRoute("provider"),))
+    config = replace(config, trunking=replace(config.trunking, dialplan=plan))
+    h = Harness(config, trunks=True)
+    try:
+        provider = h.phone("provider", PROVIDER_PORT, register=False)
+        desk = h.phone("201", 5201)
+        desk.invite(config.flip.code)
+        await settle()
+        assert [r.status for r in desk.responses()] == [404]
+        assert invites(provider) == []
+        desk.invite("4711")
+        await settle()
+        (out,) = invites(provider)
+        assert str(out.uri) == f"sip:4711@{HOST}"
+    finally:
+        h.close()
