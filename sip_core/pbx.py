@@ -88,7 +88,10 @@ class Pbx:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._events = EventBus()
-        self._guard = Guard(config.security, self._clock, self._events.publish)
+        self._ingress = TrunkIngress(lambda: self._config)
+        self._guard = Guard(
+            config.security, self._clock, self._events.publish, trunks=self._ingress
+        )
         self._credentials: dict[str, DeviceCredentials] = {}
         self._index_credentials(config)
         self._authenticator = DigestAuthenticator(
@@ -130,7 +133,6 @@ class Pbx:
             music_file=config.rtp.music_on_hold,
             rtp_timeout=config.rtp.timeout,
         )
-        self._ingress = TrunkIngress(lambda: self._config)
         self._b2bua = B2bua(
             self._transactions,
             self._clock,

@@ -38,6 +38,7 @@ from sip_core.events import PbxEvent, TrunkFailure, TrunkStateChanged, TrunkStat
 from sip_core.message import new_call_id, new_tag
 from sip_core.transport import Address, TransportKind
 from sip_core.trunk.config import Trunk, TrunkTransport
+from sip_core.trunk.nat import advertised_endpoint
 from sip_core.uri import SipUri
 
 if TYPE_CHECKING:
@@ -225,9 +226,10 @@ class TrunkRegistration:
     def _build(self, *, expires: int) -> Request:
         trunk = self.trunk
         hop = trunk.next_hop
-        host = self._local_host(hop.host)
-        port = self._local_port()
-        endpoint = LocalEndpoint(host, port, self._kind)
+        endpoint = advertised_endpoint(trunk, self._local_port(), self._kind) or LocalEndpoint(
+            self._local_host(hop.host), self._local_port(), self._kind
+        )
+        host, port = endpoint.host, endpoint.port
         aor = f"<sip:{trunk.username}@{_host(trunk.aor_domain)}>"
         transport = ";transport=tcp" if self._kind is TransportKind.TCP else ""
         contact = f"<sip:{trunk.username}@{_host(host)}:{port}{transport}>"

@@ -99,6 +99,7 @@ LAYERS: dict[str, int] = {
     "trunk.registration": 5,
     "trunk.ingress": 5,
     "trunk.egress": 5,
+    "trunk.nat": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 # The runtime dependencies in pyproject.toml, and the one module that may use each.
