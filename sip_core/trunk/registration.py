@@ -463,8 +463,8 @@ class TrunkRegistrations:
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
     ) -> None:
-        self._registrations = {
-            trunk.name: TrunkRegistration(
+        def make(trunk: Trunk) -> TrunkRegistration:
+            return TrunkRegistration(
                 trunk,
                 sender=sender,
                 clock=clock,
@@ -472,15 +472,34 @@ class TrunkRegistrations:
                 local_port=local_port,
                 publish=publish,
             )
-            for trunk in trunks
-            if trunk.register
-        }
+
+        self._make = make
+        self._registrations = {trunk.name: self._make(trunk) for trunk in trunks if trunk.register}
+        self._running = False
 
     def start(self) -> None:
+        self._running = True
         for registration in self._registrations.values():
             registration.start()
 
+    def update(self, trunks: Iterable[Trunk]) -> None:
+        """Follow a changed configuration: a trunk whose settings are unchanged stays
+        registered as it is (the provider sees nothing); a changed, removed or no longer
+        registering one unregisters; a new or changed one registers (now, if running)."""
+        wanted = {trunk.name: trunk for trunk in trunks if trunk.register}
+        for name, registration in list(self._registrations.items()):
+            if wanted.get(name) != registration.trunk:
+                registration.stop()
+                del self._registrations[name]
+        for name, trunk in wanted.items():
+            if name not in self._registrations:
+                registration = self._make(trunk)
+                self._registrations[name] = registration
+                if self._running:
+                    registration.start()
+
     def stop(self) -> None:
+        self._running = False
         for registration in self._registrations.values():
             registration.stop()
 

@@ -424,3 +424,30 @@ def test_only_trunks_that_register_get_a_registration() -> None:
     assert len(sender.sent) == 1
     registrations.stop()
     assert clock.pending == 0
+
+
+def test_a_changed_configuration_touches_only_the_changed_trunks() -> None:
+    clock = ManualClock()
+    sender = Recorder()
+    registrations = TrunkRegistrations(
+        [trunk(), trunk(name="other", host="other.example")],
+        sender=sender,
+        clock=clock,
+        local_host=lambda _host: "127.0.0.1",
+        local_port=lambda: 5060,
+        publish=lambda _event: None,
+    )
+    registrations.start()
+    kept = registrations.get("provider")
+    assert len(sender.sent) == 2
+    registrations.update(
+        [trunk(), trunk(name="other", host="other.example", password="new"), trunk(name="third")]
+    )
+    assert registrations.get("provider") is kept  # unchanged: nothing sent for it
+    assert sorted(s.trunk for s in registrations.states()) == ["other", "provider", "third"]
+    sent = [str(item.destination) for item in sender.sent[2:]]
+    assert sent == ["other.example:5060", "sip.example:5060"]  # the changed and the new one
+    registrations.update([trunk(register=False)])
+    assert registrations.states() == []
+    registrations.stop()
+    assert clock.pending == 0
