@@ -64,7 +64,7 @@ from .hub import CallflipHub
 from .issues import async_yaml_section_ignored
 from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
 from .trunk_flow import TrunkOptionsFlow
-from .trunks import build_config, dialplan_of, trunks_of
+from .trunks import build_config, dialplan_of, trunk_options, trunks_of
 from .users import (
     DeviceOptions,
     UserOptions,
@@ -317,7 +317,7 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
                 CONF_RTP_PORT_MIN: config.rtp.port_min,
                 CONF_RTP_PORT_MAX: config.rtp.port_max,
             },
-            options={CONF_USERS: users},
+            options={CONF_USERS: users, **trunk_options(config, users)},
         )
 
     # -- discovered phones: added to the PBX entry that exists -----------------------------------

@@ -32,7 +32,14 @@ from sip_core.pbx import Pbx
 from sip_core.trunk.registration import TrunkState
 
 from .const import DOMAIN
-from .users import UserOptions, find_device, find_user, pbx_mapping, users_from_options
+from .users import (
+    UserOptions,
+    find_device,
+    find_user,
+    new_id,
+    pbx_mapping,
+    users_from_options,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -290,3 +297,45 @@ class TrunkMonitor:
         for domain, issue_id in list(registry.issues):
             if domain == DOMAIN and issue_id.startswith(AUTH_ISSUE_PREFIX) and issue_id not in keep:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+
+
+def trunk_options(config: PbxConfig, users: Sequence[UserOptions]) -> dict[str, Any]:
+    """The ``trunks`` and ``dialplan`` options for a configuration read from the runner's YAML
+    (the import): names become the ids the options refer by."""
+    trunking = config.trunking
+    if trunking is None:
+        return {}
+    user_ids = {user["name"]: user["id"] for user in users}
+    device_ids = {device["username"]: device["id"] for user in users for device in user["devices"]}
+
+    def destination(name: str) -> str:
+        if name in user_ids:
+            return f"user:{user_ids[name]}"
+        return f"device:{device_ids[name]}" if name in device_ids else FIRST_USER
+
+    trunks: list[dict[str, Any]] = []
+    for trunk in trunking.trunks:
+        mapping = trunk.to_mapping()
+        stored: dict[str, Any] = {
+            key: mapping[key] for key in TRUNK_KEYS if mapping.get(key) is not None
+        }
+        stored |= {"id": new_id(), CONF_DIDS: [
+            {"number": did.number, "destination": destination(did.destination)}
+            for did in trunk.dids
+        ]}  # fmt: skip
+        trunks.append(stored)
+    trunk_ids = {trunk["name"]: trunk["id"] for trunk in trunks}
+    plan = trunking.dialplan
+    dialplan: dict[str, Any] = {
+        CONF_ROUTES: [
+            {"trunk": trunk_ids[route.trunk], "prefix": route.prefix, "strip": route.strip}
+            if route.prefix is not None
+            else {"trunk": trunk_ids[route.trunk]}
+            for route in plan.routes
+        ],
+        CONF_EMERGENCY: list(plan.emergency),
+        CONF_EMERGENCY_TRUNK: trunk_ids[plan.emergency_trunk],
+    }
+    if plan.call_out is not None:
+        dialplan[CONF_CALL_OUT] = [user_ids[name] for name in plan.call_out]
+    return {CONF_TRUNKS: trunks, CONF_DIALPLAN: dialplan}

@@ -18,6 +18,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
@@ -452,3 +453,39 @@ def test_the_repair_issue_text_uses_what_the_monitor_gives() -> None:
     assert used <= given
     source = (COMPONENT / "trunks.py").read_text()
     assert given == set(re.findall(r'"(\w+)": ', source.split("translation_placeholders=")[1])[:4])
+
+
+async def test_trunks_are_imported_from_the_runners_yaml(hass: HomeAssistant) -> None:
+    """A ``callflip:`` section with trunks becomes options that refer by id, and the PBX runs
+    the same trunks and dial plan the runner would."""
+    section = {
+        "sip": {"listen": "127.0.0.1", "port": find_free_port(), "domain": "yaml.home.arpa"},
+        "rtp": {"ports": "44100-44199"},
+        "users": [
+            {"name": "Carol", "extension": "301",
+             "devices": [{"username": "carol-desk", "password": "Carol-Desk-Secret-1"}]},
+            {"name": "Dan", "extension": "302",
+             "devices": [{"username": "dan-desk", "password": "Dan-Desk-Secret-22"}]},
+        ],
+        "trunks": [
+            {"name": "line", "host": "192.0.2.10", "username": "4930", "password": "Line-pw-1",
+             "register": False, "public_address": "203.0.113.7:5080",
+             "dids": [{"number": "+4930", "destination": "Dan"},
+                      {"number": "+4931", "destination": "carol-desk"}]},
+        ],
+        "dialplan": {"routes": [{"prefix": "0", "trunk": "line", "strip": True},
+                                {"external": True, "trunk": "line"}],
+                     "emergency": ["112"], "call_out": ["Carol"]},
+    }  # fmt: skip
+    assert await async_setup_component(hass, DOMAIN, {DOMAIN: section})
+    await hass.async_block_till_done()
+    (entry,) = hass.config_entries.async_entries(DOMAIN)
+    (trunk,) = entry.options["trunks"]
+    assert trunk["password"] == "Line-pw-1"
+    assert [d["destination"].split(":")[0] for d in trunk["dids"]] == ["user", "device"]
+    assert entry.options["dialplan"]["call_out"] == [
+        next(u["id"] for u in entry.options["users"] if u["name"] == "Carol")
+    ]
+    expected = config_from_mapping(section).trunking
+    assert entry.runtime_data.hub.pbx.config.trunking == expected
+    assert await hass.config_entries.async_unload(entry.entry_id)
