@@ -375,6 +375,12 @@ class Guard:
         self._reschedule()
 
     def _still_banned(self, host: str) -> bool:
+        if self._trunks is not None and self._trunks.is_provider(host):
+            # Banned before it became a trunk's provider (a trunk added later): never again.
+            _LOGGER.info("Ban of %s lifted: it is a trunk's provider", host)
+            self._end(host, BanEndReason.LIFTED)
+            self._reschedule()
+            return False
         if self._ban_ends[host] > self._clock.monotonic():
             return True
         self._expire()

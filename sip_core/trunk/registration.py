@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from sip_core.dialog import LocalEndpoint, build_request, first_cseq
@@ -450,6 +450,12 @@ class TrunkRegistration:
         self._publish(TrunkStateChanged(self.trunk.name, status))
 
 
+def _registers_alike(one: Trunk, other: Trunk) -> bool:
+    """Whether two versions of a trunk register the same way (the DIDs and the caller ID play
+    no part in a REGISTER)."""
+    return replace(one, dids=(), caller_id="") == replace(other, dids=(), caller_id="")
+
+
 class TrunkRegistrations:
     """One ``TrunkRegistration`` for each trunk with ``register: true``."""
 
@@ -483,14 +489,18 @@ class TrunkRegistrations:
             registration.start()
 
     def update(self, trunks: Iterable[Trunk]) -> None:
-        """Follow a changed configuration: a trunk whose settings are unchanged stays
-        registered as it is (the provider sees nothing); a changed, removed or no longer
+        """Follow a changed configuration: a trunk that registers as before (only its DIDs or
+        caller ID changed, if anything) stays registered as it is (the provider sees nothing);
+        a changed, removed or no longer
         registering one unregisters; a new or changed one registers (now, if running)."""
         wanted = {trunk.name: trunk for trunk in trunks if trunk.register}
         for name, registration in list(self._registrations.items()):
-            if wanted.get(name) != registration.trunk:
-                registration.stop()
-                del self._registrations[name]
+            trunk = wanted.get(name)
+            if trunk is not None and _registers_alike(trunk, registration.trunk):
+                registration.trunk = trunk  # only its numbers or caller ID changed
+                continue
+            registration.stop()
+            del self._registrations[name]
         for name, trunk in wanted.items():
             if name not in self._registrations:
                 registration = self._make(trunk)

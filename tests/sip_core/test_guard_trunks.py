@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from sip_core.clock import ManualClock
 from sip_core.config import PbxConfig, SecuritySettings
-from sip_core.events import AddressBanned, PbxEvent
+from sip_core.events import AddressBanned, BanEnded, BanEndReason, PbxEvent
 from sip_core.guard import FLOOD_BURST, Guard, Refusal
 from sip_core.transport import Address, Source, TransportKind
 from sip_core.trunk.config import DialPlan, HostPort, Trunk, Trunking
@@ -104,3 +104,19 @@ def test_without_trunks_nothing_changes() -> None:
     for _ in range(5):
         g.authenticated(udp("10.0.0.9", 5060), request("INVITE"), WRONG)
     assert len(g.bans()) == 1
+
+
+def test_a_ban_from_before_the_trunk_existed_is_lifted() -> None:
+    current = make_config()
+    ingress = TrunkIngress(lambda: current)
+    ingress.addresses["sip.provider.example"] = frozenset({PROVIDER})
+    events: list[PbxEvent] = []
+    g = Guard(SecuritySettings(allow_public=True), ManualClock(), events.append, ingress)
+    for _ in range(5):
+        g.authenticated(udp(PROVIDER, 5060), request("INVITE"), WRONG)
+    assert g.admit(request("INVITE"), udp(PROVIDER, 5060)) is Refusal.BANNED
+    current = config()  # the trunk is added: its provider is that address
+    assert not g.drops_datagram(b"INVITE ...", udp(PROVIDER, 5060))
+    assert g.admit(request("INVITE"), udp(PROVIDER, 5060)) is None
+    assert g.bans() == []
+    assert BanEnded(PROVIDER, BanEndReason.LIFTED) in events

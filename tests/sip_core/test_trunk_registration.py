@@ -16,7 +16,7 @@ from sip_core.digest import parse_credentials
 from sip_core.events import PbxEvent, TrunkFailure, TrunkStateChanged, TrunkStatus
 from sip_core.message import Request, Response, make_response
 from sip_core.transport import Address, TransportKind
-from sip_core.trunk.config import HostPort, Trunk, TrunkTransport
+from sip_core.trunk.config import Did, HostPort, Trunk, TrunkTransport
 from sip_core.trunk.registration import (
     AUTH_BACKOFF,
     BACKOFF,
@@ -447,6 +447,13 @@ def test_a_changed_configuration_touches_only_the_changed_trunks() -> None:
     assert sorted(s.trunk for s in registrations.states()) == ["other", "provider", "third"]
     sent = [str(item.destination) for item in sender.sent[2:]]
     assert sent == ["other.example:5060", "sip.example:5060"]  # the changed and the new one
+    # New numbers or a new caller ID need no new registration.
+    count = len(sender.sent)
+    registrations.update([trunk(caller_id="+4930999", dids=(Did("+4930", "alice"),))])
+    assert registrations.get("provider") is kept
+    assert kept is not None
+    assert kept.trunk.caller_id == "+4930999"
+    assert len(sender.sent) == count
     registrations.update([trunk(register=False)])
     assert registrations.states() == []
     registrations.stop()
