@@ -29,6 +29,13 @@ applies four rules, cheapest first:
    nothing here: they are matched against existing dialogs in one lookup. Failed logins always
    count towards a ban, trusted source or not.
 
+A SIP trunk's provider (`TrunkSources`, the trunk ingress) is exempt: its addresses are never
+banned (a provider answering a challenge wrongly, or a neighbour of it, must not cut every
+outside call for half an hour), and the requests the ingress recognises as the provider's
+(INVITEs from the trunk's address and port, what belongs to their dialogs, OPTIONS keep-alives)
+pass the scope rule even from a public address while ``allow_public`` is off, and cost no flood
+tokens. Anything else from that address (a REGISTER, say) meets the rules like anyone's.
+
 Everything is bounded: the per-address tables keep at most ``MAX_TRACKED`` addresses and the ban
 table ``MAX_BANS`` bans, so spoofed UDP sources cannot grow memory without limit. Time comes from
 the injected clock; one timer ends the ban that ends first.
@@ -44,7 +51,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from .digest import AuthFailure, AuthResult, parse_credentials
 from .events import AddressBanned, BanEnded, BanEndReason, PbxEvent
@@ -61,6 +68,7 @@ __all__ = [
     "Ban",
     "Guard",
     "Refusal",
+    "TrunkSources",
     "in_default_scope",
     "normalise_address",
     "scanner_agent",
@@ -169,6 +177,14 @@ class _OnceLog:
         self._seen.pop(address, None)
 
 
+class TrunkSources(Protocol):
+    """Who the trunks' providers are (implemented by `sip_core.trunk.ingress.TrunkIngress`)."""
+
+    def is_provider(self, host: str) -> bool: ...
+
+    def recognises(self, request: Request, source: Source) -> bool: ...
+
+
 class Guard:
     """Decides, per message, whether the PBX listens; counts failed logins and bans.
 
@@ -180,8 +196,10 @@ class Guard:
         settings: SecuritySettings,
         clock: Clock,
         publish: Callable[[PbxEvent], None],
+        trunks: TrunkSources | None = None,
     ) -> None:
         self._settings = settings
+        self._trunks = trunks
         self._clock = clock
         self._publish = publish
         self._never_ban = tuple(ipaddress.ip_network(net) for net in settings.never_ban)
@@ -237,6 +255,8 @@ class Guard:
                     "Ignoring %s: its requests come from the SIP scanner %r", host, agent
                 )
             return self._drop(Refusal.SCANNER)
+        if self._trunks is not None and self._trunks.recognises(message, source):
+            return None  # a provider's call: neither out of scope nor a flood
         if not self._settings.allow_public and not in_default_scope(host):
             if self._outsiders.first(host):
                 _LOGGER.warning(
@@ -277,6 +297,8 @@ class Guard:
             self._refund(host, 2.0)
             return
         if result.reason not in COUNTED_FAILURES or self._never_banned(host):
+            return
+        if self._trunks is not None and self._trunks.is_provider(host):
             return
         now = self._clock.monotonic()
         window = float(self._settings.failure_window)
@@ -353,6 +375,12 @@ class Guard:
         self._reschedule()
 
     def _still_banned(self, host: str) -> bool:
+        if self._trunks is not None and self._trunks.is_provider(host):
+            # Banned before it became a trunk's provider (a trunk added later): never again.
+            _LOGGER.info("Ban of %s lifted: it is a trunk's provider", host)
+            self._end(host, BanEndReason.LIFTED)
+            self._reschedule()
+            return False
         if self._ban_ends[host] > self._clock.monotonic():
             return True
         self._expire()

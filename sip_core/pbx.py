@@ -35,6 +35,7 @@ from sip_core.state import RuntimeState
 from sip_core.stats import PbxStats
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
+from sip_core.trunk.config import Trunking
 from sip_core.trunk.egress import TrunkEgress
 from sip_core.trunk.ingress import TrunkIngress
 from sip_core.trunk.registration import TrunkRegistrations, TrunkState
@@ -88,7 +89,10 @@ class Pbx:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._events = EventBus()
-        self._guard = Guard(config.security, self._clock, self._events.publish)
+        self._ingress = TrunkIngress(lambda: self._config)
+        self._guard = Guard(
+            config.security, self._clock, self._events.publish, trunks=self._ingress
+        )
         self._credentials: dict[str, DeviceCredentials] = {}
         self._index_credentials(config)
         self._authenticator = DigestAuthenticator(
@@ -130,7 +134,6 @@ class Pbx:
             music_file=config.rtp.music_on_hold,
             rtp_timeout=config.rtp.timeout,
         )
-        self._ingress = TrunkIngress(lambda: self._config)
         self._b2bua = B2bua(
             self._transactions,
             self._clock,
@@ -300,6 +303,14 @@ class Pbx:
     def trunk_states(self) -> list[TrunkState]:
         """Where each registering trunk stands (`TrunkStateChanged` events say the same)."""
         return self._trunks.states()
+
+    async def update_trunking(self, trunking: Trunking | None) -> None:
+        """Apply changed trunks and dial plan without a restart (calls in progress stay up):
+        new host names are resolved first, then unchanged trunks stay registered and the
+        others re-register (`TrunkRegistrations.update`)."""
+        self._config = replace(self._config, trunking=trunking)
+        await self._resolve_trunk_hosts()
+        self._trunks.update(trunking.trunks if trunking is not None else ())
 
     def history(self) -> list[CallRecord]:
         """Finished calls, oldest first (bounded), each with its handoff records."""

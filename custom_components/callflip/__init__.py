@@ -40,7 +40,8 @@ from .provisioning_view import ProvisioningView
 from .runtime_state import RuntimeStateStore, state_store
 from .security import SecurityMonitor, with_security
 from .services import async_setup_services
-from .users import iter_devices, pbx_config, users_from_options
+from .trunks import TrunkMonitor, entry_config
+from .users import iter_devices, users_from_options
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     """Start the PBX of this entry."""
     users = users_from_options(entry.options)
     try:
-        config = with_security(pbx_config(entry.data, users), entry.options)
+        config = with_security(entry_config(entry.data, entry.options), entry.options)
     except ConfigError as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN,
@@ -125,12 +126,15 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     async_check_passwords(hass, users)
     hub = CallflipHub(hass, entry, pbx, store, users, history=history)
     security = SecurityMonitor(hass, entry, pbx)
+    trunks = TrunkMonitor(hass, entry, pbx)
     try:
         hub.async_start()
         security.async_start()
-        entry.runtime_data = CallflipData(hub, security, runtime)
+        trunks.async_start()
+        entry.runtime_data = CallflipData(hub, security, runtime, trunks)
         await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     except BaseException:
+        trunks.async_stop()
         security.async_stop()
         await hub.async_stop()
         raise
@@ -166,6 +170,8 @@ async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry
     users = users_from_options(entry.options)
     entry.runtime_data.hub.async_apply_options(entry.options, users)
     entry.runtime_data.security.async_apply_options(entry.options)
+    if entry.runtime_data.trunks is not None:
+        await entry.runtime_data.trunks.async_apply_options(entry.options)
     async_check_passwords(hass, users)
 
 
@@ -173,6 +179,8 @@ async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) ->
     """Stop the PBX and free its ports."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
+        if entry.runtime_data.trunks is not None:
+            entry.runtime_data.trunks.async_stop()
         entry.runtime_data.security.async_stop()
         await entry.runtime_data.hub.async_stop()
         if entry.runtime_data.runtime is not None:

@@ -15,7 +15,6 @@ from homeassistant.config_entries import (
     ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
-    OptionsFlow,
 )
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.selector import (
@@ -64,6 +63,8 @@ from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
 from .hub import CallflipHub
 from .issues import async_yaml_section_ignored
 from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
+from .trunk_flow import TrunkOptionsFlow
+from .trunks import build_config, dialplan_of, trunk_options, trunks_of
 from .users import (
     DeviceOptions,
     UserOptions,
@@ -316,7 +317,7 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
                 CONF_RTP_PORT_MIN: config.rtp.port_min,
                 CONF_RTP_PORT_MAX: config.rtp.port_max,
             },
-            options={CONF_USERS: users},
+            options={CONF_USERS: users, **trunk_options(config, users)},
         )
 
     # -- discovered phones: added to the PBX entry that exists -----------------------------------
@@ -532,8 +533,9 @@ def _new_username(users: list[UserOptions], phone: Mapping[str, Any]) -> str:
     return candidate
 
 
-class CallflipOptionsFlow(OptionsFlow):
-    """Add, edit and remove users and their SIP devices; applied to the running PBX."""
+class CallflipOptionsFlow(TrunkOptionsFlow):
+    """Add, edit and remove users and their SIP devices; applied to the running PBX. The trunk
+    steps are in trunk_flow.py."""
 
     def __init__(self) -> None:
         self._users: list[UserOptions] = []
@@ -549,6 +551,7 @@ class CallflipOptionsFlow(OptionsFlow):
         if any(True for _ in iter_devices(self._users)):
             menu += ["edit_device", "remove_device"]
         menu.append("security")
+        menu.append("trunks")
         return self.async_show_menu(step_id="init", menu_options=menu)
 
     async def async_step_security(
@@ -783,8 +786,11 @@ class CallflipOptionsFlow(OptionsFlow):
 
     def _check_config(self) -> tuple[dict[str, str], dict[str, str]]:
         """Let sip_core check the whole result; undo the pending change if it refuses it."""
+        options = self.config_entry.options
         try:
-            pbx_config(self.config_entry.data, self._users)
+            build_config(
+                self.config_entry.data, self._users, trunks_of(options), dialplan_of(options)
+            )
         except ConfigError as err:
             self._users = users_from_options(self.config_entry.options)
             return {"base": "invalid_config"}, {"error": str(err)}

@@ -9,6 +9,7 @@ from homeassistant.config_entries import ConfigEntry
 from .hub import CallflipHub
 from .runtime_state import RuntimeStateStore
 from .security import SecurityMonitor
+from .trunks import TrunkMonitor
 
 
 @dataclass(slots=True)
@@ -19,6 +20,8 @@ class CallflipData:
     security: SecurityMonitor
     runtime: RuntimeStateStore | None = None
     """DND, Make Busy, Call Forward Always and flip settings (`sip_core.presence`), persisted."""
+    trunks: TrunkMonitor | None = None
+    """The SIP trunks: live changes, their state sensors and repair issues (`trunks.py`)."""
 
 
 type CallflipConfigEntry = ConfigEntry[CallflipData]

@@ -63,6 +63,17 @@ async def async_get_config_entry_diagnostics(
             "bindings": pbx.binding_records(),
             "calls": [_call(call) for call in pbx.calls()],
             "history": _history(entry),
+            "trunk_states": [
+                {
+                    "trunk": state.trunk,
+                    "status": state.status.value,
+                    "failure": state.failure.value if state.failure is not None else None,
+                    "detail": state.detail,
+                    "failures": state.failures,
+                    "auth_failures": state.auth_failures,
+                }
+                for state in pbx.trunk_states()
+            ],
         },
         TO_REDACT,
     )

@@ -35,6 +35,8 @@ from .entity import (
 )
 from .handoff import HandoffSummary
 from .hub import CallflipHub, device_identifier
+from .trunk_sensor import async_add_trunk_sensors
+from .trunks import TrunkSensorState
 
 PARALLEL_UPDATES = 0
 
@@ -127,6 +129,12 @@ ACTIVE_CALL = SensorEntityDescription(
     options=PHONE_STATES,
 )
 LAST_HANDOFF = SensorEntityDescription(key="last_handoff", translation_key="last_handoff")
+TRUNK_STATE = SensorEntityDescription(
+    key="trunk",
+    translation_key="trunk",
+    device_class=SensorDeviceClass.ENUM,
+    options=[state.value for state in TrunkSensorState],
+)
 
 
 async def async_setup_entry(
@@ -143,6 +151,8 @@ async def async_setup_entry(
             LastCallSensor(hub, LAST_CALL),
         ]
     )
+
+    async_add_trunk_sensors(entry, async_add_entities, TRUNK_STATE)
 
     def device_sensors(hub: CallflipHub, _user_id: str, device_id: str) -> list[SensorEntity]:
         return [

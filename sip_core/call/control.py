@@ -614,6 +614,9 @@ class CallControl:
         self.send_in_dialog(leg, bye)
 
     def _endpoint(self, source: Source) -> LocalEndpoint:
+        nat = self._ingress.endpoint_for(source, self._local_port()) if self._ingress else None
+        if nat is not None:  # a trunk's public_address (sip_core.trunk.nat)
+            return nat
         host = source.local.host
         if host in _UNSPECIFIED:
             host = self._route_host(source.remote.host)

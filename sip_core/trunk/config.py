@@ -13,6 +13,7 @@ In the file (``pbx.example.yaml`` documents every key)::
         realm: sip.provider.example     # optional: answer challenges for this realm only
         domain: sip.provider.example    # default: host; the domain of our address there
         outbound_proxy: proxy.example:5060   # optional
+        public_address: 203.0.113.7     # optional (NAT): our address as the provider sees it
         register: true
         register_interval: 600
         caller_id: "+4930123456"        # default: username
@@ -31,6 +32,14 @@ often, so a typo must be refused at load time, not discovered as a string of 403
 must not capture an internal number (``prefix: "2"`` with extension ``200`` would send calls to a
 colleague out to the provider), and an emergency number must never be an internal number.
 
+``public_address`` is for a PBX behind NAT whose provider is on the other side (the internet):
+the address (and, after a colon, the port when the router forwards another one) that the
+provider can reach, advertised in the Via sent-by, the Contact and the SDP connection address of
+everything sent towards that trunk. It must be an IP address: SDP connection addresses are
+addresses, and a name would have to be resolved again whenever it changes. Without it we
+advertise the address we send from, which is right when the provider is on the same network
+(a router or PBX in the house) or when the router rewrites SIP itself (an "ALG").
+
 TLS is not available yet: ``transport: tls`` is refused with a clear error rather than silently
 sent in clear text.
 
@@ -40,6 +49,8 @@ This module builds on ``sip_core.config``'s checking helpers; ``sip_core.config`
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +79,7 @@ __all__ = [
     "Did",
     "HostPort",
     "OutboundRoute",
+    "PublicAddress",
     "Trunk",
     "TrunkTransport",
     "Trunking",
@@ -105,6 +117,19 @@ class HostPort:
 
 
 @dataclass(frozen=True, slots=True)
+class PublicAddress:
+    """What we advertise towards a trunk behind NAT: ``host`` (an IP address) and ``port``
+    (None: our own SIP port, for a router forwarding the same port)."""
+
+    host: str
+    port: int | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port is None else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Did:
     """A number the trunk delivers, and who rings for it: a user's name or a device username."""
 
@@ -130,6 +155,7 @@ class Trunk:
     register_interval: int = DEFAULT_REGISTER_INTERVAL
     caller_id: str = ""
     dids: tuple[Did, ...] = ()
+    public_address: PublicAddress | None = None
 
     @property
     def auth_user(self) -> str:
@@ -167,6 +193,7 @@ class Trunk:
             "register_interval": self.register_interval,
             "caller_id": self.presented_id,
             "dids": [{"number": d.number, "destination": d.destination} for d in self.dids],
+            "public_address": None if self.public_address is None else str(self.public_address),
         }
 
 
@@ -291,6 +318,7 @@ _TRUNK_KEYS: Final = (
     "register_interval",
     "caller_id",
     "dids",
+    "public_address",
 )
 
 
@@ -356,6 +384,24 @@ def _host_port(value: str, path: KeyPath) -> HostPort:
     return HostPort(host, port)
 
 
+def _public_address(value: str, path: KeyPath) -> PublicAddress:
+    with contextlib.suppress(ValueError):  # a bare IPv6 address: no port
+        return _public_address(f"[{ipaddress.IPv6Address(value.strip())}]", path)
+    match = _HOST_PORT.fullmatch(value.strip())
+    host = (match.group("v6") or match.group("host")) if match is not None else None
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        _fail(path, f"must be an IP address, optionally with :port, not {value!r}")
+    if address.is_unspecified or address.is_multicast:
+        _fail(path, f"must be an address the provider can send to, not {value!r}")
+    assert match is not None
+    port = None if match.group("port") is None else int(match.group("port"))
+    if port is not None and not 1 <= port <= 65535:
+        _fail(path, f"the port must be between 1 and 65535, not {port}")
+    return PublicAddress(str(address), port)
+
+
 def _trunk(
     data: Any,
     path: KeyPath,
@@ -410,6 +456,9 @@ def _trunk(
                 f"must be a user's name or a device's username, not {destination!r}",
             )
         dids.append(Did(number, destination))
+    public = None
+    if section.get("public_address") is not None:
+        public = _public_address(_text(section, "public_address", path), (*path, "public_address"))
     return Trunk(
         name=name,
         host=host,
@@ -425,6 +474,7 @@ def _trunk(
         register_interval=interval,
         caller_id=caller_id,
         dids=tuple(dids),
+        public_address=public,
     )
 
 

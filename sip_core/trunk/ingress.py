@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING
 
 from sip_core.headers import NameAddress
 from sip_core.transport import TransportKind
+from sip_core.trunk.nat import advertised_endpoint
 
 if TYPE_CHECKING:
     from sip_core.config import PbxConfig
+    from sip_core.dialog import LocalEndpoint
     from sip_core.message import Request
     from sip_core.transport import Source
     from sip_core.trunk.config import Trunk
@@ -44,6 +46,8 @@ __all__ = [
 ]
 
 _PREFIX = "trunk:"
+#: Requests a provider sends outside a dialog (see `TrunkIngress.recognises`).
+_PROVIDER_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "OPTIONS"})
 
 
 def trunk_device(name: str) -> str:
@@ -118,24 +122,72 @@ class TrunkIngress:
 
     def trunk_for(self, source: Source) -> Trunk | None:
         """The trunk ``source`` belongs to, or None for anyone else."""
+        try:
+            ipaddress.ip_address(source.remote.host)
+        except ValueError:
+            return None
+        return self._trunk_at(source)
+
+    def _trunk_at(self, source: Source) -> Trunk | None:
+        """The trunk whose host or outbound proxy is ``source.remote`` (an IP address, or the
+        host name as configured: the B2BUA's outgoing legs name the next hop as written)."""
         trunking = self._config().trunking
         if trunking is None:
             return None
         remote = source.remote
         try:
-            ip = str(ipaddress.ip_address(remote.host))
+            ip: str | None = str(ipaddress.ip_address(remote.host))
         except ValueError:
-            return None
+            ip = None
         for trunk in trunking.trunks:
             hops = [(trunk.host, trunk.port)]
             if trunk.outbound_proxy is not None:
                 hops.append((trunk.outbound_proxy.host, trunk.outbound_proxy.port))
             for host, port in hops:
-                if ip in self._ips(host) and (
-                    source.kind is TransportKind.TCP or remote.port == port
-                ):
+                here = ip in self._ips(host) if ip is not None else remote.host == host
+                if here and (source.kind is TransportKind.TCP or remote.port == port):
                     return trunk
         return None
+
+    def is_provider(self, host: str) -> bool:
+        """Whether ``host`` (an IP address) is one of a trunk's addresses, on any port: the
+        guard never bans a provider (`sip_core.guard`)."""
+        trunking = self._config().trunking
+        if trunking is None:
+            return False
+        try:
+            ip = str(ipaddress.ip_address(host))
+        except ValueError:
+            return False
+        for trunk in trunking.trunks:
+            if ip in self._ips(trunk.host):
+                return True
+            if trunk.outbound_proxy is not None and ip in self._ips(trunk.outbound_proxy.host):
+                return True
+        return False
+
+    def recognises(self, request: Request, source: Source) -> bool:
+        """Whether ``request`` is one a provider sends us from its trunk's address: an INVITE
+        (routed by DID), anything inside a dialog (BYE, re-INVITE, INFO...), ACK, CANCEL, or an
+        OPTIONS keep-alive. The guard lets these through even from a public address while
+        ``allow_public`` is off; a REGISTER or SUBSCRIBE from the same address is not a
+        provider's business and is treated like anyone's."""
+        if request.method not in _PROVIDER_METHODS:
+            try:
+                in_dialog = bool(request.to.tag)
+            except ValueError:
+                in_dialog = False
+            if not in_dialog:
+                return False
+        return self.trunk_for(source) is not None
+
+    def endpoint_for(self, source: Source, local_port: int) -> LocalEndpoint | None:
+        """Our Via and Contact towards ``source`` when it is a trunk with a ``public_address``
+        (`sip_core.trunk.nat`); None: the usual ones."""
+        trunk = self._trunk_at(source)
+        if trunk is None:
+            return None
+        return advertised_endpoint(trunk, local_port, source.kind)
 
     def route(self, request: Request, source: Source) -> InboundCall | InboundRefusal | None:
         """Where an INVITE from a trunk goes; None when it does not come from a trunk."""

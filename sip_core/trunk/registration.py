@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from sip_core.dialog import LocalEndpoint, build_request, first_cseq
@@ -38,6 +38,7 @@ from sip_core.events import PbxEvent, TrunkFailure, TrunkStateChanged, TrunkStat
 from sip_core.message import new_call_id, new_tag
 from sip_core.transport import Address, TransportKind
 from sip_core.trunk.config import Trunk, TrunkTransport
+from sip_core.trunk.nat import advertised_endpoint
 from sip_core.uri import SipUri
 
 if TYPE_CHECKING:
@@ -225,9 +226,10 @@ class TrunkRegistration:
     def _build(self, *, expires: int) -> Request:
         trunk = self.trunk
         hop = trunk.next_hop
-        host = self._local_host(hop.host)
-        port = self._local_port()
-        endpoint = LocalEndpoint(host, port, self._kind)
+        endpoint = advertised_endpoint(trunk, self._local_port(), self._kind) or LocalEndpoint(
+            self._local_host(hop.host), self._local_port(), self._kind
+        )
+        host, port = endpoint.host, endpoint.port
         aor = f"<sip:{trunk.username}@{_host(trunk.aor_domain)}>"
         transport = ";transport=tcp" if self._kind is TransportKind.TCP else ""
         contact = f"<sip:{trunk.username}@{_host(host)}:{port}{transport}>"
@@ -448,6 +450,12 @@ class TrunkRegistration:
         self._publish(TrunkStateChanged(self.trunk.name, status))
 
 
+def _registers_alike(one: Trunk, other: Trunk) -> bool:
+    """Whether two versions of a trunk register the same way (the DIDs and the caller ID play
+    no part in a REGISTER)."""
+    return replace(one, dids=(), caller_id="") == replace(other, dids=(), caller_id="")
+
+
 class TrunkRegistrations:
     """One ``TrunkRegistration`` for each trunk with ``register: true``."""
 
@@ -461,8 +469,8 @@ class TrunkRegistrations:
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
     ) -> None:
-        self._registrations = {
-            trunk.name: TrunkRegistration(
+        def make(trunk: Trunk) -> TrunkRegistration:
+            return TrunkRegistration(
                 trunk,
                 sender=sender,
                 clock=clock,
@@ -470,15 +478,38 @@ class TrunkRegistrations:
                 local_port=local_port,
                 publish=publish,
             )
-            for trunk in trunks
-            if trunk.register
-        }
+
+        self._make = make
+        self._registrations = {trunk.name: self._make(trunk) for trunk in trunks if trunk.register}
+        self._running = False
 
     def start(self) -> None:
+        self._running = True
         for registration in self._registrations.values():
             registration.start()
 
+    def update(self, trunks: Iterable[Trunk]) -> None:
+        """Follow a changed configuration: a trunk that registers as before (only its DIDs or
+        caller ID changed, if anything) stays registered as it is (the provider sees nothing);
+        a changed, removed or no longer
+        registering one unregisters; a new or changed one registers (now, if running)."""
+        wanted = {trunk.name: trunk for trunk in trunks if trunk.register}
+        for name, registration in list(self._registrations.items()):
+            trunk = wanted.get(name)
+            if trunk is not None and _registers_alike(trunk, registration.trunk):
+                registration.trunk = trunk  # only its numbers or caller ID changed
+                continue
+            registration.stop()
+            del self._registrations[name]
+        for name, trunk in wanted.items():
+            if name not in self._registrations:
+                registration = self._make(trunk)
+                self._registrations[name] = registration
+                if self._running:
+                    registration.start()
+
     def stop(self) -> None:
+        self._running = False
         for registration in self._registrations.values():
             registration.stop()
 

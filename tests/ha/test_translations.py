@@ -61,7 +61,7 @@ def test_every_error_and_step_is_translated() -> None:
     assert set(re.findall(r'step_id="(\w+)"', server_part)) <= set(STRINGS["config"]["step"])
     option_steps = set(re.findall(r'step_id="(\w+)"', options_part))
     assert option_steps <= set(STRINGS["options"]["step"])
-    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device)|security)"', options_part))
+    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device)|security|trunks)"', options_part))
     assert menu == set(STRINGS["options"]["step"]["init"]["menu_options"])
 
 

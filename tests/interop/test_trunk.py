@@ -19,15 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import audio
 from .clients import (
     HOST,
+    Baresip,
     ClientError,
     free_port,
     read_sipp_outputs,
@@ -259,4 +262,310 @@ async def test_an_outbound_call_answers_the_providers_challenge(
             uas.cancel()
             with contextlib.suppress(asyncio.CancelledError, ClientError):
                 await uas
+        proxy.stop()
+
+
+# -- calls with audio through Kamailio as the provider ---------------------------------------------
+
+PSTN_USER = "301234"
+PSTN_HZ, DESK_HZ, MOBILE_HZ = 1000.0, 440.0, 700.0
+TRUNK_PASSWORD = "trunk-pw"
+DESK, MOBILE = "201", "202"
+DEVICE_PASSWORDS = {DESK: "bob-desk-pw", MOBILE: "bob-mobile-pw"}
+
+
+def _provider() -> Any:
+    """Kamailio as the provider's registrar and proxy: our trunk's account and a "PSTN" party."""
+    proxy = _kamailio_proxy_class()(
+        users={PROVIDER_USER: TRUNK_PASSWORD, PSTN_USER: "pstn-pw"},
+        port=free_port(),
+        min_expires=1,
+        children=1,
+    )
+    proxy.start()
+    return proxy
+
+
+def _trunk_with_did(proxy_port: int, extra: str = "") -> str:
+    """The trunk registering at the provider, its number ringing bob, "0" dialling out."""
+    return (
+        trunk_yaml(proxy_port, TRUNK_PASSWORD)
+        + extra
+        + "    dids:\n"
+        + f'      - {{number: "{PROVIDER_USER}", destination: bob}}\n'
+        + "dialplan:\n"
+        + "  routes:\n"
+        + '    - {prefix: "0", trunk: provider, strip: true}\n'
+    )
+
+
+def _bob() -> list[User]:
+    return [User("bob", "300", [Device(name, pw) for name, pw in DEVICE_PASSWORDS.items()])]
+
+
+@contextlib.asynccontextmanager
+async def _baresip(
+    user: str, password: str, port: int, tone: Path, workdir: Path, *, answermode: str = "auto"
+) -> AsyncIterator[Baresip]:
+    ua = Baresip(
+        user, password, port, domain=DOMAIN, tone=tone, record=True, answermode=answermode,
+        workdir=workdir,
+    )  # fmt: skip
+    async with ua:
+        registration = await ua.wait_registered()
+        assert registration.ok, f"{user} did not register:\n{ua.output[-3000:]}"
+        yield ua
+
+
+def _heard(ua: Baresip) -> list[audio.Window]:
+    found: list[audio.Window] = []
+    for path in ua.recordings("dec"):
+        samples, rate = audio.read_wav(path)
+        found += audio.windows(samples, rate)
+    assert found, f"{ua.user} recorded nothing"
+    return found
+
+
+def _received(ua: Baresip, method: str) -> list[str]:
+    """The requests ``ua`` received (its SIP trace: "UDP from -> to" before each message)."""
+    blocks: list[tuple[str, list[str]]] = []
+    for line in ua.lines:
+        if match := re.match(r"^(?:UDP|TCP) (\S+) -> (\S+)$", line):
+            blocks.append((match.group(2), []))
+        elif blocks:
+            blocks[-1][1].append(line)
+    own = f"{HOST}:{ua.listen_port}"
+    return [
+        "\n".join(lines)
+        for to, lines in blocks
+        if to == own and lines and lines[0].startswith(f"{method} ")
+    ]
+
+
+async def _wait_trunk_registered(pbx: Any) -> None:
+    await pbx.wait_for_log(r"Trunk provider registered for \d+ s", 15.0)
+
+
+def _detail(pbx: Any, proxy: Any, *uas: Baresip) -> str:
+    text = "\n".join(f"--- baresip {ua.user}\n{ua.output[-2500:]}" for ua in uas)
+    return f"{text}\n--- runner\n{pbx.log()[-3000:]}\n--- kamailio\n{proxy.log_text()[-2000:]}"
+
+
+@pytest.fixture
+def tones(tmp_path: Path) -> dict[float, Path]:
+    return {
+        hz: audio.write_tone(tmp_path / f"tone-{hz:.0f}.wav", hz, 60.0)
+        for hz in (PSTN_HZ, DESK_HZ, MOBILE_HZ)
+    }
+
+
+async def test_an_inbound_call_from_the_pstn_is_answered_with_audio_both_ways(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
+) -> None:
+    proxy = _provider()
+    try:
+        pbx = await start_pbx(_bob(), extra_yaml=_trunk_with_did(proxy.port))
+        await _wait_trunk_registered(pbx)
+        async with (
+            _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk")
+            as desk,
+            _baresip(PSTN_USER, "pstn-pw", proxy.port, tones[PSTN_HZ], tmp_path / "pstn",
+                     answermode="manual") as pstn,
+        ):  # fmt: skip
+            try:
+                await pstn.dial(f"sip:{PROVIDER_USER}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await pstn.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(3.0)
+                await pstn.hangup()
+                await desk.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_detail(pbx, proxy, pstn, desk)}")
+        # The desk was shown the outside caller's number.
+        (ringing,) = _received(desk, "INVITE")
+        assert re.search(rf"^From: <sip:{PSTN_USER}@", ringing, re.MULTILINE), ringing
+        by_pstn, by_desk = _heard(pstn), _heard(desk)
+        assert audio.tone_seconds(by_pstn, DESK_HZ) >= 2.0, audio.describe(by_pstn)
+        assert audio.tone_seconds(by_desk, PSTN_HZ) >= 2.0, audio.describe(by_desk)
+        assert audio.tone_seconds(by_pstn, PSTN_HZ) == 0, audio.describe(by_pstn)
+    finally:
+        proxy.stop()
+
+
+async def test_an_outbound_call_shows_the_trunks_caller_id_with_audio_both_ways(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
+) -> None:
+    proxy = _provider()
+    try:
+        pbx = await start_pbx(_bob(), extra_yaml=_trunk_with_did(proxy.port))
+        await _wait_trunk_registered(pbx)
+        async with (
+            _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk",
+                     answermode="manual") as desk,
+            _baresip(PSTN_USER, "pstn-pw", proxy.port, tones[PSTN_HZ], tmp_path / "pstn") as pstn,
+        ):  # fmt: skip
+            try:
+                await desk.dial(f"sip:0{PSTN_USER}@{DOMAIN}")
+                await pstn.wait_event("CALL_ESTABLISHED", 15)
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(3.0)
+                await desk.hangup()
+                await pstn.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_detail(pbx, proxy, pstn, desk)}")
+        # The outside party sees the trunk's caller ID, never the extension or the device.
+        (invite,) = _received(pstn, "INVITE")
+        assert re.search(rf"^From: <sip:{PROVIDER_USER}@", invite, re.MULTILINE), invite
+        by_pstn, by_desk = _heard(pstn), _heard(desk)
+        assert audio.tone_seconds(by_pstn, DESK_HZ) >= 2.0, audio.describe(by_pstn)
+        assert audio.tone_seconds(by_desk, PSTN_HZ) >= 2.0, audio.describe(by_desk)
+    finally:
+        proxy.stop()
+
+
+async def test_a_flip_of_an_inbound_trunk_call_never_reinvites_the_outside_party(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
+) -> None:
+    """Desk answers a call from the PSTN, then presses *0: the call moves to the mobile, the
+    outside party keeps hearing (first the desk, then the mobile) and receives no INVITE."""
+    proxy = _provider()
+    try:
+        pbx = await start_pbx(_bob(), extra_yaml=_trunk_with_did(proxy.port))
+        await _wait_trunk_registered(pbx)
+        async with (
+            _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk")
+            as desk,
+            _baresip(PSTN_USER, "pstn-pw", proxy.port, tones[PSTN_HZ], tmp_path / "pstn",
+                     answermode="manual") as pstn,
+        ):  # fmt: skip
+            try:
+                await pstn.dial(f"sip:{PROVIDER_USER}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await pstn.wait_event("CALL_ESTABLISHED", 15)
+                # The mobile registers only now, so it cannot have answered the first ring.
+                async with _baresip(
+                    MOBILE, DEVICE_PASSWORDS[MOBILE], pbx.port, tones[MOBILE_HZ],
+                    tmp_path / "mobile",
+                ) as mobile:  # fmt: skip
+                    await asyncio.sleep(1.5)
+                    await desk.send_dtmf("*0")
+                    await mobile.wait_event("CALL_ESTABLISHED", 15)
+                    await desk.wait_event("CALL_CLOSED", 10)
+                    await asyncio.sleep(3.0)
+                    assert pstn.call_events("CALL_CLOSED") == []
+                    await pstn.hangup()
+                    await mobile.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_detail(pbx, proxy, pstn, desk)}")
+        assert _received(pstn, "INVITE") == [], _received(pstn, "INVITE")
+        assert _received(pstn, "UPDATE") == []
+        assert len(pstn.call_events("CALL_ESTABLISHED")) == 1, pstn.events
+        by_pstn = _heard(pstn)
+        assert audio.tone_seconds(by_pstn, DESK_HZ) >= 1.0, audio.describe(by_pstn)
+        assert audio.tone_seconds(by_pstn, MOBILE_HZ) >= 2.0, audio.describe(by_pstn)
+        sequence = [w.dominant for w in by_pstn if w.is_tone(DESK_HZ) or w.is_tone(MOBILE_HZ)]
+        first_mobile = next(i for i, hz in enumerate(sequence) if abs(hz - MOBILE_HZ) < 15)
+        assert all(abs(hz - MOBILE_HZ) < 15 for hz in sequence[first_mobile:]), audio.describe(
+            by_pstn
+        )
+        by_mobile = _heard(mobile)
+        assert audio.tone_seconds(by_mobile, PSTN_HZ) >= 2.0, audio.describe(by_mobile)
+    finally:
+        proxy.stop()
+
+
+class _PortForward(asyncio.DatagramProtocol):
+    """A router's port forwarding, in user space: datagrams to ``public`` go to ``inside``, and
+    the answers go back to their sender (one socket per sender, as a NAT keeps a mapping)."""
+
+    def __init__(self, inside: tuple[str, int]) -> None:
+        self.inside = inside
+        self.transport: asyncio.DatagramTransport | None = None
+        self.forwarded: list[bytes] = []
+        self._mappings: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.forwarded.append(data)
+        mapping = self._mappings.get(addr)
+        if mapping is not None:
+            mapping.sendto(data, self.inside)
+            return
+        asyncio.get_running_loop().create_task(self._open(data, addr))
+
+    async def _open(self, data: bytes, sender: tuple[str, int]) -> None:
+        outer = self
+
+        class Back(asyncio.DatagramProtocol):
+            def datagram_received(self, answer: bytes, _addr: tuple[str, int]) -> None:
+                if outer.transport is not None:
+                    outer.transport.sendto(answer, sender)
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(Back, local_addr=(HOST, 0))
+        self._mappings[sender] = transport
+        transport.sendto(data, self.inside)
+
+    def close(self) -> None:
+        for mapping in self._mappings.values():
+            mapping.close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def test_public_address_is_what_the_provider_is_told(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
+) -> None:
+    """A test about ``public_address`` (NAT): the router forwards port F to the PBX, and the trunk
+    advertises 127.0.0.1:F. The provider registers that Contact, the outside party sees it (and
+    our Via names it), and the outside party's BYE, sent there, reaches the PBX through the
+    forwarding: the call ends on both sides."""
+    proxy = _provider()
+    forward: _PortForward | None = None
+    try:
+        public_port = free_port(tcp=False)
+        pbx = await start_pbx(
+            _bob(),
+            extra_yaml=_trunk_with_did(
+                proxy.port, extra=f'    public_address: "{HOST}:{public_port}"\n'
+            ),
+        )
+        loop = asyncio.get_running_loop()
+        _, forward = await loop.create_datagram_endpoint(
+            lambda: _PortForward((HOST, pbx.port)), local_addr=(HOST, public_port)
+        )
+        await _wait_trunk_registered(pbx)
+        async with (
+            _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk",
+                     answermode="manual") as desk,
+            _baresip(PSTN_USER, "pstn-pw", proxy.port, tones[PSTN_HZ], tmp_path / "pstn") as pstn,
+        ):  # fmt: skip
+            try:
+                await desk.dial(f"sip:0{PSTN_USER}@{DOMAIN}")
+                await pstn.wait_event("CALL_ESTABLISHED", 15)
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(2.0)
+                before = len(forward.forwarded)
+                await pstn.hangup()
+                await desk.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_detail(pbx, proxy, pstn, desk)}")
+        (invite,) = _received(pstn, "INVITE")
+        assert f"Contact: <sip:callflip@{HOST}:{public_port}>" in invite, invite
+        assert re.search(rf"^Via: SIP/2.0/UDP {HOST}:{public_port};", invite, re.MULTILINE), invite
+        # Our own device is told our real port, not the forwarded one.
+        answers = [r for r in _received(desk, "SIP/2.0 200") if re.search(r"CSeq: \d+ INVITE", r)]
+        assert answers, desk.output[-3000:]
+        assert all(f"@{HOST}:{pbx.port}>" in r for r in answers), answers
+        assert all(f":{public_port}" not in r for r in answers), answers
+        # The outside party's BYE came in through the forwarded port.
+        assert any(d.startswith(b"BYE ") for d in forward.forwarded[before:]), forward.forwarded
+        by_desk = _heard(desk)
+        assert audio.tone_seconds(by_desk, PSTN_HZ) >= 1.0, audio.describe(by_desk)
+    finally:
+        if forward is not None:
+            forward.close()
         proxy.stop()

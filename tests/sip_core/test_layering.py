@@ -113,6 +113,7 @@ LAYERS: dict[str, int] = {
     "pbx": 9,
     "workers": 9,
     "__main__": 9,
+    "trunk.nat": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 # The runtime dependencies in pyproject.toml, and the one module that may use each.

@@ -16,7 +16,7 @@ from sip_core.digest import parse_credentials
 from sip_core.events import PbxEvent, TrunkFailure, TrunkStateChanged, TrunkStatus
 from sip_core.message import Request, Response, make_response
 from sip_core.transport import Address, TransportKind
-from sip_core.trunk.config import HostPort, Trunk, TrunkTransport
+from sip_core.trunk.config import Did, HostPort, Trunk, TrunkTransport
 from sip_core.trunk.registration import (
     AUTH_BACKOFF,
     BACKOFF,
@@ -422,5 +422,39 @@ def test_only_trunks_that_register_get_a_registration() -> None:
     assert [s.trunk for s in registrations.states()] == ["provider"]
     assert registrations.get("fritz") is None
     assert len(sender.sent) == 1
+    registrations.stop()
+    assert clock.pending == 0
+
+
+def test_a_changed_configuration_touches_only_the_changed_trunks() -> None:
+    clock = ManualClock()
+    sender = Recorder()
+    registrations = TrunkRegistrations(
+        [trunk(), trunk(name="other", host="other.example")],
+        sender=sender,
+        clock=clock,
+        local_host=lambda _host: "127.0.0.1",
+        local_port=lambda: 5060,
+        publish=lambda _event: None,
+    )
+    registrations.start()
+    kept = registrations.get("provider")
+    assert len(sender.sent) == 2
+    registrations.update(
+        [trunk(), trunk(name="other", host="other.example", password="new"), trunk(name="third")]
+    )
+    assert registrations.get("provider") is kept  # unchanged: nothing sent for it
+    assert sorted(s.trunk for s in registrations.states()) == ["other", "provider", "third"]
+    sent = [str(item.destination) for item in sender.sent[2:]]
+    assert sent == ["other.example:5060", "sip.example:5060"]  # the changed and the new one
+    # New numbers or a new caller ID need no new registration.
+    count = len(sender.sent)
+    registrations.update([trunk(caller_id="+4930999", dids=(Did("+4930", "alice"),))])
+    assert registrations.get("provider") is kept
+    assert kept is not None
+    assert kept.trunk.caller_id == "+4930999"
+    assert len(sender.sent) == count
+    registrations.update([trunk(register=False)])
+    assert registrations.states() == []
     registrations.stop()
     assert clock.pending == 0
