@@ -78,6 +78,7 @@ LAYERS: dict[str, int] = {
     "forwarding": 5,
     "presence": 5,
     "calls": 5,
+    "call_audio": 5,
     "events": 5,
     "b2bua": 5,
     "features": 5,
