@@ -34,6 +34,7 @@ __all__ = [
     "UnknownParty",
     "find_call",
     "play_into_call",
+    "playable_legs",
 ]
 
 
@@ -182,18 +183,16 @@ def _check_codecs(leg: Leg) -> None:
     raise NoGeneratedAudio(leg.device or leg.party, encodings)
 
 
-def play_into_call(
-    call: Call, own: Leg | None, playback: Playback, side: PlaySide = PlaySide.BOTH
-) -> CallPlayback:
-    """Send ``playback`` to the chosen side(s) of an answered call.
+def playable_legs(call: Call, own: Leg | None, side: PlaySide) -> list[Leg]:
+    """The legs a playback to ``side`` goes to, once checked that it can: the call is answered
+    and each leg's far end takes a codec we generate (`CallNotAnswered`, `NoGeneratedAudio`).
 
-    ``own`` is the leg of whoever the request named (for ``own`` and ``other``). Raises
-    `CallNotAnswered` or `NoGeneratedAudio` before anything plays; must be called on the loop.
+    ``own`` is the leg of whoever the request named (for ``own`` and ``other``). A caller that
+    needs time to make the audio (text to speech) asks this first, then `play_into_call`.
     """
-    media = call.media
     if (
         call.state not in (CallState.TALKING, CallState.HELD)
-        or media is None
+        or call.media is None
         or call.caller is None
         or call.callee is None
     ):
@@ -201,5 +200,16 @@ def play_into_call(
     legs = _chosen_legs(call, own, side)
     for leg in legs:
         _check_codecs(leg)
+    return legs
+
+
+def play_into_call(
+    call: Call, own: Leg | None, playback: Playback, side: PlaySide = PlaySide.BOTH
+) -> CallPlayback:
+    """Send ``playback`` to the chosen side(s) of an answered call (see `playable_legs`, whose
+    refusals it raises before anything plays); must be called on the loop."""
+    legs = playable_legs(call, own, side)
+    media = call.media
+    assert media is not None  # playable_legs checked it
     playing = tuple(media.leg(leg.side).play(playback) for leg in legs)
     return CallPlayback(call.id, tuple(leg.device or leg.party for leg in legs), playing)
