@@ -10,6 +10,7 @@ first playback); G.711 is cheap enough to encode frame by frame.
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from os import PathLike
@@ -255,10 +256,16 @@ class AudioLibrary:
 
 
 def _file_key(play: PlayFile, codec: AudioCodec, ptime_ms: int) -> tuple[object, ...]:
-    # G.711 keeps the clip at 8 kHz whatever the law; G.722 keeps payloads per ptime.
+    # The file as it is now (a path written again is another file); G.711 keeps the clip at
+    # 8 kHz whatever the law, G.722 keeps payloads per ptime.
+    try:
+        status = os.stat(play.path)
+        stamp: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+    except OSError:
+        stamp = None  # not cached under this key: reading it says what is wrong
     if codec is AudioCodec.G722:
-        return (play.path, codec, ptime_ms)
-    return (play.path, codec.sample_rate)
+        return (play.path, stamp, codec, ptime_ms)
+    return (play.path, stamp, codec.sample_rate)
 
 
 def _once(clip: Clip, ptime_ms: int) -> Source:

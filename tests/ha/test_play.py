@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -259,3 +260,33 @@ async def test_a_wav_file_from_media_plays_to_both_sides(
     assert response is not None
     assert response["devices"] == ["Bob softphone", "Alice desk phone"]
     assert response["duration"] == 0.3
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg binary")
+async def test_a_compressed_file_is_converted_with_ffmpeg(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+    media_dir: Path,
+) -> None:
+    """A FLAC file from local media is converted by the ffmpeg integration's binary to the WAV
+    the PBX plays; the response gives its length."""
+    assert await async_setup_component(hass, "media_source", {})
+    assert await async_setup_component(hass, "ffmpeg", {})
+    (media_dir / "bell.wav").write_bytes(tone_wav(880.0, 0.6, 44100))
+    process = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-loglevel", "error", "-i", str(media_dir / "bell.wav"),
+        str(media_dir / "bell.flac"),
+    )  # fmt: skip
+    assert await process.wait() == 0
+    desk, bob = await registered(make_phone, "alice-desk", "bob-soft")
+    await answered_call(hass, bob, desk)
+    response = await play(
+        hass,
+        device_id=ha_id(loaded_entry, user_identifier("u-alice")),
+        side="other",
+        media_content_id="media-source://media_source/local/bell.flac",
+    )
+    assert response is not None
+    assert response["devices"] == ["Bob softphone"]
+    assert response["duration"] == pytest.approx(0.6, abs=0.03)

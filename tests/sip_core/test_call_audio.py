@@ -182,3 +182,14 @@ def test_an_unanswered_call_or_a_leg_without_our_codecs_is_refused() -> None:
     assert refused.value.encodings == ("opus",)
     call.callee.remote_sdp = sdp((96, "opus/48000/2"), (9, "G722/8000"))
     _check_codecs(call.callee)  # G.722 is there too
+
+
+def test_a_file_written_again_is_converted_again(tmp_path: Path) -> None:
+    library = AudioLibrary()
+    play = PlayFile(str(write_wav(tmp_path / "a.wav", 1000.0, 0.2)))
+    library.prepare(play, AudioCodec.PCMU)
+    assert len(payloads(library, play, AudioCodec.PCMU)) == 10
+    write_wav(tmp_path / "a.wav", 1000.0, 0.4)  # the same path, another announcement
+    assert not library.ready(play, AudioCodec.PCMU)
+    library.prepare(play, AudioCodec.PCMU)
+    assert len(payloads(library, play, AudioCodec.PCMU)) == 20
