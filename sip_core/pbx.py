@@ -17,7 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from sip_core import __version__
+from sip_core.audio import Playback
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
+from sip_core.call_audio import CallPlayback, PlaySide, find_call, play_into_call
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, SecuritySettings, User
@@ -262,6 +264,23 @@ class Pbx:
         Must be called on the event loop.
         """
         return self._b2bua.flip(call_id, target, timeout, device=device)
+
+    def play(
+        self,
+        playback: Playback,
+        *,
+        device: str | None = None,
+        user: str | None = None,
+        side: PlaySide = PlaySide.BOTH,
+    ) -> CallPlayback:
+        """Play audio into the call of ``device`` (a SIP username) or ``user`` (a user's name),
+        to the ``side`` that should hear it, without ending the call (`sip_core.call_audio`).
+
+        Raises a `sip_core.call_audio.CallAudioError` (UnknownParty, NoCallInProgress,
+        CallNotAnswered, NoGeneratedAudio) before anything plays. Must be called on the loop.
+        """
+        call, own = find_call(self.calls(), self._config.users, device=device, user=user)
+        return play_into_call(call, own, playback, side)
 
     # -- per-device and per-user runtime settings (sip_core.presence) ------------------------------
 

@@ -147,6 +147,7 @@ def call_record_to_json(record: CallRecord) -> dict[str, Any]:
             }
             for handoff in record.handoffs
         ],
+        "caller_party": record.caller_party,
     }
 
 
@@ -206,6 +207,7 @@ def call_record_from_json(data: Mapping[str, Any]) -> CallRecord:
             )
             for handoff in handoffs
         ),
+        caller_party=_optional_text(data, "caller_party") or "",
     )
 
 

@@ -36,6 +36,7 @@ from .issues import (
     async_remove_all,
     async_yaml_section_ignored,
 )
+from .play import async_setup_play_service
 from .provisioning_view import ProvisioningView
 from .runtime_state import RuntimeStateStore, state_store
 from .security import SecurityMonitor, with_security
@@ -79,6 +80,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     bundled blueprints are put in the configuration's blueprints folder once Home Assistant runs.
     """
     async_setup_services(hass)
+    async_setup_play_service(hass)
     async_setup_blueprints(hass)
     if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=False):
         hass.async_create_task(

@@ -7,10 +7,12 @@ from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
+from homeassistant.util import dt as dt_util
 
 from sip_core.calls import Call, Leg
 from sip_core.state import call_record_to_json
 
+from .call_counts import count_since
 from .const import CONF_PASSWORD
 from .data import CallflipConfigEntry
 
@@ -74,6 +76,7 @@ async def async_get_config_entry_diagnostics(
                 }
                 for state in pbx.trunk_states()
             ],
+            "call_counts": _call_counts(entry),
         },
         TO_REDACT,
     )
@@ -84,10 +87,31 @@ HISTORY_SHOWN = 50
 """The newest call records in a diagnostics download (the whole persisted history is longer)."""
 
 
+def _call_counts(entry: CallflipConfigEntry) -> dict[str, dict[str, int]]:
+    """Today's calls and missed calls of each user and of the PBX, as the sensors show them."""
+    hub = entry.runtime_data.hub
+    records = hub.history.records() if hub.history is not None else []
+    since = dt_util.start_of_local_day().timestamp()
+    found: dict[str, dict[str, int]] = {}
+    for name in [None, *(user["name"] for user in hub.users)]:
+        counts = count_since(records, since, name)
+        found[name or "pbx"] = {
+            "calls_today": len(counts.calls),
+            "missed_today": len(counts.missed),
+        }
+    return found
+
+
 def _history(entry: CallflipConfigEntry) -> list[dict[str, Any]]:
+    """The newest records; an outside caller's name and number (``caller_party``, which the
+    trunk presented) is personal data of someone who is not a user, so it is redacted."""
     history = entry.runtime_data.hub.history
     records = history.records() if history is not None else []
-    return [call_record_to_json(record) for record in records[-HISTORY_SHOWN:]]
+    shown = [call_record_to_json(record) for record in records[-HISTORY_SHOWN:]]
+    for record in shown:
+        if record.get("caller_party") and record.get("caller_user") is None:
+            record["caller_party"] = REDACTED
+    return shown
 
 
 def _leg(leg: Leg | None) -> dict[str, Any] | None:

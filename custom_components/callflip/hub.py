@@ -32,6 +32,7 @@ from sip_core.events import (
 from sip_core.pbx import Pbx
 from sip_core.registrar import Binding
 
+from .call_steps import CallStepTracker
 from .call_view import CallView, device_view, user_view
 from .const import (
     BINDINGS_STORAGE_VERSION,
@@ -112,6 +113,8 @@ class CallflipHub:
         self._topology_listeners: list[Callable[[], None]] = []
         self._unsubscribe: Callable[[], None] | None = None
         self._stopped = False
+        self.steps = CallStepTracker(self)
+        """Every step of every call, for the call event entities (`call_steps`)."""
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -301,25 +304,24 @@ class CallflipHub:
         if event.state is CallState.ENDED:
             self._call_devices.pop(event.call_id, None)
         self._notify(involved)
-        self.hass.bus.async_fire(
-            EVENT_CALL,
-            {
-                "call_id": event.call_id,
-                "state": event.state.value,
-                "previous": event.previous.value if event.previous is not None else None,
-                "caller": event.caller,
-                "caller_user": caller_user,
-                "dialled": event.dialled,
-                "callee_user": callee_user,
-                "caller_device_id": self._user_ha_id(caller_user),
-                "callee_device_id": self._user_ha_id(callee_user),
-                "devices": list(event.devices),
-                "device_labels": [self.device_label(device) for device in event.devices],
-                "device_ids": self._ha_ids(event.devices),
-                "reason": event.reason,
-                "outcome": event.outcome.value if event.outcome is not None else None,
-            },
-        )
+        data: dict[str, Any] = {
+            "call_id": event.call_id,
+            "state": event.state.value,
+            "previous": event.previous.value if event.previous is not None else None,
+            "caller": event.caller,
+            "caller_user": caller_user,
+            "dialled": event.dialled,
+            "callee_user": callee_user,
+            "caller_device_id": self._user_ha_id(caller_user),
+            "callee_device_id": self._user_ha_id(callee_user),
+            "devices": list(event.devices),
+            "device_labels": [self.device_label(device) for device in event.devices],
+            "device_ids": self._ha_ids(event.devices),
+            "reason": event.reason,
+            "outcome": event.outcome.value if event.outcome is not None else None,
+        }
+        self.steps.call_changed(event, data)
+        self.hass.bus.async_fire(EVENT_CALL, data)
 
     def _user_ha_id(self, name: str | None) -> str | None:
         """The device registry id of the user with this (sip_core) name, if they are ours."""
@@ -368,6 +370,7 @@ class CallflipHub:
             }
             for listener in list(self._handoff_listeners.get(user_id, ())):
                 listener(kind, data)
+        self.steps.handoff(kind, {**data, **user_data}, owner.user["id"] if owner else None)
         self.hass.bus.async_fire(EVENT_HANDOFF, {"type": kind.value, **data, **user_data})
 
     @callback

@@ -28,9 +28,35 @@ def _party(user: str | None, account: str | None) -> str:
     return user or account or "unknown"
 
 
+def _caller(data: Mapping[str, Any]) -> str:
+    """The caller: the user and their account, else the name and number presented (an outside
+    caller from a trunk), else the account."""
+    user = data.get("caller_user")
+    name, number = data.get("caller_name"), data.get("caller_number")
+    if user is None and (name or number):
+        return f"{name} ({number})" if name and number else str(name or number)
+    return _party(user, data.get("caller"))
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+OUTCOME_WORDS = {
+    "no_answer": "no answer",
+    "busy": "busy",
+    "declined": "declined",
+    "cancelled": "cancelled by the caller",
+    "not_found": "number not found",
+    "unavailable": "nobody available",
+    "failed": "failed",
+}
+
+
 def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
     """One line per call state change, written for a person reading their history."""
-    caller = _party(data.get("caller_user"), data.get("caller"))
+    caller = _caller(data)
     callee = _party(data.get("callee_user"), data.get("dialled"))
     accounts = list(data.get("devices", ()))
     labels = list(data.get("device_labels") or accounts)
@@ -52,7 +78,8 @@ def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
     elif state == "talking" and data.get("previous") == "talking":
         message = f"call between {caller} and {callee} is now on {', '.join(devices)}"
     elif state == "talking":
-        on = f" on {', '.join(devices)}" if devices else ""
+        answered = data.get("answered_label")
+        on = f" on {answered}" if answered else f" on {', '.join(devices)}" if devices else ""
         message = f"{callee} answered {caller}{on}"
     elif state == "held":
         message = f"call between {caller} and {callee} put on hold"
@@ -60,7 +87,13 @@ def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
         message = f"call between {caller} and {callee} is ending"
     else:
         reason = data.get("reason")
-        message = f"call between {caller} and {callee} ended" + (f": {reason}" if reason else "")
+        message = f"call between {caller} and {callee} ended"
+        if data.get("duration"):
+            message += f" after {_duration(float(data['duration']))}"
+        outcome = OUTCOME_WORDS.get(data.get("outcome") or "")
+        if outcome:
+            message += f" ({outcome})"
+        message += f": {reason}" if reason and reason != outcome else ""
     return {"name": "callflip", "message": message}
 
 

@@ -1,11 +1,13 @@
 """Call state of every SIP device and user, each user's last handoff, diagnostic sensors of a SIP
-device's contact, the PBX's count of registered devices and of banned addresses, and its last call
-(from the persisted call history)."""
+device's contact, the PBX's count of registered devices and of banned addresses, and from the
+persisted call history the last call, the calls today and the missed calls today, of each user
+and of the whole PBX."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from homeassistant.components.sensor import (
@@ -17,24 +19,28 @@ from homeassistant.components.sensor import (
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.event import async_track_time_change
 from homeassistant.helpers.restore_state import RestoreEntity
 from homeassistant.util import dt as dt_util
 
 from sip_core.calls import CallOutcome, CallRecord
+from sip_core.headers import NameAddress
 from sip_core.registrar import Binding
 from sip_core.uri import ParseError
 
+from .call_counts import CallCounts, count_since, last_of
 from .call_view import PHONE_STATES, CallView, PhoneState
 from .const import HandoffType
 from .data import CallflipConfigEntry
 from .entity import (
     CallflipDeviceEntity,
+    CallflipEntity,
     CallflipHubEntity,
     CallflipUserEntity,
     async_add_per_user_and_device,
 )
 from .handoff import HandoffSummary
-from .hub import CallflipHub, device_identifier
+from .hub import HUB_KEY, CallflipHub, device_identifier
 from .trunk_sensor import async_add_trunk_sensors
 from .trunks import TrunkSensorState
 
@@ -135,6 +141,16 @@ TRUNK_STATE = SensorEntityDescription(
     device_class=SensorDeviceClass.ENUM,
     options=[state.value for state in TrunkSensorState],
 )
+CALLS_TODAY = SensorEntityDescription(
+    key="calls_today",
+    translation_key="calls_today",
+    state_class=SensorStateClass.TOTAL,
+)
+MISSED_CALLS = SensorEntityDescription(
+    key="missed_calls",
+    translation_key="missed_calls",
+    state_class=SensorStateClass.TOTAL,
+)
 
 
 async def async_setup_entry(
@@ -149,6 +165,8 @@ async def async_setup_entry(
             RegisteredDevicesSensor(hub, REGISTERED_DEVICES),
             BannedAddressesSensor(hub, BANNED_ADDRESSES),
             LastCallSensor(hub, LAST_CALL),
+            PbxCallsTodaySensor(hub, CALLS_TODAY),
+            PbxMissedCallsSensor(hub, MISSED_CALLS),
         ]
     )
 
@@ -166,6 +184,9 @@ async def async_setup_entry(
         per_user=lambda hub, user_id: [
             ActiveCallSensor(hub, ACTIVE_CALL, user_id),
             LastHandoffSensor(hub, LAST_HANDOFF, user_id),
+            UserLastCallSensor(hub, LAST_CALL, user_id),
+            UserCallsTodaySensor(hub, CALLS_TODAY, user_id),
+            UserMissedCallsSensor(hub, MISSED_CALLS, user_id),
         ],
         per_device=device_sensors,
     )
@@ -323,3 +344,149 @@ class LastHandoffSensor(CallflipUserEntity, RestoreEntity, SensorEntity):
 
     def _refresh(self) -> None:
         self._attr_available = self.user is not None
+
+
+# -- from the call history: last call, calls today, missed calls ----------------------------------
+
+MISSED_SHOWN = 10
+"""Missed calls listed in the attributes (the newest), for a notification or a dashboard."""
+
+
+def caller_text(hub: CallflipHub, record: CallRecord) -> str:
+    """Who called, for a person: the user, else the outside caller's name or number as the
+    trunk presented them, else the device's label."""
+    if record.caller_user:
+        return record.caller_user
+    if record.caller_party:
+        try:
+            party = NameAddress.parse(record.caller_party)
+        except (ParseError, ValueError):
+            return record.caller_party[:100]
+        number = party.uri.user_unescaped or party.uri.host
+        if party.display_name:
+            return f"{party.display_name} ({number})" if number else party.display_name
+        return number
+    return hub.device_label(record.caller) if record.caller else "unknown"
+
+
+class _FollowsHistory(CallflipEntity):
+    """Refreshed when a call joins the history (the PBX's key) and at local midnight."""
+
+    _attr_last_reset: datetime | None
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        if self._listen_key != HUB_KEY:
+            self.async_on_remove(self.hub.async_add_listener(HUB_KEY, self._handle_update))
+        self.async_on_remove(
+            async_track_time_change(self.hass, self._midnight, hour=0, minute=0, second=0)
+        )
+
+    @callback
+    def _midnight(self, _now: Any) -> None:
+        self._handle_update()
+
+    def _records(self) -> list[CallRecord]:
+        history = self.hub.history
+        return history.records() if history is not None else []
+
+    def _user_name(self) -> str | None:
+        """The user whose calls these are (None: the whole PBX)."""
+        return None
+
+    def _today(self) -> CallCounts:
+        since = dt_util.start_of_local_day()
+        self._attr_last_reset = since
+        return count_since(self._records(), since.timestamp(), self._user_name())
+
+
+class _UserHistory(_FollowsHistory, CallflipUserEntity):
+    def _user_name(self) -> str | None:
+        user = self.user
+        return user["name"] if user is not None else None
+
+    def _refresh(self) -> None:
+        self._attr_available = self.user is not None
+        if self._attr_available:
+            self._refresh_counts()
+
+    def _refresh_counts(self) -> None:
+        raise NotImplementedError
+
+
+class _CallsToday:
+    """The number of calls today; ``answered`` says how many of them were."""
+
+    _attr_native_value: Any
+    _attr_extra_state_attributes: dict[str, Any]
+
+    def _show_calls(self, counts: CallCounts) -> None:
+        self._attr_native_value = len(counts.calls)
+        self._attr_extra_state_attributes = {
+            "answered": sum(1 for r in counts.calls if r.outcome is CallOutcome.ANSWERED)
+        }
+
+
+class _MissedToday:
+    """The number of missed calls today, and the newest of them (who called, and when)."""
+
+    _attr_native_value: Any
+    _attr_extra_state_attributes: dict[str, Any]
+    hub: CallflipHub
+
+    def _show_missed(self, counts: CallCounts) -> None:
+        self._attr_native_value = len(counts.missed)
+        newest = counts.missed[-MISSED_SHOWN:][::-1]
+        self._attr_extra_state_attributes = {
+            "calls": [
+                {
+                    "caller": caller_text(self.hub, record),
+                    "callee_user": record.callee_user,
+                    "outcome": record.outcome.value,
+                    "at": dt_util.utc_from_timestamp(record.started_at).isoformat(),
+                }
+                for record in newest
+            ],
+            "last_caller": caller_text(self.hub, newest[0]) if newest else None,
+        }
+
+
+class PbxCallsTodaySensor(_FollowsHistory, _CallsToday, CallflipHubEntity, SensorEntity):
+    """Every call through the PBX since local midnight."""
+
+    def _refresh(self) -> None:
+        self._show_calls(self._today())
+
+
+class PbxMissedCallsSensor(_FollowsHistory, _MissedToday, CallflipHubEntity, SensorEntity):
+    """Calls for any user since local midnight that nobody answered (no answer, busy,
+    declined)."""
+
+    def _refresh(self) -> None:
+        self._show_missed(self._today())
+
+
+class UserCallsTodaySensor(_UserHistory, _CallsToday, SensorEntity):
+    """The user's calls (made or received) since local midnight."""
+
+    def _refresh_counts(self) -> None:
+        self._show_calls(self._today())
+
+
+class UserMissedCallsSensor(_UserHistory, _MissedToday, SensorEntity):
+    """Calls for the user since local midnight that they did not answer."""
+
+    def _refresh_counts(self) -> None:
+        self._show_missed(self._today())
+
+
+class UserLastCallSensor(_UserHistory, SensorEntity):
+    """How the user's most recent call (made or received) ended, with who and why."""
+
+    def _refresh_counts(self) -> None:
+        record = last_of(self._records(), self._user_name())
+        self._attr_native_value = record.outcome.value if record is not None else None
+        attributes = record_attributes(self.hub, record) if record is not None else {}
+        if record is not None:
+            attributes["caller"] = caller_text(self.hub, record)
+        self._attr_extra_state_attributes = attributes

@@ -10,8 +10,8 @@ only make the bytes. The public API, stable for the engine:
   playlist, music on hold looping; :class:`EncodedStream` / :func:`precode` /
   :class:`PrecodedStream` turn them into payloads;
 - what to play as picklable values (:data:`Playback`: :class:`PlaySilence`, :class:`PlayTone`,
-  :class:`PlayPrompts`, :class:`PlayMusic`) and :class:`AudioLibrary`, which makes the payload
-  stream for a leg's codec with G.722 assets encoded once and cached;
+  :class:`PlayPrompts`, :class:`PlayMusic`, :class:`PlayFile`) and :class:`AudioLibrary`, which
+  makes the payload stream for a leg's codec with G.722 assets encoded once and cached;
 - bundled prompts (:data:`PROMPT_NAMES`, :func:`prompt`) and music (:func:`bundled_music`), and
   :func:`load_wav` for a user's music file;
 - :func:`mix` for generated audio heard besides the other party (a beep over the call);
@@ -35,6 +35,7 @@ from .playback import (
     AudioLibrary,
     PayloadStream,
     Playback,
+    PlayFile,
     PlayMusic,
     PlayPrompts,
     PlaySilence,
@@ -73,6 +74,7 @@ __all__ = [
     "FrameEncoder",
     "LoopSource",
     "PayloadStream",
+    "PlayFile",
     "PlayMusic",
     "PlayPrompts",
     "PlaySilence",

@@ -10,6 +10,8 @@ first playback); G.711 is cheap enough to encode frame by frame.
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from os import PathLike
 from typing import Protocol
@@ -33,6 +35,7 @@ from .wav import load_wav
 __all__ = [
     "AudioLibrary",
     "PayloadStream",
+    "PlayFile",
     "PlayMusic",
     "PlayPrompts",
     "PlaySilence",
@@ -85,7 +88,27 @@ class PlayMusic:
     """Music on hold (the user's file if the library has one, else the bundled loop); endless."""
 
 
-type Playback = PlaySilence | PlayTone | PlayPrompts | PlayMusic
+@dataclass(frozen=True, slots=True)
+class PlayFile:
+    """A WAV file played once (an announcement: text to speech, a recording).
+
+    The engine reads and converts it off its packet loop (:meth:`AudioLibrary.prepare`), so the
+    file must stay readable until the playback has started; a file that cannot be played ends
+    the playback with the :class:`~.wav.WavError` text.
+    """
+
+    path: str
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("a file playback needs the path of a WAV file")
+
+
+type Playback = PlaySilence | PlayTone | PlayPrompts | PlayMusic | PlayFile
+
+#: Announcement files kept converted (per rate, codec and ptime): a few, since each is played
+#: once or to both sides of a call at about the same time, and a minute of G.722 is 480 kB.
+FILE_CACHE_SIZE = 4
 
 
 class PayloadStream(Protocol):
@@ -108,6 +131,7 @@ class AudioLibrary:
         self.music_file = music_file
         self._music: dict[int, Clip] = {}
         self._precoded: dict[tuple[object, AudioCodec, int], tuple[bytes, ...]] = {}
+        self._files: OrderedDict[tuple[object, ...], Clip | tuple[bytes, ...]] = OrderedDict()
 
     def check(self) -> None:
         """Load everything that can fail (the music file) now, at both rates."""
@@ -123,8 +147,16 @@ class AudioLibrary:
         calls this at start-up, or off its packet loop, for what it expects to play; afterwards
         :meth:`stream` only looks the payloads up.
         """
-        if codec is AudioCodec.G722:
+        if isinstance(play, PlayFile):
+            self._file(play, codec, ptime_ms)
+        elif codec is AudioCodec.G722:
             self.stream(play, codec, ptime_ms)
+
+    def ready(self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS) -> bool:
+        """Whether :meth:`stream` of a file would find it converted (no reading, no encoding)."""
+        if not isinstance(play, PlayFile):
+            return True
+        return _file_key(play, codec, ptime_ms) in self._files
 
     def music(self, rate: int) -> Clip:
         """The music-on-hold clip at ``rate``."""
@@ -145,12 +177,19 @@ class AudioLibrary:
                 return PlaylistSource([prompt(name, rate) for name in names], ptime_ms)
             case PlayMusic():
                 return LoopSource(self.music(rate), ptime_ms)
+            case PlayFile(path):
+                return _once(load_wav(path, rate), ptime_ms)
 
     def stream(
         self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS
     ) -> PayloadStream:
         """Payloads of ``play`` in ``codec``, one per ``ptime_ms``."""
         rate = codec.sample_rate
+        if isinstance(play, PlayFile):
+            converted = self._file(play, codec, ptime_ms)
+            if isinstance(converted, Clip):
+                return EncodedStream(_once(converted, ptime_ms), codec)
+            return PrecodedStream(converted)
         if codec is not AudioCodec.G722:
             return EncodedStream(self.source(play, rate, ptime_ms), codec)
         match play:
@@ -181,6 +220,21 @@ class AudioLibrary:
                 )
                 return PrecodedStream(music_payloads, loop=True)
 
+    def _file(self, play: PlayFile, codec: AudioCodec, ptime_ms: int) -> Clip | tuple[bytes, ...]:
+        """A file converted for ``codec``: its clip (G.711 encodes live), or its G.722 payloads;
+        the newest :data:`FILE_CACHE_SIZE` are kept."""
+        key = _file_key(play, codec, ptime_ms)
+        found = self._files.get(key)
+        if found is None:
+            clip = load_wav(play.path, codec.sample_rate)
+            found = precode(_once(clip, ptime_ms), codec) if codec is AudioCodec.G722 else clip
+            self._files[key] = found
+            while len(self._files) > FILE_CACHE_SIZE:
+                self._files.popitem(last=False)
+        else:
+            self._files.move_to_end(key)
+        return found
+
     def _silent_frame(self, codec: AudioCodec, ptime_ms: int) -> tuple[bytes, ...]:
         # A frame of the encoder's steady state for silence (after it has settled).
         frames = self._cached(
@@ -199,6 +253,19 @@ class AudioLibrary:
         if payloads is None:
             payloads = self._precoded[full] = precode(source, codec)
         return payloads
+
+
+def _file_key(play: PlayFile, codec: AudioCodec, ptime_ms: int) -> tuple[object, ...]:
+    # The file as it is now (a path written again is another file); G.711 keeps the clip at
+    # 8 kHz whatever the law, G.722 keeps payloads per ptime.
+    try:
+        status = os.stat(play.path)
+        stamp: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+    except OSError:
+        stamp = None  # not cached under this key: reading it says what is wrong
+    if codec is AudioCodec.G722:
+        return (play.path, stamp, codec, ptime_ms)
+    return (play.path, stamp, codec.sample_rate)
 
 
 def _once(clip: Clip, ptime_ms: int) -> Source:

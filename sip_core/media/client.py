@@ -38,6 +38,7 @@ from sip_core.audio import (
     CollectSettings,
     DigitCollector,
     Playback,
+    PlayFile,
     PlayMusic,
     PlayPrompts,
     PlaySilence,
@@ -119,6 +120,8 @@ def _play_message(leg: int, number: int, play: Playback, ptime_ms: int) -> p.Pla
             return p.Play(leg, number, kind.PROMPTS, tuple(names), None, ptime_ms)
         case PlayMusic():
             return p.Play(leg, number, kind.MUSIC, (), None, ptime_ms)
+        case PlayFile(path):
+            return p.Play(leg, number, kind.FILE, (path,), None, ptime_ms)
 
 
 class Playing:

@@ -34,6 +34,7 @@ from sip_core.audio import (
     AudioCodec,
     AudioLibrary,
     Playback,
+    PlayFile,
     PlayMusic,
     PlayPrompts,
     PlaySilence,
@@ -133,12 +134,11 @@ class MediaEngine:
         self._playing: dict[int, int] = {}  # leg -> its current playback's number
         # G.722 assets are encoded once, on a thread of their own (pure Python: a music loop
         # takes about half a second, which on the loop would hold up every call's packets);
-        # the plays that wait for one start when it is ready.
-        self._encoded_assets: set[tuple[Playback, int]] = set()
-        self._waiting: dict[tuple[Playback, int], list[p.Play]] = {}
-        self._done_encoding: queue.SimpleQueue[tuple[tuple[Playback, int], str | None]] = (
-            queue.SimpleQueue()
-        )
+        # the plays that wait for one start when it is ready. Files (announcements) are read
+        # and converted there too, whatever the codec: resampling is pure Python as well.
+        self._encoded_assets: set[_AssetKey] = set()
+        self._waiting: dict[_AssetKey, list[p.Play]] = {}
+        self._done_encoding: queue.SimpleQueue[tuple[_AssetKey, str | None]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -389,8 +389,12 @@ class MediaEngine:
             _LOGGER.warning("leg %s gets no generated audio: %s", leg.side, exc)
             self._send(p.PlayEnded(number_leg, number, f"no generated audio: {exc}"))
             return
-        key = (play, message.ptime_ms)
-        if codec is AudioCodec.G722 and key not in self._encoded_assets:
+        key = (play, message.ptime_ms, codec)
+        if isinstance(play, PlayFile):
+            prepared = self._audio.ready(play, codec, message.ptime_ms)
+        else:
+            prepared = codec is not AudioCodec.G722 or key in self._encoded_assets
+        if not prepared:
             self._playing[number_leg] = number
             waiting = self._waiting.get(key)
             if waiting is not None:
@@ -426,11 +430,12 @@ class MediaEngine:
             del self._playing[message.leg]
             self._send(p.PlayEnded(message.leg, message.play, "stopped"))
 
-    def _encode(self, key: tuple[Playback, int]) -> None:
-        """On its own thread: encode a G.722 asset, then wake the loop."""
+    def _encode(self, key: _AssetKey) -> None:
+        """On its own thread: encode a G.722 asset (or read and convert a file), then wake the
+        loop."""
         error: str | None = None
         try:
-            self._audio.prepare(key[0], AudioCodec.G722, key[1])
+            self._audio.prepare(key[0], key[2], key[1])
         except Exception as exc:  # an unknown prompt, an unreadable file
             error = str(exc)
         self._done_encoding.put((key, error))
@@ -446,7 +451,7 @@ class MediaEngine:
                 key, error = self._done_encoding.get_nowait()
             except queue.Empty:
                 return
-            if error is None:
+            if error is None and not isinstance(key[0], PlayFile):  # files: the library's cache
                 self._encoded_assets.add(key)
             for message in self._waiting.pop(key, []):
                 if self._playing.get(message.leg) != message.play:
@@ -520,6 +525,10 @@ class MediaEngine:
         self._loop.stop()
 
 
+type _AssetKey = tuple[Playback, int, AudioCodec]
+"""What a play waits for: the playback, its ptime and the codec it goes out in."""
+
+
 def _watch_interval(timeout: float) -> float:
     """How often silence is looked for: a quarter of the timeout, at most once a second."""
     return min(timeout / 4, 1.0)
@@ -559,6 +568,10 @@ def _playback(message: p.Play) -> Playback:
             return PlayTone(Tone(message.names[0]))
         except ValueError:
             raise p.ProtocolError(f"no tone {message.names[0]!r}") from None
+    if kind is p.PlayKind.FILE:
+        if len(message.names) != 1 or not message.names[0]:
+            raise p.ProtocolError("a file playback names one file")
+        return PlayFile(message.names[0])
     if not message.names:
         raise p.ProtocolError("no prompt named")
     return PlayPrompts(tuple(message.names))

@@ -233,12 +233,14 @@ class PlayKind(StrEnum):
     TONE = "tone"
     PROMPTS = "prompts"
     MUSIC = "music"
+    FILE = "file"
 
 
 @dataclass(frozen=True, slots=True)
 class Play(Message):
     """Generated audio to a leg's far end instead of the other side's: `names` is the tone's
-    name (TONE) or the prompts' (PROMPTS); `duration_ms` bounds SILENCE (None: until stopped)."""
+    name (TONE), the prompts' (PROMPTS) or the WAV file's path (FILE); `duration_ms` bounds
+    SILENCE (None: until stopped)."""
 
     KIND = Kind.PLAY
     leg: int

@@ -25,16 +25,27 @@ def _id(hass: HomeAssistant, entry: MockConfigEntry, identifier: str) -> str:
     return device.id
 
 
-async def test_users_offer_triggers_phones_do_not(
+async def test_users_offer_call_triggers_phones_their_own(
     hass: HomeAssistant, loaded_entry: MockConfigEntry
 ) -> None:
     alice = _id(hass, loaded_entry, "user-u-alice")
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, alice)
     ours = {t["type"] for t in triggers if t["domain"] == DOMAIN}
-    assert ours == {"incoming_call", "flip_started", "flip_succeeded", "flip_failed"}
+    assert ours == {
+        "incoming_call",
+        "flip_started",
+        "flip_succeeded",
+        "flip_failed",
+        "call_answered",
+        "call_held",
+        "call_resumed",
+        "call_ended",
+        "missed_call",
+    }
     desk = _id(hass, loaded_entry, "device-d-alice-desk")
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, desk)
-    assert not [t for t in triggers if t["domain"] == DOMAIN]
+    phone = {t["type"] for t in triggers if t["domain"] == DOMAIN}
+    assert phone == {"phone_ringing", "phone_answered", "phone_call_ended"}
 
 
 async def test_unknown_type_is_invalid(hass: HomeAssistant) -> None:

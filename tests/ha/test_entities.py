@@ -46,10 +46,11 @@ async def test_entities_exist_with_translated_names(
     registry = er.async_get(hass)
     entries = er.async_entries_for_config_entry(registry, loaded_entry.entry_id)
     # 3 devices x (registered, call state, address, transport, user agent, flip button, hang-up
-    # button, do not disturb, make busy, call forward), 2 users x (reachable, active call, last
-    # handoff, handoff events, hang-up button, flip enabled), 3 hub sensors (registered devices,
-    # banned addresses, last call).
-    assert len(entries) == 3 * 10 + 2 * 6 + 3
+    # button, do not disturb, make busy, call forward, call events), 2 users x (reachable, active
+    # call, last handoff, handoff events, hang-up button, flip enabled, last call, calls today,
+    # missed calls, call events), 5 hub sensors (registered devices, banned addresses, last
+    # call, calls today, missed calls).
+    assert len(entries) == 3 * 11 + 2 * 10 + 5
     assert all(entry.unique_id for entry in entries)
     desk = registry.async_get("binary_sensor.alice_desk_phone_registered")
     assert desk is not None

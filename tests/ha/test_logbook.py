@@ -50,6 +50,33 @@ def test_call_lines(state: str, previous: str | None, reason: str, message: str)
     assert describe_call(data) == {"name": "callflip", "message": message}
 
 
+def test_call_lines_with_the_steps_fields() -> None:
+    """The caller as a trunk presented them, the phone that answered, how long and how the call
+    ended (the reason is left out when it only repeats the outcome)."""
+    outside = {
+        **CALL,
+        "caller": "trunk:provider",
+        "caller_user": None,
+        "caller_name": "Grandma",
+        "caller_number": "+4930123",
+    }
+    assert describe_call({**outside, "state": "ringing"})["message"] == (
+        "Grandma (+4930123) is calling Alice (101)"
+    )
+    answered = {**outside, "state": "talking", "answered_label": "Alice desk phone"}
+    assert describe_call(answered)["message"] == (
+        "Alice (101) answered Grandma (+4930123) on Alice desk phone"
+    )
+    ended = {**CALL, "state": "ended", "reason": "the caller hung up", "outcome": "answered"}
+    assert describe_call({**ended, "duration": 65.2})["message"] == (
+        "call between Bob (bob-soft) and Alice (101) ended after 1 min 5 s: the caller hung up"
+    )
+    busy = {**CALL, "state": "ended", "reason": "busy", "outcome": "busy", "duration": 0.0}
+    assert describe_call(busy)["message"] == (
+        "call between Bob (bob-soft) and Alice (101) ended (busy)"
+    )
+
+
 def test_call_line_of_an_unknown_caller_and_no_device() -> None:
     data = {"caller": "", "caller_user": None, "dialled": "999", "state": "talking"}
     assert describe_call(data)["message"] == "999 answered unknown"

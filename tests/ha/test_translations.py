@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from sip_core.call_audio import PlaySide
+
 COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
 STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
 ENGLISH: dict[str, Any] = json.loads((COMPONENT / "translations" / "en.json").read_text())
@@ -75,13 +77,18 @@ def test_every_entity_and_exception_is_translated() -> None:
         p: set(v) for p, v in STRINGS["entity"].items()
     }
     raised = set(re.findall(r'translation_key="(\w+)"', _source("__init__.py")))
-    for module in ("services.py", "button.py", "select.py", "switch.py"):
+    for module in ("services.py", "button.py", "select.py", "switch.py", "play.py"):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
+    # The announcement's audio names its failures' keys, which play.py raises as they are.
+    announcement = _source("announcement_audio.py")
+    raised |= set(re.findall(r'AnnouncementAudioError\(\s*"(\w+)"', announcement))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("FLIP_ERRORS")[1]))
     # security.py names its repair issues the same way as its exceptions: leave the issues out.
     security = set(re.findall(r'translation_key="(\w+)"', _source("security.py")))
     raised |= security - set(STRINGS.get("issues", {}))
     assert raised == set(STRINGS["exceptions"])
+    sides = set(STRINGS["selector"]["play_side"]["options"])
+    assert sides == {side.value for side in PlaySide}
     kinds = set(STRINGS["selector"]["device_type"]["options"])
     assert kinds == {"desk", "mobile", "softphone", "home", "conference"}
 

@@ -79,6 +79,7 @@ LAYERS: dict[str, int] = {
     "guard": 5,
     "forwarding": 5,
     "presence": 5,
+    "call_audio": 6,
     "state": 5,
     "stats": 5,
     # 1 phone identity

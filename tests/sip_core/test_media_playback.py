@@ -15,8 +15,11 @@ import itertools
 import math
 import random
 import socket
+import wave
+from array import array
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +29,7 @@ from sip_core.audio import (
     CollectResult,
     CollectSettings,
     FrameDecoder,
+    PlayFile,
     PlayMusic,
     PlayPrompts,
     PlayTone,
@@ -342,3 +346,51 @@ async def test_a_g722_playback_waiting_for_its_asset_can_be_stopped_or_replaced(
     await a.until(lambda got: len(got) >= 10, "the beep")
     check_one_stream(a.received)
     assert len(a.received) == 10  # the beep alone: nothing of the music or the ringback
+
+
+def _write_tone_wav(path: Path, frequency: float, seconds: float, rate: int) -> Path:
+    count = int(seconds * rate)
+    samples = array(
+        "h", (int(8000 * math.sin(2 * math.pi * frequency * n / rate)) for n in range(count))
+    )
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+    return path
+
+
+@pytest.mark.parametrize("codec", list(CODECS), ids=str)
+async def test_a_wav_file_is_converted_off_the_loop_and_played_once(
+    relay: MediaRelay, phones: tuple[Phone, Phone], codec: AudioCodec, tmp_path: Path
+) -> None:
+    """A 22.05 kHz file (an announcement) is resampled for the leg's codec by the engine's
+    encoding thread, then played once at its length, in tune."""
+    a, b = phones
+    spec = CODECS[codec]
+    session = _connect(relay, a, b, spec)
+    path = _write_tone_wav(tmp_path / "announce.wav", 1700.0, 0.4, 22050)
+    playing = session.a.play(PlayFile(str(path)))
+    assert await asyncio.wait_for(playing.done, WAIT) == PLAY_FINISHED
+    await a.until(lambda got: len(got) >= 20, "the whole file")
+    assert len(a.received) == 20  # 0.4 s in 20 ms frames, once
+    samples = decode(codec, a.received)
+    rate = codec.sample_rate
+    steady = samples[rate // 50 : -rate // 50]
+    assert abs(zero_crossing_frequency(steady, rate) - 1700) < 15
+    assert goertzel_share(steady, rate, 1700) > 0.9
+
+
+async def test_a_file_that_cannot_be_played_ends_with_the_reason(
+    relay: MediaRelay, phones: tuple[Phone, Phone], tmp_path: Path
+) -> None:
+    a, b = phones
+    session = _connect(relay, a, b, CODECS[AudioCodec.PCMA])
+    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    playing = session.a.play(PlayFile(str(tmp_path / "broken.wav")))
+    reason = await asyncio.wait_for(playing.done, WAIT)
+    assert reason.startswith("cannot play: ")
+    assert "broken.wav" in reason
+    gone = session.a.play(PlayFile(str(tmp_path / "missing.wav")))
+    assert "file not found" in await asyncio.wait_for(gone.done, WAIT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,14 @@ def test_call_records_survive_json() -> None:
         "x", "401", None, "999", None, None, None, 5.0, None, 6.0, CallOutcome.NOT_FOUND, "404"
     )
     assert call_record_from_json(call_record_to_json(unanswered)) == unanswered
+
+
+def test_the_caller_as_presented_survives_json_and_older_records_read_without_it() -> None:
+    from_trunk = replace(record(3), caller_party='"Grandma" <sip:+4930123@provider.example>')
+    assert call_record_from_json(call_record_to_json(from_trunk)) == from_trunk
+    older = call_record_to_json(record(4))
+    del older["caller_party"]  # saved before the field was kept
+    assert call_record_from_json(older).caller_party == ""
 
 
 @pytest.mark.parametrize(
