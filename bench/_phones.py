@@ -521,6 +521,17 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
+def children_of(pid: int) -> list[int]:
+    """Child processes of a process (of any of its threads), from /proc."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            path = f"/proc/{pid}/task/{task}/children"
+            with contextlib.suppress(OSError, ValueError), open(path, encoding="ascii") as children:
+                found += [int(child) for child in children.read().split()]
+    return found
+
+
 def sockets_of(pid: int) -> int:
     """Open sockets of a process."""
     count = 0
@@ -538,6 +549,7 @@ __all__ = [
     "Phone",
     "PhoneCall",
     "PhoneError",
+    "children_of",
     "close_all",
     "open_fds",
     "open_phone",

@@ -196,18 +196,23 @@ def _ext_value(text: str) -> str | None:
 class _NonceCounts:
     """Highest nonce-count seen per live nonce, bounded.
 
-    When the table is full, expired entries go first; if it is still full, the oldest live entries
-    are dropped and ``floor`` remembers the newest issue time dropped. A nonce issued at or before
-    the floor with no entry is then refused as stale: forgetting its count must never let a replay
-    in.
+    An expired nonce is refused as stale before its count is looked at, so its entry is dead
+    weight: once per nonce lifetime the expired entries are swept out, and the table holds only
+    the nonces used within about two lifetimes. Without the sweep every call's fresh challenge
+    stayed until the table was full (tens of thousands of entries, megabytes, after a day).
+    When the table is full anyway (a burst), expired entries go first; if it is still full, the
+    oldest live entries are dropped and ``floor`` remembers the newest issue time dropped. A nonce
+    issued at or before the floor with no entry is then refused as stale: forgetting its count
+    must never let a replay in.
     """
 
-    __slots__ = ("_counts", "_lifetime", "_max_entries", "floor")
+    __slots__ = ("_counts", "_lifetime", "_max_entries", "_next_sweep", "floor")
 
     def __init__(self, lifetime: float, max_entries: int) -> None:
         self._counts: dict[str, tuple[float, int]] = {}
         self._lifetime = lifetime
         self._max_entries = max_entries
+        self._next_sweep: float | None = None
         self.floor = float("-inf")
 
     def __len__(self) -> int:
@@ -223,12 +228,21 @@ class _NonceCounts:
             return False
         elif len(self._counts) >= self._max_entries:
             self._prune(now)
+        if self._next_sweep is None:
+            self._next_sweep = now + self._lifetime
+        elif now >= self._next_sweep:
+            self._drop_expired(now)
+            self._next_sweep = now + self._lifetime
         self._counts[nonce] = (issued, nc)
         return True
 
-    def _prune(self, now: float) -> None:
+    def _drop_expired(self, now: float) -> None:
+        """Forget the nonces older than their lifetime (`verify` refuses them as stale)."""
         horizon = now - self._lifetime
         self._counts = {n: e for n, e in self._counts.items() if e[0] >= horizon}
+
+    def _prune(self, now: float) -> None:
+        self._drop_expired(now)
         excess = len(self._counts) - self._max_entries * 3 // 4
         if excess > 0:
             oldest = sorted(self._counts.items(), key=lambda item: item[1][0])[:excess]

@@ -225,6 +225,9 @@ class MediaEngine:
         number = self._leg_ids.pop(leg, None)
         if number is not None:
             self._legs.pop(number, None)
+            # Pruned here, not only by the RTP timeout's watch: without a timeout there is no
+            # watch, and every call that ended on hold would stay in the set for good.
+            self._on_hold.discard(number)
             waiting = self._playing.pop(number, None)  # a play still waiting for its asset
             if waiting is not None:
                 self._send(p.PlayEnded(number, waiting, "closed"))

@@ -477,6 +477,29 @@ def test_expired_entries_are_pruned_first(clock: ManualClock) -> None:
     assert auth._counts.floor == float("-inf")  # nothing live had to be dropped
 
 
+def test_steady_logins_keep_the_table_at_two_lifetimes_of_nonces(clock: ManualClock) -> None:
+    """One fresh nonce a second for 30 lifetimes: the table holds the last two lifetimes' nonces
+    at most (far below its 65,536 capacity), and a swept nonce is still refused."""
+    auth = DigestAuthenticator(REALM, clock, DEVICES.get, nonce_lifetime=10)
+    used: list[str] = []
+    sizes: list[int] = []
+    for _ in range(300):
+        nonce = nonce_of(auth)
+        value = authorization(username="alice", password="wonderland", nonce=nonce)
+        assert auth.verify(request(value)).ok
+        used.append(nonce)
+        sizes.append(len(auth._counts))
+        clock.advance(1)
+    assert max(sizes) <= 2 * 10 + 1
+    assert sizes[-1] >= 10  # the live nonces are still counted
+    assert auth._counts.floor == float("-inf")  # nothing live was ever dropped
+    for nonce in used[:-12]:
+        value = authorization(username="alice", password="wonderland", nonce=nonce)
+        assert auth.verify(request(value)).reason is AuthFailure.STALE_NONCE
+    replay = authorization(username="alice", password="wonderland", nonce=used[-1])
+    assert auth.verify(request(replay)).reason is AuthFailure.REPLAYED_NONCE_COUNT
+
+
 def test_password_change_takes_effect(clock: ManualClock) -> None:
     devices = {"alice": DeviceCredentials("alice", "old")}
     auth = DigestAuthenticator(REALM, clock, devices.get)

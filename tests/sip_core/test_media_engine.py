@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from sip_core.clock import LoopClock
 from sip_core.config import Device, PbxConfig, RtpSettings, SipSettings, User
 from sip_core.media import MediaRelay, RelayError
 from sip_core.media import protocol as p
+from sip_core.media.engine import MediaEngine
 from sip_core.pbx import Pbx
 
 from .test_b2bua_udp import DOMAIN, PASSWORD, UdpPhone
@@ -187,6 +189,51 @@ def test_the_engine_exits_when_told_to() -> None:
         assert process.wait(WAIT) == 0
     finally:
         channel.close()
+
+
+def test_legs_that_close_on_hold_leave_nothing_behind_without_an_rtp_timeout() -> None:
+    """With ``rtp.timeout: 0`` no watch runs to prune the engine's set of held legs: each call
+    that ends on hold must take its legs out of it when they close (in this process, to see it)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    engines: list[MediaEngine] = []
+
+    def serve() -> None:  # the engine's loop belongs to the thread that made it
+        engines.append(MediaEngine(theirs, HOST))  # no RTP timeout
+        engines[0].run()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ours.settimeout(WAIT)
+    try:
+        assert isinstance(_next(ours), p.Hello)
+        engine = engines[0]
+        for session in range(1, 4):
+            a, b = 10 * session, 10 * session + 1
+            sockets = [_udp() for _ in range(4)]
+            opened = p.OpenSession(session, f"call-{session}", a, b)
+            socket.send_fds(ours, [p.encode(opened)], [sock.fileno() for sock in sockets])
+            for sock in sockets:
+                sock.close()  # the engine has its own copies
+            ours.send(p.encode(p.SetOnHold(a, True)))
+            ours.send(p.encode(p.SetOnHold(b, True)))
+            ours.send(p.encode(p.CloseSession(session)))
+        ours.send(p.encode(p.Sync(7)))
+        closed: set[int] = set()
+        synced = False
+        while not synced or len(closed) < 6:
+            message = _next(ours)
+            assert not isinstance(message, p.Refused), message
+            if isinstance(message, p.LegClosed):
+                closed.add(message.leg)
+            synced = synced or message == p.Synced(7)
+        assert closed == {10, 11, 20, 21, 30, 31}
+        assert engine._on_hold == set()
+        assert engine._legs == {}
+    finally:
+        ours.send(p.encode(p.Shutdown()))
+        thread.join(WAIT)
+        ours.close()
+    assert not thread.is_alive()
 
 
 # -- the client: sessions through the engine -----------------------------------------------------
