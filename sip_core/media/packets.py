@@ -20,6 +20,10 @@ timerfd in the same epoll set, armed to the nanosecond for the earliest timer: e
 counts whole milliseconds (rounded up), which would make every 20 ms frame up to a millisecond
 late, by a different amount each time, and a receiver would see that as jitter. Where there is no
 timerfd (not Linux, or a Python without `os.timerfd_create`) the timeout does the job as before.
+Timers due within a millisecond (`TIMER_COALESCE_SECONDS`) of the one that woke the loop fire
+with it: streams that started close together then share one wake-up per frame instead of one
+each (on a busy host every wake-up can be delayed), and as each of them is early by the same
+amount every period, its rhythm is unchanged.
 
 Threading contract: handlers run on the engine thread while it holds `lock`. Everything that
 changes what the handlers read (a leg's far end, its codecs, a switch, a close, a generated DTMF
@@ -46,12 +50,14 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-__all__ = ["BUFFER_SIZE", "EngineClock", "EngineTimer", "RelayEngine"]
+__all__ = ["BUFFER_SIZE", "TIMER_COALESCE_SECONDS", "EngineClock", "EngineTimer", "RelayEngine"]
 
 _LOGGER = logging.getLogger(__name__)
 
 BUFFER_SIZE: Final = 2048  # larger than any RTP packet on an Ethernet path
 _POLL_SECONDS: Final = 1.0  # only bounds how long a missed wake-up could delay stopping
+# Timers due this soon after the one that woke the loop fire with it (see the module doc).
+TIMER_COALESCE_SECONDS: Final = 0.001
 
 
 class _Poller(Protocol):
@@ -216,7 +222,7 @@ class RelayEngine:
             if timer.cancelled:
                 heapq.heappop(timers)
                 continue
-            if when > time.monotonic():
+            if when > time.monotonic() + TIMER_COALESCE_SECONDS:
                 return when
             heapq.heappop(timers)
             callback = timer.callback

@@ -10,11 +10,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
 from sip_core.clock import ManualClock
-from sip_core.media.packets import RelayEngine
+from sip_core.media import packets
+from sip_core.media.packets import TIMER_COALESCE_SECONDS, RelayEngine
 
 HOST = "127.0.0.1"
 WAIT = 5.0
@@ -199,3 +201,17 @@ def test_on_linux_the_timers_are_woken_by_a_timerfd_in_the_epoll_set() -> None:
         assert os.timerfd_gettime_ns(engine._timerfd) == (0, 0)
     finally:
         engine._close_poller()
+
+
+def test_timers_due_just_after_the_first_fire_with_it_and_later_ones_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = 100.0
+    monkeypatch.setattr(packets, "time", SimpleNamespace(monotonic=lambda: now))
+    engine = RelayEngine(lambda: now)
+    fired: list[str] = []
+    engine.call_at(now + 0.02, lambda: fired.append("next frame"))
+    engine.call_at(now + TIMER_COALESCE_SECONDS / 2, lambda: fired.append("close behind"))
+    engine.call_at(now, lambda: fired.append("due"))
+    assert engine._run_timers() == now + 0.02  # what the timerfd is armed for next
+    assert fired == ["due", "close behind"]
