@@ -157,11 +157,18 @@ class RelayEngine:
             self._poll = select.poll()
         self._poller().register(self._wake_r.fileno(), select.POLLIN)
         if self._epoll is not None and hasattr(os, "timerfd_create"):
-            with contextlib.suppress(OSError):  # without one, epoll's timeout paces the timers
-                self._timerfd = os.timerfd_create(
+            try:
+                timerfd = os.timerfd_create(
                     time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC
                 )
-                self._epoll.register(self._timerfd, select.POLLIN)
+            except OSError:  # without one, epoll's timeout paces the timers
+                return
+            try:
+                self._epoll.register(timerfd, select.POLLIN)
+            except OSError:
+                os.close(timerfd)
+                return
+            self._timerfd = timerfd
 
     def _close_poller(self) -> None:
         if self._epoll is not None:
