@@ -10,21 +10,31 @@
  * forwards comes back in batches of recvmmsg. The relay still sees one far end per leg (each of
  * its sockets latches on its own peer address; that the far ends of different calls share an
  * address changes nothing in its per-socket work). Each leg sends 50 packets/s of 172 bytes
- * (12-byte RTP header, 160 bytes of PCMU silence whose first 16 bytes carry the send time, on
- * CLOCK_MONOTONIC for the measured window and on CLOCK_REALTIME for the latency), spread evenly
- * over the 20 ms period. Latency per packet is the kernel's receive timestamp of the packet coming
- * back (SO_TIMESTAMPNS, CLOCK_REALTIME) minus its send time: the hop to the relay, the relay, and
- * the relay's send. The kernel stamps a loopback packet as it enters the loopback device (with
- * net.core.netdev_tstamp_prequeue at its default, 1), so neither this generator's own scheduling
- * before it reads nor the delivery queue of the relay's CPU is counted: on a real network the
- * relay's packets leave through a NIC, not into a queue on its own core. Without a timestamp the
- * time of reading is used.
+ * (12-byte RTP header, 160 bytes of PCMU silence whose first 24 bytes carry the send time, on
+ * CLOCK_MONOTONIC for the measured window and on CLOCK_REALTIME, and the packet's slot number),
+ * spread evenly over the 20 ms period.
+ *
+ * Latency is taken between two kernel timestamps, so that it is the same on both ends: the
+ * software transmit timestamp of the packet as it enters the loopback device on its way to the
+ * relay (SO_TIMESTAMPING, SOF_TIMESTAMPING_TX_SOFTWARE, read back from the socket's error queue)
+ * and the receive timestamp of the relayed packet as it enters the loopback device on its way
+ * back (SO_TIMESTAMPNS, with net.core.netdev_tstamp_prequeue at its default, 1). What lies between
+ * is the hop to the relay, the relay, and its send; not this generator's own scheduling, neither
+ * before it reads nor between stamping a packet and handing it to the kernel (when the generator
+ * shares its CPU with a busy process it can be preempted there, and a latency counted from its own
+ * stamp would charge that to the relay). That older figure, from the generator's CLOCK_REALTIME
+ * stamp, is reported too ("p99_send_us"), with the generator's own delays: from the stamp to the
+ * transmit timestamp ("stamp_to_tx"), and how late each packet went out against its slot in the
+ * schedule ("late"): a late generator sends a burst, and the relay then has a queue to work off.
+ * Without a transmit timestamp the stamp is used, without a receive timestamp the time of reading.
  *
  * Usage: rtpgen DURATION WARMUP DRAIN < ports   (ports: "N" then N lines "a_port b_port")
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/errqueue.h>
+#include <linux/net_tstamp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdint.h>
@@ -34,6 +44,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define PERIOD_NS 20000000LL /* 50 packets per second per leg */
@@ -60,6 +71,42 @@ static int64_t received_at(struct msghdr *msg) {
         }
     }
     return -1;
+}
+
+/* The software transmit time (CLOCK_REALTIME) of a packet from the error queue, or -1. */
+static int64_t transmitted_at(struct msghdr *msg) {
+    int64_t at = -1;
+    int ours = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPING) {
+            struct scm_timestamping ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof ts);
+            if (ts.ts[0].tv_sec || ts.ts[0].tv_nsec)
+                at = (int64_t)ts.ts[0].tv_sec * 1000000000LL + ts.ts[0].tv_nsec;
+        } else if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) {
+            struct sock_extended_err err;
+            memcpy(&err, CMSG_DATA(c), sizeof err);
+            ours = err.ee_errno == ENOMSG && err.ee_origin == SO_EE_ORIGIN_TIMESTAMPING &&
+                   err.ee_info == SCM_TSTAMP_SND;
+        }
+    }
+    return ours ? at : -1;
+}
+
+/* The slot number a packet carries (the relay forwards the payload untouched), or -1. */
+static long long slot_of(const unsigned char *packet, size_t length) {
+    if (length < 36)
+        return -1;
+    long long slot;
+    memcpy(&slot, packet + 28, 8);
+    return slot;
+}
+
+static double pick(int64_t *values, size_t count, double fraction) {
+    if (!count)
+        return -1.0;
+    size_t at = (size_t)(fraction * count);
+    return values[at < count ? at : count - 1] / 1000.0;
 }
 
 static int compare(const void *a, const void *b) {
@@ -113,6 +160,10 @@ int main(int argc, char **argv) {
         setsockopt(socks[side], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
         int on = 1;
         setsockopt(socks[side], SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
+        /* software transmit timestamps, each returned with its packet on the error queue */
+        int tx = SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE;
+        if (setsockopt(socks[side], SOL_SOCKET, SO_TIMESTAMPING, &tx, sizeof tx) < 0)
+            perror("SO_TIMESTAMPING (latency from the generator's own stamp)");
         struct sockaddr_in local = {.sin_family = AF_INET};
         local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         if (bind(socks[side], (struct sockaddr *)&local, sizeof local) < 0)
@@ -124,17 +175,25 @@ int main(int argc, char **argv) {
     int64_t end = measure_from + (int64_t)(duration * 1e9);
     int64_t stop = end + (int64_t)(drain * 1e9);
     /* Send slot k (k = 0, 1, ...) is due at start + k * PERIOD / legs, for leg k % legs. */
-    size_t capacity = (size_t)((duration + 1) * legs * 1e9 / PERIOD_NS) + 1024;
-    int64_t *latencies = malloc(capacity * sizeof *latencies);
-    size_t received = 0, late = 0;
+    /* per slot (every packet of the run): its stamps, filled in as they are known */
+    size_t slots = (size_t)((warmup + duration + drain + 1) * legs * 1e9 / PERIOD_NS) + 1024;
+    int64_t *wall_at = calloc(slots, sizeof *wall_at);   /* the generator's stamp (REALTIME) */
+    int64_t *tx_at = calloc(slots, sizeof *tx_at);       /* kernel transmit time, 0: none */
+    int64_t *rx_at = calloc(slots, sizeof *rx_at);       /* kernel receive time back, 0: none */
+    int64_t *late_by = calloc(slots, sizeof *late_by);   /* sent after its slot's time, ns */
+    unsigned char *measured = calloc(slots, 1);
+    if (!wall_at || !tx_at || !rx_at || !late_by || !measured)
+        die("calloc");
+    size_t received = 0;
     long long sent = 0, sent_measured = 0, send_failed = 0, stamped_by_kernel = 0;
+    long long tx_stamped = 0;
     int announced = 0;
 
     struct mmsghdr out[2][BATCH];
     struct iovec out_iov[2][BATCH];
     int out_count[2];
     static unsigned char in_buf[BATCH][2048];
-    static unsigned char in_ctrl[BATCH][CMSG_SPACE(sizeof(struct timespec)) + 64];
+    static unsigned char in_ctrl[BATCH][256];
     struct mmsghdr in[BATCH];
     struct iovec in_iov[BATCH];
     for (int i = 0; i < BATCH; i++) {
@@ -171,8 +230,15 @@ int main(int argc, char **argv) {
                 uint32_t ts = htonl((uint32_t)(sequence * PAYLOAD));
                 memcpy(p + 2, &seq, 2);
                 memcpy(p + 4, &ts, 4);
+                long long slot = sent;
                 memcpy(p + 12, &stamp, 8);
                 memcpy(p + 20, &wall, 8);
+                memcpy(p + 28, &slot, 8);
+                if ((size_t)slot < slots) {
+                    wall_at[slot] = wall;
+                    late_by[slot] = stamp - (start + slot * PERIOD_NS / legs);
+                    measured[slot] = stamp >= measure_from && stamp < end;
+                }
                 int n = out_count[side]++;
                 out_iov[side][n].iov_base = p;
                 out_iov[side][n].iov_len = PACKET;
@@ -199,38 +265,46 @@ int main(int argc, char **argv) {
                 }
             }
         }
-        /* read everything that came back */
+        /* the transmit timestamps of what went out, then everything that came back */
         for (int side = 0; side < 2; side++) {
-            for (;;) {
-                for (int i = 0; i < BATCH; i++) {
-                    in[i].msg_hdr.msg_control = in_ctrl[i];
-                    in[i].msg_hdr.msg_controllen = sizeof in_ctrl[i];
+            for (int queue = 0; queue < 2; queue++) {
+                int flags = MSG_DONTWAIT | (queue == 0 ? MSG_ERRQUEUE : 0);
+                for (;;) {
+                    for (int i = 0; i < BATCH; i++) {
+                        in[i].msg_hdr.msg_control = in_ctrl[i];
+                        in[i].msg_hdr.msg_controllen = sizeof in_ctrl[i];
+                    }
+                    int r = recvmmsg(socks[side], in, BATCH, flags, NULL);
+                    if (r <= 0)
+                        break;
+                    int64_t read_at = clock_ns(CLOCK_REALTIME);
+                    for (int i = 0; i < r; i++) {
+                        if (queue == 0) {
+                            /* the packet as sent, headers first: the slot is in its last bytes */
+                            size_t length = in[i].msg_len;
+                            int64_t at = transmitted_at(&in[i].msg_hdr);
+                            if (length < PACKET || at < 0)
+                                continue;
+                            long long slot = slot_of(in_buf[i] + length - PACKET, PACKET);
+                            if (slot >= 0 && (size_t)slot < slots) {
+                                tx_at[slot] = at;
+                            }
+                            continue;
+                        }
+                        long long slot = slot_of(in_buf[i], in[i].msg_len);
+                        if (slot < 0 || (size_t)slot >= slots || !measured[slot] || rx_at[slot])
+                            continue;
+                        int64_t arrived = received_at(&in[i].msg_hdr);
+                        if (arrived < 0)
+                            arrived = read_at;
+                        else
+                            stamped_by_kernel++;
+                        rx_at[slot] = arrived;
+                        received++;
+                    }
+                    if (r < BATCH)
+                        break;
                 }
-                int r = recvmmsg(socks[side], in, BATCH, MSG_DONTWAIT, NULL);
-                if (r <= 0)
-                    break;
-                int64_t read_at = clock_ns(CLOCK_REALTIME);
-                for (int i = 0; i < r; i++) {
-                    if (in[i].msg_len < 28)
-                        continue;
-                    int64_t stamp, wall;
-                    memcpy(&stamp, in_buf[i] + 12, 8);
-                    memcpy(&wall, in_buf[i] + 20, 8);
-                    if (stamp < measure_from || stamp >= end)
-                        continue;
-                    int64_t arrived = received_at(&in[i].msg_hdr);
-                    if (arrived < 0)
-                        arrived = read_at;
-                    else
-                        stamped_by_kernel++;
-                    if (received < capacity)
-                        latencies[received] = arrived - wall;
-                    else
-                        late++;
-                    received++;
-                }
-                if (r < BATCH)
-                    break;
             }
         }
         /* sleep until the next packet is due or something arrives */
@@ -257,15 +331,44 @@ int main(int argc, char **argv) {
         }
         last_wake = now_ns();
     }
-    size_t kept = received < capacity ? received : capacity;
-    qsort(latencies, kept, sizeof *latencies, compare);
-#define PICK(f) (kept ? latencies[(size_t)((f) * kept) < kept ? (size_t)((f) * kept) : kept - 1] / 1000.0 : -1.0)
+    /* latency per packet sent in the window and relayed back: kernel to kernel, and (the older
+     * figure) from the generator's stamp; the generator's own delays beside them */
+    int64_t *kernel = malloc((received + 1) * sizeof *kernel);
+    int64_t *from_stamp = malloc((received + 1) * sizeof *from_stamp);
+    int64_t *stamp_to_tx = malloc((received + 1) * sizeof *stamp_to_tx);
+    int64_t *late = malloc(((size_t)sent_measured + 1) * sizeof *late);
+    size_t n_kernel = 0, n_stamp = 0, n_late = 0;
+    for (size_t slot = 0; slot < slots; slot++) {
+        if (!measured[slot])
+            continue;
+        late[n_late++] = late_by[slot];
+        if (!rx_at[slot])
+            continue;
+        from_stamp[n_stamp++] = rx_at[slot] - wall_at[slot];
+        kernel[n_kernel] = rx_at[slot] - (tx_at[slot] ? tx_at[slot] : wall_at[slot]);
+        if (tx_at[slot]) {
+            stamp_to_tx[n_kernel] = tx_at[slot] - wall_at[slot];
+            tx_stamped++;
+        } else {
+            stamp_to_tx[n_kernel] = 0;
+        }
+        n_kernel++;
+    }
+    qsort(kernel, n_kernel, sizeof *kernel, compare);
+    qsort(from_stamp, n_stamp, sizeof *from_stamp, compare);
+    qsort(stamp_to_tx, n_kernel, sizeof *stamp_to_tx, compare);
+    qsort(late, n_late, sizeof *late, compare);
     printf("{\"sent\": %lld, \"received\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f, "
-           "\"p999_us\": %.1f, \"max_us\": %.1f, \"send_failed\": %lld, \"generator\": \"c\", "
-           "\"kernel_stamped\": %lld}\n",
-           sent_measured, received, PICK(0.50), PICK(0.99), PICK(0.999), PICK(1.0), send_failed,
-           stamped_by_kernel);
+           "\"p999_us\": %.1f, \"max_us\": %.1f, \"p50_send_us\": %.1f, \"p99_send_us\": %.1f, "
+           "\"stamp_to_tx_p99_us\": %.1f, \"stamp_to_tx_max_us\": %.1f, \"late_p99_us\": %.1f, "
+           "\"late_max_us\": %.1f, \"send_failed\": %lld, \"generator\": \"c\", "
+           "\"kernel_stamped\": %lld, \"tx_stamped\": %lld}\n",
+           sent_measured, received, pick(kernel, n_kernel, 0.50), pick(kernel, n_kernel, 0.99),
+           pick(kernel, n_kernel, 0.999), pick(kernel, n_kernel, 1.0),
+           pick(from_stamp, n_stamp, 0.50), pick(from_stamp, n_stamp, 0.99),
+           pick(stamp_to_tx, n_kernel, 0.99), pick(stamp_to_tx, n_kernel, 1.0),
+           pick(late, n_late, 0.99), pick(late, n_late, 1.0), send_failed, stamped_by_kernel,
+           tx_stamped);
     fflush(stdout);
-    (void)late;
     return 0;
 }

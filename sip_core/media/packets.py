@@ -15,6 +15,16 @@ EAGAIN: a read that finds nothing raises an OSError, which costs more than the p
 (about 3.5 µs here, against 0.3 µs for a socket that epoll_wait reports once more), and level
 triggering reports a socket again while anything is waiting on it.
 
+Timers (`call_at`, the engine's pacing of generated audio and DTMF) wake the loop through a
+timerfd in the same epoll set, armed to the nanosecond for the earliest timer: epoll's own timeout
+counts whole milliseconds (rounded up), which would make every 20 ms frame up to a millisecond
+late, by a different amount each time, and a receiver would see that as jitter. Where there is no
+timerfd (not Linux, or a Python without `os.timerfd_create`) the timeout does the job as before.
+Timers due within a millisecond (`TIMER_COALESCE_SECONDS`) of the one that woke the loop fire
+with it: streams that started close together then share one wake-up per frame instead of one
+each (on a busy host every wake-up can be delayed), and as each of them is early by the same
+amount every period, its rhythm is unchanged.
+
 Threading contract: handlers run on the engine thread while it holds `lock`. Everything that
 changes what the handlers read (a leg's far end, its codecs, a switch, a close, a generated DTMF
 packet) takes the same lock on the caller's thread, so a change is complete before the next packet
@@ -31,6 +41,8 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
+import os
 import select
 import socket
 import threading
@@ -38,12 +50,14 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-__all__ = ["BUFFER_SIZE", "EngineClock", "EngineTimer", "RelayEngine"]
+__all__ = ["BUFFER_SIZE", "TIMER_COALESCE_SECONDS", "EngineClock", "EngineTimer", "RelayEngine"]
 
 _LOGGER = logging.getLogger(__name__)
 
 BUFFER_SIZE: Final = 2048  # larger than any RTP packet on an Ethernet path
 _POLL_SECONDS: Final = 1.0  # only bounds how long a missed wake-up could delay stopping
+# Timers due this soon after the one that woke the loop fire with it (see the module doc).
+TIMER_COALESCE_SECONDS: Final = 0.001
 
 
 class _Poller(Protocol):
@@ -113,6 +127,8 @@ class RelayEngine:
         self._handlers: dict[int, Handler] = {}
         self._epoll: select.epoll | None = None
         self._poll: select.poll | None = None
+        self._timerfd = -1  # wakes the loop for the earliest timer (see the module doc)
+        self._armed_ns: int | None = None  # when the timerfd is set to go off (None: disarmed)
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -140,6 +156,26 @@ class RelayEngine:
         else:  # not Linux: the same level-triggered loop over poll(2)
             self._poll = select.poll()
         self._poller().register(self._wake_r.fileno(), select.POLLIN)
+        if self._epoll is not None and hasattr(os, "timerfd_create"):
+            try:
+                timerfd = os.timerfd_create(
+                    time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC
+                )
+            except OSError:  # without one, epoll's timeout paces the timers
+                return
+            try:
+                self._epoll.register(timerfd, select.POLLIN)
+            except OSError:
+                os.close(timerfd)
+                return
+            self._timerfd = timerfd
+
+    def _close_poller(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+        if self._timerfd >= 0:
+            os.close(self._timerfd)
+            self._timerfd = -1
 
     def start(self) -> None:
         """Start the thread (idempotent); digits are posted to the running asyncio loop."""
@@ -165,8 +201,7 @@ class RelayEngine:
             self._run()
         finally:
             self._stopping = True
-            if self._epoll is not None:
-                self._epoll.close()
+            self._close_poller()
             self._wake_r.close()
             self._wake_w.close()
 
@@ -187,16 +222,15 @@ class RelayEngine:
         return timer
 
     def _run_timers(self) -> float | None:
-        """Fire every due timer; the delay until the next one (None: there is none)."""
+        """Fire every due timer; when the next one is due (None: there is none)."""
         timers = self._timers
         while timers:
             when, _, timer = timers[0]
             if timer.cancelled:
                 heapq.heappop(timers)
                 continue
-            now = time.monotonic()
-            if when > now:
-                return when - now
+            if when > time.monotonic() + TIMER_COALESCE_SECONDS:
+                return when
             heapq.heappop(timers)
             callback = timer.callback
             timer.callback = None
@@ -206,6 +240,22 @@ class RelayEngine:
                 except Exception:  # a bug in one timer must not stop every call's media
                     _LOGGER.exception("relay timer failed")
         return None
+
+    def _arm(self, when: float | None) -> None:
+        """Set the timerfd to go off at monotonic time `when` (None: disarm), unless set so."""
+        when_ns = None if when is None else math.ceil(when * 1_000_000_000)
+        if when_ns == self._armed_ns:
+            return
+        # A zero initial expiration disarms it; a time already past makes it go off at once.
+        os.timerfd_settime_ns(
+            self._timerfd, flags=os.TFD_TIMER_ABSTIME, initial=when_ns or 0, interval=0
+        )
+        self._armed_ns = when_ns
+
+    def _timer_went_off(self) -> None:
+        with contextlib.suppress(OSError):  # read it, or level-triggered epoll reports it again
+            os.read(self._timerfd, 8)
+        self._armed_ns = None  # one-shot: the next turn arms it afresh, even for the same time
 
     def stop(self) -> None:
         """Stop the thread and wait for it; registered sockets are left to their owners."""
@@ -218,8 +268,7 @@ class RelayEngine:
         if thread is threading.current_thread():
             return  # run() returns at its next turn and closes what it owns
         thread.join(timeout=5)
-        if self._epoll is not None:
-            self._epoll.close()
+        self._close_poller()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -258,6 +307,7 @@ class RelayEngine:
         handlers = self._handlers
         clock_now = self._clock_now
         wake = self._wake_r.fileno()
+        timerfd = self._timerfd
         if self._epoll is not None:
             wait: Callable[[float], list[tuple[int, int]]] = self._epoll.poll
             timeout = _POLL_SECONDS
@@ -272,8 +322,12 @@ class RelayEngine:
             if self._timers:
                 with lock:
                     due = self._run_timers()
-                if due is not None:
-                    pause = min(timeout, due * scale)
+                if timerfd >= 0:
+                    self._arm(due)
+                elif due is not None:
+                    pause = min(timeout, max(due - time.monotonic(), 0.0) * scale)
+            elif timerfd >= 0 and self._armed_ns is not None:
+                self._arm(None)  # the last timer was cancelled: no need to wake for it
             try:
                 ready = wait(pause)
             except InterruptedError:
@@ -287,7 +341,9 @@ class RelayEngine:
                 for fd, _ in ready:
                     handler = handlers.get(fd)
                     if handler is None:
-                        if fd == wake:
+                        if fd == timerfd:
+                            self._timer_went_off()
+                        elif fd == wake:
                             with contextlib.suppress(OSError):
                                 self._wake_r.recv(64)
                         continue

@@ -205,6 +205,7 @@ class MediaLeg:
         "_engine",
         "_lock",
         "_now",
+        "_out_header",
         "_out_last",
         "_out_time",
         "_peer",
@@ -280,6 +281,9 @@ class MediaLeg:
         self._now = session.clock.monotonic
         # the stream leaving this leg towards its far end: the last RTP header sent, and when
         self._out_last: bytes | bytearray | None = None
+        # where a forwarded packet's header is copied (no new object per packet): `_out_last`
+        # then refers to it, until generated audio or DTMF puts a header of its own there
+        self._out_header = bytearray(12)
         self._out_time = 0.0
         self._rewrite: _Rewrite | None = None
         # RFC 4733 events we generate on the stream leaving this leg (digits passed on)
@@ -485,7 +489,29 @@ class MediaLeg:
         if size < 12 or buffer[0] & 0xC0 != 0x80 or 72 <= payload_type <= 95:
             self.dropped_invalid += 1
             return
-        self._forward(size, payload_type)
+        other = self._peer
+        if (
+            other is None
+            or not other._connected
+            or other._rewrite is not None
+            or other._player is not None
+            or self.muted
+            or payload_type == self.dtmf_payload_type
+        ):
+            self._forward(size, payload_type)
+            return
+        # The common case, `_forward` without a call: plain audio between two latched far ends.
+        # A connected socket has its far end (see `_tie`), so there is no address to check.
+        try:
+            other._rtp.send(self._slices[size])  # type: ignore[union-attr]
+        except OSError:
+            self.dropped_no_peer += 1
+            return
+        header = other._out_header
+        header[:] = self._slices[12]
+        other._out_last = header
+        other._out_time = self._engine.now
+        self.forwarded += 1
 
     def _forward(self, size: int, payload_type: int) -> None:
         """The valid packet in the buffer, from this leg's far end, to the other leg's."""
@@ -520,7 +546,9 @@ class MediaLeg:
         except OSError:  # a full socket buffer or an unreachable far end: RTP is lossy anyway
             self.dropped_no_peer += 1
             return
-        other._out_last = buffer[:12]
+        header = other._out_header
+        header[:] = self._slices[12]
+        other._out_last = header
         other._out_time = self._engine.now  # the clock at this batch of packets
         self.forwarded += 1
 

@@ -7,7 +7,12 @@ A script's shebang may find an older system Python, which must at least parse th
 from __future__ import annotations
 
 import ast
+import json
 import os
+import shutil
+import socket
+import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -48,3 +53,56 @@ def test_script_parses_on_an_older_python_and_reruns_itself(script: Path) -> Non
 def test_newer_syntax_is_caught() -> None:
     with pytest.raises(SyntaxError):
         ast.parse("def within[T](value: T) -> T: ...", feature_version=OLDEST)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="no C compiler")
+def test_the_load_generator_builds_and_matches_kernel_send_and_receive_timestamps(
+    tmp_path: Path,
+) -> None:
+    """bench/rtpgen.c against a trivial relay (two echoing sockets): every packet sent in its
+    window comes back, and each has both kernel timestamps (so its latency is kernel to kernel)."""
+    binary = tmp_path / "rtpgen"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(BENCH / "rtpgen.c")],
+        check=True,
+        capture_output=True,
+    )
+    echoes = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for echo in echoes:
+        echo.bind(("127.0.0.1", 0))
+        echo.settimeout(0.05)
+    stop = threading.Event()
+
+    def echo_back() -> None:
+        while not stop.is_set():
+            for echo in echoes:
+                try:
+                    data, peer = echo.recvfrom(2048)
+                except TimeoutError:
+                    continue
+                echo.sendto(data, peer)
+
+    thread = threading.Thread(target=echo_back, daemon=True)
+    thread.start()
+    try:
+        ports = f"1\n{echoes[0].getsockname()[1]} {echoes[1].getsockname()[1]}\n"
+        done = subprocess.run(
+            [str(binary), "0.5", "0.1", "2"],
+            input=ports,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    finally:
+        stop.set()
+        thread.join()
+        for echo in echoes:
+            echo.close()
+    lines = done.stdout.splitlines()
+    assert lines[0] == "measure"
+    result = json.loads(lines[-1])
+    assert result["sent"] > 0
+    assert result["received"] == result["sent"]
+    assert result["tx_stamped"] == result["received"] == result["kernel_stamped"]
+    assert 0 <= result["p50_us"] <= result["p99_us"] <= result["max_us"]
