@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from .calls import CallRecord, CallState, HandoffRecord
+from .calls import CallRecord, CallState, HandoffRecord, TransferKind, TransferRecord
 
 if TYPE_CHECKING:
     from .registrar import Binding
@@ -31,6 +31,8 @@ __all__ = [
     "PbxEvent",
     "RegistrationChanged",
     "RegistrationReason",
+    "TransferEnded",
+    "TransferStarted",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -139,6 +141,27 @@ class CallRecorded:
     record: CallRecord
 
 
+@dataclass(frozen=True, slots=True)
+class TransferStarted:
+    """``transferring`` passes the call on to ``target`` (what was dialled); ``transferred`` is
+    the party who stays in the call and goes with it."""
+
+    call_id: str
+    kind: TransferKind
+    transferring: str
+    transferred: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEnded:
+    """A transfer is over: ``record.succeeded`` says whether the target took the call (if not,
+    ``record.recalled`` names the device that took it back, or the call ended)."""
+
+    call_id: str
+    record: TransferRecord
+
+
 #: Every event the PBX publishes: narrow with ``isinstance`` or ``match``.
 PbxEvent = (
     RegistrationChanged
@@ -148,6 +171,8 @@ PbxEvent = (
     | HandoffSucceeded
     | HandoffFailed
     | CallRecorded
+    | TransferStarted
+    | TransferEnded
 )
 
 Subscriber = Callable[[PbxEvent], None]

@@ -253,6 +253,10 @@ class CallControl:
     def is_registered(self, device: str) -> bool:
         return bool(self._bindings(device))
 
+    def is_busy(self, device: str) -> bool:
+        """Whether ``device`` is in a call now (the rule call set-up uses to skip a device)."""
+        return self._busy(device)
+
     def publish(self, event: PbxEvent) -> None:
         self._publish(event)
 
@@ -405,6 +409,80 @@ class CallControl:
             method, body=body, content_type=content_type, extra=tuple(extra)
         )
         self.send_in_dialog(leg, request, on_response, on_timeout)
+
+    def open_media(self, name: str) -> MediaSession:
+        """A media session of a feature's own, apart from any call's: two relay legs ("a", "b")
+        for a side conversation (an attended transfer's consultation). The feature sets its legs
+        up from the SDP it exchanges (`reoffer`, `ring` with ``port``) and closes it. Raises
+        `RelayError` or OSError."""
+        return self._relay.open_session(name)
+
+    def reoffer(
+        self, leg: Leg, offer: SessionDescription, *, port: int
+    ) -> asyncio.Future[SessionDescription | None]:
+        """Send ``leg``'s device a re-INVITE offering ``offer`` through relay ``port``.
+
+        For a feature that moves a device's media to another relay leg (its own session's, or a
+        spare) without changing its dialog. The 2xx is ACKed here; the future resolves to the
+        device's answer (its `Leg.remote_sdp` from then on), or None when it refused, did not
+        answer, gave no usable SDP, or an offer was already under way in the dialog. The relay
+        itself is the feature's to point at the answer.
+        """
+        future: asyncio.Future[SessionDescription | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        dialog = leg.dialog
+        if (
+            dialog is None
+            or dialog.terminated
+            or leg.state is not LegState.CONFIRMED
+            or leg.incoming_offer
+            or leg.outgoing_offer
+        ):
+            future.set_result(None)
+            return future
+        body = self._offers.sdp_for(leg, offer, port)
+        request = dialog.create_request("INVITE", body=body, content_type=SDP, extra=_ALLOW)
+        cseq = request.cseq.number
+        leg.outgoing_offer = True
+
+        def on_response(response: Response) -> None:
+            if response.status < 200:
+                return
+            leg.outgoing_offer = False
+            answer: SessionDescription | None = None
+            if response.status < 300 and not dialog.terminated:
+                ack = dialog.create_ack(cseq)
+                leg.ack_sent[cseq] = ack
+                self.send_ack(ack, dialog)
+                dialog.refresh_target(response)
+                try:
+                    answer = parse_body(response)
+                except SdpError:
+                    answer = None
+                if answer is not None and answer.audio() is not None:
+                    leg.remote_sdp = answer
+                else:
+                    answer = None
+            if not future.done():
+                future.set_result(answer)
+
+        def on_timeout() -> None:
+            leg.outgoing_offer = False
+            if not future.done():
+                future.set_result(None)
+
+        self.send_in_dialog(leg, request, on_response, on_timeout)
+        return future
+
+    def mute(self, leg: Leg, muted: bool = True) -> None:
+        """Drop (or, with False, forward again) what ``leg``'s device sends, at the relay and
+        without SIP, and play nothing instead: for a device whose far end is elsewhere for a
+        while (the held party of an attended transfer, while the transferring device talks to
+        the target on a session of its own)."""
+        media = leg.call.media
+        if media is not None and not media.closed:
+            media.leg(leg.side).muted = muted
 
     def hangup_leg(self, leg: Leg) -> None:
         """End one leg: BYE when answered, CANCEL while it rings; the call goes on."""

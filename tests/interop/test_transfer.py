@@ -1,0 +1,201 @@
+"""Keypad transfers between real baresip phones, decided by what each phone recorded.
+
+The PBX runs in this process (media in its engine process, as always), so a test can read the
+call's history afterwards; the phones are baresip, each playing its own tone and recording what it
+decodes (see test_calls). Bob (301) calls Alice (200), whose desk (201) answers and passes Bob on
+to Carol (400): Bob must end up hearing Carol's tone, Carol Bob's, and the desk must be released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from sip_core.calls import CallRecord
+from sip_core.config import parse_config
+from sip_core.pbx import Pbx
+
+from . import audio
+from .clients import Baresip, ClientError, free_port
+from .conftest import DOMAIN, pbx_yaml
+from .test_calls import _EXTENSION, CallTarget, _failure, _users, heard, phone
+
+pytestmark = pytest.mark.interop
+
+BOB_HZ, DESK_HZ, CAROL_HZ = 1000.0, 600.0, 800.0
+RINGBACK_HZ = 425.0
+
+
+@pytest.fixture
+def tones(tmp_path: Path) -> dict[float, Path]:
+    return {
+        hz: audio.write_tone(tmp_path / f"tone-{hz:.0f}.wav", hz, 60.0)
+        for hz in (BOB_HZ, DESK_HZ, CAROL_HZ)
+    }
+
+
+async def start(extra_yaml: str = "") -> tuple[Pbx, CallTarget]:
+    port = free_port()
+    low = random.randrange(41000, 44000, 2)
+    text = pbx_yaml(_users(), port=port, rtp_ports=f"{low}-{low + 99}") + extra_yaml
+    pbx = Pbx(parse_config(text))
+    await pbx.start()
+    return pbx, CallTarget("callflip", port, lambda device: _EXTENSION[device], lambda: "")
+
+
+def last_record(pbx: Pbx) -> CallRecord:
+    records = pbx.history()
+    assert records, "no call was recorded"
+    return records[-1]
+
+
+def tones_in_order(found: list[audio.Window], *frequencies: float) -> list[float]:
+    """The clean tones of ``frequencies`` heard, in order, each run counted once."""
+    runs: list[float] = []
+    for window in found:
+        for hz in frequencies:
+            if window.is_tone(hz) and (not runs or runs[-1] != hz):
+                runs.append(hz)
+    return runs
+
+
+async def blind_transfer(
+    tones: dict[float, Path], tmp_path: Path, extra_yaml: str, keys: str
+) -> tuple[Pbx, Baresip, Baresip, Baresip]:
+    """Bob calls Alice; her desk dials ``keys``; Carol (auto-answer) takes the call."""
+    pbx, target = await start(extra_yaml)
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.5)
+                await desk.send_dtmf(keys)
+                await desk.wait_event("CALL_CLOSED", 10)
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(3.0)
+                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
+                await bob.hangup()
+                await carol.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
+    finally:
+        await pbx.stop()
+    return pbx, bob, desk, carol
+
+
+def assert_passed_to_carol(pbx: Pbx, bob: Baresip, carol: Baresip) -> None:
+    by_bob, by_carol = heard(bob), heard(carol)
+    assert audio.tone_seconds(by_bob, DESK_HZ) >= 1.0, audio.describe(by_bob)
+    assert audio.tone_seconds(by_bob, CAROL_HZ) >= 2.0, audio.describe(by_bob)
+    # the desk first, then Carol, never back
+    assert tones_in_order(by_bob, DESK_HZ, CAROL_HZ) == [DESK_HZ, CAROL_HZ], audio.describe(by_bob)
+    assert audio.tone_seconds(by_carol, BOB_HZ) >= 2.0, audio.describe(by_carol)
+    assert audio.tone_seconds(by_carol, DESK_HZ) == 0, audio.describe(by_carol)
+    assert len(bob.call_events("CALL_ESTABLISHED")) == 1, bob.events
+    (transfer,) = last_record(pbx).transfers
+    assert transfer.succeeded
+    assert (transfer.transferring, transfer.transferred, transfer.to_device) == (
+        "201",
+        "301",
+        "401",
+    )
+
+
+async def test_blind_transfer_star_two_number_hash(
+    tones: dict[float, Path], tmp_path: Path
+) -> None:
+    pbx, bob, _desk, carol = await blind_transfer(tones, tmp_path, "", "*2400#")
+    assert_passed_to_carol(pbx, bob, carol)
+
+
+async def test_blind_transfer_with_the_voipnow_preset(
+    tones: dict[float, Path], tmp_path: Path
+) -> None:
+    """The option under test: ``transfer.preset: voipnow`` makes ``#1`` the blind code."""
+    pbx, bob, _desk, carol = await blind_transfer(
+        tones, tmp_path, "transfer:\n  preset: voipnow\n", "#1400#"
+    )
+    assert_passed_to_carol(pbx, bob, carol)
+
+
+async def test_no_answer_rings_the_transferring_desk_back(
+    tones: dict[float, Path], tmp_path: Path
+) -> None:
+    """The option under test: ``transfer.timeout`` (4 s here, to keep the test short).
+
+    Carol never answers; Bob hears ringback meanwhile; the desk (auto-answer) is rung back and
+    takes the call again, and Bob hears the desk once more.
+    """
+    pbx, target = await start("transfer:\n  timeout: 4\n")
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol") as carol,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.5)
+                await desk.send_dtmf("*2400#")
+                await desk.wait_event("CALL_CLOSED", 10)
+                await carol.wait_event("CALL_INCOMING", 10)
+                await desk.wait_event("CALL_ESTABLISHED", 15, count=2)
+                await asyncio.sleep(3.0)
+                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
+                await bob.hangup()
+                await desk.wait_event("CALL_CLOSED", 10, count=2)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
+    finally:
+        await pbx.stop()
+    by_bob = heard(bob)
+    assert audio.tone_seconds(by_bob, RINGBACK_HZ) >= 0.6, audio.describe(by_bob)
+    assert tones_in_order(by_bob, DESK_HZ, RINGBACK_HZ) == [DESK_HZ, RINGBACK_HZ, DESK_HZ], (
+        audio.describe(by_bob)
+    )
+    assert carol.call_events("CALL_ESTABLISHED") == []
+    (transfer,) = last_record(pbx).transfers
+    assert not transfer.succeeded
+    assert transfer.recalled == "201"
+    assert "did not answer within 4 s" in transfer.reason
+
+
+async def test_a_wrong_number_keeps_the_call(tones: dict[float, Path], tmp_path: Path) -> None:
+    """``*2`` + a number nobody has: the desk hears the error tone, Bob keeps the desk."""
+    pbx, target = await start()
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.0)
+                await desk.send_dtmf("*2999#")
+                await asyncio.sleep(3.0)
+                assert desk.call_events("CALL_CLOSED") == [], _failure(target, desk)
+                await bob.hangup()
+                await desk.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk)}")
+    finally:
+        await pbx.stop()
+    by_desk = heard(desk)
+    # the special information tone's three notes reached the desk, and Bob's tone around them
+    assert any(w.is_tone(950.0, tolerance=30) for w in by_desk), audio.describe(by_desk)
+    assert any(w.is_tone(1800.0, tolerance=30) for w in by_desk), audio.describe(by_desk)
+    assert audio.tone_seconds(by_desk, BOB_HZ) >= 2.0, audio.describe(by_desk)
+    assert last_record(pbx).transfers == ()
