@@ -9,6 +9,7 @@ to Carol (400): Bob must end up hearing Carol's tone, Carol Bob's, and the desk 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from pathlib import Path
 
@@ -199,3 +200,113 @@ async def test_a_wrong_number_keeps_the_call(tones: dict[float, Path], tmp_path:
     assert any(w.is_tone(1800.0, tolerance=30) for w in by_desk), audio.describe(by_desk)
     assert audio.tone_seconds(by_desk, BOB_HZ) >= 2.0, audio.describe(by_desk)
     assert last_record(pbx).transfers == ()
+
+
+def between(found: list[audio.Window], first: float, then: float) -> list[audio.Window]:
+    """The windows after the last clean ``first`` tone that precedes the first ``then`` tone."""
+    start = next(i for i, w in enumerate(found) if w.is_tone(then))
+    last = max(i for i, w in enumerate(found[:start]) if w.is_tone(first))
+    return found[last + 1 : start]
+
+
+@pytest.mark.parametrize(
+    ("extra_yaml", "keys"),
+    [("", "**400#"), ("transfer:\n  preset: voipnow\n", "*2400#")],
+    ids=["default", "voipnow"],
+)
+async def test_attended_transfer_completes_when_the_desk_hangs_up(
+    tones: dict[float, Path], tmp_path: Path, extra_yaml: str, keys: str
+) -> None:
+    """The desk consults Carol (Bob on hold with music), then hangs up: Bob and Carol talk.
+
+    Bob's recording: the desk, then held (audible, but neither the desk's nor Carol's tone, for
+    the whole consultation), then Carol. Carol's: the desk, then Bob. The desk's: Bob, then
+    Carol. (``voipnow``: the option under test is the preset, whose attended code is ``*2``.)
+    """
+    pbx, target = await start(extra_yaml)
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.5)
+                await desk.send_dtmf(keys)
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(3.0)
+                await desk.hangup()
+                await desk.wait_event("CALL_CLOSED", 10)
+                await asyncio.sleep(3.0)
+                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
+                assert carol.call_events("CALL_CLOSED") == [], _failure(target, carol)
+                await bob.hangup()
+                await carol.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
+    finally:
+        await pbx.stop()
+    by_bob, by_carol, by_desk = heard(bob), heard(carol), heard(desk)
+    assert tones_in_order(by_bob, DESK_HZ, CAROL_HZ) == [DESK_HZ, CAROL_HZ], audio.describe(by_bob)
+    held = between(by_bob, DESK_HZ, CAROL_HZ)
+    assert len(held) * 0.2 >= 3.0, audio.describe(by_bob)  # the whole consultation, held
+    assert sum(0.2 for w in held if w.rms >= 0.01) >= 2.0, audio.describe(held)  # music
+    assert audio.tone_seconds(by_bob, CAROL_HZ) >= 2.0, audio.describe(by_bob)
+    assert tones_in_order(by_carol, DESK_HZ, BOB_HZ) == [DESK_HZ, BOB_HZ], audio.describe(by_carol)
+    assert audio.tone_seconds(by_carol, DESK_HZ) >= 2.0, audio.describe(by_carol)
+    assert audio.tone_seconds(by_carol, BOB_HZ) >= 2.0, audio.describe(by_carol)
+    assert tones_in_order(by_desk, BOB_HZ, CAROL_HZ) == [BOB_HZ, CAROL_HZ], audio.describe(by_desk)
+    assert audio.tone_seconds(by_desk, CAROL_HZ) >= 2.0, audio.describe(by_desk)
+    (transfer,) = last_record(pbx).transfers
+    assert transfer.succeeded
+    assert (transfer.kind, transfer.to_device) == ("attended", "401")
+
+
+async def test_attended_transfer_cancel_code_returns_to_the_held_party(
+    tones: dict[float, Path], tmp_path: Path
+) -> None:
+    """The desk consults Carol, then keys the cancel code: Carol is released, Bob and the desk
+    talk again, and Bob never heard Carol."""
+    pbx, target = await start()
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.5)
+                await desk.send_dtmf("**400#")
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(2.0)
+                await desk.send_dtmf("*4")
+                await carol.wait_event("CALL_CLOSED", 10)
+                await asyncio.sleep(3.0)
+                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
+                await bob.hangup()
+                await desk.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
+    finally:
+        await pbx.stop()
+    by_bob, by_desk = heard(bob), heard(desk)
+    assert audio.tone_seconds(by_bob, CAROL_HZ) == 0, audio.describe(by_bob)
+    # the desk, a hold of at least the consultation's length with music, the desk again
+    desk_at = [i for i, w in enumerate(by_bob) if w.is_tone(DESK_HZ)]
+    gap, after = max((b - a, a) for a, b in itertools.pairwise(desk_at))
+    held = by_bob[after + 1 : after + gap]
+    assert len(held) * 0.2 >= 2.0, audio.describe(by_bob)
+    assert sum(0.2 for w in held if w.rms >= 0.01) >= 1.5, audio.describe(by_bob)
+    assert sum(0.2 for i in desk_at if i > after + gap) >= 2.0, audio.describe(by_bob)
+    assert tones_in_order(by_desk, BOB_HZ, CAROL_HZ) == [BOB_HZ, CAROL_HZ, BOB_HZ], audio.describe(
+        by_desk
+    )
+    (transfer,) = last_record(pbx).transfers
+    assert not transfer.succeeded
+    assert transfer.reason == "cancelled"
