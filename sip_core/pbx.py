@@ -289,7 +289,14 @@ class Pbx:
                 response.headers.set(name, value)
             txn.respond(self._stamp(response))
             return
-        if method in CALL_METHODS or (method == "OPTIONS" and request.to.tag):
+        if method == "REFER" and not request.to.tag:
+            # A phone's transfer button works inside a call (sip_core.features.refer).
+            _LOGGER.info("Rejected REFER from %s: not inside a call", source.remote)
+            response = make_response(request, 403)
+            response.headers.add("Warning", '399 callflip "REFER is taken only in a call"')
+            txn.respond(self._stamp(response))
+            return
+        if method in CALL_METHODS or (method in ("OPTIONS", "REFER") and request.to.tag):
             self._b2bua.handle_request(request, txn, source)
             return
         if method == "OPTIONS":

@@ -128,6 +128,7 @@ ALLOWED_METHODS: tuple[str, ...] = (
     "BYE",
     "INFO",
     "UPDATE",
+    "REFER",
 )
 _ALLOW = (("Allow", ", ".join(ALLOWED_METHODS)),)
 
@@ -253,6 +254,17 @@ class CallControl:
     def is_registered(self, device: str) -> bool:
         return bool(self._bindings(device))
 
+    def find_leg(self, call_id: str, local_tag: str, remote_tag: str) -> Leg | None:
+        """The leg whose dialog this is (our tag ``local_tag``, the device's ``remote_tag``), in
+        a call in progress: what a Replaces header (RFC 3891) names."""
+        leg = self._dialogs.get((call_id, local_tag))
+        dialog = leg.dialog if leg is not None else None
+        if leg is None or dialog is None or dialog.remote_tag != remote_tag:
+            return None
+        if dialog.terminated or not leg.call.active:
+            return None
+        return leg
+
     def is_busy(self, device: str) -> bool:
         """Whether ``device`` is in a call now (the rule call set-up uses to skip a device)."""
         return self._busy(device)
@@ -368,6 +380,25 @@ class CallControl:
         self.hang_up(old)
         self.release(old)
         return True
+
+    def move_leg(self, leg: Leg, into: Call, side: Side) -> None:
+        """``leg`` (answered, in another call) leaves its call for ``into``, to take ``side``
+        there with `replace_leg` next (a REFER with Replaces joining two calls' far parties).
+
+        Its dialog, transactions and timers stay as they are; the call it leaves keeps a stand-in
+        with the device's name for its record (never sent anything), so ending that call later
+        sends ``leg`` nothing. Its media is the feature's to have moved first (`reoffer`)."""
+        old = leg.call
+        stand_in = Leg(old, leg.role, leg.side, leg.device, leg.party)
+        stand_in.state = LegState.TERMINATED
+        if old.caller is leg:
+            old.caller = stand_in
+        if old.callee is leg:
+            old.callee = stand_in
+        old.branches = [stand_in if branch is leg else branch for branch in old.branches]
+        self._digits.drop(leg)
+        leg.call = into
+        leg.side = side
 
     def hold(self, leg: Leg, play: Playback | None = None) -> Playing:
         """Hold ``leg`` at the PBX, without SIP: its audio is dropped, the other side hears

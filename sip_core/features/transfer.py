@@ -117,6 +117,7 @@ class TransferOperation:
     future: asyncio.Future[TransferRecord]
     timeout: float
     referred_by: str | None = None
+    released: bool = True  # the transferring device's dialog is over (a REFER keeps it a while)
     phase: TransferPhase = TransferPhase.RINGING
     fork: ForkGroup | None = None
     offer: SessionDescription | None = None
@@ -139,7 +140,11 @@ class TransferOperation:
         return self.fork is not None and leg in self.fork.legs
 
     def on_leg_bye(self, leg: Leg) -> bool:
-        """A target (or the recalled device) hanging up before it took the call ends its leg."""
+        """A target (or the recalled device) hanging up before it took the call ends its leg; the
+        transferring device hanging up (after its REFER) leaves the transfer to go on."""
+        if leg is self.transferring:
+            self.released = True
+            return True
         return self.owns(leg)
 
     def on_call_end(self) -> None:
@@ -227,11 +232,16 @@ class Transfer:
         found: Destination,
         *,
         referred_by: str | None = None,
+        release: bool = True,
+        listener: Callable[[int, str], None] | None = None,
     ) -> asyncio.Future[TransferRecord]:
         """Release ``transferring`` and ring ``found`` for the other party (checked by `check`).
 
-        Raises `CallNotTransferable` when the call's media cannot take another device (before
-        anything changed)."""
+        Without ``release`` (a REFER) the transferring device keeps its dialog until the target
+        answers (then it gets a BYE) or hangs up itself; if the target fails while it is still
+        there, the other party is simply back with it. ``listener`` hears the target's outcome
+        (see `TransferOperation.listeners`). Raises `CallNotTransferable` when the call's media
+        cannot take another device (before anything changed)."""
         control = self._control
         kept = call.other(transferring)
         assert kept is not None
@@ -247,7 +257,10 @@ class Transfer:
             future,
             float(config.transfer.timeout),
             referred_by,
+            released=release,
         )
+        if listener is not None:
+            op.listeners.append(listener)
         try:
             if call.media is None or kept.remote_sdp is None or transferring.remote_sdp is None:
                 raise SdpError("the call has no media yet")
@@ -266,7 +279,8 @@ class Transfer:
                 call.id, TransferKind.BLIND, transferring.device or "", kept.device or "", target
             )
         )
-        control.hangup_leg(transferring)
+        if release:
+            control.hangup_leg(transferring)
         self._announce(op)
         targets = ringable(found.devices, busy=control.is_busy, bindings=control.bindings)
         if not targets.bindings:
@@ -349,6 +363,10 @@ class Transfer:
             control.hangup_leg(leg)
             self._give_up_on(op, failure, 488)
             return
+        if op.phase is TransferPhase.RINGING:
+            # Before the transferring device's dialog ends (`replace_leg` sends it a BYE).
+            for listener in op.listeners:
+                listener(200, "OK")
         try:
             replaced = await control.replace_leg(op.transferring, leg, answer, spare=op.spare)
         except (RelayError, OSError) as exc:
@@ -413,6 +431,11 @@ class Transfer:
         op.failed_status = status
         for listener in op.listeners:
             listener(status, reason)
+        transferring = op.transferring
+        if not op.released and transferring.state is LegState.CONFIRMED:
+            # It never left (a REFER): the other party is simply back with it.
+            self.finish(op, transferring, "")
+            return
         bindings = tuple(self._control.bindings(device))
         if not bindings:
             self.finish(
@@ -468,10 +491,7 @@ class Transfer:
             "succeeded" if succeeded else f"failed: {why}",
         )
         control.publish(TransferEnded(call.id, record))
-        if succeeded:
-            for listener in op.listeners:
-                listener(200, "OK")
-        elif not recalled and op.phase is TransferPhase.RINGING:
+        if not succeeded and op.phase is TransferPhase.RINGING:
             for listener in op.listeners:
                 listener(500, why)
         if not op.future.done():
