@@ -310,3 +310,41 @@ async def test_attended_transfer_cancel_code_returns_to_the_held_party(
     (transfer,) = last_record(pbx).transfers
     assert not transfer.succeeded
     assert transfer.reason == "cancelled"
+
+
+async def test_blind_refer_from_baresip(tones: dict[float, Path], tmp_path: Path) -> None:
+    """The desk's own transfer command (baresip sends REFER): the PBX transfers Bob to Carol,
+    reports it with NOTIFYs, and the desk's call ends."""
+    pbx, target = await start()
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.5)
+                await desk.command("transfer", f"sip:400@{DOMAIN}")
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                await desk.wait_event("CALL_CLOSED", 10)
+                await asyncio.sleep(3.0)
+                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
+                await bob.hangup()
+                await carol.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
+    finally:
+        await pbx.stop()
+    assert_passed_to_carol(pbx, bob, carol)
+    assert desk.sent_requests("REFER"), desk.output[-3000:]
+    # The SIP trace shows both directions: the NOTIFYs the PBX sent the desk, in order.
+    notifies = desk.sent_requests("NOTIFY")
+    frags = [
+        line for block in notifies for line in block.splitlines() if line.startswith("SIP/2.0")
+    ]
+    assert frags[:1] == ["SIP/2.0 100 Trying"], "\n".join(notifies)
+    assert frags[-1:] == ["SIP/2.0 200 OK"], "\n".join(notifies)
+    assert all("Event: refer" in block for block in notifies), "\n".join(notifies)
