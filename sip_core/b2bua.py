@@ -4,7 +4,7 @@
 API features use) plus the features of `sip_core.features`, wired to call control's hooks: the
 feature-code table (`FeatureRegistry`), the flip (`Flip`, the ``*0`` code and `B2bua.flip`) and
 transfers (`Transfer`, blind: the ``*2`` code and `B2bua.transfer`; `AttendedTransfer`, the ``**``
-code; `Refer`, REFER in a call).
+code; `Refer`, REFER in a call; `InviteReplaces`, a device taking over its user's call).
 It is the one place where call control and features meet, so call control never imports a
 feature, and the facade (`sip_core.pbx`), tests and Home Assistant keep one object to talk to.
 """
@@ -27,6 +27,7 @@ from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
 from sip_core.features.refer import Refer
 from sip_core.features.registry import FeatureRegistry
+from sip_core.features.replaces import InviteReplaces
 from sip_core.features.transfer import Transfer
 from sip_core.media import MediaRelay
 from sip_core.registrar import Binding
@@ -80,6 +81,7 @@ class B2bua(CallControl):
         self.features.add_code(self._attended_code, self._attended_dialled)
         self._refer = Refer(self, self._transfer)
         self.features.add_in_call(self._refer.on_request)
+        self.features.add_replaces(InviteReplaces(self).on_invite)
 
     def flip(
         self,

@@ -51,7 +51,7 @@ BODY_TYPES: dict[str, tuple[str, ...]] = {
     "UPDATE": ("application/sdp",),
 }
 #: Option tags we support (a Require naming anything else gets 420 Bad Extension).
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"timer"})
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"timer", "replaces"})
 
 
 class Pbx:

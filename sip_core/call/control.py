@@ -400,6 +400,78 @@ class CallControl:
         leg.call = into
         leg.side = side
 
+    def adopt(
+        self,
+        request: Request,
+        txn: ServerTransaction,
+        source: Source,
+        *,
+        device: str,
+        replacing: Leg,
+        answer: SessionDescription,
+    ) -> bool:
+        """An INVITE from ``device`` takes ``replacing``'s place in its answered call (a phone's
+        INVITE with Replaces; later a pull): a new leg with the INVITE's dialog answers 200 with
+        ``answer`` (the staying party's media, as the device may see it) through a spare relay
+        leg, and once the device's offer is in the relay, ``replacing`` gets a BYE. The other
+        party's dialog is never touched. False (nothing sent) when the call cannot take it; the
+        caller of this answers the INVITE then."""
+        call = replacing.call
+        try:
+            offer = parse_body(request)
+        except SdpError:
+            return False
+        if not call.active or call.media is None or offer is None or offer.audio() is None:
+            return False
+        try:
+            spare = call.media.open_spare(replacing.side)
+        except (RelayError, OSError):
+            return False
+        leg = Leg(call, replacing.role, replacing.side, device, replacing.party)
+        try:
+            leg.dialog = Dialog.as_uas(
+                request, source, local_tag=new_tag(), endpoint=self._endpoint(source)
+            )
+        except DialogError:
+            call.media.discard_spare(spare)
+            return False
+        leg.invite_cseq = request.cseq.number
+        leg.remote_sdp = offer
+        leg.peer_allows_update = supports(request, "update", "Allow")
+        ok = make_response(
+            request,
+            200,
+            to_tag=leg.dialog.local_tag,
+            body=self._offers.sdp_for(leg, answer, spare.local_rtp.port),
+        )
+        ok.headers.add("Contact", leg.dialog.endpoint.contact)
+        ok.headers.add("Content-Type", SDP)
+        leg.state = LegState.CONFIRMED
+        leg.ack_pending = True
+        self._dialogs[leg.dialog.key] = leg
+        if isinstance(txn, InviteServerTransaction):
+            txn.on_ack_timeout = partial(self._ack_timeout, leg.dialog.key)
+        self.respond(txn, ok)
+
+        async def take_over() -> None:
+            try:
+                replaced = await self.replace_leg(replacing, leg, offer, spare=spare)
+            except (RelayError, OSError) as exc:
+                self.discard_spare(call, spare)
+                self.hang_up(leg)
+                self.release(leg)
+                _LOGGER.info("Call %s: %s could not take over: %s", call.id, device, exc)
+                return
+            if not replaced:
+                self.hang_up(leg)
+                self.release(leg)
+                return
+            _LOGGER.info("Call %s: %s took over from %s", call.id, device, replacing.device)
+            self.publish_state(call)
+
+        self._spawn(take_over())
+        return True
+
     def hold(self, leg: Leg, play: Playback | None = None) -> Playing:
         """Hold ``leg`` at the PBX, without SIP: its audio is dropped, the other side hears
         ``play`` (music by default) until `resume`. Raises `RelayError` without media."""

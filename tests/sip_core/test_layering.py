@@ -89,7 +89,9 @@ LAYERS: dict[str, int] = {
     "features.codes": 8,
     "features.flip": 8,
     "features.attended": 8,
+    "features.refer": 8,
     "features.registry": 8,
+    "features.replaces": 8,
     "features.transfer": 8,
     # 9 facade / runner
     "b2bua": 9,

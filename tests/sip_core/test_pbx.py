@@ -105,7 +105,7 @@ async def test_options_answers_200_with_allow_accept_and_supported(pbx: Pbx) -> 
     allow = {m.strip() for m in (response.headers.get("Allow") or "").split(",")}
     assert {"REGISTER", "OPTIONS"} <= allow
     assert response.headers.get("Accept") == "application/sdp"
-    assert response.headers.get("Supported") == "timer"
+    assert response.headers.get("Supported") == "replaces, timer"
     assert (response.headers.get("Server") or "").startswith("callflip/")
 
 
