@@ -20,9 +20,19 @@ from sip_core.config import parse_config
 from sip_core.pbx import Pbx
 
 from . import audio
-from .clients import Baresip, ClientError, free_port
+from .clients import (
+    Baresip,
+    ClientError,
+    ProcessResult,
+    free_port,
+    run_process,
+    run_sipp,
+    sipp_argv,
+    sipp_uas_argv,
+    write_sipp_users,
+)
 from .conftest import DOMAIN, pbx_yaml
-from .test_calls import _EXTENSION, CallTarget, _failure, _users, heard, phone
+from .test_calls import _EXTENSION, ACCOUNTS, CallTarget, _failure, _users, heard, phone
 
 pytestmark = pytest.mark.interop
 
@@ -348,3 +358,124 @@ async def test_blind_refer_from_baresip(tones: dict[float, Path], tmp_path: Path
     assert frags[:1] == ["SIP/2.0 100 Trying"], "\n".join(notifies)
     assert frags[-1:] == ["SIP/2.0 200 OK"], "\n".join(notifies)
     assert all("Event: refer" in block for block in notifies), "\n".join(notifies)
+
+
+# -- the phone's attended transfer and take-over, played by sipp -----------------------------------
+
+
+async def test_sipp_phone_refer_with_replaces_joins_its_two_calls(
+    tones: dict[float, Path], tmp_path: Path
+) -> None:
+    """sipp is Alice's phone (201 and 202 registered from its port); Bob calls 201 and Carol
+    calls 202, the phone answers both, then sends REFER in Bob's dialog with Replaces naming
+    Carol's: the PBX joins Bob and Carol (they hear each other), and the phone sees 202, NOTIFY
+    100 Trying, NOTIFY 200 OK (terminated) and a BYE in each dialog (the scenario checks it)."""
+    pbx, target = await start()
+    uas_port = free_port(digits=5)
+    registered = await run_sipp(
+        "register", target.port, {"201": ACCOUNTS["201"], "202": ACCOUNTS["202"]},
+        local_port=uas_port,
+    )  # fmt: skip
+    assert registered.returncode == 0, registered.describe()
+    workdir = tmp_path / "phone"
+    workdir.mkdir()
+    csv = workdir / "fields.csv"
+    csv.write_text(f"SEQUENTIAL\n{DOMAIN};402\n{DOMAIN};402\n")
+    argv = [
+        *sipp_uas_argv(uas_port, calls=2, time_limit=40, scenario="phone_refer_replaces",
+                       trace_messages=True),
+        "-inf", str(csv),
+    ]  # fmt: skip
+    phone_run = asyncio.create_task(run_process(argv, time_limit=45, cwd=workdir))
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol") as carol,
+        ):
+            try:
+                await asyncio.sleep(0.5)
+                await bob.dial(f"sip:201@{DOMAIN}")
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await carol.dial(f"sip:202@{DOMAIN}")
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                result = await phone_run
+                await asyncio.sleep(3.0)
+                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
+                assert carol.call_events("CALL_CLOSED") == [], _failure(target, carol)
+                await bob.hangup()
+                await carol.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, carol)}")
+    finally:
+        if not phone_run.done():
+            phone_run.cancel()
+        await pbx.stop()
+    messages = (workdir / "messages.log").read_text(errors="replace")
+    assert result.returncode == 0, result.describe() + messages[-6000:]
+    by_bob, by_carol = heard(bob), heard(carol)
+    assert audio.tone_seconds(by_bob, CAROL_HZ) >= 2.0, audio.describe(by_bob)
+    assert audio.tone_seconds(by_carol, BOB_HZ) >= 2.0, audio.describe(by_carol)
+    record = next(r for r in pbx.history() if r.transfers)
+    (transfer,) = record.transfers
+    assert transfer.succeeded
+    assert (transfer.transferring, transfer.transferred, transfer.to_device) == (
+        "201",
+        "301",
+        "401",
+    )
+    assert transfer.referred_by == f"<sip:201@{DOMAIN}>"
+
+
+async def test_sipp_invite_with_replaces_takes_the_call_over(
+    tones: dict[float, Path], tmp_path: Path
+) -> None:
+    """Bob talks to Alice's desk (baresip). The same INVITE with Replaces naming the desk's
+    dialog: from Carol's device (sipp, 401, another user) it gets 403 and nothing changes; from
+    Alice's other device (sipp, 202) it gets 200, the desk gets BYE and Bob stays, now with 202."""
+    pbx, target = await start()
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                (call,) = pbx.calls()
+                assert call.callee is not None
+                assert call.callee.dialog is not None
+                dialog = call.callee.dialog
+                replaces = (
+                    f"{dialog.call_id};to-tag={dialog.local_tag};from-tag={dialog.remote_tag}"
+                )
+                refused = await _sipp_replaces(
+                    tmp_path / "refused", target.port, "401", replaces, "invite_replaces_refused"
+                )
+                assert refused.returncode == 0, refused.describe()
+                assert desk.call_events("CALL_CLOSED") == [], _failure(target, desk)
+                taken = await _sipp_replaces(
+                    tmp_path / "taken", target.port, "202", replaces, "invite_replaces"
+                )
+                assert taken.returncode == 0, taken.describe()
+                await desk.wait_event("CALL_CLOSED", 10)
+                await bob.wait_event("CALL_CLOSED", 10)  # sipp hung up at the end
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk)}")
+    finally:
+        await pbx.stop()
+    assert len(bob.call_events("CALL_ESTABLISHED")) == 1
+    (record,) = pbx.history()
+    assert record.callee_device == "202"
+    assert record.reason == "202 hung up"
+
+
+async def _sipp_replaces(
+    workdir: Path, port: int, device: str, replaces: str, scenario: str
+) -> ProcessResult:
+    workdir.mkdir()  # noqa: ASYNC240 (a fresh test directory)
+    csv = write_sipp_users(workdir / "users.csv", {device: ACCOUNTS[device]}, domain=DOMAIN)
+    argv = sipp_argv(
+        scenario, port, csv, domain=f"200@{DOMAIN}", keys={"replaces": replaces}, time_limit=20
+    )
+    return await run_process(argv, time_limit=30, cwd=workdir)
