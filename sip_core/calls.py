@@ -253,14 +253,17 @@ class TransferRecord:
 class OperationView:
     """A feature operation under way, as the outside (Home Assistant) may see it.
 
-    ``kind`` names the feature ("flip"); ``from_leg`` is the side being moved, and `Call.other` of
-    it the party that stays; ``to_device`` is where it goes; ``started_at`` is wall-clock time.
+    ``kind`` names the feature ("flip", "transfer"); ``from_leg`` is the side being moved, and
+    `Call.other` of it the party that stays; ``to_device`` is where it goes (a transfer: what was
+    dialled); ``started_at`` is wall-clock time; ``holds_other``: the party that stays is on hold
+    at the PBX meanwhile (an attended transfer's consultation).
     """
 
     kind: str
     from_leg: Leg
     to_device: str
     started_at: float
+    holds_other: bool = False
 
     @property
     def from_device(self) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sip_core import __version__
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
-from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
+from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, TransferRecord
 from sip_core.clock import Clock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
@@ -200,6 +200,19 @@ class Pbx:
         Must be called on the event loop.
         """
         return self._b2bua.flip(call_id, target, timeout, device=device)
+
+    def transfer(
+        self, call_id: str, target: str, *, device: str | None = None
+    ) -> asyncio.Future[TransferRecord]:
+        """Blind-transfer a call: ``device``'s side (default: the callee's) leaves, the other
+        party is passed to ``target`` (an extension or a device's username).
+
+        Raises a `sip_core.features.transfer.TransferError` subclass when it cannot start
+        (TransferCallNotFound, CallNotTransferable, TransferInProgress, UnknownTransferTarget).
+        The future resolves to the `TransferRecord` (``succeeded`` or not; a failed transfer rings
+        the transferring device back); the transfer events say the same. On the event loop.
+        """
+        return self._b2bua.transfer(call_id, target, device=device)
 
     def hangup(self, call_id: str) -> bool:
         """End a call (both sides); false when there is no such call in progress."""

@@ -1,5 +1,6 @@
-"""Device triggers of a user: an incoming call, and a flip of their call started, succeeded or
-failed. They are event triggers on callflip's bus events, filtered on the user's device id.
+"""Device triggers of a user: an incoming call, a flip of their call started, succeeded or
+failed, and a transfer they made started, succeeded or failed. They are event triggers on
+callflip's bus events, filtered on the user's device id.
 
 Validation avoids extending Home Assistant's base schema with our own markers: the schema library
 behind it changed between the versions we support, so the base schema checks the common keys and
@@ -19,10 +20,11 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
-from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, HandoffType
+from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, EVENT_TRANSFER, HandoffType, TransferEventType
 
 INCOMING_CALL = "incoming_call"
-TRIGGER_TYPES = (INCOMING_CALL, *(kind.value for kind in HandoffType))
+TRANSFER_TYPES = tuple(kind.value for kind in TransferEventType)
+TRIGGER_TYPES = (INCOMING_CALL, *(kind.value for kind in HandoffType), *TRANSFER_TYPES)
 
 
 async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType) -> ConfigType:
@@ -65,6 +67,9 @@ async def async_attach_trigger(
     if kind == INCOMING_CALL:
         event_type = EVENT_CALL
         event_data = {"callee_device_id": device_id, "state": "ringing"}
+    elif kind in TRANSFER_TYPES:
+        event_type = EVENT_TRANSFER  # the user whose device passed the call on
+        event_data = {"device_id": device_id, "type": kind}
     else:
         event_type = EVENT_HANDOFF
         event_data = {"device_id": device_id, "type": kind}

@@ -117,7 +117,9 @@ class AttendedTransferOperation:
     def view(self) -> OperationView | None:
         if self.done:
             return None
-        return OperationView(self.kind, self.transferring, self.target, self.started_at)
+        return OperationView(
+            self.kind, self.transferring, self.target, self.started_at, holds_other=True
+        )
 
 
 class AttendedTransfer:

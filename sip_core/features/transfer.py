@@ -274,13 +274,13 @@ class Transfer:
         _LOGGER.info(
             "Call %s: %s transfers %s to %s", call.id, transferring.device, kept.device, target
         )
+        if release:
+            control.hangup_leg(transferring)
         control.publish(
             TransferStarted(
                 call.id, TransferKind.BLIND, transferring.device or "", kept.device or "", target
             )
         )
-        if release:
-            control.hangup_leg(transferring)
         self._announce(op)
         targets = ringable(found.devices, busy=control.is_busy, bindings=control.bindings)
         if not targets.bindings:

@@ -76,6 +76,7 @@ def test_every_entity_and_exception_is_translated() -> None:
     for module in ("services.py", "button.py"):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("FLIP_ERRORS")[1]))
+    raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("TRANSFER_ERRORS")[1]))
     assert raised == set(STRINGS["exceptions"])
     kinds = set(STRINGS["selector"]["device_type"]["options"])
     assert kinds == {"desk", "mobile", "softphone", "home", "conference"}

@@ -113,6 +113,7 @@ async def test_invite_with_replaces_goes_to_the_hook_else_is_routed(h: Harness) 
     alice = h.phone("201", 5201)
     carol = h.phone("401", 5401)
     replaces = (("Replaces", "abc@127.0.0.1;to-tag=1;from-tag=2"),)
+    h.b2bua.hooks.invite_replaces = None  # call control alone (a feature takes Replaces)
     await ring(h, alice, "401", extra=replaces)
     assert len(carol.requests("INVITE")) == 1  # no feature takes it: an ordinary call
     seen: list[Source] = []
