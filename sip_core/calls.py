@@ -319,6 +319,9 @@ class CallRecord:
     outcome: CallOutcome
     reason: str
     handoffs: tuple[HandoffRecord, ...] = ()
+    #: How the caller was presented to the callee (a name-addr): for a call from a trunk, the
+    #: outside caller's number and name.
+    caller_party: str = ""
     transfers: tuple[TransferRecord, ...] = ()
 
     @property
@@ -341,6 +344,7 @@ class Call:
         "dialled",
         "ended_at",
         "handoffs",
+        "hops",
         "id",
         "media",
         "operation",
@@ -378,6 +382,8 @@ class Call:
         self.transfers: list[TransferRecord] = []
         self.media: MediaSession | None = None
         self.operation: Operation | None = None  # the feature operation in progress
+        #: Max-Forwards left on the caller's INVITE: what we send for this call never has more.
+        self.hops: int | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -448,6 +454,7 @@ class Call:
             outcome=self.outcome or CallOutcome.FAILED,
             reason=self.reason,
             handoffs=tuple(self.handoffs),
+            caller_party=self.caller.party if self.caller is not None else "",
             transfers=tuple(self.transfers),
         )
 

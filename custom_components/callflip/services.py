@@ -22,6 +22,7 @@ from homeassistant.helpers import config_validation as cv
 from sip_core.features import (
     AmbiguousFlipTarget,
     CallNotFlippable,
+    FlipDisabled,
     FlipError,
     FlipInProgress,
     NoFlipTarget,
@@ -29,6 +30,7 @@ from sip_core.features import (
     NotUsersDevice,
     TargetIsCurrentDevice,
     TargetNotRegistered,
+    TargetUnavailable,
     UnknownDevice,
 )
 from sip_core.features.transfer import (
@@ -52,6 +54,7 @@ from .const import (
     SERVICE_TRANSFER,
 )
 from .hub import CallflipHub
+from .security import async_setup_security_services
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ FLIP_ERRORS: dict[type[FlipError], str] = {
     TargetNotRegistered: "target_not_registered",
     NoFlipTarget: "no_flip_target",
     AmbiguousFlipTarget: "ambiguous_flip_target",
+    FlipDisabled: "flip_disabled",
+    TargetUnavailable: "target_unavailable",
 }
 
 
@@ -224,4 +229,5 @@ def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions once, for whichever entry is loaded when they are called."""
     hass.services.async_register(DOMAIN, SERVICE_FLIP, _async_flip, schema=FLIP_SCHEMA)
     hass.services.async_register(DOMAIN, SERVICE_HANGUP, _async_hangup, schema=HANGUP_SCHEMA)
+    async_setup_security_services(hass)
     hass.services.async_register(DOMAIN, SERVICE_TRANSFER, _async_transfer, schema=TRANSFER_SCHEMA)
