@@ -366,39 +366,55 @@ async def test_blind_refer_from_baresip(tones: dict[float, Path], tmp_path: Path
 async def test_sipp_phone_refer_with_replaces_joins_its_two_calls(
     tones: dict[float, Path], tmp_path: Path
 ) -> None:
-    """sipp is Alice's phone (201 and 202 registered from its port); Bob calls 201 and Carol
-    calls 202, the phone answers both, then sends REFER in Bob's dialog with Replaces naming
-    Carol's: the PBX joins Bob and Carol (they hear each other), and the phone sees 202, NOTIFY
-    100 Trying, NOTIFY 200 OK (terminated) and a BYE in each dialog (the scenario checks it)."""
+    """Alice's phones are sipp: Carol calls 202 (a plain UAS answers), Bob calls 201, which sends
+    REFER in Bob's dialog with Replaces naming the PBX's dialog with 202 (Alice's attended
+    transfer). The PBX joins Bob and Carol (they hear each other); 201 sees 202 Accepted, NOTIFY
+    100 Trying, NOTIFY 200 OK (terminated) and a BYE (its scenario checks each), 202 a BYE."""
     pbx, target = await start()
-    uas_port = free_port(digits=5)
-    registered = await run_sipp(
-        "register", target.port, {"201": ACCOUNTS["201"], "202": ACCOUNTS["202"]},
-        local_port=uas_port,
-    )  # fmt: skip
-    assert registered.returncode == 0, registered.describe()
+    ports = {"201": free_port(digits=5), "202": free_port(digits=5)}
+    for device, port in ports.items():
+        registered = await run_sipp(
+            "register", target.port, {device: ACCOUNTS[device]}, local_port=port
+        )
+        assert registered.returncode == 0, registered.describe()
     workdir = tmp_path / "phone"
     workdir.mkdir()
-    csv = workdir / "fields.csv"
-    csv.write_text(f"SEQUENTIAL\n{DOMAIN};402\n{DOMAIN};402\n")
-    argv = [
-        *sipp_uas_argv(uas_port, calls=2, time_limit=40, scenario="phone_refer_replaces",
-                       trace_messages=True),
-        "-inf", str(csv),
-    ]  # fmt: skip
-    phone_run = asyncio.create_task(run_process(argv, time_limit=45, cwd=workdir))
+    (workdir / "fields.csv").write_text(f"SEQUENTIAL\n{DOMAIN};402\n")
+    (tmp_path / "other").mkdir()
+    other_run = asyncio.create_task(
+        run_process(sipp_uas_argv(ports["202"], calls=1, time_limit=40), time_limit=45,
+                    cwd=tmp_path / "other")
+    )  # fmt: skip
+    phone_run: asyncio.Task[ProcessResult] | None = None
     try:
         async with (
             phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
             phone(target, "401", tones[CAROL_HZ], tmp_path / "carol") as carol,
         ):
             try:
+                await carol.dial(f"sip:202@{DOMAIN}")
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                (other_call,) = pbx.calls()
+                assert other_call.callee is not None
+                dialog = other_call.callee.dialog
+                assert dialog is not None
+                keys = {
+                    "callid2": dialog.call_id,
+                    "pbxtag2": dialog.local_tag,
+                    "mytag2": dialog.remote_tag,
+                }
+                argv = [
+                    *sipp_uas_argv(ports["201"], calls=1, time_limit=40,
+                                   scenario="phone_refer_replaces", trace_messages=True),
+                    "-inf", str(workdir / "fields.csv"),
+                    *(item for name, value in keys.items() for item in ("-key", name, value)),
+                ]  # fmt: skip
+                phone_run = asyncio.create_task(run_process(argv, time_limit=45, cwd=workdir))
                 await asyncio.sleep(0.5)
                 await bob.dial(f"sip:201@{DOMAIN}")
                 await bob.wait_event("CALL_ESTABLISHED", 15)
-                await carol.dial(f"sip:202@{DOMAIN}")
-                await carol.wait_event("CALL_ESTABLISHED", 15)
                 result = await phone_run
+                other = await other_run
                 await asyncio.sleep(3.0)
                 assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
                 assert carol.call_events("CALL_CLOSED") == [], _failure(target, carol)
@@ -407,11 +423,13 @@ async def test_sipp_phone_refer_with_replaces_joins_its_two_calls(
             except ClientError as error:
                 pytest.fail(f"{error}\n{_failure(target, bob, carol)}")
     finally:
-        if not phone_run.done():
-            phone_run.cancel()
+        for task in (phone_run, other_run):
+            if task is not None and not task.done():
+                task.cancel()
         await pbx.stop()
     messages = (workdir / "messages.log").read_text(errors="replace")
     assert result.returncode == 0, result.describe() + messages[-6000:]
+    assert other.returncode == 0, other.describe()
     by_bob, by_carol = heard(bob), heard(carol)
     assert audio.tone_seconds(by_bob, CAROL_HZ) >= 2.0, audio.describe(by_bob)
     assert audio.tone_seconds(by_carol, BOB_HZ) >= 2.0, audio.describe(by_carol)
