@@ -497,3 +497,58 @@ async def _sipp_replaces(
         scenario, port, csv, domain=f"200@{DOMAIN}", keys={"replaces": replaces}, time_limit=20
     )
     return await run_process(argv, time_limit=30, cwd=workdir)
+
+
+@pytest.mark.parametrize("how", ["declines", "hangs_up"])
+async def test_attended_transfer_target_failing_returns_to_the_held_party(
+    tones: dict[float, Path], tmp_path: Path, how: str
+) -> None:
+    """Carol declines the consultation call (or answers and hangs up): the desk is back with
+    Bob, who heard hold music meanwhile and never Carol, and the call goes on."""
+    pbx, target = await start()
+    answermode = "manual" if how == "declines" else "auto"
+    try:
+        async with (
+            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
+            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
+            phone(
+                target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode=answermode
+            ) as carol,
+        ):
+            try:
+                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await bob.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.5)
+                await desk.send_dtmf("**400#")
+                if how == "declines":
+                    await carol.wait_event("CALL_INCOMING", 15)
+                    await asyncio.sleep(1.5)
+                    await carol.hangup()  # rejects the ringing call
+                else:
+                    await carol.wait_event("CALL_ESTABLISHED", 15)
+                    await asyncio.sleep(2.0)
+                    await carol.hangup()
+                await carol.wait_event("CALL_CLOSED", 10)
+                await asyncio.sleep(3.0)
+                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
+                assert desk.call_events("CALL_CLOSED") == [], _failure(target, desk)
+                await bob.hangup()
+                await desk.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
+    finally:
+        await pbx.stop()
+    by_bob = heard(bob)
+    assert audio.tone_seconds(by_bob, CAROL_HZ) == 0, audio.describe(by_bob)
+    desk_at = [i for i, w in enumerate(by_bob) if w.is_tone(DESK_HZ)]
+    gap, after = max((b - a, a) for a, b in itertools.pairwise(desk_at))
+    held = by_bob[after + 1 : after + gap]
+    assert len(held) * 0.2 >= 1.0, audio.describe(by_bob)
+    assert sum(0.2 for w in held if w.rms >= 0.01) >= 0.8, audio.describe(by_bob)
+    assert sum(0.2 for i in desk_at if i > after + gap) >= 2.0, audio.describe(by_bob)
+    (transfer,) = last_record(pbx).transfers
+    assert not transfer.succeeded
+    # (baresip refuses a ringing call with 486 Busy Here)
+    expected = ("400 is busy", "400 declined") if how == "declines" else ("401 hung up",)
+    assert any(text in transfer.reason for text in expected), transfer.reason
