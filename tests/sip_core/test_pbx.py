@@ -117,6 +117,15 @@ async def test_unsupported_require_is_refused_with_420_naming_it(pbx: Pbx) -> No
     assert response.headers.get("Unsupported") == "foo-ext"
 
 
+async def test_refer_outside_a_call_gets_403_and_allow_lists_refer(pbx: Pbx) -> None:
+    response = await exchange(
+        pbx.local_address.port, *request_lines("REFER", f"Refer-To: <sip:202@{DOMAIN}>")
+    )
+    assert response.status == 403
+    allow = {m.strip() for m in (response.headers.get("Allow") or "").split(",")}
+    assert "REFER" in allow
+
+
 async def test_unknown_method_gets_501(pbx: Pbx) -> None:
     response = await exchange(pbx.local_address.port, *request_lines("FROBNICATE"))
     assert response.status == 501
