@@ -2,7 +2,9 @@
 
 `B2bua` is `sip_core.call.control.CallControl` (calls: set-up, in-call requests, tear-down, and the
 API features use) plus the features of `sip_core.features`, wired to call control's hooks: the
-feature-code table (`FeatureRegistry`) and the flip (`Flip`, the ``*0`` code and `B2bua.flip`).
+feature-code table (`FeatureRegistry`), the flip (`Flip`, the ``*0`` code and `B2bua.flip`) and
+transfers (`Transfer`, blind: the ``*2`` code and `B2bua.transfer`; `AttendedTransfer`, the ``**``
+code; `Refer`, REFER in a call; `InviteReplaces`, a device taking over its user's call).
 It is the one place where call control and features meet, so call control never imports a
 feature, and the facade (`sip_core.pbx`), tests and Home Assistant keep one object to talk to.
 """
@@ -15,14 +17,18 @@ from collections.abc import Callable, Sequence
 from sip_core.call.control import ALLOWED_METHODS, CallControl
 from sip_core.call.messages import Responder
 from sip_core.call.session_timer import MIN_SESSION_EXPIRES, negotiate_session_timer
-from sip_core.calls import CallHistory, HandoffRecord, Leg
+from sip_core.calls import CallHistory, HandoffRecord, Leg, TransferRecord
 from sip_core.clock import Clock
 from sip_core.config import PbxConfig
 from sip_core.digest import AuthResult, DigestAuthenticator
 from sip_core.events import PbxEvent
+from sip_core.features.attended import AttendedTransfer
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
+from sip_core.features.refer import Refer
 from sip_core.features.registry import FeatureRegistry
+from sip_core.features.replaces import InviteReplaces
+from sip_core.features.transfer import Transfer
 from sip_core.media import MediaRelay
 from sip_core.message import Request
 from sip_core.presence import Presence
@@ -82,6 +88,13 @@ class B2bua(CallControl):
         self.features = FeatureRegistry(self)
         self._flip = Flip(self)
         self.features.add_code(self._flip_code, self._flip_dialled)
+        self._transfer = Transfer(self)
+        self.features.add_code(self._blind_code, self._blind_dialled)
+        self._attended = AttendedTransfer(self, self._transfer)
+        self.features.add_code(self._attended_code, self._attended_dialled)
+        self._refer = Refer(self, self._transfer)
+        self.features.add_in_call(self._refer.on_request)
+        self.features.add_replaces(InviteReplaces(self).on_invite)
 
     def flip(
         self,
@@ -94,8 +107,27 @@ class B2bua(CallControl):
         """Move one side of an answered call to another device of the same user (`Flip.flip`)."""
         return self._flip.flip(call_id, target, timeout, device=device)
 
+    def transfer(
+        self, call_id: str, target: str, *, device: str | None = None
+    ) -> asyncio.Future[TransferRecord]:
+        """Blind-transfer a call: ``device``'s side leaves, the other goes to ``target``
+        (`Transfer.transfer`)."""
+        return self._transfer.transfer(call_id, target, device=device)
+
     def _flip_code(self) -> FeatureCode:
         return FeatureCode(self.config().flip.code, "flip", argument=True)
 
     def _flip_dialled(self, leg: Leg, match: FeatureMatch) -> None:
         self._flip.on_code(leg, match.argument or None)
+
+    def _blind_code(self) -> FeatureCode:
+        return FeatureCode(self.config().transfer.blind_code, "blind_transfer", argument=True)
+
+    def _blind_dialled(self, leg: Leg, match: FeatureMatch) -> None:
+        self._transfer.on_code(leg, match.argument)
+
+    def _attended_code(self) -> FeatureCode:
+        return FeatureCode(self.config().transfer.attended_code, "attended_transfer", argument=True)
+
+    def _attended_dialled(self, leg: Leg, match: FeatureMatch) -> None:
+        self._attended.on_code(leg, match.argument)

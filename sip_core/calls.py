@@ -52,6 +52,8 @@ __all__ = [
     "PendingFlip",
     "Refresher",
     "SessionTimer",
+    "TransferKind",
+    "TransferRecord",
 ]
 
 
@@ -97,6 +99,7 @@ class LegRole(StrEnum):
     CALLER = "caller"
     CALLEE = "callee"
     FLIP_TARGET = "flip_target"
+    TRANSFER_TARGET = "transfer_target"
 
 
 class LegState(StrEnum):
@@ -213,18 +216,54 @@ class HandoffRecord:
     reason: str
 
 
+class TransferKind(StrEnum):
+    """How a call was passed to another party."""
+
+    BLIND = "blind"  # the transferring party left at once; the target rang for the other party
+    ATTENDED = "attended"  # the transferring party talked to the target first
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    """One transfer of a call: who passed it, who stayed in it, and to whom it went.
+
+    The shape is the one every "this party handed the call to that one" record takes (a Personal
+    Ring Group handoff too): ``transferring`` is the device that gave the call away,
+    ``transferred`` the party's device that stayed and was passed on, ``target`` what was dialled
+    and ``to_device`` the device that answered (None when nobody did). ``recalled`` is the
+    transferring device that took the call back after the target failed (None otherwise);
+    ``reason`` says how it ended ("answered", or why not).
+    """
+
+    call_id: str
+    kind: TransferKind
+    transferring: str
+    transferred: str
+    target: str
+    to_device: str | None
+    started_at: float
+    ended_at: float
+    succeeded: bool
+    reason: str
+    recalled: str | None = None
+    referred_by: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class OperationView:
     """A feature operation under way, as the outside (Home Assistant) may see it.
 
-    ``kind`` names the feature ("flip"); ``from_leg`` is the side being moved, and `Call.other` of
-    it the party that stays; ``to_device`` is where it goes; ``started_at`` is wall-clock time.
+    ``kind`` names the feature ("flip", "transfer"); ``from_leg`` is the side being moved, and
+    `Call.other` of it the party that stays; ``to_device`` is where it goes (a transfer: what was
+    dialled); ``started_at`` is wall-clock time; ``holds_other``: the party that stays is on hold
+    at the PBX meanwhile (an attended transfer's consultation).
     """
 
     kind: str
     from_leg: Leg
     to_device: str
     started_at: float
+    holds_other: bool = False
 
     @property
     def from_device(self) -> str:
@@ -283,6 +322,7 @@ class CallRecord:
     #: How the caller was presented to the callee (a name-addr): for a call from a trunk, the
     #: outside caller's number and name.
     caller_party: str = ""
+    transfers: tuple[TransferRecord, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -312,6 +352,7 @@ class Call:
         "reason",
         "started_at",
         "state",
+        "transfers",
     )
 
     def __init__(
@@ -338,6 +379,7 @@ class Call:
         self.outcome: CallOutcome | None = None
         self.reason = ""
         self.handoffs: list[HandoffRecord] = []
+        self.transfers: list[TransferRecord] = []
         self.media: MediaSession | None = None
         self.operation: Operation | None = None  # the feature operation in progress
         #: Max-Forwards left on the caller's INVITE: what we send for this call never has more.
@@ -413,6 +455,7 @@ class Call:
             reason=self.reason,
             handoffs=tuple(self.handoffs),
             caller_party=self.caller.party if self.caller is not None else "",
+            transfers=tuple(self.transfers),
         )
 
 

@@ -24,6 +24,8 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
     security: {max_failures: 5, failure_window: 300, ban_time: 1800, never_ban: [],
                allow_public: false}
     log_level: info
+    transfer: {preset: default, blind_code: "*2", attended_code: "**", timeout: 30,
+               recall_timeout: 30, complete_code: "*3", cancel_code: "*4"}
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
 Everything else has the default shown. A key that is present but empty counts as absent, except
@@ -66,6 +68,7 @@ __all__ = [
     "RtpSettings",
     "SecuritySettings",
     "SipSettings",
+    "TransferSettings",
     "User",
     "config_from_mapping",
     "format_path",
@@ -282,6 +285,32 @@ class FlipSettings:
     timeout: int = 30
 
 
+#: Keypad transfer codes by preset: seed 000's hosted PBX (the default) and 4PSA VoipNow's.
+TRANSFER_PRESETS: Final[dict[str, tuple[str, str]]] = {
+    "default": ("*2", "**"),
+    "voipnow": ("#1", "*2"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSettings:
+    """Keypad transfers: the blind and attended codes (each followed by a number), how long the
+    target rings, how long the transferring device is rung back when it does not answer, and the
+    two codes of an attended transfer's consultation (complete now, cancel).
+
+    ``preset`` names where the codes came from (`TRANSFER_PRESETS`); a code given explicitly in
+    the configuration overrides the preset's.
+    """
+
+    blind_code: str = "*2"
+    attended_code: str = "**"
+    timeout: int = 30
+    recall_timeout: int = 30
+    preset: str = "default"
+    complete_code: str = "*3"  # during an attended transfer's consultation: hand over now
+    cancel_code: str = "*4"  # ... and: back to the held party
+
+
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
     """Who may use the PBX, and when a source address that keeps failing to log in is banned.
@@ -319,6 +348,7 @@ class PbxConfig:
     security: SecuritySettings = field(default_factory=SecuritySettings)
     #: The ``trunks`` and ``dialplan`` sections (``sip_core.trunk.config``); None: no trunks.
     trunking: "Trunking | None" = None
+    transfer: TransferSettings = field(default_factory=TransferSettings)
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -408,6 +438,15 @@ class PbxConfig:
                 "http_port": self.discovery.http_port,
             },
             **({} if self.trunking is None else self.trunking.to_mapping(redact=redact)),
+            "transfer": {
+                "preset": self.transfer.preset,
+                "blind_code": self.transfer.blind_code,
+                "attended_code": self.transfer.attended_code,
+                "timeout": self.transfer.timeout,
+                "recall_timeout": self.transfer.recall_timeout,
+                "complete_code": self.transfer.complete_code,
+                "cancel_code": self.transfer.cancel_code,
+            },
         }
 
 
@@ -475,6 +514,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     flip = _flip(root.get("flip"), users)
     log_level = _log_level(root.get("log_level"))
     discovery = _discovery(root.get("discovery"), users)
+    transfer = _transfer(root.get("transfer"), users, flip.code)
     security = _security(root.get("security"))
     trunking = _trunking(root, users, flip)
     return PbxConfig(
@@ -489,6 +529,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         discovery,
         security=security,
         trunking=trunking,
+        transfer=transfer,
     )
 
 
@@ -520,6 +561,7 @@ _TOP_KEYS: Final = (
     "discovery",
     "trunks",
     "dialplan",
+    "transfer",
 )
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -916,4 +958,68 @@ def _security(data: Any) -> SecuritySettings:
         ban_time=_int(section, "ban_time", path, 1800, (1, 30 * day)),
         never_ban=tuple(networks),
         allow_public=allow_public,
+    )
+
+
+def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSettings:
+    path: KeyPath = ("transfer",)
+    keys = (
+        "preset",
+        "blind_code",
+        "attended_code",
+        "timeout",
+        "recall_timeout",
+        "complete_code",
+        "cancel_code",
+    )
+    section = _section(data, path, keys)
+    preset = "default"
+    if section.get("preset") is not None:
+        preset = _text(section, "preset", path).lower()
+        if preset not in TRANSFER_PRESETS:
+            _fail(
+                (*path, "preset"),
+                f"must be one of {', '.join(TRANSFER_PRESETS)}, not {section['preset']!r}",
+            )
+    codes = dict(zip(("blind_code", "attended_code"), TRANSFER_PRESETS[preset], strict=True))
+    codes |= {"complete_code": "*3", "cancel_code": "*4"}
+    taken = {user.extension for user in users} | {
+        device.username for user in users for device in user.devices
+    }
+    for key in codes:
+        if key not in section:
+            continue
+        if section[key] is None:
+            _fail(
+                (*path, key),
+                "required (quote a code that starts with '#' or '*': an unquoted '#' starts a"
+                " comment)",
+            )
+        code = _text(section, key, path, numbers=True)
+        if not _FLIP_CODE.fullmatch(code):
+            _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
+        if code in taken:
+            _fail((*path, key), f"{code!r} is also an extension or a device's username")
+        codes[key] = code
+    # Every code takes a number after it, so none may start another (the collector could not
+    # tell "*2" then "2..." from "*22" then "...").
+    # (The consultation's two codes are only read during a consultation, apart from the others,
+    # but they must not start each other either.)
+    named = [("flip.code", flip_code), *((f"transfer.{key}", c) for key, c in codes.items())]
+    for index, (name_a, code_a) in enumerate(named):
+        for name_b, code_b in named[index + 1 :]:
+            if code_a.startswith(code_b) or code_b.startswith(code_a):
+                _fail(
+                    tuple(name_b.split(".")),
+                    f"{code_b!r} and {name_a} {code_a!r} cannot both be codes: one starts the"
+                    " other",
+                )
+    return TransferSettings(
+        blind_code=codes["blind_code"],
+        attended_code=codes["attended_code"],
+        timeout=_int(section, "timeout", path, 30, (1, 3600)),
+        recall_timeout=_int(section, "recall_timeout", path, 30, (1, 3600)),
+        preset=preset,
+        complete_code=codes["complete_code"],
+        cancel_code=codes["cancel_code"],
     )

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from .calls import CallOutcome, CallRecord, CallState, HandoffRecord
+from .calls import (
+    CallOutcome,
+    CallRecord,
+    CallState,
+    HandoffRecord,
+    TransferKind,
+    TransferRecord,
+)
 
 if TYPE_CHECKING:
     from .registrar import Binding
@@ -34,6 +41,8 @@ __all__ = [
     "PbxEvent",
     "RegistrationChanged",
     "RegistrationReason",
+    "TransferEnded",
+    "TransferStarted",
     "TrunkFailure",
     "TrunkStateChanged",
     "TrunkStatus",
@@ -219,6 +228,27 @@ class TrunkStateChanged:
     expires_in: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TransferStarted:
+    """``transferring`` passes the call on to ``target`` (what was dialled); ``transferred`` is
+    the party who stays in the call and goes with it."""
+
+    call_id: str
+    kind: TransferKind
+    transferring: str
+    transferred: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferEnded:
+    """A transfer is over: ``record.succeeded`` says whether the target took the call (if not,
+    ``record.recalled`` names the device that took it back, or the call ended)."""
+
+    call_id: str
+    record: TransferRecord
+
+
 #: Every event the PBX publishes: narrow with ``isinstance`` or ``match``.
 PbxEvent = (
     AddressBanned
@@ -231,6 +261,8 @@ PbxEvent = (
     | HandoffFailed
     | CallRecorded
     | TrunkStateChanged
+    | TransferStarted
+    | TransferEnded
 )
 
 Subscriber = Callable[[PbxEvent], None]

@@ -20,7 +20,7 @@ from sip_core import __version__
 from sip_core.audio import Playback
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.call_audio import CallPlayback, PlaySide, find_call, play_into_call
-from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
+from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, TransferRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
@@ -67,7 +67,7 @@ BODY_TYPES: dict[str, tuple[str, ...]] = {
     "UPDATE": ("application/sdp",),
 }
 #: Option tags we support (a Require naming anything else gets 420 Bad Extension).
-SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"timer"})
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset({"timer", "replaces"})
 
 
 class Pbx:
@@ -315,6 +315,19 @@ class Pbx:
         """The user's own flip setting; `sip_core.presence.UnknownUserError` for a bad name."""
         self._b2bua.presence.set_user_flip(user, on)
 
+    def transfer(
+        self, call_id: str, target: str, *, device: str | None = None
+    ) -> asyncio.Future[TransferRecord]:
+        """Blind-transfer a call: ``device``'s side (default: the callee's) leaves, the other
+        party is passed to ``target`` (an extension or a device's username).
+
+        Raises a `sip_core.features.transfer.TransferError` subclass when it cannot start
+        (TransferCallNotFound, CallNotTransferable, TransferInProgress, UnknownTransferTarget).
+        The future resolves to the `TransferRecord` (``succeeded`` or not; a failed transfer rings
+        the transferring device back); the transfer events say the same. On the event loop.
+        """
+        return self._b2bua.transfer(call_id, target, device=device)
+
     def hangup(self, call_id: str) -> bool:
         """End a call (both sides); false when there is no such call in progress."""
         return self._b2bua.hangup(call_id)
@@ -517,7 +530,14 @@ class Pbx:
                 response.headers.set(name, value)
             txn.respond(self._stamp(response))
             return
-        if method in CALL_METHODS or (method == "OPTIONS" and request.to.tag):
+        if method == "REFER" and not request.to.tag:
+            # A phone's transfer button works inside a call (sip_core.features.refer).
+            _LOGGER.info("Rejected REFER from %s: not inside a call", source.remote)
+            response = make_response(request, 403)
+            response.headers.add("Warning", '399 callflip "REFER is taken only in a call"')
+            txn.respond(self._stamp(response))
+            return
+        if method in CALL_METHODS or (method in ("OPTIONS", "REFER") and request.to.tag):
             self._b2bua.handle_request(request, txn, source)
             return
         if method == "OPTIONS":

@@ -9,10 +9,10 @@ diagnostics agree on which call a device or a user is in.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from sip_core.calls import Call, CallState
+from sip_core.calls import Call, CallState, LegState
 
 from .users import OwnedDevice
 
@@ -25,12 +25,14 @@ class PhoneState(StrEnum):
     DIALING = "dialing"
     TALKING = "talking"
     HELD = "held"
+    TRANSFERRING = "transferring"
 
 
 PHONE_STATES = [state.value for state in PhoneState]
 
 # The most important call wins when a device or a user is in several (a second one ringing).
 _RANK = {
+    PhoneState.TRANSFERRING: 5,
     PhoneState.TALKING: 4,
     PhoneState.HELD: 3,
     PhoneState.RINGING: 2,
@@ -118,6 +120,10 @@ def views_of(call: Call, devices: Mapping[str, OwnedDevice]) -> list[CallView]:
                 call.id, callee_state, Direction.INCOMING, username, party, number, remote, since
             )
         )
+    operation = call.operation.view() if call.operation is not None else None
+    if operation is not None and operation.kind == "transfer":
+        gone = operation.from_leg.state is LegState.TERMINATED
+        views = _transferring(views, operation.from_leg.device, operation.holds_other, gone=gone)
     flip = call.pending_flip
     if flip is not None:
         moving = flip.from_leg
@@ -136,6 +142,24 @@ def views_of(call: Call, devices: Mapping[str, OwnedDevice]) -> list[CallView]:
             )
         )
     return views
+
+
+def _transferring(
+    views: list[CallView], device: str | None, holds_other: bool, *, gone: bool
+) -> list[CallView]:
+    """A transfer under way: the device passing the call on shows "transferring" (nothing once
+    it was released), the party passed on "held" while the transferring device consults the
+    target (attended) and "transferring" while the target rings for it (blind)."""
+    shown: list[CallView] = []
+    for view in views:
+        if view.username == device:
+            if gone:
+                continue
+            state = PhoneState.TRANSFERRING
+        else:
+            state = PhoneState.HELD if holds_other else PhoneState.TRANSFERRING
+        shown.append(replace(view, state=state))
+    return shown
 
 
 def device_view(

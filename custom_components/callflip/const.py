@@ -52,6 +52,11 @@ EVENT_PHONE_DISCOVERED: Final = "callflip_phone_discovered"
 
 SERVICE_FLIP: Final = "flip"
 SERVICE_HANGUP: Final = "hangup"
+SERVICE_TRANSFER: Final = "transfer"
+ATTR_NUMBER: Final = "number"
+# Fired for each step of a transfer (keypad, REFER or the transfer action); ``type`` is one of
+# TransferEventType.
+EVENT_TRANSFER: Final = "callflip_transfer"
 ATTR_TARGET_DEVICE_ID: Final = "target_device_id"
 ATTR_TIMEOUT: Final = "timeout"
 MIN_FLIP_TIMEOUT: Final = 5
@@ -84,3 +89,11 @@ DEVICE_MODELS: Final[dict[str, str]] = {
     DeviceKind.CONFERENCE: "Conference phone",
 }
 """The device registry model of each kind of SIP device."""
+
+
+class TransferEventType(StrEnum):
+    """The ``type`` of the transfer bus event (and the user's device trigger types)."""
+
+    STARTED = "transfer_started"
+    SUCCEEDED = "transfer_succeeded"
+    FAILED = "transfer_failed"

@@ -1,6 +1,7 @@
-"""Device triggers of a user: an incoming call, and a flip of their call started, succeeded or
-failed; and of the PBX: a new phone was found on the network. They are event triggers on
-callflip's bus events, filtered on the user's (or the PBX's) device id.
+"""Device triggers of a user: an incoming call, a flip of their call started, succeeded or
+failed, and a transfer they made started, succeeded or failed; and of the PBX: a new phone was
+found on the network. They are event triggers on callflip's bus events, filtered on the user's
+(or the PBX's) device id.
 
 The call steps (`call_steps`) are triggers too: a user's call answered, put on hold, taken off
 hold, ended, missed; a phone ringing, answering, its call ended. They listen to the
@@ -27,7 +28,15 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
-from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, EVENT_PHONE_DISCOVERED, HandoffType
+from .const import (
+    DOMAIN,
+    EVENT_CALL,
+    EVENT_HANDOFF,
+    EVENT_PHONE_DISCOVERED,
+    EVENT_TRANSFER,
+    HandoffType,
+    TransferEventType,
+)
 from .hub import entries_of
 
 INCOMING_CALL = "incoming_call"
@@ -58,7 +67,13 @@ PHONE_STEPS: dict[str, Callable[[Mapping[str, Any], str], bool]] = {
     "phone_answered": lambda d, i: d.get("step") == "answered" and d.get("answered_phone_id") == i,
     "phone_call_ended": lambda d, i: d.get("step") == "ended" and i in (d.get("phone_ids") or ()),
 }
-USER_TRIGGER_TYPES = (INCOMING_CALL, *(kind.value for kind in HandoffType), *USER_STEPS)
+TRANSFER_TYPES = tuple(kind.value for kind in TransferEventType)
+USER_TRIGGER_TYPES = (
+    INCOMING_CALL,
+    *(kind.value for kind in HandoffType),
+    *TRANSFER_TYPES,
+    *USER_STEPS,
+)
 PHONE_TRIGGER_TYPES = tuple(PHONE_STEPS)
 HUB_TRIGGER_TYPES = (PHONE_DISCOVERED,)
 TRIGGER_TYPES = (*USER_TRIGGER_TYPES, *PHONE_TRIGGER_TYPES, *HUB_TRIGGER_TYPES)
@@ -134,6 +149,9 @@ async def async_attach_trigger(
     elif kind == PHONE_DISCOVERED:
         event_type = EVENT_PHONE_DISCOVERED
         event_data = {"device_id": device_id}
+    elif kind in TRANSFER_TYPES:
+        event_type = EVENT_TRANSFER  # the user whose device passed the call on
+        event_data = {"device_id": device_id, "type": kind}
     else:
         event_type = EVENT_HANDOFF
         event_data = {"device_id": device_id, "type": kind}

@@ -28,6 +28,8 @@ from sip_core.events import (
     HandoffSucceeded,
     PbxEvent,
     RegistrationChanged,
+    TransferEnded,
+    TransferStarted,
 )
 from sip_core.pbx import Pbx
 from sip_core.registrar import Binding
@@ -40,8 +42,10 @@ from .const import (
     DOMAIN,
     EVENT_CALL,
     EVENT_HANDOFF,
+    EVENT_TRANSFER,
     MANUFACTURER,
     HandoffType,
+    TransferEventType,
 )
 from .history import CallHistory
 from .users import OwnedDevice, UserOptions, find_device, iter_devices, pbx_config
@@ -295,6 +299,8 @@ class CallflipHub:
         elif isinstance(event, CallRecorded) and self.history is not None:
             self.history.add(event.record)
             self._notify((), HUB_KEY)
+        elif isinstance(event, (TransferStarted, TransferEnded)):
+            self._transfer(event)
 
     def _call_changed(self, event: CallStateChanged) -> None:
         """Update the call sensors and put the change on the event bus."""
@@ -372,6 +378,55 @@ class CallflipHub:
                 listener(kind, data)
         self.steps.handoff(kind, {**data, **user_data}, owner.user["id"] if owner else None)
         self.hass.bus.async_fire(EVENT_HANDOFF, {"type": kind.value, **data, **user_data})
+
+    def _transfer(self, event: TransferStarted | TransferEnded) -> None:
+        """Report a transfer step: the call sensors of its devices, and the transfer bus event
+        (the logbook and the transferring user's device triggers read it)."""
+        if isinstance(event, TransferStarted):
+            kind = TransferEventType.STARTED
+            data: dict[str, Any] = {
+                "transfer": event.kind.value,
+                "transferring": event.transferring,
+                "transferred": event.transferred,
+                "target": event.target,
+                "to_device": None,
+                "recalled": None,
+                "reason": "",
+            }
+        else:
+            record = event.record
+            kind = TransferEventType.SUCCEEDED if record.succeeded else TransferEventType.FAILED
+            data = {
+                "transfer": record.kind.value,
+                "transferring": record.transferring,
+                "transferred": record.transferred,
+                "target": record.target,
+                "to_device": record.to_device,
+                "recalled": record.recalled,
+                "reason": "" if record.succeeded else record.reason,
+            }
+        devices: tuple[str, ...] = (data["transferring"], data["transferred"])
+        if data["to_device"]:
+            devices = (*devices, data["to_device"])
+        self._call_devices.setdefault(event.call_id, set()).update(devices)
+        self._notify(devices)
+        owner = self._by_username.get(data["transferring"])
+        user = owner.user if owner is not None else None
+        self.hass.bus.async_fire(
+            EVENT_TRANSFER,
+            {
+                "type": kind.value,
+                "call_id": event.call_id,
+                **data,
+                "transferring_label": self.device_label(data["transferring"]),
+                "transferred_label": self.device_label(data["transferred"]),
+                "user": user["name"] if user is not None else None,
+                "device_id": (
+                    self.ha_device_id(user_identifier(user["id"])) if user is not None else None
+                ),
+                "device_ids": self._ha_ids(devices),
+            },
+        )
 
     @callback
     def _sync_device_registry(self) -> None:

@@ -1,4 +1,5 @@
-"""The ``callflip.flip`` and ``callflip.hangup`` actions, and the flip the dashboard buttons use.
+"""The ``callflip.flip``, ``callflip.hangup`` and ``callflip.transfer`` actions, and the flip the
+dashboard buttons use.
 
 A flip is asked for about a person or a phone ("move Alice's call", "move the call on the desk
 phone") and optionally names where it goes. Everything that makes it impossible to start is
@@ -32,9 +33,17 @@ from sip_core.features import (
     TargetUnavailable,
     UnknownDevice,
 )
+from sip_core.features.transfer import (
+    CallNotTransferable,
+    TransferCallNotFound,
+    TransferError,
+    TransferInProgress,
+    UnknownTransferTarget,
+)
 
 from .call_view import CallView
 from .const import (
+    ATTR_NUMBER,
     ATTR_TARGET_DEVICE_ID,
     ATTR_TIMEOUT,
     DOMAIN,
@@ -42,6 +51,7 @@ from .const import (
     MIN_FLIP_TIMEOUT,
     SERVICE_FLIP,
     SERVICE_HANGUP,
+    SERVICE_TRANSFER,
 )
 from .hub import CallflipHub
 from .security import async_setup_security_services
@@ -60,6 +70,21 @@ FLIP_SCHEMA = vol.Schema(
     }
 )
 HANGUP_SCHEMA = vol.Schema({vol.Required(ATTR_DEVICE_ID): _DEVICE_IDS})
+TRANSFER_SCHEMA = vol.Schema(
+    {
+        vol.Required(ATTR_DEVICE_ID): _DEVICE_IDS,
+        vol.Optional(ATTR_NUMBER): vol.All(cv.string, vol.Strip),
+        vol.Optional(ATTR_TARGET_DEVICE_ID): cv.string,
+    }
+)
+
+# Why sip_core refused a transfer -> the translation key of the message the person sees.
+TRANSFER_ERRORS: dict[type[TransferError], str] = {
+    TransferCallNotFound: "no_call",
+    CallNotTransferable: "call_not_transferable",
+    TransferInProgress: "transfer_in_progress",
+    UnknownTransferTarget: "unknown_transfer_target",
+}
 
 # Why sip_core refused a flip -> the translation key of the message the person sees.
 FLIP_ERRORS: dict[type[FlipError], str] = {
@@ -162,9 +187,47 @@ async def _async_hangup(call: ServiceCall) -> None:
         hub.pbx.hangup(call_id)
 
 
+def _transfer_target(hub: CallflipHub, data: dict[str, object]) -> str:
+    """What the call goes to: the number given, or the chosen phone's account, or the chosen
+    user's extension (exactly one of ``number`` and ``target_device_id``)."""
+    number = data.get(ATTR_NUMBER)
+    target_id = data.get(ATTR_TARGET_DEVICE_ID)
+    if bool(number) == bool(target_id):
+        raise validation_error("transfer_target_missing")
+    if number:
+        return str(number)
+    what = hub.identify(str(target_id))
+    if what is None or what[0] == "hub":
+        raise validation_error("transfer_target_not_a_phone")
+    kind, key = what
+    if kind == "user":
+        return next(user["extension"] for user in hub.users if user["id"] == key)
+    owned = hub.device(key)
+    assert owned is not None
+    return str(owned.device["username"])
+
+
+async def _async_transfer(call: ServiceCall) -> None:
+    """Blind transfer: the chosen user's or phone's side leaves, the other party goes to the
+    target; the outcome (answered, or rung back) arrives as transfer events."""
+    hub = _hub(call.hass)
+    device_ids: list[str] = call.data[ATTR_DEVICE_ID]
+    if len(device_ids) != 1:
+        raise validation_error("one_call_only")
+    view, name = _call_of(hub, device_ids[0])
+    target = _transfer_target(hub, dict(call.data))
+    try:
+        hub.pbx.transfer(view.call_id, target, device=view.username)
+    except TransferError as err:
+        key = next(key for kind, key in TRANSFER_ERRORS.items() if isinstance(err, kind))
+        raise validation_error(key, name=name, target=target, details=str(err)) from err
+    _LOGGER.debug("Transfer of call %s from %s to %s started", view.call_id, view.username, target)
+
+
 @callback
 def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions once, for whichever entry is loaded when they are called."""
     hass.services.async_register(DOMAIN, SERVICE_FLIP, _async_flip, schema=FLIP_SCHEMA)
     hass.services.async_register(DOMAIN, SERVICE_HANGUP, _async_hangup, schema=HANGUP_SCHEMA)
     async_setup_security_services(hass)
+    hass.services.async_register(DOMAIN, SERVICE_TRANSFER, _async_transfer, schema=TRANSFER_SCHEMA)

@@ -146,6 +146,7 @@ ALLOWED_METHODS: tuple[str, ...] = (
     "BYE",
     "INFO",
     "UPDATE",
+    "REFER",
 )
 _ALLOW = (("Allow", ", ".join(ALLOWED_METHODS)),)
 
@@ -302,6 +303,22 @@ class CallControl:
     def is_registered(self, device: str) -> bool:
         return bool(self._bindings(device))
 
+    def find_leg(self, call_id: str, local_tag: str, remote_tag: str) -> Leg | None:
+        """The leg whose dialog this is (our tag ``local_tag``, the device's ``remote_tag``), in
+        a call in progress: what a Replaces header (RFC 3891) names."""
+        leg = self._dialogs.get((call_id, local_tag))
+        dialog = leg.dialog if leg is not None else None
+        if leg is None or dialog is None or dialog.remote_tag != remote_tag:
+            return None
+        if dialog.terminated or not leg.call.active:
+            return None
+        return leg
+
+    def is_busy(self, device: str) -> bool:
+        """Whether ``device`` answers busy now: in a call, or in Do Not Disturb or Make Busy
+        (the rule call set-up uses to skip a device)."""
+        return self._unavailable(device)
+
     def publish(self, event: PbxEvent) -> None:
         self._publish(event)
 
@@ -414,6 +431,97 @@ class CallControl:
         self.release(old)
         return True
 
+    def move_leg(self, leg: Leg, into: Call, side: Side) -> None:
+        """``leg`` (answered, in another call) leaves its call for ``into``, to take ``side``
+        there with `replace_leg` next (a REFER with Replaces joining two calls' far parties).
+
+        Its dialog, transactions and timers stay as they are; the call it leaves keeps a stand-in
+        with the device's name for its record (never sent anything), so ending that call later
+        sends ``leg`` nothing. Its media is the feature's to have moved first (`reoffer`)."""
+        old = leg.call
+        stand_in = Leg(old, leg.role, leg.side, leg.device, leg.party)
+        stand_in.state = LegState.TERMINATED
+        if old.caller is leg:
+            old.caller = stand_in
+        if old.callee is leg:
+            old.callee = stand_in
+        old.branches = [stand_in if branch is leg else branch for branch in old.branches]
+        self._digits.drop(leg)
+        leg.call = into
+        leg.side = side
+
+    def adopt(
+        self,
+        request: Request,
+        txn: ServerTransaction,
+        source: Source,
+        *,
+        device: str,
+        replacing: Leg,
+        answer: SessionDescription,
+    ) -> bool:
+        """An INVITE from ``device`` takes ``replacing``'s place in its answered call (a phone's
+        INVITE with Replaces; later a pull): a new leg with the INVITE's dialog answers 200 with
+        ``answer`` (the staying party's media, as the device may see it) through a spare relay
+        leg, and once the device's offer is in the relay, ``replacing`` gets a BYE. The other
+        party's dialog is never touched. False (nothing sent) when the call cannot take it; the
+        caller of this answers the INVITE then."""
+        call = replacing.call
+        try:
+            offer = parse_body(request)
+        except SdpError:
+            return False
+        if not call.active or call.media is None or offer is None or offer.audio() is None:
+            return False
+        try:
+            spare = call.media.open_spare(replacing.side)
+        except (RelayError, OSError):
+            return False
+        leg = Leg(call, replacing.role, replacing.side, device, replacing.party)
+        try:
+            leg.dialog = Dialog.as_uas(
+                request, source, local_tag=new_tag(), endpoint=self._endpoint(source)
+            )
+        except DialogError:
+            call.media.discard_spare(spare)
+            return False
+        leg.invite_cseq = request.cseq.number
+        leg.remote_sdp = offer
+        leg.peer_allows_update = supports(request, "update", "Allow")
+        ok = make_response(
+            request,
+            200,
+            to_tag=leg.dialog.local_tag,
+            body=self._offers.sdp_for(leg, answer, spare.local_rtp.port),
+        )
+        ok.headers.add("Contact", leg.dialog.endpoint.contact)
+        ok.headers.add("Content-Type", SDP)
+        leg.state = LegState.CONFIRMED
+        leg.ack_pending = True
+        self._dialogs[leg.dialog.key] = leg
+        if isinstance(txn, InviteServerTransaction):
+            txn.on_ack_timeout = partial(self._ack_timeout, leg.dialog.key)
+        self.respond(txn, ok)
+
+        async def take_over() -> None:
+            try:
+                replaced = await self.replace_leg(replacing, leg, offer, spare=spare)
+            except (RelayError, OSError) as exc:
+                self.discard_spare(call, spare)
+                self.hang_up(leg)
+                self.release(leg)
+                _LOGGER.info("Call %s: %s could not take over: %s", call.id, device, exc)
+                return
+            if not replaced:
+                self.hang_up(leg)
+                self.release(leg)
+                return
+            _LOGGER.info("Call %s: %s took over from %s", call.id, device, replacing.device)
+            self.publish_state(call)
+
+        self._spawn(take_over())
+        return True
+
     def hold(self, leg: Leg, play: Playback | None = None) -> Playing:
         """Hold ``leg`` at the PBX, without SIP: its audio is dropped, the other side hears
         ``play`` (music by default) until `resume`. Raises `RelayError` without media."""
@@ -454,6 +562,80 @@ class CallControl:
             method, body=body, content_type=content_type, extra=tuple(extra)
         )
         self.send_in_dialog(leg, request, on_response, on_timeout)
+
+    def open_media(self, name: str) -> MediaSession:
+        """A media session of a feature's own, apart from any call's: two relay legs ("a", "b")
+        for a side conversation (an attended transfer's consultation). The feature sets its legs
+        up from the SDP it exchanges (`reoffer`, `ring` with ``port``) and closes it. Raises
+        `RelayError` or OSError."""
+        return self._relay.open_session(name)
+
+    def reoffer(
+        self, leg: Leg, offer: SessionDescription, *, port: int
+    ) -> asyncio.Future[SessionDescription | None]:
+        """Send ``leg``'s device a re-INVITE offering ``offer`` through relay ``port``.
+
+        For a feature that moves a device's media to another relay leg (its own session's, or a
+        spare) without changing its dialog. The 2xx is ACKed here; the future resolves to the
+        device's answer (its `Leg.remote_sdp` from then on), or None when it refused, did not
+        answer, gave no usable SDP, or an offer was already under way in the dialog. The relay
+        itself is the feature's to point at the answer.
+        """
+        future: asyncio.Future[SessionDescription | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        dialog = leg.dialog
+        if (
+            dialog is None
+            or dialog.terminated
+            or leg.state is not LegState.CONFIRMED
+            or leg.incoming_offer
+            or leg.outgoing_offer
+        ):
+            future.set_result(None)
+            return future
+        body = self._offers.sdp_for(leg, offer, port)
+        request = dialog.create_request("INVITE", body=body, content_type=SDP, extra=_ALLOW)
+        cseq = request.cseq.number
+        leg.outgoing_offer = True
+
+        def on_response(response: Response) -> None:
+            if response.status < 200:
+                return
+            leg.outgoing_offer = False
+            answer: SessionDescription | None = None
+            if response.status < 300 and not dialog.terminated:
+                ack = dialog.create_ack(cseq)
+                leg.ack_sent[cseq] = ack
+                self.send_ack(ack, dialog)
+                dialog.refresh_target(response)
+                try:
+                    answer = parse_body(response)
+                except SdpError:
+                    answer = None
+                if answer is not None and answer.audio() is not None:
+                    leg.remote_sdp = answer
+                else:
+                    answer = None
+            if not future.done():
+                future.set_result(answer)
+
+        def on_timeout() -> None:
+            leg.outgoing_offer = False
+            if not future.done():
+                future.set_result(None)
+
+        self.send_in_dialog(leg, request, on_response, on_timeout)
+        return future
+
+    def mute(self, leg: Leg, muted: bool = True) -> None:
+        """Drop (or, with False, forward again) what ``leg``'s device sends, at the relay and
+        without SIP, and play nothing instead: for a device whose far end is elsewhere for a
+        while (the held party of an attended transfer, while the transferring device talks to
+        the target on a session of its own)."""
+        media = leg.call.media
+        if media is not None and not media.closed:
+            media.leg(leg.side).muted = muted
 
     def hangup_leg(self, leg: Leg) -> None:
         """End one leg: BYE when answered, CANCEL while it rings; the call goes on."""

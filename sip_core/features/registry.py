@@ -4,9 +4,9 @@ Why a registry: call control offers one hook of each kind (`sip_core.call.contro
 several features share them. Each feature adds its code here with the handler for a match; the
 registry builds the feature-code collector for a leg from every code (read from the configuration
 when the leg's first digit comes, so a changed code applies to the next call) and sends each match
-to its feature. Hooks no feature answers yet (a code dialled from idle, REFER and NOTIFY in a call,
-INVITE with Replaces) return False, so call control answers as it always did: 404, 405, and a
-Replaces header ignored.
+to its feature. In-dialog requests (REFER) and INVITEs with Replaces go to the features that added
+a handler for them; what no feature answers (a code dialled from idle, NOTIFY in a call) returns
+False, so call control answers as it always did: 404, 405, and a Replaces header ignored.
 """
 
 from __future__ import annotations
@@ -20,10 +20,14 @@ from sip_core.message import Request
 from sip_core.transaction import ServerTransaction
 from sip_core.transport import Source
 
-__all__ = ["CodeHandler", "FeatureRegistry"]
+__all__ = ["CodeHandler", "FeatureRegistry", "InCallHandler", "ReplacesHandler"]
 
 #: What a feature does when its code is dialled on a leg.
 CodeHandler = Callable[[Leg, FeatureMatch], None]
+#: A feature's answer to an in-dialog request call control does not implement (True: handled).
+InCallHandler = Callable[[Leg, Request, ServerTransaction], bool]
+#: A feature's answer to an INVITE with Replaces (True: handled).
+ReplacesHandler = Callable[[Request, ServerTransaction, Source], bool]
 
 
 class FeatureRegistry:
@@ -32,6 +36,8 @@ class FeatureRegistry:
     def __init__(self, control: CallControl) -> None:
         self._control = control
         self._codes: list[tuple[Callable[[], FeatureCode], CodeHandler]] = []
+        self._in_call: list[InCallHandler] = []
+        self._replaces: list[ReplacesHandler] = []
         hooks = control.hooks
         hooks.digit_sink = self._collector
         hooks.dialled_code = self._dialled_code
@@ -42,6 +48,15 @@ class FeatureRegistry:
     def add_code(self, code: Callable[[], FeatureCode], handler: CodeHandler) -> None:
         """``code()`` gives the feature's code as configured now; ``handler`` runs on a match."""
         self._codes.append((code, handler))
+
+    def add_in_call(self, handler: InCallHandler) -> None:
+        """``handler`` is asked about in-dialog requests call control does not implement (REFER,
+        NOTIFY), in the order added; the first to return True has answered."""
+        self._in_call.append(handler)
+
+    def add_replaces(self, handler: ReplacesHandler) -> None:
+        """``handler`` is asked about INVITEs with a Replaces header, in the order added."""
+        self._replaces.append(handler)
 
     def _collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector | None:
         if not self._codes:
@@ -71,9 +86,9 @@ class FeatureRegistry:
         return False
 
     def _in_call_request(self, leg: Leg, request: Request, txn: ServerTransaction) -> bool:
-        """No feature takes REFER or NOTIFY yet: 405, as before."""
-        return False
+        """The features that take in-dialog requests (REFER); none: 405, as before."""
+        return any(handler(leg, request, txn) for handler in self._in_call)
 
     def _invite_replaces(self, request: Request, txn: ServerTransaction, source: Source) -> bool:
-        """No feature takes INVITE with Replaces yet: the header is ignored, the call routed."""
-        return False
+        """The features that take INVITE with Replaces; none: the header is ignored."""
+        return any(handler(request, txn, source) for handler in self._replaces)

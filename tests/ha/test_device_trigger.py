@@ -41,6 +41,9 @@ async def test_users_offer_call_triggers_phones_their_own(
         "call_resumed",
         "call_ended",
         "missed_call",
+        "transfer_started",
+        "transfer_succeeded",
+        "transfer_failed",
     }
     desk = _id(hass, loaded_entry, "device-d-alice-desk")
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, desk)

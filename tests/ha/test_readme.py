@@ -186,6 +186,7 @@ async def test_example_actions_run_on_the_demo(hass: HomeAssistant) -> None:
         "callflip.flip",
         "callflip.hangup",
         "callflip.play",
+        "callflip.transfer",
     }
     for example in actions:
         await async_validate_actions_config(hass, cv.SCRIPT_SCHEMA(example))

@@ -86,6 +86,7 @@ def test_every_entity_and_exception_is_translated() -> None:
     # security.py names its repair issues the same way as its exceptions: leave the issues out.
     security = set(re.findall(r'translation_key="(\w+)"', _source("security.py")))
     raised |= security - set(STRINGS.get("issues", {}))
+    raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("TRANSFER_ERRORS")[1]))
     assert raised == set(STRINGS["exceptions"])
     sides = set(STRINGS["selector"]["play_side"]["options"])
     assert sides == {side.value for side in PlaySide}

@@ -72,6 +72,7 @@ async def test_in_call_request_goes_to_the_hook_else_405(h: Harness) -> None:
     alice = h.phone("201", 5201)
     carol = h.phone("401", 5401)
     await connect(h, alice, carol, "401")
+    h.b2bua.hooks.in_call_request = None  # call control alone (the features take REFER)
     refer = alice.request("REFER", extra=(("Refer-To", "<sip:301@home.arpa>"),))
     assert [r.status for r in alice.responses() if r.cseq.number == refer.cseq.number] == [405]
 
@@ -112,6 +113,7 @@ async def test_invite_with_replaces_goes_to_the_hook_else_is_routed(h: Harness) 
     alice = h.phone("201", 5201)
     carol = h.phone("401", 5401)
     replaces = (("Replaces", "abc@127.0.0.1;to-tag=1;from-tag=2"),)
+    h.b2bua.hooks.invite_replaces = None  # call control alone (a feature takes Replaces)
     await ring(h, alice, "401", extra=replaces)
     assert len(carol.requests("INVITE")) == 1  # no feature takes it: an ordinary call
     seen: list[Source] = []

@@ -24,6 +24,7 @@ from sip_core.config import (
     RegistrarSettings,
     RtpSettings,
     SipSettings,
+    TransferSettings,
     User,
     config_from_mapping,
     format_path,
@@ -488,7 +489,7 @@ ERROR_CASES += [
     ("sip:\n  port: 05060\n", "sip.port: must be a whole number, not the text '05060' (write it"
      " without leading zeros) (line 2)"),
     ("*0: x\n", '["*0"]: unknown key; known keys: sip, rtp, users, registrar, auth,'
-     " calls, flip, security, log_level, discovery, trunks, dialplan (line 1)"),
+     " calls, flip, security, log_level, discovery, trunks, dialplan, transfer (line 1)"),
     ("flip: [*0]\n", "flip: must be a mapping (key: value), not a list (line 1)"),
 ]  # fmt: skip
 
@@ -751,3 +752,56 @@ def test_any_mapping_gives_a_config_or_a_config_error(data: dict[str, Any]) -> N
         assert result.reason
     else:
         assert config_from_mapping(result.to_mapping()) == result
+
+
+# -- transfer codes --------------------------------------------------------------------------
+
+
+def test_transfer_defaults_are_seed_000s_codes() -> None:
+    config = config_from_mapping({})
+    assert config.transfer == TransferSettings("*2", "**", 30, 30, "default")
+    assert config_from_mapping(config.to_mapping()) == config
+
+
+def test_the_voipnow_preset_gives_hash_one_and_star_two() -> None:
+    config = config_from_mapping({"transfer": {"preset": "VoipNow"}})
+    assert config.transfer == TransferSettings("#1", "*2", 30, 30, "voipnow")
+    assert config_from_mapping(config.to_mapping()) == config
+
+
+def test_a_code_given_overrides_the_preset() -> None:
+    data = {"transfer": {"preset": "voipnow", "blind_code": "*7", "recall_timeout": 10}}
+    transfer = config_from_mapping(data).transfer
+    assert (transfer.blind_code, transfer.attended_code, transfer.recall_timeout) == (
+        "*7",
+        "*2",
+        10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("transfer", "expected"),
+    [
+        ({"preset": "asterisk"}, "transfer.preset: must be one of default, voipnow"),
+        ({"blind_code": None}, "transfer.blind_code: required (quote a code"),
+        ({"blind_code": "*2a"}, "transfer.blind_code: must be 1 to 8 keypad keys"),
+        ({"attended_code": "*2"}, "transfer.attended_code: '*2' and transfer.blind_code '*2'"),
+        ({"blind_code": "*0"}, "transfer.blind_code: '*0' and flip.code '*0' cannot both"),
+        ({"attended_code": "*21"}, "transfer.attended_code: '*21' and transfer.blind_code '*2'"),
+        ({"timeout": 0}, "transfer.timeout: "),
+        ({"code": "*2"}, "transfer.code: unknown key"),
+    ],
+)
+def test_bad_transfer_settings_are_refused_with_their_key(
+    transfer: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"transfer": transfer})
+    assert str(caught.value).startswith(expected)
+
+
+def test_a_transfer_code_may_not_be_an_extension() -> None:
+    users = [{"name": "a", "extension": "12", "devices": [{"username": "21", "password": "x" * 8}]}]
+    with pytest.raises(ConfigError) as caught:
+        config_from_mapping({"users": users, "transfer": {"blind_code": "12"}})
+    assert str(caught.value).startswith("transfer.blind_code: '12' is also an extension")

@@ -108,7 +108,11 @@ LAYERS: dict[str, int] = {
     "features.__init__": 8,
     "features.codes": 8,
     "features.flip": 8,
+    "features.attended": 8,
+    "features.refer": 8,
     "features.registry": 8,
+    "features.replaces": 8,
+    "features.transfer": 8,
     # 9 facade / runner
     "b2bua": 9,
     "pbx": 9,

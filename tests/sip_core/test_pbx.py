@@ -107,7 +107,7 @@ async def test_options_answers_200_with_allow_accept_and_supported(pbx: Pbx) -> 
     allow = {m.strip() for m in (response.headers.get("Allow") or "").split(",")}
     assert {"REGISTER", "OPTIONS"} <= allow
     assert response.headers.get("Accept") == "application/sdp"
-    assert response.headers.get("Supported") == "timer"
+    assert response.headers.get("Supported") == "replaces, timer"
     assert (response.headers.get("Server") or "").startswith("callflip/")
 
 
@@ -115,6 +115,15 @@ async def test_unsupported_require_is_refused_with_420_naming_it(pbx: Pbx) -> No
     response = await exchange(pbx.local_address.port, *request_lines("OPTIONS", "Require: foo-ext"))
     assert response.status == 420
     assert response.headers.get("Unsupported") == "foo-ext"
+
+
+async def test_refer_outside_a_call_gets_403_and_allow_lists_refer(pbx: Pbx) -> None:
+    response = await exchange(
+        pbx.local_address.port, *request_lines("REFER", f"Refer-To: <sip:202@{DOMAIN}>")
+    )
+    assert response.status == 403
+    allow = {m.strip() for m in (response.headers.get("Allow") or "").split(",")}
+    assert "REFER" in allow
 
 
 async def test_unknown_method_gets_501(pbx: Pbx) -> None:
