@@ -1,4 +1,5 @@
-"""Logbook lines for calls and flips: who called whom, who answered where, and why a flip failed.
+"""Logbook lines for calls, flips and transfers: who called whom, who answered where, and why a
+flip or a transfer failed.
 
 Only plain keys are used (``name``, ``message``): importing the logbook component here would
 pull the recorder into every installation that merely loads callflip.
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 
 from homeassistant.core import HomeAssistant, callback
 
-from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF
+from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, EVENT_TRANSFER, TransferEventType
 from .handoff import HandoffSummary
 
 
@@ -88,7 +89,8 @@ def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
     else:
         reason = data.get("reason")
         message = f"call between {caller} and {callee} ended"
-        if data.get("duration"):
+        if data.get("outcome") == "answered" and data.get("duration") is not None:
+            # An answered call says how long it lasted, even when that rounds to 0 s.
             message += f" after {_duration(float(data['duration']))}"
         outcome = OUTCOME_WORDS.get(data.get("outcome") or "")
         if outcome:
@@ -103,6 +105,26 @@ def describe_handoff(data: Mapping[str, Any]) -> dict[str, str]:
         "name": data.get("user") or "callflip",
         "message": HandoffSummary.from_event(data).predicate(),
     }
+
+
+def describe_transfer(data: Mapping[str, Any]) -> dict[str, str]:
+    """One line per transfer step (keypad, the phone's own button, or the action)."""
+    source = data.get("transferring_label") or data.get("transferring")
+    passed = data.get("transferred_label") or data.get("transferred")
+    target = data.get("target")
+    kind = data.get("type")
+    if kind == TransferEventType.STARTED:
+        message = f"{source} is transferring {passed} to {target}"
+    elif kind == TransferEventType.SUCCEEDED:
+        message = f"{source} transferred {passed} to {data.get('to_device') or target}"
+    elif data.get("recalled"):
+        message = (
+            f"transfer of {passed} to {target} failed ({data.get('reason')}); "
+            f"the call went back to {data.get('recalled')}"
+        )
+    else:
+        message = f"transfer of {passed} to {target} failed: {data.get('reason')}"
+    return {"name": data.get("user") or "callflip", "message": message}
 
 
 @callback
@@ -122,3 +144,9 @@ def async_describe_events(
 
     async_describe_event(DOMAIN, EVENT_CALL, call)
     async_describe_event(DOMAIN, EVENT_HANDOFF, handoff)
+
+    @callback
+    def transfer(event: _LoggedEvent) -> dict[str, Any]:
+        return describe_transfer(event.data)
+
+    async_describe_event(DOMAIN, EVENT_TRANSFER, transfer)
