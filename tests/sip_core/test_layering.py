@@ -75,6 +75,9 @@ LAYERS: dict[str, int] = {
     "calls": 5,
     "events": 5,
     "registrar": 5,
+    "prg.__init__": 5,
+    "prg.model": 5,
+    "prg.presence": 5,
     # 6 call control (a subpackage: its `__init__` is the package itself)
     "call.__init__": 6,
     "call.messages": 6,
