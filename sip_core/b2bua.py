@@ -22,8 +22,10 @@ from sip_core.digest import DigestAuthenticator
 from sip_core.events import PbxEvent
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
+from sip_core.features.handoff import Handoff, PushOperation
 from sip_core.features.registry import FeatureRegistry
 from sip_core.media import MediaRelay
+from sip_core.prg.presence import GroupPresence
 from sip_core.registrar import Binding
 from sip_core.transaction import TransactionLayer
 
@@ -52,6 +54,7 @@ class B2bua(CallControl):
         local_port: Callable[[], int],
         history: CallHistory | None = None,
         listening: Callable[[], bool] | None = None,
+        group_presence: GroupPresence | None = None,
     ) -> None:
         super().__init__(
             transactions,
@@ -69,6 +72,10 @@ class B2bua(CallControl):
         self.features = FeatureRegistry(self)
         self._flip = Flip(self)
         self.features.add_code(self._flip_code, self._flip_dialled)
+        self.group_presence = group_presence or GroupPresence(config)
+        self.handoff = Handoff(self, self.group_presence)
+        self.features.add_code(self._handoff_code, self._handoff_dialled)
+        self.features.add_dialled(self.handoff.on_dialled)
 
     def flip(
         self,
@@ -86,3 +93,15 @@ class B2bua(CallControl):
 
     def _flip_dialled(self, leg: Leg, match: FeatureMatch) -> None:
         self._flip.on_code(leg, match.argument or None)
+
+    def push(
+        self, call_id: str, device: str | None = None, group: str | None = None
+    ) -> PushOperation:
+        """Push a call to its device's Personal Ring Group (`Handoff.push`)."""
+        return self.handoff.push(call_id, device, group)
+
+    def _handoff_code(self) -> FeatureCode:
+        return FeatureCode(self.config().handoff.code, "handoff")
+
+    def _handoff_dialled(self, leg: Leg, _match: FeatureMatch) -> None:
+        self.handoff.on_code(leg)

@@ -226,6 +226,7 @@ class CallControl:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
         self._hosts: dict[str, str] = {}
+        self._ack_waiters: dict[tuple[str, str], Callable[[Leg], None]] = {}
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -421,6 +422,81 @@ class CallControl:
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run ``coroutine`` as a task the controller cancels when it closes."""
         self._spawn(coroutine)
+
+    def in_call(self, device: str) -> bool:
+        """Whether ``device`` has a live leg in any call in progress: ringing for it (set-up, a
+        flip, a push ...) or in it (every leg with a dialog is in the dialog index)."""
+        return any(
+            leg.device == device and leg.state is not LegState.TERMINATED and leg.call.active
+            for leg in self._dialogs.values()
+        )
+
+    def answer_incoming(
+        self,
+        call: Call,
+        request: Request,
+        txn: ServerTransaction,
+        source: Source,
+        *,
+        role: LegRole,
+        side: Side,
+        device: str,
+        party: str,
+        answer: SessionDescription,
+        port: int,
+        on_ack: Callable[[Leg], None],
+        on_ack_timeout: Callable[[Leg], None],
+    ) -> Leg:
+        """Answer an INVITE that is not a call of its own (a pull) as a new leg of ``call``.
+
+        The device's 200 carries ``answer`` (in the device's own payload numbering) pointed at
+        the relay's ``port`` on ``side`` (a spare, until `replace_leg` adopts it); the leg's
+        dialog is indexed, so its ACK, BYE and re-INVITEs find it. ``on_ack`` runs when the ACK
+        comes, ``on_ack_timeout`` when it never does (the leg is not part of the call yet: the
+        call stays as it was). Raises `DialogError` for an INVITE no dialog can be made from.
+        """
+        leg = Leg(call, role, side, device, party)
+        leg.dialog = Dialog.as_uas(
+            request, source, local_tag=new_tag(), endpoint=self._endpoint(source)
+        )
+        leg.remote_sdp = answer
+        leg.invite_cseq = request.cseq.number
+        leg.peer_allows_update = supports(request, "update", "Allow")
+        if isinstance(txn, InviteServerTransaction):
+            leg.server_txn = txn
+            txn.on_ack_timeout = lambda _response: on_ack_timeout(leg)
+        self._dialogs[leg.dialog.key] = leg
+        self._ack_waiters[leg.dialog.key] = on_ack
+        ok = make_response(
+            request,
+            200,
+            to_tag=leg.dialog.local_tag,
+            body=self._offers.sdp_for(leg, answer, port),
+        )
+        ok.headers.add("Contact", leg.dialog.endpoint.contact)
+        ok.headers.add("Content-Type", SDP)
+        leg.state = LegState.CONFIRMED
+        leg.ack_pending = True
+        self.respond(txn, ok)
+        return leg
+
+    def let_go(self, leg: Leg) -> None:
+        """A leg that never became part of its call (an `answer_incoming` leg whose pull
+        failed): BYE it if it is answered, and forget it."""
+        self._ack_waiters.pop(leg.dialog.key if leg.dialog is not None else ("", ""), None)
+        if leg.server_txn is not None:
+            leg.server_txn.on_ack_timeout = None
+        self.hangup_leg(leg)
+
+    def early_media(self, call: Call, leg: Leg, response: Response) -> None:
+        """A ringing leg of an unanswered call sent a provisional response: the caller hears
+        it (180/183, with early media), as from the call's own devices."""
+        self._early(call, leg, response)
+
+    def connect(self, call: Call, leg: Leg, response: Response) -> None:
+        """``leg`` (rung by a feature for an unanswered call, its 2xx confirmed) answers the
+        call: the caller gets its 200, as when one of the call's own devices answers."""
+        self._answered(call, leg, response)
 
     def _media_of(self, leg: Leg) -> MediaSession:
         media = leg.call.media
@@ -1227,6 +1303,11 @@ class CallControl:
             return
         leg.ack_pending = False
         self._offers.acked(leg, ack)
+        waiter = self._ack_waiters.pop(leg.dialog.key if leg.dialog is not None else ("", ""), None)
+        if waiter is not None:
+            if leg.server_txn is not None:
+                leg.server_txn.on_ack_timeout = None
+            waiter(leg)
 
 
 def _always() -> bool:

@@ -20,10 +20,14 @@ from sip_core.message import Request
 from sip_core.transaction import ServerTransaction
 from sip_core.transport import Source
 
-__all__ = ["CodeHandler", "FeatureRegistry"]
+__all__ = ["CodeHandler", "DialledHandler", "FeatureRegistry"]
 
 #: What a feature does when its code is dialled on a leg.
 CodeHandler = Callable[[Leg, FeatureMatch], None]
+
+#: A feature's answer to an INVITE for a number no device or user has (a code dialled from idle):
+#: ``(request, txn, caller_device, dialled)``, True when it answered the INVITE.
+DialledHandler = Callable[[Request, ServerTransaction, str, str], bool]
 
 
 class FeatureRegistry:
@@ -32,6 +36,7 @@ class FeatureRegistry:
     def __init__(self, control: CallControl) -> None:
         self._control = control
         self._codes: list[tuple[Callable[[], FeatureCode], CodeHandler]] = []
+        self._dialled: list[DialledHandler] = []
         hooks = control.hooks
         hooks.digit_sink = self._collector
         hooks.dialled_code = self._dialled_code
@@ -41,6 +46,11 @@ class FeatureRegistry:
     def add_code(self, code: Callable[[], FeatureCode], handler: CodeHandler) -> None:
         """``code()`` gives the feature's code as configured now; ``handler`` runs on a match."""
         self._codes.append((code, handler))
+
+    def add_dialled(self, handler: DialledHandler) -> None:
+        """``handler`` is asked, in the order added, about a number dialled from idle that is
+        no device or user; the first that answers the INVITE (True) ends the search."""
+        self._dialled.append(handler)
 
     def _collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector | None:
         if not self._codes:
@@ -62,8 +72,8 @@ class FeatureRegistry:
     def _dialled_code(
         self, request: Request, txn: ServerTransaction, caller_device: str, dialled: str
     ) -> bool:
-        """No feature is dialled from idle yet: the number stays unknown (404)."""
-        return False
+        """A feature that takes the number answers it; none: the number stays unknown (404)."""
+        return any(handler(request, txn, caller_device, dialled) for handler in self._dialled)
 
     def _in_call_request(self, leg: Leg, request: Request, txn: ServerTransaction) -> bool:
         """No feature takes REFER or NOTIFY yet: 405, as before."""
