@@ -24,6 +24,7 @@ from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
 from sip_core.features.handoff import Handoff, PushOperation
 from sip_core.features.registry import FeatureRegistry
+from sip_core.features.ring_group import GroupCalls
 from sip_core.media import MediaRelay
 from sip_core.prg.presence import GroupPresence
 from sip_core.registrar import Binding
@@ -76,6 +77,8 @@ class B2bua(CallControl):
         self.handoff = Handoff(self, self.group_presence)
         self.features.add_code(self._handoff_code, self._handoff_dialled)
         self.features.add_dialled(self.handoff.on_dialled)
+        self.group_calls = GroupCalls(self, self.group_presence)
+        self.hooks.route_number = self.group_calls.route
 
     def flip(
         self,

@@ -54,7 +54,7 @@ from sip_core.call.session_timer import (
     session_expires,
     supports,
 )
-from sip_core.call.targets import destination, ringable
+from sip_core.call.targets import RingPlan, destination, ringable
 from sip_core.calls import (
     Call,
     CallHistory,
@@ -151,12 +151,16 @@ class CallHooks:
       ``(leg, request, txn)``; unhandled, it gets 405.
     - ``invite_replaces``: an INVITE with a Replaces header: ``(request, txn, source)``;
       unhandled, the header is ignored and the INVITE is routed like any other.
+    - ``route_number``: a number no device or user has (a ring group's pilot):
+      ``(caller_device, dialled)`` gives a `RingPlan` (the call rings its devices, with its
+      timer and no-answer rule), or None (then ``dialled_code``, then 404).
     """
 
     digit_sink: SinkFactory | None = None
     dialled_code: Callable[[Request, ServerTransaction, str, str], bool] | None = None
     in_call_request: Callable[[Leg, Request, ServerTransaction], bool] | None = None
     invite_replaces: Callable[[Request, ServerTransaction, Source], bool] | None = None
+    route_number: Callable[[str, str], RingPlan | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +231,7 @@ class CallControl:
         self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
         self._hosts: dict[str, str] = {}
         self._ack_waiters: dict[tuple[str, str], Callable[[Leg], None]] = {}
+        self._plans: dict[str, RingPlan] = {}  # call id -> how a routed number rings
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -691,7 +696,9 @@ class CallControl:
         ):
             return
         wanted = destination(config, caller_device, dialled)
-        if wanted is None:
+        route_hook = self.hooks.route_number
+        plan = route_hook(caller_device, dialled) if wanted is None and route_hook else None
+        if wanted is None and plan is None:
             code_hook = self.hooks.dialled_code
             if code_hook is not None and code_hook(request, txn, caller_device, dialled):
                 return
@@ -700,7 +707,7 @@ class CallControl:
             )
             self.reply(txn, request, 404, "unknown number")
             return
-        callee_user = wanted.user
+        callee_name = wanted.user.name if wanted is not None else plan.name if plan else ""
         expires = session_expires(request)
         if expires is not None and expires[0] < MIN_SESSION_EXPIRES:
             self.reply(
@@ -726,8 +733,9 @@ class CallControl:
             )
             self.reply(txn, request, 488, "an SDP offer with audio is required")
             return
-        targets = ringable(wanted.devices, busy=self._busy, bindings=self._bindings)
-        if not targets.bindings:
+        wanted_devices = wanted.devices if wanted is not None else plan.devices if plan else ()
+        targets = ringable(wanted_devices, busy=self._busy, bindings=self._bindings)
+        if not targets.bindings and (plan is None or plan.on_no_answer is None):
             if targets.busy:
                 status, why = 486, "busy"
             else:
@@ -741,7 +749,7 @@ class CallControl:
             new_call_id(),
             caller_user=caller_user.name if caller_user else None,
             dialled=dialled,
-            callee_user=callee_user.name,
+            callee_user=wanted.user.name if wanted is not None else None,
             started_at=self._clock.wall(),
         )
         domain = config.sip.domain
@@ -773,9 +781,11 @@ class CallControl:
         self._publish_state(call, None)
         # At once, not as a task: a task would wait for the loop's current batch of datagrams
         # (up to 64 of them), which was most of a call's set-up time under load.
-        self._ring(
-            call, targets.bindings, name_address(callee_user.name, f"sip:{dialled}@{domain}")
-        )
+        if plan is not None:
+            self._plans[call.id] = plan
+        self._ring(call, targets.bindings, name_address(callee_name, f"sip:{dialled}@{domain}"))
+        if plan is not None and call.active and call.callee is None and not call.branches:
+            self._no_answer(call)  # nobody of the group may ring: its no-answer rule at once
 
     def _challenge(
         self,
@@ -851,7 +861,11 @@ class CallControl:
         )
         if call.active and call.callee is None:
             self._ringing[call.id] = fork
-            fork.start_timer(self._config().calls.no_answer_timeout)
+            plan = self._plans.get(call.id)
+            if plan is not None and plan.on_ringing is not None:
+                plan.on_ringing(call, fork)
+            timeout = plan.timeout if plan is not None else self._config().calls.no_answer_timeout
+            fork.start_timer(timeout)
 
     def send_branch_invite(
         self,
@@ -1096,6 +1110,15 @@ class CallControl:
         self.terminate(call, outcome, why, status=answer)
 
     def _no_answer(self, call: Call) -> None:
+        plan = self._plans.get(call.id)
+        if plan is not None and call.active and call.callee is None:
+            fork = self._ringing.pop(call.id, None)
+            if fork is not None:
+                fork.close()
+            if plan.on_no_answer is not None and plan.on_no_answer(call):
+                return
+            self.terminate(call, CallOutcome.NO_ANSWER, f"nobody in {plan.name} answered", 480)
+            return
         if call.active and call.callee is None:
             timeout = self._config().calls.no_answer_timeout
             self.terminate(call, CallOutcome.NO_ANSWER, f"no answer within {timeout} s", 480)
@@ -1146,6 +1169,7 @@ class CallControl:
         self._end(call, outcome, reason)
 
     def _end(self, call: Call, outcome: CallOutcome, reason: str) -> None:
+        self._plans.pop(call.id, None)
         fork = self._ringing.pop(call.id, None)
         if fork is not None:
             fork.stop()

@@ -54,9 +54,10 @@ from sip_core.calls import (
     OperationView,
 )
 from sip_core.clock import TimerHandle
-from sip_core.config import NoAnswerKind, PbxConfig, RingGroup
+from sip_core.config import PbxConfig, RingGroup
 from sip_core.dialog import DialogError
 from sip_core.events import HandoffFailed, HandoffStarted, HandoffSucceeded
+from sip_core.features.ring_group import RECHECK_INTERVAL, no_answer_devices
 from sip_core.media import MediaLeg, RelayError
 from sip_core.media.client import Playing
 from sip_core.message import Request, Response
@@ -80,10 +81,6 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
-
-#: How often, at most, who may ring is checked again while a push rings (the rule: at least every
-#: four seconds, so a member made present rings within four seconds).
-RECHECK_INTERVAL: Final = 2.0
 
 
 class Refusal(StrEnum):
@@ -522,21 +519,8 @@ class Handoff:
         self._control.terminate(op.call, CallOutcome.NO_ANSWER, why)
 
     def no_answer_devices(self, config: PbxConfig, group: RingGroup) -> list[str]:
-        """The devices a group's no-answer destination rings (a group: its present members)."""
-        target = group.no_answer
-        if target is None:
-            return []
-        if target.kind is NoAnswerKind.DEVICE:
-            return [target.name] if config.device(target.name) is not None else []
-        if target.kind is NoAnswerKind.USER:
-            user = next((u for u in config.users if u.name == target.name), None)
-            if user is None:
-                return []
-            return [d.username for d in sorted(user.devices, key=lambda d: d.priority)]
-        other = config.group(target.name)
-        if other is None:
-            return []
-        return [m for m in other.members if self._presence.present(other.name, m)]
+        """The devices a group's no-answer destination rings (`ring_group.no_answer_devices`)."""
+        return no_answer_devices(config, group, self._presence.present)
 
     def _answered(self, op: PushOperation, leg: Leg, response: Response) -> None:
         if op.done:

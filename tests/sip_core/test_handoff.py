@@ -15,7 +15,8 @@ import pytest
 from sip_core.calls import CallOutcome, CallState, LegRole
 from sip_core.config import NoAnswerKind, NoAnswerTarget, PbxConfig, RingGroup
 from sip_core.events import HandoffFailed, HandoffStarted, HandoffSucceeded
-from sip_core.features.handoff import RECHECK_INTERVAL, HandoffError, Refusal
+from sip_core.features.handoff import HandoffError, Refusal
+from sip_core.features.ring_group import RECHECK_INTERVAL
 from sip_core.message import Request
 
 from .test_b2bua_harness import Harness, Phone, make_config, sdp, sdp_port, settle
@@ -486,3 +487,81 @@ async def test_the_pull_operation_refuses_a_push_meanwhile(h: Harness) -> None:
         h.b2bua.push(call.id)
     assert caught.value.refusal is Refusal.OPERATION_IN_PROGRESS
     await asyncio.sleep(0)
+
+
+# -- calls to the group's pilot number ------------------------------------------------------------
+
+
+async def test_the_pilot_rings_every_present_free_member_at_once(h: Harness) -> None:
+    carol = h.phone("401", 5401)
+    desk = h.phone("201", 5201)
+    mobile = h.phone("202", 5202)
+    bob = h.phone("301", 5301)
+    h.b2bua.group_presence.set_present("Home", "202", False)
+    invite = carol.invite("250")
+    await settle()
+    (to_desk,) = invites(desk)
+    (to_bob,) = invites(bob)
+    assert invites(mobile) == []  # absent
+    assert "Carol" in (to_desk.headers.get("From") or "")
+    bob.answer(to_bob, 200, sdp(6301))
+    await settle()
+    assert len(desk.requests("CANCEL")) == 1
+    carol.confirm(invite, carol.responses(200)[-1])
+    call = h.only_call()
+    assert call.callee is not None
+    assert call.callee.device == "301"
+    assert call.dialled == "250"
+
+
+async def test_a_member_made_present_mid_ring_rings_within_four_seconds(h: Harness) -> None:
+    carol = h.phone("401", 5401)
+    desk = h.phone("201", 5201)
+    mobile = h.phone("202", 5202)
+    h.b2bua.group_presence.set_present("Home", "202", False)
+    carol.invite("250")
+    await settle()
+    assert len(invites(desk)) == 1
+    assert invites(mobile) == []
+    h.b2bua.group_presence.set_present("Home", "202", True)
+    h.clock.advance(RECHECK_INTERVAL)
+    assert len(invites(mobile)) == 1
+    assert invites(desk) == []  # already ringing: not rung twice
+
+
+async def test_an_unanswered_group_call_goes_to_the_no_answer_destination() -> None:
+    group = dataclasses.replace(
+        HOME, members=("201", "202"), no_answer=NoAnswerTarget(NoAnswerKind.DEVICE, "301")
+    )
+    h = Harness(config_with(group))
+    try:
+        carol = h.phone("401", 5401)
+        desk = h.phone("201", 5201)
+        bob = h.phone("301", 5301)
+        invite = carol.invite("250")
+        await settle()
+        assert len(invites(desk)) == 1
+        assert invites(bob) == []
+        h.clock.advance(group.ring_timer)
+        assert len(desk.requests("CANCEL")) == 1
+        (to_bob,) = invites(bob)
+        bob.answer(to_bob, 200, sdp(6301))
+        await settle()
+        carol.confirm(invite, carol.responses(200)[-1])
+        call = h.only_call()
+        assert call.callee is not None
+        assert call.callee.device == "301"
+    finally:
+        h.close()
+
+
+async def test_a_group_nobody_can_take_gives_480_with_the_reason(h: Harness) -> None:
+    carol = h.phone("401", 5401)
+    h.phone("201", 5201)
+    h.b2bua.group_presence.set_present("Home", "201", False)
+    carol.invite("250")
+    await settle()
+    (refused,) = carol.responses(480)
+    assert "nobody in Home answered" in (refused.headers.get("Warning") or "")
+    (record,) = h.b2bua.history.records()
+    assert record.outcome is CallOutcome.NO_ANSWER

@@ -92,6 +92,7 @@ LAYERS: dict[str, int] = {
     "features.codes": 8,
     "features.flip": 8,
     "features.handoff": 8,
+    "features.ring_group": 8,
     "features.registry": 8,
     # 9 facade / runner
     "b2bua": 9,
