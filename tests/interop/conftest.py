@@ -206,13 +206,16 @@ async def start_pbx(tmp_path: Path) -> AsyncIterator[StartPbx]:
         log_level: str = "info",
         time_limit: float = 15.0,
         workers: int = 0,
+        extra: str = "",
     ) -> RunningPbx:
         reason = runner_missing()
         if reason:
             pytest.skip(f"runner not available: {reason}")
         port = free_port()
         config_path = tmp_path / f"pbx-{len(started)}.yaml"
-        config_path.write_text(pbx_yaml(users, port=port, registrar=registrar, workers=workers))
+        config_path.write_text(
+            pbx_yaml(users, port=port, registrar=registrar, workers=workers) + extra
+        )
         python = REPO / ".venv" / "bin" / "python"
         executable = str(python) if python.exists() else sys.executable
         process = await asyncio.create_subprocess_exec(
