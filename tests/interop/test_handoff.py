@@ -296,3 +296,44 @@ async def test_refusals_the_pusher_hears_the_error_tone_and_a_pull_gets_an_error
         log = p.pbx.log()
         assert "Push by 201 refused: no other member of Home is present and available" in log
         assert "Pull by 202 refused: no call to pull" in log
+
+
+async def test_pull_follows_member_order_and_skips_a_held_call(
+    start_pbx: StartPbx, tmp_path: Path
+) -> None:
+    async with phones(start_pbx, tmp_path, _group()) as p:
+        try:
+            mobile = await p.add("202")
+            bob = await p.add("301", answermode="auto")
+            dave = await p.add("501")
+            caller, desk = await _caller_talks_to_desk(p)
+            await dave.dial(f"sip:301@{DOMAIN}")
+            await dave.wait_event("CALL_ESTABLISHED", 15)
+            await asyncio.sleep(1.0)
+            # Both calls can be pulled: the desk (201) comes first in the group's order.
+            await mobile.dial(f"sip:*5@{DOMAIN}")
+            await mobile.wait_event("CALL_ESTABLISHED", 10)
+            await desk.wait_event("CALL_CLOSED", 10)
+            assert bob.call_events("CALL_CLOSED") == [], p.failure()
+            await asyncio.sleep(1.5)
+            # The mobile holds its call: the desk's pull skips it and takes Bob's (301).
+            await mobile.command("hold")
+            await asyncio.sleep(1.5)  # its re-INVITE (sendonly) is through
+            await desk.dial(f"sip:*5@{DOMAIN}")
+            await desk.wait_event("CALL_ESTABLISHED", 10, count=2)
+            await bob.wait_event("CALL_CLOSED", 10)
+            await asyncio.sleep(2.0)
+            assert mobile.call_events("CALL_CLOSED") == [], p.failure()
+            await dave.hangup()
+            await desk.wait_event("CALL_CLOSED", 10, count=2)
+            await caller.hangup()
+            await mobile.wait_event("CALL_CLOSED", 10)
+        except ClientError as error:
+            pytest.fail(f"{error}\n{p.failure()}")
+        by_caller = heard(caller)
+        assert last_index(by_caller, DESK_HZ) < first_index(by_caller, MOBILE_HZ)
+        by_dave = heard(dave)
+        described = audio.describe(by_dave)
+        assert audio.tone_seconds(by_dave, BOB_HZ) >= 1.0, described
+        assert audio.tone_seconds(by_dave, DESK_HZ) >= 1.5, described
+        assert last_index(by_dave, BOB_HZ) < first_index(by_dave, DESK_HZ), described
