@@ -22,7 +22,7 @@ from sip_core.digest import DigestAuthenticator
 from sip_core.events import PbxEvent
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
-from sip_core.features.handoff import Handoff, PushOperation
+from sip_core.features.handoff import Handoff, PullOperation, PushOperation
 from sip_core.features.registry import FeatureRegistry
 from sip_core.features.ring_group import GroupCalls
 from sip_core.media import MediaRelay
@@ -102,6 +102,10 @@ class B2bua(CallControl):
     ) -> PushOperation:
         """Push a call to its device's Personal Ring Group (`Handoff.push`)."""
         return self.handoff.push(call_id, device, group)
+
+    def pull(self, device: str) -> PullOperation:
+        """Pull the group's in-progress call to ``device`` (`Handoff.pull`: it rings)."""
+        return self.handoff.pull(device)
 
     def _handoff_code(self) -> FeatureCode:
         return FeatureCode(self.config().handoff.code, "handoff")

@@ -195,6 +195,7 @@ class PullOperation:
     spare: MediaLeg
     answer: SessionDescription
     leg: Leg | None = None
+    fork: ForkGroup | None = None  # the puller's registrations ringing (a pull by action)
     done: bool = False
     kind: str = field(default="pull", init=False)
 
@@ -203,10 +204,10 @@ class PullOperation:
         return True
 
     def owns(self, leg: Leg) -> bool:
-        return leg is self.leg
+        return leg is self.leg or (self.fork is not None and leg in self.fork.legs)
 
     def on_leg_bye(self, leg: Leg) -> bool:
-        if leg is self.leg:
+        if self.owns(leg):
             self.handoff.finish_pull(self, False, f"{self.puller} hung up", Refusal.FAILED)
             return True
         return False
@@ -668,9 +669,12 @@ class Handoff:
                 if leg.device == device and leg is not call.callee:
                     yield leg  # a ringing call on the member: never pullable, but said so
 
-    def _pull(self, request: Request, txn: ServerTransaction, puller: str) -> None:
+    def _pull_source(self, puller: str) -> tuple[RingGroup, Leg]:
+        """The rules of a pull: the call ``puller`` may take, or `HandoffError`."""
         control = self._control
         config = control.config()
+        if config.device(puller) is None:
+            raise HandoffError(Refusal.UNKNOWN_DEVICE, f"no device is called {puller!r}")
         if not config.groups_of(puller):
             raise HandoffError(Refusal.NOT_MEMBER, f"{puller} is not a member of a ring group")
         if not control.is_registered(puller):
@@ -681,7 +685,79 @@ class Handoff:
         if found is None:
             detail = f" ({'; '.join(skipped)})" if skipped else ""
             raise HandoffError(Refusal.NOTHING_TO_PULL, f"no call to pull{detail}")
-        group, from_leg = found
+        return found
+
+    def pull(self, device: str) -> PullOperation:
+        """Pull for ``device`` by action (Home Assistant): the call it would pull by code rings
+        it (an offer with the call's codecs on a spare relay port, for the group's ring timer);
+        when it answers, the call moves to it and the pulled-from device gets its BYE. Raises
+        `HandoffError` when the pull cannot start; its end is a `HandoffSucceeded` or
+        `HandoffFailed` event (the call then stays where it was)."""
+        control = self._control
+        group, from_leg = self._pull_source(device)
+        call = from_leg.call
+        remote = call.other(from_leg)
+        assert remote is not None
+        assert remote.remote_sdp is not None
+        assert from_leg.remote_sdp is not None
+        try:
+            offer = offer_for_new_device(remote.remote_sdp, from_leg.remote_sdp)
+            spare = control.open_spare(call, from_leg.side)
+        except SdpError as exc:
+            raise HandoffError(Refusal.NO_COMMON_CODEC, exc.reason) from None
+        except (RelayError, OSError) as exc:
+            raise HandoffError(Refusal.FAILED, f"media relay: {exc}") from None
+        from_device = from_leg.device or ""
+        op = PullOperation(self, call, group, from_leg, device, control.clock.wall(), spare, offer)
+        control.begin(call, op)
+        _LOGGER.info("Call %s: %s pulls the call from %s (rung)", call.id, device, from_device)
+        control.publish(HandoffStarted(call.id, from_device, device, kind="pull"))
+        seconds = group.ring_timer
+        op.fork = control.ring(
+            call,
+            control.bindings(device),
+            role=LegRole.PULLER,
+            side=from_leg.side,
+            party=from_leg.party,
+            presented=remote.party,
+            offer=offer,
+            port=spare.local_rtp.port,
+            on_answer=lambda leg, response: control.spawn(
+                self._complete_rung_pull(op, leg, response)
+            ),
+            on_fail=lambda summary: self.finish_pull(
+                op, False, f"{device} did not take the call ({_summary(summary)})", Refusal.FAILED
+            ),
+            on_timeout=lambda: self.finish_pull(
+                op, False, f"{device} did not answer within {seconds} s", Refusal.UNANSWERED
+            ),
+        )
+        if not op.done:
+            op.fork.start_timer(seconds)
+        return op
+
+    async def _complete_rung_pull(self, op: PullOperation, leg: Leg, response: Response) -> None:
+        control = self._control
+        failure, answer = _check_answer(leg, response, op.answer)
+        if failure or answer is None or op.done or not op.call.active:
+            control.hangup_leg(leg)
+            self.finish_pull(op, False, failure or "the call ended", Refusal.FAILED)
+            return
+        op.leg = leg
+        try:
+            replaced = await control.replace_leg(op.from_leg, leg, answer, spare=op.spare)
+        except (RelayError, OSError) as exc:
+            self.finish_pull(op, False, f"media relay: {exc}", Refusal.FAILED)
+            return
+        if not replaced:
+            self.finish_pull(op, False, "the call ended", Refusal.FAILED)
+            return
+        self.finish_pull(op, True, "", None)
+        control.publish_state(op.call)
+
+    def _pull(self, request: Request, txn: ServerTransaction, puller: str) -> None:
+        control = self._control
+        group, from_leg = self._pull_source(puller)
         call = from_leg.call
         remote = call.other(from_leg)
         assert remote is not None
@@ -760,6 +836,8 @@ class Handoff:
         control = self._control
         call = op.call
         control.end_operation(call, op)
+        if op.fork is not None:
+            op.fork.close(keep=op.leg if succeeded else None)
         if not succeeded:
             if op.leg is not None:
                 control.let_go(op.leg)

@@ -565,3 +565,61 @@ async def test_a_group_nobody_can_take_gives_480_with_the_reason(h: Harness) -> 
     assert "nobody in Home answered" in (refused.headers.get("Warning") or "")
     (record,) = h.b2bua.history.records()
     assert record.outcome is CallOutcome.NO_ANSWER
+
+
+# -- pull by action (Home Assistant's callflip.pull) ----------------------------------------------
+
+
+async def test_pull_by_action_rings_the_puller_and_moves_the_call_when_it_answers(
+    h: Harness,
+) -> None:
+    carol, desk, mobile, _bob = await talking(h)
+    call = h.only_call()
+    h.b2bua.pull("202")
+    (ringing,) = invites(mobile)
+    assert b"telephone-event" in ringing.body
+    assert desk.requests("BYE") == []
+    mobile.answer(ringing, 200, sdp(6202))
+    await settle()
+    assert len(desk.requests("BYE")) == 1
+    assert call.callee is not None
+    assert call.callee.device == "202"
+    assert carol.requests() == []
+    (record,) = call.handoffs
+    assert (record.kind, record.from_device, record.to_device, record.succeeded) == (
+        "pull",
+        "201",
+        "202",
+        True,
+    )
+
+
+async def test_pull_by_action_unanswered_leaves_the_call(h: Harness) -> None:
+    _carol, desk, mobile, _bob = await talking(h)
+    call = h.only_call()
+    h.b2bua.pull("202")
+    invites(mobile)
+    h.clock.advance(HOME.ring_timer)
+    assert len(mobile.requests("CANCEL")) == 1
+    assert call.callee is not None
+    assert call.callee.device == "201"
+    assert desk.requests("BYE") == []
+    assert call.operation is None
+    assert failures(h)[-1] == ("pull", "unanswered")
+
+
+async def test_pull_by_action_refusals(h: Harness) -> None:
+    await talking(h)
+    with pytest.raises(HandoffError) as caught:
+        h.b2bua.pull("999")
+    assert caught.value.refusal is Refusal.UNKNOWN_DEVICE
+    with pytest.raises(HandoffError) as caught:
+        h.b2bua.pull("401")
+    assert caught.value.refusal is Refusal.NOT_MEMBER
+    with pytest.raises(HandoffError) as caught:
+        h.b2bua.pull("201")  # the device that has the call
+    assert caught.value.refusal is Refusal.PULLER_BUSY
+    h.registrations.pop("202")
+    with pytest.raises(HandoffError) as caught:
+        h.b2bua.pull("202")
+    assert caught.value.refusal is Refusal.NOT_REGISTERED
