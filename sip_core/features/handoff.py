@@ -92,7 +92,7 @@ class Refusal(StrEnum):
     NOT_REGISTERED = "not_registered"
     NOT_TALKING = "not_talking"
     NOT_TWO_PARTY = "not_two_party"
-    PUSH_RINGING = "push_ringing"
+    GROUP_RINGING = "group_ringing"
     OPERATION_IN_PROGRESS = "operation_in_progress"
     NO_MEMBER_AVAILABLE = "no_member_available"
     NOTHING_TO_PULL = "nothing_to_pull"
@@ -240,6 +240,16 @@ class Handoff:
         """The push ringing ``group``, if any."""
         return self._pushing.get(group)
 
+    def rings(self, group: RingGroup) -> bool:
+        """Whether a call rings ``group`` now: a push, or a call to its pilot not yet answered
+        (a push is refused meanwhile: the group has a call waiting already)."""
+        if group.name in self._pushing:
+            return True
+        return any(
+            call.active and not call.answered and call.dialled == group.pilot
+            for call in self._control.calls()
+        )
+
     def may_ring(self, group: RingGroup, device: str) -> bool:
         """A member a push may ring now: present in ``group``, registered, not in a call."""
         control = self._control
@@ -325,10 +335,11 @@ class Handoff:
         if not control.is_registered(pusher):
             raise HandoffError(Refusal.NOT_REGISTERED, f"{pusher} is not registered")
         self._check_call(call, leg)
-        free = [g for g in groups if g.name not in self._pushing]
+        free = [g for g in groups if not self.rings(g)]
         if not free:
             raise HandoffError(
-                Refusal.PUSH_RINGING, f"a push already rings {', '.join(g.name for g in groups)}"
+                Refusal.GROUP_RINGING,
+                f"a call already rings {', '.join(g.name for g in groups)}",
             )
         group = next((g for g in free if self._candidates(g, pusher, with_pusher=False)), None)
         if group is None:

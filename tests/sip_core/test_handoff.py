@@ -318,7 +318,7 @@ async def test_a_push_already_ringing_the_group_refuses_a_second_one(h: Harness)
     assert len(invites(mobile)) == 1  # 301 is in a call: not rung
     assert h.b2bua.handoff.pushing("Home") is not None
     key(bob, "*5")
-    assert failures(h) == [("push", "push_ringing")]
+    assert failures(h) == [("push", "group_ringing")]
     assert second.operation is None
     assert second.active
 
@@ -623,3 +623,15 @@ async def test_pull_by_action_refusals(h: Harness) -> None:
     with pytest.raises(HandoffError) as caught:
         h.b2bua.pull("202")
     assert caught.value.refusal is Refusal.NOT_REGISTERED
+
+
+async def test_no_push_while_a_call_to_the_pilot_rings_the_group(h: Harness) -> None:
+    _carol, _desk, mobile, _bob = await talking(h)
+    dave = h.phone("302", 5302)
+    dave.invite("250")  # rings the free members: the mobile and Bob
+    await settle()
+    assert len(invites(mobile)) == 1
+    with pytest.raises(HandoffError) as caught:
+        h.b2bua.push(next(c for c in h.b2bua.calls() if c.caller_device == "401").id)
+    assert caught.value.refusal is Refusal.GROUP_RINGING
+    assert "a call already rings Home" in str(caught.value)
