@@ -95,9 +95,11 @@ from sip_core.message import (
 )
 from sip_core.registrar import Binding
 from sip_core.sdp import (
+    Origin,
     SdpError,
     SessionDescription,
     payload_type_map,
+    rewrite_for_relay,
 )
 from sip_core.transaction import (
     InviteServerTransaction,
@@ -502,6 +504,63 @@ class CallControl:
         """``leg`` (rung by a feature for an unanswered call, its 2xx confirmed) answers the
         call: the caller gets its 200, as when one of the call's own devices answers."""
         self._answered(call, leg, response)
+
+    def refuse_with(
+        self,
+        request: Request,
+        txn: ServerTransaction,
+        status: int,
+        why: str,
+        play: Playback,
+        *,
+        longest: float = 5.0,
+    ) -> None:
+        """Refuse an INVITE that is no call (a refused pull), the caller hearing why first.
+
+        ``play`` (an error tone, a prompt) goes to the caller as early media -- a 183 whose SDP
+        answers its offer with a relay port of a short-lived media session -- and the final
+        ``status`` follows when it has played (``longest`` seconds at most). Without an offer
+        the PBX can answer, the status goes at once.
+        """
+        try:
+            offer = parse_body(request)
+        except SdpError:
+            offer = None
+        audio = offer.audio() if offer is not None else None
+        if offer is None or audio is None or not isinstance(txn, InviteServerTransaction):
+            self.reply(txn, request, status, why)
+            return
+        try:
+            media = self._relay.open_session(f"refusal-{new_call_id()}")
+        except (RelayError, OSError):
+            self.reply(txn, request, status, why)
+            return
+        rtp, rtcp = media_target(offer)
+        media.a.set_remote(rtp, rtcp)
+        media.a.set_codecs(audio.codecs())
+        endpoint = self._endpoint(txn.source)
+        host = endpoint.host
+        kind = "IP6" if ":" in host else "IP4"
+        origin = Origin("callflip", str(first_cseq()), 1, "IN", kind, host)
+        ports = [media.a.local_rtp.port if m is audio else None for m in offer.media]
+        body = rewrite_for_relay(offer, host, ports, origin=origin).to_bytes()
+        to_tag = new_tag()
+        progress = make_response(request, 183, to_tag=to_tag, body=body)
+        progress.headers.add("Contact", endpoint.contact)
+        progress.headers.add("Content-Type", SDP)
+        self.respond(txn, progress)
+        playing = media.a.play(play)
+
+        async def final() -> None:
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(playing.done), longest)
+            finally:
+                if is_open(txn):
+                    self.reply(txn, request, status, why, to_tag=to_tag)
+                media.close()
+
+        self._spawn(final())
 
     def _media_of(self, leg: Leg) -> MediaSession:
         media = leg.call.media

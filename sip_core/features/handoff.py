@@ -641,7 +641,9 @@ class Handoff:
         except HandoffError as exc:
             self._refused("pull", "", caller_device, "", exc)
             status = _PULL_STATUS.get(exc.refusal, 480)
-            control.reply(txn, request, status, str(exc))
+            control.refuse_with(
+                txn=txn, request=request, status=status, why=str(exc), play=PlayTone(Tone.ERROR)
+            )
         return True
 
     def pullable(self, puller: str) -> tuple[RingGroup, Leg] | None:

@@ -273,7 +273,7 @@ async def test_pull_by_code_takes_the_call_from_the_other_member(
         assert audio.tone_seconds(by_mobile, CALLER_HZ) >= 2.0, audio.describe(by_mobile)
 
 
-async def test_refusals_the_pusher_hears_the_error_tone_and_a_pull_gets_an_error(
+async def test_refusals_the_pusher_and_the_puller_hear_the_error_tone(
     start_pbx: StartPbx, tmp_path: Path
 ) -> None:
     async with phones(start_pbx, tmp_path, _group()) as p:
@@ -286,13 +286,15 @@ async def test_refusals_the_pusher_hears_the_error_tone_and_a_pull_gets_an_error
             await caller.hangup()
             await desk.wait_event("CALL_CLOSED", 10)
             await mobile.dial(f"sip:*5@{DOMAIN}")  # nothing to pull now
-            await mobile.wait_event("CALL_CLOSED", 10)
+            await mobile.wait_event("CALL_CLOSED", 15)
         except ClientError as error:
             pytest.fail(f"{error}\n{p.failure()}")
         by_desk = heard(desk)
         assert audio.tone_seconds(by_desk, ERROR_HZ) >= 0.2, audio.describe(by_desk)
         assert audio.tone_seconds(by_desk, CALLER_HZ) >= 1.0, audio.describe(by_desk)
         assert mobile.call_events("CALL_ESTABLISHED") == []
+        by_mobile = heard(mobile)  # the refused pull's early media: the error tone
+        assert audio.tone_seconds(by_mobile, ERROR_HZ) >= 0.2, audio.describe(by_mobile)
         log = p.pbx.log()
         assert "Push by 201 refused: no other member of Home is present and available" in log
         assert "Pull by 202 refused: no call to pull" in log

@@ -17,7 +17,7 @@ from sip_core.config import NoAnswerKind, NoAnswerTarget, PbxConfig, RingGroup
 from sip_core.events import HandoffFailed, HandoffStarted, HandoffSucceeded
 from sip_core.features.handoff import HandoffError, Refusal
 from sip_core.features.ring_group import RECHECK_INTERVAL
-from sip_core.message import Request
+from sip_core.message import Request, Response
 
 from .test_b2bua_harness import Harness, Phone, make_config, sdp, sdp_port, settle
 
@@ -66,6 +66,20 @@ async def talking(h: Harness) -> tuple[Phone, Phone, Phone, Phone]:
     for phone in (desk, mobile, bob):
         phone.seen = len(phone.inbox())
     return carol, desk, mobile, bob
+
+
+async def refused(phone: Phone, status: int) -> Response:
+    """A refused pull: a 183 with early media (the error tone) first, then ``status``."""
+    (progress,) = list(phone.responses(183))
+    assert progress.headers.get("Content-Type") == "application/sdp"
+    assert sdp_port(progress.body) > 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 6
+    while not phone.responses(status):
+        assert loop.time() < deadline, f"no {status} after the error tone"
+        await asyncio.sleep(0.05)
+    (final,) = phone.responses(status)
+    return final
 
 
 def failures(h: Harness) -> list[tuple[str, str]]:
@@ -432,19 +446,28 @@ async def test_pull_respects_member_order_and_skips_a_held_call(h: Harness) -> N
     assert len(bob.requests("BYE")) == 1
 
 
-async def test_pull_refusals_answer_the_invite_with_the_reason(h: Harness) -> None:
+async def test_pull_refusals_play_the_error_tone_then_answer_with_the_reason(
+    h: Harness,
+) -> None:
     h.phone("201", 5201)
     mobile = h.phone("202", 5202)
     carol = h.phone("401", 5401)
     mobile.invite("*5")
-    await settle()
-    (refused,) = mobile.responses(404)
-    assert "no call to pull" in (refused.headers.get("Warning") or "")
     carol.invite("*5")
     await settle()
-    (refused,) = carol.responses(403)
-    assert "not a member" in (refused.headers.get("Warning") or "")
+    nothing = await refused(mobile, 404)
+    assert "no call to pull" in (nothing.headers.get("Warning") or "")
+    stranger = await refused(carol, 403)
+    assert "not a member" in (stranger.headers.get("Warning") or "")
     assert [r for _k, r in failures(h)] == ["nothing_to_pull", "not_member"]
+
+
+async def test_a_refused_pull_without_an_offer_gets_its_status_at_once(h: Harness) -> None:
+    mobile = h.phone("202", 5202)
+    mobile.invite("*5", body=b"")
+    await settle()
+    assert mobile.responses(183) == []
+    assert len(mobile.responses(404)) == 1
 
 
 async def test_a_ringing_call_cannot_be_pulled_and_a_busy_puller_cannot_pull(h: Harness) -> None:
@@ -455,11 +478,11 @@ async def test_a_ringing_call_cannot_be_pulled_and_a_busy_puller_cannot_pull(h: 
     await settle()
     mobile.invite("*5")
     await settle()
-    (refused,) = mobile.responses(404)
-    assert "not talking" in (refused.headers.get("Warning") or "")
+    ringing = await refused(mobile, 404)
+    assert "not talking" in (ringing.headers.get("Warning") or "")
     desk.answer(desk.last_request("INVITE"), 200, sdp(6201))
     h.b2bua.flip(h.only_call().id, "202")  # the mobile rings for the flip: it is not idle
-    mobile.invite("*5")
+    mobile.invite("*5", body=b"")
     await settle()
     assert len(mobile.responses(486)) == 1
     assert failures(h)[-1] == ("pull", "puller_busy")
