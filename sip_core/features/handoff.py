@@ -250,6 +250,14 @@ class Handoff:
             for call in self._control.calls()
         )
 
+    def call_holder(self, group: RingGroup) -> str | None:
+        """The member (in the group's order) that holds an answered call now, if any."""
+        for member in group.members:
+            for leg in self._legs_of(member):
+                if leg.call.answered and leg.state is LegState.CONFIRMED:
+                    return member
+        return None
+
     def may_ring(self, group: RingGroup, device: str) -> bool:
         """A member a push may ring now: present in ``group``, registered, not in a call."""
         control = self._control

@@ -658,3 +658,19 @@ async def test_no_push_while_a_call_to_the_pilot_rings_the_group(h: Harness) -> 
         h.b2bua.push(next(c for c in h.b2bua.calls() if c.caller_device == "401").id)
     assert caught.value.refusal is Refusal.GROUP_RINGING
     assert "a call already rings Home" in str(caught.value)
+
+
+async def test_what_home_assistant_shows_of_a_group(h: Harness) -> None:
+    handoff = h.b2bua.handoff
+    assert not handoff.rings(HOME)
+    assert handoff.call_holder(HOME) is None
+    _carol, desk, mobile, _bob = await talking(h)
+    assert handoff.call_holder(HOME) == "201"
+    h.b2bua.push(h.only_call().id)
+    assert handoff.rings(HOME)
+    (to_mobile,) = invites(mobile)
+    mobile.answer(to_mobile, 200, sdp(6202))
+    await settle()
+    assert not handoff.rings(HOME)
+    assert handoff.call_holder(HOME) == "202"
+    assert len(desk.requests("BYE")) == 1

@@ -189,3 +189,40 @@ def test_group_presence_refuses_strangers_and_broken_state() -> None:
         presence.restore(["absent"])
     with pytest.raises(TypeError):
         presence.restore({"absent": {"Home": "201"}})
+
+
+async def test_the_pbx_facade_for_groups() -> None:
+    import dataclasses
+
+    from sip_core.features.handoff import HandoffError, Refusal
+    from sip_core.pbx import Pbx
+
+    config = dataclasses.replace(
+        config_from_mapping(groups(group())), sip=config_from_mapping(household()).sip
+    )
+    pbx = Pbx(dataclasses.replace(config, sip=dataclasses.replace(config.sip, port=0)))
+    await pbx.start()
+    try:
+        changes: list[int] = []
+        pbx.group_presence.subscribe(lambda: changes.append(1))
+        assert pbx.group_present("Home", "202")
+        pbx.set_group_presence("Home", "202", False)
+        assert not pbx.group_present("Home", "202")
+        assert changes == [1]
+        with pytest.raises(GroupPresenceError):
+            pbx.set_group_presence("Home", "401", False)
+        assert not pbx.group_ringing("Home")
+        assert pbx.group_call_holder("Home") is None
+        assert not pbx.group_ringing("Nope")
+        with pytest.raises(HandoffError) as caught:
+            pbx.push("no-such-call")
+        assert caught.value.refusal is Refusal.NO_SUCH_CALL
+        with pytest.raises(HandoffError) as caught:
+            pbx.pull("202")
+        assert caught.value.refusal is Refusal.NOT_REGISTERED
+        pbx.update_groups((RingGroup("Office", "260", ("301",)),))
+        assert [g.name for g in pbx.config.groups] == ["Office"]
+        with pytest.raises(GroupPresenceError):
+            pbx.set_group_presence("Home", "202", True)  # the group is gone
+    finally:
+        await pbx.stop()
