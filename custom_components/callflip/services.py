@@ -21,6 +21,7 @@ from homeassistant.helpers import config_validation as cv
 from sip_core.features import (
     AmbiguousFlipTarget,
     CallNotFlippable,
+    FlipDisabled,
     FlipError,
     FlipInProgress,
     NoFlipTarget,
@@ -28,6 +29,7 @@ from sip_core.features import (
     NotUsersDevice,
     TargetIsCurrentDevice,
     TargetNotRegistered,
+    TargetUnavailable,
     UnknownDevice,
 )
 
@@ -42,6 +44,7 @@ from .const import (
     SERVICE_HANGUP,
 )
 from .hub import CallflipHub
+from .security import async_setup_security_services
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ FLIP_ERRORS: dict[type[FlipError], str] = {
     TargetNotRegistered: "target_not_registered",
     NoFlipTarget: "no_flip_target",
     AmbiguousFlipTarget: "ambiguous_flip_target",
+    FlipDisabled: "flip_disabled",
+    TargetUnavailable: "target_unavailable",
 }
 
 
@@ -162,3 +167,4 @@ def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions once, for whichever entry is loaded when they are called."""
     hass.services.async_register(DOMAIN, SERVICE_FLIP, _async_flip, schema=FLIP_SCHEMA)
     hass.services.async_register(DOMAIN, SERVICE_HANGUP, _async_hangup, schema=HANGUP_SCHEMA)
+    async_setup_security_services(hass)

@@ -15,7 +15,7 @@ import secrets
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from sip_core.config import PbxConfig, config_from_mapping
 
@@ -56,6 +56,9 @@ class UserOptions(TypedDict):
     name: str
     extension: str
     devices: list[DeviceOptions]
+    flip: NotRequired[str]
+    """The administrator's flip permission: user (the user's own switch decides), enabled,
+    disabled (sip_core.config.FlipPermission); absent in entries made before it existed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +122,12 @@ def users_from_options(options: Mapping[str, Any]) -> list[UserOptions]:
             )
             for device in user["devices"]
         ]
-        users.append(
-            UserOptions(
-                id=user["id"], name=user["name"], extension=user["extension"], devices=devices
-            )
+        found = UserOptions(
+            id=user["id"], name=user["name"], extension=user["extension"], devices=devices
         )
+        if "flip" in user:
+            found["flip"] = user["flip"]
+        users.append(found)
     return users
 
 
@@ -225,6 +229,7 @@ def pbx_mapping(data: Mapping[str, Any], users: Sequence[UserOptions]) -> dict[s
             {
                 "name": user["name"],
                 "extension": user["extension"],
+                "flip": user.get("flip", "user"),
                 "devices": [
                     {
                         "username": device["username"],

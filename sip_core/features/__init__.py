@@ -12,6 +12,7 @@ from __future__ import annotations
 from sip_core.features.flip import (
     AmbiguousFlipTarget,
     CallNotFlippable,
+    FlipDisabled,
     FlipError,
     FlipInProgress,
     FlipPlan,
@@ -20,6 +21,7 @@ from sip_core.features.flip import (
     NotUsersDevice,
     TargetIsCurrentDevice,
     TargetNotRegistered,
+    TargetUnavailable,
     UnknownDevice,
     plan_flip,
 )
@@ -27,6 +29,7 @@ from sip_core.features.flip import (
 __all__ = [
     "AmbiguousFlipTarget",
     "CallNotFlippable",
+    "FlipDisabled",
     "FlipError",
     "FlipInProgress",
     "FlipPlan",
@@ -35,6 +38,7 @@ __all__ = [
     "NotUsersDevice",
     "TargetIsCurrentDevice",
     "TargetNotRegistered",
+    "TargetUnavailable",
     "UnknownDevice",
     "plan_flip",
 ]

@@ -17,7 +17,11 @@ Which device (`plan_flip`), kept free of SIP so that Home Assistant's service va
 - the device that flips must belong to a user;
 - an explicit target must be another device of that same user, and registered;
 - without a target, the user must have exactly one other registered device (with several, the
-  caller has to say which: `*0` followed by the device's username, or the service's ``target``).
+  caller has to say which: `*0` followed by the device's username, or the service's ``target``);
+- the user's flip must be enabled (`sip_core.presence.Presence.flip_enabled`: the user's own
+  setting, unless the administrator forces it);
+- a target must be available (`Presence.available`: not in Do Not Disturb nor Make Busy): such a
+  device is not picked automatically, and is refused when named.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "AmbiguousFlipTarget",
     "CallNotFlippable",
     "Flip",
+    "FlipDisabled",
     "FlipError",
     "FlipInProgress",
     "FlipOperation",
@@ -50,6 +55,7 @@ __all__ = [
     "NotUsersDevice",
     "TargetIsCurrentDevice",
     "TargetNotRegistered",
+    "TargetUnavailable",
     "UnknownDevice",
     "plan_flip",
 ]
@@ -90,12 +96,24 @@ class TargetNotRegistered(FlipError):
     """The target device is configured but not registered, so it cannot ring."""
 
 
+class TargetUnavailable(FlipError):
+    """The target device is in Do Not Disturb or Make Busy."""
+
+
+class FlipDisabled(FlipError):
+    """The user's flip is turned off (by the user, or forced off by the administrator)."""
+
+
 class NoFlipTarget(FlipError):
     """The user has no other registered device."""
 
 
 class AmbiguousFlipTarget(FlipError):
     """The user has several other registered devices and none was named."""
+
+
+def _anything(_name: str) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +130,20 @@ def plan_flip(
     current_device: str,
     target: str | None,
     is_registered: Callable[[str], bool],
+    *,
+    is_available: Callable[[str], bool] = _anything,
+    flip_enabled: Callable[[str], bool] = _anything,
 ) -> FlipPlan:
-    """Check a flip of the call on ``current_device``; raises a `FlipError` subclass if not."""
+    """Check a flip of the call on ``current_device``; raises a `FlipError` subclass if not.
+
+    ``is_available`` says whether a device may be offered the call (DND, Make Busy);
+    ``flip_enabled`` whether a user (by name) may flip at all.
+    """
     user = config.user_for_device(current_device)
     if user is None:
         raise CallNotFlippable(f"device {current_device} belongs to no user")
+    if not flip_enabled(user.name):
+        raise FlipDisabled(f"{user.name}'s flip is disabled")
     if target is not None:
         if config.device(target) is None:
             raise UnknownDevice(f"no device is called {target!r}")
@@ -126,14 +153,16 @@ def plan_flip(
             raise NotUsersDevice(f"{target} is not one of {user.name}'s devices")
         if not is_registered(target):
             raise TargetNotRegistered(f"{target} is not registered")
+        if not is_available(target):
+            raise TargetUnavailable(f"{target} is in do not disturb or make busy")
         return FlipPlan(user.name, current_device, target)
     candidates = _candidates(
         [d.username for d in sorted(user.devices, key=lambda d: d.priority)],
         current_device,
-        is_registered,
+        lambda name: is_registered(name) and is_available(name),
     )
     if not candidates:
-        raise NoFlipTarget(f"{user.name} has no other registered device")
+        raise NoFlipTarget(f"{user.name} has no other registered, available device")
     if len(candidates) > 1:
         raise AmbiguousFlipTarget(
             f"{user.name} has several registered devices ({', '.join(candidates)}): name one"
@@ -217,7 +246,11 @@ class Flip:
             raise CallNotFlippable(f"call {call_id} is not answered yet")
         config = control.config()
         leg = self._side_to_flip(call, config, target, device)
-        plan = plan_flip(config, leg.device or "", target, control.is_registered)
+        try:
+            plan = self._plan(config, leg, target)
+        except FlipError as exc:
+            self._refused(call, leg, target, exc)
+            raise
         return self._start(call, leg, plan.to_device, timeout)
 
     def on_code(self, leg: Leg, target: str | None) -> None:
@@ -228,13 +261,36 @@ class Flip:
         try:
             if call.operation is not None:
                 raise FlipInProgress(f"call {call.id} is already being flipped")
-            plan = plan_flip(
-                self._control.config(), leg.device or "", target, self._control.is_registered
-            )
+            plan = self._plan(self._control.config(), leg, target)
         except FlipError as exc:
             _LOGGER.info("Call %s: %s dialled the flip code, but %s", call.id, leg.device, exc)
+            self._refused(call, leg, target, exc)
             return
         self._start(call, leg, plan.to_device, None)
+
+    def _plan(self, config: PbxConfig, leg: Leg, target: str | None) -> FlipPlan:
+        """`plan_flip` with the registrations and the presence of now (DND, Make Busy, the
+        user's flip permission)."""
+        control = self._control
+        return plan_flip(
+            config,
+            leg.device or "",
+            target,
+            control.is_registered,
+            is_available=control.presence.available,
+            flip_enabled=control.presence.flip_enabled,
+        )
+
+    def _refused(self, call: Call, leg: Leg, target: str | None, exc: FlipError) -> None:
+        """A flip that could not start is still a failed handoff: in the call's record and on
+        the bus (``HandoffFailed`` with the reason), like one that rang and failed."""
+        now = self._control.clock.wall()
+        reason = str(exc)
+        record = HandoffRecord(call.id, leg.device or "", target or "", now, now, False, reason)
+        call.handoffs.append(record)
+        self._control.publish(
+            HandoffFailed(call.id, leg.device or "", target or "", reason, record)
+        )
 
     def _side_to_flip(
         self, call: Call, config: PbxConfig, target: str | None, device: str | None

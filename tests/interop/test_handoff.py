@@ -92,7 +92,7 @@ class Phones:
 
 @contextlib.asynccontextmanager
 async def phones(start_pbx: StartPbx, tmp_path: Path, extra: str) -> AsyncIterator[Phones]:
-    pbx = await start_pbx(_users(), extra=extra)
+    pbx = await start_pbx(_users(), extra_yaml=extra)
     async with contextlib.AsyncExitStack() as stack:
         yield Phones(pbx, tmp_path, stack)
 
