@@ -133,6 +133,7 @@ class Pbx:
             rtp_timeout=config.rtp.timeout,
         )
         self._ingress = TrunkIngress(lambda: self._config)
+        group_presence = GroupPresence(lambda: self._config, state)
         self._b2bua = B2bua(
             self._transactions,
             self._clock,
@@ -146,8 +147,8 @@ class Pbx:
             local_port=lambda: self._transport.local_address.port,
             history=_history(history),
             on_auth=self._guard.authenticated,
-            presence=Presence(lambda: self._config, state),
-            group_presence=GroupPresence(lambda: self._config, state),
+            presence=Presence(lambda: self._config, state, group_present=group_presence.present),
+            group_presence=group_presence,
             ingress=self._ingress,
             egress=TrunkEgress(lambda: self._config),
         )

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,7 +93,13 @@ class Phones:
 
 
 @contextlib.asynccontextmanager
-async def phones(start_pbx: StartPbx, tmp_path: Path, extra: str) -> AsyncIterator[Phones]:
+async def phones(
+    start_pbx: StartPbx, tmp_path: Path, extra: str, state: dict[str, Any] | None = None
+) -> AsyncIterator[Phones]:
+    if state is not None:
+        # start_pbx writes pbx-0.yaml into tmp_path; the runner's state file is pbx-0.state.json.
+        saved = {"version": 1, "state": state}
+        (tmp_path / "pbx-0.state.json").write_text(json.dumps(saved))
     pbx = await start_pbx(_users(), extra_yaml=extra)
     async with contextlib.AsyncExitStack() as stack:
         yield Phones(pbx, tmp_path, stack)
@@ -339,3 +347,59 @@ async def test_pull_follows_member_order_and_skips_a_held_call(
         assert audio.tone_seconds(by_dave, BOB_HZ) >= 1.0, described
         assert audio.tone_seconds(by_dave, DESK_HZ) >= 1.5, described
         assert last_index(by_dave, BOB_HZ) < first_index(by_dave, DESK_HZ), described
+
+
+async def test_push_overrides_dnd_make_busy_and_call_forward_always(
+    start_pbx: StartPbx, tmp_path: Path
+) -> None:
+    """The mobile in Do Not Disturb, Bob's phone in Make Busy and forwarding to dave: a push
+    rings both members themselves, and dave not at all."""
+    state = {
+        "presence": {
+            "devices": {"202": {"dnd": True}, "301": {"make_busy": True, "forward": "device:501"}},
+            "flip": {},
+        }
+    }
+    async with phones(start_pbx, tmp_path, _group(), state) as p:
+        try:
+            mobile = await p.add("202")
+            bob = await p.add("301")
+            dave = await p.add("501")
+            caller, desk = await _caller_talks_to_desk(p)
+            await desk.send_dtmf("*5")
+            await mobile.wait_event("CALL_INCOMING", 10)
+            await bob.wait_event("CALL_INCOMING", 10)
+            await asyncio.sleep(1.0)
+            await bob.accept()
+            await bob.wait_event("CALL_ESTABLISHED", 10)
+            await desk.wait_event("CALL_CLOSED", 10)
+            await asyncio.sleep(2.0)
+            await caller.hangup()
+            await bob.wait_event("CALL_CLOSED", 10)
+        except ClientError as error:
+            pytest.fail(f"{error}\n{p.failure()}")
+        assert dave.call_events("CALL_INCOMING") == []
+        by_caller = heard(caller)
+        assert audio.tone_seconds(by_caller, BOB_HZ) >= 1.0, audio.describe(by_caller)
+
+
+async def test_an_absent_member_is_not_rung_by_a_push(start_pbx: StartPbx, tmp_path: Path) -> None:
+    state = {"groups": {"absent": {"Home": ["301"]}}}
+    async with phones(start_pbx, tmp_path, _group(), state) as p:
+        try:
+            mobile = await p.add("202")
+            bob = await p.add("301")
+            caller, desk = await _caller_talks_to_desk(p)
+            await desk.send_dtmf("*5")
+            await mobile.wait_event("CALL_INCOMING", 10)
+            await asyncio.sleep(5.0)  # more than a re-check: still not rung
+            assert bob.call_events("CALL_INCOMING") == [], p.failure()
+            await mobile.accept()
+            await mobile.wait_event("CALL_ESTABLISHED", 10)
+            await desk.wait_event("CALL_CLOSED", 10)
+            await asyncio.sleep(1.5)
+            await caller.hangup()
+        except ClientError as error:
+            pytest.fail(f"{error}\n{p.failure()}")
+        by_caller = heard(caller)
+        assert audio.tone_seconds(by_caller, MOBILE_HZ) >= 1.0, audio.describe(by_caller)

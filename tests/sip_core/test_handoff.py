@@ -674,3 +674,88 @@ async def test_what_home_assistant_shows_of_a_group(h: Harness) -> None:
     assert not handoff.rings(HOME)
     assert handoff.call_holder(HOME) == "202"
     assert len(desk.requests("BYE")) == 1
+
+
+# -- Do Not Disturb, Make Busy and Call Forward Always (sip_core.presence) ---------------------
+
+
+async def test_push_overrides_dnd_make_busy_and_call_forward_always(h: Harness) -> None:
+    presence = h.b2bua.presence
+    presence.set_dnd("202", True)
+    presence.set_make_busy("301", True)
+    presence.set_forward("301", "device:302")
+    _carol, desk, mobile, bob = await talking(h)
+    bob_mobile = h.phone("302", 5302)
+    key(desk, "*5")
+    assert len(invites(mobile)) == 1  # in DND, rung all the same
+    assert len(invites(bob)) == 1  # in Make Busy and forwarding, rung itself
+    assert invites(bob_mobile) == []  # the forward is not followed
+
+
+async def test_push_never_overrides_group_presence(h: Harness) -> None:
+    h.b2bua.group_presence.set_present("Home", "202", False)
+    h.b2bua.presence.set_dnd("301", True)
+    _carol, desk, mobile, bob = await talking(h)
+    key(desk, "*5")
+    assert invites(mobile) == []
+    assert len(invites(bob)) == 1
+
+
+async def test_a_pilot_call_respects_dnd_and_make_busy(h: Harness) -> None:
+    carol = h.phone("401", 5401)
+    desk = h.phone("201", 5201)
+    mobile = h.phone("202", 5202)
+    bob = h.phone("301", 5301)
+    h.b2bua.presence.set_dnd("201", True)
+    h.b2bua.presence.set_make_busy("202", True)
+    carol.invite("250")
+    await settle()
+    assert invites(desk) == []
+    assert invites(mobile) == []
+    assert len(invites(bob)) == 1
+    h.b2bua.presence.set_dnd("201", False)
+    h.clock.advance(RECHECK_INTERVAL)
+    assert len(invites(desk)) == 1  # out of DND: rings within the re-check
+    assert invites(mobile) == []
+
+
+async def test_pull_works_to_and_from_devices_in_dnd_and_make_busy(h: Harness) -> None:
+    h.b2bua.presence.set_dnd("201", True)
+    h.b2bua.presence.set_make_busy("202", True)
+    carol = h.phone("401", 5401)
+    desk = h.phone("201", 5201)
+    mobile = h.phone("202", 5202)
+    invite = carol.invite("201")  # a direct call to a device in DND is refused ...
+    await settle()
+    assert carol.responses(486)
+    h.b2bua.presence.set_dnd("201", False)
+    invite = carol.invite("201")
+    await settle()
+    desk.answer(desk.last_request("INVITE"), 200, sdp(6201))
+    carol.confirm(invite, carol.responses(200)[-1])
+    h.b2bua.presence.set_dnd("201", True)  # ... but a call on it can be pulled from it
+    pull = mobile.invite("*5")  # and to a device in Make Busy
+    await settle()
+    mobile.confirm(pull, mobile.responses(200)[-1])
+    await settle()
+    call = h.only_call()
+    assert call.callee is not None
+    assert call.callee.device == "202"
+
+
+async def test_call_forward_always_to_a_group_rings_its_present_members() -> None:
+    from sip_core.presence import ForwardKind, ForwardTarget, Presence
+    from sip_core.prg.presence import GroupPresence
+
+    config = config_with(HOME)
+    groups = GroupPresence(lambda: config)
+    presence = Presence(lambda: config, group_present=groups.present)
+    presence.set_forward("401", "group:Home")
+    assert presence.device("401").forward == ForwardTarget(ForwardKind.GROUP, "Home")
+    assert presence.forwards("401") == ["201", "202", "301"]
+    groups.set_present("Home", "202", False)
+    assert presence.forwards("401") == ["201", "301"]
+    with pytest.raises(ValueError, match="no group is called 'Nope'"):
+        presence.set_forward("401", "group:Nope")
+    with pytest.raises(ValueError, match="'group:<name>'"):
+        presence.set_forward("401", "team:Home")
