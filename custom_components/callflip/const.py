@@ -52,6 +52,8 @@ EVENT_PHONE_DISCOVERED: Final = "callflip_phone_discovered"
 
 SERVICE_FLIP: Final = "flip"
 SERVICE_HANGUP: Final = "hangup"
+SERVICE_PUSH: Final = "push"
+SERVICE_PULL: Final = "pull"
 ATTR_TARGET_DEVICE_ID: Final = "target_device_id"
 ATTR_TIMEOUT: Final = "timeout"
 MIN_FLIP_TIMEOUT: Final = 5
@@ -64,6 +66,13 @@ class HandoffType(StrEnum):
     STARTED = "flip_started"
     SUCCEEDED = "flip_succeeded"
     FAILED = "flip_failed"
+    PUSH_STARTED = "push_started"
+    PUSHED = "pushed"
+    PUSH_UNANSWERED = "push_unanswered"
+    PULL_STARTED = "pull_started"
+    PULLED = "pulled"
+    HANDOFF_FAILED = "handoff_failed"
+    """A push or pull that was refused or did not work (the reason says why)."""
 
 
 class DeviceKind(StrEnum):

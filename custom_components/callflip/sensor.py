@@ -33,6 +33,7 @@ from .entity import (
     CallflipUserEntity,
     async_add_per_user_and_device,
 )
+from .groups import GroupActiveCallSensor, async_add_per_group
 from .handoff import HandoffSummary
 from .hub import CallflipHub, device_identifier
 
@@ -128,6 +129,8 @@ ACTIVE_CALL = SensorEntityDescription(
 )
 LAST_HANDOFF = SensorEntityDescription(key="last_handoff", translation_key="last_handoff")
 
+GROUP_ACTIVE_CALL = SensorEntityDescription(key="active_call", translation_key="group_active_call")
+
 
 async def async_setup_entry(
     hass: HomeAssistant,
@@ -158,6 +161,11 @@ async def async_setup_entry(
             LastHandoffSensor(hub, LAST_HANDOFF, user_id),
         ],
         per_device=device_sensors,
+    )
+    async_add_per_group(
+        entry,
+        async_add_entities,
+        lambda hub, group: [GroupActiveCallSensor(hub, GROUP_ACTIVE_CALL, group["id"])],
     )
 
 

@@ -31,7 +31,19 @@ async def test_users_offer_triggers_phones_do_not(
     alice = _id(hass, loaded_entry, "user-u-alice")
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, alice)
     ours = {t["type"] for t in triggers if t["domain"] == DOMAIN}
-    assert ours == {"incoming_call", "flip_started", "flip_succeeded", "flip_failed"}
+    assert ours == {
+        "incoming_call",
+        "flip_started",
+        "flip_succeeded",
+        "flip_failed",
+        # Personal Ring Group handoffs
+        "push_started",
+        "pushed",
+        "push_unanswered",
+        "pull_started",
+        "pulled",
+        "handoff_failed",
+    }
     desk = _id(hass, loaded_entry, "device-d-alice-desk")
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, desk)
     assert not [t for t in triggers if t["domain"] == DOMAIN]

@@ -185,6 +185,7 @@ async def test_example_actions_run_on_the_demo(hass: HomeAssistant) -> None:
     assert {step["action"] for example in actions for step in example} == {
         "callflip.flip",
         "callflip.hangup",
+        "callflip.push",
     }
     for example in actions:
         await async_validate_actions_config(hass, cv.SCRIPT_SCHEMA(example))

@@ -61,7 +61,7 @@ def test_every_error_and_step_is_translated() -> None:
     assert set(re.findall(r'step_id="(\w+)"', server_part)) <= set(STRINGS["config"]["step"])
     option_steps = set(re.findall(r'step_id="(\w+)"', options_part))
     assert option_steps <= set(STRINGS["options"]["step"])
-    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device)|security)"', options_part))
+    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device|group)|security)"', options_part))
     assert menu == set(STRINGS["options"]["step"]["init"]["menu_options"])
 
 
@@ -75,9 +75,12 @@ def test_every_entity_and_exception_is_translated() -> None:
         p: set(v) for p, v in STRINGS["entity"].items()
     }
     raised = set(re.findall(r'translation_key="(\w+)"', _source("__init__.py")))
-    for module in ("services.py", "button.py", "select.py", "switch.py"):
+    for module in ("services.py", "button.py", "select.py", "switch.py", "groups.py"):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("FLIP_ERRORS")[1]))
+    handoff = _source("handoff_services.py").split("HANDOFF_ERRORS")[1].split("}")[0]
+    raised |= set(re.findall(r': "(\w+)",', handoff))
+    raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source("handoff_services.py")))
     # security.py names its repair issues the same way as its exceptions: leave the issues out.
     security = set(re.findall(r'translation_key="(\w+)"', _source("security.py")))
     raised |= security - set(STRINGS.get("issues", {}))
