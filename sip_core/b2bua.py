@@ -25,13 +25,16 @@ from sip_core.events import PbxEvent
 from sip_core.features.attended import AttendedTransfer
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
+from sip_core.features.handoff import Handoff, PullOperation, PushOperation
 from sip_core.features.refer import Refer
 from sip_core.features.registry import FeatureRegistry
 from sip_core.features.replaces import InviteReplaces
+from sip_core.features.ring_group import GroupCalls
 from sip_core.features.transfer import Transfer
 from sip_core.media import MediaRelay
 from sip_core.message import Request
 from sip_core.presence import Presence
+from sip_core.prg.presence import GroupPresence
 from sip_core.registrar import Binding
 from sip_core.transaction import TransactionLayer
 from sip_core.transport import Source
@@ -67,6 +70,7 @@ class B2bua(CallControl):
         presence: Presence | None = None,
         ingress: TrunkIngress | None = None,
         egress: TrunkEgress | None = None,
+        group_presence: GroupPresence | None = None,
     ) -> None:
         super().__init__(
             transactions,
@@ -95,6 +99,12 @@ class B2bua(CallControl):
         self._refer = Refer(self, self._transfer)
         self.features.add_in_call(self._refer.on_request)
         self.features.add_replaces(InviteReplaces(self).on_invite)
+        self.group_presence = group_presence or GroupPresence(config)
+        self.handoff = Handoff(self, self.group_presence)
+        self.features.add_code(self._handoff_code, self._handoff_dialled)
+        self.features.add_dialled(self.handoff.on_dialled)
+        self.group_calls = GroupCalls(self, self.group_presence, self.presence.available)
+        self.hooks.route_number = self.group_calls.route
 
     def flip(
         self,
@@ -131,3 +141,19 @@ class B2bua(CallControl):
 
     def _attended_dialled(self, leg: Leg, match: FeatureMatch) -> None:
         self._attended.on_code(leg, match.argument)
+
+    def push(
+        self, call_id: str, device: str | None = None, group: str | None = None
+    ) -> PushOperation:
+        """Push a call to its device's Personal Ring Group (`Handoff.push`)."""
+        return self.handoff.push(call_id, device, group)
+
+    def pull(self, device: str) -> PullOperation:
+        """Pull the group's in-progress call to ``device`` (`Handoff.pull`: it rings)."""
+        return self.handoff.pull(device)
+
+    def _handoff_code(self) -> FeatureCode:
+        return FeatureCode(self.config().handoff.code, "handoff")
+
+    def _handoff_dialled(self, leg: Leg, _match: FeatureMatch) -> None:
+        self.handoff.on_code(leg)

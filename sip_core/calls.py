@@ -100,6 +100,8 @@ class LegRole(StrEnum):
     CALLEE = "callee"
     FLIP_TARGET = "flip_target"
     TRANSFER_TARGET = "transfer_target"
+    PUSH_TARGET = "push_target"  # a group member rung by a push
+    PULLER = "puller"  # a group member's device taking a call by a pull
 
 
 class LegState(StrEnum):
@@ -205,7 +207,10 @@ class Leg:
 
 @dataclass(frozen=True, slots=True)
 class HandoffRecord:
-    """One flip: which device gave the call away and which took it (or was meant to)."""
+    """One flip, push or pull: which device gave the call away and which took it (or was meant
+    to). The shape of a transfer record: ``from_device`` is the transferring party (the pusher;
+    for a pull, the device pulled from), ``to_device`` the transferred-to party (the member who
+    answered a push; the puller)."""
 
     call_id: str
     from_device: str
@@ -214,6 +219,8 @@ class HandoffRecord:
     ended_at: float | None
     succeeded: bool
     reason: str
+    kind: str = "flip"  # "flip", "push" or "pull"
+    group: str = ""  # the Personal Ring Group of a push or pull
 
 
 class TransferKind(StrEnum):

@@ -26,6 +26,10 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
     log_level: info
     transfer: {preset: default, blind_code: "*2", attended_code: "**", timeout: 30,
                recall_timeout: 30, complete_code: "*3", cancel_code: "*4"}
+    groups:
+      - {name: Alice everywhere, pilot: "250", members: ["201", "202"], ring_timer: 20,
+         no_answer: "user:bob"}
+    handoff: {code: "*5"}
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
 Everything else has the default shown. A key that is present but empty counts as absent, except
@@ -50,6 +54,13 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from .audio.wav import WavError, load_wav
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
+from .prg.model import (
+    DEFAULT_RING_TIMER,
+    HandoffSettings,
+    NoAnswerKind,
+    NoAnswerTarget,
+    RingGroup,
+)
 from .yaml_file import YamlError, read_yaml
 
 if TYPE_CHECKING:
@@ -63,8 +74,12 @@ __all__ = [
     "DeviceType",
     "DigestAlgorithm",
     "FlipSettings",
+    "HandoffSettings",
+    "NoAnswerKind",
+    "NoAnswerTarget",
     "PbxConfig",
     "RegistrarSettings",
+    "RingGroup",
     "RtpSettings",
     "SecuritySettings",
     "SipSettings",
@@ -349,6 +364,8 @@ class PbxConfig:
     #: The ``trunks`` and ``dialplan`` sections (``sip_core.trunk.config``); None: no trunks.
     trunking: "Trunking | None" = None
     transfer: TransferSettings = field(default_factory=TransferSettings)
+    groups: tuple[RingGroup, ...] = ()
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -385,6 +402,24 @@ class PbxConfig:
     def user_by_extension(self, extension: str) -> User | None:
         """The user reachable on this extension."""
         return self._by_extension.get(extension)
+
+    def group(self, name: str) -> RingGroup | None:
+        """The Personal Ring Group with this name."""
+        for group in self.groups:
+            if group.name == name:
+                return group
+        return None
+
+    def group_by_pilot(self, pilot: str) -> RingGroup | None:
+        """The Personal Ring Group whose pilot number this is."""
+        for group in self.groups:
+            if group.pilot == pilot:
+                return group
+        return None
+
+    def groups_of(self, device: str) -> tuple[RingGroup, ...]:
+        """The groups ``device`` is a member of, in file order."""
+        return tuple(group for group in self.groups if device in group.members)
 
     def devices(self) -> Iterator[tuple[User, Device]]:
         """Every device with its owner, in file order."""
@@ -447,6 +482,8 @@ class PbxConfig:
                 "complete_code": self.transfer.complete_code,
                 "cancel_code": self.transfer.cancel_code,
             },
+            "groups": [group.to_mapping() for group in self.groups],
+            "handoff": {"code": self.handoff.code},
         }
 
 
@@ -516,7 +553,13 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     discovery = _discovery(root.get("discovery"), users)
     transfer = _transfer(root.get("transfer"), users, flip.code)
     security = _security(root.get("security"))
-    trunking = _trunking(root, users, flip)
+    handoff = _handoff(root.get("handoff"), users, flip, transfer)
+    groups = _groups(
+        root.get("groups"),
+        users,
+        (flip.code, handoff.code, transfer.blind_code, transfer.attended_code),
+    )
+    trunking = _trunking(root, users, flip, (handoff.code, *(group.pilot for group in groups)))
     return PbxConfig(
         sip,
         rtp,
@@ -530,11 +573,16 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         security=security,
         trunking=trunking,
         transfer=transfer,
+        groups=groups,
+        handoff=handoff,
     )
 
 
 def _trunking(
-    root: Mapping[str, Any], users: Sequence[User], flip: FlipSettings
+    root: Mapping[str, Any],
+    users: Sequence[User],
+    flip: FlipSettings,
+    numbers: Sequence[str] = (),
 ) -> "Trunking | None":
     """The trunks and dial plan, checked by ``sip_core.trunk.config``.
 
@@ -545,6 +593,7 @@ def _trunking(
     internal = [user.extension for user in users]
     internal += [device.username for user in users for device in user.devices]
     internal.append(flip.code)
+    internal.extend(numbers)  # the handoff code and the groups' pilots
     return trunking_from_mapping(root.get("trunks"), root.get("dialplan"), users, internal)
 
 
@@ -562,6 +611,8 @@ _TOP_KEYS: Final = (
     "trunks",
     "dialplan",
     "transfer",
+    "groups",
+    "handoff",
 )
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -1023,3 +1074,122 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
         complete_code=codes["complete_code"],
         cancel_code=codes["cancel_code"],
     )
+
+
+# --- Personal Ring Groups (sip_core.prg.model) ---------------------------------------------------
+
+
+def _handoff(
+    data: Any, users: Sequence[User], flip: FlipSettings, transfer: TransferSettings
+) -> HandoffSettings:
+    path: KeyPath = ("handoff",)
+    section = _section(data, path, ("code",))
+    if "code" not in section:
+        return HandoffSettings()
+    if section["code"] is None:
+        _fail(
+            (*path, "code"),
+            "required (quote a code that starts with '#' or '*': an unquoted '#' starts a comment)",
+        )
+    code = _text(section, "code", path, numbers=True)
+    if not _FLIP_CODE.fullmatch(code):
+        _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
+    if code == flip.code:
+        _fail((*path, "code"), f"{code!r} is also the flip code")
+    # The codes dialled in a call share one collector: none may start another.
+    for name, other in (
+        ("transfer.blind_code", transfer.blind_code),
+        ("transfer.attended_code", transfer.attended_code),
+    ):
+        if code.startswith(other) or other.startswith(code):
+            _fail((*path, "code"), f"{code!r} and {name} {other!r} cannot both be codes")
+    taken = {user.extension for user in users} | {
+        device.username for user in users for device in user.devices
+    }
+    if code in taken:
+        _fail((*path, "code"), f"{code!r} is also an extension or a device's username")
+    return HandoffSettings(code)
+
+
+def _groups(data: Any, users: Sequence[User], codes: Sequence[str]) -> tuple[RingGroup, ...]:
+    """Personal Ring Groups; their names and pilots share the users' namespace (no case)."""
+    numbers = {user.extension.casefold() for user in users} | {
+        device.username.casefold() for user in users for device in user.devices
+    }
+    devices = {device.username for user in users for device in user.devices}
+    user_names = {user.name for user in users}
+    names: dict[str, KeyPath] = {}
+    pilots: dict[str, KeyPath] = {}
+    raw_targets: list[tuple[KeyPath, Any]] = []
+    groups: list[RingGroup] = []
+    keys = ("name", "pilot", "members", "ring_timer", "no_answer")
+    for index, item in enumerate(_list(data, ("groups",), "groups")):
+        path: KeyPath = ("groups", index)
+        section = _section(item, path, keys, required=True)
+        name = _name(_text(section, "name", path, numbers=True), (*path, "name"))
+        previous = names.setdefault(name.casefold(), (*path, "name"))
+        if previous != (*path, "name"):
+            _fail((*path, "name"), f"{name!r} is already used by {format_path(previous)}")
+        pilot = _user_part(_text(section, "pilot", path, numbers=True), (*path, "pilot"))
+        if pilot.casefold() in numbers:
+            _fail((*path, "pilot"), f"{pilot!r} is already an extension or a device's username")
+        if pilot in codes:
+            _fail((*path, "pilot"), f"{pilot!r} is also a feature code")
+        previous = pilots.setdefault(pilot.casefold(), (*path, "pilot"))
+        if previous != (*path, "pilot"):
+            _fail((*path, "pilot"), f"{pilot!r} is already used by {format_path(previous)}")
+        raw_members = _list(section.get("members"), (*path, "members"), "device usernames")
+        if not raw_members:
+            _fail((*path, "members"), "a group needs at least one member device")
+        members: list[str] = []
+        for number, item_value in enumerate(raw_members):
+            member_path: KeyPath = (*path, "members", number)
+            member = item_value
+            if isinstance(member, int) and not isinstance(member, bool):
+                member = str(member)
+            if not isinstance(member, str):
+                _fail(member_path, f"must be a device's username, not {_describe(member)}")
+            if member not in devices:
+                _fail(member_path, f"no device is called {member!r}")
+            if member in members:
+                _fail(member_path, f"{member!r} is listed twice")
+            members.append(member)
+        ring_timer = _int(section, "ring_timer", path, DEFAULT_RING_TIMER, (1, 3600))
+        raw_targets.append(((*path, "no_answer"), section.get("no_answer")))
+        groups.append(RingGroup(name, pilot, tuple(members), ring_timer))
+    # Targets are checked once every group is known (a group may forward to a later one).
+    group_names = {group.name for group in groups}
+    for (path, raw), group in zip(raw_targets, groups, strict=True):
+        known = {
+            NoAnswerKind.USER: user_names,
+            NoAnswerKind.DEVICE: devices,
+            NoAnswerKind.GROUP: group_names,
+        }
+        target = _no_answer(raw, path, known, group.name)
+        if target is not None:
+            groups[groups.index(group)] = RingGroup(
+                group.name, group.pilot, group.members, group.ring_timer, target
+            )
+    return tuple(groups)
+
+
+def _no_answer(
+    value: Any, path: KeyPath, known: Mapping[NoAnswerKind, set[str]], own: str
+) -> NoAnswerTarget | None:
+    usage = "'user:<name>', 'device:<username>', 'group:<name>' or 'none'"
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        _fail(path, f"must be {usage}, not {_describe(value)}")
+    if value.strip().lower() == "none":
+        return None
+    kind_text, sep, name = value.partition(":")
+    kind = next((k for k in NoAnswerKind if k.value == kind_text.strip().lower()), None)
+    name = name.strip()
+    if not sep or not name or kind is None:
+        _fail(path, f"must be {usage}, not {value!r}")
+    if name not in known[kind]:
+        _fail(path, f"no {kind.value} is called {name!r}")
+    if kind is NoAnswerKind.GROUP and name == own:
+        _fail(path, "a group cannot forward its unanswered calls to itself")
+    return NoAnswerTarget(kind, name)

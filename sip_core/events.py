@@ -127,6 +127,9 @@ class HandoffStarted:
     call_id: str
     from_device: str
     to_device: str
+    kind: str = "flip"
+    """``flip``, or a Personal Ring Group's ``push`` / ``pull`` (``to_device``: the group's
+    name while a push rings it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,7 @@ class HandoffSucceeded:
     from_device: str
     to_device: str
     record: HandoffRecord
+    kind: str = "flip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +152,10 @@ class HandoffFailed:
     to_device: str
     reason: str
     record: HandoffRecord
+    kind: str = "flip"
+    refusal: str = ""
+    """For a push or pull: why, as a stable key (`sip_core.features.handoff.Refusal`), so that
+    Home Assistant can translate it; ``unanswered`` for a push nobody took."""
 
 
 @dataclass(frozen=True, slots=True)

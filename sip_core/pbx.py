@@ -22,15 +22,17 @@ from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.call_audio import CallPlayback, PlaySide, find_call, play_into_call
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, TransferRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
-from sip_core.config import PbxConfig, SecuritySettings, User
+from sip_core.config import PbxConfig, RingGroup, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
+from sip_core.features.handoff import PullOperation, PushOperation
 from sip_core.guard import Ban, Guard
 from sip_core.media import MediaRelay
 from sip_core.message import ParseError, Request, Response, make_response
 from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
 from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
 from sip_core.presence import DeviceStates, ForwardTarget, Presence
+from sip_core.prg.presence import GroupPresence
 from sip_core.provisioning import Adoption, Provisioner, format_for
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
 from sip_core.state import RuntimeState
@@ -136,6 +138,7 @@ class Pbx:
             music_file=config.rtp.music_on_hold,
             rtp_timeout=config.rtp.timeout,
         )
+        group_presence = GroupPresence(lambda: self._config, state)
         self._b2bua = B2bua(
             self._transactions,
             self._clock,
@@ -149,7 +152,8 @@ class Pbx:
             local_port=lambda: self._transport.local_address.port,
             history=_history(history),
             on_auth=self._guard.authenticated,
-            presence=Presence(lambda: self._config, state),
+            presence=Presence(lambda: self._config, state, group_present=group_presence.present),
+            group_presence=group_presence,
             ingress=self._ingress,
             egress=TrunkEgress(lambda: self._config),
         )
@@ -343,6 +347,44 @@ class Pbx:
         self._config = replace(self._config, trunking=trunking)
         await self._resolve_trunk_hosts()
         self._trunks.update(trunking.trunks if trunking is not None else ())
+
+    # -- Personal Ring Groups (sip_core.prg, sip_core.features.handoff) ---------------------------
+
+    @property
+    def group_presence(self) -> GroupPresence:
+        """Each member's Group Presence (`GroupPresence.subscribe` tells of changes)."""
+        return self._b2bua.group_presence
+
+    def group_present(self, group: str, device: str) -> bool:
+        return self._b2bua.group_presence.present(group, device)
+
+    def set_group_presence(self, group: str, device: str, present: bool) -> None:
+        """Make a member present or absent; `GroupPresenceError` when it is no member."""
+        self._b2bua.group_presence.set_present(group, device, present)
+
+    def update_groups(self, groups: Sequence[RingGroup]) -> None:
+        """Apply a new set of Personal Ring Groups at once (calls in progress go on)."""
+        self._config = replace(self._config, groups=tuple(groups))
+
+    def push(
+        self, call_id: str, device: str | None = None, group: str | None = None
+    ) -> PushOperation:
+        """Push a call to its device's group (`Handoff.push`); `HandoffError` when refused."""
+        return self._b2bua.push(call_id, device, group)
+
+    def pull(self, device: str) -> PullOperation:
+        """Pull the group's call in progress to ``device`` (it rings); `HandoffError` else."""
+        return self._b2bua.pull(device)
+
+    def group_ringing(self, group: str) -> bool:
+        """Whether a call rings the group now (a call to its pilot, or a push)."""
+        found = self._config.group(group)
+        return found is not None and self._b2bua.handoff.rings(found)
+
+    def group_call_holder(self, group: str) -> str | None:
+        """The member holding an answered call now (the first in the group's order), if any."""
+        found = self._config.group(group)
+        return self._b2bua.handoff.call_holder(found) if found is not None else None
 
     def history(self) -> list[CallRecord]:
         """Finished calls, oldest first (bounded), each with its handoff records."""

@@ -67,10 +67,11 @@ class UnknownUserError(PresenceError):
 
 
 class ForwardKind(StrEnum):
-    """What a forward points at. Groups (Personal Ring Groups) will add a kind here."""
+    """What a forward points at: a device, a user, or a Personal Ring Group."""
 
     DEVICE = "device"
     USER = "user"
+    GROUP = "group"  # a Personal Ring Group: its present members (sip_core.prg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +91,15 @@ class ForwardTarget:
         kind, sep, name = text.partition(":")
         if not sep or not name:
             raise PresenceError(
-                f"a forward target is 'device:<username>' or 'user:<name>', not {text!r}"
+                f"a forward target is 'device:<username>', 'user:<name>' or 'group:<name>',"
+                f" not {text!r}"
             )
         try:
             return cls(ForwardKind(kind), name)
         except ValueError:
             raise PresenceError(
-                f"a forward target is 'device:<username>' or 'user:<name>', not {text!r}"
+                f"a forward target is 'device:<username>', 'user:<name>' or 'group:<name>',"
+                f" not {text!r}"
             ) from None
 
 
@@ -120,9 +123,18 @@ class Presence:
     device that no longer exists are kept, harmlessly, until it is set again or comes back).
     """
 
-    def __init__(self, config: Callable[[], PbxConfig], state: RuntimeState | None = None) -> None:
+    def __init__(
+        self,
+        config: Callable[[], PbxConfig],
+        state: RuntimeState | None = None,
+        *,
+        group_present: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        """``group_present(group, device)``: a member's Group Presence (`sip_core.prg`), so that
+        a forward to a group rings its present members only (all of them without it)."""
         self._config = config
         self._state = state
+        self._group_present = group_present
         self._devices: dict[str, DeviceStates] = {}
         self._flip: dict[str, bool] = {}
         self._listeners: list[Callable[[], None]] = []
@@ -171,6 +183,12 @@ class Presence:
         config = self._config()
         if forward.kind is ForwardKind.DEVICE:
             return [forward.name] if config.device(forward.name) is not None else None
+        if forward.kind is ForwardKind.GROUP:
+            group = config.group(forward.name)
+            if group is None:
+                return None
+            present = self._group_present
+            return [m for m in group.members if present is None or present(group.name, m)]
         user = config.user(forward.name)
         if user is None:
             return None
@@ -197,6 +215,9 @@ class Presence:
                     raise UnknownDeviceError(f"no device is called {target.name!r}")
                 if target.name == device:
                     raise PresenceError(f"{device} cannot forward its calls to itself")
+            elif target.kind is ForwardKind.GROUP:
+                if config.group(target.name) is None:
+                    raise PresenceError(f"no group is called {target.name!r}")
             elif config.user(target.name) is None:
                 raise UnknownUserError(f"no user is called {target.name!r}")
         self._update(device, forward=target)

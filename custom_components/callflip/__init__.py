@@ -27,6 +27,7 @@ from .bundled_blueprints import async_setup_blueprints
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .discovery import PhoneDiscovery
+from .group_options import group_identifier, groups_from_options
 from .history import CallHistory, history_store
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
 from .issues import (
@@ -207,5 +208,6 @@ async def async_remove_config_entry_device(
         hub_identifier(entry.entry_id),
         *(user_identifier(user["id"]) for user in users),
         *(device_identifier(owned.device["id"]) for owned in iter_devices(users)),
+        *(group_identifier(group["id"]) for group in groups_from_options(entry.options)),
     }
     return not device_entry.identifiers & configured

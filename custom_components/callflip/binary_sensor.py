@@ -14,6 +14,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .data import CallflipConfigEntry
 from .entity import CallflipDeviceEntity, CallflipUserEntity, async_add_per_user_and_device
+from .groups import GroupRingingSensor, async_add_per_group
 
 PARALLEL_UPDATES = 0
 
@@ -21,6 +22,7 @@ REGISTERED = BinarySensorEntityDescription(
     key="registered",
     translation_key="registered",
 )
+GROUP_RINGING = BinarySensorEntityDescription(key="ringing", translation_key="group_ringing")
 REACHABLE = BinarySensorEntityDescription(
     key="reachable",
     translation_key="reachable",
@@ -40,6 +42,12 @@ async def async_setup_entry(
         per_device=lambda hub, _user_id, device_id: [
             DeviceRegisteredSensor(hub, REGISTERED, device_id)
         ],
+    )
+
+    async_add_per_group(
+        entry,
+        async_add_entities,
+        lambda hub, group: [GroupRingingSensor(hub, GROUP_RINGING, group["id"])],
     )
 
 

@@ -60,11 +60,19 @@ from .const import (
     DeviceKind,
 )
 from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
+from .group_options import (
+    CONF_GROUPS,
+    GroupOptions,
+    find_group,
+    groups_from_options,
+    groups_mapping,
+    prune_groups,
+)
 from .hub import CallflipHub
 from .issues import async_yaml_section_ignored
 from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
 from .trunk_flow import TrunkOptionsFlow
-from .trunks import build_config, dialplan_of, trunk_options, trunks_of
+from .trunks import build_config, dialplan_of, options_groups, trunk_options, trunks_of
 from .users import (
     DeviceOptions,
     UserOptions,
@@ -84,6 +92,11 @@ from .users import (
 CONF_OWNER = "owner"
 CONF_USER = "user"
 CONF_DEVICE = "device"
+CONF_GROUP = "group"
+CONF_PILOT = "pilot"
+CONF_MEMBERS = "members"
+CONF_RING_TIMER = "ring_timer"
+CONF_NO_ANSWER = "no_answer"
 
 _PORT = NumberSelector(NumberSelectorConfig(mode=NumberSelectorMode.BOX, step=1))
 _TEXT = TextSelector()
@@ -541,15 +554,22 @@ class CallflipOptionsFlow(TrunkOptionsFlow):
         self._users: list[UserOptions] = []
         self._user_id: str | None = None
         self._device_id: str | None = None
+        self._groups: list[GroupOptions] = []
+        self._group_id: str | None = None
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Offer what can be done with the users and devices there are."""
         self._users = users_from_options(self.config_entry.options)
+        self._groups = groups_from_options(self.config_entry.options)
         menu = ["add_user"]
         if self._users:
             menu += ["edit_user", "remove_user", "add_device"]
         if any(True for _ in iter_devices(self._users)):
             menu += ["edit_device", "remove_device"]
+        if any(True for _ in iter_devices(self._users)):
+            menu.append("add_group")
+        if self._groups:
+            menu += ["edit_group", "remove_group"]
         menu.append("security")
         menu.append("trunks")
         return self.async_show_menu(step_id="init", menu_options=menu)
@@ -782,6 +802,126 @@ class CallflipOptionsFlow(TrunkOptionsFlow):
             data_schema=vol.Schema({vol.Required(CONF_DEVICE): self._devices_select()}),
         )
 
+    # -- Personal Ring Groups ----------------------------------------------------------------------
+
+    async def async_step_add_group(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Add a Personal Ring Group."""
+        self._group_id = None
+        return await self.async_step_group(user_input)
+
+    async def async_step_edit_group(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose the group to edit."""
+        if user_input is not None:
+            self._group_id = user_input[CONF_GROUP]
+            return await self.async_step_group()
+        return self.async_show_form(
+            step_id="edit_group",
+            data_schema=vol.Schema({vol.Required(CONF_GROUP): self._groups_select()}),
+        )
+
+    async def async_step_group(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """A group's name, pilot number, members in order, ring timer and no-answer target."""
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        current = find_group(self._groups, self._group_id) if self._group_id else None
+        if user_input is not None:
+            group = GroupOptions(
+                id=current["id"] if current is not None else new_id(),
+                name=str(user_input[CONF_NAME]).strip(),
+                pilot=str(user_input[CONF_PILOT]).strip(),
+                members=list(user_input.get(CONF_MEMBERS) or []),
+                ring_timer=int(user_input[CONF_RING_TIMER]),
+                no_answer=str(user_input.get(CONF_NO_ANSWER) or "none"),
+            )
+            groups = [g for g in self._groups if g["id"] != group["id"]]
+            if current is not None:
+                groups.insert(self._groups.index(current), group)
+            else:
+                groups.append(group)
+            try:
+                pbx_config(self.config_entry.data, self._users, groups_mapping(groups, self._users))
+            except ConfigError as err:
+                errors["base"] = "invalid_group"
+                placeholders["error"] = str(err)
+            else:
+                self._groups = groups
+                return self._save()
+        suggested: Mapping[str, Any] = user_input or current or {CONF_RING_TIMER: 20}
+        return self.async_show_form(
+            step_id="group",
+            data_schema=self.add_suggested_values_to_schema(self._group_schema(), suggested),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_remove_group(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Remove a Personal Ring Group (its members keep their phones)."""
+        if user_input is not None:
+            gone = user_input[CONF_GROUP]
+            self._groups = [g for g in self._groups if g["id"] != gone]
+            for group in self._groups:
+                if group["no_answer"] == f"group:{gone}":
+                    group["no_answer"] = "none"
+            return self._save()
+        return self.async_show_form(
+            step_id="remove_group",
+            data_schema=vol.Schema({vol.Required(CONF_GROUP): self._groups_select()}),
+        )
+
+    def _groups_select(self) -> SelectSelector:
+        return SelectSelector(
+            SelectSelectorConfig(
+                options=[
+                    SelectOptionDict(value=group["id"], label=f"{group['name']} ({group['pilot']})")
+                    for group in self._groups
+                ],
+                mode=SelectSelectorMode.DROPDOWN,
+            )
+        )
+
+    def _group_schema(self) -> vol.Schema:
+        devices = [
+            SelectOptionDict(
+                value=owned.device["id"],
+                label=f"{owned.device['label']} ({owned.device['username']})",
+            )
+            for owned in iter_devices(self._users)
+        ]
+        targets = [SelectOptionDict(value="none", label="-")]
+        targets += [
+            SelectOptionDict(value=f"user:{user['id']}", label=user["name"]) for user in self._users
+        ]
+        targets += [
+            SelectOptionDict(value=f"device:{option['value']}", label=option["label"])
+            for option in devices
+        ]
+        targets += [
+            SelectOptionDict(value=f"group:{group['id']}", label=group["name"])
+            for group in self._groups
+            if group["id"] != self._group_id
+        ]
+        return vol.Schema(
+            {
+                vol.Required(CONF_NAME): _TEXT,
+                vol.Required(CONF_PILOT): _TEXT,
+                vol.Required(CONF_MEMBERS): SelectSelector(
+                    SelectSelectorConfig(
+                        options=devices, multiple=True, mode=SelectSelectorMode.LIST
+                    )
+                ),
+                vol.Required(CONF_RING_TIMER): _PORT,
+                vol.Required(CONF_NO_ANSWER, default="none"): SelectSelector(
+                    SelectSelectorConfig(options=targets, mode=SelectSelectorMode.DROPDOWN)
+                ),
+            }
+        )
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _check_config(self) -> tuple[dict[str, str], dict[str, str]]:
@@ -789,7 +929,11 @@ class CallflipOptionsFlow(TrunkOptionsFlow):
         options = self.config_entry.options
         try:
             build_config(
-                self.config_entry.data, self._users, trunks_of(options), dialplan_of(options)
+                self.config_entry.data,
+                self._users,
+                trunks_of(options),
+                dialplan_of(options),
+                options_groups(options, self._users),
             )
         except ConfigError as err:
             self._users = users_from_options(self.config_entry.options)
@@ -797,7 +941,11 @@ class CallflipOptionsFlow(TrunkOptionsFlow):
         return {}, {"error": ""}
 
     def _save(self) -> ConfigFlowResult:
-        return self.async_create_entry(data={**self.config_entry.options, CONF_USERS: self._users})
+        """Store the users (and the groups, without the members and targets that are gone)."""
+        data: dict[str, Any] = {**self.config_entry.options, CONF_USERS: self._users}
+        if self._groups or CONF_GROUPS in self.config_entry.options:
+            data[CONF_GROUPS] = prune_groups(self._groups, self._users)
+        return self.async_create_entry(data=data)
 
     def _users_select(self) -> SelectSelector:
         return SelectSelector(

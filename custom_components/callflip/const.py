@@ -57,6 +57,8 @@ ATTR_NUMBER: Final = "number"
 # Fired for each step of a transfer (keypad, REFER or the transfer action); ``type`` is one of
 # TransferEventType.
 EVENT_TRANSFER: Final = "callflip_transfer"
+SERVICE_PUSH: Final = "push"
+SERVICE_PULL: Final = "pull"
 ATTR_TARGET_DEVICE_ID: Final = "target_device_id"
 ATTR_TIMEOUT: Final = "timeout"
 MIN_FLIP_TIMEOUT: Final = 5
@@ -69,6 +71,13 @@ class HandoffType(StrEnum):
     STARTED = "flip_started"
     SUCCEEDED = "flip_succeeded"
     FAILED = "flip_failed"
+    PUSH_STARTED = "push_started"
+    PUSHED = "pushed"
+    PUSH_UNANSWERED = "push_unanswered"
+    PULL_STARTED = "pull_started"
+    PULLED = "pulled"
+    HANDOFF_FAILED = "handoff_failed"
+    """A push or pull that was refused or did not work (the reason says why)."""
 
 
 class DeviceKind(StrEnum):

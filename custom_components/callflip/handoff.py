@@ -24,6 +24,8 @@ class HandoffKind(StrEnum):
     """How a call moves. Only ``flip`` exists so far; the others follow as the PBX learns them."""
 
     FLIP = "flip"
+    PUSH = "push"
+    PULL = "pull"
 
 
 class HandoffOutcome(StrEnum):
@@ -39,6 +41,11 @@ _STEPS: Final[dict[HandoffType, tuple[HandoffKind, HandoffOutcome]]] = {
     HandoffType.STARTED: (HandoffKind.FLIP, HandoffOutcome.STARTED),
     HandoffType.SUCCEEDED: (HandoffKind.FLIP, HandoffOutcome.SUCCEEDED),
     HandoffType.FAILED: (HandoffKind.FLIP, HandoffOutcome.FAILED),
+    HandoffType.PUSH_STARTED: (HandoffKind.PUSH, HandoffOutcome.STARTED),
+    HandoffType.PUSHED: (HandoffKind.PUSH, HandoffOutcome.SUCCEEDED),
+    HandoffType.PUSH_UNANSWERED: (HandoffKind.PUSH, HandoffOutcome.FAILED),
+    HandoffType.PULL_STARTED: (HandoffKind.PULL, HandoffOutcome.STARTED),
+    HandoffType.PULLED: (HandoffKind.PULL, HandoffOutcome.SUCCEEDED),
 }
 
 
@@ -57,7 +64,12 @@ class HandoffSummary:
     def from_event(cls, data: Mapping[str, Any]) -> HandoffSummary:
         """Read the data of a ``callflip_handoff`` bus event (or a handoff listener's data with
         its ``type``); ValueError for a type that is not a handoff step."""
-        kind, outcome = _STEPS[HandoffType(str(data.get("type")))]
+        step = HandoffType(str(data.get("type")))
+        if step is HandoffType.HANDOFF_FAILED:
+            kind = HandoffKind(str(data.get("kind") or "push"))
+            outcome = HandoffOutcome.FAILED
+        else:
+            kind, outcome = _STEPS[step]
         source_account = str(data.get("from_device") or "")
         target_account = str(data.get("to_device") or "")
         source = str(data.get("from_label") or source_account or "?")
@@ -73,6 +85,8 @@ class HandoffSummary:
 
     def sentence(self) -> str:
         """A short sentence for a state or a notification: "Call moved from A to B"."""
+        if self.kind is not HandoffKind.FLIP:
+            return self._group_sentence()[:MAX_STATE_LENGTH]
         if self.outcome is HandoffOutcome.STARTED:
             text = f"Moving the call from {self.source} to {self.target}"
         elif self.outcome is HandoffOutcome.SUCCEEDED:
@@ -83,8 +97,26 @@ class HandoffSummary:
                 text += f" ({self.reason})"
         return text[:MAX_STATE_LENGTH]
 
+    def _group_sentence(self) -> str:
+        """A push or pull (Personal Ring Group) in words."""
+        why = f" ({self.reason})" if self.reason else ""
+        if self.kind is HandoffKind.PUSH:
+            if self.outcome is HandoffOutcome.STARTED:
+                return f"{self.source} is pushing the call to {self.target}"
+            if self.outcome is HandoffOutcome.SUCCEEDED:
+                return f"Call pushed from {self.source} to {self.target}"
+            return f"Push from {self.source} not taken{why}"
+        if self.outcome is HandoffOutcome.STARTED:
+            return f"{self.target} is pulling the call from {self.source}"
+        if self.outcome is HandoffOutcome.SUCCEEDED:
+            return f"Call pulled from {self.source} to {self.target}"
+        return f"Pull by {self.target} did not happen{why}"
+
     def predicate(self) -> str:
         """The same after a person's name, as the logbook shows it: "Alice moved the call..."."""
+        if self.kind is not HandoffKind.FLIP:
+            sentence = self._group_sentence()
+            return sentence[0].lower() + sentence[1:]
         if self.outcome is HandoffOutcome.STARTED:
             return f"is moving the call from {self.source} to {self.target}"
         if self.outcome is HandoffOutcome.SUCCEEDED:

@@ -47,6 +47,13 @@ from .const import (
     HandoffType,
     TransferEventType,
 )
+from .group_options import (
+    GroupOptions,
+    group_identifier,
+    group_key,
+    groups_from_options,
+    groups_mapping,
+)
 from .history import CallHistory
 from .users import OwnedDevice, UserOptions, find_device, iter_devices, pbx_config
 
@@ -119,6 +126,8 @@ class CallflipHub:
         self._stopped = False
         self.steps = CallStepTracker(self)
         """Every step of every call, for the call event entities (`call_steps`)."""
+        self.groups: list[GroupOptions] = groups_from_options(entry.options)
+        self._unsubscribe_groups: Callable[[], None] | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -126,6 +135,7 @@ class CallflipHub:
     def async_start(self) -> None:
         """Start listening to the PBX and register the devices it serves."""
         self._unsubscribe = self.pbx.subscribe(self._handle_event)
+        self._unsubscribe_groups = self.pbx.group_presence.subscribe(self._groups_changed)
         self._sync_device_registry()
 
     async def async_stop(self) -> None:
@@ -142,6 +152,9 @@ class CallflipHub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unsubscribe_groups is not None:
+            self._unsubscribe_groups()
+            self._unsubscribe_groups = None
         await self._store.async_save(self._stored_bindings())
         if self.history is not None:
             await self.history.async_save()
@@ -149,9 +162,12 @@ class CallflipHub:
     @callback
     def async_apply_options(self, options: Mapping[str, Any], users: list[UserOptions]) -> None:
         """Apply changed users and devices to the running PBX, without restarting it."""
-        config = pbx_config(self.entry.data, users)
+        groups = groups_from_options(options)
+        config = pbx_config(self.entry.data, users, groups_mapping(groups, users))
         self.pbx.update_users(config.users)
+        self.pbx.update_groups(config.groups)
         self.users = users
+        self.groups = groups
         self._index_devices()
         self._sync_device_registry()
         for listener in list(self._topology_listeners):
@@ -242,6 +258,8 @@ class CallflipHub:
                 return ("user", value.removeprefix("user-"))
             if value.startswith("device-"):
                 return ("device", value.removeprefix("device-"))
+            if value.startswith("group-"):
+                return ("group", value.removeprefix("group-"))
             return ("hub", value)
         return None
 
@@ -309,7 +327,7 @@ class CallflipHub:
         caller_user, callee_user = event.caller_user, event.callee_user
         if event.state is CallState.ENDED:
             self._call_devices.pop(event.call_id, None)
-        self._notify(involved)
+        self._notify(involved, *self._group_keys(involved, event.dialled))
         data: dict[str, Any] = {
             "call_id": event.call_id,
             "state": event.state.value,
@@ -345,14 +363,31 @@ class CallflipHub:
                     ids.append(found)
         return ids
 
+    def _group_keys(self, usernames: set[str] | tuple[str, ...], dialled: str = "") -> list[str]:
+        """The listener keys of the groups these devices are members of (or whose pilot this
+        is): their ringing and active-call entities follow the call."""
+        config = self.pbx.config
+        keys = []
+        for group in self.groups:
+            found = config.group(group["name"])
+            if found is None:
+                continue
+            if found.pilot == dialled or any(member in usernames for member in found.members):
+                keys.append(group_key(group["id"]))
+        return keys
+
+    @callback
+    def _groups_changed(self) -> None:
+        """A member's Group Presence changed: the group entities read it again."""
+        for group in self.groups:
+            for listener in list(self._listeners.get(group_key(group["id"]), ())):
+                listener()
+
     def _handoff(self, event: HandoffStarted | HandoffSucceeded | HandoffFailed) -> None:
-        """Report a flip: entities, the handoff event entity of its user, the event bus."""
-        if isinstance(event, HandoffStarted):
-            kind, reason = HandoffType.STARTED, ""
-        elif isinstance(event, HandoffSucceeded):
-            kind, reason = HandoffType.SUCCEEDED, ""
-        else:
-            kind, reason = HandoffType.FAILED, event.reason
+        """Report a flip, push or pull: entities, the handoff event entity of its user, the
+        event bus."""
+        kind = _handoff_type(event)
+        reason = event.reason if isinstance(event, HandoffFailed) else ""
         owner = self._by_username.get(event.from_device) or self._by_username.get(event.to_device)
         data: dict[str, Any] = {
             "call_id": event.call_id,
@@ -365,7 +400,17 @@ class CallflipHub:
         self._call_devices.setdefault(event.call_id, set()).update(
             (event.from_device, event.to_device)
         )
-        self._notify((event.from_device, event.to_device))
+        if event.kind != "flip":
+            data["kind"] = event.kind
+            record = getattr(event, "record", None)
+            pushed_to = event.to_device if event.kind == "push" else ""
+            data["group"] = record.group if record is not None else pushed_to
+            if isinstance(event, HandoffFailed):
+                data["refusal"] = event.refusal
+        self._notify(
+            (event.from_device, event.to_device),
+            *self._group_keys((event.from_device, event.to_device)),
+        )
         user_data: dict[str, Any] = {}
         if owner is not None:
             user_id = owner.user["id"]
@@ -465,6 +510,17 @@ class CallflipHub:
                 )
                 self._set_parent(registry, sip_device, user_device)
                 wanted.add(sip_device.id)
+        for group in self.groups:
+            group_device = registry.async_get_or_create(
+                config_entry_id=entry_id,
+                identifiers={group_identifier(group["id"])},
+                manufacturer=MANUFACTURER,
+                model=f"Personal Ring Group {group['pilot']}",
+                name=group["name"],
+                serial_number=None,
+            )
+            self._set_parent(registry, group_device, hub)
+            wanted.add(group_device.id)
         for stale in dr.async_entries_for_config_entry(registry, entry_id):
             if stale.id not in wanted:
                 registry.async_remove_device(stale.id)
@@ -488,3 +544,26 @@ def entries_of(device: dr.DeviceEntry) -> set[str]:
     (`config_entry_id`) and warns about reading `config_entries`; 2025.4 has only the set."""
     owner: str | None = getattr(device, "config_entry_id", None)
     return {owner} if owner is not None else set(device.config_entries)
+
+
+def _handoff_type(event: HandoffStarted | HandoffSucceeded | HandoffFailed) -> HandoffType:
+    """The handoff event type of a PBX event (a flip, push or pull step)."""
+    if event.kind == "push":
+        if isinstance(event, HandoffStarted):
+            return HandoffType.PUSH_STARTED
+        if isinstance(event, HandoffSucceeded):
+            return HandoffType.PUSHED
+        if event.refusal == "unanswered":
+            return HandoffType.PUSH_UNANSWERED
+        return HandoffType.HANDOFF_FAILED
+    if event.kind == "pull":
+        if isinstance(event, HandoffStarted):
+            return HandoffType.PULL_STARTED
+        if isinstance(event, HandoffSucceeded):
+            return HandoffType.PULLED
+        return HandoffType.HANDOFF_FAILED
+    if isinstance(event, HandoffStarted):
+        return HandoffType.STARTED
+    if isinstance(event, HandoffSucceeded):
+        return HandoffType.SUCCEEDED
+    return HandoffType.FAILED

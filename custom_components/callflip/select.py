@@ -74,6 +74,7 @@ class CallForwardSelect(CallflipDeviceEntity, SelectEntity):
             for _user, device in config.devices()
             if device.username != username
         ]
+        options += [str(ForwardTarget(ForwardKind.GROUP, group.name)) for group in config.groups]
         forward = self.hub.pbx.presence.states(username).forward
         current = str(forward) if forward is not None else NO_FORWARD
         if current not in options:  # forwarded to someone since removed: still shown

@@ -39,6 +39,7 @@ from .entity import (
     CallflipUserEntity,
     async_add_per_user_and_device,
 )
+from .groups import GroupActiveCallSensor, async_add_per_group
 from .handoff import HandoffSummary
 from .hub import HUB_KEY, CallflipHub, device_identifier
 from .trunk_sensor import async_add_trunk_sensors
@@ -152,6 +153,8 @@ MISSED_CALLS = SensorEntityDescription(
     state_class=SensorStateClass.TOTAL,
 )
 
+GROUP_ACTIVE_CALL = SensorEntityDescription(key="active_call", translation_key="group_active_call")
+
 
 async def async_setup_entry(
     hass: HomeAssistant,
@@ -189,6 +192,11 @@ async def async_setup_entry(
             UserMissedCallsSensor(hub, MISSED_CALLS, user_id),
         ],
         per_device=device_sensors,
+    )
+    async_add_per_group(
+        entry,
+        async_add_entities,
+        lambda hub, group: [GroupActiveCallSensor(hub, GROUP_ACTIVE_CALL, group["id"])],
     )
 
 

@@ -122,7 +122,7 @@ def _hub(hass: HomeAssistant) -> CallflipHub:
 def _call_of(hub: CallflipHub, ha_device_id: str) -> tuple[CallView, str]:
     """The call of a user or SIP device, and the name to tell the person about it."""
     what = hub.identify(ha_device_id)
-    if what is None or what[0] == "hub":
+    if what is None or what[0] not in ("user", "device"):
         raise validation_error("not_a_phone")
     kind, key = what
     if kind == "user":
@@ -231,3 +231,12 @@ def async_setup_services(hass: HomeAssistant) -> None:
     hass.services.async_register(DOMAIN, SERVICE_HANGUP, _async_hangup, schema=HANGUP_SCHEMA)
     async_setup_security_services(hass)
     hass.services.async_register(DOMAIN, SERVICE_TRANSFER, _async_transfer, schema=TRANSFER_SCHEMA)
+    async_setup_handoff_services(hass)
+
+
+def async_setup_handoff_services(hass: HomeAssistant) -> None:
+    """``callflip.push`` and ``callflip.pull`` (`handoff_services`, imported here late: it
+    uses this module's helpers)."""
+    from .handoff_services import async_setup_handoff_services as setup  # noqa: PLC0415
+
+    setup(hass)

@@ -23,6 +23,7 @@ from sip_core.presence import DeviceStates
 
 from .data import CallflipConfigEntry
 from .entity import CallflipDeviceEntity, CallflipUserEntity, async_add_per_user_and_device
+from .groups import GroupPresenceSwitch, async_add_per_group
 from .services import validation_error
 
 PARALLEL_UPDATES = 0
@@ -52,6 +53,7 @@ DEVICE_SWITCHES = (
         set=lambda pbx, device, on: pbx.set_make_busy(device, on),
     ),
 )
+GROUP_PRESENCE = SwitchEntityDescription(key="presence", translation_key="group_presence")
 FLIP_ENABLED = SwitchEntityDescription(
     key="flip_enabled", translation_key="flip_enabled", entity_category=EntityCategory.CONFIG
 )
@@ -69,6 +71,15 @@ async def async_setup_entry(
         per_user=lambda hub, user_id: [FlipEnabledSwitch(hub, FLIP_ENABLED, user_id)],
         per_device=lambda hub, _user_id, device_id: [
             DeviceSettingSwitch(hub, description, device_id) for description in DEVICE_SWITCHES
+        ],
+    )
+
+    async_add_per_group(
+        entry,
+        async_add_entities,
+        lambda _hub, _group: [],
+        per_member=lambda hub, group, device_id: [
+            GroupPresenceSwitch(hub, GROUP_PRESENCE, group["id"], device_id)
         ],
     )
 

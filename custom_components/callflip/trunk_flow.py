@@ -41,6 +41,7 @@ from .trunks import (
     CONF_TRUNKS,
     build_config,
     dialplan_of,
+    options_groups,
     trunks_of,
 )
 from .users import UserOptions, iter_devices, new_id, users_from_options
@@ -366,6 +367,7 @@ class TrunkOptionsFlow(OptionsFlow):
             users,
             trunks_of(self.config_entry.options),
             dialplan_of(self.config_entry.options),
+            options_groups(self.config_entry.options, users),
         )
         trunking = config.trunking
         assert trunking is not None  # the step is offered only with trunks
@@ -407,7 +409,13 @@ class TrunkOptionsFlow(OptionsFlow):
         """Let sip_core check the whole configuration with the change; field errors if not."""
         users = users_from_options(self.config_entry.options)
         try:
-            build_config(self.config_entry.data, users, trunks, plan)
+            build_config(
+                self.config_entry.data,
+                users,
+                trunks,
+                plan,
+                options_groups(self.config_entry.options, users),
+            )
         except ConfigError as err:
             field, key = field_error(err, fields)
             return {field: key}, {"error": str(err)}

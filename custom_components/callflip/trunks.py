@@ -32,6 +32,7 @@ from sip_core.pbx import Pbx
 from sip_core.trunk.registration import TrunkState
 
 from .const import DOMAIN
+from .group_options import groups_from_options, groups_mapping
 from .users import (
     UserOptions,
     find_device,
@@ -170,16 +171,28 @@ def build_config(
     users: Sequence[UserOptions],
     trunks: Sequence[Mapping[str, Any]],
     plan: Mapping[str, Any],
+    groups: Sequence[Mapping[str, Any]] = (),
 ) -> PbxConfig:
-    """The whole configuration with trunks, checked by sip_core (raises ConfigError)."""
+    """The whole configuration with trunks (and ``groups``, already in sip_core's schema),
+    checked by sip_core (raises ConfigError)."""
     return config_from_mapping(
-        {**pbx_mapping(data, users), **trunking_mapping(users, trunks, plan)}
+        {**pbx_mapping(data, users, groups), **trunking_mapping(users, trunks, plan)}
     )
 
 
+def options_groups(
+    options: Mapping[str, Any], users: Sequence[UserOptions]
+) -> list[dict[str, Any]]:
+    """The entry's Personal Ring Groups in sip_core's schema."""
+    return groups_mapping(groups_from_options(options), users)
+
+
 def entry_config(data: Mapping[str, Any], options: Mapping[str, Any]) -> PbxConfig:
-    """The entry's configuration with its trunks (security is added by `with_security`)."""
-    return build_config(data, users_from_options(options), trunks_of(options), dialplan_of(options))
+    """The entry's configuration with its trunks and groups (security: `with_security`)."""
+    users = users_from_options(options)
+    return build_config(
+        data, users, trunks_of(options), dialplan_of(options), options_groups(options, users)
+    )
 
 
 def sensor_state(state: TrunkState | None) -> TrunkSensorState:

@@ -216,9 +216,14 @@ def valid_domain(domain: str) -> bool:
     return len(domain) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
-def pbx_mapping(data: Mapping[str, Any], users: Sequence[UserOptions]) -> dict[str, Any]:
-    """Build the sip_core configuration mapping (the YAML schema) from the entry."""
-    return {
+def pbx_mapping(
+    data: Mapping[str, Any],
+    users: Sequence[UserOptions],
+    groups: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Build the sip_core configuration mapping (the YAML schema) from the entry; ``groups``
+    are the Personal Ring Groups already in sip_core's schema (`groups.groups_mapping`)."""
+    mapping = {
         "sip": {
             "listen": data[CONF_LISTEN],
             "port": int(data[CONF_SIP_PORT]),
@@ -244,8 +249,15 @@ def pbx_mapping(data: Mapping[str, Any], users: Sequence[UserOptions]) -> dict[s
             for user in users
         ],
     }
+    if groups:
+        mapping["groups"] = [dict(group) for group in groups]
+    return mapping
 
 
-def pbx_config(data: Mapping[str, Any], users: Sequence[UserOptions]) -> PbxConfig:
+def pbx_config(
+    data: Mapping[str, Any],
+    users: Sequence[UserOptions],
+    groups: Sequence[Mapping[str, Any]] = (),
+) -> PbxConfig:
     """Build and check the PBX configuration (raises sip_core.config.ConfigError)."""
-    return config_from_mapping(pbx_mapping(data, users))
+    return config_from_mapping(pbx_mapping(data, users, groups))

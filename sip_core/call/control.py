@@ -67,7 +67,7 @@ from sip_core.call.session_timer import (
     session_expires,
     supports,
 )
-from sip_core.call.targets import Destination, destination, forwarded, ringable
+from sip_core.call.targets import Destination, RingPlan, destination, forwarded, ringable
 from sip_core.calls import (
     Call,
     CallHistory,
@@ -111,9 +111,11 @@ from sip_core.message import (
 from sip_core.presence import Presence
 from sip_core.registrar import Binding
 from sip_core.sdp import (
+    Origin,
     SdpError,
     SessionDescription,
     payload_type_map,
+    rewrite_for_relay,
 )
 from sip_core.transaction import (
     InviteServerTransaction,
@@ -172,12 +174,16 @@ class CallHooks:
       unhandled, the header is ignored and the INVITE is routed like any other.
     - ``is_code``: whether a dialled number is a feature code (so the dial plan never sends it
       out through a trunk); without it, nothing is.
+    - ``route_number``: a number no device or user has (a ring group's pilot):
+      ``(caller_device, dialled)`` gives a `RingPlan` (the call rings its devices, with its
+      timer and no-answer rule), or None (then ``dialled_code``, then 404).
     """
 
     digit_sink: SinkFactory | None = None
     dialled_code: Callable[[Request, ServerTransaction, str, str], bool] | None = None
     in_call_request: Callable[[Leg, Request, ServerTransaction], bool] | None = None
     invite_replaces: Callable[[Request, ServerTransaction, Source], bool] | None = None
+    route_number: Callable[[str, str], RingPlan | None] | None = None
     is_code: Callable[[str], bool] | None = None
 
 
@@ -276,6 +282,8 @@ class CallControl:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
         self._hosts: dict[str, str] = {}
+        self._ack_waiters: dict[tuple[str, str], Callable[[Leg], None]] = {}
+        self._plans: dict[str, RingPlan] = {}  # call id -> how a routed number rings
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -653,6 +661,138 @@ class CallControl:
         """Run ``coroutine`` as a task the controller cancels when it closes."""
         self._spawn(coroutine)
 
+    def in_call(self, device: str) -> bool:
+        """Whether ``device`` has a live leg in any call in progress: ringing for it (set-up, a
+        flip, a push ...) or in it (every leg with a dialog is in the dialog index)."""
+        return any(
+            leg.device == device and leg.state is not LegState.TERMINATED and leg.call.active
+            for leg in self._dialogs.values()
+        )
+
+    def answer_incoming(
+        self,
+        call: Call,
+        request: Request,
+        txn: ServerTransaction,
+        source: Source,
+        *,
+        role: LegRole,
+        side: Side,
+        device: str,
+        party: str,
+        answer: SessionDescription,
+        port: int,
+        on_ack: Callable[[Leg], None],
+        on_ack_timeout: Callable[[Leg], None],
+    ) -> Leg:
+        """Answer an INVITE that is not a call of its own (a pull) as a new leg of ``call``.
+
+        The device's 200 carries ``answer`` (in the device's own payload numbering) pointed at
+        the relay's ``port`` on ``side`` (a spare, until `replace_leg` adopts it); the leg's
+        dialog is indexed, so its ACK, BYE and re-INVITEs find it. ``on_ack`` runs when the ACK
+        comes, ``on_ack_timeout`` when it never does (the leg is not part of the call yet: the
+        call stays as it was). Raises `DialogError` for an INVITE no dialog can be made from.
+        """
+        leg = Leg(call, role, side, device, party)
+        leg.dialog = Dialog.as_uas(
+            request, source, local_tag=new_tag(), endpoint=self._endpoint(source)
+        )
+        leg.remote_sdp = answer
+        leg.invite_cseq = request.cseq.number
+        leg.peer_allows_update = supports(request, "update", "Allow")
+        if isinstance(txn, InviteServerTransaction):
+            leg.server_txn = txn
+            txn.on_ack_timeout = lambda _response: on_ack_timeout(leg)
+        self._dialogs[leg.dialog.key] = leg
+        self._ack_waiters[leg.dialog.key] = on_ack
+        ok = make_response(
+            request,
+            200,
+            to_tag=leg.dialog.local_tag,
+            body=self._offers.sdp_for(leg, answer, port),
+        )
+        ok.headers.add("Contact", leg.dialog.endpoint.contact)
+        ok.headers.add("Content-Type", SDP)
+        leg.state = LegState.CONFIRMED
+        leg.ack_pending = True
+        self.respond(txn, ok)
+        return leg
+
+    def let_go(self, leg: Leg) -> None:
+        """A leg that never became part of its call (an `answer_incoming` leg whose pull
+        failed): BYE it if it is answered, and forget it."""
+        self._ack_waiters.pop(leg.dialog.key if leg.dialog is not None else ("", ""), None)
+        if leg.server_txn is not None:
+            leg.server_txn.on_ack_timeout = None
+        self.hangup_leg(leg)
+
+    def early_media(self, call: Call, leg: Leg, response: Response) -> None:
+        """A ringing leg of an unanswered call sent a provisional response: the caller hears
+        it (180/183, with early media), as from the call's own devices."""
+        self._early(call, leg, response)
+
+    def connect(self, call: Call, leg: Leg, response: Response) -> None:
+        """``leg`` (rung by a feature for an unanswered call, its 2xx confirmed) answers the
+        call: the caller gets its 200, as when one of the call's own devices answers."""
+        self._answered(call, leg, response)
+
+    def refuse_with(
+        self,
+        request: Request,
+        txn: ServerTransaction,
+        status: int,
+        why: str,
+        play: Playback,
+        *,
+        longest: float = 5.0,
+    ) -> None:
+        """Refuse an INVITE that is no call (a refused pull), the caller hearing why first.
+
+        ``play`` (an error tone, a prompt) goes to the caller as early media -- a 183 whose SDP
+        answers its offer with a relay port of a short-lived media session -- and the final
+        ``status`` follows when it has played (``longest`` seconds at most). Without an offer
+        the PBX can answer, the status goes at once.
+        """
+        try:
+            offer = parse_body(request)
+        except SdpError:
+            offer = None
+        audio = offer.audio() if offer is not None else None
+        if offer is None or audio is None or not isinstance(txn, InviteServerTransaction):
+            self.reply(txn, request, status, why)
+            return
+        try:
+            media = self._relay.open_session(f"refusal-{new_call_id()}")
+        except (RelayError, OSError):
+            self.reply(txn, request, status, why)
+            return
+        rtp, rtcp = media_target(offer)
+        media.a.set_remote(rtp, rtcp)
+        media.a.set_codecs(audio.codecs())
+        endpoint = self._endpoint(txn.source)
+        host = endpoint.host
+        kind = "IP6" if ":" in host else "IP4"
+        origin = Origin("callflip", str(first_cseq()), 1, "IN", kind, host)
+        ports = [media.a.local_rtp.port if m is audio else None for m in offer.media]
+        body = rewrite_for_relay(offer, host, ports, origin=origin).to_bytes()
+        to_tag = new_tag()
+        progress = make_response(request, 183, to_tag=to_tag, body=body)
+        progress.headers.add("Contact", endpoint.contact)
+        progress.headers.add("Content-Type", SDP)
+        self.respond(txn, progress)
+        playing = media.a.play(play)
+
+        async def final() -> None:
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(playing.done), longest)
+            finally:
+                if is_open(txn):
+                    self.reply(txn, request, status, why, to_tag=to_tag)
+                media.close()
+
+        self._spawn(final())
+
     def _media_of(self, leg: Leg) -> MediaSession:
         media = leg.call.media
         if media is None or media.closed:
@@ -877,7 +1017,13 @@ class CallControl:
         else:
             wanted = destination(config, caller_device, dialled)
         outbound: OutboundTarget | None = None
-        if wanted is None and inbound is None:
+        route_hook = self.hooks.route_number
+        ring_plan = (
+            route_hook(caller_device, dialled)
+            if wanted is None and inbound is None and route_hook is not None
+            else None
+        )
+        if wanted is None and inbound is None and ring_plan is None:
             code_hook = self.hooks.dialled_code
             if code_hook is not None and code_hook(request, txn, caller_device, dialled):
                 return
@@ -895,7 +1041,7 @@ class CallControl:
                     self.reply(txn, request, plan.status, plan.reason)
                     return
                 outbound = plan
-        if wanted is None and outbound is None:
+        if wanted is None and outbound is None and ring_plan is None:
             _LOGGER.info(
                 "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
             )
@@ -903,12 +1049,17 @@ class CallControl:
             return
         try:
             # Call Forward Always: each forward followed, loops cut (sip_core.presence).
-            devices = forwarded(wanted.devices if wanted else (), self.presence.forwards)
+            devices = (
+                ring_plan.devices
+                if ring_plan is not None  # a group rings its members themselves, not forwards
+                else forwarded(wanted.devices if wanted else (), self.presence.forwards)
+            )
         except ForwardingLoop as loop:
             _LOGGER.info("Call from %s to %s rejected with 482: %s", caller_device, dialled, loop)
             self.reply(txn, request, 482, str(loop))
             return
         callee_user = wanted.user if wanted is not None else None
+        callee_name = callee_user.name if callee_user else ring_plan.name if ring_plan else ""
         expires = session_expires(request)
         if expires is not None and expires[0] < MIN_SESSION_EXPIRES:
             self.reply(
@@ -937,7 +1088,11 @@ class CallControl:
         targets = ringable(
             devices, busy=self._unavailable, bindings=self._bindings, caller=caller_device
         )
-        if not targets.bindings and outbound is None:
+        if (
+            not targets.bindings
+            and outbound is None
+            and (ring_plan is None or ring_plan.on_no_answer is None)
+        ):
             if targets.busy:
                 status, why = 486, "busy"
             else:
@@ -988,12 +1143,14 @@ class CallControl:
         self._publish_state(call, None)
         # At once, not as a task: a task would wait for the loop's current batch of datagrams
         # (up to 64 of them), which was most of a call's set-up time under load.
-        if callee_user is None:
+        if callee_user is None and ring_plan is None:
             self._ring(call, (), f"<sip:{dialled}@{domain}>", outbound=(outbound, source.local))
             return
-        self._ring(
-            call, targets.bindings, name_address(callee_user.name, f"sip:{dialled}@{domain}")
-        )
+        if ring_plan is not None:
+            self._plans[call.id] = ring_plan
+        self._ring(call, targets.bindings, name_address(callee_name, f"sip:{dialled}@{domain}"))
+        if ring_plan is not None and call.active and call.callee is None and not call.branches:
+            self._no_answer(call)  # nobody of the group may ring: its no-answer rule at once
 
     def _challenge(
         self,
@@ -1090,7 +1247,11 @@ class CallControl:
             fork.add(leg, self._trunk_sender(leg, target, local, offer))
         if call.active and call.callee is None:
             self._ringing[call.id] = fork
-            fork.start_timer(self._config().calls.no_answer_timeout)
+            plan = self._plans.get(call.id)
+            if plan is not None and plan.on_ringing is not None:
+                plan.on_ringing(call, fork)
+            timeout = plan.timeout if plan is not None else self._config().calls.no_answer_timeout
+            fork.start_timer(timeout)
 
     def send_branch_invite(
         self,
@@ -1437,6 +1598,15 @@ class CallControl:
         self.terminate(call, outcome, why, status=answer)
 
     def _no_answer(self, call: Call) -> None:
+        plan = self._plans.get(call.id)
+        if plan is not None and call.active and call.callee is None:
+            fork = self._ringing.pop(call.id, None)
+            if fork is not None:
+                fork.close()
+            if plan.on_no_answer is not None and plan.on_no_answer(call):
+                return
+            self.terminate(call, CallOutcome.NO_ANSWER, f"nobody in {plan.name} answered", 480)
+            return
         if call.active and call.callee is None:
             timeout = self._config().calls.no_answer_timeout
             self.terminate(call, CallOutcome.NO_ANSWER, f"no answer within {timeout} s", 480)
@@ -1487,6 +1657,7 @@ class CallControl:
         self._end(call, outcome, reason)
 
     def _end(self, call: Call, outcome: CallOutcome, reason: str) -> None:
+        self._plans.pop(call.id, None)
         fork = self._ringing.pop(call.id, None)
         if fork is not None:
             fork.stop()
@@ -1646,6 +1817,11 @@ class CallControl:
             return
         leg.ack_pending = False
         self._offers.acked(leg, ack)
+        waiter = self._ack_waiters.pop(leg.dialog.key if leg.dialog is not None else ("", ""), None)
+        if waiter is not None:
+            if leg.server_txn is not None:
+                leg.server_txn.on_ack_timeout = None
+            waiter(leg)
 
 
 def _always() -> bool:

@@ -14,12 +14,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sip_core.config import PbxConfig, User
 from sip_core.forwarding import resolve_targets
 from sip_core.registrar import Binding
 
-__all__ = ["Destination", "Targets", "destination", "forwarded", "ringable"]
+if TYPE_CHECKING:
+    from sip_core.call.fork import ForkGroup
+    from sip_core.calls import Call
+
+__all__ = ["Destination", "RingPlan", "Targets", "destination", "forwarded", "ringable"]
+
+
+@dataclass(frozen=True, slots=True)
+class RingPlan:
+    """How a number that is no device or user rings, as a feature decided (a ring group's pilot).
+
+    ``name`` is shown as the called party; ``devices`` ring at once (busy ones skipped), for
+    ``timeout`` seconds. ``on_ringing(call, fork)`` lets the feature add devices to the ringing
+    fork later; ``on_no_answer(call)`` runs when the timer expires (or at once when none of
+    ``devices`` could ring), with the fork already closed, and returns True when the feature
+    took the call over (its no-answer destination), else the caller gets 480.
+    """
+
+    name: str
+    devices: tuple[str, ...]
+    timeout: float
+    on_ringing: Callable[[Call, ForkGroup], None] | None = None
+    on_no_answer: Callable[[Call], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from sip_core.transaction import ServerTransaction
 from sip_core.transport import Source
 
 __all__ = ["CodeHandler", "FeatureRegistry", "InCallHandler", "ReplacesHandler"]
+__all__ = ["CodeHandler", "DialledHandler", "FeatureRegistry"]
 
 #: What a feature does when its code is dialled on a leg.
 CodeHandler = Callable[[Leg, FeatureMatch], None]
@@ -28,6 +29,10 @@ CodeHandler = Callable[[Leg, FeatureMatch], None]
 InCallHandler = Callable[[Leg, Request, ServerTransaction], bool]
 #: A feature's answer to an INVITE with Replaces (True: handled).
 ReplacesHandler = Callable[[Request, ServerTransaction, Source], bool]
+
+#: A feature's answer to an INVITE for a number no device or user has (a code dialled from idle):
+#: ``(request, txn, caller_device, dialled)``, True when it answered the INVITE.
+DialledHandler = Callable[[Request, ServerTransaction, str, str], bool]
 
 
 class FeatureRegistry:
@@ -38,6 +43,7 @@ class FeatureRegistry:
         self._codes: list[tuple[Callable[[], FeatureCode], CodeHandler]] = []
         self._in_call: list[InCallHandler] = []
         self._replaces: list[ReplacesHandler] = []
+        self._dialled: list[DialledHandler] = []
         hooks = control.hooks
         hooks.digit_sink = self._collector
         hooks.dialled_code = self._dialled_code
@@ -57,6 +63,11 @@ class FeatureRegistry:
     def add_replaces(self, handler: ReplacesHandler) -> None:
         """``handler`` is asked about INVITEs with a Replaces header, in the order added."""
         self._replaces.append(handler)
+
+    def add_dialled(self, handler: DialledHandler) -> None:
+        """``handler`` is asked, in the order added, about a number dialled from idle that is
+        no device or user; the first that answers the INVITE (True) ends the search."""
+        self._dialled.append(handler)
 
     def _collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector | None:
         if not self._codes:
@@ -82,8 +93,8 @@ class FeatureRegistry:
     def _dialled_code(
         self, request: Request, txn: ServerTransaction, caller_device: str, dialled: str
     ) -> bool:
-        """No feature is dialled from idle yet: the number stays unknown (404)."""
-        return False
+        """A feature that takes the number answers it; none: the number stays unknown (404)."""
+        return any(handler(request, txn, caller_device, dialled) for handler in self._dialled)
 
     def _in_call_request(self, leg: Leg, request: Request, txn: ServerTransaction) -> bool:
         """The features that take in-dialog requests (REFER); none: 405, as before."""

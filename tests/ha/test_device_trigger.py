@@ -44,6 +44,13 @@ async def test_users_offer_call_triggers_phones_their_own(
         "transfer_started",
         "transfer_succeeded",
         "transfer_failed",
+        # Personal Ring Group handoffs
+        "push_started",
+        "pushed",
+        "push_unanswered",
+        "pull_started",
+        "pulled",
+        "handoff_failed",
     }
     desk = _id(hass, loaded_entry, "device-d-alice-desk")
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, desk)

@@ -187,6 +187,7 @@ async def test_example_actions_run_on_the_demo(hass: HomeAssistant) -> None:
         "callflip.hangup",
         "callflip.play",
         "callflip.transfer",
+        "callflip.push",
     }
     for example in actions:
         await async_validate_actions_config(hass, cv.SCRIPT_SCHEMA(example))

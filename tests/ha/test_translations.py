@@ -63,7 +63,9 @@ def test_every_error_and_step_is_translated() -> None:
     assert set(re.findall(r'step_id="(\w+)"', server_part)) <= set(STRINGS["config"]["step"])
     option_steps = set(re.findall(r'step_id="(\w+)"', options_part))
     assert option_steps <= set(STRINGS["options"]["step"])
-    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device)|security|trunks)"', options_part))
+    menu = set(
+        re.findall(r'"((?:add|edit|remove)_(?:user|device|group)|security|trunks)"', options_part)
+    )
     assert menu == set(STRINGS["options"]["step"]["init"]["menu_options"])
 
 
@@ -77,12 +79,15 @@ def test_every_entity_and_exception_is_translated() -> None:
         p: set(v) for p, v in STRINGS["entity"].items()
     }
     raised = set(re.findall(r'translation_key="(\w+)"', _source("__init__.py")))
-    for module in ("services.py", "button.py", "select.py", "switch.py", "play.py"):
+    for module in ("services.py", "button.py", "select.py", "switch.py", "play.py", "groups.py"):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
     # The announcement's audio names its failures' keys, which play.py raises as they are.
     announcement = _source("announcement_audio.py")
     raised |= set(re.findall(r'AnnouncementAudioError\(\s*"(\w+)"', announcement))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("FLIP_ERRORS")[1]))
+    handoff = _source("handoff_services.py").split("HANDOFF_ERRORS")[1].split("}")[0]
+    raised |= set(re.findall(r': "(\w+)",', handoff))
+    raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source("handoff_services.py")))
     # security.py names its repair issues the same way as its exceptions: leave the issues out.
     security = set(re.findall(r'translation_key="(\w+)"', _source("security.py")))
     raised |= security - set(STRINGS.get("issues", {}))

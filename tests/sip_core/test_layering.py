@@ -95,6 +95,9 @@ LAYERS: dict[str, int] = {
     "trunk.registration": 5,
     "trunk.ingress": 5,
     "trunk.egress": 5,
+    "prg.__init__": 5,
+    "prg.model": 5,
+    "prg.presence": 5,
     # 6 call control (a subpackage: its `__init__` is the package itself)
     "call.__init__": 6,
     "call.messages": 6,
@@ -110,6 +113,8 @@ LAYERS: dict[str, int] = {
     "features.flip": 8,
     "features.attended": 8,
     "features.refer": 8,
+    "features.handoff": 8,
+    "features.ring_group": 8,
     "features.registry": 8,
     "features.replaces": 8,
     "features.transfer": 8,

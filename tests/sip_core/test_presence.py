@@ -204,8 +204,10 @@ def test_settings_for_unknown_devices_and_targets_are_refused(h: Harness) -> Non
         presence.set_forward("201", "user:Nobody")
     with pytest.raises(PresenceError, match="itself"):
         presence.set_forward("201", "device:201")
+    with pytest.raises(PresenceError, match="no group is called 'family'"):
+        presence.set_forward("201", "group:family")  # a kind since Personal Ring Groups
     with pytest.raises(PresenceError, match="device:<username>"):
-        presence.set_forward("201", "group:family")
+        presence.set_forward("201", "team:family")
     with pytest.raises(PresenceError, match="device:<username>"):
         presence.set_forward("201", "301")
     with pytest.raises(UnknownUserError):

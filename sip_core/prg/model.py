@@ -1,0 +1,83 @@
+"""The Personal Ring Group model: frozen values the configuration holds (`PbxConfig.groups`).
+
+A Personal Ring Group (PRG) is a set of devices that act as one: dialling the group's pilot number
+rings every present, available member at once, and the Handoff feature moves a call between
+members (push: hand the call to the group; pull: take another member's call). The first member is
+the group's *prime* member. A device may belong to several groups. The loader that checks these
+values is `sip_core.config` (one set of rules for the runner's file and Home Assistant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "DEFAULT_HANDOFF_CODE",
+    "DEFAULT_RING_TIMER",
+    "HandoffSettings",
+    "NoAnswerKind",
+    "NoAnswerTarget",
+    "RingGroup",
+]
+
+DEFAULT_HANDOFF_CODE = "*5"
+DEFAULT_RING_TIMER = 20
+
+
+class NoAnswerKind(StrEnum):
+    """What a group's Call Forward No Answer destination is."""
+
+    USER = "user"
+    DEVICE = "device"
+    GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class NoAnswerTarget:
+    """Where a group's unanswered calls go (Call Forward No Answer): ``kind:name``."""
+
+    kind: NoAnswerKind
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RingGroup:
+    """One Personal Ring Group.
+
+    ``members`` are device usernames in their programmed order (the order a pull searches; the
+    first is the prime member). ``ring_timer``: seconds a group call or a push rings before it
+    gives up (a push whose pusher still holds the call stops ringing the others; otherwise the call
+    goes to ``no_answer``, the Call Forward No Answer destination, or ends when that is None).
+    """
+
+    name: str
+    pilot: str
+    members: tuple[str, ...]
+    ring_timer: int = DEFAULT_RING_TIMER
+    no_answer: NoAnswerTarget | None = None
+
+    @property
+    def prime(self) -> str:
+        return self.members[0]
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The group in the configuration schema."""
+        return {
+            "name": self.name,
+            "pilot": self.pilot,
+            "members": list(self.members),
+            "ring_timer": self.ring_timer,
+            "no_answer": str(self.no_answer) if self.no_answer is not None else "none",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffSettings:
+    """The one feature code for both push (dialled in a call) and pull (dialled from idle)."""
+
+    code: str = DEFAULT_HANDOFF_CODE
