@@ -67,7 +67,7 @@ class B2bua(CallControl):
             listening=listening,
         )
         self.features = FeatureRegistry(self)
-        self._flip = Flip(self)
+        self._flip = Flip(self, capture=self.features.capture, release=self.features.release)
         self.features.add_code(self._flip_code, self._flip_dialled)
 
     def flip(
@@ -81,8 +81,15 @@ class B2bua(CallControl):
         """Move one side of an answered call to another device of the same user (`Flip.flip`)."""
         return self._flip.flip(call_id, target, timeout, device=device)
 
+    @property
+    def flip_feature(self) -> Flip:
+        """The flip (its rules: `Flip.in_call`, ``is_available``, ``flip_enabled``)."""
+        return self._flip
+
     def _flip_code(self) -> FeatureCode:
-        return FeatureCode(self.config().flip.code, "flip", argument=True)
+        # No argument: the code is complete the moment it is keyed, so an automatic flip rings
+        # at once; a device number after it is read by the flip's menu (features/flip_menu.py).
+        return FeatureCode(self.config().flip.code, "flip")
 
     def _flip_dialled(self, leg: Leg, match: FeatureMatch) -> None:
-        self._flip.on_code(leg, match.argument or None)
+        self._flip.on_code(leg, match.code)

@@ -202,7 +202,15 @@ class Leg:
 
 @dataclass(frozen=True, slots=True)
 class HandoffRecord:
-    """One flip: which device gave the call away and which took it (or was meant to)."""
+    """One flip: which device gave the call away and which took it (or was meant to).
+
+    ``to_device`` is the device that took the call; for a flip that failed, the device (or,
+    comma-separated, the devices) it rang or was refused, "" when none was chosen. ``code`` says
+    why it failed in one word (``sip_core.features.flip.FlipFailure``; "" when it worked);
+    ``pressed_by`` is the device whose keys asked for it ("" for Home Assistant's action),
+    ``keys`` what it keyed (``*0``, ``*0 2``, ``*0 202#``), ``how`` how the target was chosen
+    (automatic, menu, direct, simultaneous, action).
+    """
 
     call_id: str
     from_device: str
@@ -211,6 +219,10 @@ class HandoffRecord:
     ended_at: float | None
     succeeded: bool
     reason: str
+    code: str = ""
+    pressed_by: str = ""
+    keys: str = ""
+    how: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,7 @@ LAYERS: dict[str, int] = {
     "features.__init__": 8,
     "features.codes": 8,
     "features.flip": 8,
+    "features.flip_menu": 8,
     "features.registry": 8,
     # 9 facade / runner
     "b2bua": 9,
