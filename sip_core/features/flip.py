@@ -415,6 +415,18 @@ class Flip:
             in_call=self.in_call,
         )
 
+    def _no_candidate(self, user: User, device: str) -> FlipError:
+        """Why a user has no device to flip to: the most telling reason."""
+        others = [d.username for d in user.devices if d.username != device]
+        registered = [name for name in others if self._control.is_registered(name)]
+        if any(not self.is_available(name) for name in registered):
+            return TargetUnavailable(
+                f"{user.name}'s other registered devices are in do not disturb or busy"
+            )
+        if registered:
+            return TargetBusy(f"{user.name}'s other registered devices are in calls")
+        return NoFlipTarget(f"{user.name} has no other registered device")
+
     @staticmethod
     def _check_call(call: Call) -> None:
         if call.operation is not None:
@@ -459,7 +471,7 @@ class Flip:
                 raise FlipDisabled(f"{user.name}'s flip is disabled")
             candidates = self._candidates(user, leg.device or "")
             if not candidates:
-                raise NoFlipTarget(f"{user.name} has no other registered, available device")
+                raise self._no_candidate(user, leg.device or "")
             if options.simultaneous_ring:
                 targets = [d.username for d in candidates]
             else:
@@ -506,7 +518,7 @@ class Flip:
                 raise FlipDisabled(f"{user.name}'s flip is disabled")
             candidates = self._candidates(user, device)
             if not candidates:
-                raise NoFlipTarget(f"{user.name} has no other registered, available device")
+                raise self._no_candidate(user, device)
         except FlipError as exc:
             self._refuse(call, leg, exc, code)
             return

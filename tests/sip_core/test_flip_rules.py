@@ -488,7 +488,7 @@ async def test_refusals_play_the_error_tone_and_fire_a_failed_handoff(h: Harness
     ]
     assert codes == [
         (FlipFailure.DISABLED, "201", "*0"),
-        (FlipFailure.NO_TARGET, "201", "*0"),
+        (FlipFailure.TARGET_UNAVAILABLE, "201", "*0"),
     ]
     assert h.heard("201") == [PlayTone(Tone.ERROR)] * 2
     # a held call (Carol put Alice on hold) is refused too
