@@ -54,6 +54,7 @@ from .const import (
     MIN_RTP_PORT,
     DeviceKind,
 )
+from .flip_settings import FlipSettingsSteps
 from .users import (
     DeviceOptions,
     UserOptions,
@@ -272,7 +273,7 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
         return CallflipOptionsFlow()
 
 
-class CallflipOptionsFlow(OptionsFlow):
+class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
     """Add, edit and remove users and their SIP devices; applied to the running PBX."""
 
     def __init__(self) -> None:
@@ -285,7 +286,7 @@ class CallflipOptionsFlow(OptionsFlow):
         self._users = users_from_options(self.config_entry.options)
         menu = ["add_user"]
         if self._users:
-            menu += ["edit_user", "remove_user", "add_device"]
+            menu += ["edit_user", "remove_user", "add_device", "flip_settings"]
         if any(True for _ in iter_devices(self._users)):
             menu += ["edit_device", "remove_device"]
         return self.async_show_menu(step_id="init", menu_options=menu)

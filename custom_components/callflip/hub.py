@@ -329,6 +329,14 @@ class CallflipHub:
             "to_label": self.device_label(event.to_device),
             "reason": reason,
         }
+        if not isinstance(event, HandoffStarted):
+            record = event.record  # why it failed, who pressed what, how the target was chosen
+            data |= {
+                "code": record.code,
+                "pressed_by": record.pressed_by,
+                "keys": record.keys,
+                "how": record.how,
+            }
         self._call_devices.setdefault(event.call_id, set()).update(
             (event.from_device, event.to_device)
         )

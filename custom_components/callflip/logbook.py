@@ -65,6 +65,8 @@ def describe_handoff(data: Mapping[str, Any]) -> dict[str, str]:
         message = f"flipped the call from {source} to {target}"
     else:
         message = f"could not flip the call from {source} to {target}: {data.get('reason')}"
+    if data.get("keys") and data.get("pressed_by"):
+        message += f" ({data['keys']} pressed on {source})"
     return {"name": data.get("user") or "callflip", "message": message}
 
 

@@ -21,13 +21,17 @@ from homeassistant.helpers import config_validation as cv
 from sip_core.features import (
     AmbiguousFlipTarget,
     CallNotFlippable,
+    CallNotTalking,
+    FlipDisabled,
     FlipError,
     FlipInProgress,
     NoFlipTarget,
     NoSuchCall,
     NotUsersDevice,
+    TargetBusy,
     TargetIsCurrentDevice,
     TargetNotRegistered,
+    TargetUnavailable,
     UnknownDevice,
 )
 
@@ -60,6 +64,10 @@ HANGUP_SCHEMA = vol.Schema({vol.Required(ATTR_DEVICE_ID): _DEVICE_IDS})
 
 # Why sip_core refused a flip -> the translation key of the message the person sees.
 FLIP_ERRORS: dict[type[FlipError], str] = {
+    CallNotTalking: "call_not_talking",  # before CallNotFlippable, of which it is a kind
+    FlipDisabled: "flip_disabled",
+    TargetUnavailable: "target_unavailable",
+    TargetBusy: "target_busy",
     NoSuchCall: "no_call",
     CallNotFlippable: "call_not_flippable",
     FlipInProgress: "flip_in_progress",

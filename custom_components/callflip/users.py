@@ -15,7 +15,7 @@ import secrets
 import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from sip_core.config import PbxConfig, config_from_mapping
 
@@ -56,6 +56,9 @@ class UserOptions(TypedDict):
     name: str
     extension: str
     devices: list[DeviceOptions]
+    flip_options: NotRequired[dict[str, Any]]
+    """The person's flip settings in the runner's schema (`sip_core.config.UserFlipOptions`);
+    absent: the defaults."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,8 @@ def users_from_options(options: Mapping[str, Any]) -> list[UserOptions]:
                 id=user["id"], name=user["name"], extension=user["extension"], devices=devices
             )
         )
+        if user.get("flip_options"):
+            users[-1]["flip_options"] = dict(user["flip_options"])
     return users
 
 
@@ -235,6 +240,7 @@ def pbx_mapping(data: Mapping[str, Any], users: Sequence[UserOptions]) -> dict[s
                     }
                     for device in user["devices"]
                 ],
+                **({"flip_options": user["flip_options"]} if user.get("flip_options") else {}),
             }
             for user in users
         ],

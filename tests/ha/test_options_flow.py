@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.callflip.const import DOMAIN
@@ -72,7 +72,13 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["menu_options"] == ["add_user", "edit_user", "remove_user", "add_device"]
+    assert result["menu_options"] == [
+        "add_user",
+        "edit_user",
+        "remove_user",
+        "add_device",
+        "flip_settings",
+    ]
     await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -359,3 +365,64 @@ async def test_sip_core_refusal_of_a_user(
     )
     assert result["errors"] == {"base": "invalid_config"}
     assert len(loaded_entry.options["users"]) == 2
+
+
+async def test_flip_settings_of_a_user(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    """A person's flip timeout, auto-hangup, announcement and simultaneous ring: stored with
+    the user in the runner's schema and in force in the running PBX at once."""
+    result = await _menu(hass, loaded_entry, "flip_settings")
+    assert result["step_id"] == "flip_settings"
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"user": "u-alice"}
+    )
+    assert result["step_id"] == "user_flip"
+    assert result["description_placeholders"]["name"] == "Alice"
+    # the shipped defaults are what the form suggests
+    suggested = {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+    assert suggested == {
+        "auto_hangup": True,
+        "announcement": False,
+        "simultaneous_ring": False,
+    }
+    settings = {"auto_hangup": False, "announcement": True, "simultaneous_ring": True}
+    with pytest.raises(InvalidData) as caught:  # below 5 s: the form's own range refuses it
+        await hass.config_entries.options.async_configure(
+            result["flow_id"], {**settings, "timeout": 4}
+        )
+    assert caught.value.path == ["timeout"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**settings, "timeout": 12.5}
+    )
+    assert result["errors"] == {"timeout": "invalid_flip_timeout"}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**settings, "timeout": 12}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert _users(loaded_entry)["u-alice"]["flip_options"] == {**settings, "timeout": 12}
+    assert "flip_options" not in _users(loaded_entry)["u-bob"]
+    config = loaded_entry.runtime_data.hub.pbx.config
+    alice = next(user for user in config.users if user.name == "Alice")
+    assert (alice.flip_options.timeout, alice.flip_options.auto_hangup) == (12, False)
+    assert alice.flip_options.simultaneous_ring
+
+    # back to the defaults, with no timeout of her own: the PBX's flip timeout again
+    result = await _menu(hass, loaded_entry, "flip_settings")
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"user": "u-alice"}
+    )
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {"auto_hangup": True, "announcement": False, "simultaneous_ring": False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    alice = next(
+        user for user in loaded_entry.runtime_data.hub.pbx.config.users if user.name == "Alice"
+    )
+    assert alice.flip_options.timeout is None
+    assert not alice.flip_options.simultaneous_ring
