@@ -606,6 +606,8 @@ class Flip:
         try:
             if not call.active:
                 raise NoSuchCall(f"call {call.id} ended")
+            if call.state is not CallState.TALKING:  # put on hold while the menu played
+                raise CallNotTalking(f"call {call.id} is {call.state.value}, not talking")
             plan = self._plan(config, leg.device or "", target)
         except FlipError as exc:
             op.targets = (target,)
