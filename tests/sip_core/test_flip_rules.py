@@ -583,3 +583,16 @@ async def test_a_kept_dialog_gets_a_bye_when_the_call_ends(h_keep: Harness3) -> 
     assert [(x.from_device, x.to_device, x.keys, x.how) for x in record.handoffs] == [
         ("201", "202", "*0 202", FlipWay.DIRECT)
     ]
+
+
+async def test_a_call_put_on_hold_during_the_menu_is_refused_at_the_choice(h: Harness3) -> None:
+    carol, desk, mobile, soft = await talking(h)
+    key(desk, "*0")
+    carol.request("INVITE", body=sdp(6401, direction="sendonly"))
+    desk.reply(desk.last_request("INVITE"), 200, sdp(6201, direction="recvonly"))
+    await settle()
+    assert h.only_call().state is CallState.HELD
+    key(desk, "1")
+    assert h.events_of(HandoffFailed)[-1].record.code == FlipFailure.NOT_TALKING
+    assert h.heard("201")[-1] == PlayPrompts(("not_available", "flip_cancelled"))
+    assert invites(mobile) == invites(soft) == []
