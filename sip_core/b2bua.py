@@ -18,14 +18,19 @@ from sip_core.call.session_timer import MIN_SESSION_EXPIRES, negotiate_session_t
 from sip_core.calls import CallHistory, HandoffRecord, Leg
 from sip_core.clock import Clock
 from sip_core.config import PbxConfig
-from sip_core.digest import DigestAuthenticator
+from sip_core.digest import AuthResult, DigestAuthenticator
 from sip_core.events import PbxEvent
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
 from sip_core.features.registry import FeatureRegistry
 from sip_core.media import MediaRelay
+from sip_core.message import Request
+from sip_core.presence import Presence
 from sip_core.registrar import Binding
 from sip_core.transaction import TransactionLayer
+from sip_core.transport import Source
+from sip_core.trunk.egress import TrunkEgress
+from sip_core.trunk.ingress import TrunkIngress
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -52,6 +57,10 @@ class B2bua(CallControl):
         local_port: Callable[[], int],
         history: CallHistory | None = None,
         listening: Callable[[], bool] | None = None,
+        on_auth: Callable[[Source, Request, AuthResult], None] | None = None,
+        presence: Presence | None = None,
+        ingress: TrunkIngress | None = None,
+        egress: TrunkEgress | None = None,
     ) -> None:
         super().__init__(
             transactions,
@@ -65,6 +74,10 @@ class B2bua(CallControl):
             local_port=local_port,
             history=history,
             listening=listening,
+            on_auth=on_auth,
+            presence=presence,
+            ingress=ingress,
+            egress=egress,
         )
         self.features = FeatureRegistry(self)
         self._flip = Flip(self, capture=self.features.capture, release=self.features.release)

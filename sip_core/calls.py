@@ -292,6 +292,9 @@ class CallRecord:
     outcome: CallOutcome
     reason: str
     handoffs: tuple[HandoffRecord, ...] = ()
+    #: How the caller was presented to the callee (a name-addr): for a call from a trunk, the
+    #: outside caller's number and name.
+    caller_party: str = ""
 
     @property
     def duration(self) -> float:
@@ -313,6 +316,7 @@ class Call:
         "dialled",
         "ended_at",
         "handoffs",
+        "hops",
         "id",
         "media",
         "operation",
@@ -348,6 +352,8 @@ class Call:
         self.handoffs: list[HandoffRecord] = []
         self.media: MediaSession | None = None
         self.operation: Operation | None = None  # the feature operation in progress
+        #: Max-Forwards left on the caller's INVITE: what we send for this call never has more.
+        self.hops: int | None = None
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.state}>"
@@ -418,6 +424,7 @@ class Call:
             outcome=self.outcome or CallOutcome.FAILED,
             reason=self.reason,
             handoffs=tuple(self.handoffs),
+            caller_party=self.caller.party if self.caller is not None else "",
         )
 
 

@@ -14,7 +14,14 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Clock", "LoopClock", "ManualClock", "ManualTimerHandle", "TimerHandle"]
+__all__ = [
+    "Clock",
+    "CountingClock",
+    "LoopClock",
+    "ManualClock",
+    "ManualTimerHandle",
+    "TimerHandle",
+]
 
 
 class TimerHandle(Protocol):
@@ -165,3 +172,56 @@ class ManualClock:
         heap = self._heap
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
+
+
+class CountingClock:
+    """Wraps a clock and counts its timers that are still pending (neither fired nor cancelled).
+
+    For leak checks (`Pbx.stats`, the soak benchmark): after the last call has ended and the
+    transactions have waited out their timers, a PBX should hold no timer but binding expiry.
+    Counting costs a set insertion and removal per timer, so only the runner's soak mode and
+    tests use it.
+    """
+
+    __slots__ = ("_inner", "_pending")
+
+    def __init__(self, inner: Clock) -> None:
+        self._inner = inner
+        self._pending: set[_CountedHandle] = set()
+
+    @property
+    def pending(self) -> int:
+        """Timers scheduled and not yet fired or cancelled."""
+        return len(self._pending)
+
+    def monotonic(self) -> float:
+        return self._inner.monotonic()
+
+    def wall(self) -> float:
+        return self._inner.wall()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        handle = _CountedHandle(self._pending, callback)
+        self._pending.add(handle)
+        handle.inner = self._inner.call_later(delay, handle.fire)
+        return handle
+
+
+class _CountedHandle:
+    __slots__ = ("_callback", "_pending", "inner")
+
+    def __init__(self, pending: set[_CountedHandle], callback: Callable[[], None]) -> None:
+        self._pending = pending
+        self._callback = callback
+        self.inner: TimerHandle | None = None
+
+    def fire(self) -> None:
+        self._pending.discard(self)
+        callback, self._callback = self._callback, _cancelled
+        callback()
+
+    def cancel(self) -> None:
+        self._pending.discard(self)
+        self._callback = _cancelled
+        if self.inner is not None:
+            self.inner.cancel()

@@ -9,19 +9,22 @@ also names the line.
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
     sip: {listen: 0.0.0.0, port: 5060, domain: home.arpa}
-    rtp: {ports: 40000-40999}
+    rtp: {ports: 40000-40999, timeout: 60, music_on_hold: null}   # null: the bundled music
     users:
       - name: alice
         extension: "200"
+        flip: user          # or enabled / disabled: the administrator forces the user's flip
         devices:
           - {username: "201", password: "...", label: Office Desk Phone, type: desk,
-             priority: 0, digest: [MD5, SHA-256], flip_number: "11"}
+             priority: 0, digest: [MD5], flip_number: "11"}
         flip_options: {timeout: 30, auto_hangup: true, announcement: false,
                        simultaneous_ring: false}
     registrar: {min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 5}
     auth: {nonce_lifetime: 300}
     calls: {no_answer_timeout: 30}
     flip: {code: "*0", timeout: 30, menu_timeout: 8, digit_timeout: 3}
+    security: {max_failures: 5, failure_window: 300, ban_time: 1800, never_ban: [],
+               allow_public: false}
     log_level: info
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
@@ -44,10 +47,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from os import PathLike
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from .audio.wav import WavError, load_wav
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
 from .yaml_file import YamlError, read_yaml
+
+if TYPE_CHECKING:
+    from .trunk.config import Trunking
 
 __all__ = [
     "AuthSettings",
@@ -60,6 +67,7 @@ __all__ = [
     "PbxConfig",
     "RegistrarSettings",
     "RtpSettings",
+    "SecuritySettings",
     "SipSettings",
     "User",
     "UserFlipOptions",
@@ -67,6 +75,7 @@ __all__ = [
     "format_path",
     "load_config",
     "parse_config",
+    "security_settings",
 ]
 
 type KeyPath = tuple[str | int, ...]
@@ -87,6 +96,16 @@ class DeviceType(StrEnum):
     SOFTPHONE = "softphone"
     HOME = "home"
     CONFERENCE = "conference"
+
+
+class FlipPermission(StrEnum):
+    """An administrator's say over a user's flip (``users[].flip``): ``user`` lets the user's
+    own setting (a runtime setting, `sip_core.presence`) decide; ``enabled`` and ``disabled``
+    force it, whatever the user chose."""
+
+    USER = "user"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
 
 
 class ConfigError(ValueError):
@@ -151,11 +170,35 @@ class SipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """Finding desk phones (`sip_core.plugplay`, `sip_core.phones`) and provisioning them.
+
+    ``plug_and_play``: listen for RFC 6080 SUBSCRIBEs on 224.0.1.75:5060 (only observed, never
+    answered, unless a phone is adopted). ``provision``: MAC address (12 lower-case hex digits) to
+    device username; the standalone runner arms an adoption for each at start, answered at the
+    phone's next boot. ``http_port``: where the runner serves the configuration files (0: pick a
+    free port; Home Assistant serves them itself and ignores it).
+    """
+
+    plug_and_play: bool = True
+    provision: tuple[tuple[str, str], ...] = ()
+    http_port: int = 8060
+
+
+@dataclass(frozen=True, slots=True)
 class RtpSettings:
-    """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd."""
+    """The UDP ports the media relay may use; RTP takes the even port of a pair, RTCP the odd.
+
+    ``music_on_hold``: a WAV file played to whoever is held by the PBX, instead of the bundled
+    loop (None). The loader reads it once to refuse a file that cannot be played.
+    ``timeout``: seconds without RTP or RTCP from a phone whose media arrived before, after which
+    its call is ended (0: never); a call on hold is exempt.
+    """
 
     port_min: int = 40000
     port_max: int = 40999
+    music_on_hold: str | None = None
+    timeout: int = 60
 
     @property
     def pair_count(self) -> int:
@@ -230,6 +273,7 @@ class User:
     name: str
     extension: str
     devices: tuple[Device, ...] = ()
+    flip: FlipPermission = FlipPermission.USER
     flip_options: UserFlipOptions = field(default_factory=UserFlipOptions)
 
     def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
@@ -239,6 +283,8 @@ class User:
             "extension": self.extension,
             "devices": [device.to_mapping(redact=redact) for device in self.devices],
         }
+        if self.flip is not FlipPermission.USER:
+            mapping["flip"] = self.flip.value
         if self.flip_options != UserFlipOptions():
             mapping["flip_options"] = self.flip_options.to_mapping()
         return mapping
@@ -283,6 +329,24 @@ class FlipSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """Who may use the PBX, and when a source address that keeps failing to log in is banned.
+
+    ``max_failures`` failed authentications from one address within ``failure_window`` seconds ban
+    it for ``ban_time`` seconds. ``never_ban`` lists networks (CIDR) that are never banned (empty
+    by default: a phone on the home network guessing wrong is as suspicious as anyone, and loopback
+    stays bannable so that a scanner on the same host is stopped too). ``allow_public`` lets
+    addresses outside loopback, private and link-local networks register and call.
+    """
+
+    max_failures: int = 5
+    failure_window: int = 300
+    ban_time: int = 1800
+    never_ban: tuple[str, ...] = ()
+    allow_public: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class PbxConfig:
     """The whole configuration. Build it with :func:`config_from_mapping` or :func:`load_config`.
 
@@ -297,10 +361,15 @@ class PbxConfig:
     calls: CallSettings = field(default_factory=CallSettings)
     flip: FlipSettings = field(default_factory=FlipSettings)
     log_level: str = "info"
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    #: The ``trunks`` and ``dialplan`` sections (``sip_core.trunk.config``); None: no trunks.
+    trunking: "Trunking | None" = None
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
     _by_extension: dict[str, User] = field(init=False, repr=False, compare=False, hash=False)
+    _by_name: dict[str, User] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Lookups happen on every REGISTER and INVITE: index once. The first entry wins if a
@@ -313,6 +382,7 @@ class PbxConfig:
                 by_username.setdefault(device.username, (user, device))
         object.__setattr__(self, "_by_username", by_username)
         object.__setattr__(self, "_by_extension", by_extension)
+        object.__setattr__(self, "_by_name", {user.name: user for user in reversed(self.users)})
 
     def device(self, username: str) -> Device | None:
         """The device with this SIP username (compared exactly, as SIP compares user parts)."""
@@ -323,6 +393,10 @@ class PbxConfig:
         """The user who owns the device with this SIP username."""
         found = self._by_username.get(username)
         return found[0] if found else None
+
+    def user(self, name: str) -> User | None:
+        """The user with this name (compared exactly)."""
+        return self._by_name.get(name)
 
     def user_by_extension(self, extension: str) -> User | None:
         """The user reachable on this extension."""
@@ -347,7 +421,15 @@ class PbxConfig:
                 "domain": self.sip.domain,
                 "workers": self.sip.workers,
             },
-            "rtp": {"ports": f"{self.rtp.port_min}-{self.rtp.port_max}"},
+            "rtp": {
+                "ports": f"{self.rtp.port_min}-{self.rtp.port_max}",
+                "timeout": self.rtp.timeout,
+                **(
+                    {}
+                    if self.rtp.music_on_hold is None
+                    else {"music_on_hold": self.rtp.music_on_hold}
+                ),
+            },
             "users": [user.to_mapping(redact=redact) for user in self.users],
             "registrar": {
                 "min_expires": self.registrar.min_expires,
@@ -363,7 +445,20 @@ class PbxConfig:
                 "menu_timeout": self.flip.menu_timeout,
                 "digit_timeout": self.flip.digit_timeout,
             },
+            "security": {
+                "max_failures": self.security.max_failures,
+                "failure_window": self.security.failure_window,
+                "ban_time": self.security.ban_time,
+                "never_ban": list(self.security.never_ban),
+                "allow_public": self.security.allow_public,
+            },
             "log_level": self.log_level,
+            "discovery": {
+                "plug_and_play": self.discovery.plug_and_play,
+                "provision": dict(self.discovery.provision),
+                "http_port": self.discovery.http_port,
+            },
+            **({} if self.trunking is None else self.trunking.to_mapping(redact=redact)),
         }
 
 
@@ -430,10 +525,53 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     calls = CallSettings(_int(calls_data, "no_answer_timeout", ("calls",), 30, (1, 3600)))
     flip = _flip(root.get("flip"), users)
     log_level = _log_level(root.get("log_level"))
-    return PbxConfig(sip, rtp, users, registrar, auth, calls, flip, log_level)
+    discovery = _discovery(root.get("discovery"), users)
+    security = _security(root.get("security"))
+    trunking = _trunking(root, users, flip)
+    return PbxConfig(
+        sip,
+        rtp,
+        users,
+        registrar,
+        auth,
+        calls,
+        flip,
+        log_level,
+        discovery,
+        security=security,
+        trunking=trunking,
+    )
 
 
-_TOP_KEYS: Final = ("sip", "rtp", "users", "registrar", "auth", "calls", "flip", "log_level")
+def _trunking(
+    root: Mapping[str, Any], users: Sequence[User], flip: FlipSettings
+) -> "Trunking | None":
+    """The trunks and dial plan, checked by ``sip_core.trunk.config``.
+
+    Imported here rather than at the top because that module builds on this one's helpers.
+    """
+    from .trunk.config import trunking_from_mapping  # noqa: PLC0415
+
+    internal = [user.extension for user in users]
+    internal += [device.username for user in users for device in user.devices]
+    internal.append(flip.code)
+    return trunking_from_mapping(root.get("trunks"), root.get("dialplan"), users, internal)
+
+
+_TOP_KEYS: Final = (
+    "sip",
+    "rtp",
+    "users",
+    "registrar",
+    "auth",
+    "calls",
+    "flip",
+    "security",
+    "log_level",
+    "discovery",
+    "trunks",
+    "dialplan",
+)
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _PORT_RANGE: Final = re.compile(r"\s*([0-9]{1,6})\s*-\s*([0-9]{1,6})\s*")
@@ -592,12 +730,44 @@ def _domain(value: str, path: KeyPath) -> str:
     return name
 
 
+def _discovery(data: Any, users: Sequence[User]) -> DiscoverySettings:
+    path: KeyPath = ("discovery",)
+    section = _section(data, path, ("plug_and_play", "provision", "http_port"))
+    listen = section.get("plug_and_play", True)
+    if not isinstance(listen, bool):
+        _fail((*path, "plug_and_play"), f"must be true or false, not {_describe(listen)}")
+    raw = section.get("provision")
+    provision: list[tuple[str, str]] = []
+    if raw is not None:
+        if not isinstance(raw, Mapping):
+            _fail(
+                (*path, "provision"),
+                f"must be a mapping of MAC address to device username, not {_describe(raw)}",
+            )
+        known = {device.username for user in users for device in user.devices}
+        for key, value in raw.items():
+            where = (*path, "provision", str(key))
+            digits = re.sub(r"[:.\-]", "", str(key)).lower()
+            if not re.fullmatch(r"[0-9a-f]{12}", digits):
+                _fail(where, f"must be a MAC address such as 00:04:13:ab:cd:ef, not {key!r}")
+            if not isinstance(value, str) or value not in known:
+                _fail(where, f"must be the username of a configured device, not {value!r}")
+            provision.append((digits, value))
+    return DiscoverySettings(
+        plug_and_play=listen,
+        provision=tuple(provision),
+        http_port=_int(section, "http_port", path, 8060, (0, 65535)),
+    )
+
+
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
     path: KeyPath = ("rtp", "ports")
-    section = _section(data, ("rtp",), ("ports",))
+    section = _section(data, ("rtp",), ("ports", "music_on_hold", "timeout"))
+    music = _music_on_hold(section)
+    timeout = _int(section, "timeout", ("rtp",), 60, (0, 3600))
     value = section.get("ports")
     if value is None:
-        return RtpSettings()
+        return RtpSettings(music_on_hold=music, timeout=timeout)
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
@@ -612,7 +782,23 @@ def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
         _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
     if low <= sip.port <= high:
         _fail(path, f"must not include the SIP port {sip.port}")
-    return RtpSettings(low, high)
+    return RtpSettings(low, high, music, timeout)
+
+
+def _music_on_hold(section: Mapping[str, Any]) -> str | None:
+    """The music file's path, once it is known to load (a bad file is refused now, not at the
+    first hold). The engine converts it again for its own use; this read only checks it."""
+    path: KeyPath = ("rtp", "music_on_hold")
+    value = section.get("music_on_hold")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        _fail(path, f"must be the path of a WAV file, not {_describe(value)}")
+    try:
+        load_wav(value, 8000)
+    except WavError as err:
+        _fail(path, str(err))
+    return value
 
 
 def _users(data: Any) -> tuple[User, ...]:
@@ -630,7 +816,7 @@ def _users(data: Any) -> tuple[User, ...]:
     for index, item in enumerate(_list(data, ("users",), "users")):
         path: KeyPath = ("users", index)
         section = _section(
-            item, path, ("name", "extension", "devices", "flip_options"), required=True
+            item, path, ("name", "extension", "devices", "flip", "flip_options"), required=True
         )
         name = _name(_text(section, "name", path, numbers=True), (*path, "name"))
         claim(names, name, (*path, "name"))
@@ -644,8 +830,9 @@ def _users(data: Any) -> tuple[User, ...]:
             claim(numbers, device.username, (*path, "devices", number, "username"))
             devices.append(device)
         _check_flip_numbers(devices, (*path, "devices"))
+        flip = _choice(section, "flip", path, FlipPermission, FlipPermission.USER)
         options = _flip_options(section.get("flip_options"), (*path, "flip_options"))
-        users.append(User(name, extension, tuple(devices), options))
+        users.append(User(name, extension, tuple(devices), flip, options))
     return tuple(users)
 
 
@@ -805,3 +992,40 @@ def _log_level(value: Any) -> str:
     if isinstance(value, str) and value.lower() in LOG_LEVELS:
         return value.lower()
     _fail(("log_level",), f"must be one of {', '.join(LOG_LEVELS)}, not {_describe(value)}")
+
+
+def security_settings(data: Mapping[str, Any] | None) -> SecuritySettings:
+    """Check the ``security`` section alone (Home Assistant's options keep it apart)."""
+    return _security(data)
+
+
+def _security(data: Any) -> SecuritySettings:
+    path: KeyPath = ("security",)
+    keys = ("max_failures", "failure_window", "ban_time", "never_ban", "allow_public")
+    section = _section(data, path, keys)
+    networks: list[str] = []
+    for index, value in enumerate(
+        _list(section.get("never_ban"), (*path, "never_ban"), "networks")
+    ):
+        where = (*path, "never_ban", index)
+        if not isinstance(value, str):
+            _fail(where, f"must be a network such as 192.168.1.0/24, not {_describe(value)}")
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            _fail(where, f"must be a network such as 192.168.1.0/24, not {value!r}")
+        if str(network) not in networks:
+            networks.append(str(network))
+    allow_public = section.get("allow_public")
+    if allow_public is None:
+        allow_public = False
+    elif not isinstance(allow_public, bool):
+        _fail((*path, "allow_public"), f"must be true or false, not {_describe(allow_public)}")
+    day = 86400
+    return SecuritySettings(
+        max_failures=_int(section, "max_failures", path, 5, (1, 1000)),
+        failure_window=_int(section, "failure_window", path, 300, (1, day)),
+        ban_time=_int(section, "ban_time", path, 1800, (1, 30 * day)),
+        never_ban=tuple(networks),
+        allow_public=allow_public,
+    )

@@ -48,10 +48,13 @@ class DigestAlgorithm(StrEnum):
     SHA256 = "SHA-256"
 
 
-#: What a device (and an unknown user, so the two look alike) is challenged with when the
-#: configuration does not say: MD5 first, because many desk phones read only the first challenge and
-#: know nothing else; SHA-256 next for the clients that read them all (RFC 8760 §2.4).
-DEFAULT_ALGORITHMS: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
+#: What a device (and an unknown user, so that the two look alike) is challenged with when the
+#: configuration does not say: MD5 alone. Every client we test answers it, while several refuse
+#: the whole 401 as soon as it lists anything else (baresip 1.0's SIP library answers any
+#: non-MD5 challenge with "Function not implemented" and never registers; sipsak reads only the
+#: first challenge). SHA-256 is a per-device choice (``digest: [SHA-256, MD5]``, RFC 8760 §2.4)
+#: for the phones that read every challenge.
+DEFAULT_ALGORITHMS: tuple[DigestAlgorithm, ...] = (DigestAlgorithm.MD5,)
 
 _HASHES: dict[DigestAlgorithm, Callable[[bytes], hashlib._Hash]] = {
     DigestAlgorithm.MD5: hashlib.md5,
@@ -60,8 +63,17 @@ _HASHES: dict[DigestAlgorithm, Callable[[bytes], hashlib._Hash]] = {
 _ALGORITHM_BY_NAME: dict[str, DigestAlgorithm] = {a.value.lower(): a for a in DigestAlgorithm}
 
 
-def _h(algorithm: DigestAlgorithm, text: str) -> str:
+def algorithm_named(name: str) -> DigestAlgorithm | None:
+    """The algorithm spelt ``name`` on the wire (any case), or ``None`` for one we do not know."""
+    return _ALGORITHM_BY_NAME.get(name.lower())
+
+
+def digest_hex(algorithm: DigestAlgorithm, text: str) -> str:
+    """H(text) of RFC 7616 §3.4.1: the algorithm's digest of the UTF-8 text, in lower-case hex."""
     return _HASHES[algorithm](text.encode("utf-8")).hexdigest()
+
+
+_h = digest_hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +173,12 @@ def parse_credentials(value: str) -> DigestCredentials | None:
     return DigestCredentials(params)
 
 
-def _quote(text: str) -> str:
+def quoted_string(text: str) -> str:
+    """``text`` as a SIP quoted-string (RFC 3261 §25.1): backslash and double quote escaped."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_quote = quoted_string
 
 
 def _ext_value(text: str) -> str | None:
@@ -310,8 +326,18 @@ class DigestAuthenticator:
             self._ha1[key] = value
         return value
 
-    def verify(self, request: Request, header_name: str = "Authorization") -> AuthResult:
-        """Check the request's credentials for our realm (``Proxy-Authorization`` for a proxy)."""
+    def verify(
+        self,
+        request: Request,
+        header_name: str = "Authorization",
+        *,
+        local_port: int | None = None,
+    ) -> AuthResult:
+        """Check the request's credentials for our realm (``Proxy-Authorization`` for a proxy).
+
+        ``local_port`` is the port the request arrived on: a digest ``uri`` naming it designates
+        the same target as a Request-URI without a port (see ``digest_uri_matches``).
+        """
         values = request.headers.get_all(header_name)
         if not values:
             return AuthResult(False, None, False, AuthFailure.NO_CREDENTIALS)
@@ -327,9 +353,9 @@ class DigestAuthenticator:
         if credentials is None:
             reason = AuthFailure.MALFORMED if malformed else AuthFailure.REALM_MISMATCH
             return AuthResult(False, None, False, reason)
-        return self._verify(request, credentials)
+        return self._verify(request, credentials, local_port)
 
-    def _verify(self, request: Request, c: DigestCredentials) -> AuthResult:
+    def _verify(self, request: Request, c: DigestCredentials, local_port: int | None) -> AuthResult:
         params = c.params
         username = params.get("username")
         if username is None and "username*" in params:
@@ -359,14 +385,20 @@ class DigestAuthenticator:
 
         # Checks about the request itself come before the user is looked up, so that they answer
         # an unknown user and a known one alike.
-        if not self._uri_matches(digest_uri, request.uri):
+        if not digest_uri_matches(digest_uri, request.uri, local_port):
             return AuthResult(False, username, False, AuthFailure.URI_MISMATCH, algorithm)
+        # An opaque that is not ours is, like an unknown nonce, most likely from before a restart
+        # (both derive from the per-process secret): decided once the password is checked.
         opaque = params.get("opaque")
-        if opaque is not None and not hmac.compare_digest(opaque, self._opaque):
-            return AuthResult(False, username, False, AuthFailure.OPAQUE_MISMATCH, algorithm)
+        foreign_opaque = opaque is not None and not hmac.compare_digest(opaque, self._opaque)
 
         device = self._lookup(username)
         if device is None:
+            # The same arithmetic as a wrong password (a cached HA1, two hashes, one comparison),
+            # so that the answer for an unknown user comes no sooner than for a known one.
+            ha2 = _h(algorithm, f"{request.method}:{digest_uri}")
+            decoy = _h(algorithm, f"{self._opaque}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}")
+            hmac.compare_digest(decoy, response.lower())
             return AuthResult(False, username, False, AuthFailure.UNKNOWN_USER, algorithm)
         if algorithm not in device.algorithms:
             return AuthResult(False, username, False, AuthFailure.ALGORITHM_NOT_ALLOWED, algorithm)
@@ -377,6 +409,8 @@ class DigestAuthenticator:
         if not hmac.compare_digest(expected, response.lower()):
             return AuthResult(False, username, False, AuthFailure.WRONG_PASSWORD, algorithm)
         # The password is right from here on: what remains is whether this nonce may still be used.
+        if foreign_opaque:
+            return AuthResult(False, username, True, AuthFailure.OPAQUE_MISMATCH, algorithm)
         issued = self._nonce_issued(nonce)
         if issued is None:
             # Most likely a nonce from before a restart: the client knows the password, so let it
@@ -389,12 +423,30 @@ class DigestAuthenticator:
             return AuthResult(False, username, True, AuthFailure.REPLAYED_NONCE_COUNT, algorithm)
         return AuthResult(True, device.username, False, AuthFailure.OK, algorithm)
 
-    @staticmethod
-    def _uri_matches(digest_uri: str, request_uri: SipUri) -> bool:
-        """RFC 3261 §22.4 / RFC 7616 §3.4.6: the digest uri must name the Request-URI."""
-        if digest_uri == str(request_uri):
-            return True
-        try:
-            return SipUri.parse(digest_uri).equivalent(request_uri)
-        except ValueError:
-            return False
+
+def digest_uri_matches(digest_uri: str, request_uri: SipUri, local_port: int | None = None) -> bool:
+    """Whether the credentials' ``uri`` designates the resource the Request-URI names.
+
+    RFC 7616 §3.4.6 (and RFC 3261 §22.4) ask the server to check that the digest ``uri`` names
+    the Request-URI, so that credentials computed for one resource are not used for another. An
+    exact or RFC 3261 §19.1.4-equivalent URI always matches. Beyond that, a uri with the same
+    scheme, user and host whose port is absent, the Request-URI's own, or the one the request
+    arrived on (``local_port``) designates the same target: that is what Kamailio and Asterisk
+    accept, and what clients send that build the uri from the address they sent the request to
+    (sipp's default ``sip:host:port`` while the Request-URI is ``sip:host``). URI parameters are
+    not compared: they select how to reach a target, not which one. A uri naming another scheme,
+    user, host or port is another resource, and the caller answers 400.
+    """
+    if digest_uri == str(request_uri):
+        return True
+    try:
+        uri = SipUri.parse(digest_uri)
+    except ValueError:
+        return False
+    if uri.equivalent(request_uri):
+        return True
+    if uri.scheme != request_uri.scheme or uri.host != request_uri.host:
+        return False
+    if uri.user_unescaped != request_uri.user_unescaped:
+        return False
+    return uri.port is None or uri.port in (request_uri.port, local_port)

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from .calls import CallRecord, CallState, HandoffRecord
+from .calls import CallOutcome, CallRecord, CallState, HandoffRecord
 
 if TYPE_CHECKING:
     from .registrar import Binding
 
 __all__ = [
+    "AddressBanned",
+    "BanEndReason",
+    "BanEnded",
     "CallRecorded",
     "CallStateChanged",
     "DtmfMethod",
@@ -31,6 +34,9 @@ __all__ = [
     "PbxEvent",
     "RegistrationChanged",
     "RegistrationReason",
+    "TrunkFailure",
+    "TrunkStateChanged",
+    "TrunkStatus",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -71,7 +77,9 @@ class CallStateChanged:
     """A call moved to another state (see `sip_core.calls.CallState`).
 
     ``devices`` are the devices in the call after the change (the caller's and the answered one,
-    or every ringing one); ``reason`` says why for ``ended`` (and is empty otherwise).
+    or every ringing one); ``reason`` says why for ``ended`` (and is empty otherwise), and
+    ``outcome`` says how, the same as the history's record (None before ``ended``), so that a
+    subscriber can tell a missed call from an answered one without parsing ``reason``.
     ``caller_user``/``callee_user`` are the configured users' names (None for a caller who is
     nobody's device), so a subscriber need not look the call up to show who talks to whom.
     """
@@ -85,6 +93,7 @@ class CallStateChanged:
     reason: str = ""
     caller_user: str | None = None
     callee_user: str | None = None
+    outcome: CallOutcome | None = None
 
 
 class DtmfMethod(StrEnum):
@@ -139,15 +148,89 @@ class CallRecorded:
     record: CallRecord
 
 
+@dataclass(frozen=True, slots=True)
+class AddressBanned:
+    """A source address failed to authenticate too often and is ignored until ``until``.
+
+    ``username`` is the last username it tried (None when its credentials named none); ``until``
+    is Unix time. Published once per ban (`sip_core.guard`).
+    """
+
+    address: str
+    username: str | None
+    failures: int
+    until: float
+
+
+class BanEndReason(StrEnum):
+    """Why a ban ended."""
+
+    EXPIRED = "expired"
+    LIFTED = "lifted"  # by `Pbx.unban` (the Home Assistant action)
+    EVICTED = "evicted"  # the ban table was full and this ban was the nearest to its end
+
+
+@dataclass(frozen=True, slots=True)
+class BanEnded:
+    """A source address is no longer banned."""
+
+    address: str
+    reason: BanEndReason
+
+
+class TrunkStatus(StrEnum):
+    """Where a trunk's registration with its provider stands."""
+
+    REGISTERING = "registering"  # the first REGISTER is on its way
+    REGISTERED = "registered"
+    FAILING = "failing"  # the last attempt failed (``TrunkStateChanged.failure`` says why)
+    STOPPED = "stopped"  # the PBX stopped (we unregistered, or tried to)
+
+
+class TrunkFailure(StrEnum):
+    """Why a trunk's last registration attempt failed."""
+
+    AUTHENTICATION = "authentication failed"  # our credentials were refused (401/407 again, 403)
+    UNSUPPORTED_CHALLENGE = "unsupported challenge"  # a digest variant we cannot answer
+    WRONG_REALM = "challenged for another realm"  # not the configured realm
+    INTERVAL = "interval too brief"  # 423 without a usable Min-Expires
+    REFUSED = "refused"  # another final response (the status is in ``detail``)
+    TIMEOUT = "no answer"  # the provider did not answer (Timer F)
+    TRANSPORT = "transport error"  # could not send (unresolvable host, connection refused)
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkStateChanged:
+    """A trunk's registration changed state, or failed once more.
+
+    ``failures`` counts the attempts that failed in a row, ``auth_failures`` those among them
+    that failed because our credentials were refused (Home Assistant raises a repair issue on
+    these). ``retry_in`` is how long until the next attempt (seconds; None when none is planned),
+    ``expires_in`` how long the provider keeps the registration (when registered).
+    """
+
+    trunk: str
+    status: TrunkStatus
+    failure: TrunkFailure | None = None
+    detail: str = ""
+    failures: int = 0
+    auth_failures: int = 0
+    retry_in: float | None = None
+    expires_in: float | None = None
+
+
 #: Every event the PBX publishes: narrow with ``isinstance`` or ``match``.
 PbxEvent = (
-    RegistrationChanged
+    AddressBanned
+    | BanEnded
+    | RegistrationChanged
     | CallStateChanged
     | DtmfReceived
     | HandoffStarted
     | HandoffSucceeded
     | HandoffFailed
     | CallRecorded
+    | TrunkStateChanged
 )
 
 Subscriber = Callable[[PbxEvent], None]

@@ -9,7 +9,9 @@ so the two can never drift apart.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -17,15 +19,26 @@ from typing import Any
 from sip_core import __version__
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord
-from sip_core.clock import Clock, LoopClock, TimerHandle
-from sip_core.config import PbxConfig, User
+from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
+from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
+from sip_core.guard import Ban, Guard
 from sip_core.media import MediaRelay
-from sip_core.message import Request, Response, make_response
+from sip_core.message import ParseError, Request, Response, make_response
+from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
+from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
+from sip_core.presence import DeviceStates, ForwardTarget, Presence
+from sip_core.provisioning import Adoption, Provisioner, format_for
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
+from sip_core.state import RuntimeState
+from sip_core.stats import PbxStats
 from sip_core.transaction import ServerTransaction, TransactionLayer
-from sip_core.transport import Address, Source, TransportLayer
+from sip_core.transport import Address, Source, TransportKind, TransportLayer
+from sip_core.trunk.egress import TrunkEgress
+from sip_core.trunk.ingress import TrunkIngress
+from sip_core.trunk.registration import TrunkRegistrations, TrunkState
+from sip_core.useragent import normalise_mac, parse_user_agent
 
 __all__ = ["ALLOWED_METHODS", "Pbx"]
 
@@ -58,7 +71,8 @@ class Pbx:
     """The PBX: transport, transactions, registrar and (later) calls, behind one small API.
 
     ``bindings`` restores registrations saved by a previous run (Home Assistant persists them with
-    its Store) so that phones need not register again after a restart.
+    its Store, the runner in its state file) so that phones need not register again after a
+    restart; ``history`` restores the call records of a previous run the same way.
     """
 
     def __init__(
@@ -68,10 +82,13 @@ class Pbx:
         clock: Clock | None = None,
         bindings: Sequence[Mapping[str, Any]] | None = None,
         digest_secret: bytes | None = None,
+        history: Sequence[CallRecord] | None = None,
+        state: RuntimeState | None = None,
     ) -> None:
         self._config = config
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._events = EventBus()
+        self._guard = Guard(config.security, self._clock, self._events.publish)
         self._credentials: dict[str, DeviceCredentials] = {}
         self._index_credentials(config)
         self._authenticator = DigestAuthenticator(
@@ -86,6 +103,7 @@ class Pbx:
             self._authenticator,
             self._clock,
             publish=self._events.publish,
+            on_auth=self._guard.authenticated,
         )
         if bindings:
             restored = self._registrar.store.restore(bindings, self._clock.wall())
@@ -96,6 +114,7 @@ class Pbx:
             self._receive,
             clock=self._clock,
             reuse_port=config.sip.workers > 0,
+            on_datagram=self._guard.drops_datagram,
         )
         self._transactions = TransactionLayer(
             self._transport,
@@ -108,7 +127,10 @@ class Pbx:
             config.rtp.port_min,
             config.rtp.port_max,
             clock=self._clock,
+            music_file=config.rtp.music_on_hold,
+            rtp_timeout=config.rtp.timeout,
         )
+        self._ingress = TrunkIngress(lambda: self._config)
         self._b2bua = B2bua(
             self._transactions,
             self._clock,
@@ -120,11 +142,40 @@ class Pbx:
             listening=self._events.__bool__,
             respond=lambda txn, response: txn.respond(self._stamp(response)),
             local_port=lambda: self._transport.local_address.port,
-            history=CallHistory(),
+            history=_history(history),
+            on_auth=self._guard.authenticated,
+            presence=Presence(lambda: self._config, state),
+            ingress=self._ingress,
+            egress=TrunkEgress(lambda: self._config),
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
         self._running = False
+        # Discovery of desk phones and their provisioning (sip_core.plugplay, .provisioning).
+        self._phones = PhoneDirectory(self._clock)
+        self._provisioner = Provisioner(self._clock, self._provisioning_account)
+        self._provisioning_url: str | None = None
+        self._plugplay = PlugAndPlay(
+            self._clock,
+            self._phones,
+            self._provisioner,
+            send_request=self._send_notify,
+            respond=lambda txn, response: txn.respond(self._stamp(response)),
+            local_port=lambda: self._transport.local_address.port,
+            url_base=self._provisioning_base,
+            standing=lambda: dict(self._config.discovery.provision),
+        )
+        self._multicast: MulticastListener | None = None
+        self._joined = False
+        # Registration with SIP trunks' providers (sip_core.trunk).
+        self._trunks = TrunkRegistrations(
+            config.trunking.trunks if config.trunking is not None else (),
+            sender=self._transactions,
+            clock=self._clock,
+            local_host=self._trunk_local_host,
+            local_port=lambda: self._transport.local_address.port,
+            publish=self._events.publish,
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -138,10 +189,18 @@ class Pbx:
             raise
         self._running = True
         self._expire_bindings()
+        await self._start_plug_and_play()
+        await self._resolve_trunk_hosts()
+        self._trunks.start()
 
     async def stop(self) -> None:
         """Release the port and every timer; bindings stay in memory for `binding_records`."""
         self._running = False
+        self._trunks.stop()
+        if self._multicast is not None:
+            self._multicast.close()
+            self._multicast = None
+        self._guard.close()
         self._b2bua.close()
         await self._relay.stop()
         if self._expiry_timer is not None:
@@ -201,13 +260,74 @@ class Pbx:
         """
         return self._b2bua.flip(call_id, target, timeout, device=device)
 
+    # -- per-device and per-user runtime settings (sip_core.presence) ------------------------------
+
+    @property
+    def presence(self) -> Presence:
+        """DND, Make Busy, Call Forward Always and flip permission; `Presence.subscribe` tells of
+        changes. Saved in the ``presence`` section of the runtime state given as ``state``."""
+        return self._b2bua.presence
+
+    def device_states(self, device: str) -> DeviceStates:
+        """A device's settings; `sip_core.presence.UnknownDeviceError` for an unknown device."""
+        return self._b2bua.presence.device(device)
+
+    def set_dnd(self, device: str, on: bool) -> None:
+        """Do Not Disturb: the device is not rung (alone, its callers get 486 Busy Here)."""
+        self._b2bua.presence.set_dnd(device, on)
+
+    def set_make_busy(self, device: str, on: bool) -> None:
+        """Make Busy: the device looks busy (not rung, counted as busy)."""
+        self._b2bua.presence.set_make_busy(device, on)
+
+    def set_call_forward(self, device: str, target: ForwardTarget | str | None) -> None:
+        """Call Forward Always to a device or user (``"device:202"``, ``"user:bob"``); None or
+        "" stops it. `sip_core.presence.PresenceError` for an unknown device or target."""
+        self._b2bua.presence.set_forward(device, target)
+
+    def flip_enabled(self, user: str) -> bool:
+        """Whether the user may flip now (the administrator's ``flip`` setting wins)."""
+        return self._b2bua.presence.flip_enabled(user)
+
+    def set_user_flip(self, user: str, on: bool) -> None:
+        """The user's own flip setting; `sip_core.presence.UnknownUserError` for a bad name."""
+        self._b2bua.presence.set_user_flip(user, on)
+
     def hangup(self, call_id: str) -> bool:
         """End a call (both sides); false when there is no such call in progress."""
         return self._b2bua.hangup(call_id)
 
+    def trunk_states(self) -> list[TrunkState]:
+        """Where each registering trunk stands (`TrunkStateChanged` events say the same)."""
+        return self._trunks.states()
+
     def history(self) -> list[CallRecord]:
         """Finished calls, oldest first (bounded), each with its handoff records."""
         return self._b2bua.history.records()
+
+    def stats(self) -> PbxStats:
+        """Counters of everything the PBX holds open (calls, dialogs, transactions, TCP
+        connections, media sessions and ports, timers when the clock is a `CountingClock`); when
+        idle, `PbxStats.open_items` are all zero."""
+        b2bua = self._b2bua.open_counts()
+        ports = self._relay.ports
+        return PbxStats(
+            calls=b2bua["calls"],
+            dialogs=b2bua["dialogs"],
+            invites=b2bua["invites"],
+            collectors=b2bua["collectors"],
+            call_tasks=b2bua["call_tasks"],
+            server_transactions=self._transactions.server_count,
+            client_transactions=self._transactions.client_count,
+            pending_2xx=self._transactions.pending_2xx_count,
+            transaction_timers=self._transactions.wheel_count,
+            connections=self._transport.connection_count,
+            media_sessions=len(self._relay.sessions),
+            media_ports=ports.capacity - ports.available,
+            bindings=len(self._registrar.store.all()),
+            history=len(self._b2bua.history),
+            timers=self._clock.pending if isinstance(self._clock, CountingClock) else None,
+        )
 
     def binding_records(self) -> list[BindingRecord]:
         """JSON-able registrations for persistence; feed them back as ``Pbx(bindings=...)``."""
@@ -231,6 +351,72 @@ class Pbx:
                     RegistrationChanged(username, (), RegistrationReason.UNREGISTERED, gone)
                 )
 
+    @property
+    def phones(self) -> PhoneDirectory:
+        """Phones noticed on the network (plug-and-play, unknown REGISTERs; Home Assistant adds
+        mDNS finds with `PhoneDirectory.observe`)."""
+        return self._phones
+
+    @property
+    def provisioner(self) -> Provisioner:
+        """Armed adoptions; `Provisioner.fetch` serves a phone its configuration file once."""
+        return self._provisioner
+
+    @property
+    def plug_and_play_listening(self) -> bool:
+        """Whether plug-and-play SUBSCRIBEs reach us (the group was joined)."""
+        return (self._multicast is not None and self._multicast.running) or self._joined
+
+    def set_provisioning_url(self, base: str | None) -> None:
+        """Where configuration files are served: a URL the token's path is appended to, with
+        ``{host}`` standing for our address as the phone sees it; None: nothing serves them,
+        so no phone is answered."""
+        self._provisioning_url = base
+
+    def adopt(self, mac: str, username: str) -> Adoption:
+        """Arm a one-time adoption of a phone found by plug-and-play as device ``username``.
+
+        Raises ValueError (with a readable reason) when the phone was not found by plug-and-play
+        or its vendor's file format is not supported. The device may still be on its way into the
+        configuration: the file is written from the configuration at the moment it is fetched.
+        """
+        key = normalise_mac(mac)
+        phone = self._phones.get(key) if key else None
+        if phone is None or key is None or DiscoverySource.PLUG_AND_PLAY not in phone.sources:
+            raise ValueError(f"no phone with MAC {mac} asked for plug-and-play provisioning")
+        config_format = format_for(phone.vendor or phone.identity.manufacturer)
+        if config_format is None:
+            raise ValueError(f"{phone.identity.describe()} phones cannot be provisioned")
+        return self._provisioner.arm(
+            mac=key,
+            host=phone.host,
+            username=username,
+            config_format=config_format,
+            server_host=self.server_host_for(phone.host),
+            server_port=self._transport.local_address.port,
+        )
+
+    def server_host_for(self, phone_host: str) -> str:
+        """Our address as a phone at ``phone_host`` reaches it (the listen address, unless that
+        is the wildcard)."""
+        listen = self._transport.local_address.host
+        if listen in ("0.0.0.0", "::", ""):
+            return self._plugplay.route_host(phone_host)
+        return listen
+
+    def bans(self) -> list[Ban]:
+        """Source addresses banned for failing to authenticate (`sip_core.guard`), oldest first."""
+        return self._guard.bans()
+
+    def update_security(self, settings: SecuritySettings) -> None:
+        """Apply new `SecuritySettings` at once (bans in force stay until they end)."""
+        self._config = replace(self._config, security=settings)
+        self._guard.update(settings)
+
+    def unban(self, address: str) -> bool:
+        """Lift a ban now; false when the address is not banned, ValueError when not an IP."""
+        return self._guard.unban(address)
+
     def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
         """A UDP datagram a registration worker received on our port (`sip_core.workers`);
         ``identity`` is the device it authenticated a REGISTER as."""
@@ -249,10 +435,17 @@ class Pbx:
         self._credentials.update(fresh)
 
     def _receive(self, message: Request | Response, source: Source) -> None:
+        if self._guard.admit(message, source) is not None:
+            return  # banned, a scanner, out of scope or flooding: not even an answer
         self._transactions.receive(message, source)
 
     def _on_stray_response(self, response: Response, source: Source) -> None:
-        self._b2bua.stray_response(response, source)
+        try:
+            self._b2bua.stray_response(response, source)
+        except ParseError as err:
+            # Headers are parsed when first read: a stray response whose From (or CSeq...) is
+            # broken only shows it here. It belongs to nothing of ours, so it is dropped.
+            _LOGGER.debug("Dropped a stray response from %s: %s", source.remote, err)
 
     def _on_request(self, request: Request, txn: ServerTransaction | None, source: Source) -> None:
         if txn is None:
@@ -261,8 +454,13 @@ class Pbx:
             return
         method = request.method
         if method == "REGISTER":
-            txn.respond(self._stamp(self._registrar.handle_register(request, source)))
+            response = self._registrar.handle_register(request, source)
+            txn.respond(self._stamp(response))
             self._schedule_expiry()
+            self._note_register(request, source, response.status)
+            return
+        if method == "SUBSCRIBE" and is_ua_profile(request):
+            self._plugplay.handle(request, txn, source)
             return
         if method == "CANCEL":
             # The transaction layer answered the CANCEL; the B2BUA ends the call it cancels.
@@ -355,6 +553,123 @@ class Pbx:
             headers.set("Server", SERVER_HEADER)
         return response
 
+    async def _resolve_trunk_hosts(self) -> None:
+        """The trunks' host names as IP addresses, so that their INVITEs are recognised."""
+        loop = asyncio.get_running_loop()
+        for host in self._ingress.hosts_to_resolve():
+            try:
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+            except OSError as err:
+                _LOGGER.warning("Trunk host %s does not resolve: %s", host, err)
+                continue
+            self._ingress.addresses[host] = frozenset(str(info[4][0]) for info in infos)
+
+    def _trunk_local_host(self, host: str) -> str:
+        """Our address towards a trunk's host, by the address it resolved to at start (so that
+        finding the route never looks a name up on the event loop)."""
+        resolved = sorted(self._ingress.addresses.get(host, ()))
+        return self.server_host_for(resolved[0] if resolved else host)
+
+    # -- discovery ---------------------------------------------------------------------------
+
+    async def _start_plug_and_play(self) -> None:
+        """Hear plug-and-play SUBSCRIBEs on the interface we listen on (`sip_core.plugplay`)."""
+        if not self._config.discovery.plug_and_play:
+            return
+        listen = self._transport.local_address.host
+        try:
+            address = ipaddress.ip_address(listen)
+        except ValueError:
+            address = ipaddress.ip_address("127.0.0.1")  # "localhost"
+        if address.is_loopback:
+            _LOGGER.debug("Plug-and-play discovery is off: listening on loopback only")
+            return
+        if address.version != 4:
+            _LOGGER.info(
+                "Plug-and-play discovery is off: it is IPv4 multicast, and the PBX listens on %s",
+                listen,
+            )
+            return
+        if address.is_unspecified and self._transport.local_address.port == PNP_PORT:
+            # No second socket can bind the wildcard's port: ours joins the group itself.
+            try:
+                self._transport.join_multicast(PNP_GROUP, listen)
+            except OSError as err:
+                _LOGGER.warning(
+                    "Plug-and-play discovery is off: cannot join %s on the SIP socket: %s",
+                    PNP_GROUP,
+                    err.strerror or err,
+                )
+                return
+            self._joined = True
+            _LOGGER.info("Listening for plug-and-play requests on %s:%d", PNP_GROUP, PNP_PORT)
+            return
+        listener = MulticastListener(listen, self._receive_multicast)
+        if await listener.start():
+            self._multicast = listener
+
+    def _receive_multicast(self, data: bytes, remote: Address) -> None:
+        """A datagram to the plug-and-play group: handled like one that came to our port."""
+        self._transport.receive_forwarded(data, remote, None)
+
+    def _send_notify(
+        self,
+        request: Request,
+        destination: Address,
+        on_response: Callable[[Response], None],
+        on_timeout: Callable[[], None],
+    ) -> None:
+        self._transactions.send_request(
+            request,
+            destination,
+            TransportKind.UDP,
+            on_response=on_response,
+            on_timeout=on_timeout,
+        )
+
+    def _provisioning_base(self, local_host: str) -> str | None:
+        base = self._provisioning_url
+        return base.replace("{host}", local_host) if base else None
+
+    def _provisioning_account(self, username: str) -> tuple[str, str] | None:
+        device = self._config.device(username)
+        return (device.password, device.label) if device is not None else None
+
+    def _note_register(self, request: Request, source: Source, status: int) -> None:
+        """A successful REGISTER completes an adoption; one for a username nobody configured,
+        from a local address, is a phone looking for its PBX."""
+        if status == 200:
+            if self._provisioner.active:
+                try:
+                    username = request.to.uri.user_unescaped
+                except ValueError:
+                    return
+                if username:
+                    self._provisioner.registered(username)
+            return
+        if status != 401 or "Authorization" in request.headers:
+            return
+        try:
+            username = request.to.uri.user_unescaped
+        except ValueError:
+            return
+        if not username or username in self._credentials:
+            return
+        host = source.remote.host
+        if not is_local_address(host):
+            return
+        user_agent = request.headers.get("User-Agent")
+        self._phones.observe(
+            Sighting(
+                DiscoverySource.REGISTER,
+                host,
+                parse_user_agent(user_agent),
+                port=source.remote.port,
+                username=username,
+                user_agent=user_agent,
+            )
+        )
+
     def _schedule_expiry(self) -> None:
         """Keep one timer, set for the earliest expiry; only ever moved earlier here."""
         due = self._registrar.next_expiry()
@@ -376,6 +691,14 @@ class Pbx:
 
 
 _ALLOW_VALUE = ", ".join(ALLOWED_METHODS)
+
+
+def _history(records: Sequence[CallRecord] | None) -> CallHistory:
+    """The call history, with the records a previous run saved (oldest first)."""
+    history = CallHistory()
+    if records:
+        history.extend(records)
+    return history
 
 
 def registrar_settings(config: PbxConfig) -> RegistrarSettings:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from .digest import AuthFailure, DigestAuthenticator
+from .digest import AuthFailure, AuthResult, DigestAuthenticator
 from .events import PbxEvent, RegistrationChanged, RegistrationReason
 from .headers import NameAddress
 from .message import Response, make_response
@@ -85,6 +85,11 @@ class Binding:
     def contact_uri(self) -> SipUri:
         """The contact's URI, parsed (for routing calls to it)."""
         return NameAddress.parse(self.contact).uri
+
+    @property
+    def route(self) -> Source:
+        """Where requests for this binding are sent: see `route_to_contact`."""
+        return route_to_contact(self.contact_uri, self.source)
 
     def remaining(self, now: float) -> int:
         """Whole seconds left, at least 1 while the binding lives (0 would read as removal)."""
@@ -137,6 +142,47 @@ class Binding:
             user_agent=_optional_str(record.get("user_agent")),
             instance_id=_optional_str(record.get("instance_id")),
         )
+
+
+_TRANSPORTS: Mapping[str | None, TransportKind] = {
+    None: TransportKind.UDP,  # RFC 3263 §4.1: a sip: URI with a numeric host and no transport
+    "udp": TransportKind.UDP,
+    "tcp": TransportKind.TCP,
+}
+
+
+def route_to_contact(contact: SipUri, source: Source) -> Source:
+    """Where a request for a binding goes: the registered Contact, unless it cannot be reached.
+
+    RFC 3261 §10.3 and §16.5 send a request for an AOR to its registered Contact URI, resolved
+    as RFC 3263 says: its host and port (5060 if absent), over its ``transport`` parameter (UDP if
+    absent). So a phone that registers from one port and listens on another, or a registration
+    made on a device's behalf by another program, gets its calls where it said.
+
+    The Contact cannot be reached from here when its host is not the address the REGISTER came
+    from: the device is behind NAT (a private address seen from outside), names itself by a host
+    name we would have to resolve, or asks for a transport we do not speak (sips:, TLS, WS). Then
+    the request goes back the way the REGISTER came: to its source address over its transport,
+    which over TCP reuses the very connection the device opened (the transport layer prefers an
+    open connection to the destination). The same holds when the Contact is exactly the source
+    address, so a TCP phone whose Contact names its connection's own port is reached on that
+    connection, and nothing changes for a phone that registers from the port it listens on.
+
+    The result is a `Source` as a reply from that destination would carry: ``remote`` is where to
+    send, ``kind`` how, ``local`` the address of ours the REGISTER reached (for Via and Contact).
+    """
+    remote = source.remote
+    if contact.scheme != "sip" or contact.params.get("maddr") is not None:
+        return source
+    kind = _TRANSPORTS.get(contact.transport)
+    if kind is None or _canonical_host(contact.host) != _canonical_host(remote.host):
+        return source
+    port = contact.port if contact.port is not None else 5060
+    if port == remote.port and (kind is source.kind or contact.transport is None):
+        # The address the device sent from: its own flow (a TCP phone whose Contact names its
+        # connection's port, even without ";transport=tcp").
+        return source
+    return Source(kind, Address(remote.host, port), source.local, None)
 
 
 def _optional_str(value: object) -> str | None:
@@ -300,9 +346,12 @@ def _canonical_host(host: str) -> str:
         host = host[1:-1]
     if ":" in host:
         try:
-            return ipaddress.IPv6Address(host.split("%", 1)[0]).compressed
+            address = ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError:
             return host
+        # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
+        mapped = address.ipv4_mapped
+        return address.compressed if mapped is None else str(mapped)
     return host
 
 
@@ -338,8 +387,11 @@ class Registrar:
         *,
         store: BindingStore | None = None,
         publish: Callable[[PbxEvent], None] | None = None,
+        on_auth: Callable[[Source, Request, AuthResult], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: Told every digest verification's outcome (`sip_core.guard` counts the failures).
+        self.on_auth = on_auth
         self.authenticator = authenticator
         self.store = store if store is not None else BindingStore(clock)
         self._clock = clock
@@ -449,7 +501,9 @@ class Registrar:
         # Step 3: authentication, unless a registration worker did it already.
         username = source.identity
         if username is None:
-            auth = self.authenticator.verify(request)
+            auth = self.authenticator.verify(request, local_port=source.local.port)
+            if self.on_auth is not None:
+                self.on_auth(source, request, auth)
             if not auth.ok:
                 return self._auth_failed(
                     request=request,

@@ -1087,6 +1087,11 @@ class TransactionLayer:
         """2xx responses still being retransmitted while their ACK is awaited."""
         return len(self._pending_2xx)
 
+    @property
+    def wheel_count(self) -> int:
+        """Transactions waiting on the shared expiry wheel (a long timer each)."""
+        return len(self._wheel)
+
     def close(self) -> None:
         """Terminate every transaction and stop every timer, without telling the TU.
 

@@ -53,6 +53,12 @@ DEFAULT_IDLE_TIMEOUT: Final = 600.0
 DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 MAX_WRITE_BUFFER: Final = 4 * 1024 * 1024
 """A peer that stops reading is cut off once this much output is queued for it."""
+MAX_CONNECTIONS_PER_SOURCE: Final = 32
+"""Inbound TCP connections one source address may hold open; the next is closed at once (a phone
+needs one, a few phones behind one NAT a few; a peer opening hundreds only ties up sockets)."""
+DEFAULT_MESSAGE_TIMEOUT: Final = 32.0
+"""Seconds a TCP message, once begun, may take to arrive whole (64*T1, a transaction's life);
+a peer that trickles a message and never finishes it is cut off."""
 _PORT_ATTEMPTS: Final = 20
 _SOCKET_BUFFER: Final = 1024 * 1024
 _UDP_RECEIVE_SIZE: Final = 256 * 1024  # what asyncio's datagram transport reads at most, too
@@ -280,6 +286,9 @@ class _Connection(asyncio.Protocol):
         self._failure_callbacks: list[FailureCallback] = []
         self._idle_timer: TimerHandle | None = None
         self._source: Source | None = None
+        self.inbound = remote is None  # accepted by our listening socket
+        self._partial_since: float | None = None  # when the unfinished message began
+        self._message_timer: TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -296,6 +305,9 @@ class _Connection(asyncio.Protocol):
         self._layer._register(self)
         if self.closed:  # stop() or a failure happened while we were connecting
             transport.abort()
+            return
+        if self.inbound and self._layer._too_many_from(self.remote.host):
+            self.close(abort=True)
             return
         if self._pending:
             data = b"".join(self._pending)
@@ -317,6 +329,7 @@ class _Connection(asyncio.Protocol):
             _LOGGER.exception("Closing TCP connection from %s after a framing error", self.remote)
             self.close(abort=True)
             return
+        self._track_partial()
         source = self._source
         assert source is not None
         for item in items:
@@ -340,6 +353,7 @@ class _Connection(asyncio.Protocol):
             _LOGGER.debug("TCP connection %s to %s lost: %s", self.id, self.remote, exc)
         self.closed = True
         self._cancel_idle_timer()
+        self._cancel_message_timer()
         self._layer._unregister(self)
 
     # -- used by the layer ------------------------------------------------------------------------
@@ -370,6 +384,7 @@ class _Connection(asyncio.Protocol):
             return
         self.closed = True
         self._cancel_idle_timer()
+        self._cancel_message_timer()
         if self.transport is not None:
             if abort:
                 self.transport.abort()
@@ -389,6 +404,42 @@ class _Connection(asyncio.Protocol):
                 callback(error)
             except Exception:
                 _LOGGER.exception("Error in a transport failure callback")
+
+    # -- unfinished messages ---------------------------------------------------------------------
+
+    def _track_partial(self) -> None:
+        """Start the clock when a message begins, stop it when the buffer is empty again."""
+        if not self.framer.buffered:
+            self._partial_since = None
+            self._cancel_message_timer()
+        elif self._partial_since is None:
+            self._partial_since = self.last_activity
+            if self._message_timer is None:
+                timeout = self._layer.message_timeout
+                self._message_timer = self._layer.clock.call_later(timeout, self._check_partial)
+
+    def _cancel_message_timer(self) -> None:
+        if self._message_timer is not None:
+            self._message_timer.cancel()
+            self._message_timer = None
+
+    def _check_partial(self) -> None:
+        self._message_timer = None
+        if self.closed or self._partial_since is None:
+            return
+        timeout = self._layer.message_timeout
+        waited = self._layer.clock.monotonic() - self._partial_since
+        if waited >= timeout:
+            _LOGGER.info(
+                "Closing TCP connection from %s: a message begun %.0f s ago is still unfinished",
+                self.remote,
+                waited,
+            )
+            self.close(abort=True)
+        else:
+            self._message_timer = self._layer.clock.call_later(
+                timeout - waited, self._check_partial
+            )
 
     # -- idle timeout ---------------------------------------------------------------------------
 
@@ -429,6 +480,8 @@ class TransportLayer:
         clock: Clock | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        message_timeout: float = DEFAULT_MESSAGE_TIMEOUT,
+        max_connections_per_source: int = MAX_CONNECTIONS_PER_SOURCE,
         reuse_port: bool = False,
         tcp: bool = True,
         on_datagram: DatagramFilter | None = None,
@@ -444,6 +497,10 @@ class TransportLayer:
         self._clock = clock
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
+        self.message_timeout = message_timeout
+        self.max_connections_per_source = max_connections_per_source
+        self._inbound_by_host: dict[str, int] = {}
+        self._refusing: set[str] = set()  # hosts told about the cap since they last had none
         self.local_address = Address(self.host, port)
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
@@ -516,6 +573,7 @@ class TransportLayer:
             connection.close(abort=True)
         self._connections.clear()
         self._by_remote.clear()
+        self._inbound_by_host.clear()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -607,6 +665,23 @@ class TransportLayer:
             sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
         except OSError as exc:
             raise TransportError(f"cannot steer REGISTER to the workers: {exc}") from exc
+
+    def join_multicast(self, group: str, interface: str) -> None:
+        """Have the UDP socket also receive datagrams sent to an IPv4 multicast ``group`` (joined
+        on the interface with address ``interface``; the wildcard lets the kernel choose).
+
+        For plug-and-play discovery when this socket holds the wildcard address on the group's
+        port, so no other socket can bind it. Raises OSError when the group cannot be joined.
+        """
+        if self._udp is None or self._family != socket.AF_INET:
+            raise OSError(errno.EAFNOSUPPORT, "needs a started IPv4 UDP transport")
+        sock = self._udp.get_extra_info("socket")
+        local = "0.0.0.0" if interface in ("", "0.0.0.0") else interface
+        sock.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton(group) + socket.inet_aton(local),
+        )
 
     def receive_forwarded(self, data: bytes, remote: Address, identity: str | None) -> None:
         """Handle a UDP datagram that another process of ours received on our port.
@@ -809,13 +884,37 @@ class TransportLayer:
             return
         self._connections[connection.id] = connection
         self._alias(connection, connection.remote)
+        if connection.inbound:
+            host = connection.remote.host
+            self._inbound_by_host[host] = self._inbound_by_host.get(host, 0) + 1
+
+    def _too_many_from(self, host: str) -> bool:
+        """Whether an inbound connection just registered is one more than ``host`` may hold."""
+        count = self._inbound_by_host.get(host, 0)
+        if count <= self.max_connections_per_source:
+            return False
+        if host not in self._refusing:
+            self._refusing.add(host)  # one line per episode, not one per connection
+            _LOGGER.info(
+                "Refusing TCP connections from %s beyond %d at once",
+                host,
+                self.max_connections_per_source,
+            )
+        return True
 
     def _alias(self, connection: _Connection, address: Address) -> None:
         connection.aliases.add(address)
         self._by_remote[address] = connection
 
     def _unregister(self, connection: _Connection) -> None:
-        self._connections.pop(connection.id, None)
+        if self._connections.pop(connection.id, None) is not None and connection.inbound:
+            host = connection.remote.host
+            left = self._inbound_by_host.get(host, 0) - 1
+            if left > 0:
+                self._inbound_by_host[host] = left
+            else:
+                self._inbound_by_host.pop(host, None)
+                self._refusing.discard(host)
         for address in connection.aliases:
             if self._by_remote.get(address) is connection:
                 del self._by_remote[address]

@@ -42,6 +42,8 @@ from typing import Final
 from sip_core.clock import Clock, LoopClock
 from sip_core.config import ConfigError, PbxConfig, load_config
 from sip_core.digest import DigestAuthenticator
+from sip_core.events import PbxEvent
+from sip_core.guard import Guard
 from sip_core.message import Request, Response
 from sip_core.pbx import Pbx, device_credentials, registrar_settings
 from sip_core.registrar import Registrar
@@ -97,6 +99,10 @@ class Handover:
         return cls(packet[start:], Address(host, port), trusted)
 
 
+def _ignore_event(_event: PbxEvent) -> None:
+    """A worker's bans are logged by its guard; nobody subscribes to its events."""
+
+
 # -- the worker process -----------------------------------------------------------------------
 
 
@@ -115,7 +121,15 @@ class RegistrationFront:
             float(config.auth.nonce_lifetime),
             secret=secret,
         )
-        self._registrar = Registrar(registrar_settings(config), self._authenticator, self._clock)
+        # Its own guard: a worker answers the REGISTERs it gets, so it must also count their
+        # failed logins and ignore a source it banned (the main process guards everything else).
+        self._guard = Guard(config.security, self._clock, _ignore_event)
+        self._registrar = Registrar(
+            registrar_settings(config),
+            self._authenticator,
+            self._clock,
+            on_auth=self._guard.authenticated,
+        )
         self._transport = TransportLayer(
             config.sip.listen,
             config.sip.port,
@@ -140,10 +154,13 @@ class RegistrationFront:
         await self._transport.start()
 
     async def stop(self) -> None:
+        self._guard.close()
         self._transactions.close()
         await self._transport.stop()
 
     def _on_datagram(self, data: bytes, source: Source) -> bool:
+        if self._guard.drops_datagram(data, source):
+            return True
         if not data.startswith(b"REGISTER "):
             self.passed_on += 1
             self._hand_over(data, source.remote, None)
@@ -159,6 +176,8 @@ class RegistrationFront:
         ):
             self.passed_on += 1
             self._hand_over(self._datagram, source.remote, None)
+            return
+        if self._guard.admit(message, source) is not None:
             return
         self._transactions.receive(message, source)
 

@@ -1,9 +1,9 @@
 """callflip: run callflip's own SIP PBX inside Home Assistant.
 
 Set-up starts the ``sip_core`` PBX on the configured address and port with the users and devices of
-the options, restores the registrations persisted at the last stop, and registers every user and SIP
-device in the device registry. Editing users or devices applies to the running PBX (no reload: calls
-in progress stay up); changing the server settings reloads the entry.
+the options, restores the registrations and the call history persisted at the last stop, and
+registers every user and SIP device in the device registry. Editing users or devices applies to the
+running PBX (no reload: calls in progress stay up); changing the server settings reloads the entry.
 """
 
 from __future__ import annotations
@@ -23,9 +23,22 @@ from sip_core.config import ConfigError, config_from_mapping
 from sip_core.pbx import Pbx
 from sip_core.transport import TransportError
 
+from .bundled_blueprints import async_setup_blueprints
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
+from .discovery import PhoneDiscovery
+from .history import CallHistory, history_store
 from .hub import CallflipHub, bindings_store, device_identifier, hub_identifier, user_identifier
+from .issues import (
+    async_cannot_listen,
+    async_check_passwords,
+    async_listening,
+    async_remove_all,
+    async_yaml_section_ignored,
+)
+from .provisioning_view import ProvisioningView
+from .runtime_state import RuntimeStateStore, state_store
+from .security import SecurityMonitor, with_security
 from .services import async_setup_services
 from .users import iter_devices, pbx_config, users_from_options
 
@@ -35,7 +48,9 @@ PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
     Platform.BUTTON,
     Platform.EVENT,
+    Platform.SELECT,
     Platform.SENSOR,
+    Platform.SWITCH,
 ]
 
 
@@ -59,15 +74,20 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     This is how the demo configuration (develop_config) and someone moving from
     ``python -m sip_core`` get their household; from then on the UI is where it is edited,
     and the YAML section is ignored while the entry exists. The actions are registered here,
-    once, so that automations using them validate even while the entry is not loaded.
+    once, so that automations using them validate even while the entry is not loaded. The
+    bundled blueprints are put in the configuration's blueprints folder once Home Assistant runs.
     """
     async_setup_services(hass)
-    if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=True):
+    async_setup_blueprints(hass)
+    if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=False):
         hass.async_create_task(
             hass.config_entries.flow.async_init(
                 DOMAIN, context={"source": SOURCE_IMPORT}, data=config[DOMAIN]
             )
         )
+    else:
+        # With an entry, the section is not read (the import raises the issue the first time).
+        async_yaml_section_ignored(hass, present=DOMAIN in config)
     return True
 
 
@@ -75,7 +95,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     """Start the PBX of this entry."""
     users = users_from_options(entry.options)
     try:
-        config = pbx_config(entry.data, users)
+        config = with_security(pbx_config(entry.data, users), entry.options)
     except ConfigError as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN,
@@ -84,23 +104,40 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
         ) from err
     store = bindings_store(hass, entry.entry_id)
     stored = await store.async_load()
-    pbx = Pbx(config, bindings=stored["bindings"] if stored else None)
+    history = CallHistory(history_store(hass, entry.entry_id))
+    runtime = RuntimeStateStore(state_store(hass, entry.entry_id))
+    pbx = Pbx(
+        config,
+        bindings=stored["bindings"] if stored else None,
+        history=await history.async_load(),
+        state=await runtime.async_load(),
+    )
     try:
         await pbx.start()
     except TransportError as err:
+        async_cannot_listen(hass, entry, str(err))
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
             translation_key="cannot_listen",
             translation_placeholders={"error": str(err)},
         ) from err
-    hub = CallflipHub(hass, entry, pbx, store, users)
+    async_listening(hass)
+    async_check_passwords(hass, users)
+    hub = CallflipHub(hass, entry, pbx, store, users, history=history)
+    security = SecurityMonitor(hass, entry, pbx)
     try:
         hub.async_start()
-        entry.runtime_data = CallflipData(hub)
+        security.async_start()
+        entry.runtime_data = CallflipData(hub, security, runtime)
         await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     except BaseException:
+        security.async_stop()
         await hub.async_stop()
         raise
+    _register_provisioning_view(hass)
+    discovery = PhoneDiscovery(hass, entry, hub)
+    discovery.async_start()
+    entry.async_on_unload(discovery.async_stop)
 
     async def _async_stop_on_shutdown(_event: Event) -> None:
         await hub.async_stop()
@@ -113,22 +150,42 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     return True
 
 
+_VIEW_REGISTERED = f"{DOMAIN}_provisioning_view"
+
+
+def _register_provisioning_view(hass: HomeAssistant) -> None:
+    """Serve adopted phones their files (once per Home Assistant run; needs its HTTP server)."""
+    if hass.data.get(_VIEW_REGISTERED) or "http" not in hass.config.components:
+        return
+    hass.http.register_view(ProvisioningView())
+    hass.data[_VIEW_REGISTERED] = True
+
+
 async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
     """Apply edited users and devices to the running PBX."""
-    entry.runtime_data.hub.async_apply_options(entry.options, users_from_options(entry.options))
+    users = users_from_options(entry.options)
+    entry.runtime_data.hub.async_apply_options(entry.options, users)
+    entry.runtime_data.security.async_apply_options(entry.options)
+    async_check_passwords(hass, users)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> bool:
     """Stop the PBX and free its ports."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
+        entry.runtime_data.security.async_stop()
         await entry.runtime_data.hub.async_stop()
+        if entry.runtime_data.runtime is not None:
+            await entry.runtime_data.runtime.async_save()
     return unloaded
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> None:
-    """Forget the persisted registrations of a removed entry."""
+    """Forget the persisted registrations, call history and repair issues of a removed entry."""
     await bindings_store(hass, entry.entry_id).async_remove()
+    await history_store(hass, entry.entry_id).async_remove()
+    await state_store(hass, entry.entry_id).async_remove()
+    async_remove_all(hass)
 
 
 async def async_remove_config_entry_device(

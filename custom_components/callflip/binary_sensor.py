@@ -1,9 +1,11 @@
-"""Connectivity of SIP devices (registered) and of users (reachable on any device)."""
+"""Whether a SIP device is registered and a user reachable on any device.
+
+No device class: "connectivity" would show them as Connected/Disconnected, which is not what a
+registration is; their own translated states say Registered/Not registered instead."""
 
 from __future__ import annotations
 
 from homeassistant.components.binary_sensor import (
-    BinarySensorDeviceClass,
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
@@ -18,12 +20,10 @@ PARALLEL_UPDATES = 0
 REGISTERED = BinarySensorEntityDescription(
     key="registered",
     translation_key="registered",
-    device_class=BinarySensorDeviceClass.CONNECTIVITY,
 )
 REACHABLE = BinarySensorEntityDescription(
     key="reachable",
     translation_key="reachable",
-    device_class=BinarySensorDeviceClass.CONNECTIVITY,
 )
 
 

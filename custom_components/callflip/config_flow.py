@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import re
 import socket
 from collections.abc import Mapping
 from typing import Any
 
 import voluptuous as vol
 from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     OptionsFlow,
@@ -27,11 +30,14 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
+from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
+from homeassistant.helpers.typing import DiscoveryInfoType
 
-from sip_core.config import ConfigError, config_from_mapping
+from sip_core.config import ConfigError, FlipPermission, config_from_mapping, security_settings
 
 from .const import (
     CONF_EXTENSION,
+    CONF_FLIP_PERMISSION,
     CONF_LABEL,
     CONF_LISTEN,
     CONF_NAME,
@@ -54,7 +60,11 @@ from .const import (
     MIN_RTP_PORT,
     DeviceKind,
 )
+from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
 from .flip_settings import FlipSettingsSteps
+from .hub import CallflipHub
+from .issues import async_yaml_section_ignored
+from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
 from .users import (
     DeviceOptions,
     UserOptions,
@@ -122,6 +132,33 @@ def probe_bind(host: str, port: int) -> str | None:
     return None
 
 
+def probe_address(host: str) -> str | None:
+    """Check only that the address belongs to this host (a UDP bind on a free port); error key."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                return "address_not_available"
+            return "cannot_bind"
+    return None
+
+
+def held_by_own_pbx(entry: ConfigEntry, listen: str, port: int) -> bool:
+    """Whether the running PBX of this entry is what makes ``listen:port`` look taken.
+
+    Moving from 127.0.0.1 to 0.0.0.0 (or back) on the same port collides with our own listener,
+    which the reload stops before binding the new address. Two different specific addresses do
+    not collide, so a port in use there is another program's.
+    """
+    if entry.state is not ConfigEntryState.LOADED or port != entry.data[CONF_SIP_PORT]:
+        return False
+    old = ipaddress.ip_address(entry.data[CONF_LISTEN])
+    new = ipaddress.ip_address(listen)
+    return old == new or old.is_unspecified or new.is_unspecified
+
+
 async def validate_server(
     hass: HomeAssistant, user_input: Mapping[str, Any], *, probe: bool
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
@@ -187,6 +224,10 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for the server settings and check that the port can be bound."""
+        if self._async_current_entries(include_ignore=False):
+            # One PBX only. Enforced here, not with single_config_entry in the manifest: that
+            # would also stop every discovery flow, and discovered phones join the one PBX.
+            return self.async_abort(reason="single_instance_allowed")
         errors: dict[str, str] = {}
         placeholders = {"error": ""}
         if user_input is not None:
@@ -219,6 +260,15 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
                 or user_input[CONF_SIP_PORT] != entry.data[CONF_SIP_PORT]
             )
             data, errors, placeholders = await validate_server(self.hass, user_input, probe=moved)
+            if errors.get(CONF_SIP_PORT) == "port_in_use" and held_by_own_pbx(
+                entry, data[CONF_LISTEN], data[CONF_SIP_PORT]
+            ):
+                # Our own listener: only the new address is left to check. Should the reload
+                # still fail to bind, the "cannot listen" repair issue says so.
+                del errors[CONF_SIP_PORT]
+                problem = await self.hass.async_add_executor_job(probe_address, data[CONF_LISTEN])
+                if problem is not None:
+                    errors[CONF_LISTEN] = problem
             if not errors:
                 return self.async_update_reload_and_abort(
                     entry, title=f"callflip {data[CONF_SIP_DOMAIN]}", data=data
@@ -234,6 +284,8 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def async_step_import(self, import_data: dict[str, Any]) -> ConfigFlowResult:
         """Create the entry from a ``callflip:`` YAML section (the runner's schema)."""
+        if self._async_current_entries(include_ignore=False):
+            return self.async_abort(reason="single_instance_allowed")
         config = config_from_mapping(import_data)
         users = [
             UserOptions(
@@ -254,6 +306,8 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
             )
             for user in config.users
         ]
+        # From now on the section is not read: say so until it is removed.
+        async_yaml_section_ignored(self.hass, present=True)
         return self.async_create_entry(
             title=f"callflip {config.sip.domain}",
             data={
@@ -266,11 +320,217 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
             options={CONF_USERS: users},
         )
 
+    # -- discovered phones: added to the PBX entry that exists -----------------------------------
+
+    _phone: dict[str, Any] | None = None
+    _added: dict[str, str] | None = None
+
+    async def async_step_zeroconf(self, discovery_info: ZeroconfServiceInfo) -> ConfigFlowResult:
+        """A phone announced itself over mDNS (Home Assistant's zeroconf browses for us)."""
+        sighting = phone_from_zeroconf(discovery_info)
+        if sighting is None:
+            return self.async_abort(reason="not_a_phone")
+        hub = self._loaded_hub()
+        if hub is None:
+            return self.async_abort(reason="pbx_not_set_up")
+        return await self._async_discovered(flow_data(hub.pbx.phones.observe(sighting)))
+
+    async def async_step_integration_discovery(
+        self, discovery_info: DiscoveryInfoType
+    ) -> ConfigFlowResult:
+        """The PBX found a phone (plug-and-play, or a REGISTER for an unknown account)."""
+        return await self._async_discovered(dict(discovery_info))
+
+    async def _async_discovered(self, phone: dict[str, Any]) -> ConfigFlowResult:
+        # The phone's own unique ID: ignoring it works as for any discovery.
+        await self.async_set_unique_id(f"phone-{phone['key']}")
+        self._abort_if_unique_id_configured()
+        hub = self._loaded_hub()
+        if hub is None:
+            return self.async_abort(reason="pbx_not_set_up")
+        if (phone.get("username") and phone["username"] in hub.by_username()) or (
+            phone.get("mac") and mac_is_ours(self.hass, hub, phone["mac"])
+        ):
+            return self.async_abort(reason="phone_configured")
+        self._phone = phone
+        self.context["title_placeholders"] = {"name": phone["name"]}
+        return await self.async_step_discovery_confirm()
+
+    async def async_step_discovery_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Whose phone it is, what to call it and what kind it is; the account is generated."""
+        hub = self._loaded_hub()
+        phone = self._phone
+        if hub is None or phone is None:
+            return self.async_abort(reason="pbx_not_set_up")
+        users = users_from_options(hub.entry.options)
+        if not users:
+            return self.async_abort(reason="no_users")
+        errors: dict[str, str] = {}
+        placeholders = {"name": phone["name"], "error": ""}
+        if user_input is not None:
+            owner = find_user(users, user_input[CONF_OWNER])
+            label = str(user_input[CONF_LABEL]).strip()
+            username = _new_username(users, phone)
+            found = validate_device(
+                users,
+                username=username,
+                password=None,
+                label=label,
+                priority=DEFAULT_PRIORITY,
+                device_id=None,
+            )
+            if found:
+                errors = {CONF_LABEL if CONF_LABEL in found else "base": next(iter(found.values()))}
+            elif owner is not None:
+                device = DeviceOptions(
+                    id=new_id(),
+                    username=username,
+                    password=generate_password(),
+                    label=label,
+                    type=user_input[CONF_TYPE],
+                    priority=DEFAULT_PRIORITY,
+                )
+                owner["devices"].append(device)
+                try:
+                    pbx_config(hub.entry.data, users)
+                except ConfigError as err:
+                    errors = {"base": "invalid_config"}
+                    placeholders["error"] = str(err)
+                else:
+                    options = {**hub.entry.options, CONF_USERS: users}
+                    self.hass.config_entries.async_update_entry(hub.entry, options=options)
+                    # Applied now rather than by the update listener's task, so that the PBX
+                    # knows the account and the registry has the device before this returns.
+                    hub.async_apply_options(options, users_from_options(options))
+                    if phone.get("mac"):
+                        link_mac(self.hass, hub, device["id"], phone["mac"])
+                    return await self._async_phone_added(hub, phone, device)
+        return self.async_show_form(
+            step_id="discovery_confirm",
+            data_schema=self.add_suggested_values_to_schema(
+                _discovered_schema(users),
+                user_input
+                or {
+                    CONF_OWNER: users[0]["id"],
+                    CONF_LABEL: phone["name"].rsplit(" at ", 1)[0],
+                    CONF_TYPE: DeviceKind.DESK,
+                },
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def _async_phone_added(
+        self, hub: CallflipHub, phone: dict[str, Any], device: DeviceOptions
+    ) -> ConfigFlowResult:
+        """Adopt a plug-and-play phone (one-time provisioning) and show what happens next."""
+        provisioned = False
+        if phone.get("mac") and "plug_and_play" in phone.get("sources", ()):
+            try:
+                hub.pbx.adopt(phone["mac"], device["username"])
+            except ValueError:
+                provisioned = False  # a vendor whose files we do not write: set up by hand
+            else:
+                provisioned = True
+        data = hub.entry.data
+        self._added = {
+            "name": device["label"],
+            "username": device["username"],
+            "password": device["password"],
+            "domain": data[CONF_SIP_DOMAIN],
+            "server": f"{hub.pbx.server_host_for(phone['host'])}:{hub.pbx.local_address.port}",
+        }
+        return await (
+            self.async_step_provision() if provisioned else self.async_step_manual_settings()
+        )
+
+    async def async_step_provision(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Tell the user to reboot the phone; the manual settings are the fallback."""
+        return self._phone_added_step("provision", user_input)
+
+    async def async_step_manual_settings(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """The phone cannot be provisioned: these are the settings to enter on it."""
+        return self._phone_added_step("manual_settings", user_input)
+
+    def _phone_added_step(
+        self, step_id: str, user_input: dict[str, Any] | None
+    ) -> ConfigFlowResult:
+        added = self._added or {}
+        if user_input is not None:
+            return self.async_abort(
+                reason="phone_added", description_placeholders={"name": added.get("name", "")}
+            )
+        return self.async_show_form(
+            step_id=step_id, data_schema=vol.Schema({}), description_placeholders=added
+        )
+
+    def _loaded_hub(self) -> CallflipHub | None:
+        """The running PBX of the one (not ignored) entry, if it is set up."""
+        for entry in self._async_current_entries(include_ignore=False):
+            if entry.state is ConfigEntryState.LOADED:
+                hub: CallflipHub = entry.runtime_data.hub
+                return hub
+        return None
+
     @staticmethod
     @callback
     def async_get_options_flow(config_entry: Any) -> CallflipOptionsFlow:
         """Users and devices are edited in the options."""
         return CallflipOptionsFlow()
+
+
+def _discovered_schema(users: list[UserOptions]) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_OWNER): SelectSelector(
+                SelectSelectorConfig(
+                    options=[
+                        SelectOptionDict(
+                            value=user["id"], label=f"{user['name']} ({user['extension']})"
+                        )
+                        for user in users
+                    ],
+                    mode=SelectSelectorMode.DROPDOWN,
+                )
+            ),
+            vol.Required(CONF_LABEL): _TEXT,
+            vol.Required(CONF_TYPE): SelectSelector(
+                SelectSelectorConfig(
+                    options=[kind.value for kind in DeviceKind],
+                    translation_key="device_type",
+                    mode=SelectSelectorMode.DROPDOWN,
+                )
+            ),
+        }
+    )
+
+
+def _new_username(users: list[UserOptions], phone: Mapping[str, Any]) -> str:
+    """The account of a discovered phone: the one it tried to register with, if free; else
+    its model and the end of its MAC (or address), made unique."""
+    taken = {owned.device["username"].casefold() for owned in iter_devices(users)}
+    taken |= {user["extension"].casefold() for user in users}  # usernames and extensions differ
+    tried = phone.get("username")
+    if (
+        tried
+        and tried.casefold() not in taken
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}", tried)
+    ):
+        return str(tried)
+    model = re.sub(r"[^a-z0-9]+", "-", str(phone.get("model") or "phone").lower()).strip("-")
+    tail = (phone.get("mac") or "")[-6:] or str(phone.get("host", "")).rsplit(".", 1)[-1]
+    base = f"{model[:20] or 'phone'}-{tail}".strip("-")[:28]
+    candidate, number = base, 1
+    while candidate.casefold() in taken:
+        number += 1
+        candidate = f"{base}-{number}"
+    return candidate
 
 
 class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
@@ -289,7 +549,36 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
             menu += ["edit_user", "remove_user", "add_device", "flip_settings"]
         if any(True for _ in iter_devices(self._users)):
             menu += ["edit_device", "remove_device"]
+        menu.append("security")
         return self.async_show_menu(step_id="init", menu_options=menu)
+
+    async def async_step_security(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Bans for failed logins, and whether the PBX answers beyond the home network."""
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        if user_input is not None:
+            try:
+                section = security_from_input(user_input)
+            except ConfigError as err:
+                key = str(err.key_path[1]) if len(err.key_path) > 1 else "base"
+                errors[key if key in user_input else "base"] = "invalid_security"
+                placeholders["error"] = str(err)
+            else:
+                return self.async_create_entry(
+                    data={**self.config_entry.options, CONF_SECURITY: section}
+                )
+        current = security_settings(security_mapping(self.config_entry.options))
+        schema = security_schema(current)
+        if user_input is not None:
+            schema = self.add_suggested_values_to_schema(schema, user_input)
+        return self.async_show_form(
+            step_id="security",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders=placeholders,
+        )
 
     # -- users -----------------------------------------------------------------------------------
 
@@ -320,15 +609,19 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
         if user_input is not None:
             name = user_input[CONF_NAME].strip()
             extension = user_input[CONF_EXTENSION].strip()
+            flip = user_input.get(CONF_FLIP_PERMISSION, FlipPermission.USER.value)
             errors = validate_user(self._users, name, extension, user_id=self._user_id)
             if not errors:
                 if current is None:
                     self._users.append(
-                        UserOptions(id=new_id(), name=name, extension=extension, devices=[])
+                        UserOptions(
+                            id=new_id(), name=name, extension=extension, devices=[], flip=flip
+                        )
                     )
                 else:
                     current["name"] = name
                     current["extension"] = extension
+                    current["flip"] = flip
                 errors, placeholders = self._check_config()
                 if not errors:
                     return self._save()
@@ -336,7 +629,21 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
         return self.async_show_form(
             step_id="user",
             data_schema=self.add_suggested_values_to_schema(
-                vol.Schema({vol.Required(CONF_NAME): _TEXT, vol.Required(CONF_EXTENSION): _TEXT}),
+                vol.Schema(
+                    {
+                        vol.Required(CONF_NAME): _TEXT,
+                        vol.Required(CONF_EXTENSION): _TEXT,
+                        vol.Required(
+                            CONF_FLIP_PERMISSION, default=FlipPermission.USER.value
+                        ): SelectSelector(
+                            SelectSelectorConfig(
+                                options=[permission.value for permission in FlipPermission],
+                                translation_key="flip_permission",
+                                mode=SelectSelectorMode.DROPDOWN,
+                            )
+                        ),
+                    }
+                ),
                 suggested,
             ),
             errors=errors,
@@ -383,7 +690,8 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
         current = find_device(self._users, self._device_id) if self._device_id else None
         if user_input is not None:
             username = user_input[CONF_USERNAME].strip()
-            label = user_input[CONF_LABEL].strip()
+            # The label is optional: left empty, the device is called by its username.
+            label = str(user_input.get(CONF_LABEL) or "").strip() or username
             typed_password = user_input.get(CONF_PASSWORD) or None
             generated = typed_password is None and current is None
             password = generate_password() if generated else typed_password
@@ -484,7 +792,7 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
         return {}, {"error": ""}
 
     def _save(self) -> ConfigFlowResult:
-        return self.async_create_entry(data={CONF_USERS: self._users})
+        return self.async_create_entry(data={**self.config_entry.options, CONF_USERS: self._users})
 
     def _users_select(self) -> SelectSelector:
         return SelectSelector(
@@ -522,7 +830,7 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
                 vol.Optional(CONF_PASSWORD): TextSelector(
                     TextSelectorConfig(type=TextSelectorType.PASSWORD)
                 ),
-                vol.Required(CONF_LABEL): _TEXT,
+                vol.Optional(CONF_LABEL): _TEXT,
                 vol.Required(CONF_TYPE): SelectSelector(
                     SelectSelectorConfig(
                         options=[kind.value for kind in DeviceKind],

@@ -1,5 +1,6 @@
 """Device triggers of a user: an incoming call, and a flip of their call started, succeeded or
-failed. They are event triggers on callflip's bus events, filtered on the user's device id.
+failed; and of the PBX: a new phone was found on the network. They are event triggers on
+callflip's bus events, filtered on the user's (or the PBX's) device id.
 
 Validation avoids extending Home Assistant's base schema with our own markers: the schema library
 behind it changed between the versions we support, so the base schema checks the common keys and
@@ -19,10 +20,14 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.trigger import TriggerActionType, TriggerInfo
 from homeassistant.helpers.typing import ConfigType
 
-from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, HandoffType
+from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, EVENT_PHONE_DISCOVERED, HandoffType
+from .hub import entries_of
 
 INCOMING_CALL = "incoming_call"
-TRIGGER_TYPES = (INCOMING_CALL, *(kind.value for kind in HandoffType))
+PHONE_DISCOVERED = "phone_discovered"
+USER_TRIGGER_TYPES = (INCOMING_CALL, *(kind.value for kind in HandoffType))
+HUB_TRIGGER_TYPES = (PHONE_DISCOVERED,)
+TRIGGER_TYPES = (*USER_TRIGGER_TYPES, *HUB_TRIGGER_TYPES)
 
 
 async def async_validate_trigger_config(hass: HomeAssistant, config: ConfigType) -> ConfigType:
@@ -43,13 +48,26 @@ def _is_user(hass: HomeAssistant, device_id: str) -> bool:
     )
 
 
+def _is_hub(hass: HomeAssistant, device_id: str) -> bool:
+    """The PBX's own device: its identifier is the entry id (users and devices have prefixes)."""
+    device = dr.async_get(hass).async_get(device_id)
+    return device is not None and any(
+        domain == DOMAIN and value in entries_of(device) for domain, value in device.identifiers
+    )
+
+
 async def async_get_triggers(hass: HomeAssistant, device_id: str) -> list[dict[str, Any]]:
-    """A user's device offers every trigger; SIP devices and the PBX offer none."""
-    if not _is_user(hass, device_id):
+    """A user's device offers the call and flip triggers, the PBX the discovery one; SIP
+    devices offer none."""
+    if _is_user(hass, device_id):
+        kinds: tuple[str, ...] = USER_TRIGGER_TYPES
+    elif _is_hub(hass, device_id):
+        kinds = HUB_TRIGGER_TYPES
+    else:
         return []
     return [
         {CONF_PLATFORM: "device", CONF_DOMAIN: DOMAIN, CONF_DEVICE_ID: device_id, CONF_TYPE: kind}
-        for kind in TRIGGER_TYPES
+        for kind in kinds
     ]
 
 
@@ -65,6 +83,9 @@ async def async_attach_trigger(
     if kind == INCOMING_CALL:
         event_type = EVENT_CALL
         event_data = {"callee_device_id": device_id, "state": "ringing"}
+    elif kind == PHONE_DISCOVERED:
+        event_type = EVENT_PHONE_DISCOVERED
+        event_data = {"device_id": device_id}
     else:
         event_type = EVENT_HANDOFF
         event_data = {"device_id": device_id, "type": kind}

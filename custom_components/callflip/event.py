@@ -11,6 +11,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .const import HandoffType
 from .data import CallflipConfigEntry
 from .entity import CallflipUserEntity, async_add_per_user_and_device
+from .handoff import HandoffSummary
 
 PARALLEL_UPDATES = 0
 
@@ -35,7 +36,8 @@ async def async_setup_entry(
 
 
 class HandoffEvent(CallflipUserEntity, EventEntity):
-    """Fires for every flip of the user's calls; attributes say from where, to where and why."""
+    """Fires for every flip of the user's calls; the translated event type says what happened,
+    ``summary`` says it in one sentence, the other attributes from where, to where and why."""
 
     async def async_added_to_hass(self) -> None:
         await super().async_added_to_hass()
@@ -43,7 +45,8 @@ class HandoffEvent(CallflipUserEntity, EventEntity):
 
     @callback
     def _handoff(self, kind: HandoffType, data: dict[str, Any]) -> None:
-        self._trigger_event(kind.value, dict(data))
+        summary = HandoffSummary.from_event({**data, "type": kind.value})
+        self._trigger_event(kind.value, {**data, "summary": summary.sentence()})
         self.async_write_ha_state()
 
     def _refresh(self) -> None:

@@ -21,6 +21,7 @@ from homeassistant.helpers.storage import Store
 from sip_core import __version__ as SIP_CORE_VERSION
 from sip_core.calls import Call, CallState
 from sip_core.events import (
+    CallRecorded,
     CallStateChanged,
     HandoffFailed,
     HandoffStarted,
@@ -41,6 +42,7 @@ from .const import (
     MANUFACTURER,
     HandoffType,
 )
+from .history import CallHistory
 from .users import OwnedDevice, UserOptions, find_device, iter_devices, pbx_config
 
 _LOGGER = logging.getLogger(__name__)
@@ -75,6 +77,14 @@ def device_identifier(device_id: str) -> tuple[str, str]:
     return (DOMAIN, f"device-{device_id}")
 
 
+def device_model(kind: str, username: str) -> str:
+    """What the device page shows under the name: the kind of phone and its SIP account.
+
+    Neither the extension nor the account is a serial number, so neither is stored as one.
+    """
+    return f"{DEVICE_MODELS.get(kind, kind)}, account {username}"
+
+
 class CallflipHub:
     """One running PBX and everything Home Assistant keeps about it."""
 
@@ -85,12 +95,15 @@ class CallflipHub:
         pbx: Pbx,
         store: Store[StoredBindings],
         users: list[UserOptions],
+        *,
+        history: CallHistory | None = None,
     ) -> None:
         self.hass = hass
         self.entry = entry
         self.pbx = pbx
         self.users = users
         self._store = store
+        self.history = history
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._handoff_listeners: dict[str, list[HandoffListener]] = {}
         self._by_username: dict[str, OwnedDevice] = {}
@@ -109,15 +122,22 @@ class CallflipHub:
         self._sync_device_registry()
 
     async def async_stop(self) -> None:
-        """Persist the bindings, then stop the PBX and free its ports (safe to call twice)."""
+        """Stop the PBX and free its ports, then persist the bindings and the call history
+        (safe to call twice).
+
+        The PBX stops while we still listen: the calls it ends on the way ("the PBX is
+        stopping") reach the event bus and the history before the final save.
+        """
         if self._stopped:
             return
         self._stopped = True
+        await self.pbx.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         await self._store.async_save(self._stored_bindings())
-        await self.pbx.stop()
+        if self.history is not None:
+            await self.history.async_save()
 
     @callback
     def async_apply_options(self, options: Mapping[str, Any], users: list[UserOptions]) -> None:
@@ -206,7 +226,7 @@ class CallflipHub:
         """What a device registry id stands for: ("user", user id), ("device", device id)
         or ("hub", entry id); None when it is not one of this entry's devices."""
         device = dr.async_get(self.hass).async_get(ha_device_id)
-        if device is None or self.entry.entry_id not in device.config_entries:
+        if device is None or self.entry.entry_id not in entries_of(device):
             return None
         for domain, value in device.identifiers:
             if domain != DOMAIN:
@@ -269,6 +289,9 @@ class CallflipHub:
             self._call_changed(event)
         elif isinstance(event, (HandoffStarted, HandoffSucceeded, HandoffFailed)):
             self._handoff(event)
+        elif isinstance(event, CallRecorded) and self.history is not None:
+            self.history.add(event.record)
+            self._notify((), HUB_KEY)
 
     def _call_changed(self, event: CallStateChanged) -> None:
         """Update the call sensors and put the change on the event bus."""
@@ -291,8 +314,10 @@ class CallflipHub:
                 "caller_device_id": self._user_ha_id(caller_user),
                 "callee_device_id": self._user_ha_id(callee_user),
                 "devices": list(event.devices),
+                "device_labels": [self.device_label(device) for device in event.devices],
                 "device_ids": self._ha_ids(event.devices),
                 "reason": event.reason,
+                "outcome": event.outcome.value if event.outcome is not None else None,
             },
         )
 
@@ -373,9 +398,9 @@ class CallflipHub:
                 config_entry_id=entry_id,
                 identifiers={user_identifier(user["id"])},
                 manufacturer=MANUFACTURER,
-                model="User",
+                model=f"Extension {user['extension']}",
                 name=user["name"],
-                serial_number=user["extension"],
+                serial_number=None,
             )
             self._set_parent(registry, user_device, hub)
             wanted.add(user_device.id)
@@ -384,9 +409,9 @@ class CallflipHub:
                     config_entry_id=entry_id,
                     identifiers={device_identifier(device["id"])},
                     manufacturer=MANUFACTURER,
-                    model=DEVICE_MODELS.get(device["type"], device["type"]),
+                    model=device_model(device["type"], device["username"]),
                     name=device["label"],
-                    serial_number=device["username"],
+                    serial_number=None,
                 )
                 self._set_parent(registry, sip_device, user_device)
                 wanted.add(sip_device.id)
@@ -406,3 +431,10 @@ class CallflipHub:
         """
         if device.via_device_id != parent.id:
             registry.async_update_device(device.id, via_device_id=parent.id)
+
+
+def entries_of(device: dr.DeviceEntry) -> set[str]:
+    """The config entries a device belongs to. Current Home Assistant gives a device one
+    (`config_entry_id`) and warns about reading `config_entries`; 2025.4 has only the set."""
+    owner: str | None = getattr(device, "config_entry_id", None)
+    return {owner} if owner is not None else set(device.config_entries)

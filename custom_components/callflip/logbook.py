@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 from homeassistant.core import HomeAssistant, callback
 
-from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, HandoffType
+from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF
+from .handoff import HandoffSummary
 
 
 class _LoggedEvent(Protocol):
@@ -31,7 +32,16 @@ def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
     """One line per call state change, written for a person reading their history."""
     caller = _party(data.get("caller_user"), data.get("caller"))
     callee = _party(data.get("callee_user"), data.get("dialled"))
-    devices = [device for device in data.get("devices", ()) if device != data.get("caller")]
+    accounts = list(data.get("devices", ()))
+    labels = list(data.get("device_labels") or accounts)
+    if len(labels) != len(accounts):
+        labels = accounts
+    # The phones by the names people gave them (the labels), the caller's own phone left out.
+    devices = [
+        label
+        for account, label in zip(accounts, labels, strict=True)
+        if account != data.get("caller")
+    ]
     state = data.get("state")
     if state == "setup":
         message = f"{caller} dialled {data.get('dialled')}"
@@ -55,18 +65,12 @@ def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def describe_handoff(data: Mapping[str, Any]) -> dict[str, str]:
-    """One line per flip step."""
-    source = data.get("from_label") or data.get("from_device")
-    target = data.get("to_label") or data.get("to_device")
-    kind = data.get("type")
-    if kind == HandoffType.STARTED:
-        message = f"flipping the call from {source} to {target}"
-    elif kind == HandoffType.SUCCEEDED:
-        message = f"flipped the call from {source} to {target}"
-    else:
-        message = f"could not flip the call from {source} to {target}: {data.get('reason')}"
+    """One line per handoff step, in the words of the user's "Last handoff" sensor (and, for a
+    flip keyed on a phone, which keys on which phone)."""
+    message = HandoffSummary.from_event(data).predicate()
     if data.get("keys") and data.get("pressed_by"):
-        message += f" ({data['keys']} pressed on {source})"
+        pressed_on = data.get("from_label") or data["pressed_by"]
+        message += f" ({data['keys']} pressed on {pressed_on})"
     return {"name": data.get("user") or "callflip", "message": message}
 
 

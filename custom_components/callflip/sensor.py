@@ -1,5 +1,6 @@
-"""Call state of every SIP device and user, diagnostic sensors of a SIP device's contact, and the
-PBX's count of registered devices."""
+"""Call state of every SIP device and user, each user's last handoff, diagnostic sensors of a SIP
+device's contact, the PBX's count of registered devices and of banned addresses, and its last call
+(from the persisted call history)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.restore_state import RestoreEntity
 from homeassistant.util import dt as dt_util
 
+from sip_core.calls import CallOutcome, CallRecord
 from sip_core.registrar import Binding
+from sip_core.uri import ParseError
 
 from .call_view import PHONE_STATES, CallView, PhoneState
+from .const import HandoffType
 from .data import CallflipConfigEntry
 from .entity import (
     CallflipDeviceEntity,
@@ -28,6 +33,7 @@ from .entity import (
     CallflipUserEntity,
     async_add_per_user_and_device,
 )
+from .handoff import HandoffSummary
 from .hub import CallflipHub, device_identifier
 
 PARALLEL_UPDATES = 0
@@ -35,9 +41,30 @@ PARALLEL_UPDATES = 0
 TRANSPORTS = ["udp", "tcp"]
 
 
+def contact_address(binding: Binding) -> str:
+    """Where the phone says it takes calls (its Contact), and where its REGISTER came from when
+    that differs (a NAT, or a registration made on the phone's behalf)."""
+    source = str(binding.source.remote)
+    try:
+        uri = binding.contact_uri
+    except ParseError:
+        return source
+    if uri.scheme not in ("sip", "sips") or not uri.host:
+        return source
+    default_port = 5061 if uri.scheme == "sips" else 5060
+    host = f"[{uri.host}]" if ":" in uri.host and not uri.host.startswith("[") else uri.host
+    contact = f"{host}:{uri.port or default_port}"
+    if contact == source:
+        return contact
+    return f"{contact} (registered from {source})"[:255]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ContactSensorDescription(SensorEntityDescription):
-    """A fact about a device's current contact, read from its most recent binding."""
+    """A fact about a device's current contact, read from its most recent binding.
+
+    They are diagnostics, disabled until someone wants them: a household needs to know that a
+    phone is registered, rarely from where."""
 
     value_fn: Callable[[Binding], str | None]
 
@@ -47,12 +74,14 @@ CONTACT_SENSORS: tuple[ContactSensorDescription, ...] = (
         key="address",
         translation_key="address",
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda binding: str(binding.source.remote),
+        entity_registry_enabled_default=False,
+        value_fn=contact_address,
     ),
     ContactSensorDescription(
         key="transport",
         translation_key="transport",
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         device_class=SensorDeviceClass.ENUM,
         options=TRANSPORTS,
         value_fn=lambda binding: binding.source.kind.value.lower(),
@@ -61,6 +90,7 @@ CONTACT_SENSORS: tuple[ContactSensorDescription, ...] = (
         key="user_agent",
         translation_key="user_agent",
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda binding: binding.user_agent[:255] if binding.user_agent else None,
     ),
 )
@@ -69,6 +99,19 @@ REGISTERED_DEVICES = SensorEntityDescription(
     key="registered_devices",
     translation_key="registered_devices",
     state_class=SensorStateClass.MEASUREMENT,
+)
+
+BANNED_ADDRESSES = SensorEntityDescription(
+    key="banned_addresses",
+    translation_key="banned_addresses",
+    state_class=SensorStateClass.MEASUREMENT,
+)
+
+LAST_CALL = SensorEntityDescription(
+    key="last_call",
+    translation_key="last_call",
+    device_class=SensorDeviceClass.ENUM,
+    options=[outcome.value for outcome in CallOutcome],
 )
 
 CALL_STATE = SensorEntityDescription(
@@ -83,6 +126,7 @@ ACTIVE_CALL = SensorEntityDescription(
     device_class=SensorDeviceClass.ENUM,
     options=PHONE_STATES,
 )
+LAST_HANDOFF = SensorEntityDescription(key="last_handoff", translation_key="last_handoff")
 
 
 async def async_setup_entry(
@@ -91,7 +135,14 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """Add the PBX's sensor, and the contact sensors of every device as devices appear."""
-    async_add_entities([RegisteredDevicesSensor(entry.runtime_data.hub, REGISTERED_DEVICES)])
+    hub = entry.runtime_data.hub
+    async_add_entities(
+        [
+            RegisteredDevicesSensor(hub, REGISTERED_DEVICES),
+            BannedAddressesSensor(hub, BANNED_ADDRESSES),
+            LastCallSensor(hub, LAST_CALL),
+        ]
+    )
 
     def device_sensors(hub: CallflipHub, _user_id: str, device_id: str) -> list[SensorEntity]:
         return [
@@ -102,7 +153,10 @@ async def async_setup_entry(
     async_add_per_user_and_device(
         entry,
         async_add_entities,
-        per_user=lambda hub, user_id: [ActiveCallSensor(hub, ACTIVE_CALL, user_id)],
+        per_user=lambda hub, user_id: [
+            ActiveCallSensor(hub, ACTIVE_CALL, user_id),
+            LastHandoffSensor(hub, LAST_HANDOFF, user_id),
+        ],
         per_device=device_sensors,
     )
 
@@ -125,6 +179,65 @@ class RegisteredDevicesSensor(CallflipHubEntity, SensorEntity):
 
     def _refresh(self) -> None:
         self._attr_native_value = self.hub.registered_device_count()
+
+
+class BannedAddressesSensor(CallflipHubEntity, SensorEntity):
+    """How many source addresses are banned for failed logins, and which (``callflip.unban``)."""
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        security = self.hub.entry.runtime_data.security
+        self.async_on_remove(security.async_add_listener(self._handle_update))
+
+    def _refresh(self) -> None:
+        bans = self.hub.entry.runtime_data.security.bans()
+        self._attr_native_value = len(bans)
+        self._attr_extra_state_attributes = {
+            "addresses": [
+                {
+                    "address": ban.address,
+                    "username": ban.username,
+                    "failures": ban.failures,
+                    "until": dt_util.utc_from_timestamp(ban.until).isoformat(),
+                }
+                for ban in bans
+            ]
+        }
+
+
+class LastCallSensor(CallflipHubEntity, SensorEntity):
+    """How the most recent call ended, with who called whom and why (kept across restarts)."""
+
+    def _refresh(self) -> None:
+        history = self.hub.history
+        record = history.last() if history is not None else None
+        self._attr_native_value = record.outcome.value if record is not None else None
+        self._attr_extra_state_attributes = (
+            record_attributes(self.hub, record) if record is not None else {}
+        )
+
+
+def record_attributes(hub: CallflipHub, record: CallRecord) -> dict[str, Any]:
+    """A finished call as sensor attributes (times in ISO format, devices by their labels)."""
+    return {
+        "call_id": record.call_id,
+        "caller": hub.device_label(record.caller) if record.caller else None,
+        "caller_user": record.caller_user,
+        "dialled": record.dialled,
+        "callee_user": record.callee_user,
+        "callee_device": hub.device_label(record.callee_device) if record.callee_device else None,
+        "started": dt_util.utc_from_timestamp(record.started_at).isoformat(),
+        "answered": (
+            dt_util.utc_from_timestamp(record.answered_at).isoformat()
+            if record.answered_at is not None
+            else None
+        ),
+        "ended": dt_util.utc_from_timestamp(record.ended_at).isoformat(),
+        "duration": round(record.duration, 1),
+        "reason": record.reason,
+        "flips": len(record.handoffs),
+        "calls_recorded": len(hub.history) if hub.history is not None else 0,
+    }
 
 
 def call_attributes(hub: CallflipHub, view: CallView | None) -> dict[str, Any]:
@@ -167,3 +280,36 @@ class ActiveCallSensor(CallflipUserEntity, SensorEntity):
                 self.hub.ha_device_id(device_identifier(owned.device["id"])) if owned else None
             )
         self._attr_extra_state_attributes = attributes
+
+
+_SUMMARY_KEYS = frozenset({"kind", "outcome", "call_id", "from", "to", "reason", "at"})
+
+
+class LastHandoffSensor(CallflipUserEntity, RestoreEntity, SensorEntity):
+    """The user's most recent handoff step as a sentence ("Call moved from A to B"); kept across
+    restarts, unknown until the first one."""
+
+    _unrecorded_attributes = frozenset({"call_id"})
+
+    async def async_added_to_hass(self) -> None:
+        await super().async_added_to_hass()
+        last = await self.async_get_last_state()
+        if last is not None and last.state not in ("unknown", "unavailable"):
+            self._attr_native_value = last.state
+            self._attr_extra_state_attributes = {
+                key: value for key, value in last.attributes.items() if key in _SUMMARY_KEYS
+            }
+        self.async_on_remove(self.hub.async_add_handoff_listener(self.user_id, self._handoff))
+
+    @callback
+    def _handoff(self, kind: HandoffType, data: dict[str, Any]) -> None:
+        summary = HandoffSummary.from_event({**data, "type": kind.value})
+        self._attr_native_value = summary.sentence()
+        self._attr_extra_state_attributes = {
+            **summary.attributes(),
+            "at": dt_util.utcnow().isoformat(),
+        }
+        self.async_write_ha_state()
+
+    def _refresh(self) -> None:
+        self._attr_available = self.user is not None

@@ -46,6 +46,7 @@ from .const import (
     SERVICE_HANGUP,
 )
 from .hub import CallflipHub
+from .security import async_setup_security_services
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,8 +66,6 @@ HANGUP_SCHEMA = vol.Schema({vol.Required(ATTR_DEVICE_ID): _DEVICE_IDS})
 # Why sip_core refused a flip -> the translation key of the message the person sees.
 FLIP_ERRORS: dict[type[FlipError], str] = {
     CallNotTalking: "call_not_talking",  # before CallNotFlippable, of which it is a kind
-    FlipDisabled: "flip_disabled",
-    TargetUnavailable: "target_unavailable",
     TargetBusy: "target_busy",
     NoSuchCall: "no_call",
     CallNotFlippable: "call_not_flippable",
@@ -77,6 +76,8 @@ FLIP_ERRORS: dict[type[FlipError], str] = {
     TargetNotRegistered: "target_not_registered",
     NoFlipTarget: "no_flip_target",
     AmbiguousFlipTarget: "ambiguous_flip_target",
+    FlipDisabled: "flip_disabled",
+    TargetUnavailable: "target_unavailable",
 }
 
 
@@ -170,3 +171,4 @@ def async_setup_services(hass: HomeAssistant) -> None:
     """Register the actions once, for whichever entry is loaded when they are called."""
     hass.services.async_register(DOMAIN, SERVICE_FLIP, _async_flip, schema=FLIP_SCHEMA)
     hass.services.async_register(DOMAIN, SERVICE_HANGUP, _async_hangup, schema=HANGUP_SCHEMA)
+    async_setup_security_services(hass)

@@ -56,6 +56,9 @@ class UserOptions(TypedDict):
     name: str
     extension: str
     devices: list[DeviceOptions]
+    flip: NotRequired[str]
+    """The administrator's flip permission: user (the user's own switch decides), enabled,
+    disabled (sip_core.config.FlipPermission); absent in entries made before it existed."""
     flip_options: NotRequired[dict[str, Any]]
     """The person's flip settings in the runner's schema (`sip_core.config.UserFlipOptions`);
     absent: the defaults."""
@@ -122,13 +125,14 @@ def users_from_options(options: Mapping[str, Any]) -> list[UserOptions]:
             )
             for device in user["devices"]
         ]
-        users.append(
-            UserOptions(
-                id=user["id"], name=user["name"], extension=user["extension"], devices=devices
-            )
+        found = UserOptions(
+            id=user["id"], name=user["name"], extension=user["extension"], devices=devices
         )
+        if "flip" in user:
+            found["flip"] = user["flip"]
         if user.get("flip_options"):
-            users[-1]["flip_options"] = dict(user["flip_options"])
+            found["flip_options"] = dict(user["flip_options"])
+        users.append(found)
     return users
 
 
@@ -230,6 +234,7 @@ def pbx_mapping(data: Mapping[str, Any], users: Sequence[UserOptions]) -> dict[s
             {
                 "name": user["name"],
                 "extension": user["extension"],
+                "flip": user.get("flip", "user"),
                 "devices": [
                     {
                         "username": device["username"],

@@ -5,9 +5,13 @@ other side's dialog stays exactly as it was, and media must run through our rela
 invisible. So each leg has its own Call-ID, tags and CSeq, and this module is the only place that
 knows which legs belong together; `sip_core.dialog` knows dialogs, `sip_core.calls` the model.
 
-Call set-up: the caller's INVITE is authenticated (407, the registrar's digest rules), routed (a
-device's username rings that device's contacts, a user's extension rings all of that user's
-devices except the caller's), and forked. Provisional responses (and early media) go back to the
+Call set-up: the caller's INVITE is authenticated (407, the registrar's digest rules; a trunk's
+INVITE is recognised by its source instead and routed by its DID, `sip_core.trunk.ingress`),
+routed (a device's username rings that device's contacts, a user's extension rings all of that
+user's devices except the caller's, Call Forward Always followed with loops refused 482, devices
+in Do Not Disturb or Make Busy counted busy; a number no user has may go out through a trunk,
+`sip_core.trunk.egress`), and forked. Nothing we send for a call has more Max-Forwards left than
+the caller's INVITE had (483 at none). Provisional responses (and early media) go back to the
 caller; the first 2xx wins and every other branch is CANCELled (the transaction layer ACKs their
 487). A 2xx that arrives after we gave its branch up -- CANCEL racing 200, a second fork answering
 -- is ACKed and BYEd at once. Failures map to one answer for the caller: unknown number 404,
@@ -38,14 +42,23 @@ import logging
 import socket
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from functools import partial
 from typing import Any
 
 from sip_core.audio.collector import CollectResult, CollectSettings
 from sip_core.audio.playback import Playback
 from sip_core.call.digits import Digits, DigitSink, SinkFactory
-from sip_core.call.fork import FailureKind, ForkGroup, ForkSummary
-from sip_core.call.messages import SDP, Responder, ignore, is_open, nothing, parse_body
+from sip_core.call.fork import BranchSender, FailureKind, ForkGroup, ForkSummary
+from sip_core.call.messages import (
+    SDP,
+    Responder,
+    ignore,
+    is_open,
+    limit_hops,
+    nothing,
+    parse_body,
+)
 from sip_core.call.negotiation import Negotiation, media_target
 from sip_core.call.session_timer import (
     MIN_SESSION_EXPIRES,
@@ -54,7 +67,7 @@ from sip_core.call.session_timer import (
     session_expires,
     supports,
 )
-from sip_core.call.targets import destination, ringable
+from sip_core.call.targets import Destination, destination, forwarded, ringable
 from sip_core.calls import (
     Call,
     CallHistory,
@@ -77,12 +90,14 @@ from sip_core.dialog import (
     first_cseq,
     name_address,
 )
-from sip_core.digest import AuthFailure, DigestAuthenticator
+from sip_core.digest import AuthFailure, AuthResult, DigestAuthenticator
+from sip_core.digest_client import AuthOutcome
 from sip_core.events import (
     CallRecorded,
     CallStateChanged,
     PbxEvent,
 )
+from sip_core.forwarding import ForwardingLoop
 from sip_core.media import MediaLeg, MediaRelay, MediaSession, RelayError
 from sip_core.media.client import Playing
 from sip_core.message import (
@@ -93,6 +108,7 @@ from sip_core.message import (
     new_tag,
     parse_message,
 )
+from sip_core.presence import Presence
 from sip_core.registrar import Binding
 from sip_core.sdp import (
     SdpError,
@@ -106,6 +122,8 @@ from sip_core.transaction import (
     TransactionState,
 )
 from sip_core.transport import Address, Source, TransportKind
+from sip_core.trunk.egress import OutboundRefusal, OutboundTarget, TrunkEgress
+from sip_core.trunk.ingress import InboundRefusal, TrunkIngress, trunk_device
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -151,12 +169,29 @@ class CallHooks:
       ``(leg, request, txn)``; unhandled, it gets 405.
     - ``invite_replaces``: an INVITE with a Replaces header: ``(request, txn, source)``;
       unhandled, the header is ignored and the INVITE is routed like any other.
+    - ``is_code``: whether a dialled number is a feature code (so the dial plan never sends it
+      out through a trunk); without it, nothing is.
     """
 
     digit_sink: SinkFactory | None = None
     dialled_code: Callable[[Request, ServerTransaction, str, str], bool] | None = None
     in_call_request: Callable[[Leg, Request, ServerTransaction], bool] | None = None
     invite_replaces: Callable[[Request, ServerTransaction, Source], bool] | None = None
+    is_code: Callable[[str], bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _TrunkBranch:
+    """A trunk INVITE as sent, until its final response: a 401/407 is answered by sending the
+    same INVITE again with credentials (`CallControl._trunk_response`); anything else goes to the
+    fork (``on_response``, ``on_failed``)."""
+
+    leg: Leg
+    target: OutboundTarget
+    invite: Request
+    on_response: Callable[[Response], None]
+    on_failed: Callable[[int], None]
+    challenges: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +217,11 @@ class CallControl:
     transaction (the facade stamps Allow and Server); ``publish`` is the event bus, and
     ``listening`` says whether anyone subscribes to it: call events are not even built when
     nobody does (five per call; the standalone runner has no subscriber).
+
+    Lower layers plug in here: ``on_auth`` sees every INVITE's digest result (the guard counts
+    failures); ``presence`` gives Do Not Disturb, Make Busy, Call Forward Always and the flip
+    permission; ``ingress`` recognises a trunk's INVITE and routes its DID, ``egress`` sends a
+    number the dial plan routes out through a trunk.
     """
 
     def __init__(
@@ -198,8 +238,17 @@ class CallControl:
         local_port: Callable[[], int],
         history: CallHistory | None = None,
         listening: Callable[[], bool] | None = None,
+        on_auth: Callable[[Source, Request, AuthResult], None] | None = None,
+        presence: Presence | None = None,
+        ingress: TrunkIngress | None = None,
+        egress: TrunkEgress | None = None,
     ) -> None:
         self._txns = transactions
+        #: DND, Make Busy, Call Forward Always and flip permission (`sip_core.presence`).
+        self.presence = presence if presence is not None else Presence(config)
+        self._on_auth = on_auth
+        self._ingress = ingress
+        self._egress = egress
         self._clock = clock
         self._config = config
         self._auth = authenticator
@@ -468,6 +517,17 @@ class CallControl:
         for task in list(self._tasks):
             task.cancel()
 
+    def open_counts(self) -> dict[str, int]:
+        """What call control holds open (calls, dialogs, INVITEs, digit collectors, tasks), for
+        leak checks: all zero once every call has ended."""
+        return {
+            "calls": len(self._calls),
+            "dialogs": len(self._dialogs),
+            "invites": len(self._invites),
+            "collectors": self._digits.open_sinks(),
+            "call_tasks": len(self._tasks),
+        }
+
     # -- dispatch from the facade ----------------------------------------------------------------
 
     def handle_request(
@@ -610,19 +670,30 @@ class CallControl:
 
     def _on_invite(self, request: Request, txn: ServerTransaction, source: Source) -> None:
         config = self._config()
-        auth = self._auth.verify(request, "Proxy-Authorization")
-        if not auth.ok:
-            self._challenge(
-                request,
-                txn=txn,
-                source=source,
-                reason=auth.reason,
-                stale=auth.stale,
-                username=auth.username,
-            )
+        # A trunk's INVITE is recognised by its source and routed by its DID, not challenged.
+        inbound = self._ingress.route(request, source) if self._ingress is not None else None
+        if isinstance(inbound, InboundRefusal):
+            _LOGGER.info("Call from trunk %s rejected: %s", inbound.trunk, inbound.reason)
+            self.reply(txn, request, inbound.status, inbound.reason)
             return
-        caller_device = auth.username or ""
-        dialled = request.uri.user_unescaped or ""
+        if inbound is None:
+            auth = self._auth.verify(request, "Proxy-Authorization", local_port=source.local.port)
+            if self._on_auth is not None:
+                self._on_auth(source, request, auth)
+            if not auth.ok:
+                self._challenge(
+                    request,
+                    txn=txn,
+                    source=source,
+                    reason=auth.reason,
+                    stale=auth.stale,
+                    username=auth.username,
+                )
+                return
+            caller_device = auth.username or ""
+            dialled = request.uri.user_unescaped or ""
+        else:
+            caller_device, dialled = trunk_device(inbound.trunk), inbound.did
         caller_user = config.user_for_device(caller_device)
         if request.max_forwards == 0:
             self.reply(txn, request, 483, "too many hops")
@@ -634,17 +705,45 @@ class CallControl:
             and replaces_hook(request, txn, source)
         ):
             return
-        wanted = destination(config, caller_device, dialled)
-        if wanted is None:
+        wanted: Destination | None
+        if inbound is not None:
+            user = next((u for u in config.users if u.name == inbound.callee_user), None)
+            wanted = Destination(user, tuple(inbound.devices)) if user is not None else None
+        else:
+            wanted = destination(config, caller_device, dialled)
+        outbound: OutboundTarget | None = None
+        if wanted is None and inbound is None:
             code_hook = self.hooks.dialled_code
             if code_hook is not None and code_hook(request, txn, caller_device, dialled):
                 return
+            if self._egress is not None:
+                is_code = self.hooks.is_code
+                plan = self._egress.plan(
+                    dialled,
+                    caller_user.name if caller_user else None,
+                    internal=is_code is not None and is_code(dialled),
+                )
+                if isinstance(plan, OutboundRefusal):
+                    _LOGGER.info(
+                        "Call from %s to %s refused: %s", caller_device, dialled, plan.reason
+                    )
+                    self.reply(txn, request, plan.status, plan.reason)
+                    return
+                outbound = plan
+        if wanted is None and outbound is None:
             _LOGGER.info(
                 "Call from %s to %s rejected with 404: unknown number", caller_device, dialled
             )
             self.reply(txn, request, 404, "unknown number")
             return
-        callee_user = wanted.user
+        try:
+            # Call Forward Always: each forward followed, loops cut (sip_core.presence).
+            devices = forwarded(wanted.devices if wanted else (), self.presence.forwards)
+        except ForwardingLoop as loop:
+            _LOGGER.info("Call from %s to %s rejected with 482: %s", caller_device, dialled, loop)
+            self.reply(txn, request, 482, str(loop))
+            return
+        callee_user = wanted.user if wanted is not None else None
         expires = session_expires(request)
         if expires is not None and expires[0] < MIN_SESSION_EXPIRES:
             self.reply(
@@ -670,8 +769,10 @@ class CallControl:
             )
             self.reply(txn, request, 488, "an SDP offer with audio is required")
             return
-        targets = ringable(wanted.devices, busy=self._busy, bindings=self._bindings)
-        if not targets.bindings:
+        targets = ringable(
+            devices, busy=self._unavailable, bindings=self._bindings, caller=caller_device
+        )
+        if not targets.bindings and outbound is None:
             if targets.busy:
                 status, why = 486, "busy"
             else:
@@ -685,11 +786,16 @@ class CallControl:
             new_call_id(),
             caller_user=caller_user.name if caller_user else None,
             dialled=dialled,
-            callee_user=callee_user.name,
+            callee_user=callee_user.name if callee_user else None,
             started_at=self._clock.wall(),
         )
+        call.hops = request.max_forwards
         domain = config.sip.domain
-        if caller_user is not None:
+        if inbound is not None:
+            caller_party = name_address(
+                inbound.caller_name, f"sip:{inbound.caller_number}@{domain}"
+            )
+        elif caller_user is not None:
             caller_party = name_address(caller_user.name, f"sip:{caller_user.extension}@{domain}")
         else:
             caller_party = f"<sip:{caller_device}@{domain}>"
@@ -717,6 +823,9 @@ class CallControl:
         self._publish_state(call, None)
         # At once, not as a task: a task would wait for the loop's current batch of datagrams
         # (up to 64 of them), which was most of a call's set-up time under load.
+        if callee_user is None:
+            self._ring(call, (), f"<sip:{dialled}@{domain}>", outbound=(outbound, source.local))
+            return
         self._ring(
             call, targets.bindings, name_address(callee_user.name, f"sip:{dialled}@{domain}")
         )
@@ -748,6 +857,11 @@ class CallControl:
             response.headers.add("Proxy-Authenticate", value)
         self.respond(txn, response)
 
+    def _unavailable(self, device: str) -> bool:
+        """Whether ``device`` answers busy: in a call, or in Do Not Disturb or Make Busy."""
+        states = self.presence.states(device)
+        return states.dnd or states.make_busy or self._busy(device)
+
     def _busy(self, device: str) -> bool:
         for call in self._calls.values():
             if not call.active:
@@ -758,7 +872,14 @@ class CallControl:
                 return True
         return False
 
-    def _ring(self, call: Call, targets: Sequence[Binding], callee_party: str) -> None:
+    def _ring(
+        self,
+        call: Call,
+        targets: Sequence[Binding],
+        callee_party: str,
+        *,
+        outbound: tuple[OutboundTarget | None, Address] | None = None,
+    ) -> None:
         try:
             media = self._relay.open_session(call.id)
         except (RelayError, OSError) as exc:
@@ -772,6 +893,10 @@ class CallControl:
         media.on_dtmf = lambda side, digit: self._digits.on_rtp(call, side, digit)
         # The media engine died: the call has no audio any more, so it ends (BYE to each side).
         media.on_lost = lambda why: self.terminate(call, CallOutcome.FAILED, why, status=503)
+        # A phone stopped sending (gone without a BYE): the call ends the same way.
+        media.on_timeout = lambda side, seconds: self.terminate(
+            call, CallOutcome.FAILED, f"no media for {seconds:g} s", status=408
+        )
         # Every device may dial the flip code: its telephone-events stop at the relay, and the
         # digits that are not a code are sent on again by `Digits.pass_digit`.
         media.a.swallow_dtmf = media.b.swallow_dtmf = True
@@ -793,6 +918,11 @@ class CallControl:
             on_timeout=partial(self._no_answer, call),
             legs=call.branches,
         )
+        target, local = outbound if outbound is not None else (None, None)
+        if target is not None and local is not None and call.active and fork.deciding:
+            leg = Leg(call, LegRole.CALLEE, "b", trunk_device(target.trunk), callee_party)
+            offer = caller.remote_sdp
+            fork.add(leg, self._trunk_sender(leg, target, local, offer))
         if call.active and call.callee is None:
             self._ringing[call.id] = fork
             fork.start_timer(self._config().calls.no_answer_timeout)
@@ -815,7 +945,8 @@ class CallControl:
         current one of the leg's side). Until the answer, a provisional dialog carries the
         endpoint (for the SDP's address) and the identifiers; the answer replaces it.
         """
-        endpoint = self._endpoint(binding.source)
+        route = binding.route  # the Contact, or the REGISTER's source behind NAT
+        endpoint = self._endpoint(route)
         local_tag = new_tag()
         call_id = new_call_id()
         cseq = first_cseq()
@@ -829,7 +960,7 @@ class CallControl:
             local_party=from_value,
             remote_party=to_value,
             remote_target=binding.contact_uri,
-            destination=binding.source.remote,
+            destination=route.remote,
             endpoint=endpoint,
             local_cseq=cseq,
         )
@@ -845,25 +976,126 @@ class CallControl:
             content_type=SDP,
             extra=_ALLOW,
         )
+        limit_hops(invite, leg.call.hops)
         leg.sent_invite = SentInvite(
             call_id=call_id,
             local_tag=local_tag,
             local_party=from_value,
             cseq=cseq,
             target=binding.contact_uri,
-            destination=binding.source.remote,
+            destination=route.remote,
             endpoint=endpoint,
         )
         self._dialogs[(call_id, local_tag)] = leg
         leg.client_txn = self._txns.send_request(
             invite,
-            binding.source.remote,
-            binding.source.kind,
+            route.remote,
+            route.kind,
             on_response=on_response,
             on_timeout=on_timeout,
         )
         # Answers make their dialogs from `leg.sent_invite`; the transaction needs not keep them.
         leg.client_txn.release_messages()
+
+    # -- out through a trunk --------------------------------------------------------------------
+
+    def _trunk_sender(
+        self, leg: Leg, target: OutboundTarget, local: Address, offer: SessionDescription
+    ) -> BranchSender:
+        """What rings the provider for ``leg`` in a fork (`ForkGroup.add`): the number at the
+        trunk's domain, from its caller ID, sent from our address ``local``."""
+
+        def send(on_response: Callable[[Response], None], on_failed: Callable[[int], None]) -> None:
+            invite = self._trunk_invite(leg, target, local, offer)
+            self._send_trunk_request(_TrunkBranch(leg, target, invite, on_response, on_failed))
+
+        return send
+
+    def _trunk_invite(
+        self, leg: Leg, target: OutboundTarget, local: Address, offer: SessionDescription
+    ) -> Request:
+        """``leg``'s INVITE to the provider, with its provisional dialog and `SentInvite`."""
+        endpoint = self._endpoint(Source(target.kind, target.destination, local, None))
+        local_tag = new_tag()
+        call_id = new_call_id()
+        cseq = first_cseq()
+        leg.invite_cseq = cseq
+        from_value = f"{target.from_value};tag={local_tag}"
+        leg.dialog = Dialog(
+            call_id=call_id,
+            local_tag=local_tag,
+            remote_tag="",
+            local_party=from_value,
+            remote_party=target.to_value,
+            remote_target=target.uri,
+            destination=target.destination,
+            endpoint=endpoint,
+            local_cseq=cseq,
+        )
+        invite = build_request(
+            "INVITE",
+            target.uri,
+            endpoint=endpoint,
+            from_value=from_value,
+            to_value=target.to_value,
+            call_id=call_id,
+            cseq=cseq,
+            routes=target.routes,
+            body=self._offers.sdp_for(leg, offer, None),
+            content_type=SDP,
+            extra=_ALLOW,
+        )
+        target.digest.authorize(invite)
+        leg.sent_invite = SentInvite(
+            call_id=call_id,
+            local_tag=local_tag,
+            local_party=from_value,
+            cseq=cseq,
+            target=target.uri,
+            destination=target.destination,
+            endpoint=endpoint,
+        )
+        self._dialogs[(call_id, local_tag)] = leg
+        return invite
+
+    def _send_trunk_request(self, branch: _TrunkBranch) -> None:
+        branch.leg.client_txn = self._txns.send_request(
+            branch.invite,
+            branch.target.destination,
+            branch.target.kind,
+            on_response=partial(self._trunk_response, branch),
+            on_timeout=partial(branch.on_failed, 408),
+        )
+
+    def _trunk_response(self, branch: _TrunkBranch, response: Response) -> None:
+        """A provider's answer: a 401/407 is answered (twice at most), the rest as any branch's."""
+        if response.status not in (401, 407):
+            branch.on_response(response)
+            return
+        leg, target, invite = branch.leg, branch.target, branch.invite
+        call = leg.call
+        if leg.state is LegState.TERMINATED or not call.active or call.callee is not None:
+            return
+        outcome = target.digest.handle(invite, response)
+        if outcome is AuthOutcome.RETRY and branch.challenges < 2:
+            again = invite.copy()
+            cseq = invite.cseq.number + 1
+            again.headers.set("CSeq", f"{cseq} INVITE")
+            if leg.dialog is not None:
+                again.headers.set("Via", leg.dialog.endpoint.via())
+                leg.dialog.local_cseq = cseq
+            target.digest.authorize(again)
+            leg.invite_cseq = cseq
+            if leg.sent_invite is not None:
+                leg.sent_invite = dc_replace(leg.sent_invite, cseq=cseq)
+            self._send_trunk_request(
+                dc_replace(branch, invite=again, challenges=branch.challenges + 1)
+            )
+            return
+        _LOGGER.warning(
+            "Call %s: trunk %s refused our credentials (%s)", call.id, target.trunk, outcome
+        )
+        branch.on_failed(503)
 
     def _early(self, call: Call, leg: Leg, response: Response) -> None:
         caller = call.caller
@@ -1139,6 +1371,7 @@ class CallControl:
         if media is not None:
             media.on_dtmf = None
             media.on_lost = None
+            media.on_timeout = None
         for leg in (*call.legs(), *call.branches):
             leg.remote_sdp = None
             leg.origin = None
@@ -1206,6 +1439,7 @@ class CallControl:
                 reason,
                 call.caller_user,
                 call.callee_user,
+                call.outcome if call.state is CallState.ENDED else None,
             )
         )
 

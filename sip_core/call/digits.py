@@ -5,7 +5,8 @@ feature's business (`sip_core.features.codes`), and call control never imports a
 control asks a hook (``sinks``) for one sink per leg and DTMF method once the call is
 answered; without a hook, or when the hook gives none (a leg that may not dial codes), every digit
 goes on to the far end unchanged, as it came: a telephone-event again (with the far end's payload
-type) when it came as one, else an INFO.
+type) when it came as one, else an INFO. A trunk's leg is never asked for a sink: an outside
+caller cannot dial a feature code.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from sip_core.call.messages import Signalling, is_open
+from sip_core.call.messages import Signalling, is_open, limit_hops
 from sip_core.calls import Call, Leg, LegState, Side
 from sip_core.dtmf import DtmfDigit, DtmfError, format_dtmf_relay, parse_dtmf_info
 from sip_core.events import DtmfMethod, DtmfReceived, PbxEvent
 from sip_core.message import Request, Response
 from sip_core.transaction import ServerTransaction
+from sip_core.trunk.ingress import is_trunk_device
 
 __all__ = ["DTMF_TYPES", "DigitSink", "Digits", "SinkFactory"]
 
@@ -68,6 +70,7 @@ class Digits:
         forwarded = other.dialog.create_request(
             "INFO", body=request.body, content_type=request.headers.get("Content-Type")
         )
+        limit_hops(forwarded, request.max_forwards)
 
         def relay(response: Response) -> None:
             if response.status >= 200 and is_open(txn):
@@ -102,6 +105,9 @@ class Digits:
             and media.offer_digit(leg.side, digit)
         ):
             return  # a digit collection on this leg (`CallControl.collect`) took it
+        if is_trunk_device(leg.device):
+            self.pass_digit(leg, digit, method)  # an outside caller cannot dial a feature code
+            return
         key = (leg, method)
         if key in self._sinks:
             sink = self._sinks[key]
@@ -136,6 +142,10 @@ class Digits:
             "INFO", body=format_dtmf_relay(digit), content_type="application/dtmf-relay"
         )
         self._link.send_in_dialog(other, info)
+
+    def open_sinks(self) -> int:
+        """How many legs' digit sinks are held (a leak check: zero once every call ended)."""
+        return len(self._sinks)
 
     def drop(self, leg: Leg) -> None:
         """The leg left the call: its sinks forget held digits and stop their timers."""

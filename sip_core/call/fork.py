@@ -28,7 +28,10 @@ from sip_core.message import Response
 from sip_core.registrar import Binding
 from sip_core.sdp import SessionDescription
 
-__all__ = ["FailureKind", "ForkGroup", "ForkSummary", "Forking", "summarise"]
+__all__ = ["BranchSender", "FailureKind", "ForkGroup", "ForkSummary", "Forking", "summarise"]
+
+#: Sends one leg's INVITE: ``send(on_response, on_failed)`` (see `ForkGroup.add`).
+BranchSender = Callable[[Callable[[Response], None], Callable[[int], None]], None]
 
 #: The status a leg counts as when it ended without one of its own.
 _NO_STATUS = 480
@@ -139,15 +142,29 @@ class ForkGroup:
         port: int | None = None,
     ) -> None:
         """Ring one registration for ``leg`` (see `Forking.send_branch_invite` for the rest)."""
+
+        def send(on_response: Callable[[Response], None], on_failed: Callable[[int], None]) -> None:
+            self._forking.send_branch_invite(
+                leg,
+                binding,
+                presented=presented,
+                offer=offer,
+                port=port,
+                on_response=on_response,
+                on_timeout=lambda: on_failed(408),
+            )
+
+        self.add(leg, send)
+
+    def add(self, leg: Leg, send: BranchSender) -> None:
+        """Ring ``leg`` with an INVITE that ``send`` sends itself (a trunk's, with credentials).
+
+        ``send(on_response, on_failed)`` reports every response it does not deal with itself to
+        ``on_response``, and a failure without a usable response (timeout, refused credentials)
+        to ``on_failed`` with the status it counts as."""
         self.legs.append(leg)
-        self._forking.send_branch_invite(
-            leg,
-            binding,
-            presented=presented,
-            offer=offer,
-            port=port,
-            on_response=lambda response: self._response(leg, response),
-            on_timeout=lambda: self._failed(leg, 408),
+        send(
+            lambda response: self._response(leg, response), lambda status: self._failed(leg, status)
         )
 
     def start_timer(self, seconds: float) -> None:

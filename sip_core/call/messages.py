@@ -22,6 +22,7 @@ __all__ = [
     "Signalling",
     "ignore",
     "is_open",
+    "limit_hops",
     "nothing",
     "parse_body",
 ]
@@ -91,3 +92,12 @@ def ignore(response: Response) -> None:
 
 def nothing() -> None:
     return None
+
+
+def limit_hops(outgoing: Request, incoming: int | None) -> None:
+    """A request we make from one we received never has more hops left than it had (RFC 3261
+    §16.6 step 3 applied across the B2BUA): otherwise two PBXes, or a device registered with our
+    own address as its contact, would pass a call back and forth for ever. ``incoming`` is the
+    Max-Forwards the received request had (None: it had none, and ours keeps the default 70)."""
+    if incoming is not None and incoming - 1 < (outgoing.max_forwards or 0):
+        outgoing.headers.set("Max-Forwards", str(max(incoming - 1, 0)))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Final
 
-from sip_core.call.messages import SDP, Signalling, is_open, parse_body
+from sip_core.call.messages import SDP, Signalling, is_open, limit_hops, parse_body
 from sip_core.call.session_timer import SessionTimers
 from sip_core.calls import Call, CallOutcome, CallState, Leg, LegState
 from sip_core.dialog import first_cseq
@@ -108,6 +108,7 @@ class Negotiation:
         relay_leg = media.leg(leg.side)
         rtp, rtcp = media_target(sdp)
         relay_leg.set_remote(rtp, rtcp)
+        relay_leg.on_hold = is_hold(sdp)
         audio = sdp.audio()
         if audio is not None:
             relay_leg.set_codecs(audio.codecs())
@@ -175,6 +176,7 @@ class Negotiation:
         forwarded = other.dialog.create_request(
             method, body=body, content_type=SDP if body else None
         )
+        limit_hops(forwarded, request.max_forwards)
         leg.incoming_offer = True
         leg.offer_txn = txn
         other.outgoing_offer = True

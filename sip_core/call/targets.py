@@ -2,9 +2,12 @@
 
 Why one module: every rule that decides who rings for a call -- a device's username rings that
 device, a user's extension rings the user's other devices, a device already in a call is busy --
-lives here, in two steps that call set-up takes at two moments (the number is checked before the
-INVITE's body, the registrations are looked up once the INVITE is known to be good). Rules that
-change who rings (do-not-disturb, call forwarding, a trunk's numbers) belong here too.
+lives here, in steps that call set-up takes at different moments (the number is checked before the
+INVITE's body, forwards are followed, the registrations are looked up once the INVITE is known to
+be good). The rules that change who rings come from below, as data: Call Forward Always
+(`sip_core.forwarding`, the forwards from `sip_core.presence`), and Do Not Disturb and Make Busy
+through the ``busy`` test call control gives `ringable`. A trunk's DID is routed by
+`sip_core.trunk.ingress` and arrives here as the devices it rings.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sip_core.config import PbxConfig, User
+from sip_core.forwarding import resolve_targets
 from sip_core.registrar import Binding
 
-__all__ = ["Destination", "Targets", "destination", "ringable"]
+__all__ = ["Destination", "Targets", "destination", "forwarded", "ringable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +50,32 @@ def destination(config: PbxConfig, caller_device: str, dialled: str) -> Destinat
     return Destination(user, tuple(d.username for d in user.devices if d.username != caller_device))
 
 
+def forwarded(
+    devices: Sequence[str], forwards: Callable[[str], Sequence[str] | None]
+) -> tuple[str, ...]:
+    """The devices that ring for ``devices`` with each Call Forward Always followed
+    (``forwards(device)``: where its calls go instead, None when it takes them itself).
+
+    Raises `sip_core.forwarding.ForwardingLoop` when forwards lead back round (482)."""
+    return tuple(resolve_targets(devices, forwards))
+
+
 def ringable(
     devices: Sequence[str],
     *,
     busy: Callable[[str], bool],
     bindings: Callable[[str], Sequence[Binding]],
+    caller: str = "",
 ) -> Targets:
-    """Every registration of the wanted devices that are not busy, in the devices' order."""
+    """Every registration of the wanted devices that are not busy, in the devices' order.
+
+    ``caller``'s own device never rings (a forward may lead back to it); ``busy`` says whether a
+    device counts as busy (in a call, Do Not Disturb, Make Busy)."""
     skipped = 0
     found: list[Binding] = []
     for device in devices:
+        if device == caller:
+            continue  # forwarded back to the caller: not rung
         if busy(device):
             skipped += 1
             continue

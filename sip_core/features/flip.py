@@ -18,7 +18,9 @@ Assistant's action and the ``*0`` code agree:
 - the call must be answered and talking (not held by either side), with no operation under way;
 - the device that flips must belong to a user, whose flip is enabled;
 - a target must be another device of that same user, registered, not in a call and available
-  (not in Do Not Disturb: the ``is_available`` the facade gives);
+  (`sip_core.presence.Presence.available`: not in Do Not Disturb nor Make Busy); the user's
+  flip permission is `Presence.flip_enabled` (the user's own switch unless the administrator
+  forces it);
 - ``*0`` with one such device (or with the user's simultaneous ring on: all of them) rings at once;
   with several, the device that keyed it hears a menu (`sip_core.features.flip_menu`, which also
   says how a device number keyed after ``*0`` is told from a menu choice);
@@ -73,7 +75,9 @@ __all__ = [
     "FlipOperation",
     "FlipPlan",
     "FlipWay",
+    "NoAvailableTarget",
     "NoFlipTarget",
+    "NoFreeTarget",
     "NoSuchCall",
     "NotUsersDevice",
     "TargetBusy",
@@ -201,6 +205,18 @@ class NoFlipTarget(FlipError):
     """The user has no other registered device."""
 
     code = FlipFailure.NO_TARGET
+
+
+class NoAvailableTarget(NoFlipTarget):
+    """The user's other registered devices are all in Do Not Disturb or Make Busy."""
+
+    code = FlipFailure.TARGET_UNAVAILABLE
+
+
+class NoFreeTarget(NoFlipTarget):
+    """The user's other registered devices are all in calls."""
+
+    code = FlipFailure.TARGET_BUSY
 
 
 class AmbiguousFlipTarget(FlipError):
@@ -370,22 +386,24 @@ class Flip:
     """The flip feature: `flip` (Home Assistant's action) and the flip code (`on_code`).
 
     ``is_available(device)`` (Do Not Disturb, Make Busy) and ``flip_enabled(user)`` (the user's
-    permission) come from the runtime settings; ``capture``/``release`` let the menu read the
-    keying device's keys (the feature registry's).
+    permission) come from the runtime settings (`sip_core.presence.Presence`, call control's
+    ``presence``, by default); ``capture``/``release`` let the menu read the keying device's keys
+    (the feature registry's).
     """
 
     def __init__(
         self,
         control: CallControl,
         *,
-        is_available: Callable[[str], bool] = _anything,
-        flip_enabled: Callable[[str], bool] = _anything,
+        is_available: Callable[[str], bool] | None = None,
+        flip_enabled: Callable[[str], bool] | None = None,
         capture: Capture | None = None,
         release: Release | None = None,
     ) -> None:
         self._control = control
-        self.is_available = is_available
-        self.flip_enabled = flip_enabled
+        presence = control.presence
+        self.is_available = is_available if is_available is not None else presence.available
+        self.flip_enabled = flip_enabled if flip_enabled is not None else presence.flip_enabled
         self._capture = capture
         self._release = release
 
@@ -420,11 +438,11 @@ class Flip:
         others = [d.username for d in user.devices if d.username != device]
         registered = [name for name in others if self._control.is_registered(name)]
         if any(not self.is_available(name) for name in registered):
-            return TargetUnavailable(
-                f"{user.name}'s other registered devices are in do not disturb or busy"
+            return NoAvailableTarget(
+                f"{user.name}'s other registered devices are in do not disturb or make busy"
             )
         if registered:
-            return TargetBusy(f"{user.name}'s other registered devices are in calls")
+            return NoFreeTarget(f"{user.name}'s other registered devices are in calls")
         return NoFlipTarget(f"{user.name} has no other registered device")
 
     @staticmethod
@@ -461,6 +479,19 @@ class Flip:
         self._check_call(call)
         config = control.config()
         leg = self._side_to_flip(call, config, target, device)
+        try:
+            targets = self._action_targets(config, leg, target)
+        except FlipError as exc:
+            self._record_refusal(call, leg, exc, "", target or "")
+            raise
+        options = flip_options(config, config.user_for_device(leg.device or ""))
+        op = self._begin(call, leg, options, FlipWay.ACTION)
+        self._ring(op, targets, timeout)
+        return op.future
+
+    def _action_targets(self, config: PbxConfig, leg: Leg, target: str | None) -> Sequence[str]:
+        """Whom the action rings: ``target``, else the one candidate, else every candidate with
+        simultaneous ring on, else the first in menu order."""
         user = config.user_for_device(leg.device or "")
         options = flip_options(config, user)
         if target is not None or user is None:
@@ -476,9 +507,7 @@ class Flip:
                 targets = [d.username for d in candidates]
             else:
                 targets = [candidates[0].username]
-        op = self._begin(call, leg, options, FlipWay.ACTION)
-        self._ring(op, targets, timeout)
-        return op.future
+        return targets
 
     def _side_to_flip(
         self, call: Call, config: PbxConfig, target: str | None, device: str | None
@@ -534,16 +563,25 @@ class Flip:
     def _refuse(self, call: Call, leg: Leg, exc: FlipError, keys: str, target: str = "") -> None:
         """A flip the code asked for cannot start: the error tone to the device, and a failed
         handoff with the reason (in the call's record and on the bus)."""
+        _LOGGER.info("Call %s: %s keyed the flip code, but %s", call.id, leg.device, exc)
+        self._record_refusal(call, leg, exc, keys, target)
+        self._play(leg, PlayTone(Tone.ERROR))
+
+    def _record_refusal(
+        self, call: Call, leg: Leg, exc: FlipError, keys: str, target: str = ""
+    ) -> None:
+        """A flip that could not start is still a failed handoff: in the call's record and on
+        the bus (``HandoffFailed`` with the reason), like one that rang and failed."""
         now = self._control.clock.wall()
         device = leg.device or ""
         reason = str(exc)
-        _LOGGER.info("Call %s: %s keyed the flip code, but %s", call.id, device, reason)
+        how = "" if keys else FlipWay.ACTION.value
+        pressed = device if keys else ""
         record = HandoffRecord(
-            call.id, device, target, now, now, False, reason, exc.code.value, device, keys, ""
+            call.id, device, target, now, now, False, reason, exc.code.value, pressed, keys, how
         )
         call.handoffs.append(record)
         self._control.publish(HandoffFailed(call.id, device, target, reason, record))
-        self._play(leg, PlayTone(Tone.ERROR))
 
     # -- the menu --------------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ class FeatureRegistry:
         hooks.dialled_code = self._dialled_code
         hooks.in_call_request = self._in_call_request
         hooks.invite_replaces = self._invite_replaces
+        hooks.is_code = self._is_code
 
     def add_code(self, code: Callable[[], FeatureCode], handler: CodeHandler) -> None:
         """``code()`` gives the feature's code as configured now; ``handler`` runs on a match."""
@@ -107,6 +108,10 @@ class FeatureRegistry:
                 handler(leg, match)
 
         return FeatureCodeCollector(self._control.clock, matched, pass_on, tuple(codes))
+
+    def _is_code(self, dialled: str) -> bool:
+        """Whether ``dialled`` is one of the codes as configured now (never sent out)."""
+        return any(make().code == dialled for make, _handler in self._codes)
 
     def _dialled_code(
         self, request: Request, txn: ServerTransaction, caller_device: str, dialled: str

@@ -152,6 +152,7 @@ class MediaLeg:
     __slots__ = (
         "_muted",
         "_number",
+        "_on_hold",
         "_sdp_remote",
         "_swallow",
         "clock_rates",
@@ -182,6 +183,7 @@ class MediaLeg:
         self.payload_map: dict[int, int] = {}  # renumbering of packets sent out of this leg
         self._swallow = False
         self._muted = False
+        self._on_hold = False
         self.closed = False
 
     def __repr__(self) -> str:
@@ -217,6 +219,17 @@ class MediaLeg:
         if value != self._muted:
             self._muted = value
             self._command(p.SetMuted(self._number, value))
+
+    @property
+    def on_hold(self) -> bool:
+        """The far end's SDP put the call on hold: the session may be silent without timing out."""
+        return self._on_hold
+
+    @on_hold.setter
+    def on_hold(self, value: bool) -> None:
+        if value != self._on_hold:
+            self._on_hold = value
+            self._command(p.SetOnHold(self._number, value))
 
     def play(self, play: Playback, *, ptime_ms: int = DEFAULT_PTIME_MS) -> Playing:
         """Send generated audio to this leg's far end instead of the other side's audio.
@@ -307,6 +320,8 @@ class MediaSession:
         self.number = number
         self.on_dtmf: DtmfCallback | None = None
         self.on_lost: Callable[[str], None] | None = None
+        #: A latched leg heard no RTP or RTCP for the relay's `rtp_timeout`: (side, seconds).
+        self.on_timeout: Callable[[Side, float], None] | None = None
         self.closed = False
         self._a: MediaLeg | None = None
         self._b: MediaLeg | None = None
@@ -522,6 +537,15 @@ class MediaSession:
         except Exception:
             _LOGGER.exception("DTMF callback failed")
 
+    def _timed_out(self, side: Side, seconds: float) -> None:
+        callback = self.on_timeout
+        if callback is None or self.closed:
+            return
+        try:
+            callback(side, seconds)
+        except Exception:
+            _LOGGER.exception("media-timeout callback failed")
+
     def _lost(self, reason: str) -> None:
         if self.closed:
             return
@@ -544,7 +568,10 @@ class MediaRelay:
     """The media engine process and the sessions it carries, for one host and port range.
 
     ``python`` is the interpreter that runs the engine (default: this one), ``cpu`` pins the
-    engine to one CPU (benchmarks), ``log_level`` is the engine's (default: this logger's).
+    engine to one CPU (benchmarks), ``log_level`` is the engine's (default: this logger's),
+    ``music_file`` a WAV file the engine plays for `PlayMusic` (default: the bundled loop),
+    ``rtp_timeout`` the seconds of silence after which a session's `on_timeout` is called
+    (0, the default: never).
     """
 
     def __init__(
@@ -558,8 +585,12 @@ class MediaRelay:
         python: str | None = None,
         cpu: int | None = None,
         log_level: str | None = None,
+        music_file: str | None = None,
+        rtp_timeout: float = 0.0,
     ) -> None:
         self.host = host
+        self.music_file = music_file
+        self.rtp_timeout = rtp_timeout
         self.clock = clock
         self.connect_sockets = connect_sockets and can_disconnect()
         self.ports = PortAllocator(port_min, port_max)
@@ -642,6 +673,10 @@ class MediaRelay:
         ]
         if self._cpu is not None:
             command += ["--cpu", str(self._cpu)]
+        if self.music_file is not None:
+            command += ["--music-file", self.music_file]
+        if self.rtp_timeout > 0:
+            command += ["--rtp-timeout", repr(float(self.rtp_timeout))]
         try:
             process = subprocess.Popen(
                 command,
@@ -937,6 +972,10 @@ class MediaRelay:
             playing = self._playing.pop(message.play, None)
             if playing is not None and not playing.done.done():
                 playing.done.set_result(message.reason)
+        elif isinstance(message, p.MediaTimeout):
+            timed_out = self._by_number.get(message.session)
+            if timed_out is not None and message.side in ("a", "b"):
+                timed_out._timed_out("a" if message.side == "a" else "b", message.seconds)
         elif isinstance(message, p.Synced):
             synced = self._syncs.get(message.request)
             if synced is not None and not synced.done():

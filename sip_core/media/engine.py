@@ -40,6 +40,7 @@ from sip_core.audio import (
     PlayTone,
     Tone,
     UnsupportedCodec,
+    WavError,
 )
 from sip_core.dtmf import DtmfDigit
 from sip_core.sdp import Codec
@@ -79,7 +80,13 @@ class _Drained(Exception):
 class MediaEngine:
     """The relay and the channel to the SIP process: commands in, events out."""
 
-    def __init__(self, channel: socket.socket, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        channel: socket.socket,
+        host: str = "127.0.0.1",
+        music_file: str | None = None,
+        rtp_timeout: float = 0.0,
+    ) -> None:
         self._channel = channel
         channel.setblocking(False)
         self._loop = RelayEngine(time.monotonic, name="callflip-media")
@@ -111,8 +118,18 @@ class MediaEngine:
             p.Play: self._play,
             p.StopPlay: self._stop_play,
             p.SetMuted: self._set_muted,
+            p.SetOnHold: self._set_on_hold,
         }
-        self._audio = AudioLibrary()
+        # RTP inactivity: a latched leg that hears nothing for `rtp_timeout` seconds (0: never)
+        # ends its call. Checked a few times per timeout from the engine's clock by comparing
+        # packet counters, so the packet path does no extra work.
+        self._rtp_timeout = rtp_timeout
+        self._on_hold: set[int] = set()  # legs whose far end's SDP put the call on hold
+        self._heard: dict[MediaLeg, tuple[int, float]] = {}  # packets counted, since when
+        self._timed_out: set[int] = set()  # sessions reported (once each)
+        if rtp_timeout > 0:
+            self._loop.clock.call_later(_watch_interval(rtp_timeout), self._watch)
+        self._audio = _library(music_file)
         self._playing: dict[int, int] = {}  # leg -> its current playback's number
         # G.722 assets are encoded once, on a thread of their own (pure Python: a music loop
         # takes about half a second, which on the loop would hold up every call's packets);
@@ -448,12 +465,79 @@ class MediaEngine:
         assert isinstance(message, p.SetMuted)
         self._leg(message.leg).set_muted(bool(message.muted))
 
+    def _set_on_hold(self, message: p.Message, sockets: list[socket.socket]) -> None:
+        assert isinstance(message, p.SetOnHold)
+        self._leg(message.leg)
+        if message.on_hold:
+            self._on_hold.add(message.leg)
+        else:
+            self._on_hold.discard(message.leg)
+
+    def _exempt(self, leg: MediaLeg) -> bool:
+        """A call on hold may be silent on both sides: either leg held by the PBX (muted), or
+        either side's SDP is a hold (who holds may stop sending as well as who is held)."""
+        if leg.muted or leg.other.muted:
+            return True
+        on_hold = self._on_hold
+        return self._leg_ids.get(leg) in on_hold or self._leg_ids.get(leg.other) in on_hold
+
+    def _watch(self) -> None:
+        """Report every session with a latched leg that has heard nothing for the timeout."""
+        now = self._loop.clock.monotonic()
+        heard: dict[MediaLeg, tuple[int, float]] = {}
+        for number, session in self._sessions.items():
+            if number in self._timed_out:
+                continue
+            for leg in (session.a, session.b):
+                if leg.closed or not leg.latched:
+                    continue
+                count = leg.received - leg.dropped_source - leg.dropped_invalid + leg.rtcp_received
+                before = self._heard.get(leg)
+                if before is None or before[0] != count or self._exempt(leg):
+                    heard[leg] = (count, now)
+                    continue
+                heard[leg] = before
+                if now - before[1] >= self._rtp_timeout:
+                    _LOGGER.info(
+                        "session %s: leg %s heard nothing for %g s",
+                        number,
+                        leg.side,
+                        now - before[1],
+                    )
+                    self._timed_out.add(number)
+                    self._send(p.MediaTimeout(number, leg.side, self._rtp_timeout))
+                    break
+        self._heard = heard
+        self._timed_out &= set(self._sessions)
+        self._on_hold &= set(self._legs)
+        self._loop.clock.call_later(_watch_interval(self._rtp_timeout), self._watch)
+
     def _sync(self, message: p.Message, sockets: list[socket.socket]) -> None:
         assert isinstance(message, p.Sync)
         self._send(p.Synced(message.request))
 
     def _shutdown(self, message: p.Message, sockets: list[socket.socket]) -> None:
         self._loop.stop()
+
+
+def _watch_interval(timeout: float) -> float:
+    """How often silence is looked for: a quarter of the timeout, at most once a second."""
+    return min(timeout / 4, 1.0)
+
+
+def _library(music_file: str | None) -> AudioLibrary:
+    """The engine's audio, with the user's music converted once, now (at both rates), so that no
+    hold waits for it; a file that went bad since the configuration was checked is logged, and
+    the bundled loop plays instead."""
+    if music_file is None:
+        return AudioLibrary()
+    library = AudioLibrary(music_file)
+    try:
+        library.check()
+    except WavError as exc:
+        _LOGGER.error("music on hold: %s; playing the bundled music instead", exc)
+        return AudioLibrary()
+    return library
 
 
 def _playback(message: p.Play) -> Playback:
@@ -486,6 +570,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channel", type=int, required=True, help="the control socket's fd")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--cpu", type=int, default=None, help="run on this CPU only")
+    parser.add_argument("--music-file", default=None, help="a WAV file for music on hold")
+    parser.add_argument(
+        "--rtp-timeout", type=float, default=0.0, help="end a call silent this long (0: never)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
@@ -499,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {args.cpu})
     channel = socket.socket(fileno=args.channel)
-    MediaEngine(channel).run()
+    MediaEngine(channel, music_file=args.music_file, rtp_timeout=args.rtp_timeout).run()
     return 0
 
 

@@ -9,7 +9,8 @@ Every message carries the version, and the engine's first message (`Hello`) says
 speaks: a parent and an engine of different releases refuse each other instead of misreading.
 
 Commands go from the SIP side to the engine; events (`Hello`, `Digit`, `Latched`, `LegClosed`,
-`Stats`, `Refused`) come back. Legs and sessions are named by integers the SIP side chooses.
+`Stats`, `PlayEnded`, `MediaTimeout`, `Refused`, `Synced`) come back. Legs and sessions are
+named by integers the SIP side chooses.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "Kind",
     "Latched",
     "LegClosed",
+    "MediaTimeout",
     "Message",
     "OpenSession",
     "OpenSpare",
@@ -46,6 +48,7 @@ __all__ = [
     "SendDtmf",
     "SetCodecs",
     "SetMuted",
+    "SetOnHold",
     "SetPayloadMap",
     "SetRemote",
     "SetSwallow",
@@ -94,6 +97,7 @@ class Kind(IntEnum):
     PLAY = 14
     STOP_PLAY = 15
     SET_MUTED = 16
+    SET_ON_HOLD = 17
     HELLO = 64
     DIGIT = 65
     LATCHED = 66
@@ -102,6 +106,7 @@ class Kind(IntEnum):
     REFUSED = 69
     SYNCED = 70
     PLAY_ENDED = 71
+    MEDIA_TIMEOUT = 72
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +268,16 @@ class SetMuted(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class SetOnHold(Message):
+    """A leg's far end described a hold (sendonly, inactive or no address in its SDP): while it
+    or its session's other leg is on hold, silence on the session is no reason to end it."""
+
+    KIND = Kind.SET_ON_HOLD
+    leg: int
+    on_hold: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Sync(Message):
     """Answered with `Synced` once every command before it is carried out (and reported)."""
 
@@ -348,6 +363,17 @@ class PlayEnded(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class MediaTimeout(Message):
+    """A latched leg of a session heard no RTP or RTCP for `seconds`: its far end is gone
+    (reported once per session; the SIP side ends the call)."""
+
+    KIND = Kind.MEDIA_TIMEOUT
+    session: int
+    side: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Refused(Message):
     """A command the engine could not carry out (logged by the SIP side)."""
 
@@ -380,6 +406,7 @@ _BY_KIND: Final[dict[int, type[Message]]] = {
         Play,
         StopPlay,
         SetMuted,
+        SetOnHold,
         Hello,
         Digit,
         Latched,
@@ -388,6 +415,7 @@ _BY_KIND: Final[dict[int, type[Message]]] = {
         Refused,
         Synced,
         PlayEnded,
+        MediaTimeout,
     )
 }
 

@@ -235,6 +235,7 @@ class MediaLeg:
         "received",
         "remote_rtcp",
         "remote_rtp",
+        "rtcp_received",
         "session",
         "side",
         "swallow_dtmf",
@@ -295,6 +296,7 @@ class MediaLeg:
         self.dtmf_sent = 0
         self.dropped_held = 0
         self.generated = 0
+        self.rtcp_received = 0  # accepted RTCP packets (the far end is alive even if silent)
 
     def __repr__(self) -> str:
         return f"<MediaLeg {self.side} {self.local_rtp} -> {self.remote_rtp}>"
@@ -890,6 +892,7 @@ class MediaLeg:
         ):
             self.dropped_source += 1
             return
+        self.rtcp_received += 1
         other = self.session.b if self.side == "a" else self.session.a
         destination = other.remote_rtcp
         transport = other._rtcp

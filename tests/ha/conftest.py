@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from unittest.mock import PropertyMock, patch
 
 import pytest
 from homeassistant.config_entries import ConfigEntryState
@@ -24,8 +26,35 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _config_dir_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's configuration folder is its own: callflip writes its blueprints there, which
+    must not land in the test plugin's shared testing_config. (Set where the hass fixture reads
+    it, not on hass itself: fixtures such as the recorder's must come before hass.)"""
+
+    def own(*parts: str) -> str:
+        return str(tmp_path.joinpath(*parts))
+
+    monkeypatch.setattr("pytest_homeassistant_custom_component.common.get_test_config_dir", own)
+    # Newer plugins read it through their own import, for their hass_config_dir fixture.
+    monkeypatch.setattr(
+        "pytest_homeassistant_custom_component.plugins.get_test_config_dir", own, raising=False
+    )
+
+
+@pytest.fixture(autouse=True)
 def _sockets_on_loopback(socket_enabled: None) -> None:
     """The PBX opens real sockets; the plugin still refuses connections beyond 127.0.0.1."""
+
+
+@pytest.fixture
+def entity_registry_enabled_by_default() -> Iterator[None]:
+    """Create the entities that are disabled by default (the diagnostics) enabled."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        new_callable=PropertyMock,
+        return_value=True,
+    ):
+        yield
 
 
 @pytest.fixture

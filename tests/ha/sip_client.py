@@ -201,16 +201,22 @@ class SipPhone:
 
     # -- registration ----------------------------------------------------------------------------
 
-    async def register(self, expires: int = 300) -> SipMessage:
-        """Register (or unregister with expires=0), answering one digest challenge."""
-        response = await self._send_register(expires, None)
+    async def register(self, expires: int = 300, contact_port: int | None = None) -> SipMessage:
+        """Register (or unregister with expires=0), answering one digest challenge.
+
+        contact_port: register a Contact on another port than the one the REGISTER is sent from.
+        """
+        contact = (
+            f"<sip:{self.username}@127.0.0.1:{contact_port}>" if contact_port else self.contact
+        )
+        response = await self._send_register(expires, None, contact)
         if response.status != 401:
             return response
         challenges = [c for c in response.all("WWW-Authenticate") if "MD5" in c.upper()]
         if not challenges:
             challenges = response.all("WWW-Authenticate")
         authorization = self._authorization(challenges[0], "REGISTER", f"sip:{self.domain}")
-        return await self._send_register(expires, authorization)
+        return await self._send_register(expires, authorization, contact)
 
     def _authorization(self, challenge: str, method: str, uri: str) -> str:
         params = {m[0].lower(): m[1] or m[2] for m in _CHALLENGE_PARAM.findall(challenge)}
@@ -235,7 +241,9 @@ class SipPhone:
             parts.append(f'opaque="{params["opaque"]}"')
         return "Digest " + ", ".join(parts)
 
-    async def _send_register(self, expires: int, authorization: str | None) -> SipMessage:
+    async def _send_register(
+        self, expires: int, authorization: str | None, contact: str
+    ) -> SipMessage:
         self.cseq += 1
         headers = [
             self._via(),
@@ -244,7 +252,7 @@ class SipPhone:
             f"To: <sip:{self.username}@{self.domain}>",
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} REGISTER",
-            f"Contact: {self.contact}",
+            f"Contact: {contact}",
             f"Expires: {expires}",
             f"User-Agent: {self.user_agent}",
         ]

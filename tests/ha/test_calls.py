@@ -158,6 +158,8 @@ async def test_call_and_flip_end_to_end(
     assert calls[0].data["caller_user"] == "Bob"
     assert calls[0].data["callee_user"] == "Alice"
     assert calls[1].data["device_ids"]  # the ringing phones, for automations
+    assert calls[2].data["devices"] == ["bob-soft", "alice-desk"]
+    assert calls[2].data["device_labels"] == ["Bob softphone", "Alice desk phone"]
     assert calls[1].data["callee_device_id"] == ha_id(hass, loaded_entry, "user-u-alice")
     assert calls[1].data["caller_device_id"] == ha_id(hass, loaded_entry, "user-u-bob")
     assert calls[-1].data["reason"]
@@ -310,29 +312,6 @@ async def test_without_a_target_simultaneous_ring_rings_every_phone(
     assert call.pending_flip is not None
     assert call.pending_flip.to_device == "alice-mobile, alice-soft"
     await hass.config_entries.async_unload(config_entry.entry_id)
-
-
-async def test_flip_button(
-    hass: HomeAssistant,
-    loaded_entry: MockConfigEntry,
-    make_phone: Callable[..., SipPhone],
-) -> None:
-    """ "Flip to Alice mobile" moves Alice's call there; without a call it says so."""
-    desk, mobile, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
-    button = "button.alice_flip_to_alice_mobile"
-    state, attributes = state_of(hass, button)
-    assert attributes["friendly_name"] == "Alice Flip to Alice mobile"
-    with pytest.raises(ServiceValidationError) as caught:
-        await hass.services.async_call("button", "press", {"entity_id": button}, blocking=True)
-    assert caught.value.translation_key == "no_call"
-
-    await answered_call(hass, bob, desk)
-    await hass.services.async_call("button", "press", {"entity_id": button}, blocking=True)
-    await mobile.answer(await mobile.request("INVITE"))
-    await desk.request("BYE")
-    await hass.async_block_till_done()
-    assert state_of(hass, "sensor.alice_active_call")[1]["device"] == "Alice mobile"
-    assert state_of(hass, button)[0] != state
 
 
 async def test_hangup(

@@ -30,6 +30,15 @@ def test_develop_config_stays_on_loopback() -> None:
     assert configuration["http"]["server_host"] == "127.0.0.1"
     assert configuration["http"]["server_port"] == 8123
     assert "default_config" not in configuration
+    # What a person looks at in a normal installation, callflip's logbook lines among it.
+    for domain in ("frontend", "recorder", "history", "logbook"):
+        assert domain in configuration, domain
+    # The docs' dashboard example, on the demo household.
+    dashboard = configuration["lovelace"]["dashboards"]["callflip-phones"]
+    assert dashboard["mode"] == "yaml"
+    assert (DEVELOP_CONFIG / dashboard["filename"]).resolve() == (
+        DEVELOP_CONFIG.parent / "docs" / "dashboard.yaml"
+    ).resolve()
     assert configuration[DOMAIN]["sip"]["listen"] == "127.0.0.1"
     assert configuration[DOMAIN]["sip"]["port"] == 5060
     link = DEVELOP_CONFIG / "custom_components" / "callflip"
@@ -51,10 +60,10 @@ async def test_develop_household_is_imported(hass: HomeAssistant) -> None:
     assert entry.data["port"] == port
     users = {user["name"]: user for user in entry.options["users"]}
     assert {name: user["extension"] for name, user in users.items()} == {
-        "alice": "200",
-        "bob": "300",
+        "Alice": "200",
+        "Bob": "300",
     }
-    assert [d["type"] for d in users["alice"]["devices"]] == ["desk", "mobile", "softphone"]
+    assert [d["type"] for d in users["Alice"]["devices"]] == ["desk", "mobile", "softphone"]
     for entity_id in (
         "binary_sensor.office_desk_phone_registered",
         "binary_sensor.alice_s_mobile_registered",

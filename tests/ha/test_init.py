@@ -41,8 +41,11 @@ async def test_setup_registers_devices(
     assert desk is not None
     assert alice.via_device_id == hub.id
     assert desk.via_device_id == alice.id
-    assert desk.model == "Desk phone"
-    assert desk.serial_number == "alice-desk"
+    # The kind of phone and its account, the user's extension: none of them is a serial number.
+    assert desk.model == "Desk phone, account alice-desk"
+    assert desk.serial_number is None
+    assert alice.model == "Extension 101"
+    assert alice.serial_number is None
 
 
 async def test_unload_frees_port_and_reload_works(

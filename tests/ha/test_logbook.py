@@ -56,27 +56,39 @@ def test_call_line_of_an_unknown_caller_and_no_device() -> None:
 
 
 def test_handoff_lines() -> None:
-    base = {"from_label": "Alice desk phone", "to_label": "Alice mobile", "user": "Alice"}
+    base = {
+        "from_label": "Alice desk phone",
+        "to_label": "Alice mobile",
+        "from_device": "alice-desk",
+        "to_device": "alice-mobile",
+        "user": "Alice",
+    }
     started = describe_handoff({**base, "type": "flip_started"})
     assert started == {
         "name": "Alice",
-        "message": "flipping the call from Alice desk phone to Alice mobile",
+        "message": "is moving the call from Alice desk phone to Alice mobile",
     }
     done = describe_handoff({**base, "type": "flip_succeeded"})
-    assert done["message"] == "flipped the call from Alice desk phone to Alice mobile"
-    failed = describe_handoff(
-        {"from_device": "a", "to_device": "b", "type": "flip_failed", "reason": "b declined"}
-    )
+    assert done["message"] == "moved the call from Alice desk phone to Alice mobile"
+    failed = describe_handoff({**base, "type": "flip_failed", "reason": "alice-mobile declined"})
     assert failed == {
+        "name": "Alice",
+        "message": "could not move the call from Alice desk phone to Alice mobile: "
+        "Alice mobile declined",
+    }
+    unknown = describe_handoff(
+        {"from_device": "a", "to_device": "b", "type": "flip_failed", "reason": "cancelled"}
+    )
+    assert unknown == {
         "name": "callflip",
-        "message": "could not flip the call from a to b: b declined",
+        "message": "could not move the call from a to b: cancelled",
     }
     # a flip keyed on a phone says which keys, on which phone
     pressed = describe_handoff(
         {**base, "type": "flip_succeeded", "pressed_by": "alice-desk", "keys": "*0 2"}
     )
     assert pressed["message"] == (
-        "flipped the call from Alice desk phone to Alice mobile (*0 2 pressed on Alice desk phone)"
+        "moved the call from Alice desk phone to Alice mobile (*0 2 pressed on Alice desk phone)"
     )
 
 
@@ -98,3 +110,15 @@ async def test_both_events_are_described(hass: HomeAssistant) -> None:
     assert call["message"] == "Bob (bob-soft) is calling Alice (101)"
     handoff = described[EVENT_HANDOFF](_Event({"type": "flip_started", "to_device": "x"}))
     assert handoff["message"].endswith("to x")
+
+
+def test_call_line_names_phones_by_their_labels() -> None:
+    data = {
+        **CALL,
+        "state": "talking",
+        "previous": "talking",
+        "device_labels": ["Bob softphone", "Alice desk phone"],
+    }
+    assert describe_call(data)["message"] == (
+        "call between Bob (bob-soft) and Alice (101) is now on Alice desk phone"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import voluptuous as vol
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType, InvalidData
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -63,7 +64,7 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["menu_options"] == ["add_user"]
+    assert result["menu_options"] == ["add_user", "security"]
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": "add_user"}
     )
@@ -78,6 +79,7 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
         "remove_user",
         "add_device",
         "flip_settings",
+        "security",
     ]
     await hass.config_entries.async_unload(entry.entry_id)
 
@@ -207,7 +209,6 @@ async def test_add_device_with_own_password(
         ({"password": "short1A!"}, {"password": "weak_password"}),
         ({"password": "alllowercaseletters"}, {"password": "weak_password"}),
         ({"password": "Bob-desk-phone-2024"}, {"password": "weak_password"}),
-        ({"label": " "}, {"label": "invalid_label"}),
         ({"priority": -1}, {"priority": "invalid_priority"}),
         ({"priority": 1001}, {"priority": "invalid_priority"}),
         ({"priority": 2.5}, {"priority": "invalid_priority"}),
@@ -365,6 +366,23 @@ async def test_sip_core_refusal_of_a_user(
     )
     assert result["errors"] == {"base": "invalid_config"}
     assert len(loaded_entry.options["users"]) == 2
+
+
+@pytest.mark.parametrize("label", [None, "", "   "])
+async def test_device_label_is_optional_and_defaults_to_the_username(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry, label: str | None
+) -> None:
+    result = await _menu(hass, loaded_entry, "add_device")
+    schema_keys = {str(key): key for key in result["data_schema"].schema}
+    assert isinstance(schema_keys["label"], vol.Optional)
+    device = {key: value for key, value in GOOD_DEVICE.items() if key != "label"}
+    if label is not None:
+        device["label"] = label
+    result = await hass.config_entries.options.async_configure(result["flow_id"], device)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    bob = next(user for user in loaded_entry.options["users"] if user["id"] == "u-bob")
+    added = next(d for d in bob["devices"] if d["username"] == "bob-desk")
+    assert added["label"] == "bob-desk"
 
 
 async def test_flip_settings_of_a_user(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from homeassistant.const import STATE_OFF, STATE_ON
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -22,6 +23,7 @@ def _state(hass: HomeAssistant, entity_id: str) -> str:
     return state.state
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_bindings_survive_reload(
     hass: HomeAssistant,
     loaded_entry: MockConfigEntry,
@@ -45,6 +47,7 @@ async def test_bindings_survive_reload(
     assert _state(hass, "sensor.alice_mobile_contact_address") == f"127.0.0.1:{phone.local_port}"
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_bindings_restored_at_startup(
     hass: HomeAssistant, config_entry: MockConfigEntry, hass_storage: dict[str, Any]
 ) -> None:

@@ -20,6 +20,7 @@ pytestmark = [
 ]
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_sipsak_registration_turns_connectivity_on(hass: HomeAssistant) -> None:
     port = find_free_short_port()
     entry = MockConfigEntry(domain=DOMAIN, data=server_data(port), options={"users": household()})

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
 STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
 ENGLISH: dict[str, Any] = json.loads((COMPONENT / "translations" / "en.json").read_text())
@@ -66,12 +68,14 @@ def test_every_error_and_step_is_translated() -> None:
     flip_errors = set(re.findall(r'\{CONF_\w+: "(\w+)"\}', flip_settings))
     assert flip_errors == {"invalid_flip_timeout"}
     assert flip_errors <= set(STRINGS["options"]["error"])
-    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device)|flip_settings)"', options_part))
+    menu = set(
+        re.findall(r'"((?:add|edit|remove)_(?:user|device)|flip_settings|security)"', options_part)
+    )
     assert menu == set(STRINGS["options"]["step"]["init"]["menu_options"])
 
 
 def test_every_entity_and_exception_is_translated() -> None:
-    for platform in ("binary_sensor", "button", "event", "sensor"):
+    for platform in ("binary_sensor", "button", "event", "select", "sensor", "switch"):
         keys = set(re.findall(r'translation_key="(\w+)"', _source(f"{platform}.py")))
         assert keys
         assert keys == set(STRINGS["entity"][platform])
@@ -80,9 +84,31 @@ def test_every_entity_and_exception_is_translated() -> None:
         p: set(v) for p, v in STRINGS["entity"].items()
     }
     raised = set(re.findall(r'translation_key="(\w+)"', _source("__init__.py")))
-    for module in ("services.py", "button.py"):
+    for module in ("services.py", "button.py", "select.py", "switch.py"):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("FLIP_ERRORS")[1]))
+    # security.py names its repair issues the same way as its exceptions: leave the issues out.
+    security = set(re.findall(r'translation_key="(\w+)"', _source("security.py")))
+    raised |= security - set(STRINGS.get("issues", {}))
     assert raised == set(STRINGS["exceptions"])
     kinds = set(STRINGS["selector"]["device_type"]["options"])
     assert kinds == {"desk", "mobile", "softphone", "home", "conference"}
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    duplicated = sorted({key for key in keys if keys.count(key) > 1})
+    assert not duplicated, f"keys given twice: {duplicated}"
+    return dict(pairs)
+
+
+def test_no_json_file_gives_a_key_twice() -> None:
+    """json.loads keeps the last of two equal keys, so a section written twice (two "issues"
+    objects, say) silently loses the first one's strings."""
+    files = [*COMPONENT.glob("*.json"), *(COMPONENT / "translations").glob("*.json")]
+    assert len(files) >= 4
+    for path in files:
+        json.loads(path.read_text(), object_pairs_hook=_refuse_duplicates)
+    doubled = '{"issues": {"a": {}}, "issues": {"b": {}}}'
+    with pytest.raises(AssertionError, match="issues"):
+        json.loads(doubled, object_pairs_hook=_refuse_duplicates)

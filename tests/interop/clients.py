@@ -1,22 +1,29 @@
-"""Drive independent SIP clients (sipsak, sipp, baresip) from asyncio tests.
+"""Drive independent SIP clients (sipsak, sipp, baresip, pjsua2, linphonec) from asyncio tests.
 
 Every helper runs its client as an asyncio subprocess in a process group of its own, with a bounded
 timeout, and kills and reaps the whole group on the way out, also when the test fails or is
 cancelled. Output is captured so that a failure message can show what the client saw.
 
-Everything talks to 127.0.0.1 only. Known client quirks this module works around:
+Everything talks to 127.0.0.1 only. Known client quirks this module works around (docs/phones.md
+lists them for users):
 
 - sipsak cuts five-digit ports short in the Request-URI: its registrar port must have four digits
-  (``free_port`` picks four-digit ports); it answers only the first digest challenge, so its device
-  must offer MD5 alone. Without ``-u`` it sends ``username="201@"``, so we always pass ``-u``.
+  (``free_port`` picks four-digit ports); it answers only the first digest challenge (the default
+  challenge, MD5 alone, suits it). Without ``-u`` it sends ``username="201@"``, so we always pass
+  ``-u``.
 - sipp's ``[authentication username=[field0]]`` does not expand the field; the whole keyword is put
   in the CSV instead (``[authentication username=U password=P]`` as field 2), which gives each user
-  their own password. sipp computes the digest ``uri`` from the remote address unless ``-auth_uri``
-  is given, so we pass the Request-URI's domain. By default sipp answers an unexpected response
-  with a BYE; ``-default_behaviors abortunexp`` stops that. sipp measures time in whole
-  milliseconds.
+  their own password (sipp 3.6's ``-au``/``-ap`` give one password to the whole process). sipp
+  computes the digest ``uri`` from the remote address (``sip:HOST:PORT``) unless ``-auth_uri`` is
+  given; we pass the Request-URI's domain, except in the test of that default. By default sipp
+  answers an unexpected response with a BYE; ``-default_behaviors abortunexp`` stops that. sipp
+  measures time in whole milliseconds.
 - baresip reads accounts only with the ``account`` module and prints registration results only
   with the ``menu`` module; it unregisters (Expires 0) when it gets SIGTERM, not when killed.
+- pjsua2 has wheels for Python 3.11 and 3.12 only: it runs as a peer process
+  (``pjsua_peer.py``) in its own environment, ``.venv-pjsua2``, built by ``scripts/setup``.
+- linphonec starts no SIP stack when it cannot open its call-history database under ``$HOME``:
+  each instance gets a ``HOME`` of its own with that folder made.
 """
 
 from __future__ import annotations
@@ -48,21 +55,27 @@ class ClientError(AssertionError):
     """A client could not be run or did not behave; the message carries its output."""
 
 
-def free_port(*, digits: int = 4, tcp: bool = True, host: str = HOST) -> int:
-    """A port that is free for UDP (and TCP) on ``host`` right now.
+def free_port(*, digits: int = 4, tcp: bool = True, host: str = HOST, span: int = 1) -> int:
+    """A port that is free for UDP (and TCP) on ``host`` right now, with the ``span - 1`` ports
+    after it (baresip opens its TLS listener on its SIP port + 1).
 
-    Four digits by default (2000-9999): sipsak cannot address a five-digit port.
+    Four digits by default (2000-9999): sipsak cannot address a five-digit port. Five-digit ports
+    are taken below 32768, out of Linux's default range for outgoing connections: on a busy
+    machine thousands of sockets wait out TIME-WAIT there, and a client that binds without
+    SO_REUSEADDR (baresip's TLS listener) would find its port taken between our check and its
+    bind.
     """
-    low, high = (2000, 9999) if digits == 4 else (10000, 60999)
+    low, high = (2000, 9999) if digits == 4 else (10000, 32767)
     for _ in range(500):
-        port = low + secrets.randbelow(high - low + 1)
+        port = low + secrets.randbelow(high - low + 2 - span)
         kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if tcp else (socket.SOCK_DGRAM,)
         socks: list[socket.socket] = []
         try:
-            for kind in kinds:
-                sock = socket.socket(socket.AF_INET, kind)
-                socks.append(sock)
-                sock.bind((host, port))
+            for number in range(port, port + span):
+                for kind in kinds:
+                    sock = socket.socket(socket.AF_INET, kind)
+                    socks.append(sock)
+                    sock.bind((host, number))
         except OSError:
             continue
         else:
@@ -346,8 +359,13 @@ def sipp_argv(
     trace_messages: bool = True,
     time_limit: float = 30.0,
     extra: Sequence[str] = (),
+    default_auth_uri: bool = False,
 ) -> list[str]:
-    """The sipp command line for one of our scenarios (the files go to the working directory)."""
+    """The sipp command line for one of our scenarios (the files go to the working directory).
+
+    The digest ``uri`` is ``sip:DOMAIN`` (``-auth_uri``), the scenarios' Request-URI; with
+    ``default_auth_uri`` sipp computes it itself: ``sip:HOST:PORT``, the address it sends to.
+    """
     scenario_path = Path(scenario)
     if not scenario_path.is_absolute() and not scenario_path.exists():
         scenario_path = SIPP_DIR / scenario_path
@@ -361,7 +379,6 @@ def sipp_argv(
         "-inf", str(users_csv),
         "-t", {"udp": "u1", "tcp": "t1"}[transport],
         "-i", HOST, "-p", str(local_port or free_port(digits=5, tcp=transport == "tcp")),
-        "-auth_uri", domain,
         "-m", str(calls), "-r", f"{rate:g}",
         "-nostdin", "-default_behaviors", "abortunexp",
         "-timeout", f"{time_limit:g}s", "-timeout_error",
@@ -370,6 +387,8 @@ def sipp_argv(
         "-trace_rtt", "-rtt_freq", "1",
         "-trace_err", "-error_file", "errors.log",
     ]  # fmt: skip
+    if not default_auth_uri:
+        argv += ["-auth_uri", domain]
     if trace_messages:
         argv += ["-trace_msg", "-message_file", "messages.log"]
     for name, value in (keys or {}).items():
@@ -413,6 +432,7 @@ async def run_sipp(
     local_port: int | None = None,
     keys: Mapping[str, str] | None = None,
     time_limit: float = 30.0,
+    default_auth_uri: bool = False,
 ) -> SippResult:
     """Run one sipp UAC scenario from tests/interop/sipp against ``host:port``.
 
@@ -427,6 +447,7 @@ async def run_sipp(
             scenario, port, users_csv, domain=domain, host=host, transport=transport,
             calls=calls if calls is not None else len(users), rate=rate, local_port=local_port,
             keys={"expires": "3600", **(keys or {})}, time_limit=time_limit,
+            default_auth_uri=default_auth_uri,
         )  # fmt: skip
         result = await run_process(argv, time_limit=time_limit + 10, cwd=workdir)
         stats, rtts, messages, errors = read_sipp_outputs(workdir)
@@ -510,7 +531,7 @@ class Baresip:
     # -- configuration
     def _write_config(self, directory: Path) -> None:
         module_path = next((p for p in BARESIP_MODULES if os.path.isdir(p)), BARESIP_MODULES[0])
-        port = self.listen_port or free_port(digits=5)
+        port = self.listen_port or free_port(digits=5, span=2)
         self.listen_port = port
         # Loopback only: listen, interface and DNS all on 127.0.0.1; no module that reaches out
         # (stun, turn, ice, natpmp, mwi, presence) is loaded. Audio is a file sink and a sine.
@@ -957,3 +978,301 @@ def sipp_uac_call_argv(
     if trace_messages:
         argv += ["-trace_msg", "-message_file", "messages.log"]
     return argv + list(extra)
+
+
+# -- peers driven line by line (pjsua2, linphonec) ----------------------------------------------
+
+
+class LineClient:
+    """A client process read line by line and commanded through its standard input.
+
+    ``wait_for`` finds a line matching a pattern (from line ``start`` on); ``send`` writes one
+    command; ``stop`` sends ``quit`` (the clients unregister on it), then kills the process group
+    if it has not exited in time. Used as ``async with``.
+    """
+
+    name = "client"
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def prepare(self) -> None:
+        """Write configuration files before the process starts."""
+
+    async def start(self) -> LineClient:
+        self.prepare()
+        self._process = await asyncio.create_subprocess_exec(
+            *self.argv(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+        )
+        self._reader = asyncio.create_task(self._read(self._process))
+        return self
+
+    async def _read(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while raw := await process.stdout.readline():
+            self.lines.append(_ANSI.sub("", raw.decode(errors="replace")).rstrip("\r\n"))
+            self._changed.set()
+        self._changed.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    async def send(self, command: str) -> None:
+        process = self._process
+        if process is None or process.stdin is None or process.returncode is not None:
+            raise ClientError(f"{self.name} is not running\n{_tail(self.output)}")
+        process.stdin.write(command.encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await process.stdin.drain()
+
+    async def wait_for(
+        self, pattern: str, time_limit: float = 10.0, *, start: int = 0
+    ) -> re.Match[str]:
+        """The first output line (from line ``start`` on) matching ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + time_limit
+        seen = start
+        while True:
+            for line in self.lines[seen:]:
+                if match := regex.search(line):
+                    return match
+            seen = max(seen, len(self.lines))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._reader is None or self._reader.done():
+                raise ClientError(
+                    f"{self.name} did not print {pattern!r} within {time_limit}s\n"
+                    f"{_tail(self.output)}"
+                )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await self._changed.wait()
+
+    async def stop(self, time_limit: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            if process.returncode is None and process.stdin is not None:
+                with contextlib.suppress(ConnectionError):
+                    process.stdin.write(b"quit\n")
+                    await process.stdin.drain()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(time_limit):
+                        await process.wait()
+            await _kill_group(process)
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(5):
+                    await self._reader
+            self._reader = None
+
+    async def __aenter__(self) -> LineClient:
+        try:
+            return await self.start()
+        except BaseException:
+            await self.stop(time_limit=1)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def pjsua2_python(repo: Path) -> Path | None:
+    """The interpreter of the pjsua2 environment ``scripts/setup`` builds, if it is there."""
+    python = repo / ".venv-pjsua2" / "bin" / "python"
+    return python if python.exists() else None
+
+
+class Pjsua2Phone(LineClient):
+    """PJSIP's pjsua2 as a phone: ``tests/interop/pjsua_peer.py`` in the pjsua2 environment.
+
+    Registers ``user`` through the PBX (as outbound proxy) on PJSIP's defaults; in a call it plays
+    ``tone`` and records the far end to ``record``.
+    """
+
+    name = "pjsua2"
+
+    def __init__(
+        self,
+        python: Path,
+        user: str,
+        password: str,
+        pbx_port: int,
+        *,
+        domain: str,
+        tone: Path | None = None,
+        record: Path | None = None,
+        auto_answer: bool = False,
+    ) -> None:
+        super().__init__()
+        self.python = python
+        self.user = user
+        self.password = password
+        self.pbx_port = pbx_port
+        self.domain = domain
+        self.tone = tone
+        self.record = record
+        self.auto_answer = auto_answer
+
+    def argv(self) -> list[str]:
+        argv = [
+            str(self.python), str(Path(__file__).with_name("pjsua_peer.py")),
+            "--user", self.user, "--password", self.password, "--domain", self.domain,
+            "--proxy", f"{HOST}:{self.pbx_port}", "--host", HOST,
+            "--port", str(free_port(digits=5)), "--rtp-port", str(free_port(digits=5)),
+            "--log-level", "3",
+        ]  # fmt: skip
+        if self.tone is not None:
+            argv += ["--tone", str(self.tone)]
+        if self.record is not None:
+            argv += ["--record", str(self.record)]
+        if self.auto_answer:
+            argv.append("--auto-answer")
+        return argv
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    async def wait_registered(self, time_limit: float = 10.0) -> bool:
+        """Whether the first registration result is a success."""
+        code = int((await self.wait_for(r"^registered (\d{3}) ", time_limit)).group(1))
+        return 200 <= code < 300
+
+    async def dial(self, uri: str) -> None:
+        if not re.fullmatch(r"sips?:[^\s<>\"]+", uri):
+            raise ValueError(uri)
+        await self.send(f"call {uri}")
+
+    async def hangup(self) -> None:
+        await self.send("hangup")
+
+
+class LinphonePhone(LineClient):
+    """Linphone's console client ``linphonec`` (Debian ``linphone-cli``) as a phone.
+
+    Its account is the usual ``linphonerc`` proxy section (the PBX as registrar and outbound
+    route); audio comes from and goes to WAV files (``soundcard use files``, ``play``,
+    ``record``), so no sound card is needed. ``auto_answer`` is linphonec's ``-a``.
+    """
+
+    name = "linphonec"
+
+    def __init__(
+        self,
+        user: str,
+        password: str,
+        pbx_port: int,
+        *,
+        domain: str,
+        workdir: Path,
+        tone: Path | None = None,
+        record: Path | None = None,
+        auto_answer: bool = False,
+    ) -> None:
+        super().__init__()
+        for text in (user, password, domain):
+            if any(ch in text for ch in "\n<>;= "):
+                raise ValueError(f"linphonerc cannot carry {text!r}")
+        self.user = user
+        self.password = password
+        self.pbx_port = pbx_port
+        self.domain = domain
+        self.workdir = workdir
+        self.tone = tone
+        self.record = record
+        self.auto_answer = auto_answer
+
+    @staticmethod
+    def missing() -> str | None:
+        return (
+            None if shutil.which("linphonec") else "linphonec (Debian linphone-cli) not installed"
+        )
+
+    def prepare(self) -> None:
+        # linphonec keeps its call history in $HOME/.local/share/linphone and starts no SIP
+        # stack at all when it cannot open that database.
+        (self.workdir / ".local" / "share" / "linphone").mkdir(parents=True, exist_ok=True)
+        pbx = f"sip:{HOST}:{self.pbx_port};transport=udp"
+        (self.workdir / "linphonerc").write_text(
+            "[sip]\n"
+            f"sip_port={free_port(digits=5)}\n"
+            "sip_tcp_port=0\n"
+            "sip_tls_port=0\n"
+            "default_proxy=0\n"
+            "[rtp]\n"
+            f"audio_rtp_port={free_port(digits=5)}\n"
+            "[video]\n"
+            "enabled=0\n"
+            "capture=0\n"
+            "display=0\n"
+            "automatically_initiate=0\n"
+            "automatically_accept=0\n"
+            "[proxy_0]\n"
+            f"reg_proxy=<{pbx}>\n"
+            f"reg_route=<{pbx};lr>\n"
+            f"reg_identity=sip:{self.user}@{self.domain}\n"
+            "reg_expires=3600\n"
+            "reg_sendregister=1\n"
+            "[auth_info_0]\n"
+            f"username={self.user}\n"
+            f"passwd={self.password}\n"
+            f"domain={self.domain}\n"
+        )
+
+    def argv(self) -> list[str]:
+        argv = ["linphonec", "-c", str(self.workdir / "linphonerc")]
+        return [*argv, "-a"] if self.auto_answer else argv
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "HOME": str(self.workdir)}
+
+    async def start(self) -> LinphonePhone:
+        await super().start()
+        await self.send("soundcard use files")
+        if self.tone is not None:
+            await self.send(f"play {self.tone}")
+        if self.record is not None:
+            await self.send(f"record {self.record}")
+        return self
+
+    async def wait_registered(self, time_limit: float = 10.0) -> bool:
+        """Poll ``status register`` until linphonec says it is registered (or time is up)."""
+        deadline = time.monotonic() + time_limit
+        while True:
+            start = len(self.lines)
+            await self.send("status register")
+            # "registered, identity=... duration=..." once registered, else "registered=-1"
+            # (trying or refused) or "registered=0" (not asked to register).
+            match = await self.wait_for(
+                r"^(?:linphonec> )?registered(?:=(-?\d+)|, )", 5, start=start
+            )
+            if match.group(1) is None:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.3)
+
+    async def dial(self, uri: str) -> None:
+        if not re.fullmatch(r"sips?:[^\s<>\"]+", uri):
+            raise ValueError(uri)
+        await self.send(f"call {uri}")
+
+    async def hangup(self) -> None:
+        await self.send("terminate")
+
+
+LinePhone = Pjsua2Phone | LinphonePhone

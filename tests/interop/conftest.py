@@ -44,7 +44,9 @@ class Device:
     password: str
     label: str = "Test Phone"
     type: str = "desk"
-    digest: Sequence[str] = ("MD5",)  # sipsak answers only the first challenge: MD5 alone
+    #: The per-device ``digest`` option; None leaves it out, so the device is on the defaults.
+    #: Only a test about that option sets it.
+    digest: Sequence[str] | None = None
 
 
 @dataclass(slots=True)
@@ -89,22 +91,21 @@ def pbx_yaml(
             "    devices:",
         ]
         for device in user.devices:
-            digest = ", ".join(device.digest)
+            option = "" if device.digest is None else f", digest: [{', '.join(device.digest)}]"
             lines.append(
                 f"      - {{username: {_q(device.username)}, password: {_q(device.password)}, "
-                f"label: {_q(device.label)}, type: {device.type}, digest: [{digest}]}}"
+                f"label: {_q(device.label)}, type: {device.type}{option}}}"
             )
     return "\n".join(lines) + "\n"
 
 
-def users_from(devices: Mapping[str, str], *, digest: Sequence[str] = ("MD5",)) -> list[User]:
-    """One user per device (username -> password); extension = username + "9" (they must differ)."""
+def users_from(devices: Mapping[str, str]) -> list[User]:
+    """One user per device (username -> password); extension = username + "9" (they must differ).
+
+    Every device is on the shipped defaults.
+    """
     return [
-        User(
-            f"user{name}",
-            f"{name}9",
-            [Device(name, password, label=f"Phone {name}", digest=digest)],
-        )
+        User(f"user{name}", f"{name}9", [Device(name, password, label=f"Phone {name}")])
         for name, password in devices.items()
     ]
 
@@ -206,13 +207,15 @@ async def start_pbx(tmp_path: Path) -> AsyncIterator[StartPbx]:
         log_level: str = "info",
         time_limit: float = 15.0,
         workers: int = 0,
+        extra_yaml: str = "",
     ) -> RunningPbx:
         reason = runner_missing()
         if reason:
             pytest.skip(f"runner not available: {reason}")
         port = free_port()
         config_path = tmp_path / f"pbx-{len(started)}.yaml"
-        config_path.write_text(pbx_yaml(users, port=port, registrar=registrar, workers=workers))
+        text = pbx_yaml(users, port=port, registrar=registrar, workers=workers) + extra_yaml
+        config_path.write_text(text)
         python = REPO / ".venv" / "bin" / "python"
         executable = str(python) if python.exists() else sys.executable
         process = await asyncio.create_subprocess_exec(
@@ -271,14 +274,17 @@ def _load_kamailio_helper() -> ModuleType:
 
 @pytest.fixture
 def start_kamailio() -> Iterator[Callable[..., Any]]:
-    """Factory: ``kam = start_kamailio({"201": "pw"}, tcp=True, min_expires=1)``; stopped after."""
+    """Factory: ``kam = start_kamailio({"201": "pw"}, tcp=True, min_expires=1)``; stopped after.
+
+    ``port`` picks the port (default: a free one)."""
     helper = _load_kamailio_helper()
     if helper.kamailio_binary() is None:
         pytest.skip("kamailio not installed")
     started: list[Any] = []
 
     def start(users: Mapping[str, str], **options: Any) -> Any:
-        kam = helper.Kamailio(users=dict(users), port=free_port(), **options)
+        port = options.pop("port", None) or free_port()
+        kam = helper.Kamailio(users=dict(users), port=port, **options)
         kam.start()
         started.append(kam)
         return kam

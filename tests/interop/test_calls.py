@@ -97,7 +97,7 @@ def kamailio_proxy() -> Iterator[Callable[[], Any]]:
             pytest.skip("kamailio not installed")
         # One worker: two can relay a callee's 180 and 200 out of order, and sipp fails the call.
         proxy = module.KamailioProxy(
-            users=dict(ACCOUNTS), port=free_port(), min_expires=1, children=1
+            users=dict(ACCOUNTS), port=free_port(), min_expires=1, children=1, tcp=True
         )
         proxy.start()
         started.append(proxy)
@@ -139,13 +139,20 @@ def tones(tmp_path: Path) -> dict[float, Path]:
 
 @contextlib.asynccontextmanager
 async def phone(
-    target: CallTarget, user: str, tone: Path, workdir: Path, *, answermode: str = "manual"
+    target: CallTarget,
+    user: str,
+    tone: Path,
+    workdir: Path,
+    *,
+    answermode: str = "manual",
+    transport: str = "udp",
 ) -> AsyncIterator[Baresip]:
     """A registered baresip playing ``tone`` and recording what it hears."""
     ua = Baresip(
         user,
         ACCOUNTS[user],
         target.port,
+        transport=transport,
         domain=DOMAIN,
         tone=tone,
         record=True,
@@ -173,13 +180,26 @@ def _failure(target: CallTarget, *uas: Baresip) -> str:
     return f"{text}\n--- {target.kind} log\n{target.log()[-3000:]}"
 
 
+@pytest.mark.parametrize("callee_transport", ["udp", "tcp"])
 async def test_basic_call_each_side_hears_the_other(
-    make_call_target: MakeCallTarget, tones: dict[float, Path], tmp_path: Path
+    make_call_target: MakeCallTarget,
+    tones: dict[float, Path],
+    tmp_path: Path,
+    callee_transport: str,
 ) -> None:
+    """Over TCP the callee's Contact names its listening port, not the port of the connection it
+    registered on: the call follows the Contact."""
     target = await make_call_target()
     async with (
         phone(target, "301", tones[CALLER_HZ], tmp_path / "caller") as caller,
-        phone(target, "201", tones[CALLEE_HZ], tmp_path / "callee", answermode="auto") as callee,
+        phone(
+            target,
+            "201",
+            tones[CALLEE_HZ],
+            tmp_path / "callee",
+            answermode="auto",
+            transport=callee_transport,
+        ) as callee,
     ):
         try:
             await caller.dial(f"sip:{target.dial('201')}@{DOMAIN}")
@@ -292,17 +312,37 @@ async def test_flip_moves_the_call_to_the_other_device(
     assert audio.tone_seconds(by_mobile, CALLER_HZ) >= 2.0, audio.describe(by_mobile)
 
 
-async def _register_uas(target: CallTarget, uas_port: int) -> None:
-    """Register the callee device from the port the sipp UAS will answer on.
+#: 127.0.0.2 stands for a phone's private address behind NAT: a Contact host that is not where the
+#: REGISTER came from. It is loopback all the same, so a PBX that wrongly sends there reaches
+#: nobody (the UAS listens on 127.0.0.1) and the test fails instead of leaving the machine.
+NAT_PRIVATE_HOST = "127.0.0.2"
 
-    A registrar may send calls to where the REGISTER came from (as ours does, for devices behind
-    NAT) rather than to the Contact, so both are the UAS's port: register first, then start it.
+
+async def _register_uas(target: CallTarget, uas_port: int, how: str) -> None:
+    """Register the callee device 501 for the sipp UAS that will listen on ``uas_port``.
+
+    - ``same-port``: from the UAS's own port, Contact naming it (the usual phone).
+    - ``another-process``: by a separate sipp process from another port, Contact naming the UAS
+      port (a phone that registers from one port and listens on another, or a registration made
+      on a device's behalf): the calls must follow the Contact (RFC 3261 §10.3).
+    - ``nat``: from the UAS's port, Contact naming a private address the PBX cannot reach: the
+      calls must go back to where the REGISTER came from.
     """
-    result = await run_sipp("register", target.port, {"501": ACCOUNTS["501"]}, local_port=uas_port)
-    assert result.returncode == 0, f"sipp UAS did not register\n{result.describe()}"
+    account = {"501": ACCOUNTS["501"]}
+    if how == "same-port":
+        result = await run_sipp("register", target.port, account, local_port=uas_port)
+    elif how == "another-process":
+        keys = {"contact_host": "127.0.0.1", "contact_port": str(uas_port)}
+        result = await run_sipp("register_contact", target.port, account, keys=keys)
+    else:
+        keys = {"contact_host": NAT_PRIVATE_HOST, "contact_port": "5060"}
+        result = await run_sipp(
+            "register_contact", target.port, account, keys=keys, local_port=uas_port
+        )
+    assert result.returncode == 0, f"sipp did not register the UAS ({how})\n{result.describe()}"
 
 
-@pytest.mark.parametrize("path", ["direct", "target"])
+@pytest.mark.parametrize("path", ["direct", "same-port", "another-process", "nat"])
 async def test_sipp_calls_complete(
     make_call_target: MakeCallTarget, path: str, tmp_path: Path
 ) -> None:
@@ -313,8 +353,10 @@ async def test_sipp_calls_complete(
     target = await make_call_target()
     if path == "direct" and target.kind == "callflip":
         pytest.skip("the direct path does not involve the target; run once (with kamailio)")
-    if path == "target":
-        await _register_uas(target, uas_port)
+    if path == "nat" and target.kind == "kamailio":
+        pytest.skip("the reference proxy is set up without NAT handling: it routes to the Contact")
+    if path != "direct":
+        await _register_uas(target, uas_port, path)
     uas = asyncio.create_task(
         run_process(sipp_uas_argv(uas_port, calls=calls, time_limit=40, trace_messages=True),
                     time_limit=50,

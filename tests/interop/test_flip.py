@@ -1,8 +1,9 @@
 """The flip's rules with real baresip phones, decided by what each phone recorded.
 
 The PBX runs in this process (its media in its engine process, as always) so that a test about a
-runtime setting (flip permission, Do Not Disturb) can set it; every other setting is the shipped
-default unless the test is about that option (flip timeout, announcement, simultaneous ring).
+runtime setting (flip permission, Do Not Disturb) can set it through the PBX's API; every other
+setting is the shipped default unless the test is about that option (flip timeout, announcement,
+simultaneous ring).
 Each phone plays its own tone and records what it decodes (see test_calls): the caller's tone is
 1000 Hz, the desk's 440, the mobile's 700 and the softphone's 850. Prompts are speech: audible
 windows that are no phone's tone. The error tone is 950, 1400 and 1800 Hz (ITU-T E.180), the
@@ -315,11 +316,11 @@ async def test_a_device_in_do_not_disturb_is_not_offered(
 
 
 def _disable_flip(pbx: Pbx) -> None:
-    pbx._b2bua.flip_feature.flip_enabled = lambda user: user != "alice"
+    pbx.set_user_flip("alice", False)  # the person's own setting (a switch in Home Assistant)
 
 
 def _dnd(pbx: Pbx, device: str) -> None:
-    pbx._b2bua.flip_feature.is_available = lambda name: name != device
+    pbx.set_dnd(device, True)
 
 
 def _dnd_mobile(pbx: Pbx) -> None:

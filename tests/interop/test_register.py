@@ -17,8 +17,11 @@ import pytest
 
 from .clients import (
     Baresip,
+    ClientError,
+    Registration,
     SippResult,
     free_port,
+    parse_sipp_messages,
     run_sipp,
     sipsak_register,
     sipsak_unregister,
@@ -114,6 +117,22 @@ async def test_sipp_registers_users_with_their_own_passwords(make_target: MakeTa
         assert len(await bindings(target, user, password)) == 1, user
 
 
+async def test_sipp_default_digest_uri_is_accepted(make_target: MakeTarget) -> None:
+    """sipp without ``-auth_uri`` puts ``sip:HOST:PORT`` (where it sends) in the digest ``uri``
+    while its Request-URI is ``sip:HOST``: the same target, which a registrar must accept."""
+    target = await make_target({"301": "pw-three-01"})
+
+    result = await run_sipp(
+        "register", target.port, {"301": "pw-three-01"}, domain=target.host, default_auth_uri=True
+    )
+
+    assert result.returncode == 0, result.describe()
+    sent = [m for m in parse_sipp_messages(result.messages) if not m.received]
+    (authorization,) = [v for m in sent for v in m.header_values("Authorization")]
+    assert f'uri="sip:{target.host}:{target.port}"' in authorization, authorization
+    assert sent[-1].start_line == f"REGISTER sip:{target.host} SIP/2.0", sent[-1].start_line
+
+
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_baresip_registers_and_unregisters_on_exit(
     make_target: MakeTarget, transport: str
@@ -145,10 +164,21 @@ async def test_wrong_password_is_refused_and_logged(make_target: MakeTarget) -> 
     assert sipp.successful == 1, sipp.describe()
 
     async with Baresip("501", "wrong-too", target.port, domain=DOMAIN) as ua:
-        registration = await ua.wait_registered()
-        assert registration.code in (401, 403), ua.output
-
-    assert await bindings(target, "501", "right-secret") == []
+        try:
+            registration: Registration | None = await ua.wait_registered()
+        except ClientError:
+            registration = None  # no answer at all
+        if registration is not None:
+            assert registration.code in (401, 403), ua.output
+    if registration is None:
+        # Our runner bans an address after five failed logins (sip_core.guard): the three
+        # clients from 127.0.0.1 got there, and from then on nothing is answered.
+        assert target.pbx is not None, "the reference registrar never answered baresip"
+        await target.pbx.wait_for_log(r"Banned 127\.0\.0\.1 .*username tried: 501", time_limit=5)
+        # Nor can 127.0.0.1 ask for the bindings now; the log says none was ever made.
+        assert not re.search(r"Registration of 501 ", target.log()), target.log()[-3000:]
+    else:
+        assert await bindings(target, "501", "right-secret") == []
     # the registrar says so in its log (one line per rejected request)
     words = r"(reject|refus|denied|forbidden|unauthori[sz]ed|bad credentials|wrong password)"
     rejected = rf"{words}.*\b501\b|\b501\b.*{words}"
@@ -168,6 +198,29 @@ async def test_unknown_user_is_refused(make_target: MakeTarget) -> None:
 
     assert not sipsak.ok, sipsak.describe()
     assert sipsak.final_status in (401, 403, 404), sipsak.describe()
+
+
+async def test_unknown_user_gets_the_same_challenge_as_a_device_on_the_defaults(
+    make_target: MakeTarget,
+) -> None:
+    """No user enumeration by challenge: apart from the nonce, the 401 to a user name that does
+    not exist carries the same WWW-Authenticate values as the 401 to a real device."""
+    target = await make_target({"601": "known-secret"})
+
+    def first_challenge(result: SippResult) -> list[str]:
+        found = [m for m in result.received() if m.status == 401]
+        assert found, result.describe()
+        return [
+            re.sub(r'nonce="[^"]*"', 'nonce="N"', value)
+            for value in found[0].header_values("WWW-Authenticate")
+        ]
+
+    known = await run_sipp("register_rejected", target.port, {"601": "wrong-secret"})
+    unknown = await run_sipp("register_rejected", target.port, {"699": "wrong-secret"})
+    assert known.returncode == 0, known.describe()
+    assert unknown.returncode == 0, unknown.describe()
+    assert first_challenge(unknown) == first_challenge(known)
+    assert len(first_challenge(known)) >= 1
 
 
 async def test_refresh_in_the_same_registration_keeps_one_binding(make_target: MakeTarget) -> None:

@@ -220,10 +220,15 @@ async def test_reinvite_hold_and_resume_pass_across(h: Harness) -> None:
     ok = [r for r in alice.responses(200) if r.cseq.number == hold.cseq.number][-1]
     assert b"a=recvonly" in ok.body
     assert call.state is CallState.HELD
+    media = call.media
+    assert media is not None
+    assert media.a.on_hold  # the relay knows: a silent held call is not timed out
     alice.send(alice.in_dialog_request(alice.dialog(), "ACK", cseq=hold.cseq.number))
     alice.request("INVITE", body=sdp(6201))
     carol.reply(carol.last_request("INVITE"), 200, sdp(6401))
     assert h.only_call().state is CallState.TALKING
+    assert not media.a.on_hold
+    assert not media.b.on_hold
     states = [e.state for e in h.events_of(CallStateChanged)]
     assert states[-2:] == [CallState.HELD, CallState.TALKING]
 

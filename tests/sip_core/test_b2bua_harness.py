@@ -26,6 +26,8 @@ from sip_core.message import Request, Response, make_response, new_branch, new_t
 from sip_core.registrar import Binding
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind
+from sip_core.trunk.egress import TrunkEgress
+from sip_core.trunk.ingress import TrunkIngress
 
 HOST = "127.0.0.1"
 PBX = Address(HOST, 5060)
@@ -299,7 +301,7 @@ class Phone:
 class Harness:
     """A B2BUA over a real TransactionLayer, a recording transport and the real relay."""
 
-    def __init__(self, config: PbxConfig | None = None) -> None:
+    def __init__(self, config: PbxConfig | None = None, *, trunks: bool = False) -> None:
         self.clock = ManualClock()
         self.config = config or make_config()
         self.transport = Recorder()
@@ -327,6 +329,8 @@ class Harness:
             publish=self.events.append,
             respond=lambda txn, response: txn.respond(response),
             local_port=lambda: PBX.port,
+            ingress=TrunkIngress(lambda: self.config) if trunks else None,
+            egress=TrunkEgress(lambda: self.config) if trunks else None,
         )
         self.phones: dict[str, Phone] = {}
         self._nc = 0

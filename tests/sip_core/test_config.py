@@ -32,7 +32,7 @@ from sip_core.config import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-MD5_FIRST = (DigestAlgorithm.MD5, DigestAlgorithm.SHA256)
+MD5_ONLY = (DigestAlgorithm.MD5,)  # the default
 
 
 def test_digest_algorithm_is_the_digest_modules() -> None:
@@ -48,14 +48,14 @@ def test_develop_household() -> None:
     config = load_config(ROOT / "develop" / "pbx.yaml")
 
     def device(username: str, label: str, kind: DeviceType) -> Device:
-        return Device(username, f"demo-{username}", label, kind, 0, MD5_FIRST)
+        return Device(username, f"demo-{username}", label, kind, 0, MD5_ONLY)
 
     assert config == PbxConfig(
         sip=SipSettings("127.0.0.1", 5060, "home.arpa"),
         rtp=RtpSettings(40000, 40999),
         users=(
             User(
-                "alice",
+                "Alice",
                 "200",
                 (
                     device("201", "Office Desk Phone", DeviceType.DESK),
@@ -64,7 +64,7 @@ def test_develop_household() -> None:
                 ),
             ),
             User(
-                "bob",
+                "Bob",
                 "300",
                 (
                     device("301", "Bob's Desk Phone", DeviceType.DESK),
@@ -92,7 +92,7 @@ def test_full_example_spells_out_every_default() -> None:
         DeviceType.SOFTPHONE,
     ]
     assert alice.devices[0] == Device(
-        "201", "change-me-201", "Office Desk Phone", DeviceType.DESK, 0, MD5_FIRST
+        "201", "change-me-201", "Office Desk Phone", DeviceType.DESK, 0, MD5_ONLY
     )
     assert bob.devices[0].type is DeviceType.HOME
     assert config.rtp.pair_count == 500
@@ -487,8 +487,8 @@ ERROR_CASES += [
     ("sip:\n  port: 0o17\n", "sip.port: must be a whole number, not the text '0o17' (line 2)"),
     ("sip:\n  port: 05060\n", "sip.port: must be a whole number, not the text '05060' (write it"
      " without leading zeros) (line 2)"),
-    ("*0: x\n", '["*0"]: unknown key; known keys: sip, rtp, users, registrar, auth, calls, flip,'
-     " log_level (line 1)"),
+    ("*0: x\n", '["*0"]: unknown key; known keys: sip, rtp, users, registrar, auth,'
+     " calls, flip, security, log_level, discovery, trunks, dialplan (line 1)"),
     ("flip: [*0]\n", "flip: must be a mapping (key: value), not a list (line 1)"),
 ]  # fmt: skip
 
@@ -613,11 +613,11 @@ def test_lookups() -> None:
     assert config.user_for_device("999") is None
     assert config.user_by_extension("201") is None
     assert [(user.name, device.username) for user, device in config.devices()] == [
-        ("alice", "201"),
-        ("alice", "202"),
-        ("alice", "203"),
-        ("bob", "301"),
-        ("bob", "302"),
+        ("Alice", "201"),
+        ("Alice", "202"),
+        ("Alice", "203"),
+        ("Bob", "301"),
+        ("Bob", "302"),
     ]
 
 
@@ -662,12 +662,12 @@ def test_to_mapping_is_plain_data_in_the_file_schema() -> None:
                     "label": "201",
                     "type": "desk",
                     "priority": 0,
-                    "digest": ["MD5", "SHA-256"],
+                    "digest": ["MD5"],
                 }
             ],
         }
     ]
-    assert config.to_mapping()["rtp"] == {"ports": "40000-40999"}
+    assert config.to_mapping()["rtp"] == {"ports": "40000-40999", "timeout": 60}
     assert config.to_mapping()["sip"]["workers"] == 0
 
 

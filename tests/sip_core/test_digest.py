@@ -20,6 +20,7 @@ from sip_core.digest import (
     DeviceCredentials,
     DigestAlgorithm,
     DigestAuthenticator,
+    digest_uri_matches,
     parse_credentials,
 )
 from sip_core.uri import SipUri
@@ -179,6 +180,13 @@ def test_stale_challenge_and_fresh_nonces(auth: DigestAuthenticator) -> None:
     assert nonce_of(auth) != nonce_of(auth)
 
 
+def test_default_is_md5_alone() -> None:
+    # baresip 1.0 refuses a 401 that lists any non-MD5 challenge, sipsak reads only the first:
+    # the shipped default must be what every tested client answers.
+    assert DEFAULT_ALGORITHMS == (MD5,)
+    assert DeviceCredentials("x", "y").algorithms == (MD5,)
+
+
 def test_algorithms_for_device_order_and_unknown_default(auth: DigestAuthenticator) -> None:
     assert auth.algorithms_for("alice") == DEFAULT_ALGORITHMS
     assert auth.algorithms_for("bob") == (MD5,)
@@ -194,7 +202,6 @@ def test_algorithms_for_device_order_and_unknown_default(auth: DigestAuthenticat
     ("user", "algorithm"),
     [
         ("alice", "MD5"),
-        ("alice", "SHA-256"),
         ("bob", "MD5"),
         ("carol", "SHA-256"),
         ("carol", "MD5"),
@@ -220,9 +227,20 @@ def test_missing_algorithm_means_md5(auth: DigestAuthenticator) -> None:
     assert auth.verify(request(value)).ok
 
 
+def test_sha256_needs_the_device_option(auth: DigestAuthenticator) -> None:
+    # A device on the defaults is not challenged with SHA-256, so a SHA-256 answer is refused
+    # even with the right password; a device configured for it (carol) is accepted above.
+    value = authorization(
+        username="alice", password="wonderland", nonce=nonce_of(auth), algorithm="SHA-256"
+    )
+    result = auth.verify(request(value))
+    assert not result.ok
+    assert result.reason is AuthFailure.ALGORITHM_NOT_ALLOWED
+
+
 def test_sha256_response_checked_with_sha256_not_md5(auth: DigestAuthenticator) -> None:
     nonce = nonce_of(auth)
-    md5_value = authorization(username="alice", password="wonderland", nonce=nonce)
+    md5_value = authorization(username="carol", password='quo"te\\back', nonce=nonce)
     forged = md5_value.replace("algorithm=MD5", "algorithm=SHA-256")
     result = auth.verify(request(forged))
     assert not result.ok
@@ -262,7 +280,10 @@ def test_invite_with_proxy_authorization(auth: DigestAuthenticator) -> None:
         ({"qop": "auth-int"}, AuthFailure.UNSUPPORTED, False),
         ({"nc": "1"}, AuthFailure.MALFORMED, False),
         ({"extra": ", userhash=true"}, AuthFailure.UNSUPPORTED, False),
-        ({"extra": ', opaque="not-ours"'}, AuthFailure.OPAQUE_MISMATCH, False),
+        # Right password, an opaque of another process (before a restart): retry with ours.
+        ({"extra": ', opaque="not-ours"'}, AuthFailure.OPAQUE_MISMATCH, True),
+        ({"extra": ', opaque="not-ours"', "password": "wrong"}, AuthFailure.WRONG_PASSWORD, False),
+        ({"extra": ', opaque="not-ours"', "username": "mallory"}, AuthFailure.UNKNOWN_USER, False),
     ],
 )
 def test_rejections(
@@ -301,11 +322,51 @@ def test_equivalent_uri_is_accepted_and_different_one_is_not(auth: DigestAuthent
         nonce=nonce_of(auth),
         digest_uri="sip:home.example:5070",
     )
-    assert auth.verify(request(other)).reason is AuthFailure.URI_MISMATCH
+    # Port 5070 is neither the Request-URI's (none) nor the one the request arrived on.
+    result = auth.verify(request(other), local_port=5060)
+    assert result.reason is AuthFailure.URI_MISMATCH
     garbage = authorization(
         username="alice", password="wonderland", nonce=nonce_of(auth), digest_uri="not a uri"
     )
     assert auth.verify(request(garbage)).reason is AuthFailure.URI_MISMATCH
+
+
+@pytest.mark.parametrize(
+    ("request_uri", "digest_uri", "local_port", "same"),
+    [
+        # sipp's default: the address it sent to, while the Request-URI names the host alone.
+        ("sip:home.example", "sip:home.example:5070", 5070, True),
+        ("sip:home.example:5070", "sip:home.example", 5070, True),
+        ("sip:home.example:5070", "sip:home.example:5070", None, True),
+        ("sip:home.example", "sip:home.example;transport=tcp", 5060, True),
+        ("sip:bob@home.example", "sip:bob@home.example:5060", 5060, True),
+        # Another resource: a port that is not ours, another host, user or scheme.
+        ("sip:home.example", "sip:home.example:5070", 5060, False),
+        ("sip:home.example", "sip:home.example:5070", None, False),
+        ("sip:home.example:5060", "sip:home.example:5070", 5060, False),
+        ("sip:home.example", "sip:other.example", 5060, False),
+        ("sip:home.example", "sip:other.example:5060", 5060, False),
+        ("sip:bob@home.example", "sip:alice@home.example", 5060, False),
+        ("sip:bob@home.example", "sip:home.example", 5060, False),
+        ("sip:home.example", "sips:home.example", 5060, False),
+        ("sip:home.example", "tel:+15551234", 5060, False),
+    ],
+)
+def test_digest_uri_designating_the_same_target(
+    request_uri: str, digest_uri: str, local_port: int | None, same: bool
+) -> None:
+    assert digest_uri_matches(digest_uri, SipUri.parse(request_uri), local_port) is same
+
+
+def test_digest_uri_with_our_port_verifies(auth: DigestAuthenticator) -> None:
+    value = authorization(
+        username="alice",
+        password="wonderland",
+        nonce=nonce_of(auth),
+        digest_uri="sip:home.example:5070",
+    )
+    result = auth.verify(request(value, uri="sip:home.example"), local_port=5070)
+    assert result.ok, result
 
 
 # -- nonces -------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from sip_core.config import (
     config_from_mapping,
 )
 from sip_core.events import HandoffFailed, HandoffStarted, HandoffSucceeded
-from sip_core.features.flip import FlipFailure, FlipWay
+from sip_core.features.flip import FlipFailure, FlipWay, TargetUnavailable
 from sip_core.features.flip_menu import (
     Decision,
     DecisionKind,
@@ -282,7 +282,7 @@ class Harness3(Harness):
                 _device("202", "Mobile", DeviceType.MOBILE),
                 _device("203", "Soft", DeviceType.SOFTPHONE, number="33"),
             ),
-            options or UserFlipOptions(),
+            flip_options=options or UserFlipOptions(),
         )
         self.config = replace(self.config, users=(alice, *self.config.users[1:]))
         self.played: list[Played] = []
@@ -471,24 +471,27 @@ async def test_the_action_without_target_uses_simultaneous_ring_when_on(
 
 async def test_refusals_play_the_error_tone_and_fire_a_failed_handoff(h: Harness3) -> None:
     carol, desk, mobile, soft = await talking(h)
-    flip = h.b2bua.flip_feature
-    flip.flip_enabled = lambda user: user != "Alice"
+    presence = h.b2bua.presence  # the runtime settings: flip permission, Do Not Disturb
+    presence.set_user_flip("Alice", False)
     key(desk, "*0")
     assert h.heard("201") == [PlayTone(Tone.ERROR)]
-    flip.flip_enabled = lambda user: True
-    # DND (the runtime settings' availability) on both: nothing to offer
-    flip.is_available = lambda device: device not in ("202", "203")
+    presence.set_user_flip("Alice", True)
+    # Do Not Disturb on both: nothing to offer
+    presence.set_dnd("202", True)
+    presence.set_dnd("203", True)
     key(desk, "*0")
-    flip.is_available = lambda device: device != "203"
-    with pytest.raises(Exception, match="do not disturb"):
+    presence.set_dnd("202", False)
+    with pytest.raises(TargetUnavailable, match="do not disturb"):
         h.b2bua.flip(h.only_call().id, "203")
-    flip.is_available = lambda device: True
+    presence.set_dnd("203", False)
     codes = [
-        (e.record.code, e.record.pressed_by, e.record.keys) for e in h.events_of(HandoffFailed)
+        (e.record.code, e.record.pressed_by, e.record.keys, e.record.how)
+        for e in h.events_of(HandoffFailed)
     ]
     assert codes == [
-        (FlipFailure.DISABLED, "201", "*0"),
-        (FlipFailure.TARGET_UNAVAILABLE, "201", "*0"),
+        (FlipFailure.DISABLED, "201", "*0", ""),
+        (FlipFailure.TARGET_UNAVAILABLE, "201", "*0", ""),
+        (FlipFailure.TARGET_UNAVAILABLE, "", "", FlipWay.ACTION),  # the action's refusal
     ]
     assert h.heard("201") == [PlayTone(Tone.ERROR)] * 2
     # a held call (Carol put Alice on hold) is refused too

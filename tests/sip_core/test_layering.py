@@ -70,11 +70,30 @@ LAYERS: dict[str, int] = {
     # 4 dialog / auth
     "dialog": 4,
     "digest": 4,
-    # 5 model
+    "digest_client": 4,
+    # 5 model, and the services below call control (guard, presence, forwarding, trunks, state)
     "config": 5,
     "calls": 5,
     "events": 5,
     "registrar": 5,
+    "guard": 5,
+    "forwarding": 5,
+    "presence": 5,
+    "state": 5,
+    "stats": 5,
+    # 1 phone identity
+    "useragent": 1,
+    # 5 discovery
+    "phones": 5,
+    "plugplay": 5,
+    "provisioning": 5,
+    "provision_http": 5,
+    # 5 trunks
+    "trunk.__init__": 5,
+    "trunk.config": 5,
+    "trunk.registration": 5,
+    "trunk.ingress": 5,
+    "trunk.egress": 5,
     # 6 call control (a subpackage: its `__init__` is the package itself)
     "call.__init__": 6,
     "call.messages": 6,

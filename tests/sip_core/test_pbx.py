@@ -21,15 +21,17 @@ from sip_core.events import PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.message import Response, parse_message
 from sip_core.pbx import Pbx
 from tests.ha.sip_client import SipPhone
+from tests.interop.clients import free_port
 
 DOMAIN = "home.arpa"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free for UDP and TCP (the PBX opens both), taken outside Linux's range for outgoing
+    connections: a port the kernel just handed out as ephemeral can be taken again, for TCP, by
+    the time the PBX binds it on a busy machine."""
+    return free_port(digits=5)
 
 
 def household(port: int, *, min_expires: int = 60) -> PbxConfig:
@@ -262,3 +264,65 @@ def test_runner_reports_a_port_in_use_in_one_line(tmp_path: Path) -> None:
 def test_settings_default_listen_is_all_addresses() -> None:
     """The runner's default is to serve the LAN; the demo and tests pin 127.0.0.1 explicitly."""
     assert SipSettings().listen == "0.0.0.0"
+
+
+class _Provider(asyncio.DatagramProtocol):
+    """A provider's registrar stand-in: keeps what arrives, with where it came from."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait((data, addr))
+
+
+async def test_trunks_register_with_the_pbx_and_unregister_when_it_stops() -> None:
+    from sip_core.events import TrunkStateChanged, TrunkStatus
+    from sip_core.message import Request, make_response
+
+    loop = asyncio.get_running_loop()
+    transport, provider = await loop.create_datagram_endpoint(
+        _Provider, local_addr=("127.0.0.1", 0)
+    )
+    provider_port = transport.get_extra_info("sockname")[1]
+    port = free_udp_port()
+    text = (
+        f"sip: {{listen: 127.0.0.1, port: {port}, domain: {DOMAIN}}}\n"
+        "trunks:\n"
+        "  - {name: provider, host: 127.0.0.1, "
+        f'port: {provider_port}, username: "4930", password: pw}}\n'
+    )
+    server = Pbx(parse_config(text))
+    events: list[PbxEvent] = []
+    server.subscribe(events.append)
+    try:
+        await server.start()
+        data, sender = await asyncio.wait_for(provider.queue.get(), 5)
+        register = parse_message(data)
+        assert isinstance(register, Request)
+        assert register.method == "REGISTER"
+        assert sender == ("127.0.0.1", port)  # from the PBX's own SIP port
+        ok = make_response(register, 200, to_tag="prov")
+        ok.headers.add("Contact", f"<sip:4930@127.0.0.1:{port}>;expires=300")
+        transport.sendto(ok.to_bytes(), sender)
+        for _ in range(50):
+            if server.trunk_states()[0].status is TrunkStatus.REGISTERED:
+                break
+            await asyncio.sleep(0.02)
+        assert server.trunk_states()[0].status is TrunkStatus.REGISTERED
+        await server.stop()
+        data, _ = await asyncio.wait_for(provider.queue.get(), 5)
+        unregister = parse_message(data)
+        assert isinstance(unregister, Request)
+        assert unregister.headers.get("Expires") == "0"
+        statuses = [e.status for e in events if isinstance(e, TrunkStateChanged)]
+        assert statuses == [TrunkStatus.REGISTERING, TrunkStatus.REGISTERED, TrunkStatus.STOPPED]
+    finally:
+        if server.running:
+            await server.stop()
+        transport.close()

@@ -18,8 +18,15 @@ from sip_core.clock import ManualClock
 from sip_core.digest import DeviceCredentials, DigestAlgorithm, DigestAuthenticator
 from sip_core.events import EventBus, RegistrationChanged, RegistrationReason
 from sip_core.message import Request, Response, parse_message
-from sip_core.registrar import Binding, BindingStore, Registrar, RegistrarSettings
+from sip_core.registrar import (
+    Binding,
+    BindingStore,
+    Registrar,
+    RegistrarSettings,
+    route_to_contact,
+)
 from sip_core.transport import Address, Source, TransportKind
+from sip_core.uri import SipUri
 
 DOMAIN = "home.example"
 MD5 = DigestAlgorithm.MD5
@@ -217,10 +224,10 @@ def test_supported_require_passes() -> None:
 @pytest.mark.parametrize(
     ("user", "order"),
     [
-        ("alice", ["MD5", "SHA-256"]),  # the default order
+        ("alice", ["MD5"]),  # the default
         ("bob", ["MD5"]),
-        ("carol", ["SHA-256", "MD5"]),
-        ("mallory", ["MD5", "SHA-256"]),  # unknown: the default, like any device
+        ("carol", ["SHA-256", "MD5"]),  # the per-device option
+        ("mallory", ["MD5"]),  # unknown: the default, like any device
     ],
 )
 def test_challenge_in_device_order(hx: Harness, user: str, order: list[str]) -> None:
@@ -233,7 +240,7 @@ def test_challenge_in_device_order(hx: Harness, user: str, order: list[str]) -> 
 
 
 @pytest.mark.parametrize(
-    ("user", "algorithm"), [("alice", "MD5"), ("alice", "SHA-256"), ("carol", "SHA-256")]
+    ("user", "algorithm"), [("alice", "MD5"), ("carol", "SHA-256"), ("carol", "MD5")]
 )
 def test_both_algorithms_register(hx: Harness, user: str, algorithm: str) -> None:
     contact = f"<sip:{user}@192.0.2.10:5062>"
@@ -264,6 +271,25 @@ def test_unknown_user_and_wrong_password_get_identical_answers(
     messages = [r.getMessage() for r in caplog.records]
     assert any("unknown user" in m for m in messages)
     assert any("wrong password" in m for m in messages)
+
+
+def test_unknown_user_gets_the_challenge_of_a_device_on_the_defaults(hx: Harness) -> None:
+    """No enumeration by challenge set: each registering its own AOR, an unknown user and a
+    device on the default settings get the same 401, header for header (the nonce aside)."""
+    unknown = hx.registrar.handle_register(
+        hx.request(user="mallory", contacts=[PHONE], cseq=1), SOURCE
+    )
+    known = hx.registrar.handle_register(hx.request(user="alice", contacts=[PHONE], cseq=1), SOURCE)
+    assert unknown.status == known.status == 401
+
+    def challenge_only(response: Response) -> list[str]:
+        return [
+            re.sub(r'nonce="[^"]*"', 'nonce="N"', value)
+            for value in response.headers.get_all("WWW-Authenticate")
+        ]
+
+    assert challenge_only(unknown) == challenge_only(known)
+    assert [c["algorithm"] for c in challenges(known)] == ["MD5"]
 
 
 def test_stale_nonce_gets_stale_challenge(hx: Harness) -> None:
@@ -297,6 +323,28 @@ def test_digest_uri_other_than_request_uri_is_400(hx: Harness) -> None:
     )
     assert response.status == 400
     assert not hx.events
+
+
+@pytest.mark.parametrize(
+    ("digest_uri", "status"),
+    [
+        (f"sip:{DOMAIN}:5060", 200),  # sipp's default: the address it sent to; 5060 is ours
+        (f"sip:{DOMAIN}", 200),
+        (f"sip:{DOMAIN}:5070", 400),  # not the port the request arrived on
+        ("sip:other.example:5060", 400),
+        (f"sip:alice@{DOMAIN}", 400),
+    ],
+)
+def test_digest_uri_naming_our_port_is_the_same_target(
+    hx: Harness, digest_uri: str, status: int
+) -> None:
+    first = hx.registrar.handle_register(hx.request(contacts=[PHONE]), SOURCE)
+    value = authorization_for("alice", "wonderland", challenges(first)[0], digest_uri)
+    response = hx.registrar.handle_register(
+        hx.request(contacts=[PHONE], authorization=value), SOURCE
+    )
+    assert response.status == status
+    assert len(hx.events) == (1 if status == 200 else 0)
 
 
 # -- steps 4 and 5: whose AOR -------------------------------------------------------------------
@@ -719,3 +767,62 @@ def test_device_limited_to_md5_cannot_answer_with_sha256(hx: Harness) -> None:
     )
     assert response.status == 401
     assert hx.registrar.store.get("bob") == ()
+
+
+# -- routing to a binding -------------------------------------------------------------------------
+
+_UDP_FROM = Source(TransportKind.UDP, Address("192.0.2.10", 5062), Address("192.0.2.1", 5060), None)
+_TCP_FROM = Source(TransportKind.TCP, Address("192.0.2.10", 40123), Address("192.0.2.1", 5060), 9)
+_V6 = TransportKind.UDP, Address("2001:db8::10", 5062), Address("2001:db8::1", 5060)
+_V6_FROM = Source(*_V6, None)
+
+
+@pytest.mark.parametrize(
+    ("contact", "source", "kind", "destination"),
+    [
+        # The Contact is reachable (its host is where the REGISTER came from): it is used.
+        ("sip:alice@192.0.2.10:5070", _UDP_FROM, "UDP", ("192.0.2.10", 5070)),
+        ("sip:alice@192.0.2.10", _UDP_FROM, "UDP", ("192.0.2.10", 5060)),
+        ("sip:alice@192.0.2.10:5070;transport=tcp", _UDP_FROM, "TCP", ("192.0.2.10", 5070)),
+        ("sip:alice@192.0.2.10:5070;transport=TCP", _TCP_FROM, "TCP", ("192.0.2.10", 5070)),
+        ("sip:alice@192.0.2.10:5070", _TCP_FROM, "UDP", ("192.0.2.10", 5070)),
+        ("sip:alice@[2001:DB8:0::10]:5070", _V6_FROM, "UDP", ("2001:db8::10", 5070)),
+        # The Contact is the source itself: the device's own flow (its TCP connection).
+        ("sip:alice@192.0.2.10:5062", _UDP_FROM, "UDP", ("192.0.2.10", 5062)),
+        ("sip:alice@192.0.2.10:40123;transport=tcp", _TCP_FROM, "TCP", ("192.0.2.10", 40123)),
+        ("sip:alice@192.0.2.10:40123", _TCP_FROM, "TCP", ("192.0.2.10", 40123)),
+        # Not reachable from here: back where the REGISTER came from, the same way.
+        ("sip:alice@10.0.0.7:5060", _UDP_FROM, "UDP", ("192.0.2.10", 5062)),
+        ("sip:alice@10.0.0.7:5060;transport=tcp", _TCP_FROM, "TCP", ("192.0.2.10", 40123)),
+        ("sip:alice@phone.invalid:5060", _UDP_FROM, "UDP", ("192.0.2.10", 5062)),
+        ("sip:alice@192.0.2.10:5070;transport=tls", _TCP_FROM, "TCP", ("192.0.2.10", 40123)),
+        ("sip:alice@192.0.2.10:5070;transport=ws", _TCP_FROM, "TCP", ("192.0.2.10", 40123)),
+        ("sips:alice@192.0.2.10:5071", _TCP_FROM, "TCP", ("192.0.2.10", 40123)),
+        ("sip:alice@192.0.2.10:5070;maddr=10.0.0.7", _UDP_FROM, "UDP", ("192.0.2.10", 5062)),
+    ],
+)
+def test_route_to_contact_unless_it_cannot_be_reached(
+    contact: str, source: Source, kind: str, destination: tuple[str, int]
+) -> None:
+    route = route_to_contact(SipUri.parse(contact), source)
+    assert (route.kind.value, route.remote) == (kind, Address(*destination))
+    # Our side stays the address the REGISTER reached (for Via, Contact and SDP).
+    assert route.local == source.local
+    # The device's own TCP connection is kept exactly when the route is its source.
+    assert (route.connection_id == source.connection_id) or route.remote != source.remote
+
+
+def test_route_of_an_ipv4_peer_on_a_dual_stack_socket() -> None:
+    mapped = Source(
+        TransportKind.UDP, Address("::ffff:192.0.2.10", 5062), Address("::", 5060), None
+    )
+    route = route_to_contact(SipUri.parse("sip:alice@192.0.2.10:5070"), mapped)
+    assert route.remote == Address("::ffff:192.0.2.10", 5070)
+
+
+def test_binding_route_follows_its_contact(hx: Harness) -> None:
+    contact = "<sip:alice@192.0.2.10:5070>"
+    assert hx.register(contacts=[contact]).status == 200
+    (binding,) = hx.registrar.store.get("alice")
+    assert binding.source.remote == Address("192.0.2.10", 5062)
+    assert binding.route.remote == Address("192.0.2.10", 5070)

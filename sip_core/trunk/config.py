@@ -1,0 +1,503 @@
+"""The trunks' part of the configuration: the model, and its checks with field errors.
+
+In the file (``pbx.example.yaml`` documents every key)::
+
+    trunks:
+      - name: provider
+        host: sip.provider.example      # registrar and proxy
+        port: 5060
+        transport: udp                  # udp or tcp
+        username: "4930123456"
+        auth_username: "4930123456"     # default: username
+        password: "..."
+        realm: sip.provider.example     # optional: answer challenges for this realm only
+        domain: sip.provider.example    # default: host; the domain of our address there
+        outbound_proxy: proxy.example:5060   # optional
+        register: true
+        register_interval: 600
+        caller_id: "+4930123456"        # default: username
+        dids:
+          - {number: "+4930123456", destination: alice}   # a user's name or a device username
+    dialplan:
+      routes:
+        - {prefix: "0", trunk: provider, strip: true}
+        - {external: true, trunk: provider}   # anything that is not an internal number
+      emergency: ["112", "110"]
+      emergency_trunk: provider               # default: the first trunk
+      call_out: [alice]                       # users who may call out; default: every user
+
+Why the checks are strict: a trunk costs money and a provider may ban an address that fails too
+often, so a typo must be refused at load time, not discovered as a string of 403s. A prefix route
+must not capture an internal number (``prefix: "2"`` with extension ``200`` would send calls to a
+colleague out to the provider), and an emergency number must never be an internal number.
+
+TLS is not available yet: ``transport: tls`` is refused with a clear error rather than silently
+sent in clear text.
+
+This module builds on ``sip_core.config``'s checking helpers; ``sip_core.config`` calls
+:func:`trunking_from_mapping` when the file has a ``trunks`` section.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from sip_core.config import (
+    REDACTED,
+    KeyPath,
+    User,
+    _describe,
+    _domain,
+    _fail,
+    _int,
+    _list,
+    _member,
+    _name,
+    _section,
+    _text,
+    format_path,
+)
+
+__all__ = [
+    "DEFAULT_EMERGENCY",
+    "DialPlan",
+    "Did",
+    "HostPort",
+    "OutboundRoute",
+    "Trunk",
+    "TrunkTransport",
+    "Trunking",
+    "trunking_from_mapping",
+]
+
+#: Emergency numbers dialled when the configuration names none: the European and the North
+#: American one. Always allowed out, whoever dials them.
+DEFAULT_EMERGENCY: Final = ("112", "911")
+DEFAULT_REGISTER_INTERVAL: Final = 600
+_NUMBER: Final = re.compile(r"\+?[0-9A-Za-z*#._-]{1,64}")
+_PREFIX: Final = re.compile(r"[0-9*#+]{1,16}")
+_TRUNK_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_HOST_PORT: Final = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(?P<port>\d{1,5}))?"
+)
+
+
+class TrunkTransport(StrEnum):
+    """How we reach the provider."""
+
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"  # recognised so that it can be refused with a clear reason
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Did:
+    """A number the trunk delivers, and who rings for it: a user's name or a device username."""
+
+    number: str
+    destination: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """One account at a provider (or at the router or PBX that holds the phone line)."""
+
+    name: str
+    host: str
+    username: str
+    password: str
+    port: int = 5060
+    transport: TrunkTransport = TrunkTransport.UDP
+    auth_username: str = ""
+    realm: str | None = None
+    domain: str = ""
+    outbound_proxy: HostPort | None = None
+    register: bool = True
+    register_interval: int = DEFAULT_REGISTER_INTERVAL
+    caller_id: str = ""
+    dids: tuple[Did, ...] = ()
+
+    @property
+    def auth_user(self) -> str:
+        """The username for digest: ``auth_username``, else ``username``."""
+        return self.auth_username or self.username
+
+    @property
+    def aor_domain(self) -> str:
+        """The domain of our address at the provider: ``domain``, else ``host``."""
+        return self.domain or self.host
+
+    @property
+    def presented_id(self) -> str:
+        """The caller ID we send on outgoing calls: ``caller_id``, else ``username``."""
+        return self.caller_id or self.username
+
+    @property
+    def next_hop(self) -> HostPort:
+        """Where requests to the provider go: the outbound proxy if there is one."""
+        return self.outbound_proxy or HostPort(self.host, self.port)
+
+    def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "host": self.host,
+            "port": self.port,
+            "transport": self.transport.value,
+            "username": self.username,
+            "auth_username": self.auth_user,
+            "password": REDACTED if redact else self.password,
+            "realm": self.realm,
+            "domain": self.aor_domain,
+            "outbound_proxy": None if self.outbound_proxy is None else str(self.outbound_proxy),
+            "register": self.register,
+            "register_interval": self.register_interval,
+            "caller_id": self.presented_id,
+            "dids": [{"number": d.number, "destination": d.destination} for d in self.dids],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRoute:
+    """A dial-plan rule: numbers starting with ``prefix`` (``None``: any number that is not
+    internal) go out through ``trunk``; ``strip`` removes the prefix before sending."""
+
+    trunk: str
+    prefix: str | None = None
+    strip: bool = False
+
+    def matches(self, dialled: str, *, internal: bool) -> bool:
+        if self.prefix is None:
+            return not internal
+        return dialled.startswith(self.prefix) and len(dialled) > len(self.prefix)
+
+    def number(self, dialled: str) -> str:
+        if self.strip and self.prefix is not None:
+            return dialled[len(self.prefix) :]
+        return dialled
+
+    def to_mapping(self) -> dict[str, Any]:
+        if self.prefix is None:
+            return {"external": True, "trunk": self.trunk}
+        return {"prefix": self.prefix, "trunk": self.trunk, "strip": self.strip}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCall:
+    """Where a dialled number goes out: through ``trunk``, as ``number``."""
+
+    trunk: str
+    number: str
+    emergency: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DialPlan:
+    """Which dialled numbers leave through which trunk, and who may call out.
+
+    ``call_out``: the users (by name) who may call out; ``None`` is every user. Emergency numbers
+    are allowed to everyone, through ``emergency_trunk``.
+    """
+
+    routes: tuple[OutboundRoute, ...] = ()
+    emergency: tuple[str, ...] = DEFAULT_EMERGENCY
+    emergency_trunk: str = ""
+    call_out: tuple[str, ...] | None = None
+
+    def outbound(self, dialled: str, *, internal: bool) -> OutboundCall | None:
+        """Where ``dialled`` goes out (``internal``: it names an extension, device or code);
+        ``None`` when no rule sends it out."""
+        if dialled in self.emergency and self.emergency_trunk:
+            return OutboundCall(self.emergency_trunk, dialled, emergency=True)
+        for route in self.routes:
+            if route.matches(dialled, internal=internal):
+                number = route.number(dialled)
+                return OutboundCall(route.trunk, number, emergency=number in self.emergency)
+        return None
+
+    def may_call_out(self, user: str | None, call: OutboundCall) -> bool:
+        """Whether ``user`` (a user's name; ``None`` for a caller who is nobody's device) may
+        place ``call``. Emergency calls always may."""
+        if call.emergency:
+            return True
+        if user is None:
+            return False
+        return self.call_out is None or user in self.call_out
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "routes": [route.to_mapping() for route in self.routes],
+            "emergency": list(self.emergency),
+            "emergency_trunk": self.emergency_trunk,
+            "call_out": None if self.call_out is None else list(self.call_out),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Trunking:
+    """Every trunk and the dial plan."""
+
+    trunks: tuple[Trunk, ...]
+    dialplan: DialPlan
+
+    def trunk(self, name: str) -> Trunk | None:
+        for trunk in self.trunks:
+            if trunk.name == name:
+                return trunk
+        return None
+
+    def did(self, number: str) -> tuple[Trunk, Did] | None:
+        """The trunk that delivers ``number`` and its DID entry."""
+        for trunk in self.trunks:
+            for did in trunk.dids:
+                if did.number == number:
+                    return trunk, did
+        return None
+
+    def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
+        return {
+            "trunks": [trunk.to_mapping(redact=redact) for trunk in self.trunks],
+            "dialplan": self.dialplan.to_mapping(),
+        }
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+_TRUNK_KEYS: Final = (
+    "name",
+    "host",
+    "port",
+    "transport",
+    "username",
+    "auth_username",
+    "password",
+    "realm",
+    "domain",
+    "outbound_proxy",
+    "register",
+    "register_interval",
+    "caller_id",
+    "dids",
+)
+
+
+def trunking_from_mapping(
+    trunks_data: Any, dialplan_data: Any, users: Sequence[User], internal: Sequence[str]
+) -> Trunking | None:
+    """Check the ``trunks`` and ``dialplan`` sections; ``None`` when there are no trunks.
+
+    ``internal`` are the numbers that ring inside (extensions, device usernames, feature codes):
+    a prefix route may not capture them, and no emergency number may be one of them.
+    """
+    items = _list(trunks_data, ("trunks",), "trunks")
+    if not items:
+        if dialplan_data is not None:
+            _fail(("dialplan",), "there is no trunk to dial out through: add a trunks section")
+        return None
+    destinations = _destinations(users)
+    trunks: list[Trunk] = []
+    names: dict[str, KeyPath] = {}
+    numbers: dict[str, KeyPath] = {}
+    for index, item in enumerate(items):
+        trunk = _trunk(item, ("trunks", index), users, destinations, numbers)
+        previous = names.setdefault(trunk.name.casefold(), ("trunks", index, "name"))
+        if previous != ("trunks", index, "name"):
+            _fail(
+                ("trunks", index, "name"),
+                f"{trunk.name!r} is already used by {format_path(previous)}",
+            )
+        trunks.append(trunk)
+    dialplan = _dialplan(dialplan_data, trunks, users, internal)
+    return Trunking(tuple(trunks), dialplan)
+
+
+def _destinations(users: Sequence[User]) -> set[str]:
+    return {user.name for user in users} | {d.username for user in users for d in user.devices}
+
+
+def _bool(section: Mapping[str, Any], key: str, path: KeyPath, default: bool) -> bool:
+    value = section.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        _fail((*path, key), f"must be true or false, not {_describe(value)}")
+    return value
+
+
+def _number(value: str, path: KeyPath) -> str:
+    if not _NUMBER.fullmatch(value):
+        _fail(
+            path, f"must be a phone number or SIP user name (digits, '+', letters), not {value!r}"
+        )
+    return value
+
+
+def _host_port(value: str, path: KeyPath) -> HostPort:
+    match = _HOST_PORT.fullmatch(value.strip())
+    if match is None:
+        _fail(path, f"must be host or host:port (IPv6 in brackets), not {value!r}")
+    host = _domain(match.group("v6") or match.group("host"), path)
+    port = int(match.group("port") or 5060)
+    if not 1 <= port <= 65535:
+        _fail(path, f"the port must be between 1 and 65535, not {port}")
+    return HostPort(host, port)
+
+
+def _trunk(
+    data: Any,
+    path: KeyPath,
+    users: Sequence[User],
+    destinations: set[str],
+    numbers: dict[str, KeyPath],
+) -> Trunk:
+    section = _section(data, path, _TRUNK_KEYS, required=True)
+    name = _text(section, "name", path)
+    if not _TRUNK_NAME.fullmatch(name):
+        _fail((*path, "name"), f"use 1 to 32 letters, digits, '_' or '-', not {name!r}")
+    host = _domain(_text(section, "host", path), (*path, "host"))
+    port = _int(section, "port", path, 5060, (1, 65535))
+    transport = TrunkTransport.UDP
+    if section.get("transport") is not None:
+        transport = _member(section["transport"], (*path, "transport"), TrunkTransport)
+    if transport is TrunkTransport.TLS:
+        _fail((*path, "transport"), "TLS is not available yet: use udp or tcp")
+    username = _number(_text(section, "username", path, numbers=True), (*path, "username"))
+    auth_username = _text(section, "auth_username", path, default=username, numbers=True)
+    if _CONTROL_OR_QUOTE.search(auth_username):
+        _fail((*path, "auth_username"), "must not contain control characters or quotes")
+    password = _text(section, "password", path, numbers=True)
+    realm = None
+    if section.get("realm") is not None:
+        realm = _name(_text(section, "realm", path), (*path, "realm"))
+    domain = host
+    if section.get("domain") is not None:
+        domain = _domain(_text(section, "domain", path), (*path, "domain"))
+    proxy = None
+    if section.get("outbound_proxy") is not None:
+        proxy = _host_port(_text(section, "outbound_proxy", path), (*path, "outbound_proxy"))
+    register = _bool(section, "register", path, True)
+    interval = _int(section, "register_interval", path, DEFAULT_REGISTER_INTERVAL, (60, 86400))
+    caller_id = _number(
+        _text(section, "caller_id", path, default=username, numbers=True), (*path, "caller_id")
+    )
+    dids: list[Did] = []
+    for index, item in enumerate(_list(section.get("dids"), (*path, "dids"), "DIDs")):
+        where: KeyPath = (*path, "dids", index)
+        did_data = _section(item, where, ("number", "destination"), required=True)
+        number = _number(_text(did_data, "number", where, numbers=True), (*where, "number"))
+        previous = numbers.setdefault(number, (*where, "number"))
+        if previous != (*where, "number"):
+            _fail((*where, "number"), f"{number!r} is already delivered by {format_path(previous)}")
+        if not users:
+            _fail((*where, "destination"), "there is no user to ring: add a user first")
+        destination = _text(did_data, "destination", where, default=users[0].name, numbers=True)
+        if destination not in destinations:
+            _fail(
+                (*where, "destination"),
+                f"must be a user's name or a device's username, not {destination!r}",
+            )
+        dids.append(Did(number, destination))
+    return Trunk(
+        name=name,
+        host=host,
+        username=username,
+        password=password,
+        port=port,
+        transport=transport,
+        auth_username=auth_username,
+        realm=realm,
+        domain=domain,
+        outbound_proxy=proxy,
+        register=register,
+        register_interval=interval,
+        caller_id=caller_id,
+        dids=tuple(dids),
+    )
+
+
+_CONTROL_OR_QUOTE: Final = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
+def _dialplan(
+    data: Any, trunks: Sequence[Trunk], users: Sequence[User], internal: Sequence[str]
+) -> DialPlan:
+    path: KeyPath = ("dialplan",)
+    section = _section(data, path, ("routes", "emergency", "emergency_trunk", "call_out"))
+    names = {trunk.name for trunk in trunks}
+    internal_set = set(internal)
+
+    def trunk_name(value: Any, where: KeyPath) -> str:
+        if not isinstance(value, str) or value not in names:
+            _fail(
+                where,
+                f"must name a configured trunk ({', '.join(sorted(names))}),"
+                f" not {_describe(value)}",
+            )
+        return value
+
+    routes: list[OutboundRoute] = []
+    for index, item in enumerate(_list(section.get("routes"), (*path, "routes"), "routes")):
+        where: KeyPath = (*path, "routes", index)
+        route = _section(item, where, ("prefix", "external", "trunk", "strip"), required=True)
+        trunk = trunk_name(route.get("trunk"), (*where, "trunk"))
+        external = _bool(route, "external", where, False)
+        if external == ("prefix" in route and route["prefix"] is not None):
+            _fail(where, "give either a prefix or external: true")
+        if external:
+            if "strip" in route:
+                _fail((*where, "strip"), "only a prefix route can strip its prefix")
+            routes.append(OutboundRoute(trunk))
+            continue
+        prefix = _text(route, "prefix", where, numbers=True)
+        if not _PREFIX.fullmatch(prefix):
+            _fail((*where, "prefix"), f"must be 1 to 16 keypad keys (0-9, *, #, +), not {prefix!r}")
+        captured = sorted(number for number in internal_set if number.startswith(prefix))
+        if captured:
+            _fail((*where, "prefix"), f"would send the internal number {captured[0]!r} out")
+        routes.append(OutboundRoute(trunk, prefix, _bool(route, "strip", where, False)))
+
+    emergency: tuple[str, ...] = DEFAULT_EMERGENCY
+    raw = section.get("emergency")
+    if raw is not None:
+        emergency_list: list[str] = []
+        for index, value in enumerate(_list(raw, (*path, "emergency"), "numbers")):
+            where = (*path, "emergency", index)
+            text = value
+            if isinstance(value, int) and not isinstance(value, bool):
+                text = str(value)
+            if not isinstance(text, str) or not _PREFIX.fullmatch(text):
+                _fail(where, f"must be a number such as 112, not {_describe(value)}")
+            emergency_list.append(text)
+        emergency = tuple(emergency_list)
+    for index, number in enumerate(emergency):
+        if number in internal_set:
+            _fail((*path, "emergency", index), f"{number!r} is also an internal number")
+    emergency_trunk = trunks[0].name
+    if section.get("emergency_trunk") is not None:
+        emergency_trunk = trunk_name(section["emergency_trunk"], (*path, "emergency_trunk"))
+
+    call_out: tuple[str, ...] | None = None
+    if section.get("call_out") is not None:
+        known = {user.name for user in users}
+        allowed: list[str] = []
+        for index, value in enumerate(
+            _list(section["call_out"], (*path, "call_out"), "user names")
+        ):
+            if not isinstance(value, str) or value not in known:
+                _fail((*path, "call_out", index), f"must be a user's name, not {_describe(value)}")
+            allowed.append(value)
+        call_out = tuple(allowed)
+    return DialPlan(tuple(routes), emergency, emergency_trunk, call_out)
