@@ -61,7 +61,7 @@ from .const import (
     DeviceKind,
 )
 from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
-from .flip_settings import FlipSettingsSteps
+from .flip_settings import CONF_FLIP_NUMBER, FlipSettingsSteps
 from .hub import CallflipHub
 from .issues import async_yaml_section_ignored
 from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
@@ -714,6 +714,9 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
                     type=user_input[CONF_TYPE],
                     priority=int(user_input[CONF_PRIORITY]),
                 )
+                flip_number = str(user_input.get(CONF_FLIP_NUMBER) or "").strip()
+                if flip_number:  # checked by sip_core with the rest (2 to 8 digits, unique)
+                    device["flip_number"] = flip_number
                 if current is None:
                     owner["devices"].append(device)
                 elif current.user is owner:
@@ -839,5 +842,6 @@ class CallflipOptionsFlow(FlipSettingsSteps, OptionsFlow):
                     )
                 ),
                 vol.Required(CONF_PRIORITY): _PORT,
+                vol.Optional(CONF_FLIP_NUMBER): _TEXT,
             }
         )

@@ -27,6 +27,7 @@ CONF_AUTO_HANGUP: Final = "auto_hangup"
 CONF_ANNOUNCEMENT: Final = "announcement"
 CONF_SIMULTANEOUS_RING: Final = "simultaneous_ring"
 CONF_FLIP_USER: Final = "user"
+CONF_FLIP_NUMBER: Final = "flip_number"  # a device's, in the device form
 MIN_TIMEOUT, MAX_TIMEOUT = 5, 300
 
 #: The defaults (sip_core.config.UserFlipOptions): a timeout of None is the PBX's flip timeout.

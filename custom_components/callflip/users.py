@@ -47,6 +47,8 @@ class DeviceOptions(TypedDict):
     label: str
     type: str
     priority: int
+    flip_number: NotRequired[str]
+    """Digits its owner may key after the flip code to pick it (2 to 8; absent: none)."""
 
 
 class UserOptions(TypedDict):
@@ -125,6 +127,9 @@ def users_from_options(options: Mapping[str, Any]) -> list[UserOptions]:
             )
             for device in user["devices"]
         ]
+        for stored, copied in zip(user["devices"], devices, strict=True):
+            if stored.get("flip_number"):
+                copied["flip_number"] = str(stored["flip_number"])
         found = UserOptions(
             id=user["id"], name=user["name"], extension=user["extension"], devices=devices
         )
@@ -242,6 +247,11 @@ def pbx_mapping(data: Mapping[str, Any], users: Sequence[UserOptions]) -> dict[s
                         "label": device["label"],
                         "type": device["type"],
                         "priority": device["priority"],
+                        **(
+                            {"flip_number": device["flip_number"]}
+                            if device.get("flip_number")
+                            else {}
+                        ),
                     }
                     for device in user["devices"]
                 ],

@@ -444,3 +444,36 @@ async def test_flip_settings_of_a_user(hass: HomeAssistant, loaded_entry: MockCo
     )
     assert alice.flip_options.timeout is None
     assert not alice.flip_options.simultaneous_ring
+
+
+async def test_a_device_flip_number_is_checked_and_stored(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """The digits to key after *0 for a device: sip_core's rule (2 to 8 digits, unique within
+    the person's devices) refuses a bad one in the form; a good one reaches the running PBX."""
+    result = await _menu(hass, loaded_entry, "add_device")
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**GOOD_DEVICE, "flip_number": "7"}
+    )
+    assert result["errors"] == {"base": "invalid_config"}
+    assert "flip_number: must be 2 to 8 digits" in result["description_placeholders"]["error"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**GOOD_DEVICE, "flip_number": "77"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert _device(loaded_entry, "bob-desk")["flip_number"] == "77"
+    config = loaded_entry.runtime_data.hub.pbx.config
+    device = config.device("bob-desk")
+    assert device is not None
+    assert device.flip_number == "77"
+    # without one, none is stored
+    result = await _menu(hass, loaded_entry, "edit_device")
+    device_id = _device(loaded_entry, "bob-desk")["id"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"device": device_id}
+    )
+    edited = {key: value for key, value in GOOD_DEVICE.items() if key != "password"}
+    result = await hass.config_entries.options.async_configure(result["flow_id"], edited)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert "flip_number" not in _device(loaded_entry, "bob-desk")
