@@ -90,7 +90,7 @@ class B2bua(CallControl):
             egress=egress,
         )
         self.features = FeatureRegistry(self)
-        self._flip = Flip(self)
+        self._flip = Flip(self, capture=self.features.capture, release=self.features.release)
         self.features.add_code(self._flip_code, self._flip_dialled)
         self._transfer = Transfer(self)
         self.features.add_code(self._blind_code, self._blind_dialled)
@@ -124,11 +124,18 @@ class B2bua(CallControl):
         (`Transfer.transfer`)."""
         return self._transfer.transfer(call_id, target, device=device)
 
+    @property
+    def flip_feature(self) -> Flip:
+        """The flip (its rules: `Flip.in_call`, ``is_available``, ``flip_enabled``)."""
+        return self._flip
+
     def _flip_code(self) -> FeatureCode:
-        return FeatureCode(self.config().flip.code, "flip", argument=True)
+        # No argument: the code is complete the moment it is keyed, so an automatic flip rings
+        # at once; a device number after it is read by the flip's menu (features/flip_menu.py).
+        return FeatureCode(self.config().flip.code, "flip")
 
     def _flip_dialled(self, leg: Leg, match: FeatureMatch) -> None:
-        self._flip.on_code(leg, match.argument or None)
+        self._flip.on_code(leg, match.code)
 
     def _blind_code(self) -> FeatureCode:
         return FeatureCode(self.config().transfer.blind_code, "blind_transfer", argument=True)

@@ -210,7 +210,14 @@ class HandoffRecord:
     """One flip, push or pull: which device gave the call away and which took it (or was meant
     to). The shape of a transfer record: ``from_device`` is the transferring party (the pusher;
     for a pull, the device pulled from), ``to_device`` the transferred-to party (the member who
-    answered a push; the puller)."""
+    answered a push; the puller).
+
+    For a flip that failed, ``to_device`` is the device (or, comma-separated, the devices) it rang
+    or was refused, "" when none was chosen. ``code`` says why it failed in one word
+    (``sip_core.features.flip.FlipFailure``; "" when it worked); ``pressed_by`` is the device whose
+    keys asked for it ("" for Home Assistant's action), ``keys`` what it keyed (``*0``, ``*0 2``,
+    ``*0 202#``), ``how`` how the target was chosen (automatic, menu, direct, simultaneous, action).
+    """
 
     call_id: str
     from_device: str
@@ -221,6 +228,10 @@ class HandoffRecord:
     reason: str
     kind: str = "flip"  # "flip", "push" or "pull"
     group: str = ""  # the Personal Ring Group of a push or pull
+    code: str = ""
+    pressed_by: str = ""
+    keys: str = ""
+    how: str = ""
 
 
 class TransferKind(StrEnum):

@@ -16,11 +16,13 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
         flip: user          # or enabled / disabled: the administrator forces the user's flip
         devices:
           - {username: "201", password: "...", label: Office Desk Phone, type: desk,
-             priority: 0, digest: [MD5]}
+             priority: 0, digest: [MD5], flip_number: "11"}
+        flip_options: {timeout: 30, auto_hangup: true, announcement: false,
+                       simultaneous_ring: false}
     registrar: {min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 5}
     auth: {nonce_lifetime: 300}
     calls: {no_answer_timeout: 30}
-    flip: {code: "*0", timeout: 30}
+    flip: {code: "*0", timeout: 30, menu_timeout: 8, digit_timeout: 3}
     security: {max_failures: 5, failure_window: 300, ban_time: 1800, never_ban: [],
                allow_public: false}
     log_level: info
@@ -32,7 +34,8 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
     handoff: {code: "*5"}
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
-Everything else has the default shown. A key that is present but empty counts as absent, except
+Everything else has the default shown (no ``flip_number``; a user's flip timeout is
+``flip.timeout``). A key that is present but empty counts as absent, except
 for ``flip.code`` (an unquoted ``#1`` is a comment, so an empty code is almost surely that). In the
 file, an unquoted ``*0`` is the text ``*0`` (not a YAML alias) and ``0200`` the text ``0200``.
 Unknown keys are errors: a misspelt ``pasword`` must not silently leave a device without one.
@@ -85,6 +88,7 @@ __all__ = [
     "SipSettings",
     "TransferSettings",
     "User",
+    "UserFlipOptions",
     "config_from_mapping",
     "format_path",
     "load_config",
@@ -234,10 +238,13 @@ class Device:
     type: DeviceType = DeviceType.DESK
     priority: int = 0
     digest: tuple[DigestAlgorithm, ...] = DEFAULT_DIGEST
+    flip_number: str | None = None
+    """A short number (2 to 8 digits) its owner may key after the flip code to pick it; its
+    username, when all digits, works too (`sip_core.features.flip_menu`)."""
 
     def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
         """The device in the configuration schema (``redact`` hides the password)."""
-        return {
+        mapping: dict[str, Any] = {
             "username": self.username,
             "password": REDACTED if redact else self.password,
             "label": self.label,
@@ -245,6 +252,36 @@ class Device:
             "priority": self.priority,
             "digest": [algorithm.value for algorithm in self.digest],
         }
+        if self.flip_number is not None:
+            mapping["flip_number"] = self.flip_number
+        return mapping
+
+
+@dataclass(frozen=True, slots=True)
+class UserFlipOptions:
+    """One user's flip settings (``users[].flip_options``).
+
+    ``timeout``: how long a flip's target rings, in seconds (None: ``flip.timeout``);
+    ``auto_hangup``: the device the call left is hung up (off: its dialog stays up, without
+    media, until it hangs up itself); ``announcement``: the other party hears a short tone at the
+    switch; ``simultaneous_ring``: the flip code rings every other available device at once,
+    first answer wins, instead of offering a menu.
+    """
+
+    timeout: int | None = None
+    auto_hangup: bool = True
+    announcement: bool = False
+    simultaneous_ring: bool = False
+
+    def to_mapping(self) -> dict[str, Any]:
+        mapping: dict[str, Any] = {
+            "auto_hangup": self.auto_hangup,
+            "announcement": self.announcement,
+            "simultaneous_ring": self.simultaneous_ring,
+        }
+        if self.timeout is not None:
+            mapping["timeout"] = self.timeout
+        return mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +292,7 @@ class User:
     extension: str
     devices: tuple[Device, ...] = ()
     flip: FlipPermission = FlipPermission.USER
+    flip_options: UserFlipOptions = field(default_factory=UserFlipOptions)
 
     def to_mapping(self, *, redact: bool = False) -> dict[str, Any]:
         """The user in the configuration schema."""
@@ -265,6 +303,8 @@ class User:
         }
         if self.flip is not FlipPermission.USER:
             mapping["flip"] = self.flip.value
+        if self.flip_options != UserFlipOptions():
+            mapping["flip_options"] = self.flip_options.to_mapping()
         return mapping
 
 
@@ -294,10 +334,16 @@ class CallSettings:
 
 @dataclass(frozen=True, slots=True)
 class FlipSettings:
-    """The in-call code that moves a call to another of the user's devices; how long that rings."""
+    """The in-call code that moves a call to another of the user's devices; how long that rings.
+
+    ``menu_timeout``: seconds the flip menu waits for a choice once its prompt has ended;
+    ``digit_timeout``: seconds it waits for the next digit of a device number.
+    """
 
     code: str = "*0"
     timeout: int = 30
+    menu_timeout: int = 8
+    digit_timeout: int = 3
 
 
 #: Keypad transfer codes by preset: seed 000's hosted PBX (the default) and 4PSA VoipNow's.
@@ -458,7 +504,12 @@ class PbxConfig:
             },
             "auth": {"nonce_lifetime": self.auth.nonce_lifetime},
             "calls": {"no_answer_timeout": self.calls.no_answer_timeout},
-            "flip": {"code": self.flip.code, "timeout": self.flip.timeout},
+            "flip": {
+                "code": self.flip.code,
+                "timeout": self.flip.timeout,
+                "menu_timeout": self.flip.menu_timeout,
+                "digit_timeout": self.flip.digit_timeout,
+            },
             "security": {
                 "max_failures": self.security.max_failures,
                 "failure_window": self.security.failure_window,
@@ -618,6 +669,7 @@ _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _PORT_RANGE: Final = re.compile(r"\s*([0-9]{1,6})\s*-\s*([0-9]{1,6})\s*")
 _FLIP_CODE: Final = re.compile(r"[0-9*#]{1,8}")
+_FLIP_NUMBER: Final = re.compile(r"[0-9]{2,8}")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _MAX_NAME: Final = 64
 
@@ -856,7 +908,9 @@ def _users(data: Any) -> tuple[User, ...]:
 
     for index, item in enumerate(_list(data, ("users",), "users")):
         path: KeyPath = ("users", index)
-        section = _section(item, path, ("name", "extension", "devices", "flip"), required=True)
+        section = _section(
+            item, path, ("name", "extension", "devices", "flip", "flip_options"), required=True
+        )
         name = _name(_text(section, "name", path, numbers=True), (*path, "name"))
         claim(names, name, (*path, "name"))
         extension = _user_part(
@@ -868,13 +922,57 @@ def _users(data: Any) -> tuple[User, ...]:
             device = _device(raw, (*path, "devices", number))
             claim(numbers, device.username, (*path, "devices", number, "username"))
             devices.append(device)
+        _check_flip_numbers(devices, (*path, "devices"))
         flip = _choice(section, "flip", path, FlipPermission, FlipPermission.USER)
-        users.append(User(name, extension, tuple(devices), flip))
+        options = _flip_options(section.get("flip_options"), (*path, "flip_options"))
+        users.append(User(name, extension, tuple(devices), flip, options))
     return tuple(users)
 
 
+def _flip_options(data: Any, path: KeyPath) -> UserFlipOptions:
+    keys = ("timeout", "auto_hangup", "announcement", "simultaneous_ring")
+    section = _section(data, path, keys)
+    timeout = None
+    if section.get("timeout") is not None:
+        timeout = _int(section, "timeout", path, 30, (1, 3600))
+    return UserFlipOptions(
+        timeout=timeout,
+        auto_hangup=_bool(section, "auto_hangup", path, True),
+        announcement=_bool(section, "announcement", path, False),
+        simultaneous_ring=_bool(section, "simultaneous_ring", path, False),
+    )
+
+
+def _bool(section: Mapping[str, Any], key: str, path: KeyPath, default: bool) -> bool:
+    value = section.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        _fail((*path, key), f"must be true or false, not {_describe(value)}")
+    return value
+
+
+def _check_flip_numbers(devices: Sequence[Device], path: KeyPath) -> None:
+    """A user's device numbers (flip numbers, all-digit usernames) must tell the devices apart
+    after the flip code: a flip number may not be another of the user's device numbers."""
+    numbers: dict[str, int] = {}
+    for index, device in enumerate(devices):
+        if device.username.isdigit():
+            numbers.setdefault(device.username, index)
+    for index, device in enumerate(devices):
+        number = device.flip_number
+        if number is None:
+            continue
+        other = numbers.setdefault(number, index)
+        if other != index:
+            _fail(
+                (*path, index, "flip_number"),
+                f"{number!r} is already the number of devices[{other}]",
+            )
+
+
 def _device(data: Any, path: KeyPath) -> Device:
-    keys = ("username", "password", "label", "type", "priority", "digest")
+    keys = ("username", "password", "label", "type", "priority", "digest", "flip_number")
     section = _section(data, path, keys, required=True)
     username = _user_part(_text(section, "username", path, numbers=True), (*path, "username"))
     password = _text(section, "password", path, numbers=True)
@@ -883,7 +981,16 @@ def _device(data: Any, path: KeyPath) -> Device:
     label = _name(_text(section, "label", path, default=username, numbers=True), (*path, "label"))
     kind = _choice(section, "type", path, DeviceType, DeviceType.DESK)
     priority = _int(section, "priority", path, 0, (0, 1000))
-    return Device(username, password, label, kind, priority, _digest(section.get("digest"), path))
+    flip_number: str | None = None
+    if section.get("flip_number") is not None:
+        flip_number = _text(section, "flip_number", path, numbers=True)
+        if not _FLIP_NUMBER.fullmatch(flip_number):
+            _fail(
+                (*path, "flip_number"),
+                f"must be 2 to 8 digits (one digit would be a menu choice), not {flip_number!r}",
+            )
+    digest = _digest(section.get("digest"), path)
+    return Device(username, password, label, kind, priority, digest, flip_number)
 
 
 def _choice[E: StrEnum](
@@ -947,7 +1054,7 @@ def _registrar(data: Any) -> RegistrarSettings:
 
 def _flip(data: Any, users: Sequence[User]) -> FlipSettings:
     path: KeyPath = ("flip",)
-    section = _section(data, path, ("code", "timeout"))
+    section = _section(data, path, ("code", "timeout", "menu_timeout", "digit_timeout"))
     code = "*0"
     if "code" in section:
         if section["code"] is None:
@@ -964,7 +1071,12 @@ def _flip(data: Any, users: Sequence[User]) -> FlipSettings:
         }
         if code in taken:
             _fail((*path, "code"), f"{code!r} is also an extension or a device's username")
-    return FlipSettings(code, _int(section, "timeout", path, 30, (1, 3600)))
+    return FlipSettings(
+        code,
+        _int(section, "timeout", path, 30, (1, 3600)),
+        _int(section, "menu_timeout", path, 8, (1, 120)),
+        _int(section, "digit_timeout", path, 3, (1, 30)),
+    )
 
 
 def _log_level(value: Any) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sip_core.calls import CallOutcome, CallRecord, HandoffRecord
+from sip_core.calls import CallOutcome, CallRecord, HandoffRecord, TransferKind, TransferRecord
 
 __all__ = [
     "STATE_VERSION",
@@ -144,8 +144,30 @@ def call_record_to_json(record: CallRecord) -> dict[str, Any]:
                 "ended_at": handoff.ended_at,
                 "succeeded": handoff.succeeded,
                 "reason": handoff.reason,
+                "kind": handoff.kind,
+                "group": handoff.group,
+                "code": handoff.code,
+                "pressed_by": handoff.pressed_by,
+                "keys": handoff.keys,
+                "how": handoff.how,
             }
             for handoff in record.handoffs
+        ],
+        "transfers": [
+            {
+                "kind": transfer.kind.value,
+                "transferring": transfer.transferring,
+                "transferred": transfer.transferred,
+                "target": transfer.target,
+                "to_device": transfer.to_device,
+                "started_at": transfer.started_at,
+                "ended_at": transfer.ended_at,
+                "succeeded": transfer.succeeded,
+                "reason": transfer.reason,
+                "recalled": transfer.recalled,
+                "referred_by": transfer.referred_by,
+            }
+            for transfer in record.transfers
         ],
         "caller_party": record.caller_party,
     }
@@ -182,6 +204,9 @@ def call_record_from_json(data: Mapping[str, Any]) -> CallRecord:
     handoffs = data.get("handoffs", [])
     if not isinstance(handoffs, list):
         raise TypeError("handoffs must be a list")
+    transfers = data.get("transfers", [])
+    if not isinstance(transfers, list):
+        raise TypeError("transfers must be a list")
     return CallRecord(
         call_id=call_id,
         caller=_text(data, "caller"),
@@ -204,8 +229,32 @@ def call_record_from_json(data: Mapping[str, Any]) -> CallRecord:
                 ended_at=_optional_time(handoff, "ended_at"),
                 succeeded=bool(handoff["succeeded"]),
                 reason=_text(handoff, "reason"),
+                # Records saved before these fields existed load with their defaults.
+                kind=_optional_text(handoff, "kind") or "flip",
+                group=_optional_text(handoff, "group") or "",
+                code=_optional_text(handoff, "code") or "",
+                pressed_by=_optional_text(handoff, "pressed_by") or "",
+                keys=_optional_text(handoff, "keys") or "",
+                how=_optional_text(handoff, "how") or "",
             )
             for handoff in handoffs
+        ),
+        transfers=tuple(
+            TransferRecord(
+                call_id=call_id,
+                kind=TransferKind(transfer["kind"]),
+                transferring=_text(transfer, "transferring"),
+                transferred=_text(transfer, "transferred"),
+                target=_text(transfer, "target"),
+                to_device=_optional_text(transfer, "to_device"),
+                started_at=_time(transfer, "started_at"),
+                ended_at=_time(transfer, "ended_at"),
+                succeeded=bool(transfer["succeeded"]),
+                reason=_text(transfer, "reason"),
+                recalled=_optional_text(transfer, "recalled"),
+                referred_by=_optional_text(transfer, "referred_by"),
+            )
+            for transfer in transfers
         ),
         caller_party=_optional_text(data, "caller_party") or "",
     )

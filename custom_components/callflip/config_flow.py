@@ -60,6 +60,7 @@ from .const import (
     DeviceKind,
 )
 from .discovery import flow_data, link_mac, mac_is_ours, phone_from_zeroconf
+from .flip_settings import CONF_FLIP_NUMBER, FlipSettingsSteps
 from .group_options import (
     CONF_GROUPS,
     GroupOptions,
@@ -546,9 +547,9 @@ def _new_username(users: list[UserOptions], phone: Mapping[str, Any]) -> str:
     return candidate
 
 
-class CallflipOptionsFlow(TrunkOptionsFlow):
+class CallflipOptionsFlow(FlipSettingsSteps, TrunkOptionsFlow):
     """Add, edit and remove users and their SIP devices; applied to the running PBX. The trunk
-    steps are in trunk_flow.py."""
+    steps are in trunk_flow.py, a user's flip settings in flip_settings.py."""
 
     def __init__(self) -> None:
         self._users: list[UserOptions] = []
@@ -563,7 +564,7 @@ class CallflipOptionsFlow(TrunkOptionsFlow):
         self._groups = groups_from_options(self.config_entry.options)
         menu = ["add_user"]
         if self._users:
-            menu += ["edit_user", "remove_user", "add_device"]
+            menu += ["edit_user", "remove_user", "add_device", "flip_settings"]
         if any(True for _ in iter_devices(self._users)):
             menu += ["edit_device", "remove_device"]
         if any(True for _ in iter_devices(self._users)):
@@ -736,6 +737,9 @@ class CallflipOptionsFlow(TrunkOptionsFlow):
                     type=user_input[CONF_TYPE],
                     priority=int(user_input[CONF_PRIORITY]),
                 )
+                flip_number = str(user_input.get(CONF_FLIP_NUMBER) or "").strip()
+                if flip_number:  # checked by sip_core with the rest (2 to 8 digits, unique)
+                    device["flip_number"] = flip_number
                 if current is None:
                     owner["devices"].append(device)
                 elif current.user is owner:
@@ -992,5 +996,6 @@ class CallflipOptionsFlow(TrunkOptionsFlow):
                     )
                 ),
                 vol.Required(CONF_PRIORITY): _PORT,
+                vol.Optional(CONF_FLIP_NUMBER): _TEXT,
             }
         )

@@ -19,7 +19,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.storage import Store
 
 from sip_core import __version__ as SIP_CORE_VERSION
-from sip_core.calls import Call, CallState
+from sip_core.calls import Call, CallState, HandoffRecord
 from sip_core.events import (
     CallRecorded,
     CallStateChanged,
@@ -397,14 +397,22 @@ class CallflipHub:
             "to_label": self.device_label(event.to_device),
             "reason": reason,
         }
+        if not isinstance(event, HandoffStarted):
+            record = event.record  # why it failed, who pressed what, how the target was chosen
+            data |= {
+                "code": record.code,
+                "pressed_by": record.pressed_by,
+                "keys": record.keys,
+                "how": record.how,
+            }
         self._call_devices.setdefault(event.call_id, set()).update(
             (event.from_device, event.to_device)
         )
         if event.kind != "flip":
             data["kind"] = event.kind
-            record = getattr(event, "record", None)
+            found: HandoffRecord | None = getattr(event, "record", None)
             pushed_to = event.to_device if event.kind == "push" else ""
-            data["group"] = record.group if record is not None else pushed_to
+            data["group"] = found.group if found is not None else pushed_to
             if isinstance(event, HandoffFailed):
                 data["refusal"] = event.refusal
         self._notify(

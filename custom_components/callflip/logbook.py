@@ -100,11 +100,13 @@ def describe_call(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def describe_handoff(data: Mapping[str, Any]) -> dict[str, str]:
-    """One line per handoff step, in the words of the user's "Last handoff" sensor."""
-    return {
-        "name": data.get("user") or "callflip",
-        "message": HandoffSummary.from_event(data).predicate(),
-    }
+    """One line per handoff step, in the words of the user's "Last handoff" sensor (and, for a
+    flip keyed on a phone, which keys on which phone)."""
+    message = HandoffSummary.from_event(data).predicate()
+    if data.get("keys") and data.get("pressed_by"):
+        pressed_on = data.get("from_label") or data["pressed_by"]
+        message += f" ({data['keys']} pressed on {pressed_on})"
+    return {"name": data.get("user") or "callflip", "message": message}
 
 
 def describe_transfer(data: Mapping[str, Any]) -> dict[str, str]:

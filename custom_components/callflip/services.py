@@ -22,12 +22,14 @@ from homeassistant.helpers import config_validation as cv
 from sip_core.features import (
     AmbiguousFlipTarget,
     CallNotFlippable,
+    CallNotTalking,
     FlipDisabled,
     FlipError,
     FlipInProgress,
     NoFlipTarget,
     NoSuchCall,
     NotUsersDevice,
+    TargetBusy,
     TargetIsCurrentDevice,
     TargetNotRegistered,
     TargetUnavailable,
@@ -88,6 +90,8 @@ TRANSFER_ERRORS: dict[type[TransferError], str] = {
 
 # Why sip_core refused a flip -> the translation key of the message the person sees.
 FLIP_ERRORS: dict[type[FlipError], str] = {
+    CallNotTalking: "call_not_talking",  # before CallNotFlippable, of which it is a kind
+    TargetBusy: "target_busy",
     NoSuchCall: "no_call",
     CallNotFlippable: "call_not_flippable",
     FlipInProgress: "flip_in_progress",

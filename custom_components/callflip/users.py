@@ -47,6 +47,8 @@ class DeviceOptions(TypedDict):
     label: str
     type: str
     priority: int
+    flip_number: NotRequired[str]
+    """Digits its owner may key after the flip code to pick it (2 to 8; absent: none)."""
 
 
 class UserOptions(TypedDict):
@@ -59,6 +61,9 @@ class UserOptions(TypedDict):
     flip: NotRequired[str]
     """The administrator's flip permission: user (the user's own switch decides), enabled,
     disabled (sip_core.config.FlipPermission); absent in entries made before it existed."""
+    flip_options: NotRequired[dict[str, Any]]
+    """The person's flip settings in the runner's schema (`sip_core.config.UserFlipOptions`);
+    absent: the defaults."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +127,16 @@ def users_from_options(options: Mapping[str, Any]) -> list[UserOptions]:
             )
             for device in user["devices"]
         ]
+        for stored, copied in zip(user["devices"], devices, strict=True):
+            if stored.get("flip_number"):
+                copied["flip_number"] = str(stored["flip_number"])
         found = UserOptions(
             id=user["id"], name=user["name"], extension=user["extension"], devices=devices
         )
         if "flip" in user:
             found["flip"] = user["flip"]
+        if user.get("flip_options"):
+            found["flip_options"] = dict(user["flip_options"])
         users.append(found)
     return users
 
@@ -242,9 +252,15 @@ def pbx_mapping(
                         "label": device["label"],
                         "type": device["type"],
                         "priority": device["priority"],
+                        **(
+                            {"flip_number": device["flip_number"]}
+                            if device.get("flip_number")
+                            else {}
+                        ),
                     }
                     for device in user["devices"]
                 ],
+                **({"flip_options": user["flip_options"]} if user.get("flip_options") else {}),
             }
             for user in users
         ],

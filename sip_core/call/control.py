@@ -281,6 +281,7 @@ class CallControl:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
+        self._detached: dict[Leg, None] = {}  # legs `replace_leg` kept up (keep_old)
         self._hosts: dict[str, str] = {}
         self._ack_waiters: dict[tuple[str, str], Callable[[Leg], None]] = {}
         self._plans: dict[str, RingPlan] = {}  # call id -> how a routed number rings
@@ -396,7 +397,13 @@ class CallControl:
             call.media.discard_spare(spare)
 
     async def replace_leg(
-        self, old: Leg, new: Leg, answer: SessionDescription, *, spare: MediaLeg | None = None
+        self,
+        old: Leg,
+        new: Leg,
+        answer: SessionDescription,
+        *,
+        spare: MediaLeg | None = None,
+        keep_old: bool = False,
     ) -> bool:
         """``new`` (answered, with ``answer``) takes ``old``'s place in its call.
 
@@ -404,6 +411,11 @@ class CallControl:
         other party hears one continuous stream and its dialog is never touched; then the model
         swaps the legs and ``old`` gets a BYE. False when the call ended meanwhile (``new`` is
         then not adopted: hang it up). Raises `RelayError` or OSError when the relay refuses.
+
+        ``keep_old``: no BYE; ``old``'s dialog stays up, detached from the media, until its
+        device hangs up (its BYE then ends only that dialog) or the call ends (it gets a BYE
+        with the rest). Meanwhile its offers get 488, its digits and INFO are answered and
+        dropped, and no session timer runs on it.
         """
         call = old.call
         remote = call.other(old)
@@ -435,6 +447,10 @@ class CallControl:
             call.callee = new
         call.branches = [b for b in call.branches if b is not old]
         self._digits.drop(old)
+        if keep_old and old.state is LegState.CONFIRMED:
+            self._timers.stop(old)
+            self._detached[old] = None
+            return True
         self.hang_up(old)
         self.release(old)
         return True
@@ -529,6 +545,10 @@ class CallControl:
 
         self._spawn(take_over())
         return True
+
+    def detached(self, call: Call) -> list[Leg]:
+        """Legs of ``call`` that `replace_leg` kept up without media (``keep_old``)."""
+        return [leg for leg in self._detached if leg.call is call]
 
     def hold(self, leg: Leg, play: Playback | None = None) -> Playing:
         """Hold ``leg`` at the PBX, without SIP: its audio is dropped, the other side hears
@@ -1661,6 +1681,10 @@ class CallControl:
         fork = self._ringing.pop(call.id, None)
         if fork is not None:
             fork.stop()
+        for leg in self.detached(call):
+            del self._detached[leg]
+            self.hang_up(leg)
+            self.release(leg)
         for leg in call.legs():
             self._stop_leg_timers(leg)
             leg.state = LegState.TERMINATED
@@ -1788,6 +1812,9 @@ class CallControl:
             return
         method = request.method
         call = leg.call
+        if leg in self._detached:
+            self._detached_request(leg, request, txn)
+            return
         if method == "BYE":
             self.reply(txn, request, 200)
             dialog.terminated = True
@@ -1809,6 +1836,24 @@ class CallControl:
             hook = self.hooks.in_call_request
             if hook is not None and hook(leg, request, txn):
                 return
+            self.reply(txn, request, 405, f"{method} is not supported in a call")
+
+    def _detached_request(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        """A request on a leg kept up after its side moved on (`replace_leg` with keep_old)."""
+        method = request.method
+        if method == "BYE":
+            self.reply(txn, request, 200)
+            del self._detached[leg]
+            if leg.dialog is not None:
+                leg.dialog.terminated = True
+            leg.state = LegState.TERMINATED
+            self.release(leg)
+            _LOGGER.info("Call %s: %s, kept after a flip, hung up", leg.call.id, leg.device)
+        elif method == "INVITE" or (method == "UPDATE" and request.body):
+            self.reply(txn, request, 488, "this device's call has moved to another device")
+        elif method in ("INFO", "OPTIONS", "UPDATE"):
+            self.reply(txn, request, 200)
+        else:
             self.reply(txn, request, 405, f"{method} is not supported in a call")
 
     def _on_ack(self, ack: Request) -> None:

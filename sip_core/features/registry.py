@@ -20,8 +20,14 @@ from sip_core.message import Request
 from sip_core.transaction import ServerTransaction
 from sip_core.transport import Source
 
-__all__ = ["CodeHandler", "FeatureRegistry", "InCallHandler", "ReplacesHandler"]
-__all__ = ["CodeHandler", "DialledHandler", "FeatureRegistry"]
+__all__ = [
+    "CodeHandler",
+    "DialledHandler",
+    "FeatureRegistry",
+    "InCallHandler",
+    "KeyHandler",
+    "ReplacesHandler",
+]
 
 #: What a feature does when its code is dialled on a leg.
 CodeHandler = Callable[[Leg, FeatureMatch], None]
@@ -35,6 +41,42 @@ ReplacesHandler = Callable[[Request, ServerTransaction, Source], bool]
 DialledHandler = Callable[[Request, ServerTransaction, str, str], bool]
 
 
+#: Where a leg's keys go while a feature reads them itself (`FeatureRegistry.capture`).
+KeyHandler = Callable[[str], None]
+
+
+class _LegKeys:
+    """A leg's digit sink: its keys go to the feature capturing them, else to the code
+    collector (made on the first key that needs it)."""
+
+    __slots__ = ("_captures", "_collector", "_leg", "_make")
+
+    def __init__(
+        self,
+        leg: Leg,
+        captures: dict[Leg, KeyHandler],
+        make: Callable[[], FeatureCodeCollector],
+    ) -> None:
+        self._leg = leg
+        self._captures = captures
+        self._make = make
+        self._collector: FeatureCodeCollector | None = None
+
+    def feed(self, digit: str) -> None:
+        handler = self._captures.get(self._leg)
+        if handler is not None:
+            handler(digit)
+            return
+        if self._collector is None:
+            self._collector = self._make()
+        self._collector.feed(digit)
+
+    def close(self) -> None:
+        self._captures.pop(self._leg, None)
+        if self._collector is not None:
+            self._collector.close()
+
+
 class FeatureRegistry:
     """Installs itself as ``control``'s hooks; features add their codes with `add_code`."""
 
@@ -44,6 +86,7 @@ class FeatureRegistry:
         self._in_call: list[InCallHandler] = []
         self._replaces: list[ReplacesHandler] = []
         self._dialled: list[DialledHandler] = []
+        self._captures: dict[Leg, KeyHandler] = {}
         hooks = control.hooks
         hooks.digit_sink = self._collector
         hooks.dialled_code = self._dialled_code
@@ -69,9 +112,22 @@ class FeatureRegistry:
         no device or user; the first that answers the INVITE (True) ends the search."""
         self._dialled.append(handler)
 
-    def _collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector | None:
+    def capture(self, leg: Leg, handler: KeyHandler) -> None:
+        """Until `release`, every key ``leg``'s device presses goes to ``handler``, not to the
+        feature codes nor the far end (a menu reading its choice, ``*0`` then ``2``)."""
+        self._captures[leg] = handler
+
+    def release(self, leg: Leg, handler: KeyHandler | None = None) -> None:
+        """End `capture` on ``leg`` (only ``handler``'s, when given)."""
+        if handler is None or self._captures.get(leg) == handler:
+            self._captures.pop(leg, None)
+
+    def _collector(self, leg: Leg, pass_on: Callable[[str], None]) -> _LegKeys | None:
         if not self._codes:
             return None
+        return _LegKeys(leg, self._captures, lambda: self._code_collector(leg, pass_on))
+
+    def _code_collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector:
         handlers: dict[str, CodeHandler] = {}
         codes: list[FeatureCode] = []
         for make, handler in self._codes:

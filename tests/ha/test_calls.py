@@ -235,16 +235,25 @@ async def test_failed_flip_is_reported_not_swallowed(
     assert "declined" in attributes["reason"]
     assert [event.data["type"] for event in handoffs] == ["flip_started", "flip_failed"]
     assert "declined" in handoffs[-1].data["reason"]
+    # why, in one word, and how the target was chosen (the action: nobody pressed keys)
+    assert {key: handoffs[-1].data[key] for key in ("code", "how", "pressed_by", "keys")} == {
+        "code": "declined",
+        "how": "action",
+        "pressed_by": "",
+        "keys": "",
+    }
     assert state_of(hass, "sensor.alice_active_call")[1]["device"] == "Alice desk phone"
     assert state_of(hass, "sensor.alice_mobile_call_state")[0] == "idle"
 
 
-async def test_ambiguous_target_needs_a_choice(
+async def _alice_with_a_softphone(
     hass: HomeAssistant,
     config_entry: MockConfigEntry,
     make_phone: Callable[..., SipPhone],
-) -> None:
-    """With two other registered phones, a flip without a target is refused with both named."""
+    flip_options: dict[str, Any] | None = None,
+) -> tuple[SipPhone, SipPhone, SipPhone, SipPhone]:
+    """Alice with a desk phone, a mobile and a softphone (priority 30), all registered; Bob's
+    call answered on her desk phone."""
     users = [dict(user) for user in config_entry.options["users"]]
     users[0] = {
         **users[0],
@@ -260,18 +269,48 @@ async def test_ambiguous_target_needs_a_choice(
             },
         ],
     }
+    if flip_options is not None:
+        users[0]["flip_options"] = flip_options
     hass.config_entries.async_update_entry(config_entry, options={"users": users})
     assert await hass.config_entries.async_setup(config_entry.entry_id)
     await hass.async_block_till_done()
-    desk, _, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
+    desk, mobile, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
     soft = make_phone("alice-soft", "Soft-App-Secret-44")
     await soft.open()
     assert (await soft.register()).status == 200
     await answered_call(hass, bob, desk)
-    with pytest.raises(ServiceValidationError) as caught:
-        await flip(hass, device_id=ha_id(hass, config_entry, "user-u-alice"))
-    assert caught.value.translation_key == "ambiguous_flip_target"
-    assert "alice-soft" in str(caught.value)
+    return desk, mobile, soft, bob
+
+
+async def test_without_a_target_the_first_phone_by_priority_rings(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """With two other registered phones, a flip without a target rings the preferred one."""
+    _, mobile, _soft, _ = await _alice_with_a_softphone(hass, config_entry, make_phone)
+    await flip(hass, device_id=ha_id(hass, config_entry, "user-u-alice"))
+    assert (await mobile.request("INVITE")).method == "INVITE"
+    (call,) = config_entry.runtime_data.hub.pbx.calls()
+    assert call.pending_flip is not None
+    assert call.pending_flip.to_device == "alice-mobile"  # priority 20 before the softphone's 30
+    await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def test_without_a_target_simultaneous_ring_rings_every_phone(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    _, mobile, soft, _ = await _alice_with_a_softphone(
+        hass, config_entry, make_phone, {"simultaneous_ring": True}
+    )
+    await flip(hass, device_id=ha_id(hass, config_entry, "user-u-alice"))
+    assert (await mobile.request("INVITE")).method == "INVITE"
+    assert (await soft.request("INVITE")).method == "INVITE"
+    (call,) = config_entry.runtime_data.hub.pbx.calls()
+    assert call.pending_flip is not None
+    assert call.pending_flip.to_device == "alice-mobile, alice-soft"
     await hass.config_entries.async_unload(config_entry.entry_id)
 
 

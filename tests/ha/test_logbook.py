@@ -110,6 +110,13 @@ def test_handoff_lines() -> None:
         "name": "callflip",
         "message": "could not move the call from a to b: cancelled",
     }
+    # a flip keyed on a phone says which keys, on which phone
+    pressed = describe_handoff(
+        {**base, "type": "flip_succeeded", "pressed_by": "alice-desk", "keys": "*0 2"}
+    )
+    assert pressed["message"] == (
+        "moved the call from Alice desk phone to Alice mobile (*0 2 pressed on Alice desk phone)"
+    )
 
 
 class _Event:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import voluptuous as vol
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.data_entry_flow import FlowResultType, InvalidData
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.callflip.const import DOMAIN
@@ -78,6 +78,7 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
         "edit_user",
         "remove_user",
         "add_device",
+        "flip_settings",
         "security",
         "trunks",
     ]
@@ -383,3 +384,97 @@ async def test_device_label_is_optional_and_defaults_to_the_username(
     bob = next(user for user in loaded_entry.options["users"] if user["id"] == "u-bob")
     added = next(d for d in bob["devices"] if d["username"] == "bob-desk")
     assert added["label"] == "bob-desk"
+
+
+async def test_flip_settings_of_a_user(hass: HomeAssistant, loaded_entry: MockConfigEntry) -> None:
+    """A person's flip timeout, auto-hangup, announcement and simultaneous ring: stored with
+    the user in the runner's schema and in force in the running PBX at once."""
+    result = await _menu(hass, loaded_entry, "flip_settings")
+    assert result["step_id"] == "flip_settings"
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"user": "u-alice"}
+    )
+    assert result["step_id"] == "user_flip"
+    assert result["description_placeholders"]["name"] == "Alice"
+    # the shipped defaults are what the form suggests
+    suggested = {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+    assert suggested == {
+        "auto_hangup": True,
+        "announcement": False,
+        "simultaneous_ring": False,
+    }
+    settings = {"auto_hangup": False, "announcement": True, "simultaneous_ring": True}
+    with pytest.raises(InvalidData) as caught:  # below 5 s: the form's own range refuses it
+        await hass.config_entries.options.async_configure(
+            result["flow_id"], {**settings, "timeout": 4}
+        )
+    assert caught.value.path == ["timeout"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**settings, "timeout": 12.5}
+    )
+    assert result["errors"] == {"timeout": "invalid_flip_timeout"}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**settings, "timeout": 12}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert _users(loaded_entry)["u-alice"]["flip_options"] == {**settings, "timeout": 12}
+    assert "flip_options" not in _users(loaded_entry)["u-bob"]
+    config = loaded_entry.runtime_data.hub.pbx.config
+    alice = next(user for user in config.users if user.name == "Alice")
+    assert (alice.flip_options.timeout, alice.flip_options.auto_hangup) == (12, False)
+    assert alice.flip_options.simultaneous_ring
+
+    # back to the defaults, with no timeout of her own: the PBX's flip timeout again
+    result = await _menu(hass, loaded_entry, "flip_settings")
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"user": "u-alice"}
+    )
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {"auto_hangup": True, "announcement": False, "simultaneous_ring": False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    alice = next(
+        user for user in loaded_entry.runtime_data.hub.pbx.config.users if user.name == "Alice"
+    )
+    assert alice.flip_options.timeout is None
+    assert not alice.flip_options.simultaneous_ring
+
+
+async def test_a_device_flip_number_is_checked_and_stored(
+    hass: HomeAssistant, loaded_entry: MockConfigEntry
+) -> None:
+    """The digits to key after *0 for a device: sip_core's rule (2 to 8 digits, unique within
+    the person's devices) refuses a bad one in the form; a good one reaches the running PBX."""
+    result = await _menu(hass, loaded_entry, "add_device")
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**GOOD_DEVICE, "flip_number": "7"}
+    )
+    assert result["errors"] == {"base": "invalid_config"}
+    assert "flip_number: must be 2 to 8 digits" in result["description_placeholders"]["error"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**GOOD_DEVICE, "flip_number": "77"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert _device(loaded_entry, "bob-desk")["flip_number"] == "77"
+    config = loaded_entry.runtime_data.hub.pbx.config
+    device = config.device("bob-desk")
+    assert device is not None
+    assert device.flip_number == "77"
+    # without one, none is stored
+    result = await _menu(hass, loaded_entry, "edit_device")
+    device_id = _device(loaded_entry, "bob-desk")["id"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"device": device_id}
+    )
+    edited = {key: value for key, value in GOOD_DEVICE.items() if key != "password"}
+    result = await hass.config_entries.options.async_configure(result["flow_id"], edited)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert "flip_number" not in _device(loaded_entry, "bob-desk")

@@ -62,9 +62,19 @@ def test_every_error_and_step_is_translated() -> None:
     assert option_errors <= set(STRINGS["options"]["error"])
     assert set(re.findall(r'step_id="(\w+)"', server_part)) <= set(STRINGS["config"]["step"])
     option_steps = set(re.findall(r'step_id="(\w+)"', options_part))
+    # the flip settings' steps live in their own module
+    flip_settings = _source("flip_settings.py")
+    option_steps |= set(re.findall(r'step_id="(\w+)"', flip_settings))
+    assert {"flip_settings", "user_flip"} <= option_steps
     assert option_steps <= set(STRINGS["options"]["step"])
+    flip_errors = set(re.findall(r'\{CONF_\w+: "(\w+)"\}', flip_settings))
+    assert flip_errors == {"invalid_flip_timeout"}
+    assert flip_errors <= set(STRINGS["options"]["error"])
     menu = set(
-        re.findall(r'"((?:add|edit|remove)_(?:user|device|group)|security|trunks)"', options_part)
+        re.findall(
+            r'"((?:add|edit|remove)_(?:user|device|group)|flip_settings|security|trunks)"',
+            options_part,
+        )
     )
     assert menu == set(STRINGS["options"]["step"]["init"]["menu_options"])
 

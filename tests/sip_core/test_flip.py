@@ -22,7 +22,6 @@ from sip_core.events import (
     HandoffSucceeded,
 )
 from sip_core.features import (
-    AmbiguousFlipTarget,
     CallNotFlippable,
     FlipInProgress,
     NoFlipTarget,
@@ -222,7 +221,9 @@ async def test_flip_errors_are_typed(h: Harness) -> None:
         h.b2bua.flip(call.id, "202")
 
 
-async def test_ambiguous_target_needs_a_name(h: Harness) -> None:
+async def test_the_action_without_a_target_rings_the_first_device_in_menu_order(
+    h: Harness,
+) -> None:
     config = h.config
     from dataclasses import replace
 
@@ -235,13 +236,16 @@ async def test_ambiguous_target_needs_a_name(h: Harness) -> None:
     h.config = replace(config, users=(three, *config.users[1:]))
     carol = h.phone("401", 5401)
     desk = h.phone("201", 5201)
-    h.phone("202", 5202)
-    h.phone("203", 5203)
+    mobile = h.phone("202", 5202)
+    soft = h.phone("203", 5203)
     carol.invite("201")
     await settle()
     desk.answer(desk.last_request("INVITE"), 200, sdp(6201))
-    with pytest.raises(AmbiguousFlipTarget):
-        h.b2bua.flip(h.only_call().id, device="201")
+    h.b2bua.flip(h.only_call().id, device="201")
+    # Both at priority 0: by label, "Alice mobile" (202) before "soft" (203).
+    (ringing,) = new_invites(mobile)
+    assert ringing.to.uri.user == "202"
+    assert new_invites(soft) == []
 
 
 async def test_star_zero_by_info_starts_the_flip_and_is_not_passed_on(h: Harness) -> None:
@@ -252,8 +256,7 @@ async def test_star_zero_by_info_starts_the_flip_and_is_not_passed_on(h: Harness
             body=f"Signal={digit}\r\nDuration=160\r\n".encode(),
             content_type="application/dtmf-relay",
         )
-    assert new_invites(mobile) == []  # "*0" may still grow into "*0" + a device
-    h.clock.advance(2)  # the inter-digit timer ends the code
+    # "*0" is complete and Alice has one other device: it rings at once, no timer
     (ringing,) = new_invites(mobile)
     assert ringing.headers.get("Content-Type") == "application/sdp"
     assert carol.requests("INFO") == []
@@ -294,20 +297,24 @@ async def test_star_zero_in_rtp_from_the_relay_tap_starts_the_flip(h: Harness) -
         ("*", "201", DtmfMethod.RFC4733),
         ("0", "201", DtmfMethod.RFC4733),
     ]
-    h.clock.advance(2)
     (ringing,) = new_invites(mobile)
     assert ringing.call_id != call.id
     assert carol.requests() == []
 
 
-async def test_star_zero_with_a_device_number_picks_that_device(h: Harness) -> None:
-    _, desk, mobile = await answered_call(h)
+async def test_with_one_other_device_keys_after_the_code_go_to_the_other_party(
+    h: Harness,
+) -> None:
+    carol, desk, mobile = await answered_call(h)
     for digit in "*0202#":
         desk.request(
             "INFO", body=f"Signal={digit}\r\n".encode(), content_type="application/dtmf-relay"
         )
-    (ringing,) = new_invites(mobile)
+    (ringing,) = new_invites(mobile)  # rang at "*0", before any of the keys after it
     assert ringing.to.uri.user == "202"
+    assert [r.body for r in carol.requests("INFO")] == [
+        f"Signal={key}\r\nDuration=160\r\n".encode() for key in "202#"
+    ]
 
 
 async def test_target_answering_with_no_offered_codec_is_released(h: Harness) -> None:

@@ -320,8 +320,7 @@ async def test_administrator_setting_overrides_the_users_own(h: Harness) -> None
     _, desk, mobile = await answered(h)
     h.b2bua.presence.set_user_flip("Alice", False)
     assert h.b2bua.presence.flip_enabled("Alice")
-    dial(desk, "*0")
-    h.clock.advance(2)
+    dial(desk, "*0")  # the code is complete at its last key: the mobile rings at once
     assert invites(mobile) == ["202"]
 
     h.config = replace(
@@ -334,7 +333,8 @@ async def test_administrator_setting_overrides_the_users_own(h: Harness) -> None
 async def test_dnd_device_is_not_offered_as_a_flip_target(h: Harness) -> None:
     await answered(h)
     h.b2bua.presence.set_dnd("202", True)
-    with pytest.raises(NoFlipTarget):
+    # the only other device is in DND: no target, and the reason says why
+    with pytest.raises(NoFlipTarget, match="do not disturb"):
         h.b2bua.flip(h.only_call().id)
 
 
@@ -343,11 +343,14 @@ async def test_dnd_device_named_as_flip_target_is_refused(h: Harness) -> None:
     h.b2bua.presence.set_dnd("202", True)
     with pytest.raises(TargetUnavailable):
         h.b2bua.flip(h.only_call().id, "202")
-    dial(desk, "*0202#")
+    dial(desk, "*0")
     await settle()
     assert invites(mobile) == []
     reasons = [event.reason for event in h.events_of(HandoffFailed)]
-    assert reasons == ["202 is in do not disturb or make busy"] * 2
+    assert reasons == [
+        "202 is in do not disturb or make busy",
+        "Alice's other registered devices are in do not disturb or make busy",
+    ]
 
 
 # -- configuration ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sip_core.__main__ import default_state_path
-from sip_core.calls import CallOutcome, CallRecord, HandoffRecord
+from sip_core.calls import CallOutcome, CallRecord, HandoffRecord, TransferKind, TransferRecord
 from sip_core.clock import CountingClock, ManualClock
 from sip_core.config import Device, PbxConfig, RtpSettings, SipSettings, User
 from sip_core.pbx import Pbx
@@ -249,3 +249,51 @@ async def test_pbx_stats_and_restored_history() -> None:
     without = Pbx(config)
     assert without.stats().timers is None
     assert "timers" not in without.stats().open_items()
+
+
+def test_push_pull_flip_details_and_transfers_survive_json() -> None:
+    handoffs = (
+        HandoffRecord(
+            "call-5",
+            "201",
+            "202",
+            1010.0,
+            1011.0,
+            False,
+            "no answer",
+            code="no_answer",
+            pressed_by="201",
+            keys="*0 2",
+            how="menu",
+        ),
+        HandoffRecord(
+            "call-5", "202", "203", 1020.0, 1021.0, True, "", kind="push", group="Alice everywhere"
+        ),
+    )
+    transfers = (
+        TransferRecord(
+            "call-5",
+            TransferKind.BLIND,
+            "203",
+            "401",
+            "300",
+            None,
+            1030.0,
+            1060.0,
+            False,
+            "no answer",
+            recalled="203",
+            referred_by="sip:203@pbx.example",
+        ),
+    )
+    original = replace(record(5), handoffs=handoffs, transfers=transfers)
+    text = json.dumps(call_record_to_json(original))
+    assert call_record_from_json(json.loads(text)) == original
+    older = call_record_to_json(record(6))
+    del older["transfers"]  # saved before transfers were kept
+    for handoff in older["handoffs"]:
+        for key in ("kind", "group", "code", "pressed_by", "keys", "how"):
+            del handoff[key]
+    restored = call_record_from_json(older)
+    assert restored.transfers == ()
+    assert restored.handoffs == record(6).handoffs
