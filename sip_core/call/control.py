@@ -1210,6 +1210,7 @@ class CallControl:
             content_type=SDP,
             extra=_ALLOW,
         )
+        limit_hops(invite, leg.call.hops)
         target.digest.authorize(invite)
         leg.sent_invite = SentInvite(
             call_id=call_id,
