@@ -12,6 +12,9 @@ Kamailio as the provider's proxy (``bench/_kamailio_proxy.py``: 407 on every INV
 to a registered contact) carries a call out: a device dials the outside-line prefix, the runner
 answers the 407 with the trunk's credentials, and the "PSTN" party (a sipp UAS registered at
 Kamailio) sees the trunk's caller ID.
+
+A second instance of our own runner is a provider too: the trunk is one of its devices, its
+"PSTN" party a baresip registered there; calls both ways with audio recorded at each end.
 """
 
 from __future__ import annotations
@@ -569,3 +572,90 @@ async def test_public_address_is_what_the_provider_is_told(
         if forward is not None:
             forward.close()
         proxy.stop()
+
+
+# -- a second instance of our own runner as the provider -------------------------------------------
+
+ACCOUNT, ACCOUNT_PASSWORD = "4930", "account-pw"  # the trunk's device at the provider
+PSTN_DEVICE, PSTN_PASSWORD = "pstn1", "pstn-line-pw"
+
+
+def _runner_provider_users() -> list[User]:
+    """The provider's own users: the trunk's account (a device of the user whose extension is
+    the public number) and the "PSTN" party (a device of the user with extension 301234)."""
+    return [
+        User("line", PROVIDER_USER, [Device(ACCOUNT, ACCOUNT_PASSWORD)]),
+        User("pstn", PSTN_USER, [Device(PSTN_DEVICE, PSTN_PASSWORD)]),
+    ]
+
+
+def _trunk_to_runner(provider_port: int) -> str:
+    """Our trunk at the provider runner, on the shipped defaults but the account: the provider
+    rings a registered device addressed by its username, so that is the DID it delivers."""
+    return (
+        "trunks:\n"
+        "  - name: provider\n"
+        f"    host: {HOST}\n"
+        f"    port: {provider_port}\n"
+        f'    username: "{ACCOUNT}"\n'
+        f'    password: "{ACCOUNT_PASSWORD}"\n'
+        "    dids:\n"
+        f'      - {{number: "{ACCOUNT}", destination: bob}}\n'
+        "dialplan:\n"
+        "  routes:\n"
+        '    - {prefix: "0", trunk: provider, strip: true}\n'
+    )
+
+
+def _runners_detail(pbx: Any, provider: Any, *uas: Baresip) -> str:
+    text = "\n".join(f"--- baresip {ua.user}\n{ua.output[-2500:]}" for ua in uas)
+    return f"{text}\n--- runner\n{pbx.log()[-3000:]}\n--- provider runner\n{provider.log()[-3000:]}"
+
+
+@pytest.mark.parametrize("direction", ["inbound", "outbound"])
+async def test_our_own_runner_as_the_provider(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path], direction: str
+) -> None:
+    """The trunk registers at a second runner (as one of its devices); a call from its "PSTN"
+    party rings bob's desk, and the desk's call out reaches the PSTN party, with the provider's
+    number for our account as the caller ID; audio both ways, as recorded by each end."""
+    provider = await start_pbx(_runner_provider_users())
+    pbx = await start_pbx(_bob(), extra_yaml=_trunk_to_runner(provider.port))
+    await _wait_trunk_registered(pbx)
+    # The provider saw the REGISTER with the account's credentials from our SIP port.
+    await provider.wait_for_log(
+        rf"Registration of {ACCOUNT} \w+: .* from udp {HOST}:{pbx.port}$", 5.0
+    )
+    inbound = direction == "inbound"
+    async with (
+        _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk",
+                 answermode="auto" if inbound else "manual") as desk,
+        _baresip(PSTN_DEVICE, PSTN_PASSWORD, provider.port, tones[PSTN_HZ], tmp_path / "pstn",
+                 answermode="manual" if inbound else "auto") as pstn,
+    ):  # fmt: skip
+        caller, callee = (pstn, desk) if inbound else (desk, pstn)
+        try:
+            if inbound:
+                await pstn.dial(f"sip:{PROVIDER_USER}@{DOMAIN}")
+            else:
+                await desk.dial(f"sip:0{PSTN_USER}@{DOMAIN}")
+            await callee.wait_event("CALL_ESTABLISHED", 15)
+            await caller.wait_event("CALL_ESTABLISHED", 15)
+            await asyncio.sleep(3.0)
+            await caller.hangup()
+            await callee.wait_event("CALL_CLOSED", 10)
+        except ClientError as error:
+            pytest.fail(f"{error}\n{_runners_detail(pbx, provider, pstn, desk)}")
+    (invite,) = _received(callee, "INVITE")
+    if inbound:
+        # The desk is shown the outside caller's number (the provider's number for it).
+        assert re.search(rf'^From: "pstn" <sip:{PSTN_USER}@', invite, re.MULTILINE), invite
+    else:
+        # The PSTN party sees the provider's number for our account, never our extension.
+        assert re.search(rf'^From: "line" <sip:{PROVIDER_USER}@', invite, re.MULTILINE), invite
+        assert "bob" not in invite, invite
+        assert "sip:300@" not in invite, invite
+    by_pstn, by_desk = _heard(pstn), _heard(desk)
+    assert audio.tone_seconds(by_pstn, DESK_HZ) >= 2.0, audio.describe(by_pstn)
+    assert audio.tone_seconds(by_desk, PSTN_HZ) >= 2.0, audio.describe(by_desk)
+    assert audio.tone_seconds(by_pstn, PSTN_HZ) == 0, audio.describe(by_pstn)
