@@ -15,6 +15,8 @@ Kamailio) sees the trunk's caller ID.
 
 A second instance of our own runner is a provider too: the trunk is one of its devices, its
 "PSTN" party a baresip registered there; calls both ways with audio recorded at each end.
+
+A blind transfer (``*2``) of an internal call to an outside number goes out through Kamailio.
 """
 
 from __future__ import annotations
@@ -659,3 +661,45 @@ async def test_our_own_runner_as_the_provider(
     assert audio.tone_seconds(by_pstn, DESK_HZ) >= 2.0, audio.describe(by_pstn)
     assert audio.tone_seconds(by_desk, PSTN_HZ) >= 2.0, audio.describe(by_desk)
     assert audio.tone_seconds(by_pstn, PSTN_HZ) == 0, audio.describe(by_pstn)
+
+
+async def test_a_blind_transfer_sends_an_internal_call_out_through_the_trunk(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
+) -> None:
+    """Carol calls bob's desk; the desk dials ``*2`` and an outside number: the desk is released,
+    the provider (Kamailio) rings the PSTN party with the trunk's caller ID, and Carol and the
+    PSTN party hear each other."""
+    proxy = _provider()
+    carol_user = User("carol", "400", [Device("401", "carol-phone-pw")])
+    try:
+        pbx = await start_pbx([*_bob(), carol_user], extra_yaml=_trunk_with_did(proxy.port))
+        await _wait_trunk_registered(pbx)
+        async with (
+            _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk")
+            as desk,
+            _baresip("401", "carol-phone-pw", pbx.port, tones[MOBILE_HZ], tmp_path / "carol",
+                     answermode="manual") as carol,
+            _baresip(PSTN_USER, "pstn-pw", proxy.port, tones[PSTN_HZ], tmp_path / "pstn") as pstn,
+        ):  # fmt: skip
+            try:
+                await carol.dial(f"sip:{DESK}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.0)
+                await desk.send_dtmf(f"*20{PSTN_USER}#")
+                await desk.wait_event("CALL_CLOSED", 10)
+                await pstn.wait_event("CALL_ESTABLISHED", 20)
+                await asyncio.sleep(3.0)
+                assert carol.call_events("CALL_CLOSED") == []
+                await carol.hangup()
+                await pstn.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_detail(pbx, proxy, pstn, desk, carol)}")
+        (invite,) = _received(pstn, "INVITE")
+        assert re.search(rf"^From: <sip:{PROVIDER_USER}@", invite, re.MULTILINE), invite
+        assert "transfer to 0301234 succeeded" in pbx.log(), pbx.log()[-3000:]
+        by_pstn, by_carol = _heard(pstn), _heard(carol)
+        assert audio.tone_seconds(by_pstn, MOBILE_HZ) >= 2.0, audio.describe(by_pstn)
+        assert audio.tone_seconds(by_carol, PSTN_HZ) >= 2.0, audio.describe(by_carol)
+    finally:
+        proxy.stop()
