@@ -46,6 +46,7 @@ from .clients import (
     write_sipp_callers,
 )
 from .conftest import DOMAIN, REPO, Device, StartPbx, User, users_from
+from .rtp_tap import RtpPacket, RtpTap
 
 pytestmark = pytest.mark.interop
 
@@ -347,6 +348,33 @@ def _received(ua: Baresip, method: str) -> list[str]:
     ]
 
 
+def _own_audio_port(ua: Baresip) -> int:
+    """The RTP port ``ua`` named in the SDP it sent (its trace: "UDP from -> to")."""
+    own = f"{HOST}:{ua.listen_port}"
+    sending = False
+    for line in ua.lines:
+        if match := re.match(r"^(?:UDP|TCP) (\S+) -> (\S+)$", line):
+            sending = match.group(1) == own
+        elif sending and (port := re.match(r"^m=audio (\d+) ", line)):
+            return int(port.group(1))
+    raise AssertionError(f"{ua.user} sent no SDP:\n{ua.output[-3000:]}")
+
+
+def _switch_gap(packets: list[RtpPacket], old_hz: float, new_hz: float) -> float:
+    """Seconds without audio at the switch from the ``old_hz`` stream to the ``new_hz`` one, as
+    received: from the arrival of the last packet carrying the old tone to that of the first
+    carrying the new one, less the 20 ms a packet lasts (negative: they overlapped)."""
+
+    def carries(packet: RtpPacket, hz: float) -> bool:
+        return audio.goertzel_power(packet.samples, audio.RATE, hz) > 0.2
+
+    first_new = next((i for i, p in enumerate(packets) if carries(p, new_hz)), None)
+    assert first_new is not None, "no packet of the new stream was captured"
+    last_old = max((i for i in range(first_new) if carries(packets[i], old_hz)), default=None)
+    assert last_old is not None, "no packet of the old stream before the new one"
+    return packets[first_new].arrival - packets[last_old].arrival - 0.020
+
+
 async def _wait_trunk_registered(pbx: Any) -> None:
     await pbx.wait_for_log(r"Trunk provider registered for \d+ s", 15.0)
 
@@ -432,7 +460,8 @@ async def test_a_flip_of_an_inbound_trunk_call_never_reinvites_the_outside_party
     start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
 ) -> None:
     """Desk answers a call from the PSTN, then presses *0: the call moves to the mobile, the
-    outside party keeps hearing (first the desk, then the mobile) and receives no INVITE."""
+    outside party keeps hearing (first the desk, then the mobile) and receives no INVITE, and
+    the RTP reaching it (captured on loopback) has no gap above the flip target at the switch."""
     proxy = _provider()
     try:
         pbx = await start_pbx(_bob(), extra_yaml=_trunk_with_did(proxy.port))
@@ -452,11 +481,14 @@ async def test_a_flip_of_an_inbound_trunk_call_never_reinvites_the_outside_party
                     MOBILE, DEVICE_PASSWORDS[MOBILE], pbx.port, tones[MOBILE_HZ],
                     tmp_path / "mobile",
                 ) as mobile:  # fmt: skip
+                    # What reaches the outside party's RTP port, with kernel arrival times.
+                    tap = RtpTap(_own_audio_port(pstn)) if RtpTap.available() else None
                     await asyncio.sleep(1.5)
                     await desk.send_dtmf("*0")
                     await mobile.wait_event("CALL_ESTABLISHED", 15)
                     await desk.wait_event("CALL_CLOSED", 10)
                     await asyncio.sleep(3.0)
+                    packets = tap.stop() if tap is not None else None
                     assert pstn.call_events("CALL_CLOSED") == []
                     await pstn.hangup()
                     await mobile.wait_event("CALL_CLOSED", 10)
@@ -475,6 +507,12 @@ async def test_a_flip_of_an_inbound_trunk_call_never_reinvites_the_outside_party
         )
         by_mobile = _heard(mobile)
         assert audio.tone_seconds(by_mobile, PSTN_HZ) >= 2.0, audio.describe(by_mobile)
+        # No gap above the flip target (40 ms) at the switch, measured on the packets as they
+        # reached the outside party (timestamps to the microsecond; a packet is 20 ms of audio).
+        if packets is None:
+            pytest.skip("no packet capture here (CAP_NET_RAW): the gap was not measured")
+        gap = _switch_gap(packets, DESK_HZ, MOBILE_HZ)
+        assert gap < 0.040, f"the outside party heard nothing for {gap * 1000:.1f} ms"
     finally:
         proxy.stop()
 
