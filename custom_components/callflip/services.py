@@ -40,6 +40,7 @@ from sip_core.features.transfer import (
     TransferCallNotFound,
     TransferError,
     TransferInProgress,
+    TransferNotAllowed,
     UnknownTransferTarget,
 )
 
@@ -82,6 +83,7 @@ TRANSFER_SCHEMA = vol.Schema(
 
 # Why sip_core refused a transfer -> the translation key of the message the person sees.
 TRANSFER_ERRORS: dict[type[TransferError], str] = {
+    TransferNotAllowed: "transfer_not_allowed",  # before UnknownTransferTarget, its base
     TransferCallNotFound: "no_call",
     CallNotTransferable: "call_not_transferable",
     TransferInProgress: "transfer_in_progress",

@@ -1345,20 +1345,62 @@ class CallControl:
 
     # -- out through a trunk --------------------------------------------------------------------
 
+    def plan_outbound(
+        self, dialled: str, user: str | None
+    ) -> OutboundTarget | OutboundRefusal | None:
+        """Where ``dialled`` goes out through a trunk when ``user`` (a user's name) dials it: the
+        dial plan and the permission to call out, as for a call; None when nothing sends it out
+        (no trunks, no route, or a feature code)."""
+        if self._egress is None:
+            return None
+        is_code = self.hooks.is_code
+        return self._egress.plan(dialled, user, internal=is_code is not None and is_code(dialled))
+
+    def ring_trunk(
+        self,
+        fork: ForkGroup,
+        call: Call,
+        target: OutboundTarget,
+        *,
+        role: LegRole,
+        side: Side,
+        party: str,
+        offer: SessionDescription,
+        port: int | None = None,
+    ) -> None:
+        """Add a branch to ``fork`` that rings ``target`` through its trunk for ``call`` (a
+        feature's, such as a blind transfer to an outside number), with ``offer`` rewritten to
+        the relay's ``port`` (None: ``side``'s current one)."""
+        if not call.active or not fork.deciding:
+            return
+        leg = Leg(call, role, side, trunk_device(target.trunk), party)
+        local = Address("", self._local_port())  # unspecified: our address on the route
+        fork.add(leg, self._trunk_sender(leg, target, local, offer, port))
+
     def _trunk_sender(
-        self, leg: Leg, target: OutboundTarget, local: Address, offer: SessionDescription
+        self,
+        leg: Leg,
+        target: OutboundTarget,
+        local: Address,
+        offer: SessionDescription,
+        port: int | None = None,
     ) -> BranchSender:
         """What rings the provider for ``leg`` in a fork (`ForkGroup.add`): the number at the
         trunk's domain, from its caller ID, sent from our address ``local``."""
 
         def send(on_response: Callable[[Response], None], on_failed: Callable[[int], None]) -> None:
-            invite = self._trunk_invite(leg, target, local, offer)
+            invite = self._trunk_invite(leg, target, local, offer, port)
             self._send_trunk_request(_TrunkBranch(leg, target, invite, on_response, on_failed))
 
         return send
 
     def _trunk_invite(
-        self, leg: Leg, target: OutboundTarget, local: Address, offer: SessionDescription
+        self,
+        leg: Leg,
+        target: OutboundTarget,
+        local: Address,
+        offer: SessionDescription,
+        port: int | None = None,
     ) -> Request:
         """``leg``'s INVITE to the provider, with its provisional dialog and `SentInvite`."""
         endpoint = self._endpoint(Source(target.kind, target.destination, local, None))
@@ -1387,10 +1429,11 @@ class CallControl:
             call_id=call_id,
             cseq=cseq,
             routes=target.routes,
-            body=self._offers.sdp_for(leg, offer, None),
+            body=self._offers.sdp_for(leg, offer, port),
             content_type=SDP,
             extra=_ALLOW,
         )
+        limit_hops(invite, leg.call.hops)
         target.digest.authorize(invite)
         leg.sent_invite = SentInvite(
             call_id=call_id,
@@ -1420,7 +1463,10 @@ class CallControl:
             return
         leg, target, invite = branch.leg, branch.target, branch.invite
         call = leg.call
-        if leg.state is LegState.TERMINATED or not call.active or call.callee is not None:
+        # A call's own branch is moot once someone answered; a feature's (a transfer's) is
+        # ended by its feature when it stops waiting.
+        answered = leg.role is LegRole.CALLEE and call.callee is not None
+        if leg.state is LegState.TERMINATED or not call.active or answered:
             return
         outcome = target.digest.handle(invite, response)
         if outcome is AuthOutcome.RETRY and branch.challenges < 2:

@@ -30,7 +30,6 @@ from urllib.parse import unquote
 
 from sip_core.call.control import CallControl
 from sip_core.call.negotiation import is_hold
-from sip_core.call.targets import destination
 from sip_core.calls import (
     Call,
     CallOutcome,
@@ -41,7 +40,12 @@ from sip_core.calls import (
 )
 from sip_core.dialog import DialogError
 from sip_core.events import TransferEnded, TransferStarted
-from sip_core.features.transfer import Transfer, TransferError
+from sip_core.features.transfer import (
+    Transfer,
+    TransferError,
+    TransferNotAllowed,
+    UnknownTransferTarget,
+)
 from sip_core.headers import NameAddress
 from sip_core.media import RelayError
 from sip_core.message import REASON_PHRASES, ParseError, Request, make_response
@@ -193,12 +197,14 @@ class Refer:
             self._attended(leg, request, txn, replaces_text, referred_by)
             return True
         number = uri.user_unescaped or ""
-        found = destination(config, leg.device or "", number) if number else None
-        if found is None or not found.devices:
+        try:
+            found = self._transfer.check(call, leg, number, outside=True)
+        except TransferNotAllowed as exc:
+            self._refuse(txn, request, leg, 403, str(exc))
+            return True
+        except UnknownTransferTarget:
             self._refuse(txn, request, leg, 403, f"{number or uri} reaches nobody here")
             return True
-        try:
-            self._transfer.check(call, leg, number)
         except TransferError as exc:
             self._refuse(txn, request, leg, 403, str(exc))
             return True

@@ -21,8 +21,14 @@ ringing target ends only that target's leg, and the transferred party hanging up
 Each transfer leaves a `TransferRecord` on the call and publishes `TransferStarted` and
 `TransferEnded`.
 
-A wrong number (nothing it could reach, or no number at all) is refused before anything
-happens: the device that dialled it hears the error tone and the call goes on as it was.
+A blind transfer may also send the other party out through a trunk: a number the dial plan sends
+out (`CallControl.plan_outbound`), when the transferring device's user may call out (emergency
+numbers always), rings the provider in place of devices (`CallControl.ring_trunk`), with the
+trunk's caller ID; the rest (ringback, recall, the record) is the same.
+
+A wrong number (nothing it could reach, or no number at all), or an outside number its user may
+not call, is refused before anything happens: the device that dialled it hears the error tone and
+the call goes on as it was.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import overload
 
 from sip_core.audio.playback import PlayPrompts, PlayTone
 from sip_core.audio.tones import Tone
@@ -57,6 +64,7 @@ from sip_core.media.client import PLAY_FINISHED, Playing
 from sip_core.message import Response
 from sip_core.registrar import Binding
 from sip_core.sdp import SdpError, SessionDescription, common_codecs, offer_for_new_device
+from sip_core.trunk.egress import OutboundRefusal, OutboundTarget
 
 __all__ = [
     "CallNotTransferable",
@@ -64,6 +72,7 @@ __all__ = [
     "TransferCallNotFound",
     "TransferError",
     "TransferInProgress",
+    "TransferNotAllowed",
     "TransferOperation",
     "TransferPhase",
     "UnknownTransferTarget",
@@ -90,6 +99,11 @@ class TransferInProgress(TransferError):
 
 class UnknownTransferTarget(TransferError):
     """The number reaches no user or device (or no number was given)."""
+
+
+class TransferNotAllowed(UnknownTransferTarget):
+    """The number goes out through a trunk, and the transferring device's user may not call out
+    (for whoever asked, the number reaches nobody they may send the call to)."""
 
 
 class TransferPhase(StrEnum):
@@ -175,7 +189,7 @@ class Transfer:
         if call is None or not call.active:
             raise TransferCallNotFound(f"no call {call_id} in progress")
         leg = self._leg_of(call, device)
-        found = self.check(call, leg, target)
+        found = self.check(call, leg, target, outside=True)
         return self.start(call, leg, target, found)
 
     def on_code(self, leg: Leg, number: str) -> None:
@@ -184,7 +198,7 @@ class Transfer:
         if not call.active:
             return
         try:
-            found = self.check(call, leg, number)
+            found = self.check(call, leg, number, outside=True)
         except TransferError as exc:
             _LOGGER.info("Call %s: %s dialled the transfer code, but %s", call.id, leg.device, exc)
             self._error_tone(leg)
@@ -195,8 +209,21 @@ class Transfer:
             _LOGGER.info("Call %s: transfer by %s refused: %s", call.id, leg.device, exc)
             self._error_tone(leg)
 
-    def check(self, call: Call, leg: Leg, target: str) -> Destination:
-        """Whether ``leg`` may pass its call to ``target`` now; raises a `TransferError` if not."""
+    @overload
+    def check(self, call: Call, leg: Leg, target: str) -> Destination: ...
+
+    @overload
+    def check(
+        self, call: Call, leg: Leg, target: str, *, outside: bool
+    ) -> Destination | OutboundTarget: ...
+
+    def check(
+        self, call: Call, leg: Leg, target: str, *, outside: bool = False
+    ) -> Destination | OutboundTarget:
+        """Whether ``leg`` may pass its call to ``target`` now; raises a `TransferError` if not.
+
+        With ``outside`` (a blind transfer) a number that is nobody here may go out through a
+        trunk, as a call from ``leg``'s user would (its dial plan and permission)."""
         if not call.active or not call.answered or call.other(leg) is None:
             raise CallNotTransferable(f"call {call.id} is not answered")
         if leg.state is not LegState.CONFIRMED:
@@ -205,10 +232,19 @@ class Transfer:
             raise TransferInProgress(f"a {call.operation.kind} of call {call.id} is in progress")
         if not target:
             raise UnknownTransferTarget("no number to transfer to")
-        found = destination(self._control.config(), leg.device or "", target)
-        if found is None or not found.devices:
-            raise UnknownTransferTarget(f"{target} is no extension or device")
-        return found
+        config = self._control.config()
+        found = destination(config, leg.device or "", target)
+        if found is not None and found.devices:
+            return found
+        if outside:
+            user = config.user_for_device(leg.device) if leg.device else None
+            plan = self._control.plan_outbound(target, user.name if user else None)
+            if isinstance(plan, OutboundRefusal):
+                who = user.name if user else leg.device
+                raise TransferNotAllowed(f"{who} may not call {target} outside ({plan.reason})")
+            if plan is not None:
+                return plan
+        raise UnknownTransferTarget(f"{target} is no extension or device")
 
     @staticmethod
     def _leg_of(call: Call, device: str | None) -> Leg:
@@ -229,7 +265,7 @@ class Transfer:
         call: Call,
         transferring: Leg,
         target: str,
-        found: Destination,
+        found: Destination | OutboundTarget,
         *,
         referred_by: str | None = None,
         release: bool = True,
@@ -282,6 +318,9 @@ class Transfer:
             )
         )
         self._announce(op)
+        if isinstance(found, OutboundTarget):
+            self._ring_out(op, found)
+            return future
         targets = ringable(found.devices, busy=control.is_busy, bindings=control.bindings)
         if not targets.bindings:
             why = "is busy" if targets.busy else "has no device registered"
@@ -334,6 +373,25 @@ class Transfer:
         )
         if not op.done and op.fork.deciding:
             op.fork.start_timer(wait)
+
+    def _ring_out(self, op: TransferOperation, target: OutboundTarget) -> None:
+        """Ring ``target`` through its trunk (the only branch of the fork)."""
+        control = self._control
+        party = f"<sip:{op.target}@{control.config().sip.domain}>"
+        self._ring(op, (), party, op.timeout)  # an empty fork, its timer started
+        assert op.fork is not None
+        assert op.offer is not None
+        assert op.spare is not None
+        control.ring_trunk(
+            op.fork,
+            op.call,
+            target,
+            role=LegRole.TRANSFER_TARGET,
+            side=op.transferring.side,
+            party=party,
+            offer=op.offer,
+            port=op.spare.local_rtp.port,
+        )
 
     async def _answered(self, op: TransferOperation, leg: Leg, response: Response) -> None:
         """A device answered our offer (the fork ACKed it): check the answer, move the media."""

@@ -16,6 +16,7 @@ from unittest.mock import patch
 import pytest
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
@@ -32,6 +33,8 @@ from sip_core.pbx import Pbx
 from sip_core.trunk.registration import Backoff
 
 from .callflip_testing import DOMAIN_NAME, find_free_port, household, server_data
+from .sip_client import SipPhone
+from .test_calls import answered_call, ha_id, registered
 
 COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
 STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
@@ -489,3 +492,39 @@ async def test_trunks_are_imported_from_the_runners_yaml(hass: HomeAssistant) ->
     expected = config_from_mapping(section).trunking
     assert entry.runtime_data.hub.pbx.config.trunking == expected
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_a_transfer_out_by_someone_who_may_not_call_out_is_refused(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """Only Alice may call out: Bob's transfer of his call to an outside number is refused with
+    its own translated message (not "no extension"), and the call goes on."""
+    assert (await _add_trunk(hass, loaded_entry))["type"] is FlowResultType.CREATE_ENTRY
+    trunk_id = _trunk_id(loaded_entry)
+    result = await _trunk_menu(hass, loaded_entry, "add_route")
+    await hass.config_entries.options.async_configure(
+        result["flow_id"], {"trunk": trunk_id, "kind": "prefix", "prefix": "0", "strip": True}
+    )
+    result = await _trunk_menu(hass, loaded_entry, "dialplan")
+    await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {"emergency": "112", "emergency_trunk": trunk_id, "call_out_all": False,
+         "call_out": ["u-alice"]},
+    )  # fmt: skip
+    await hass.async_block_till_done()
+    desk, bob = await registered(make_phone, "alice-desk", "bob-soft")
+    await answered_call(hass, bob, desk)
+    await hass.async_block_till_done()
+    with pytest.raises(ServiceValidationError) as caught:
+        await hass.services.async_call(
+            DOMAIN,
+            "transfer",
+            {"device_id": ha_id(hass, loaded_entry, "user-u-bob"), "number": "0301234"},
+            blocking=True,
+        )
+    assert caught.value.translation_key == "transfer_not_allowed"
+    assert str(caught.value) == "0301234 goes out through a trunk, and Bob may not call out"
+    (view,) = loaded_entry.runtime_data.hub.pbx.calls()
+    assert view.operation is None

@@ -12,6 +12,11 @@ Kamailio as the provider's proxy (``bench/_kamailio_proxy.py``: 407 on every INV
 to a registered contact) carries a call out: a device dials the outside-line prefix, the runner
 answers the 407 with the trunk's credentials, and the "PSTN" party (a sipp UAS registered at
 Kamailio) sees the trunk's caller ID.
+
+A second instance of our own runner is a provider too: the trunk is one of its devices, its
+"PSTN" party a baresip registered there; calls both ways with audio recorded at each end.
+
+A blind transfer (``*2``) of an internal call to an outside number goes out through Kamailio.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from .clients import (
     write_sipp_callers,
 )
 from .conftest import DOMAIN, REPO, Device, StartPbx, User, users_from
+from .rtp_tap import RtpPacket, RtpTap
 
 pytestmark = pytest.mark.interop
 
@@ -342,6 +348,33 @@ def _received(ua: Baresip, method: str) -> list[str]:
     ]
 
 
+def _own_audio_port(ua: Baresip) -> int:
+    """The RTP port ``ua`` named in the SDP it sent (its trace: "UDP from -> to")."""
+    own = f"{HOST}:{ua.listen_port}"
+    sending = False
+    for line in ua.lines:
+        if match := re.match(r"^(?:UDP|TCP) (\S+) -> (\S+)$", line):
+            sending = match.group(1) == own
+        elif sending and (port := re.match(r"^m=audio (\d+) ", line)):
+            return int(port.group(1))
+    raise AssertionError(f"{ua.user} sent no SDP:\n{ua.output[-3000:]}")
+
+
+def _switch_gap(packets: list[RtpPacket], old_hz: float, new_hz: float) -> float:
+    """Seconds without audio at the switch from the ``old_hz`` stream to the ``new_hz`` one, as
+    received: from the arrival of the last packet carrying the old tone to that of the first
+    carrying the new one, less the 20 ms a packet lasts (negative: they overlapped)."""
+
+    def carries(packet: RtpPacket, hz: float) -> bool:
+        return audio.goertzel_power(packet.samples, audio.RATE, hz) > 0.2
+
+    first_new = next((i for i, p in enumerate(packets) if carries(p, new_hz)), None)
+    assert first_new is not None, "no packet of the new stream was captured"
+    last_old = max((i for i in range(first_new) if carries(packets[i], old_hz)), default=None)
+    assert last_old is not None, "no packet of the old stream before the new one"
+    return packets[first_new].arrival - packets[last_old].arrival - 0.020
+
+
 async def _wait_trunk_registered(pbx: Any) -> None:
     await pbx.wait_for_log(r"Trunk provider registered for \d+ s", 15.0)
 
@@ -427,7 +460,8 @@ async def test_a_flip_of_an_inbound_trunk_call_never_reinvites_the_outside_party
     start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
 ) -> None:
     """Desk answers a call from the PSTN, then presses *0: the call moves to the mobile, the
-    outside party keeps hearing (first the desk, then the mobile) and receives no INVITE."""
+    outside party keeps hearing (first the desk, then the mobile) and receives no INVITE, and
+    the RTP reaching it (captured on loopback) has no gap above the flip target at the switch."""
     proxy = _provider()
     try:
         pbx = await start_pbx(_bob(), extra_yaml=_trunk_with_did(proxy.port))
@@ -447,11 +481,14 @@ async def test_a_flip_of_an_inbound_trunk_call_never_reinvites_the_outside_party
                     MOBILE, DEVICE_PASSWORDS[MOBILE], pbx.port, tones[MOBILE_HZ],
                     tmp_path / "mobile",
                 ) as mobile:  # fmt: skip
+                    # What reaches the outside party's RTP port, with kernel arrival times.
+                    tap = RtpTap(_own_audio_port(pstn)) if RtpTap.available() else None
                     await asyncio.sleep(1.5)
                     await desk.send_dtmf("*0")
                     await mobile.wait_event("CALL_ESTABLISHED", 15)
                     await desk.wait_event("CALL_CLOSED", 10)
                     await asyncio.sleep(3.0)
+                    packets = tap.stop() if tap is not None else None
                     assert pstn.call_events("CALL_CLOSED") == []
                     await pstn.hangup()
                     await mobile.wait_event("CALL_CLOSED", 10)
@@ -470,6 +507,12 @@ async def test_a_flip_of_an_inbound_trunk_call_never_reinvites_the_outside_party
         )
         by_mobile = _heard(mobile)
         assert audio.tone_seconds(by_mobile, PSTN_HZ) >= 2.0, audio.describe(by_mobile)
+        # No gap above the flip target (40 ms) at the switch, measured on the packets as they
+        # reached the outside party (timestamps to the microsecond; a packet is 20 ms of audio).
+        if packets is None:
+            pytest.skip("no packet capture here (CAP_NET_RAW): the gap was not measured")
+        gap = _switch_gap(packets, DESK_HZ, MOBILE_HZ)
+        assert gap < 0.040, f"the outside party heard nothing for {gap * 1000:.1f} ms"
     finally:
         proxy.stop()
 
@@ -568,4 +611,133 @@ async def test_public_address_is_what_the_provider_is_told(
     finally:
         if forward is not None:
             forward.close()
+        proxy.stop()
+
+
+# -- a second instance of our own runner as the provider -------------------------------------------
+
+ACCOUNT, ACCOUNT_PASSWORD = "4930", "account-pw"  # the trunk's device at the provider
+PSTN_DEVICE, PSTN_PASSWORD = "pstn1", "pstn-line-pw"
+
+
+def _runner_provider_users() -> list[User]:
+    """The provider's own users: the trunk's account (a device of the user whose extension is
+    the public number) and the "PSTN" party (a device of the user with extension 301234)."""
+    return [
+        User("line", PROVIDER_USER, [Device(ACCOUNT, ACCOUNT_PASSWORD)]),
+        User("pstn", PSTN_USER, [Device(PSTN_DEVICE, PSTN_PASSWORD)]),
+    ]
+
+
+def _trunk_to_runner(provider_port: int) -> str:
+    """Our trunk at the provider runner, on the shipped defaults but the account: the provider
+    rings a registered device addressed by its username, so that is the DID it delivers."""
+    return (
+        "trunks:\n"
+        "  - name: provider\n"
+        f"    host: {HOST}\n"
+        f"    port: {provider_port}\n"
+        f'    username: "{ACCOUNT}"\n'
+        f'    password: "{ACCOUNT_PASSWORD}"\n'
+        "    dids:\n"
+        f'      - {{number: "{ACCOUNT}", destination: bob}}\n'
+        "dialplan:\n"
+        "  routes:\n"
+        '    - {prefix: "0", trunk: provider, strip: true}\n'
+    )
+
+
+def _runners_detail(pbx: Any, provider: Any, *uas: Baresip) -> str:
+    text = "\n".join(f"--- baresip {ua.user}\n{ua.output[-2500:]}" for ua in uas)
+    return f"{text}\n--- runner\n{pbx.log()[-3000:]}\n--- provider runner\n{provider.log()[-3000:]}"
+
+
+@pytest.mark.parametrize("direction", ["inbound", "outbound"])
+async def test_our_own_runner_as_the_provider(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path], direction: str
+) -> None:
+    """The trunk registers at a second runner (as one of its devices); a call from its "PSTN"
+    party rings bob's desk, and the desk's call out reaches the PSTN party, with the provider's
+    number for our account as the caller ID; audio both ways, as recorded by each end."""
+    provider = await start_pbx(_runner_provider_users())
+    pbx = await start_pbx(_bob(), extra_yaml=_trunk_to_runner(provider.port))
+    await _wait_trunk_registered(pbx)
+    # The provider saw the REGISTER with the account's credentials from our SIP port.
+    await provider.wait_for_log(
+        rf"Registration of {ACCOUNT} \w+: .* from udp {HOST}:{pbx.port}$", 5.0
+    )
+    inbound = direction == "inbound"
+    async with (
+        _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk",
+                 answermode="auto" if inbound else "manual") as desk,
+        _baresip(PSTN_DEVICE, PSTN_PASSWORD, provider.port, tones[PSTN_HZ], tmp_path / "pstn",
+                 answermode="manual" if inbound else "auto") as pstn,
+    ):  # fmt: skip
+        caller, callee = (pstn, desk) if inbound else (desk, pstn)
+        try:
+            if inbound:
+                await pstn.dial(f"sip:{PROVIDER_USER}@{DOMAIN}")
+            else:
+                await desk.dial(f"sip:0{PSTN_USER}@{DOMAIN}")
+            await callee.wait_event("CALL_ESTABLISHED", 15)
+            await caller.wait_event("CALL_ESTABLISHED", 15)
+            await asyncio.sleep(3.0)
+            await caller.hangup()
+            await callee.wait_event("CALL_CLOSED", 10)
+        except ClientError as error:
+            pytest.fail(f"{error}\n{_runners_detail(pbx, provider, pstn, desk)}")
+    (invite,) = _received(callee, "INVITE")
+    if inbound:
+        # The desk is shown the outside caller's number (the provider's number for it).
+        assert re.search(rf'^From: "pstn" <sip:{PSTN_USER}@', invite, re.MULTILINE), invite
+    else:
+        # The PSTN party sees the provider's number for our account, never our extension.
+        assert re.search(rf'^From: "line" <sip:{PROVIDER_USER}@', invite, re.MULTILINE), invite
+        assert "bob" not in invite, invite
+        assert "sip:300@" not in invite, invite
+    by_pstn, by_desk = _heard(pstn), _heard(desk)
+    assert audio.tone_seconds(by_pstn, DESK_HZ) >= 2.0, audio.describe(by_pstn)
+    assert audio.tone_seconds(by_desk, PSTN_HZ) >= 2.0, audio.describe(by_desk)
+    assert audio.tone_seconds(by_pstn, PSTN_HZ) == 0, audio.describe(by_pstn)
+
+
+async def test_a_blind_transfer_sends_an_internal_call_out_through_the_trunk(
+    start_pbx: StartPbx, tmp_path: Path, tones: dict[float, Path]
+) -> None:
+    """Carol calls bob's desk; the desk dials ``*2`` and an outside number: the desk is released,
+    the provider (Kamailio) rings the PSTN party with the trunk's caller ID, and Carol and the
+    PSTN party hear each other."""
+    proxy = _provider()
+    carol_user = User("carol", "400", [Device("401", "carol-phone-pw")])
+    try:
+        pbx = await start_pbx([*_bob(), carol_user], extra_yaml=_trunk_with_did(proxy.port))
+        await _wait_trunk_registered(pbx)
+        async with (
+            _baresip(DESK, DEVICE_PASSWORDS[DESK], pbx.port, tones[DESK_HZ], tmp_path / "desk")
+            as desk,
+            _baresip("401", "carol-phone-pw", pbx.port, tones[MOBILE_HZ], tmp_path / "carol",
+                     answermode="manual") as carol,
+            _baresip(PSTN_USER, "pstn-pw", proxy.port, tones[PSTN_HZ], tmp_path / "pstn") as pstn,
+        ):  # fmt: skip
+            try:
+                await carol.dial(f"sip:{DESK}@{DOMAIN}")
+                await desk.wait_event("CALL_ESTABLISHED", 15)
+                await carol.wait_event("CALL_ESTABLISHED", 15)
+                await asyncio.sleep(1.0)
+                await desk.send_dtmf(f"*20{PSTN_USER}#")
+                await desk.wait_event("CALL_CLOSED", 10)
+                await pstn.wait_event("CALL_ESTABLISHED", 20)
+                await asyncio.sleep(3.0)
+                assert carol.call_events("CALL_CLOSED") == []
+                await carol.hangup()
+                await pstn.wait_event("CALL_CLOSED", 10)
+            except ClientError as error:
+                pytest.fail(f"{error}\n{_detail(pbx, proxy, pstn, desk, carol)}")
+        (invite,) = _received(pstn, "INVITE")
+        assert re.search(rf"^From: <sip:{PROVIDER_USER}@", invite, re.MULTILINE), invite
+        assert "transfer to 0301234 succeeded" in pbx.log(), pbx.log()[-3000:]
+        by_pstn, by_carol = _heard(pstn), _heard(carol)
+        assert audio.tone_seconds(by_pstn, MOBILE_HZ) >= 2.0, audio.describe(by_pstn)
+        assert audio.tone_seconds(by_carol, PSTN_HZ) >= 2.0, audio.describe(by_carol)
+    finally:
         proxy.stop()

@@ -17,6 +17,7 @@ from sip_core.message import Request, make_response
 from sip_core.trunk.config import DialPlan, OutboundRoute, Trunk, Trunking
 
 from .test_b2bua_harness import HOST, Harness, Phone, make_config, sdp, settle
+from .test_guard_hops import hops
 
 PROVIDER_PORT = 5999
 PROVIDER_REALM = "provider.test"
@@ -166,3 +167,19 @@ async def test_a_feature_code_never_goes_out_by_an_external_route() -> None:
         assert str(out.uri) == f"sip:4711@{HOST}"
     finally:
         h.close()
+
+
+@pytest.mark.parametrize(("incoming", "outgoing"), [(70, 69), (5, 4), (1, 0)])
+async def test_the_invite_to_the_provider_never_has_more_hops_than_the_caller_left(
+    h: Harness, incoming: int, outgoing: int
+) -> None:
+    provider = h.phone("provider", PROVIDER_PORT, register=False)
+    desk = h.phone("201", 5201)
+    hops(desk, incoming)
+    desk.invite("0301234")
+    await settle()
+    (first,) = invites(provider)
+    assert first.max_forwards == outgoing
+    challenge(provider, first, provider_auth(), 407)
+    await settle()
+    assert invites(provider)[1].max_forwards == outgoing  # the answered challenge keeps it
