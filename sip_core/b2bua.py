@@ -14,14 +14,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from sip_core.audio.playback import Playback
 from sip_core.call.control import ALLOWED_METHODS, CallControl
 from sip_core.call.messages import Responder
+from sip_core.call.originate import CallerId
 from sip_core.call.session_timer import MIN_SESSION_EXPIRES, negotiate_session_timer
 from sip_core.calls import CallHistory, HandoffRecord, Leg, TransferRecord
 from sip_core.clock import Clock
 from sip_core.config import PbxConfig
 from sip_core.digest import AuthResult, DigestAuthenticator
 from sip_core.events import PbxEvent
+from sip_core.features.announce import DEFAULT_RING_TIMEOUT, Announce, AnnounceResult
 from sip_core.features.attended import AttendedTransfer
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
@@ -95,6 +98,7 @@ class B2bua(CallControl):
         self._refer = Refer(self, self._transfer)
         self.features.add_in_call(self._refer.on_request)
         self.features.add_replaces(InviteReplaces(self).on_invite)
+        self._announce = Announce(self)
 
     def flip(
         self,
@@ -113,6 +117,27 @@ class B2bua(CallControl):
         """Blind-transfer a call: ``device``'s side leaves, the other goes to ``target``
         (`Transfer.transfer`)."""
         return self._transfer.transfer(call_id, target, device=device)
+
+    def announce(
+        self,
+        playback: Playback,
+        *,
+        device: str | None = None,
+        user: str | None = None,
+        repeat: int = 1,
+        caller_id: CallerId | None = None,
+        ring_timeout: float = DEFAULT_RING_TIMEOUT,
+    ) -> asyncio.Future[AnnounceResult]:
+        """Ring a device or user from the PBX and play a message when answered
+        (`Announce.announce`)."""
+        return self._announce.announce(
+            playback,
+            device=device,
+            user=user,
+            repeat=repeat,
+            caller_id=caller_id,
+            ring_timeout=ring_timeout,
+        )
 
     def _flip_code(self) -> FeatureCode:
         return FeatureCode(self.config().flip.code, "flip", argument=True)

@@ -23,6 +23,7 @@ from sip_core.config import ConfigError, config_from_mapping
 from sip_core.pbx import Pbx
 from sip_core.transport import TransportError
 
+from .announce import async_setup_announce_service
 from .bundled_blueprints import async_setup_blueprints
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
@@ -81,6 +82,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """
     async_setup_services(hass)
     async_setup_play_service(hass)
+    async_setup_announce_service(hass)
     async_setup_blueprints(hass)
     if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=False):
         hass.async_create_task(

@@ -60,6 +60,7 @@ from sip_core.call.messages import (
     parse_body,
 )
 from sip_core.call.negotiation import Negotiation, media_target
+from sip_core.call.originate import CallerId, NothingToRing, Originated, pbx_device, pbx_offer
 from sip_core.call.session_timer import (
     MIN_SESSION_EXPIRES,
     SessionTimers,
@@ -275,6 +276,8 @@ class CallControl:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
+        # call id -> what a call the PBX placed tells its originator (`originate`)
+        self._originated: dict[str, asyncio.Future[Leg | None]] = {}
         self._hosts: dict[str, str] = {}
 
     # -- public API ------------------------------------------------------------------------------
@@ -372,6 +375,107 @@ class CallControl:
             leg = Leg(call, role, side, binding.username, party)
             fork.ring(leg, binding, presented=presented, offer=offer, port=port)
         return fork
+
+    def originate(
+        self,
+        devices: Sequence[str],
+        *,
+        dialled: str,
+        callee_user: str | None,
+        ring_timeout: float,
+        caller_id: CallerId | None = None,
+        caller_user: str | None = None,
+        purpose: str = "originate",
+    ) -> Originated:
+        """Place a call from the PBX itself (`sip_core.call.originate`): ring ``devices`` (those
+        not busy, every registration), first answer wins, for ``ring_timeout`` seconds.
+
+        The caller leg is the PBX (`pbx_device(purpose)`, presented as ``caller_id``); the
+        targets are offered every codec the engine generates. The call is recorded like any
+        (``dialled``, ``callee_user``, ``caller_user`` for whom it was placed, if anyone).
+        Raises `NothingToRing` (no registration, or every device busy) or `RelayError`/OSError
+        (no relay ports) before anything is sent; must be called on the loop."""
+        wanted = ringable(devices, busy=self._unavailable, bindings=self._bindings)
+        if not wanted.bindings:
+            busy = wanted.busy > 0
+            raise NothingToRing(
+                "every device is busy" if busy else "no device registered", busy=busy
+            )
+        who = caller_id if caller_id is not None else CallerId()
+        domain = self._config().sip.domain
+        call = Call(
+            new_call_id(),
+            caller_user=caller_user,
+            dialled=dialled,
+            callee_user=callee_user,
+            started_at=self._clock.wall(),
+        )
+        media = self._relay.open_session(call.id)
+        call.media = media
+        media.on_lost = lambda why: self.terminate(call, CallOutcome.FAILED, why, status=503)
+        media.on_timeout = lambda side, seconds: self.terminate(
+            call, CallOutcome.FAILED, f"no media for {seconds:g} s", status=408
+        )
+        presented = name_address(who.name, f"sip:{who.number}@{domain}")
+        call.caller = Leg(call, LegRole.CALLER, "a", pbx_device(purpose), presented)
+        answered: asyncio.Future[Leg | None] = asyncio.get_running_loop().create_future()
+        self._calls[call.id] = call
+        self._originated[call.id] = answered
+        self._publish_state(call, None)
+
+        def early(_leg: Leg, _response: Response) -> None:
+            if call.state is CallState.SETUP:
+                self._set_state(call, CallState.RINGING)
+
+        def no_answer() -> None:
+            if call.active and call.callee is None:
+                self.terminate(
+                    call, CallOutcome.NO_ANSWER, f"no answer within {ring_timeout:g} s", 480
+                )
+
+        fork = self.ring(
+            call,
+            wanted.bindings,
+            role=LegRole.CALLEE,
+            side="b",
+            party=f"<sip:{dialled}@{domain}>",
+            presented=presented,
+            offer=pbx_offer(self._relay.host),
+            on_early=early,
+            on_answer=partial(self._originate_answered, call),
+            on_fail=partial(self._ring_failed, call),
+            on_timeout=no_answer,
+            legs=call.branches,
+        )
+        if call.active and call.callee is None:
+            self._ringing[call.id] = fork
+            fork.start_timer(ring_timeout)
+        return Originated(call, answered)
+
+    def _originate_answered(self, call: Call, leg: Leg, response: Response) -> None:
+        """A device answered a call the PBX placed: it is the callee, and the originator's."""
+        self._ringing.pop(call.id, None)
+        call.branches = [leg]
+        try:
+            answer = parse_body(response)
+        except SdpError:
+            answer = None
+        call.callee = leg
+        if answer is None or answer.audio() is None:
+            _LOGGER.info("Call %s: %s answered without usable SDP", call.id, leg.device)
+            self.terminate(call, CallOutcome.FAILED, f"{leg.device} answered without SDP", 488)
+            return
+        self.learn_sdp(leg, answer)
+        call.answered_at = self._clock.wall()
+        call.answered_device = leg.device
+        caller = call.caller
+        if caller is not None:
+            caller.state = LegState.CONFIRMED  # the PBX's own side: nothing to send it
+        self._set_state(call, CallState.TALKING)
+        _LOGGER.info("Call %s from the PBX to %s answered by %s", call.id, call.dialled, leg.device)
+        future = self._originated.pop(call.id, None)
+        if future is not None and not future.done():
+            future.set_result(leg)
 
     def open_spare(self, call: Call, side: Side) -> MediaLeg:
         """Relay sockets for a device that may take ``side`` (named in the offer it is rung with).
@@ -1503,6 +1607,9 @@ class CallControl:
         call.outcome = outcome
         call.reason = reason
         self._calls.pop(call.id, None)
+        originated = self._originated.pop(call.id, None)
+        if originated is not None and not originated.done():
+            originated.set_result(None)  # a call the PBX placed ended unanswered
         self._set_state(call, CallState.ENDED, reason)
         record = call.record()
         self.history.add(record)
