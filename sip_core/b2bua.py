@@ -19,13 +19,14 @@ from sip_core.call.control import ALLOWED_METHODS, CallControl
 from sip_core.call.messages import Responder
 from sip_core.call.originate import CallerId
 from sip_core.call.session_timer import MIN_SESSION_EXPIRES, negotiate_session_timer
-from sip_core.calls import CallHistory, HandoffRecord, Leg, TransferRecord
+from sip_core.calls import Call, CallHistory, HandoffRecord, Leg, TransferRecord
 from sip_core.clock import Clock
 from sip_core.config import PbxConfig
 from sip_core.digest import AuthResult, DigestAuthenticator
 from sip_core.events import PbxEvent
 from sip_core.features.announce import DEFAULT_RING_TIMEOUT, Announce, AnnounceResult
 from sip_core.features.attended import AttendedTransfer
+from sip_core.features.click_to_dial import ClickToDial, ClickToDialResult
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
 from sip_core.features.refer import Refer
@@ -99,6 +100,7 @@ class B2bua(CallControl):
         self.features.add_in_call(self._refer.on_request)
         self.features.add_replaces(InviteReplaces(self).on_invite)
         self._announce = Announce(self)
+        self._click_to_dial = ClickToDial(self)
 
     def flip(
         self,
@@ -138,6 +140,12 @@ class B2bua(CallControl):
             caller_id=caller_id,
             ring_timeout=ring_timeout,
         )
+
+    def click_to_dial(
+        self, device: str, number: str, *, ring_timeout: float = DEFAULT_RING_TIMEOUT
+    ) -> tuple[Call, asyncio.Future[ClickToDialResult]]:
+        """Ring ``device``, then connect it to ``number`` (`ClickToDial.call`)."""
+        return self._click_to_dial.call(device, number, ring_timeout=ring_timeout)
 
     def _flip_code(self) -> FeatureCode:
         return FeatureCode(self.config().flip.code, "flip", argument=True)

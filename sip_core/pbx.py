@@ -27,6 +27,7 @@ from sip_core.config import PbxConfig, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.features.announce import DEFAULT_RING_TIMEOUT, AnnounceResult
+from sip_core.features.click_to_dial import ClickToDialResult
 from sip_core.guard import Ban, Guard
 from sip_core.media import MediaRelay
 from sip_core.message import ParseError, Request, Response, make_response
@@ -309,6 +310,18 @@ class Pbx:
             caller_id=caller_id,
             ring_timeout=ring_timeout,
         )
+
+    def call_number(
+        self, device: str, number: str, *, ring_timeout: float = DEFAULT_RING_TIMEOUT
+    ) -> tuple[Call, asyncio.Future[ClickToDialResult]]:
+        """Click to dial: ring ``device`` (showing ``number``); when it answers, call ``number``
+        for it (an extension, a device, a user's name, or out through a trunk if its user may)
+        and connect the two, ringback meanwhile (`sip_core.features.click_to_dial`).
+
+        Raises `sip_core.call.originate.OriginateError` (UnknownTarget, NothingToRing, and the
+        `ClickToDialError`s UnknownNumber, MayNotCallOut, NumberUnavailable), ValueError or
+        `RelayError` before anything rings. Must be called on the loop."""
+        return self._b2bua.click_to_dial(device, number, ring_timeout=ring_timeout)
 
     # -- per-device and per-user runtime settings (sip_core.presence) ------------------------------
 
