@@ -106,8 +106,7 @@ class ClickToDial:
             if plan is None:
                 raise UnknownNumber(f"{number} is no extension, device or person here")
             return _Plan((), None, number, plan)
-        name = found.user.name if len(found.devices) != 1 else number
-        return self._ours(found.devices, found.user.name, name)
+        return self._ours(found.devices, found.user.name, found.user.name)
 
     def _ours(self, devices: tuple[str, ...], user: str, name: str) -> _Plan:
         if not any(self._control.is_registered(device) for device in devices):
