@@ -14,15 +14,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+from sip_core.audio.playback import Playback
 from sip_core.call.control import ALLOWED_METHODS, CallControl
 from sip_core.call.messages import Responder
+from sip_core.call.originate import CallerId
 from sip_core.call.session_timer import MIN_SESSION_EXPIRES, negotiate_session_timer
-from sip_core.calls import CallHistory, HandoffRecord, Leg, TransferRecord
+from sip_core.calls import Call, CallHistory, HandoffRecord, Leg, TransferRecord
 from sip_core.clock import Clock
 from sip_core.config import PbxConfig
 from sip_core.digest import AuthResult, DigestAuthenticator
 from sip_core.events import PbxEvent
+from sip_core.features.announce import DEFAULT_RING_TIMEOUT, Announce, AnnounceResult
 from sip_core.features.attended import AttendedTransfer
+from sip_core.features.click_to_dial import ClickToDial, ClickToDialResult
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
 from sip_core.features.handoff import Handoff, PullOperation, PushOperation
@@ -105,6 +109,8 @@ class B2bua(CallControl):
         self.features.add_dialled(self.handoff.on_dialled)
         self.group_calls = GroupCalls(self, self.group_presence, self.presence.available)
         self.hooks.route_number = self.group_calls.route
+        self._announce = Announce(self)
+        self._click_to_dial = ClickToDial(self)
 
     def flip(
         self,
@@ -128,6 +134,33 @@ class B2bua(CallControl):
     def flip_feature(self) -> Flip:
         """The flip (its rules: `Flip.in_call`, ``is_available``, ``flip_enabled``)."""
         return self._flip
+
+    def announce(
+        self,
+        playback: Playback,
+        *,
+        device: str | None = None,
+        user: str | None = None,
+        repeat: int = 1,
+        caller_id: CallerId | None = None,
+        ring_timeout: float = DEFAULT_RING_TIMEOUT,
+    ) -> asyncio.Future[AnnounceResult]:
+        """Ring a device or user from the PBX and play a message when answered
+        (`Announce.announce`)."""
+        return self._announce.announce(
+            playback,
+            device=device,
+            user=user,
+            repeat=repeat,
+            caller_id=caller_id,
+            ring_timeout=ring_timeout,
+        )
+
+    def click_to_dial(
+        self, device: str, number: str, *, ring_timeout: float = DEFAULT_RING_TIMEOUT
+    ) -> tuple[Call, asyncio.Future[ClickToDialResult]]:
+        """Ring ``device``, then connect it to ``number`` (`ClickToDial.call`)."""
+        return self._click_to_dial.call(device, number, ring_timeout=ring_timeout)
 
     def _flip_code(self) -> FeatureCode:
         # No argument: the code is complete the moment it is keyed, so an automatic flip rings

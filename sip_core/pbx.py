@@ -19,12 +19,15 @@ from typing import Any
 from sip_core import __version__
 from sip_core.audio import Playback
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
+from sip_core.call.originate import CallerId
 from sip_core.call_audio import CallPlayback, PlaySide, find_call, play_into_call
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, TransferRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, RingGroup, SecuritySettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
+from sip_core.features.announce import DEFAULT_RING_TIMEOUT, AnnounceResult
+from sip_core.features.click_to_dial import ClickToDialResult
 from sip_core.features.handoff import PullOperation, PushOperation
 from sip_core.guard import Ban, Guard
 from sip_core.media import MediaRelay
@@ -285,6 +288,44 @@ class Pbx:
         """
         call, own = find_call(self.calls(), self._config.users, device=device, user=user)
         return play_into_call(call, own, playback, side)
+
+    def announce(
+        self,
+        playback: Playback,
+        *,
+        device: str | None = None,
+        user: str | None = None,
+        repeat: int = 1,
+        caller_id: CallerId | None = None,
+        ring_timeout: float = DEFAULT_RING_TIMEOUT,
+    ) -> asyncio.Future[AnnounceResult]:
+        """Ring ``device`` (a SIP username) or every device of ``user`` (a user's name) from the
+        PBX, shown as ``caller_id`` ("Home Assistant"); the first to answer hears ``playback``
+        ``repeat`` times, then the PBX hangs up (`sip_core.features.announce`).
+
+        Raises `sip_core.call.originate.OriginateError` (UnknownTarget, NothingToRing),
+        ValueError (repeat, timeout) or `RelayError` before anything rings; the future says
+        whether it was answered and by which device. Must be called on the loop."""
+        return self._b2bua.announce(
+            playback,
+            device=device,
+            user=user,
+            repeat=repeat,
+            caller_id=caller_id,
+            ring_timeout=ring_timeout,
+        )
+
+    def call_number(
+        self, device: str, number: str, *, ring_timeout: float = DEFAULT_RING_TIMEOUT
+    ) -> tuple[Call, asyncio.Future[ClickToDialResult]]:
+        """Click to dial: ring ``device`` (showing ``number``); when it answers, call ``number``
+        for it (an extension, a device, a user's name, or out through a trunk if its user may)
+        and connect the two, ringback meanwhile (`sip_core.features.click_to_dial`).
+
+        Raises `sip_core.call.originate.OriginateError` (UnknownTarget, NothingToRing, and the
+        `ClickToDialError`s UnknownNumber, MayNotCallOut, NumberUnavailable), ValueError or
+        `RelayError` before anything rings. Must be called on the loop."""
+        return self._b2bua.click_to_dial(device, number, ring_timeout=ring_timeout)
 
     # -- per-device and per-user runtime settings (sip_core.presence) ------------------------------
 

@@ -23,7 +23,9 @@ from sip_core.config import ConfigError, config_from_mapping
 from sip_core.pbx import Pbx
 from sip_core.transport import TransportError
 
+from .announce import async_setup_announce_service
 from .bundled_blueprints import async_setup_blueprints
+from .click_to_dial import async_setup_call_service
 from .const import DOMAIN
 from .data import CallflipConfigEntry, CallflipData
 from .discovery import PhoneDiscovery
@@ -82,6 +84,8 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
     """
     async_setup_services(hass)
     async_setup_play_service(hass)
+    async_setup_announce_service(hass)
+    async_setup_call_service(hass)
     async_setup_blueprints(hass)
     if DOMAIN in config and not hass.config_entries.async_entries(DOMAIN, include_ignore=False):
         hass.async_create_task(

@@ -3,7 +3,8 @@
 sip_core reports a call's state changes (`CallStateChanged`: setup, ringing, talking, held,
 ending, ended) and its flips (`HandoffStarted`/`Succeeded`/`Failed`). Here they become *steps*
 a person thinks in: a call came in (or was dialled), phones ring, a phone answered, the call was
-put on hold and taken off it, moved to another phone, ended (why, how, how long). The tracker
+put on hold and taken off it, moved to another phone, transferred (`TransferStep`, from the
+transfer events), ended (why, how, how long). The tracker
 adds what a step needs and the state change does not carry: the caller's name and number as
 they were presented (the caller's party), which phone answered, and the talk time. It reads them
 from the call while it runs (`Pbx.call`), keeping a reference from the call's first state to its
@@ -28,7 +29,7 @@ from sip_core.events import CallStateChanged
 from sip_core.headers import NameAddress
 from sip_core.uri import ParseError
 
-from .const import HandoffType
+from .const import HandoffType, TransferEventType
 
 if TYPE_CHECKING:
     from .hub import CallflipHub
@@ -48,10 +49,26 @@ class CallStep(StrEnum):
     ENDED = "ended"  # ``reason``, ``outcome``, ``duration``
 
 
-#: The event types of the call event entities: call steps, then flips.
+class TransferStep(StrEnum):
+    """A transfer of a call as a step of it (from the transfer bus event's ``type``)."""
+
+    TRANSFERRING = "transferring"  # a party passes the call on; the target rings
+    TRANSFERRED = "transferred"  # the target answered: the call is theirs now
+    TRANSFER_FAILED = "transfer_failed"  # the target did not take it (``reason``, ``recalled``)
+
+
+#: The transfer bus event's ``type`` (`TransferEventType`) -> the step it is.
+TRANSFER_STEPS: dict[str, TransferStep] = {
+    TransferEventType.STARTED.value: TransferStep.TRANSFERRING,
+    TransferEventType.SUCCEEDED.value: TransferStep.TRANSFERRED,
+    TransferEventType.FAILED.value: TransferStep.TRANSFER_FAILED,
+}
+
+#: The event types of the call event entities: call steps, then flips, then transfers.
 EVENT_TYPES: tuple[str, ...] = (
     *(step.value for step in CallStep if step is not CallStep.ENDING),
     *(kind.value for kind in HandoffType),
+    *(step.value for step in TransferStep),
 )
 
 MISSED_OUTCOMES = frozenset(
@@ -141,6 +158,23 @@ class CallStepTracker:
                 keys.append(owned.device["id"])
         for key in dict.fromkeys(keys):
             self._tell(key, kind.value, {**data, "step": kind.value})
+
+    def transfer(self, kind: str, data: dict[str, Any]) -> None:
+        """A transfer step (``kind``: the transfer bus event's ``type``) goes to the phones it
+        involves (transferring, transferred, the one that answered) and to their users; ``data``
+        (the bus event's) gets its ``step``."""
+        step = TRANSFER_STEPS[kind]
+        data["step"] = step.value
+        to_device = data.get("to_device")
+        data["to_label"] = self._hub.device_label(to_device) if to_device else None
+        by_username = self._hub.by_username()
+        keys: list[str] = []
+        for username in (data.get("transferring"), data.get("transferred"), data.get("to_device")):
+            owned = by_username.get(username) if username else None
+            if owned is not None:
+                keys += [owned.user["id"], owned.device["id"]]
+        for key in dict.fromkeys(keys):
+            self._tell(key, step.value, dict(data))
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -243,6 +277,11 @@ ENTITY_FIELDS = (
     "missed",
     "from_label",
     "to_label",
+    "transfer",
+    "target",
+    "transferring_label",
+    "transferred_label",
+    "recalled",
 )
 
 

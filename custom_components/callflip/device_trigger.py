@@ -4,7 +4,8 @@ found on the network. They are event triggers on callflip's bus events, filtered
 (or the PBX's) device id.
 
 The call steps (`call_steps`) are triggers too: a user's call answered, put on hold, taken off
-hold, ended, missed; a phone ringing, answering, its call ended. They listen to the
+hold, ended, missed; a phone ringing, answering, its call ended, its call transferred (on the
+``callflip_transfer`` bus event). They listen to the
 ``callflip_call`` bus event themselves (a phone is found in a list of phones, which an event
 trigger's exact match cannot do) and hand the automation every field of the step as a trigger
 variable (``trigger.caller_number``, ``trigger.duration``...) besides ``trigger.event``.
@@ -67,6 +68,13 @@ PHONE_STEPS: dict[str, Callable[[Mapping[str, Any], str], bool]] = {
     "phone_answered": lambda d, i: d.get("step") == "answered" and d.get("answered_phone_id") == i,
     "phone_call_ended": lambda d, i: d.get("step") == "ended" and i in (d.get("phone_ids") or ()),
 }
+#: A SIP phone's transfer steps (on the transfer bus event): a call it took part in (passing
+#: it on, being passed on, or answering it) was transferred.
+PHONE_TRANSFER_STEPS: dict[str, Callable[[Mapping[str, Any], str], bool]] = {
+    "phone_transferred": lambda d, i: (
+        d.get("step") == "transferred" and i in (d.get("device_ids") or ())
+    ),
+}
 TRANSFER_TYPES = tuple(kind.value for kind in TransferEventType)
 USER_TRIGGER_TYPES = (
     INCOMING_CALL,
@@ -74,7 +82,7 @@ USER_TRIGGER_TYPES = (
     *TRANSFER_TYPES,
     *USER_STEPS,
 )
-PHONE_TRIGGER_TYPES = tuple(PHONE_STEPS)
+PHONE_TRIGGER_TYPES = (*PHONE_STEPS, *PHONE_TRANSFER_STEPS)
 HUB_TRIGGER_TYPES = (PHONE_DISCOVERED,)
 TRIGGER_TYPES = (*USER_TRIGGER_TYPES, *PHONE_TRIGGER_TYPES, *HUB_TRIGGER_TYPES)
 
@@ -143,6 +151,17 @@ async def async_attach_trigger(
         return _attach_step(
             hass, device_id, kind, matches=step, action=action, trigger_info=trigger_info
         )
+    transfer_step = PHONE_TRANSFER_STEPS.get(kind)
+    if transfer_step is not None:
+        return _attach_step(
+            hass,
+            device_id,
+            kind,
+            matches=transfer_step,
+            action=action,
+            trigger_info=trigger_info,
+            event_type=EVENT_TRANSFER,
+        )
     if kind == INCOMING_CALL:
         event_type = EVENT_CALL
         event_data = {"callee_device_id": device_id, "state": "ringing"}
@@ -175,6 +194,7 @@ def _attach_step(
     matches: Callable[[Mapping[str, Any], str], bool],
     action: TriggerActionType,
     trigger_info: TriggerInfo,
+    event_type: str = EVENT_CALL,
 ) -> CALLBACK_TYPE:
     """Run the action for each call step of this user or phone; the step's fields are trigger
     variables, and ``trigger.event`` is the bus event as an event trigger would give it."""
@@ -202,4 +222,4 @@ def _attach_step(
             event.context,
         )
 
-    return hass.bus.async_listen(EVENT_CALL, handle)
+    return hass.bus.async_listen(event_type, handle)

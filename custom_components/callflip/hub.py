@@ -465,21 +465,20 @@ class CallflipHub:
         self._notify(devices)
         owner = self._by_username.get(data["transferring"])
         user = owner.user if owner is not None else None
-        self.hass.bus.async_fire(
-            EVENT_TRANSFER,
-            {
-                "type": kind.value,
-                "call_id": event.call_id,
-                **data,
-                "transferring_label": self.device_label(data["transferring"]),
-                "transferred_label": self.device_label(data["transferred"]),
-                "user": user["name"] if user is not None else None,
-                "device_id": (
-                    self.ha_device_id(user_identifier(user["id"])) if user is not None else None
-                ),
-                "device_ids": self._ha_ids(devices),
-            },
-        )
+        payload: dict[str, Any] = {
+            "type": kind.value,
+            "call_id": event.call_id,
+            **data,
+            "transferring_label": self.device_label(data["transferring"]),
+            "transferred_label": self.device_label(data["transferred"]),
+            "user": user["name"] if user is not None else None,
+            "device_id": (
+                self.ha_device_id(user_identifier(user["id"])) if user is not None else None
+            ),
+            "device_ids": self._ha_ids(devices),
+        }
+        self.steps.transfer(kind.value, payload)  # adds its ``step`` ("transferred" ...)
+        self.hass.bus.async_fire(EVENT_TRANSFER, payload)
 
     @callback
     def _sync_device_registry(self) -> None:

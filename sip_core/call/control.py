@@ -60,6 +60,7 @@ from sip_core.call.messages import (
     parse_body,
 )
 from sip_core.call.negotiation import Negotiation, media_target
+from sip_core.call.originate import CallerId, NothingToRing, Originated, pbx_device, pbx_offer
 from sip_core.call.session_timer import (
     MIN_SESSION_EXPIRES,
     SessionTimers,
@@ -282,6 +283,8 @@ class CallControl:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ringing: dict[str, ForkGroup] = {}  # call id -> the fork of its set-up
         self._detached: dict[Leg, None] = {}  # legs `replace_leg` kept up (keep_old)
+        # call id -> what a call the PBX placed tells its originator (`originate`)
+        self._originated: dict[str, asyncio.Future[Leg | None]] = {}
         self._hosts: dict[str, str] = {}
         self._ack_waiters: dict[tuple[str, str], Callable[[Leg], None]] = {}
         self._plans: dict[str, RingPlan] = {}  # call id -> how a routed number rings
@@ -381,6 +384,218 @@ class CallControl:
             leg = Leg(call, role, side, binding.username, party)
             fork.ring(leg, binding, presented=presented, offer=offer, port=port)
         return fork
+
+    def originate(
+        self,
+        devices: Sequence[str],
+        *,
+        dialled: str,
+        callee_user: str | None,
+        ring_timeout: float,
+        caller_id: CallerId | None = None,
+        caller_user: str | None = None,
+        purpose: str = "originate",
+        onward: bool = False,
+    ) -> Originated:
+        """Place a call from the PBX itself (`sip_core.call.originate`): ring ``devices`` (those
+        not busy, every registration), first answer wins, for ``ring_timeout`` seconds.
+
+        The caller leg is the PBX (`pbx_device(purpose)`, presented as ``caller_id``); the
+        targets are offered every codec the engine generates. The call is recorded like any
+        (``dialled``, ``callee_user``, ``caller_user`` for whom it was placed, if anyone).
+        ``onward``: the answer is not the call's answer yet, for the device will be
+        connected on (`ring_onward`, click-to-dial): the call stays ringing. Raises
+        `NothingToRing` (no registration, or every device busy) or `RelayError`/OSError (no
+        relay ports) before anything is sent; must be called on the loop."""
+        wanted = ringable(devices, busy=self._unavailable, bindings=self._bindings)
+        if not wanted.bindings:
+            busy = wanted.busy > 0
+            raise NothingToRing(
+                "every device is busy" if busy else "no device registered", busy=busy
+            )
+        who = caller_id if caller_id is not None else CallerId()
+        domain = self._config().sip.domain
+        call = Call(
+            new_call_id(),
+            caller_user=caller_user,
+            dialled=dialled,
+            callee_user=callee_user,
+            started_at=self._clock.wall(),
+        )
+        media = self._relay.open_session(call.id)
+        call.media = media
+        media.on_lost = lambda why: self.terminate(call, CallOutcome.FAILED, why, status=503)
+        media.on_timeout = lambda side, seconds: self.terminate(
+            call, CallOutcome.FAILED, f"no media for {seconds:g} s", status=408
+        )
+        presented = name_address(who.name, f"sip:{who.number}@{domain}")
+        call.caller = Leg(call, LegRole.CALLER, "a", pbx_device(purpose), presented)
+        answered: asyncio.Future[Leg | None] = asyncio.get_running_loop().create_future()
+        self._calls[call.id] = call
+        self._originated[call.id] = answered
+        self._publish_state(call, None)
+
+        def early(_leg: Leg, _response: Response) -> None:
+            if call.state is CallState.SETUP:
+                self._set_state(call, CallState.RINGING)
+
+        def no_answer() -> None:
+            if call.active and call.callee is None:
+                self.terminate(
+                    call, CallOutcome.NO_ANSWER, f"no answer within {ring_timeout:g} s", 480
+                )
+
+        fork = self.ring(
+            call,
+            wanted.bindings,
+            role=LegRole.CALLEE,
+            side="b",
+            party=f"<sip:{dialled}@{domain}>",
+            presented=presented,
+            offer=pbx_offer(self._relay.host),
+            on_early=early,
+            on_answer=partial(self._originate_answered, call, onward),
+            on_fail=partial(self._ring_failed, call),
+            on_timeout=no_answer,
+            legs=call.branches,
+        )
+        if call.active and call.callee is None:
+            self._ringing[call.id] = fork
+            fork.start_timer(ring_timeout)
+        return Originated(call, answered)
+
+    def _originate_answered(self, call: Call, onward: bool, leg: Leg, response: Response) -> None:
+        """A device answered a call the PBX placed: it is the callee, and the originator's
+        (with ``onward``, not yet the call's answer: the call rings on, `ring_onward`)."""
+        self._ringing.pop(call.id, None)
+        call.branches = [leg]
+        try:
+            answer = parse_body(response)
+        except SdpError:
+            answer = None
+        call.callee = leg
+        if answer is None or answer.audio() is None:
+            _LOGGER.info("Call %s: %s answered without usable SDP", call.id, leg.device)
+            self.terminate(call, CallOutcome.FAILED, f"{leg.device} answered without SDP", 488)
+            return
+        self.learn_sdp(leg, answer)
+        caller = call.caller
+        if caller is not None:
+            caller.state = LegState.CONFIRMED  # the PBX's own side: nothing to send it
+        if onward:
+            self._set_state(call, CallState.RINGING)
+        else:
+            call.answered_at = self._clock.wall()
+            call.answered_device = leg.device
+            self._set_state(call, CallState.TALKING)
+        _LOGGER.info("Call %s from the PBX to %s answered by %s", call.id, call.dialled, leg.device)
+        future = self._originated.pop(call.id, None)
+        if future is not None and not future.done():
+            future.set_result(leg)
+
+    def ring_onward(
+        self,
+        call: Call,
+        *,
+        devices: Sequence[str],
+        outbound: OutboundTarget | None,
+        callee_user: str | None,
+        ring_timeout: float,
+    ) -> asyncio.Future[Leg | None]:
+        """Connect the device that answered a call placed with ``onward`` (`originate`) to
+        ``devices`` (their registrations, those not busy) or the provider of ``outbound``.
+
+        That device becomes the call's caller, as if it had dialled the number: the targets
+        see its user calling, are offered what it answered with, and the first to answer is
+        the callee (the call talking; the two hear each other through the relay). Whatever
+        the caller should hear meanwhile is the originator's to play. The future resolves to
+        the answering leg, or None once the call ended without one (busy, no answer within
+        ``ring_timeout``, the caller hung up); nothing to ring ends it at once as busy or
+        unavailable."""
+        future: asyncio.Future[Leg | None] = asyncio.get_running_loop().create_future()
+        first = call.callee
+        if not call.active or first is None or first.remote_sdp is None:
+            future.set_result(None)
+            return future
+        config = self._config()
+        domain = config.sip.domain
+        first.role = LegRole.CALLER
+        call.caller = first
+        call.callee = None
+        call.branches = []
+        call.callee_user = callee_user
+        owner = config.user_for_device(first.device or "")
+        presented = (
+            name_address(owner.name, f"sip:{owner.extension}@{domain}")
+            if owner is not None
+            else f"<sip:{first.device}@{domain}>"
+        )
+        first.party = presented
+        self._originated[call.id] = future
+        wanted = ringable(devices, busy=self._unavailable, bindings=self._bindings)
+        if not wanted.bindings and outbound is None:
+            if wanted.busy:
+                self.terminate(call, CallOutcome.BUSY, "busy", 486)
+            else:
+                self.terminate(call, CallOutcome.UNAVAILABLE, "no device registered", 480)
+            return future
+
+        def answered(leg: Leg, response: Response) -> None:
+            self._ringing.pop(call.id, None)
+            call.branches = [leg]
+            try:
+                answer = parse_body(response)
+            except SdpError:
+                answer = None
+            call.callee = leg
+            if answer is None or answer.audio() is None:
+                self.terminate(call, CallOutcome.FAILED, f"{leg.device} answered without SDP")
+                return
+            self.learn_sdp(leg, answer)
+            call.answered_at = self._clock.wall()
+            call.answered_device = leg.device
+            self._set_state(call, CallState.TALKING)
+            _LOGGER.info(
+                "Call %s: %s connected to %s, answered by %s",
+                call.id,
+                first.device,
+                call.dialled,
+                leg.device,
+            )
+            done = self._originated.pop(call.id, None)
+            if done is not None and not done.done():
+                done.set_result(leg)
+
+        def no_answer() -> None:
+            if call.active and call.callee is None:
+                self.terminate(
+                    call, CallOutcome.NO_ANSWER, f"no answer within {ring_timeout:g} s", 480
+                )
+
+        party = f"<sip:{call.dialled}@{domain}>"
+        offer = first.remote_sdp
+        fork = self.ring(
+            call,
+            wanted.bindings,
+            role=LegRole.CALLEE,
+            side="a",
+            party=party,
+            presented=presented,
+            offer=offer,
+            on_answer=answered,
+            on_fail=partial(self._ring_failed, call),
+            on_timeout=no_answer,
+            legs=call.branches,
+        )
+        if outbound is not None and call.active and fork.deciding:
+            leg = Leg(call, LegRole.CALLEE, "a", trunk_device(outbound.trunk), party)
+            local = Address("0.0.0.0", self._local_port())
+            fork.add(leg, self._trunk_sender(leg, outbound, local, offer))
+        if call.active and call.callee is None:
+            self._ringing[call.id] = fork
+            fork.start_timer(ring_timeout)
+            self.publish_state(call)
+        return future
 
     def open_spare(self, call: Call, side: Side) -> MediaLeg:
         """Relay sockets for a device that may take ``side`` (named in the offer it is rung with).
@@ -1744,6 +1959,9 @@ class CallControl:
         call.outcome = outcome
         call.reason = reason
         self._calls.pop(call.id, None)
+        originated = self._originated.pop(call.id, None)
+        if originated is not None and not originated.done():
+            originated.set_result(None)  # a call the PBX placed ended unanswered
         self._set_state(call, CallState.ENDED, reason)
         record = call.record()
         self.history.add(record)

@@ -55,7 +55,7 @@ async def test_users_offer_call_triggers_phones_their_own(
     desk = _id(hass, loaded_entry, "device-d-alice-desk")
     triggers = await async_get_device_automations(hass, DeviceAutomationType.TRIGGER, desk)
     phone = {t["type"] for t in triggers if t["domain"] == DOMAIN}
-    assert phone == {"phone_ringing", "phone_answered", "phone_call_ended"}
+    assert phone == {"phone_ringing", "phone_answered", "phone_call_ended", "phone_transferred"}
 
 
 async def test_unknown_type_is_invalid(hass: HomeAssistant) -> None:

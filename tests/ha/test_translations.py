@@ -89,7 +89,16 @@ def test_every_entity_and_exception_is_translated() -> None:
         p: set(v) for p, v in STRINGS["entity"].items()
     }
     raised = set(re.findall(r'translation_key="(\w+)"', _source("__init__.py")))
-    for module in ("services.py", "button.py", "select.py", "switch.py", "play.py", "groups.py"):
+    for module in (
+        "services.py",
+        "button.py",
+        "select.py",
+        "switch.py",
+        "play.py",
+        "groups.py",
+        "announce.py",
+        "click_to_dial.py",
+    ):
         raised |= set(re.findall(r'validation_error\(\s*"(\w+)"', _source(module)))
     # The announcement's audio names its failures' keys, which play.py raises as they are.
     announcement = _source("announcement_audio.py")

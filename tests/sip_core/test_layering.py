@@ -107,6 +107,7 @@ LAYERS: dict[str, int] = {
     "call.negotiation": 6,
     "call.control": 6,
     "call.targets": 6,
+    "call.originate": 6,
     # 8 features (a subpackage)
     "features.__init__": 8,
     "features.codes": 8,
@@ -119,6 +120,8 @@ LAYERS: dict[str, int] = {
     "features.registry": 8,
     "features.replaces": 8,
     "features.transfer": 8,
+    "features.announce": 8,
+    "features.click_to_dial": 8,
     # 9 facade / runner
     "b2bua": 9,
     "pbx": 9,
