@@ -50,6 +50,7 @@ from sip_core.dialog import name_address
 from sip_core.events import TransferEnded, TransferStarted
 from sip_core.features.codes import FeatureCode, FeatureCodeCollector, FeatureMatch
 from sip_core.features.transfer import CallNotTransferable, Transfer, TransferError
+from sip_core.forwarding import ForwardingLoop
 from sip_core.media import MediaLeg, MediaSession, RelayError
 from sip_core.media.client import Playing
 from sip_core.message import Response
@@ -217,7 +218,17 @@ class AttendedTransfer:
         with contextlib.suppress(RelayError):
             op.ringback = op.session.a.play(PlayTone(Tone.RINGBACK))
         config = control.config()
-        targets = ringable(op.found.devices, busy=control.is_busy, bindings=control.bindings)
+        try:
+            devices = control.follow_forwards(op.found.devices)
+        except ForwardingLoop as loop:
+            self.back_to_held(op, f"{op.target}: {loop}")
+            return
+        targets = ringable(
+            devices,
+            busy=control.is_busy,
+            bindings=control.bindings,
+            caller=transferring.device or "",
+        )
         if not targets.bindings:
             why = "is busy" if targets.busy else "has no device registered"
             self.back_to_held(op, f"{op.target} {why}")
