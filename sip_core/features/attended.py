@@ -46,7 +46,8 @@ from sip_core.calls import (
     TransferKind,
     TransferRecord,
 )
-from sip_core.dialog import name_address
+from sip_core.dialog import DialogError, name_address
+from sip_core.dtmf import format_dtmf_relay
 from sip_core.events import TransferEnded, TransferStarted
 from sip_core.features.codes import FeatureCode, FeatureCodeCollector, FeatureMatch
 from sip_core.features.transfer import CallNotTransferable, Transfer, TransferError
@@ -318,9 +319,38 @@ class AttendedTransfer:
             )
         op.codes.feed(key)
 
+    def take_digit(self, leg: Leg, key: str) -> bool:
+        """A key a device sent in its call's dialog or stream (SIP INFO; RFC 4733 before the
+        move): during a consultation the transferring device's keys are read like those on the
+        consultation's session, and the held party's go nowhere (it talks to no one)."""
+        op = leg.call.operation
+        if not isinstance(op, AttendedTransferOperation) or op.done or op.feature is not self:
+            return False
+        if leg is op.transferring:
+            self._consult_key(op, "a", key)
+            return True
+        if leg is op.held:
+            _LOGGER.debug("Call %s: key %s from the held party dropped", op.call.id, key)
+            return True
+        return False
+
     def _pass_to_target(self, op: AttendedTransferOperation, key: str) -> None:
-        if not op.done and not op.session.closed:
-            op.session.b.send_dtmf(key)
+        """A key that is no code goes to the target: as telephone-events when it takes them,
+        else as an INFO in its dialog; before it answered, nowhere."""
+        if op.done or op.session.closed:
+            return
+        if op.session.b.send_dtmf(key):
+            return
+        consulted = op.consulted
+        if consulted is None or consulted.state is not LegState.CONFIRMED:
+            return
+        with contextlib.suppress(DialogError):
+            self._control.request(
+                consulted,
+                "INFO",
+                body=format_dtmf_relay(key),
+                content_type="application/dtmf-relay",
+            )
 
     def _consult_code(self, op: AttendedTransferOperation, match: FeatureMatch) -> None:
         if match.name == "cancel":
