@@ -473,7 +473,7 @@ class AttendedTransfer:
         moved = await control.reoffer(
             transferring, back, port=media.leg(transferring.side).local_rtp.port
         )
-        if op.done or not call.active:
+        if _over(op) or not call.active:
             return
         if moved is None:
             why = f"{transferring.device} could not be moved back"
@@ -657,6 +657,11 @@ class AttendedTransfer:
     def _tone(self, leg: Leg, tone: Tone) -> None:
         with contextlib.suppress(RelayError):
             self._control.play(leg, PlayTone(tone))
+
+
+def _over(op: AttendedTransferOperation) -> bool:
+    """Whether ``op`` was finished (re-read after an await: another event may have ended it)."""
+    return op.done
 
 
 def _point(leg: MediaLeg, sdp: SessionDescription) -> None:
