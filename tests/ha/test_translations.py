@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from custom_components.callflip.transfer_options import TRANSFER_ERRORS
 from sip_core.call_audio import PlaySide
+from sip_core.config import TRANSFER_PRESETS
 
 COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
 STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
@@ -63,7 +65,11 @@ def test_every_error_and_step_is_translated() -> None:
     assert set(re.findall(r'step_id="(\w+)"', server_part)) <= set(STRINGS["config"]["step"])
     option_steps = set(re.findall(r'step_id="(\w+)"', options_part))
     assert option_steps <= set(STRINGS["options"]["step"])
-    menu = set(re.findall(r'"((?:add|edit|remove)_(?:user|device)|security|trunks)"', options_part))
+    menu = set(
+        re.findall(
+            r'"((?:add|edit|remove)_(?:user|device)|security|transfer|trunks)"', options_part
+        )
+    )
     assert menu == set(STRINGS["options"]["step"]["init"]["menu_options"])
 
 
@@ -88,6 +94,8 @@ def test_every_entity_and_exception_is_translated() -> None:
     raised |= security - set(STRINGS.get("issues", {}))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("TRANSFER_ERRORS")[1]))
     assert raised == set(STRINGS["exceptions"])
+    assert set(TRANSFER_ERRORS) <= set(STRINGS["options"]["error"])
+    assert set(STRINGS["selector"]["transfer_preset"]["options"]) == set(TRANSFER_PRESETS)
     sides = set(STRINGS["selector"]["play_side"]["options"])
     assert sides == {side.value for side in PlaySide}
     kinds = set(STRINGS["selector"]["device_type"]["options"])
