@@ -100,6 +100,7 @@ class B2bua(CallControl):
         self.features.add_code(self._blind_code, self._blind_dialled)
         self._attended = AttendedTransfer(self, self._transfer)
         self.features.add_code(self._attended_code, self._attended_dialled)
+        self.features.add_digit_taker(self._attended.take_digit)
         self._refer = Refer(self, self._transfer)
         self.features.add_in_call(self._refer.on_request)
         self.features.add_replaces(InviteReplaces(self).on_invite)

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthSettings",
     "CallSettings",
+    "CodeConflict",
     "ConfigError",
     "Device",
     "DeviceType",
@@ -94,6 +95,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "security_settings",
+    "transfer_settings",
 ]
 
 type KeyPath = tuple[str | int, ...]
@@ -157,6 +159,12 @@ class ConfigError(ValueError):
         if self.line is not None:
             text = f"{text} (line {self.line})"
         return f"{self.source}: {text}" if self.source else text
+
+
+class CodeConflict(ConfigError):
+    """A feature code clashes with another code (one starts the other) or with an extension or
+    a device's username: each is fine alone, together they cannot be told apart (Home
+    Assistant's options form says so apart from a badly written code)."""
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -1124,6 +1132,12 @@ def _security(data: Any) -> SecuritySettings:
     )
 
 
+def transfer_settings(data: Mapping[str, Any] | None, config: PbxConfig) -> TransferSettings:
+    """Check the ``transfer`` section alone, against ``config``'s users and flip code (Home
+    Assistant's options keep it apart). Raises `ConfigError` (`CodeConflict` for clashes)."""
+    return _transfer(data, config.users, config.flip.code)
+
+
 def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSettings:
     path: KeyPath = ("transfer",)
     keys = (
@@ -1162,7 +1176,9 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
         if not _FLIP_CODE.fullmatch(code):
             _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
         if code in taken:
-            _fail((*path, key), f"{code!r} is also an extension or a device's username")
+            raise CodeConflict(
+                f"{code!r} is also an extension or a device's username", key_path=(*path, key)
+            )
         codes[key] = code
     # Every code takes a number after it, so none may start another (the collector could not
     # tell "*2" then "2..." from "*22" then "...").
@@ -1172,10 +1188,10 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
     for index, (name_a, code_a) in enumerate(named):
         for name_b, code_b in named[index + 1 :]:
             if code_a.startswith(code_b) or code_b.startswith(code_a):
-                _fail(
-                    tuple(name_b.split(".")),
+                raise CodeConflict(
                     f"{code_b!r} and {name_a} {code_a!r} cannot both be codes: one starts the"
                     " other",
+                    key_path=tuple(name_b.split(".")),
                 )
     return TransferSettings(
         blind_code=codes["blind_code"],

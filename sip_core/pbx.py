@@ -23,7 +23,7 @@ from sip_core.call.originate import CallerId
 from sip_core.call_audio import CallPlayback, PlaySide, find_call, play_into_call
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, TransferRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
-from sip_core.config import PbxConfig, RingGroup, SecuritySettings, User
+from sip_core.config import PbxConfig, RingGroup, SecuritySettings, TransferSettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.features.announce import DEFAULT_RING_TIMEOUT, AnnounceResult
@@ -538,6 +538,11 @@ class Pbx:
         """Apply new `SecuritySettings` at once (bans in force stay until they end)."""
         self._config = replace(self._config, security=settings)
         self._guard.update(settings)
+
+    def update_transfer(self, settings: TransferSettings) -> None:
+        """Apply new `TransferSettings` at once: each step of a transfer reads them as it comes
+        (the codes with a leg's first digit, the times when a target or recall starts ringing)."""
+        self._config = replace(self._config, transfer=settings)
 
     def unban(self, address: str) -> bool:
         """Lift a ban now; false when the address is not banned, ValueError when not an IP."""

@@ -28,6 +28,7 @@ __all__ = [
     "SdpError",
     "SessionDescription",
     "add_codec",
+    "answer_for_new_device",
     "common_codecs",
     "offer_for_new_device",
     "parse_sdp",
@@ -662,6 +663,76 @@ def add_codec(media: MediaDescription, encoding: str, clock_rate: int, fmtp: str
         added.append(Attribute("fmtp", f"{payload_type} {fmtp}"))
     media.attributes[at:at] = added
     return codec
+
+
+def answer_for_new_device(
+    staying: SessionDescription,
+    offer: SessionDescription,
+    leaving: SessionDescription | None = None,
+) -> SessionDescription:
+    """The answer to ``offer`` from a device that takes over a call with ``staying`` (an INVITE
+    with Replaces), built like call set-up's answers: from the device's offer.
+
+    RFC 3264 (section 6.1): the answer lists the offered formats in the offer's numbering, so the
+    device keeps the payload types it chose (the relay renumbers between it and the staying
+    party, `payload_type_map`). Codecs are never transcoded, so only those the staying party
+    agreed to are kept (its description's, and those ``leaving``, the replaced device's, has
+    too: what the call negotiated), in the offer's order, with the staying party's fmtp;
+    telephone-event is
+    kept when offered (the PBX reads the device's keys), at the staying party's rate if it has
+    one, else at the first kept codec's rate. The rest (direction, ptime) is the staying party's,
+    as it is what the device talks to. Raises `SdpError` when no audio codec is in common.
+    """
+    audio = staying.audio()
+    offered = offer.audio()
+    if audio is None or offered is None:
+        raise SdpError("no audio stream to answer")
+    ours = {codec.key: codec for codec in audio.codecs()}
+    replaced = leaving.audio() if leaving is not None else None
+    if replaced is not None:
+        agreed = {codec.key for codec in replaced.codecs()}
+        ours = {
+            key: codec
+            for key, codec in ours.items()
+            if key in agreed or key[0] == "telephone-event"
+        }
+    voice = [
+        codec
+        for codec in offered.codecs()
+        if codec.encoding.lower() != "telephone-event" and codec.key in ours
+    ]
+    if not voice:
+        raise SdpError("the offer has none of the call's audio codecs")
+    event_rates = {key[1] for key in ours if key[0] == "telephone-event"} or {voice[0].clock_rate}
+    chosen: list[Codec] = []
+    for codec in offered.codecs():
+        if codec.encoding.lower() == "telephone-event":
+            if codec.clock_rate not in event_rates:
+                continue
+        elif codec.key not in ours:
+            continue
+        own = ours.get(codec.key)
+        fmtp = own.fmtp if own is not None and own.fmtp is not None else codec.fmtp
+        chosen.append(
+            Codec(codec.payload_type, codec.encoding, codec.clock_rate, codec.channels, fmtp)
+        )
+    answer = staying.copy()
+    media = next(m for m in answer.media if m.media == "audio" and not m.rejected)
+    answer.media = [media]
+    at = next(
+        (i for i, a in enumerate(media.attributes) if a.name in ("rtpmap", "fmtp")),
+        0,
+    )
+    rest = [a for a in media.attributes if a.name not in ("rtpmap", "fmtp")]
+    lines: list[Attribute] = []
+    for codec in chosen:
+        lines.append(Attribute("rtpmap", codec.rtpmap))
+        if codec.fmtp is not None:
+            lines.append(Attribute("fmtp", f"{codec.payload_type} {codec.fmtp}"))
+    before = sum(1 for a in media.attributes[:at] if a.name not in ("rtpmap", "fmtp"))
+    media.attributes = [*rest[:before], *lines, *rest[before:]]
+    media.formats = [str(codec.payload_type) for codec in chosen]
+    return answer
 
 
 def offer_for_new_device(

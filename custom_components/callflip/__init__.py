@@ -44,6 +44,7 @@ from .provisioning_view import ProvisioningView
 from .runtime_state import RuntimeStateStore, state_store
 from .security import SecurityMonitor, with_security
 from .services import async_setup_services
+from .transfer_options import apply_transfer, with_transfer
 from .trunks import TrunkMonitor, entry_config
 from .users import iter_devices, users_from_options
 
@@ -104,6 +105,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
     users = users_from_options(entry.options)
     try:
         config = with_security(entry_config(entry.data, entry.options), entry.options)
+        config = with_transfer(config, entry.options)
     except ConfigError as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN,
@@ -177,6 +179,7 @@ async def _async_options_updated(hass: HomeAssistant, entry: CallflipConfigEntry
     users = users_from_options(entry.options)
     entry.runtime_data.hub.async_apply_options(entry.options, users)
     entry.runtime_data.security.async_apply_options(entry.options)
+    apply_transfer(entry.runtime_data.hub.pbx, entry.options)
     if entry.runtime_data.trunks is not None:
         await entry.runtime_data.trunks.async_apply_options(entry.options)
     async_check_passwords(hass, users)

@@ -72,8 +72,22 @@ from .group_options import (
 from .hub import CallflipHub
 from .issues import async_yaml_section_ignored
 from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
+from .transfer_options import (
+    CONF_TRANSFER,
+    transfer_from_input,
+    transfer_mapping,
+    transfer_schema,
+    with_transfer,
+)
 from .trunk_flow import TrunkOptionsFlow
-from .trunks import build_config, dialplan_of, options_groups, trunk_options, trunks_of
+from .trunks import (
+    build_config,
+    dialplan_of,
+    entry_config,
+    options_groups,
+    trunk_options,
+    trunks_of,
+)
 from .users import (
     DeviceOptions,
     UserOptions,
@@ -572,6 +586,7 @@ class CallflipOptionsFlow(FlipSettingsSteps, TrunkOptionsFlow):
         if self._groups:
             menu += ["edit_group", "remove_group"]
         menu.append("security")
+        menu.append("transfer")
         menu.append("trunks")
         return self.async_show_menu(step_id="init", menu_options=menu)
 
@@ -598,6 +613,33 @@ class CallflipOptionsFlow(FlipSettingsSteps, TrunkOptionsFlow):
             schema = self.add_suggested_values_to_schema(schema, user_input)
         return self.async_show_form(
             step_id="security",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_transfer(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Keypad transfer codes and times (checked and applied by transfer_options.py)."""
+        options = self.config_entry.options
+        section = transfer_mapping(options)
+        config = entry_config(self.config_entry.data, options)
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        if user_input is not None:
+            section, errors, placeholders["error"] = transfer_from_input(user_input, config)
+            if not errors:
+                return self.async_create_entry(data={**options, CONF_TRANSFER: section})
+        try:
+            current = with_transfer(config, options).transfer
+        except ConfigError:
+            current = config.transfer
+        schema = transfer_schema(section, current)
+        if user_input is not None:
+            schema = self.add_suggested_values_to_schema(schema, user_input)
+        return self.async_show_form(
+            step_id="transfer",
             data_schema=schema,
             errors=errors,
             description_placeholders=placeholders,
@@ -932,13 +974,14 @@ class CallflipOptionsFlow(FlipSettingsSteps, TrunkOptionsFlow):
         """Let sip_core check the whole result; undo the pending change if it refuses it."""
         options = self.config_entry.options
         try:
-            build_config(
+            config = build_config(
                 self.config_entry.data,
                 self._users,
                 trunks_of(options),
                 dialplan_of(options),
                 options_groups(options, self._users),
             )
+            with_transfer(config, options)  # a transfer code may not be a new extension
         except ConfigError as err:
             self._users = users_from_options(self.config_entry.options)
             return {"base": "invalid_config"}, {"error": str(err)}

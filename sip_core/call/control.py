@@ -326,6 +326,12 @@ class CallControl:
             return None
         return leg
 
+    def follow_forwards(self, devices: Sequence[str]) -> tuple[str, ...]:
+        """``devices`` with each Call Forward Always followed, as call set-up does (for a
+        feature that rings someone: a transfer's target). Raises `ForwardingLoop` when the
+        forwards lead back round."""
+        return forwarded(devices, self.presence.forwards)
+
     def is_busy(self, device: str) -> bool:
         """Whether ``device`` answers busy now: in a call, or in Do Not Disturb or Make Busy
         (the rule call set-up uses to skip a device)."""

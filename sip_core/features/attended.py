@@ -18,7 +18,20 @@ the target still rings hands the call over as soon as the target answers.
 Return: the cancel code (``*4``), or the target not answering in time, being busy, declining or
 hanging up, puts the transferring device back with the held party (a re-INVITE to the call's
 session, and the hold ends). Only when that is impossible -- the transferring device has gone --
-does the call end, with the reason in its record. The held party hanging up ends everything.
+does the call end, with the reason in its record.
+
+The held party hanging up during the consultation does not end it: the transferring device and
+the target become the call (the target is re-INVITEd to a spare on the held party's side and
+takes its place with `CallControl.replace_leg`; the transferring device is re-INVITEd back to its
+own side of the call's session), and the transfer's record says that the held party hung up.
+While the target still rings, that happens when it answers; if it fails then, or the
+transferring device hangs up too, the call ends. Only a hang-up while the handover or the return
+is already under way ends everything.
+
+The keys: the completion and cancel codes are read from the transferring device's keys whether
+they come as RFC 4733 events (on the consultation's session) or as SIP INFO in its dialog
+(`take_digit`, a digit taker of the feature registry); keys that are no code go to the target,
+never to the held party, and the held party's own keys reach no one meanwhile.
 """
 
 from __future__ import annotations
@@ -46,10 +59,12 @@ from sip_core.calls import (
     TransferKind,
     TransferRecord,
 )
-from sip_core.dialog import name_address
+from sip_core.dialog import DialogError, name_address
+from sip_core.dtmf import format_dtmf_relay
 from sip_core.events import TransferEnded, TransferStarted
 from sip_core.features.codes import FeatureCode, FeatureCodeCollector, FeatureMatch
 from sip_core.features.transfer import CallNotTransferable, Transfer, TransferError
+from sip_core.forwarding import ForwardingLoop
 from sip_core.media import MediaLeg, MediaSession, RelayError
 from sip_core.media.client import Playing
 from sip_core.message import Response
@@ -68,6 +83,7 @@ class AttendedPhase(StrEnum):
     TALKING = "talking"  # the transferring device and the target talk
     COMPLETING = "completing"  # the target is being moved to the held party
     RETURNING = "returning"  # the transferring device is being moved back
+    JOINING = "joining"  # the held party hung up: the consultation becomes the call
 
 
 @dataclass(slots=True)
@@ -89,6 +105,7 @@ class AttendedTransferOperation:
     ringback: Playing | None = None
     codes: FeatureCodeCollector | None = None
     complete_on_answer: bool = False  # the transferring device hung up while the target rang
+    held_left: bool = False  # the held party hung up: the consultation is to become the call
     done: bool = False
     kind: str = field(default="transfer", init=False)
 
@@ -105,6 +122,8 @@ class AttendedTransferOperation:
         if leg is self.transferring:
             self.feature.transferring_left(self)
             return True
+        if leg is self.held:
+            return self.feature.held_left(self)
         if self.owns(leg):
             if leg is self.consulted:
                 self.feature.back_to_held(self, f"{leg.device} hung up")
@@ -217,7 +236,17 @@ class AttendedTransfer:
         with contextlib.suppress(RelayError):
             op.ringback = op.session.a.play(PlayTone(Tone.RINGBACK))
         config = control.config()
-        targets = ringable(op.found.devices, busy=control.is_busy, bindings=control.bindings)
+        try:
+            devices = control.follow_forwards(op.found.devices)
+        except ForwardingLoop as loop:
+            self.back_to_held(op, f"{op.target}: {loop}")
+            return
+        targets = ringable(
+            devices,
+            busy=control.is_busy,
+            bindings=control.bindings,
+            caller=transferring.device or "",
+        )
         if not targets.bindings:
             why = "is busy" if targets.busy else "has no device registered"
             self.back_to_held(op, f"{op.target} {why}")
@@ -272,7 +301,9 @@ class AttendedTransfer:
             op.ringback = None
         op.phase = AttendedPhase.TALKING
         _LOGGER.info("Call %s: %s consults %s", op.call.id, op.transferring.device, leg.device)
-        if op.complete_on_answer:
+        if op.held_left:
+            self._join(op, leg)
+        elif op.complete_on_answer:
             self.complete(op)
 
     def _failed(self, op: AttendedTransferOperation, summary: ForkSummary) -> None:
@@ -307,9 +338,38 @@ class AttendedTransfer:
             )
         op.codes.feed(key)
 
+    def take_digit(self, leg: Leg, key: str) -> bool:
+        """A key a device sent in its call's dialog or stream (SIP INFO; RFC 4733 before the
+        move): during a consultation the transferring device's keys are read like those on the
+        consultation's session, and the held party's go nowhere (it talks to no one)."""
+        op = leg.call.operation
+        if not isinstance(op, AttendedTransferOperation) or op.done or op.feature is not self:
+            return False
+        if leg is op.transferring:
+            self._consult_key(op, "a", key)
+            return True
+        if leg is op.held:
+            _LOGGER.debug("Call %s: key %s from the held party dropped", op.call.id, key)
+            return True
+        return False
+
     def _pass_to_target(self, op: AttendedTransferOperation, key: str) -> None:
-        if not op.done and not op.session.closed:
-            op.session.b.send_dtmf(key)
+        """A key that is no code goes to the target: as telephone-events when it takes them,
+        else as an INFO in its dialog; before it answered, nowhere."""
+        if op.done or op.session.closed:
+            return
+        if op.session.b.send_dtmf(key):
+            return
+        consulted = op.consulted
+        if consulted is None or consulted.state is not LegState.CONFIRMED:
+            return
+        with contextlib.suppress(DialogError):
+            self._control.request(
+                consulted,
+                "INFO",
+                body=format_dtmf_relay(key),
+                content_type="application/dtmf-relay",
+            )
 
     def _consult_code(self, op: AttendedTransferOperation, match: FeatureMatch) -> None:
         if match.name == "cancel":
@@ -324,12 +384,110 @@ class AttendedTransfer:
 
     def transferring_left(self, op: AttendedTransferOperation) -> None:
         """The transferring device hung up: hand over now, or as soon as the target answers."""
+        if op.held_left:
+            self.finish(op, None, f"{self._both_left(op)}", end_call=True)
+            return
         if op.phase is AttendedPhase.TALKING:
             self.complete(op)
         elif op.phase in (AttendedPhase.RINGING, AttendedPhase.MOVING):
             op.complete_on_answer = True
         elif op.phase is AttendedPhase.RETURNING:
             self.finish(op, None, f"{op.transferring.device} hung up", end_call=True)
+
+    def held_left(self, op: AttendedTransferOperation) -> bool:
+        """The held party hung up: the consultation goes on as the call (now, or once the target
+        answers). False (the call ends) when a handover or return is already moving media, or
+        the transferring device has hung up as well."""
+        if op.done or op.phase in (
+            AttendedPhase.COMPLETING,
+            AttendedPhase.RETURNING,
+            AttendedPhase.JOINING,
+        ):
+            return False
+        if op.complete_on_answer or op.transferring.state is not LegState.CONFIRMED:
+            return False
+        op.held_left = True
+        _LOGGER.info(
+            "Call %s: %s hung up while on hold; %s keeps the consultation with %s",
+            op.call.id,
+            op.held.device,
+            op.transferring.device,
+            op.target,
+        )
+        if op.phase is AttendedPhase.TALKING and op.consulted is not None:
+            self._join(op, op.consulted)
+        return True
+
+    def _both_left(self, op: AttendedTransferOperation) -> str:
+        return f"{op.held.device} hung up while on hold, then {op.transferring.device} hung up"
+
+    def _join(self, op: AttendedTransferOperation, consulted: Leg) -> None:
+        op.phase = AttendedPhase.JOINING
+        self._control.spawn(self._keep_consultation(op, consulted))
+
+    async def _keep_consultation(self, op: AttendedTransferOperation, consulted: Leg) -> None:
+        """The target takes the held party's side of the call, the transferring device goes
+        back to its own: the two talk on as an ordinary call."""
+        control = self._control
+        call = op.call
+        transferring = op.transferring
+        reason = f"{op.held.device} hung up while on hold"
+        media = call.media
+        if (
+            media is None
+            or media.closed
+            or transferring.remote_sdp is None
+            or consulted.remote_sdp is None
+        ):
+            self.finish(op, None, f"{reason}; the call has no media", end_call=True)
+            return
+        try:
+            offer = offer_for_new_device(transferring.remote_sdp, consulted.remote_sdp)
+            spare = control.open_spare(call, op.held.side)
+        except SdpError as exc:
+            self.finish(op, None, f"{reason}; {exc.reason}", end_call=True)
+            return
+        except (RelayError, OSError) as exc:
+            self.finish(op, None, f"{reason}; media relay: {exc}", end_call=True)
+            return
+        answer = await control.reoffer(consulted, offer, port=spare.local_rtp.port)
+        if op.done or not call.active or answer is None:
+            control.discard_spare(call, spare)
+            if not op.done:
+                why = f"{consulted.device} did not take the call's media"
+                self.finish(op, None, f"{reason}; {why}", end_call=True)
+            return
+        try:
+            replaced = await control.replace_leg(op.held, consulted, answer, spare=spare)
+        except (RelayError, OSError) as exc:
+            control.discard_spare(call, spare)
+            self.finish(op, None, f"{reason}; media relay: {exc}", end_call=True)
+            return
+        if not replaced:
+            return
+        control.mute(consulted, False)
+        try:
+            back = offer_for_new_device(answer, transferring.remote_sdp)
+        except SdpError:
+            back = answer
+        moved = await control.reoffer(
+            transferring, back, port=media.leg(transferring.side).local_rtp.port
+        )
+        if _over(op) or not call.active:
+            return
+        if moved is None:
+            why = f"{transferring.device} could not be moved back"
+            self.finish(op, None, f"{reason}; {why}", end_call=True)
+            return
+        control.learn_sdp(transferring, moved)
+        control.resume(transferring)
+        self.finish(
+            op,
+            None,
+            f"{reason}; {transferring.device} and {consulted.device} talk on",
+            kept=consulted,
+        )
+        control.publish_state(call)
 
     def complete(self, op: AttendedTransferOperation) -> None:
         """Move the target to the held party's call (see the module docstring)."""
@@ -394,6 +552,11 @@ class AttendedTransfer:
             op.ringback.stop()
             op.ringback = None
         transferring = op.transferring
+        if op.held_left:
+            self.finish(
+                op, None, f"{op.held.device} hung up while on hold; {reason}", end_call=True
+            )
+            return
         if op.complete_on_answer or transferring.state is not LegState.CONFIRMED:
             self.finish(op, None, f"{reason}; {transferring.device} had hung up", end_call=True)
             return
@@ -440,19 +603,22 @@ class AttendedTransfer:
         reason: str,
         *,
         end_call: bool = False,
+        kept: Leg | None = None,
     ) -> None:
-        """The attended transfer is over: ``winner`` (the target) has the call, or nobody."""
+        """The attended transfer is over: ``winner`` (the target) has the call, or nobody;
+        ``kept``: the target stays in the call all the same (the held party hung up)."""
         if op.done:
             return
         op.done = True
         control = self._control
         call = op.call
+        stays = winner or kept
         if op.fork is not None:
-            op.fork.close(keep=winner)
+            op.fork.close(keep=stays)
         consulted = op.consulted
         if (
             consulted is not None
-            and consulted is not winner
+            and consulted is not stays
             and consulted.state is LegState.CONFIRMED
         ):
             control.hangup_leg(consulted)
@@ -491,6 +657,11 @@ class AttendedTransfer:
     def _tone(self, leg: Leg, tone: Tone) -> None:
         with contextlib.suppress(RelayError):
             self._control.play(leg, PlayTone(tone))
+
+
+def _over(op: AttendedTransferOperation) -> bool:
+    """Whether ``op`` was finished (re-read after an await: another event may have ended it)."""
+    return op.done
 
 
 def _point(leg: MediaLeg, sdp: SessionDescription) -> None:

@@ -23,6 +23,7 @@ from sip_core.transport import Source
 __all__ = [
     "CodeHandler",
     "DialledHandler",
+    "DigitTaker",
     "FeatureRegistry",
     "InCallHandler",
     "KeyHandler",
@@ -43,29 +44,41 @@ DialledHandler = Callable[[Request, ServerTransaction, str, str], bool]
 
 #: Where a leg's keys go while a feature reads them itself (`FeatureRegistry.capture`).
 KeyHandler = Callable[[str], None]
+#: A feature that takes a key pressed on a leg before the codes see it (True: taken).
+DigitTaker = Callable[[Leg, str], bool]
 
 
 class _LegKeys:
-    """A leg's digit sink: its keys go to the feature capturing them, else to the code
-    collector (made on the first key that needs it)."""
+    """A leg's digit sink: its keys go to the feature capturing them (a menu), else to the
+    digit takers (an operation under way), else to the code collector (made on the first key
+    that needs it), else on to the far end."""
 
-    __slots__ = ("_captures", "_collector", "_leg", "_make")
+    __slots__ = ("_captures", "_collector", "_leg", "_make", "_pass_on", "_takers")
 
     def __init__(
         self,
         leg: Leg,
         captures: dict[Leg, KeyHandler],
-        make: Callable[[], FeatureCodeCollector],
+        takers: list[DigitTaker],
+        make: Callable[[], FeatureCodeCollector] | None,
+        pass_on: Callable[[str], None],
     ) -> None:
         self._leg = leg
         self._captures = captures
+        self._takers = takers
         self._make = make
+        self._pass_on = pass_on
         self._collector: FeatureCodeCollector | None = None
 
     def feed(self, digit: str) -> None:
         handler = self._captures.get(self._leg)
         if handler is not None:
             handler(digit)
+            return
+        if any(take(self._leg, digit) for take in self._takers):
+            return
+        if self._make is None:
+            self._pass_on(digit)
             return
         if self._collector is None:
             self._collector = self._make()
@@ -87,6 +100,7 @@ class FeatureRegistry:
         self._replaces: list[ReplacesHandler] = []
         self._dialled: list[DialledHandler] = []
         self._captures: dict[Leg, KeyHandler] = {}
+        self._takers: list[DigitTaker] = []
         hooks = control.hooks
         hooks.digit_sink = self._collector
         hooks.dialled_code = self._dialled_code
@@ -97,6 +111,11 @@ class FeatureRegistry:
     def add_code(self, code: Callable[[], FeatureCode], handler: CodeHandler) -> None:
         """``code()`` gives the feature's code as configured now; ``handler`` runs on a match."""
         self._codes.append((code, handler))
+
+    def add_digit_taker(self, taker: DigitTaker) -> None:
+        """``taker`` sees every key of every answered leg (unless a menu captures it) before the
+        feature codes do; a key it takes (True) goes nowhere else."""
+        self._takers.append(taker)
 
     def add_in_call(self, handler: InCallHandler) -> None:
         """``handler`` is asked about in-dialog requests call control does not implement (REFER,
@@ -123,9 +142,10 @@ class FeatureRegistry:
             self._captures.pop(leg, None)
 
     def _collector(self, leg: Leg, pass_on: Callable[[str], None]) -> _LegKeys | None:
-        if not self._codes:
+        if not self._codes and not self._takers:
             return None
-        return _LegKeys(leg, self._captures, lambda: self._code_collector(leg, pass_on))
+        make = (lambda: self._code_collector(leg, pass_on)) if self._codes else None
+        return _LegKeys(leg, self._captures, self._takers, make, pass_on)
 
     def _code_collector(self, leg: Leg, pass_on: Callable[[str], None]) -> FeatureCodeCollector:
         handlers: dict[str, CodeHandler] = {}

@@ -2,11 +2,13 @@
 
 Why: a phone's "pick up the call from my other phone" (the phone-side form of a pull) is an INVITE
 that names the dialog it replaces. The PBX honours it only between devices of one user: the new
-device takes the named leg's place in its call (`CallControl.adopt`: answered with the staying
-party's media through a spare relay leg, the replaced device gets a BYE, the other party's dialog
-never sees a request). Another user's device gets 403, a dialog the PBX does not know 481 (as the
-RFC says), a confirmed dialog named with ``early-only`` 486, and a call with a feature operation
-under way 491; each with a log line.
+device takes the named leg's place in its call (`CallControl.adopt`: answered through a spare
+relay leg with the codecs the staying party agreed to, in the device's own payload-type numbering
+(`answer_for_new_device`; the relay renumbers, as at call set-up); the replaced device gets a
+BYE, the other party's dialog never sees a request). Another user's device gets 403, a dialog
+the PBX does not know 481 (as the RFC says), a confirmed dialog named with ``early-only`` 486, an
+offer without any of the call's codecs 488, and a call with a feature operation under way 491;
+each with a log line.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sip_core.calls import LegState
 from sip_core.digest import parse_credentials
 from sip_core.features.refer import parse_replaces
 from sip_core.message import Request
-from sip_core.sdp import SdpError, offer_for_new_device
+from sip_core.sdp import SdpError, answer_for_new_device
 from sip_core.transaction import ServerTransaction
 from sip_core.transport import Source
 
@@ -61,7 +63,7 @@ class InviteReplaces:
             offer = parse_body(request)
             if offer is None:
                 raise SdpError("an SDP offer is needed")
-            answer = offer_for_new_device(staying.remote_sdp, offer)
+            answer = answer_for_new_device(staying.remote_sdp, offer, leg.remote_sdp)
         except SdpError as exc:
             return self._refuse(txn, request, device, 488, exc.reason)
         if not control.adopt(request, txn, source, device=device, replacing=leg, answer=answer):

@@ -59,6 +59,7 @@ from sip_core.calls import (
 )
 from sip_core.dialog import name_address
 from sip_core.events import TransferEnded, TransferStarted
+from sip_core.forwarding import ForwardingLoop
 from sip_core.media import MediaLeg, RelayError
 from sip_core.media.client import PLAY_FINISHED, Playing
 from sip_core.message import Response
@@ -321,7 +322,14 @@ class Transfer:
         if isinstance(found, OutboundTarget):
             self._ring_out(op, found)
             return future
-        targets = ringable(found.devices, busy=control.is_busy, bindings=control.bindings)
+        try:
+            devices = control.follow_forwards(found.devices)
+        except ForwardingLoop as loop:
+            self._recall(op, f"{target}: {loop}", 482)
+            return future
+        targets = ringable(
+            devices, busy=control.is_busy, bindings=control.bindings, caller=kept.device or ""
+        )
         if not targets.bindings:
             why = "is busy" if targets.busy else "has no device registered"
             self._recall(op, f"{target} {why}", 486 if targets.busy else 480)

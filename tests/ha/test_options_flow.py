@@ -64,7 +64,7 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     result = await hass.config_entries.options.async_init(entry.entry_id)
-    assert result["menu_options"] == ["add_user", "security", "trunks"]
+    assert result["menu_options"] == ["add_user", "security", "transfer", "trunks"]
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {"next_step_id": "add_user"}
     )
@@ -80,6 +80,7 @@ async def test_menu_offers_only_what_exists(hass: HomeAssistant, sip_port: int) 
         "add_device",
         "flip_settings",
         "security",
+        "transfer",
         "trunks",
     ]
     await hass.config_entries.async_unload(entry.entry_id)

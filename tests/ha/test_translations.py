@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from custom_components.callflip.transfer_options import TRANSFER_ERRORS
 from sip_core.call_audio import PlaySide
+from sip_core.config import TRANSFER_PRESETS
 
 COMPONENT = Path(__file__).parents[2] / "custom_components" / "callflip"
 STRINGS: dict[str, Any] = json.loads((COMPONENT / "strings.json").read_text())
@@ -72,7 +74,7 @@ def test_every_error_and_step_is_translated() -> None:
     assert flip_errors <= set(STRINGS["options"]["error"])
     menu = set(
         re.findall(
-            r'"((?:add|edit|remove)_(?:user|device|group)|flip_settings|security|trunks)"',
+            r'"((?:add|edit|remove)_(?:user|device|group)|flip_settings|security|transfer|trunks)"',
             options_part,
         )
     )
@@ -112,6 +114,8 @@ def test_every_entity_and_exception_is_translated() -> None:
     raised |= security - set(STRINGS.get("issues", {}))
     raised |= set(re.findall(r': "(\w+)",', _source("services.py").split("TRANSFER_ERRORS")[1]))
     assert raised == set(STRINGS["exceptions"])
+    assert set(TRANSFER_ERRORS) <= set(STRINGS["options"]["error"])
+    assert set(STRINGS["selector"]["transfer_preset"]["options"]) == set(TRANSFER_PRESETS)
     sides = set(STRINGS["selector"]["play_side"]["options"])
     assert sides == {side.value for side in PlaySide}
     kinds = set(STRINGS["selector"]["device_type"]["options"])

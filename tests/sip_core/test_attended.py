@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sip_core.calls import CallOutcome, TransferKind
+from sip_core.calls import TransferKind
 from sip_core.dtmf import TelephoneEvent, build_telephone_event
 from sip_core.events import TransferEnded, TransferStarted
 from sip_core.features.attended import AttendedPhase, AttendedTransferOperation
@@ -231,17 +231,6 @@ async def test_hanging_up_while_the_target_rings_hands_over_on_answer(h: Harness
     assert call.callee is not None
     assert call.callee.device == "301"
     assert requests_to(carol) == []
-
-
-async def test_the_held_party_hanging_up_ends_it_all(h: Harness) -> None:
-    carol, desk, bob, _ringing = await consulting(h)
-    carol.request("BYE")
-    assert h.b2bua.calls() == []
-    assert "BYE" in requests_to(bob)
-    assert "BYE" in requests_to(desk)
-    (history,) = h.b2bua.history.records()
-    assert history.outcome is CallOutcome.ANSWERED
-    assert history.transfers[0].reason == "the call ended"
 
 
 async def test_a_desk_that_refuses_the_move_stays_with_the_held_party(h: Harness) -> None:
