@@ -127,7 +127,8 @@ async def _async_read_media(hass: HomeAssistant, media_content_id: str) -> bytes
         resolved = await media_source.async_resolve_media(hass, media_content_id, None)
     except (media_source.Unresolvable, HomeAssistantError) as err:
         raise AnnouncementAudioError("media_not_found", str(err)) from err
-    local = _local_path(hass, media_content_id)
+    # Newer Home Assistant says which file a local item is; 2025.4 is asked through its source.
+    local: Path | None = getattr(resolved, "path", None) or _local_path(hass, media_content_id)
     if local is not None:
         return await hass.async_add_executor_job(_read_file, local)
     if resolved.url.startswith(("http://", "https://")):

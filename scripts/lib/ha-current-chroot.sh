@@ -6,6 +6,9 @@
 HA_SID_PACKAGES="python3.14 python3.14-venv python3.14-dev build-essential ca-certificates"
 # Bump the version part when the recipe changes: a root with another stamp is rebuilt.
 HA_SID_STAMP_WANT="callflip sid root v1: $HA_SID_PACKAGES"
+# Added to a root that lacks them without rebuilding it (its venvs and caches stay): ffmpeg, which
+# current Home Assistant's TTS converts every message with (tests/ha speak through TTS).
+HA_SID_EXTRAS="ffmpeg"
 HA_MOUNTS=()
 # A command that in_root runs chroot under (the smoke run puts a network namespace here).
 HA_WRAP=()
@@ -209,4 +212,21 @@ sid_root_ok() {
     local dir=$1
     [ -x "$dir/usr/bin/python3.14" ] && [ -f "$dir/.callflip-stamp" ] \
         && [ "$(head -n1 "$dir/.callflip-stamp")" = "$HA_SID_STAMP_WANT" ]
+}
+
+# Install HA_SID_EXTRAS into the root at $1 when one is missing (needs its system mounts).
+ensure_sid_extras() {
+    local dir=$1 missing=() pkg
+    for pkg in $HA_SID_EXTRAS; do
+        in_root "$dir" sh -c "command -v $pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    echo "ha-current: installing ${missing[*]} in the sid root" >&2
+    in_root "$dir" sh -c "apt-get update -q && apt-get install -y -q --no-install-recommends ${missing[*]}" \
+        >"$dir.extras.log" 2>&1 || {
+        echo "ha-current: apt-get inside the sid root failed (full log: $dir.extras.log)" >&2
+        return 1
+    }
+    in_root "$dir" apt-get clean >/dev/null 2>&1 || true
+    rm -f "$dir.extras.log"
 }

@@ -10,6 +10,7 @@ response says it was answered on that phone.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from tests.interop.clients import ClientError
 
 from .test_play_e2e import WINDOW, heard, phone
 from .tone_tts import TTS_ENTITY_ID, ToneTts, async_setup_tone_tts
+
+pytestmark = pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed")
 
 ALICE_HZ, ANNOUNCEMENT_HZ = 440.0, 1700.0
 ANNOUNCEMENT_SECONDS = 1.5

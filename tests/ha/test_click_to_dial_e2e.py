@@ -5,6 +5,7 @@ decodes, and each must hear the other's tone (media relayed both ways)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from tests.interop import audio
 from tests.interop.clients import ClientError
 
 from .test_play_e2e import heard, phone
+
+pytestmark = pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed")
 
 ALICE_HZ, BOB_HZ = 440.0, 1000.0
 TALK_SECONDS = 3.0

@@ -13,7 +13,6 @@ from homeassistant.const import ATTR_ENTITY_ID, SERVICE_TURN_OFF, SERVICE_TURN_O
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
@@ -21,7 +20,7 @@ from custom_components.callflip.const import DOMAIN, EVENT_HANDOFF
 from custom_components.callflip.device_trigger import async_get_triggers
 from sip_core.pbx import Pbx
 
-from .callflip_testing import household
+from .callflip_testing import find_device, household
 from .sip_client import SipPhone
 from .test_calls import answered_call, ha_id, registered
 
@@ -71,7 +70,7 @@ async def _switch(hass: HomeAssistant, entity_id: str, on: bool) -> None:
 async def test_each_group_is_a_device_with_its_entities(
     hass: HomeAssistant, loaded_entry: MockConfigEntry
 ) -> None:
-    device = dr.async_get(hass).async_get_device(identifiers={(DOMAIN, "group-g-home")})
+    device = find_device(hass, loaded_entry.entry_id, "group-g-home")
     assert device is not None
     assert device.name == "Home"
     assert device.model == "Personal Ring Group 150"
@@ -279,7 +278,7 @@ async def test_groups_in_the_options_flow(
     )
     await hass.async_block_till_done()
     assert _pbx(loaded_entry).config.group("Home") is None
-    assert dr.async_get(hass).async_get_device(identifiers={(DOMAIN, "group-g-home")}) is None
+    assert find_device(hass, loaded_entry.entry_id, "group-g-home") is None
 
 
 async def test_call_forward_always_may_point_at_a_group(

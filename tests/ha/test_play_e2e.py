@@ -9,6 +9,7 @@ Bob's tone was, Bob's never does, and afterwards each hears the other again.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from tests.interop.clients import Baresip, ClientError
 
 from .callflip_testing import DOMAIN_NAME, PASSWORDS
 from .tone_tts import TTS_ENTITY_ID, ToneTts, async_setup_tone_tts
+
+pytestmark = pytest.mark.skipif(shutil.which("baresip") is None, reason="baresip is not installed")
 
 BOB_HZ, ALICE_HZ, ANNOUNCEMENT_HZ = 1000.0, 440.0, 1700.0
 ANNOUNCEMENT_SECONDS = 2.0
