@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sip_core.call_snapshot import DeviceActivity
 from sip_core.config import Device, PbxConfig, RtpSettings, SipSettings, User
 from sip_core.message import Request, Response, new_tag
 from sip_core.pbx import Pbx
@@ -153,6 +154,16 @@ async def test_flip_target_gets_an_offer_and_its_answer_carries_the_media(pbx: P
         (call,) = pbx.calls()
         future = pbx.flip(call.id, "202")
         invite = await mobile.request("INVITE")
+        # What the outside reads: a snapshot, and the one rule for each device's activity.
+        (snapshot,) = pbx.call_snapshots()
+        assert pbx.call_snapshot(call.id) == snapshot
+        assert pbx.call_snapshot("nope") is None
+        assert snapshot.pending_flip is not None
+        assert snapshot.pending_flip.to_device == "202"
+        assert pbx.device_activity("202") is DeviceActivity.RINGING
+        assert pbx.device_activity("201") is DeviceActivity.TALKING
+        assert pbx.device_activity("401") is DeviceActivity.TALKING
+        assert pbx.device_activity("302") is None
         assert invite.headers.get("Content-Type") == "application/sdp"
         offer = parse_sdp(invite.body)
         audio = offer.audio()
