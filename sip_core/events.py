@@ -91,6 +91,8 @@ class CallStateChanged:
     subscriber can tell a missed call from an answered one without parsing ``reason``.
     ``caller_user``/``callee_user`` are the configured users' names (None for a caller who is
     nobody's device), so a subscriber need not look the call up to show who talks to whom.
+    ``ended_at`` (Unix time) is set for ``ended``: the call is gone from the PBX by then, so its
+    snapshot (`Pbx.call_snapshot`) no longer says when.
     """
 
     call_id: str
@@ -103,6 +105,7 @@ class CallStateChanged:
     caller_user: str | None = None
     callee_user: str | None = None
     outcome: CallOutcome | None = None
+    ended_at: float | None = None
 
 
 class DtmfMethod(StrEnum):

@@ -20,8 +20,15 @@ from sip_core import __version__
 from sip_core.audio import Playback
 from sip_core.b2bua import ALLOWED_METHODS, B2bua
 from sip_core.call.originate import CallerId
-from sip_core.call_audio import CallPlayback, PlaySide, find_call, play_into_call
-from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, TransferRecord
+from sip_core.call_audio import (
+    CallPlayback,
+    PlaySide,
+    find_call,
+    play_into_call,
+    playable_legs,
+)
+from sip_core.call_snapshot import CallSnapshot, DeviceActivity, busiest, snapshot_of
+from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, Leg, TransferRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, RingGroup, SecuritySettings, TransferSettings, User
 from sip_core.digest import DeviceCredentials, DigestAuthenticator
@@ -254,6 +261,26 @@ class Pbx:
         """The call in progress with this id (None when there is none or it has ended)."""
         return self._b2bua.get(call_id)
 
+    def call_snapshots(self) -> list[CallSnapshot]:
+        """Immutable snapshots of the calls in progress, oldest first (`sip_core.call_snapshot`):
+        what code outside call control (Home Assistant) reads instead of the live calls."""
+        return [snapshot_of(call) for call in self._b2bua.calls()]
+
+    def call_snapshot(self, call_id: str) -> CallSnapshot | None:
+        """A snapshot of the call in progress with this id, None when there is none."""
+        call = self._b2bua.get(call_id)
+        return snapshot_of(call) if call is not None else None
+
+    def device_activity(self, device: str) -> DeviceActivity | None:
+        """What ``device`` (a SIP username) is doing in its busiest call, None when idle."""
+        found = busiest(
+            party
+            for snapshot in self.call_snapshots()
+            for party in snapshot.parties
+            if party.device == device
+        )
+        return found.activity if found is not None else None
+
     def flip(
         self,
         call_id: str,
@@ -279,14 +306,17 @@ class Pbx:
         device: str | None = None,
         user: str | None = None,
         side: PlaySide = PlaySide.BOTH,
+        call_id: str | None = None,
     ) -> CallPlayback:
         """Play audio into the call of ``device`` (a SIP username) or ``user`` (a user's name),
         to the ``side`` that should hear it, without ending the call (`sip_core.call_audio`).
+        ``call_id`` names the call (the one `check_play` found): when that call has ended, or
+        the party is not in it, this is `NoCallInProgress` rather than another call.
 
         Raises a `sip_core.call_audio.CallAudioError` (UnknownParty, NoCallInProgress,
         CallNotAnswered, NoGeneratedAudio) before anything plays. Must be called on the loop.
         """
-        call, own = find_call(self.calls(), self._config.users, device=device, user=user)
+        call, own = self._call_to_play(device, user, call_id)
         return play_into_call(call, own, playback, side)
 
     def announce(
@@ -317,7 +347,7 @@ class Pbx:
 
     def call_number(
         self, device: str, number: str, *, ring_timeout: float = DEFAULT_RING_TIMEOUT
-    ) -> tuple[Call, asyncio.Future[ClickToDialResult]]:
+    ) -> tuple[str, asyncio.Future[ClickToDialResult]]:
         """Click to dial: ring ``device`` (showing ``number``); when it answers, call ``number``
         for it (an extension, a device, a user's name, or out through a trunk if its user may)
         and connect the two, ringback meanwhile (`sip_core.features.click_to_dial`).
@@ -325,7 +355,31 @@ class Pbx:
         Raises `sip_core.call.originate.OriginateError` (UnknownTarget, NothingToRing, and the
         `ClickToDialError`s UnknownNumber, MayNotCallOut, NumberUnavailable), ValueError or
         `RelayError` before anything rings. Must be called on the loop."""
-        return self._b2bua.click_to_dial(device, number, ring_timeout=ring_timeout)
+        placed, outcome = self._b2bua.click_to_dial(device, number, ring_timeout=ring_timeout)
+        return placed.id, outcome  # the call's id: callers read it through snapshots
+
+    def check_play(
+        self,
+        *,
+        device: str | None = None,
+        user: str | None = None,
+        side: PlaySide = PlaySide.BOTH,
+    ) -> str:
+        """Whether `play` could start now (the same refusals, raised), without playing: for a
+        caller that needs time to make the audio first. Returns the call's id for `play`."""
+        call, own = self._call_to_play(device, user, None)
+        playable_legs(call, own, side)
+        return call.id
+
+    def _call_to_play(
+        self, device: str | None, user: str | None, call_id: str | None
+    ) -> tuple[Call, Leg | None]:
+        if call_id is None:
+            calls = self.calls()
+        else:
+            found = self.call(call_id)
+            calls = [found] if found is not None else []
+        return find_call(calls, self._config.users, device=device, user=user)
 
     # -- per-device and per-user runtime settings (sip_core.presence) ------------------------------
 

@@ -95,7 +95,11 @@ async def async_tts_audio(
         extension, data = await tts.async_get_media_source_audio(hass, media_id)
     except (HomeAssistantError, ValueError, KeyError) as err:
         raise AnnouncementAudioError("tts_failed", str(err) or type(err).__name__) from err
-    if extension != "wav" or wav_info(data) is None:
+    if extension != "wav" or data[:4] != b"RIFF" or data.find(b"data", 12) < 0:
+        raise AnnouncementAudioError("tts_failed", f"the engine gave {extension} audio, not WAV")
+    # Newer Home Assistant converts TTS audio with ffmpeg, whose streamed WAV carries no sizes.
+    data = _fix_wav_length(data)
+    if wav_info(data) is None:
         raise AnnouncementAudioError("tts_failed", f"the engine gave {extension} audio, not WAV")
     return data
 

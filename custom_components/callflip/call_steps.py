@@ -7,8 +7,8 @@ put on hold and taken off it, moved to another phone, transferred (`TransferStep
 transfer events), ended (why, how, how long). The tracker
 adds what a step needs and the state change does not carry: the caller's name and number as
 they were presented (the caller's party), which phone answered, and the talk time. It reads them
-from the call while it runs (`Pbx.call`), keeping a reference from the call's first state to its
-end only.
+from a snapshot of the call taken at each state change (`Pbx.call_snapshot`), keeping the latest
+one from the call's first state to its end only.
 
 Each step goes to the listeners of every user and SIP device in the call (the event entities),
 and its fields join the ``callflip_call`` bus event, which the device triggers and the logbook
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from homeassistant.core import callback
 
-from sip_core.calls import Call, CallOutcome, CallState
+from sip_core.call_snapshot import CallSnapshot
+from sip_core.calls import CallOutcome, CallState
 from sip_core.events import CallStateChanged
 from sip_core.headers import NameAddress
 from sip_core.uri import ParseError
@@ -114,7 +115,7 @@ class CallStepTracker:
 
     def __init__(self, hub: CallflipHub) -> None:
         self._hub = hub
-        self._calls: dict[str, Call] = {}
+        self._calls: dict[str, CallSnapshot] = {}
         self._listeners: dict[str, list[StepListener]] = {}
 
     @callback
@@ -130,11 +131,11 @@ class CallStepTracker:
 
     def call_changed(self, event: CallStateChanged, data: dict[str, Any]) -> None:
         """Add the step's fields to the bus event's ``data`` and tell the parties' listeners."""
-        call = self._calls.get(event.call_id)
-        if call is None:
-            call = self._hub.pbx.call(event.call_id)
-            if call is not None:
-                self._calls[event.call_id] = call
+        call = self._hub.pbx.call_snapshot(event.call_id)
+        if call is not None:
+            self._calls[event.call_id] = call
+        else:  # ended (the PBX no longer holds it): the last snapshot, taken while it ran
+            call = self._calls.get(event.call_id)
         if event.state is CallState.ENDED:
             self._calls.pop(event.call_id, None)
         step = step_of(event.state, event.previous)
@@ -214,9 +215,11 @@ class CallStepTracker:
             return None
         return self._hub.ha_device_id(device_identifier(owned.device["id"]))
 
-    def _fields(self, event: CallStateChanged, call: Call | None, step: CallStep) -> dict[str, Any]:
+    def _fields(
+        self, event: CallStateChanged, call: CallSnapshot | None, step: CallStep
+    ) -> dict[str, Any]:
         hub = self._hub
-        party = call.caller.party if call is not None and call.caller is not None else ""
+        party = call.caller_party if call is not None else ""
         name, number = presented(party)
         answered: str | None = None
         duration: float | None = None
@@ -228,9 +231,11 @@ class CallStepTracker:
             CallStep.ENDING,
             CallStep.ENDED,
         ):
-            answered = call.callee.device if call.callee is not None else call.answered_device
+            answered = (
+                call.callee_device if call.callee_device is not None else call.answered_device
+            )
             if step is CallStep.ENDED and call.answered_at is not None:
-                ended = call.ended_at if call.ended_at is not None else call.answered_at
+                ended = event.ended_at if event.ended_at is not None else call.answered_at
                 duration = round(max(0.0, ended - call.answered_at), 1)
         if step is CallStep.ENDED and duration is None:
             duration = 0.0

@@ -1,18 +1,19 @@
 """How a call in progress looks from one SIP device or one user: the state their sensors show.
 
-sip_core knows a call (setup, ringing, talking...) but not "what is this phone doing": the same
-call is *dialing* on the caller's phone and *ringing* on the callee's. These pure functions read
-the PBX's calls and answer per device and per user, so the sensors, the actions and the
-diagnostics agree on which call a device or a user is in.
+What a device is doing in a call is sip_core's to decide (`sip_core.call_snapshot`: each
+`CallSnapshot` lists its devices with a `DeviceActivity`); this module only names them for the
+sensors (`PhoneState`) and adds who is at the other end as a person sees it (a user's name and
+extension), so the sensors, the actions and the diagnostics agree on which call a device or a
+user is in. It reads snapshots only, never the live calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
-from sip_core.calls import Call, CallState, LegState
+from sip_core.call_snapshot import CallSnapshot, DeviceActivity, DeviceInCall
 
 from .users import OwnedDevice
 
@@ -30,14 +31,16 @@ class PhoneState(StrEnum):
 
 PHONE_STATES = [state.value for state in PhoneState]
 
-# The most important call wins when a device or a user is in several (a second one ringing).
-_RANK = {
-    PhoneState.TRANSFERRING: 5,
-    PhoneState.TALKING: 4,
-    PhoneState.HELD: 3,
-    PhoneState.RINGING: 2,
-    PhoneState.DIALING: 1,
-    PhoneState.IDLE: 0,
+#: sip_core's activities as the sensors name them (held at the PBX is held to the person, and a
+#: party being passed on is in a transfer as much as the device passing it).
+PHONE_STATE_OF: dict[DeviceActivity, PhoneState] = {
+    DeviceActivity.DIALING: PhoneState.DIALING,
+    DeviceActivity.RINGING: PhoneState.RINGING,
+    DeviceActivity.TALKING: PhoneState.TALKING,
+    DeviceActivity.HELD: PhoneState.HELD,
+    DeviceActivity.HELD_AT_PBX: PhoneState.HELD,
+    DeviceActivity.TRANSFERRING: PhoneState.TRANSFERRING,
+    DeviceActivity.BEING_TRANSFERRED: PhoneState.TRANSFERRING,
 }
 
 
@@ -58,112 +61,45 @@ class CallView:
     remote_number: str  # extension, dialled number or device account
     remote_device: str | None  # the other side's device account, once known
     since: float  # Unix time: answered (talking, held) or started (ringing, dialing)
+    activity: DeviceActivity  # sip_core's word for ``state``; its rank picks the busiest call
 
     @property
     def rank(self) -> int:
-        return _RANK[self.state]
+        return self.activity.rank
 
 
-def _remote_of_caller(
-    call: Call, devices: Mapping[str, OwnedDevice]
-) -> tuple[str, str, str | None]:
-    """Who the caller's device is talking to (or calling)."""
-    remote_device = call.callee.device if call.callee is not None else None
-    owned = devices.get(remote_device or "")
+def _view(call: CallSnapshot, party: DeviceInCall, devices: Mapping[str, OwnedDevice]) -> CallView:
+    remote = party.remote_device
+    owned = devices.get(remote or "")
     if owned is not None:
-        return owned.user["name"], owned.user["extension"], remote_device
-    return call.callee_user or call.dialled, call.dialled, remote_device
-
-
-def _remote_of_callee(
-    call: Call, devices: Mapping[str, OwnedDevice]
-) -> tuple[str, str, str | None]:
-    """Who is calling (or talking to) the callee's device."""
-    caller_device = call.caller_device or None
-    owned = devices.get(caller_device or "")
-    if owned is not None:
-        return owned.user["name"], owned.user["extension"], caller_device
-    return call.caller_user or call.caller_device, call.caller_device, caller_device
-
-
-def _answered_state(call: Call) -> PhoneState:
-    return PhoneState.HELD if call.state is CallState.HELD else PhoneState.TALKING
-
-
-def views_of(call: Call, devices: Mapping[str, OwnedDevice]) -> list[CallView]:
-    """Every device of ours that this call involves, with what it is doing in it.
-
-    A flip target ringing is shown as ringing: the person sees which phone to pick up.
-    """
-    if not call.active:
-        return []
-    answered = call.state in (CallState.TALKING, CallState.HELD)
-    since = call.answered_at if answered and call.answered_at is not None else call.started_at
-    views: list[CallView] = []
-    caller = call.caller_device
-    if caller:
-        party, number, remote = _remote_of_caller(call, devices)
-        state = _answered_state(call) if answered else PhoneState.DIALING
-        views.append(
-            CallView(call.id, state, Direction.OUTGOING, caller, party, number, remote, since)
-        )
-    party, number, remote = _remote_of_callee(call, devices)
-    if answered and call.callee is not None and call.callee.device:
-        callee_state = _answered_state(call)
-        callees: Iterable[str] = (call.callee.device,)
+        name, number = owned.user["name"], owned.user["extension"]
+    elif party.outgoing:
+        name, number = call.callee_user or call.dialled, call.dialled
     else:
-        callee_state = PhoneState.RINGING
-        callees = (leg.device for leg in call.branches if leg.device)
-    for username in dict.fromkeys(callees):
-        views.append(
-            CallView(
-                call.id, callee_state, Direction.INCOMING, username, party, number, remote, since
-            )
-        )
-    operation = call.operation.view() if call.operation is not None else None
-    if operation is not None and operation.kind == "transfer":
-        gone = operation.from_leg.state is LegState.TERMINATED
-        views = _transferring(views, operation.from_leg.device, operation.holds_other, gone=gone)
-    flip = call.pending_flip
-    if flip is not None:
-        moving = flip.from_leg
-        other = call.other(moving)
-        owned = devices.get(other.device or "") if other is not None else None
-        views.append(
-            CallView(
-                call.id,
-                PhoneState.RINGING,
-                Direction.INCOMING if moving is call.callee else Direction.OUTGOING,
-                flip.to_device,
-                owned.user["name"] if owned else (other.device or "") if other else "",
-                owned.user["extension"] if owned else (other.device or "") if other else "",
-                other.device if other is not None else None,
-                flip.started_at,
-            )
-        )
-    return views
+        name = call.caller_user or call.caller_device
+        number = call.caller_device
+    return CallView(
+        call.id,
+        PHONE_STATE_OF[party.activity],
+        Direction.OUTGOING if party.outgoing else Direction.INCOMING,
+        party.device,
+        name,
+        number,
+        remote,
+        party.since,
+        party.activity,
+    )
 
 
-def _transferring(
-    views: list[CallView], device: str | None, holds_other: bool, *, gone: bool
-) -> list[CallView]:
-    """A transfer under way: the device passing the call on shows "transferring" (nothing once
-    it was released), the party passed on "held" while the transferring device consults the
-    target (attended) and "transferring" while the target rings for it (blind)."""
-    shown: list[CallView] = []
-    for view in views:
-        if view.username == device:
-            if gone:
-                continue
-            state = PhoneState.TRANSFERRING
-        else:
-            state = PhoneState.HELD if holds_other else PhoneState.TRANSFERRING
-        shown.append(replace(view, state=state))
-    return shown
+def views_of(call: CallSnapshot, devices: Mapping[str, OwnedDevice]) -> list[CallView]:
+    """Every device this call involves, with what it is doing in it (sip_core's
+    `DeviceActivity`, as a `PhoneState`). A flip target ringing is shown as ringing: the person
+    sees which phone to pick up."""
+    return [_view(call, party, devices) for party in call.parties]
 
 
 def device_view(
-    calls: Iterable[Call], devices: Mapping[str, OwnedDevice], username: str
+    calls: Iterable[CallSnapshot], devices: Mapping[str, OwnedDevice], username: str
 ) -> CallView | None:
     """The call a device is busiest in, or None when it is idle."""
     best: CallView | None = None
@@ -175,7 +111,7 @@ def device_view(
 
 
 def user_view(
-    calls: Iterable[Call], devices: Mapping[str, OwnedDevice], user_id: str
+    calls: Iterable[CallSnapshot], devices: Mapping[str, OwnedDevice], user_id: str
 ) -> CallView | None:
     """The call a user is busiest in, on any of their devices, or None."""
     best: CallView | None = None

@@ -104,7 +104,7 @@ async def _async_call(call: ServiceCall) -> ServiceResponse:
     device, label = _phone(hub, device_ids[0])
     number = _number(hub, dict(call.data))
     try:
-        placed, _outcome = hub.pbx.call_number(
+        call_id, _outcome = hub.pbx.call_number(
             device, number, ring_timeout=call.data[ATTR_RING_TIMEOUT]
         )
     except NothingToRing as err:
@@ -119,6 +119,6 @@ async def _async_call(call: ServiceCall) -> ServiceResponse:
         raise validation_error("number_unavailable", number=number) from err
     except (OriginateError, RelayError, OSError, ValueError) as err:
         raise validation_error("announce_failed", name=label, details=str(err)) from err
-    _LOGGER.debug("Click to dial %s: %s rings for %s", placed.id, device, number)
-    response: dict[str, Any] = {"call_id": placed.id, "device": label, "number": number}
+    _LOGGER.debug("Click to dial %s: %s rings for %s", call_id, device, number)
+    response: dict[str, Any] = {"call_id": call_id, "device": label, "number": number}
     return response

@@ -9,7 +9,7 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 
-from sip_core.calls import Call, Leg
+from sip_core.call_snapshot import CallSnapshot, LegSnapshot
 from sip_core.state import call_record_to_json
 
 from .call_counts import count_since
@@ -63,7 +63,7 @@ async def async_get_config_entry_diagnostics(
             "options": dict(entry.options),
             "local_address": str(pbx.local_address),
             "bindings": pbx.binding_records(),
-            "calls": [_call(call) for call in pbx.calls()],
+            "calls": [_call(call) for call in pbx.call_snapshots()],
             "history": _history(entry),
             "trunk_states": [
                 {
@@ -114,13 +114,13 @@ def _history(entry: CallflipConfigEntry) -> list[dict[str, Any]]:
     return shown
 
 
-def _leg(leg: Leg | None) -> dict[str, Any] | None:
+def _leg(leg: LegSnapshot | None) -> dict[str, Any] | None:
     if leg is None:
         return None
     return {"device": leg.device, "role": leg.role.value, "state": leg.state.value}
 
 
-def _call(call: Call) -> dict[str, Any]:
+def _call(call: CallSnapshot) -> dict[str, Any]:
     """A call in progress as support needs it: states and devices, no SIP message content."""
     return {
         "id": call.id,
@@ -130,9 +130,9 @@ def _call(call: Call) -> dict[str, Any]:
         "callee_user": call.callee_user,
         "started_at": call.started_at,
         "answered_at": call.answered_at,
-        "caller": _leg(call.caller),
-        "callee": _leg(call.callee),
-        "ringing": [_leg(leg) for leg in call.branches if leg is not call.callee],
+        "caller": _leg(call.caller_leg),
+        "callee": _leg(call.callee_leg),
+        "ringing": [_leg(leg) for leg in call.ringing_legs],
         "flip_to": call.pending_flip.to_device if call.pending_flip is not None else None,
         "handoffs": [
             {

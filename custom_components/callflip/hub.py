@@ -19,7 +19,8 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.storage import Store
 
 from sip_core import __version__ as SIP_CORE_VERSION
-from sip_core.calls import Call, CallState, HandoffRecord
+from sip_core.call_snapshot import CallSnapshot
+from sip_core.calls import CallState, HandoffRecord
 from sip_core.events import (
     CallRecorded,
     CallStateChanged,
@@ -218,15 +219,15 @@ class CallflipHub:
         owned = self.device(device_id)
         if owned is None:
             return None
-        return device_view(self.pbx.calls(), self._by_username, owned.device["username"])
+        return device_view(self.pbx.call_snapshots(), self._by_username, owned.device["username"])
 
     def user_call(self, user_id: str) -> CallView | None:
         """The call a user is in on any of their devices (the busiest one), or None."""
-        return user_view(self.pbx.calls(), self._by_username, user_id)
+        return user_view(self.pbx.call_snapshots(), self._by_username, user_id)
 
-    def call_of(self, call_id: str) -> Call | None:
-        """The call in progress with this id, if any."""
-        return self.pbx.call(call_id)
+    def call_of(self, call_id: str) -> CallSnapshot | None:
+        """The call in progress with this id, if any (a snapshot: never the live call)."""
+        return self.pbx.call_snapshot(call_id)
 
     def device_label(self, username: str) -> str:
         """The label of a device of ours, else its account name (for messages and events)."""

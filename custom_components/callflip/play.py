@@ -38,8 +38,6 @@ from sip_core.call_audio import (
     NoCallInProgress,
     NoGeneratedAudio,
     PlaySide,
-    find_call,
-    playable_legs,
 )
 
 from .announcement_audio import (
@@ -116,10 +114,10 @@ def _refusal(hub: CallflipHub, err: CallAudioError, name: str) -> Exception:
     return validation_error("not_a_phone")
 
 
-def _check(hub: CallflipHub, party: dict[str, str], name: str, side: PlaySide) -> None:
+def _check(hub: CallflipHub, party: dict[str, str], name: str, side: PlaySide) -> str:
+    """The id of the call the audio will go to, once sip_core said it could (`Pbx.check_play`)."""
     try:
-        call, own = find_call(hub.pbx.calls(), hub.pbx.config.users, **party)
-        playable_legs(call, own, side)
+        return hub.pbx.check_play(side=side, **party)
     except CallAudioError as err:
         raise _refusal(hub, err, name) from err
 
@@ -162,7 +160,7 @@ async def _async_play(call: ServiceCall) -> ServiceResponse:
         raise validation_error("one_call_only")
     party, name = _party(hub, device_ids[0])
     side = PlaySide(call.data[ATTR_SIDE])
-    _check(hub, party, name, side)  # before the audio is made: it may take a while
+    call_id = _check(hub, party, name, side)  # before the audio is made: it may take a while
     data = await _audio(call)
     info = wav_info(data)
     if info is None or info.seconds <= 0:
@@ -173,7 +171,7 @@ async def _async_play(call: ServiceCall) -> ServiceResponse:
         )
     path = await call.hass.async_add_executor_job(_write_temporary, data)
     try:
-        playback = hub.pbx.play(PlayFile(path), side=side, **party)
+        playback = hub.pbx.play(PlayFile(path), side=side, call_id=call_id, **party)
     except CallAudioError as err:
         await call.hass.async_add_executor_job(_remove, path)
         raise _refusal(hub, err, name) from err

@@ -2066,6 +2066,7 @@ class CallControl:
                 call.caller_user,
                 call.callee_user,
                 call.outcome if call.state is CallState.ENDED else None,
+                call.ended_at if call.state is CallState.ENDED else None,
             )
         )
 

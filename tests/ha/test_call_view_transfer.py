@@ -1,10 +1,11 @@
-"""The call sensors during a transfer: "transferring" and "held" (call_view, pure)."""
+"""The call sensors during a transfer: "transferring" and "held" (call_view, on snapshots)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from custom_components.callflip.call_view import PhoneState, views_of
+from sip_core.call_snapshot import snapshot_of
 from sip_core.calls import Call, CallState, Leg, LegRole, LegState, OperationView
 
 
@@ -42,7 +43,7 @@ def answered_call() -> tuple[Call, Leg, Leg]:
 
 
 def states(call: Call) -> dict[str, PhoneState]:
-    return {view.username: view.state for view in views_of(call, {})}
+    return {view.username: view.state for view in views_of(snapshot_of(call), {})}
 
 
 def test_attended_transfer_holds_the_other_party() -> None:

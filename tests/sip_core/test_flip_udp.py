@@ -13,6 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sip_core.audio import PlaySilence
+from sip_core.call_audio import NoCallInProgress, PlaySide
+from sip_core.call_snapshot import DeviceActivity
 from sip_core.config import Device, PbxConfig, RtpSettings, SipSettings, User
 from sip_core.message import Request, Response, new_tag
 from sip_core.pbx import Pbx
@@ -153,6 +156,16 @@ async def test_flip_target_gets_an_offer_and_its_answer_carries_the_media(pbx: P
         (call,) = pbx.calls()
         future = pbx.flip(call.id, "202")
         invite = await mobile.request("INVITE")
+        # What the outside reads: a snapshot, and the one rule for each device's activity.
+        (snapshot,) = pbx.call_snapshots()
+        assert pbx.call_snapshot(call.id) == snapshot
+        assert pbx.call_snapshot("nope") is None
+        assert snapshot.pending_flip is not None
+        assert snapshot.pending_flip.to_device == "202"
+        assert pbx.device_activity("202") is DeviceActivity.RINGING
+        assert pbx.device_activity("201") is DeviceActivity.TALKING
+        assert pbx.device_activity("401") is DeviceActivity.TALKING
+        assert pbx.device_activity("302") is None
         assert invite.headers.get("Content-Type") == "application/sdp"
         offer = parse_sdp(invite.body)
         audio = offer.audio()
@@ -229,5 +242,30 @@ async def test_flip_target_answering_without_sdp_is_released_and_the_call_stays(
     finally:
         carol_rtp.close()
         for phone in (carol, desk, mobile):
+            assert phone.transport is not None
+            phone.transport.close()
+
+
+async def test_play_is_checked_and_goes_to_the_call_it_names(pbx: Pbx) -> None:
+    carol = await udp_phone(pbx, "401")
+    desk = await udp_phone(pbx, "201")
+    carol_rtp = rtp_socket()
+    try:
+        await call_carol_to_desk(pbx, carol, desk, carol_rtp.getsockname()[1])
+        (snapshot,) = pbx.call_snapshots()
+        assert pbx.check_play(device="201", side=PlaySide.OTHER) == snapshot.id
+        assert pbx.check_play(user="Carol") == snapshot.id
+        with pytest.raises(NoCallInProgress):
+            pbx.check_play(device="202")
+        with pytest.raises(NoCallInProgress):  # not another call than the one named
+            pbx.play(PlaySilence(200), device="201", call_id="gone")
+        playback = pbx.play(PlaySilence(200), device="201", call_id=snapshot.id)
+        assert playback.call_id == snapshot.id
+        assert playback.devices == ("401", "201")
+        playback.stop()
+        await asyncio.wait_for(playback.wait(), 5)
+    finally:
+        carol_rtp.close()
+        for phone in (carol, desk):
             assert phone.transport is not None
             phone.transport.close()

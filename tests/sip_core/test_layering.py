@@ -74,6 +74,7 @@ LAYERS: dict[str, int] = {
     # 5 model, and the services below call control (guard, presence, forwarding, trunks, state)
     "config": 5,
     "calls": 5,
+    "call_snapshot": 5,
     "events": 5,
     "registrar": 5,
     "guard": 5,
