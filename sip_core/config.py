@@ -1148,7 +1148,17 @@ def _security(data: Any) -> SecuritySettings:
 def transfer_settings(data: Mapping[str, Any] | None, config: PbxConfig) -> TransferSettings:
     """Check the ``transfer`` section alone, against ``config``'s users and flip code (Home
     Assistant's options keep it apart). Raises `ConfigError` (`CodeConflict` for clashes)."""
-    return _transfer(data, config.users, config.flip.code)
+    settings = _transfer(data, config.users, config.flip.code)
+    presence = config.group_presence
+    for key in ("blind_code", "attended_code", "complete_code", "cancel_code"):
+        code = getattr(settings, key)
+        for name, other in (
+            ("group_presence.present_code", presence.present_code),
+            ("group_presence.absent_code", presence.absent_code),
+        ):
+            if code == other:
+                raise CodeConflict(f"{code!r} is also {name}", key_path=("transfer", key))
+    return settings
 
 
 def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSettings:

@@ -22,6 +22,7 @@ from sip_core.config import (
     PbxConfig,
     RingGroup,
     config_from_mapping,
+    transfer_settings,
 )
 from sip_core.events import GroupPresenceDialled
 from sip_core.features.group_presence_codes import PresenceRefusal, parse_presence_code
@@ -304,3 +305,16 @@ def test_badly_written_codes_are_refused(codes: dict[str, object], words: str) -
         _config(codes)
     assert caught.value.key_path[0] == "group_presence"
     assert words in str(caught.value)
+
+
+def test_transfer_settings_checked_alone_keep_apart_from_the_presence_codes() -> None:
+    """Home Assistant checks its transfer options alone (`transfer_settings`): a transfer code
+    that is a Group Presence code is refused there as in the runner's file."""
+    config = _config(None)
+    assert transfer_settings({"blind_code": "*7"}, config).blind_code == "*7"
+    with pytest.raises(CodeConflict) as caught:
+        transfer_settings({"blind_code": "*60"}, config)
+    assert caught.value.key_path == ("transfer", "blind_code")
+    assert "group_presence.absent_code" in str(caught.value)
+    with pytest.raises(CodeConflict):
+        _config(None, transfer={"attended_code": "*61"})
