@@ -29,6 +29,7 @@ from sip_core.features.attended import AttendedTransfer
 from sip_core.features.click_to_dial import ClickToDial, ClickToDialResult
 from sip_core.features.codes import FeatureCode, FeatureMatch
 from sip_core.features.flip import Flip
+from sip_core.features.group_presence_codes import GroupPresenceCodes
 from sip_core.features.handoff import Handoff, PullOperation, PushOperation
 from sip_core.features.refer import Refer
 from sip_core.features.registry import FeatureRegistry
@@ -108,6 +109,8 @@ class B2bua(CallControl):
         self.handoff = Handoff(self, self.group_presence)
         self.features.add_code(self._handoff_code, self._handoff_dialled)
         self.features.add_dialled(self.handoff.on_dialled)
+        self.presence_codes = GroupPresenceCodes(self, self.group_presence)
+        self.features.add_dialled(self.presence_codes.on_dialled)
         self.group_calls = GroupCalls(self, self.group_presence, self.presence.available)
         self.hooks.route_number = self.group_calls.route
         self._announce = Announce(self)

@@ -243,6 +243,18 @@ def _parties(call: Call, view: OperationView | None) -> list[DeviceInCall]:
             else:
                 shown.append(_with(party, kept))
         found = shown
+    if view is not None and view.ringing:
+        # A push or pull rings devices of its own (a group's members, the puller). A pusher who
+        # hung up is no longer talking (its device may ring again with the others).
+        if view.kind == "push" and view.from_leg.state is LegState.TERMINATED:
+            found = [party for party in found if party.device != view.from_device]
+        other = call.other(view.from_leg)
+        remote = other.device if other is not None else None
+        outgoing = view.from_leg is call.caller
+        for device in view.ringing:
+            found.append(
+                DeviceInCall(device, DeviceActivity.RINGING, outgoing, remote, view.started_at)
+            )
     if view is not None and view.kind == "flip":
         other = call.other(view.from_leg)
         remote = other.device if other is not None else None

@@ -32,6 +32,7 @@ Schema (``pbx.example.yaml`` at the repository root documents every key)::
       - {name: Alice everywhere, pilot: "250", members: ["201", "202"], ring_timer: 20,
          no_answer: "user:bob"}
     handoff: {code: "*5"}
+    group_presence: {present_code: "*61", absent_code: "*60"}
 
 Required: ``name`` and ``extension`` of each user, ``username`` and ``password`` of each device.
 Everything else has the default shown (no ``flip_number``; a user's flip timeout is
@@ -59,6 +60,7 @@ from .audio.wav import WavError, load_wav
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
 from .prg.model import (
     DEFAULT_RING_TIMER,
+    GroupPresenceCodes,
     HandoffSettings,
     NoAnswerKind,
     NoAnswerTarget,
@@ -78,6 +80,7 @@ __all__ = [
     "DeviceType",
     "DigestAlgorithm",
     "FlipSettings",
+    "GroupPresenceCodes",
     "HandoffSettings",
     "NoAnswerKind",
     "NoAnswerTarget",
@@ -420,6 +423,7 @@ class PbxConfig:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     groups: tuple[RingGroup, ...] = ()
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    group_presence: GroupPresenceCodes = field(default_factory=GroupPresenceCodes)
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -543,6 +547,10 @@ class PbxConfig:
             },
             "groups": [group.to_mapping() for group in self.groups],
             "handoff": {"code": self.handoff.code},
+            "group_presence": {
+                "present_code": self.group_presence.present_code,
+                "absent_code": self.group_presence.absent_code,
+            },
         }
 
 
@@ -619,6 +627,9 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         (flip.code, handoff.code, transfer.blind_code, transfer.attended_code),
     )
     trunking = _trunking(root, users, flip, (handoff.code, *(group.pilot for group in groups)))
+    group_presence = _group_presence(
+        root.get("group_presence"), users, groups, flip=flip, transfer=transfer, handoff=handoff
+    )
     return PbxConfig(
         sip,
         rtp,
@@ -634,6 +645,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         transfer=transfer,
         groups=groups,
         handoff=handoff,
+        group_presence=group_presence,
     )
 
 
@@ -672,6 +684,7 @@ _TOP_KEYS: Final = (
     "transfer",
     "groups",
     "handoff",
+    "group_presence",
 )
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -1135,7 +1148,17 @@ def _security(data: Any) -> SecuritySettings:
 def transfer_settings(data: Mapping[str, Any] | None, config: PbxConfig) -> TransferSettings:
     """Check the ``transfer`` section alone, against ``config``'s users and flip code (Home
     Assistant's options keep it apart). Raises `ConfigError` (`CodeConflict` for clashes)."""
-    return _transfer(data, config.users, config.flip.code)
+    settings = _transfer(data, config.users, config.flip.code)
+    presence = config.group_presence
+    for key in ("blind_code", "attended_code", "complete_code", "cancel_code"):
+        code = getattr(settings, key)
+        for name, other in (
+            ("group_presence.present_code", presence.present_code),
+            ("group_presence.absent_code", presence.absent_code),
+        ):
+            if code == other:
+                raise CodeConflict(f"{code!r} is also {name}", key_path=("transfer", key))
+    return settings
 
 
 def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSettings:
@@ -1321,3 +1344,79 @@ def _no_answer(
     if kind is NoAnswerKind.GROUP and name == own:
         _fail(path, "a group cannot forward its unanswered calls to itself")
     return NoAnswerTarget(kind, name)
+
+
+def _group_presence(
+    data: Any,
+    users: Sequence[User],
+    groups: Sequence[RingGroup],
+    *,
+    flip: FlipSettings,
+    transfer: TransferSettings,
+    handoff: HandoffSettings,
+) -> GroupPresenceCodes:
+    """The Group Presence codes, dialled from an idle phone alone or followed by a pilot.
+
+    Why these rules: the two codes and the handoff code are all numbers an idle phone dials, read
+    whole from the INVITE, so none of them may start another (``*6`` and ``*61`` then a pilot could
+    not be told apart); a code followed by a pilot must not be someone's number. The codes dialled
+    in a call are read by another collector, so only being the very same code is refused there
+    (one code, two meanings, is a trap for the person dialling)."""
+    path: KeyPath = ("group_presence",)
+    keys = ("present_code", "absent_code")
+    section = _section(data, path, keys)
+    defaults = GroupPresenceCodes()
+    codes = {"present_code": defaults.present_code, "absent_code": defaults.absent_code}
+    for key in keys:
+        if key not in section:
+            continue
+        if section[key] is None:
+            _fail(
+                (*path, key),
+                "required (quote a code that starts with '#' or '*': an unquoted '#' starts a"
+                " comment)",
+            )
+        code = _text(section, key, path, numbers=True)
+        if not _FLIP_CODE.fullmatch(code):
+            _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
+        codes[key] = code
+    present, absent = codes["present_code"], codes["absent_code"]
+    if present.startswith(absent) or absent.startswith(present):
+        raise CodeConflict(
+            f"{absent!r} and group_presence.present_code {present!r} cannot both be codes: one"
+            " starts the other",
+            key_path=(*path, "absent_code"),
+        )
+    numbers = {user.extension for user in users} | {
+        device.username for user in users for device in user.devices
+    }
+    in_call = (
+        ("flip.code", flip.code),
+        ("transfer.blind_code", transfer.blind_code),
+        ("transfer.attended_code", transfer.attended_code),
+        ("transfer.complete_code", transfer.complete_code),
+        ("transfer.cancel_code", transfer.cancel_code),
+    )
+    for key, code in codes.items():
+        where = (*path, key)
+        if code.startswith(handoff.code) or handoff.code.startswith(code):
+            raise CodeConflict(
+                f"{code!r} and handoff.code {handoff.code!r} cannot both be codes: one starts the"
+                " other",
+                key_path=where,
+            )
+        for name, other in in_call:
+            if code == other:
+                raise CodeConflict(f"{code!r} is also {name}", key_path=where)
+        if code in numbers or any(code == group.pilot for group in groups):
+            raise CodeConflict(
+                f"{code!r} is also an extension, a device's username or a pilot", key_path=where
+            )
+        for group in groups:
+            if code + group.pilot in numbers:
+                raise CodeConflict(
+                    f"{code + group.pilot!r} ({code!r} then the pilot of {group.name}) is also an"
+                    " extension or a device's username",
+                    key_path=where,
+                )
+    return GroupPresenceCodes(present, absent)

@@ -35,6 +35,7 @@ __all__ = [
     "DtmfMethod",
     "DtmfReceived",
     "EventBus",
+    "GroupPresenceDialled",
     "HandoffFailed",
     "HandoffStarted",
     "HandoffSucceeded",
@@ -260,6 +261,21 @@ class TransferEnded:
     record: TransferRecord
 
 
+@dataclass(frozen=True, slots=True)
+class GroupPresenceDialled:
+    """A phone dialled a Group Presence code (``dialled``): ``device`` is now ``present`` (or
+    absent) in ``groups``; or, with a ``refusal`` (a stable key,
+    `sip_core.features.group_presence_codes.PresenceRefusal`) and ``reason`` in words, nothing
+    changed and ``groups`` is empty. A change also reaches `GroupPresence.subscribe`."""
+
+    device: str
+    dialled: str
+    present: bool
+    groups: tuple[str, ...]
+    refusal: str = ""
+    reason: str = ""
+
+
 #: Every event the PBX publishes: narrow with ``isinstance`` or ``match``.
 PbxEvent = (
     AddressBanned
@@ -274,6 +290,7 @@ PbxEvent = (
     | TrunkStateChanged
     | TransferStarted
     | TransferEnded
+    | GroupPresenceDialled
 )
 
 Subscriber = Callable[[PbxEvent], None]

@@ -48,6 +48,8 @@ EVENT_CALL: Final = "callflip_call"
 EVENT_HANDOFF: Final = "callflip_handoff"
 """Fired on the event bus when a flip starts, succeeds or fails."""
 EVENT_PHONE_DISCOVERED: Final = "callflip_phone_discovered"
+EVENT_GROUP_PRESENCE: Final = "callflip_group_presence"
+"""Fired on the event bus when a phone dials a Group Presence code (changed or refused)."""
 """Fired on the event bus when a phone that is not configured yet is found on the network."""
 
 SERVICE_FLIP: Final = "flip"

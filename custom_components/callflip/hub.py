@@ -24,6 +24,7 @@ from sip_core.calls import CallState, HandoffRecord
 from sip_core.events import (
     CallRecorded,
     CallStateChanged,
+    GroupPresenceDialled,
     HandoffFailed,
     HandoffStarted,
     HandoffSucceeded,
@@ -42,6 +43,7 @@ from .const import (
     DEVICE_MODELS,
     DOMAIN,
     EVENT_CALL,
+    EVENT_GROUP_PRESENCE,
     EVENT_HANDOFF,
     EVENT_TRANSFER,
     MANUFACTURER,
@@ -55,6 +57,7 @@ from .group_options import (
     groups_from_options,
     groups_mapping,
 )
+from .group_presence_events import group_presence_payload
 from .history import CallHistory
 from .users import OwnedDevice, UserOptions, find_device, iter_devices, pbx_config
 
@@ -320,6 +323,8 @@ class CallflipHub:
             self._notify((), HUB_KEY)
         elif isinstance(event, (TransferStarted, TransferEnded)):
             self._transfer(event)
+        elif isinstance(event, GroupPresenceDialled):
+            self.hass.bus.async_fire(EVENT_GROUP_PRESENCE, group_presence_payload(self, event))
 
     def _call_changed(self, event: CallStateChanged) -> None:
         """Update the call sensors and put the change on the event bus."""

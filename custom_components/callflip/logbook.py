@@ -12,7 +12,14 @@ from typing import Any, Protocol
 
 from homeassistant.core import HomeAssistant, callback
 
-from .const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, EVENT_TRANSFER, TransferEventType
+from .const import (
+    DOMAIN,
+    EVENT_CALL,
+    EVENT_GROUP_PRESENCE,
+    EVENT_HANDOFF,
+    EVENT_TRANSFER,
+    TransferEventType,
+)
 from .handoff import HandoffSummary
 
 
@@ -129,6 +136,19 @@ def describe_transfer(data: Mapping[str, Any]) -> dict[str, str]:
     return {"name": data.get("user") or "callflip", "message": message}
 
 
+def describe_group_presence(data: Mapping[str, Any]) -> dict[str, str]:
+    """One line per Group Presence code dialled at a phone: what changed, or why nothing did."""
+    phone = data.get("device_label") or data.get("device")
+    state = "present" if data.get("present") else "absent"
+    dialled = data.get("dialled")
+    if data.get("type") == "refused":
+        message = f"{phone} dialled {dialled} ({state}); refused: {data.get('reason')}"
+    else:
+        groups = ", ".join(data.get("groups") or ())
+        message = f"{phone} is {state} in {groups} ({dialled} dialled)"
+    return {"name": data.get("user") or "callflip", "message": message}
+
+
 @callback
 def async_describe_events(
     hass: HomeAssistant,
@@ -152,3 +172,9 @@ def async_describe_events(
         return describe_transfer(event.data)
 
     async_describe_event(DOMAIN, EVENT_TRANSFER, transfer)
+
+    @callback
+    def group_presence(event: _LoggedEvent) -> dict[str, Any]:
+        return describe_group_presence(event.data)
+
+    async_describe_event(DOMAIN, EVENT_GROUP_PRESENCE, group_presence)

@@ -12,7 +12,11 @@ deliberately quiet and sparse, for a caller held while a transfer is set up.
 - ``ringback_us`` (repeats): 440 + 480 Hz, 2 s on, 4 s off (North America);
 - ``busy`` (repeats): 425 Hz, 0.5 s on, 0.5 s off (CEPT);
 - ``comfort`` (repeats): 440 Hz for 250 ms at -24 dBm0, then 4.75 s of silence: it tells a held
-  caller the call is still there without being in the way.
+  caller the call is still there without being in the way;
+- ``confirm`` (once): three 1200 Hz bursts of 160 ms, 100 ms apart, then 400 ms of silence: a
+  feature code did what was asked (Group Presence). Short bursts of one high tone read as
+  "done" and cannot be mistaken for ringback, busy or the three rising notes of ``error``; the
+  silence lets the last burst reach the phone before the PBX hangs up.
 
 Levels are in dBm0 (0 dBm0 is a sine with peak 22 739 in 16-bit PCM, the G.711 reference); a
 tone of two frequencies splits its level between them.
@@ -88,6 +92,7 @@ class Tone(StrEnum):
     RINGBACK_US = "ringback_us"
     BUSY = "busy"
     COMFORT = "comfort"
+    CONFIRM = "confirm"
 
     @property
     def pattern(self) -> TonePattern:
@@ -116,5 +121,17 @@ TONES: Final[dict[Tone, TonePattern]] = {
     Tone.BUSY: TonePattern("busy", (ToneSegment(500, (425.0,)), ToneSegment(500)), repeat=True),
     Tone.COMFORT: TonePattern(
         "comfort", (ToneSegment(250, (440.0,), -24.0), ToneSegment(4750)), repeat=True
+    ),
+    Tone.CONFIRM: TonePattern(
+        "confirm",
+        (
+            ToneSegment(160, (1200.0,), -13.0),
+            ToneSegment(100),
+            ToneSegment(160, (1200.0,), -13.0),
+            ToneSegment(100),
+            ToneSegment(160, (1200.0,), -13.0),
+            ToneSegment(400),
+        ),
+        repeat=False,
     ),
 }

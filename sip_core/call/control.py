@@ -288,6 +288,8 @@ class CallControl:
         self._hosts: dict[str, str] = {}
         self._ack_waiters: dict[tuple[str, str], Callable[[Leg], None]] = {}
         self._plans: dict[str, RingPlan] = {}  # call id -> how a routed number rings
+        # dialog key -> an INVITE `answer_with` answered (a code that did its work)
+        self._answered_codes: dict[tuple[str, str], _AnsweredCode] = {}
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -1033,6 +1035,102 @@ class CallControl:
                 media.close()
 
         self._spawn(final())
+
+    def answer_with(
+        self,
+        request: Request,
+        txn: ServerTransaction,
+        play: Playback,
+        *,
+        longest: float = 5.0,
+        status_without_media: int = 480,
+        why: str = "",
+    ) -> None:
+        """Answer an INVITE that is no call (a code that did what it asked), play ``play`` to
+        the caller, then hang up: 200, the tone, BYE.
+
+        Why answered rather than refused: desk phones show an answered call that the other end
+        hung up as a finished call, where a 4xx/6xx after early media shows as a failure. The
+        BYE waits for the ACK (RFC 3261 §15) and for the playback (``longest`` seconds at most);
+        a BYE from the phone first is answered and ends it. Without an SDP offer the PBX can
+        answer, the INVITE gets ``status_without_media`` with ``why`` at once.
+        """
+        try:
+            offer = parse_body(request)
+        except SdpError:
+            offer = None
+        audio = offer.audio() if offer is not None else None
+        if offer is None or audio is None or not isinstance(txn, InviteServerTransaction):
+            self.reply(txn, request, status_without_media, why)
+            return
+        try:
+            media = self._relay.open_session(f"code-{new_call_id()}")
+        except (RelayError, OSError):
+            self.reply(txn, request, status_without_media, why)
+            return
+        endpoint = self._endpoint(txn.source)
+        to_tag = new_tag()
+        try:
+            dialog = Dialog.as_uas(request, txn.source, local_tag=to_tag, endpoint=endpoint)
+        except DialogError as exc:
+            media.close()
+            self.reply(txn, request, 400, str(exc))
+            return
+        rtp, rtcp = media_target(offer)
+        media.a.set_remote(rtp, rtcp)
+        media.a.set_codecs(audio.codecs())
+        host = endpoint.host
+        origin = Origin(
+            "callflip", str(first_cseq()), 1, "IN", "IP6" if ":" in host else "IP4", host
+        )
+        ports = [media.a.local_rtp.port if m is audio else None for m in offer.media]
+        body = rewrite_for_relay(offer, host, ports, origin=origin).to_bytes()
+        ok = make_response(request, 200, to_tag=to_tag, body=body)
+        ok.headers.add("Contact", endpoint.contact)
+        ok.headers.add("Content-Type", SDP)
+        pending = _AnsweredCode(dialog, asyncio.get_running_loop().create_future())
+        self._answered_codes[dialog.key] = pending
+        txn.on_ack_timeout = lambda _response: pending.acked(False)
+        self.respond(txn, ok)
+        playing = media.a.play(play)
+        pending.playing = playing
+
+        async def finish() -> None:
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(playing.done), longest)
+                playing.stop()
+                acked = await pending.ack
+                if not dialog.terminated and acked:
+                    dialog.terminated = True
+                    bye = dialog.create_request("BYE")
+                    txn_bye = self._txns.send_request(
+                        bye, dialog.destination, dialog.kind, on_response=ignore, on_timeout=nothing
+                    )
+                    txn_bye.release_messages()
+            finally:
+                self._answered_codes.pop(dialog.key, None)
+                media.close()
+
+        self._spawn(finish())
+
+    def _answered_code_request(self, request: Request, txn: ServerTransaction) -> bool:
+        """A request in the dialog of an INVITE `answer_with` answered: a BYE ends it early,
+        anything else is answered as the nothing it is."""
+        pending = self._answered_codes.get((request.call_id, request.to.tag or ""))
+        if pending is None:
+            return False
+        if request.method == "BYE":
+            pending.dialog.terminated = True
+            pending.acked(True)
+            if pending.playing is not None:
+                pending.playing.stop()
+            self.reply(txn, request, 200)
+        elif request.method in ("INFO", "OPTIONS", "UPDATE") and not request.body:
+            self.reply(txn, request, 200)
+        else:
+            self.reply(txn, request, 488 if request.method == "INVITE" else 405, "no call here")
+        return True
 
     def _media_of(self, leg: Leg) -> MediaSession:
         media = leg.call.media
@@ -2073,6 +2171,8 @@ class CallControl:
     # -- in-dialog requests ----------------------------------------------------------------------
 
     def _in_dialog(self, request: Request, txn: ServerTransaction, to_tag: str) -> None:
+        if self._answered_codes and self._answered_code_request(request, txn):
+            return
         leg = self._dialogs.get((request.call_id, to_tag))
         dialog = leg.dialog if leg is not None else None
         if leg is None or dialog is None or dialog.terminated:
@@ -2130,6 +2230,9 @@ class CallControl:
     def _on_ack(self, ack: Request) -> None:
         leg = self._dialogs.get((ack.call_id, ack.to.tag or ""))
         if leg is None:
+            answered = self._answered_codes.get((ack.call_id, ack.to.tag or ""))
+            if answered is not None:
+                answered.acked(True)
             return
         leg.ack_pending = False
         self._offers.acked(leg, ack)
@@ -2138,6 +2241,20 @@ class CallControl:
             if leg.server_txn is not None:
                 leg.server_txn.on_ack_timeout = None
             waiter(leg)
+
+
+@dataclass(slots=True)
+class _AnsweredCode:
+    """An INVITE `CallControl.answer_with` answered: its dialog, whether the ACK came (the
+    future: True, or False when it never did), and the playback."""
+
+    dialog: Dialog
+    ack: asyncio.Future[bool]
+    playing: Playing | None = None
+
+    def acked(self, came: bool) -> None:
+        if not self.ack.done():
+            self.ack.set_result(came)
 
 
 def _always() -> bool:

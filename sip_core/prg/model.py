@@ -14,8 +14,11 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "DEFAULT_ABSENT_CODE",
     "DEFAULT_HANDOFF_CODE",
+    "DEFAULT_PRESENT_CODE",
     "DEFAULT_RING_TIMER",
+    "GroupPresenceCodes",
     "HandoffSettings",
     "NoAnswerKind",
     "NoAnswerTarget",
@@ -24,6 +27,10 @@ __all__ = [
 
 DEFAULT_HANDOFF_CODE = "*5"
 DEFAULT_RING_TIMER = 20
+#: Group Presence codes, dialled from an idle phone: alone, every group of the phone; followed
+#: by a group's pilot number, that group.
+DEFAULT_PRESENT_CODE = "*61"
+DEFAULT_ABSENT_CODE = "*60"
 
 
 class NoAnswerKind(StrEnum):
@@ -81,3 +88,16 @@ class HandoffSettings:
     """The one feature code for both push (dialled in a call) and pull (dialled from idle)."""
 
     code: str = DEFAULT_HANDOFF_CODE
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPresenceCodes:
+    """The Group Presence feature codes (``group_presence`` in the configuration).
+
+    Dialled from an idle phone (an INVITE to the code), ``present_code`` makes the phone present
+    and ``absent_code`` absent: the code alone in every group the phone is a member of, the code
+    followed by a group's pilot number (``*61250``) in that group only.
+    """
+
+    present_code: str = DEFAULT_PRESENT_CODE
+    absent_code: str = DEFAULT_ABSENT_CODE

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from homeassistant.core import HomeAssistant
 
-from custom_components.callflip.const import DOMAIN, EVENT_CALL, EVENT_HANDOFF, EVENT_TRANSFER
+from custom_components.callflip.const import (
+    DOMAIN,
+    EVENT_CALL,
+    EVENT_GROUP_PRESENCE,
+    EVENT_HANDOFF,
+    EVENT_TRANSFER,
+)
 from custom_components.callflip.logbook import (
     async_describe_events,
     describe_call,
@@ -132,7 +138,7 @@ async def test_both_events_are_described(hass: HomeAssistant) -> None:
         described[event_type] = describe
 
     async_describe_events(hass, register)
-    assert set(described) == {EVENT_CALL, EVENT_HANDOFF, EVENT_TRANSFER}
+    assert set(described) == {EVENT_CALL, EVENT_HANDOFF, EVENT_TRANSFER, EVENT_GROUP_PRESENCE}
     call = described[EVENT_CALL](_Event({**CALL, "state": "ringing"}))
     assert call["message"] == "Bob (bob-soft) is calling Alice (101)"
     handoff = described[EVENT_HANDOFF](_Event({"type": "flip_started", "to_device": "x"}))

@@ -53,6 +53,10 @@ EXPECTED: dict[Tone, tuple[list[tuple[int, tuple[float, ...]]], bool]] = {
     Tone.RINGBACK_US: ([(2000, (440.0, 480.0)), (4000, ())], True),
     Tone.BUSY: ([(500, (425.0,)), (500, ())], True),
     Tone.COMFORT: ([(250, (440.0,)), (4750, ())], True),
+    Tone.CONFIRM: (
+        [(160, (1200.0,)), (100, ()), (160, (1200.0,)), (100, ()), (160, (1200.0,)), (400, ())],
+        False,
+    ),
 }
 
 

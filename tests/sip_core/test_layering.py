@@ -117,6 +117,7 @@ LAYERS: dict[str, int] = {
     "features.refer": 8,
     "features.handoff": 8,
     "features.ring_group": 8,
+    "features.group_presence_codes": 8,
     "features.flip_menu": 8,
     "features.registry": 8,
     "features.replaces": 8,
