@@ -67,6 +67,7 @@ from .prg.model import (
 from .yaml_file import YamlError, read_yaml
 
 if TYPE_CHECKING:
+    from .tls_settings import TlsSettings
     from .trunk.config import Trunking
 
 __all__ = [
@@ -420,6 +421,8 @@ class PbxConfig:
     transfer: TransferSettings = field(default_factory=TransferSettings)
     groups: tuple[RingGroup, ...] = ()
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    #: The ``tls`` section, our TLS listener (``sip_core.tls_settings``); None: no TLS listener.
+    tls: "TlsSettings | None" = None
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -532,6 +535,7 @@ class PbxConfig:
                 "http_port": self.discovery.http_port,
             },
             **({} if self.trunking is None else self.trunking.to_mapping(redact=redact)),
+            **({} if self.tls is None else {"tls": self.tls.to_mapping()}),
             "transfer": {
                 "preset": self.transfer.preset,
                 "blind_code": self.transfer.blind_code,
@@ -619,6 +623,9 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         (flip.code, handoff.code, transfer.blind_code, transfer.attended_code),
     )
     trunking = _trunking(root, users, flip, (handoff.code, *(group.pilot for group in groups)))
+    from .tls_settings import tls_from_mapping  # noqa: PLC0415  (builds on this module)
+
+    tls = tls_from_mapping(root.get("tls"), sip.port)
     return PbxConfig(
         sip,
         rtp,
@@ -634,6 +641,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         transfer=transfer,
         groups=groups,
         handoff=handoff,
+        tls=tls,
     )
 
 
@@ -672,6 +680,7 @@ _TOP_KEYS: Final = (
     "transfer",
     "groups",
     "handoff",
+    "tls",
 )
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")

@@ -37,7 +37,7 @@ from sip_core.digest_client import AuthOutcome, ClientCredentials, DigestClient
 from sip_core.events import PbxEvent, TrunkFailure, TrunkStateChanged, TrunkStatus
 from sip_core.message import new_call_id, new_tag
 from sip_core.transport import Address, TransportKind
-from sip_core.trunk.config import Trunk, TrunkTransport
+from sip_core.trunk.config import Trunk
 from sip_core.trunk.nat import advertised_endpoint
 from sip_core.uri import SipUri
 
@@ -151,6 +151,7 @@ class TrunkRegistration:
         local_host: Callable[[str], str],
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
+        tls_port: Callable[[], int | None] | None = None,
     ) -> None:
         self.trunk = trunk
         self._sender = sender
@@ -159,9 +160,8 @@ class TrunkRegistration:
         self._local_port = local_port
         self._publish = publish
         self._digest = DigestClient(ClientCredentials(trunk.auth_user, trunk.password, trunk.realm))
-        self._kind = (
-            TransportKind.TCP if trunk.transport is TrunkTransport.TCP else TransportKind.UDP
-        )
+        self._kind = trunk.transport.kind
+        self._tls_port = tls_port
         self._call_id = new_call_id()
         self._from_tag = new_tag()
         self._cseq = first_cseq()
@@ -226,12 +226,13 @@ class TrunkRegistration:
     def _build(self, *, expires: int) -> Request:
         trunk = self.trunk
         hop = trunk.next_hop
-        endpoint = advertised_endpoint(trunk, self._local_port(), self._kind) or LocalEndpoint(
-            self._local_host(hop.host), self._local_port(), self._kind
+        local_port = self._port()
+        endpoint = advertised_endpoint(trunk, local_port, self._kind) or LocalEndpoint(
+            self._local_host(hop.host), local_port, self._kind
         )
         host, port = endpoint.host, endpoint.port
         aor = f"<sip:{trunk.username}@{_host(trunk.aor_domain)}>"
-        transport = ";transport=tcp" if self._kind is TransportKind.TCP else ""
+        transport = "" if self._kind is TransportKind.UDP else f";transport={trunk.transport}"
         contact = f"<sip:{trunk.username}@{_host(host)}:{port}{transport}>"
         routes = () if trunk.outbound_proxy is None else (f"<sip:{hop};lr>",)
         self._cseq += 1
@@ -246,6 +247,14 @@ class TrunkRegistration:
             routes=routes,
             extra=(("Contact", contact), ("Expires", str(expires))),
         )
+
+    def _port(self) -> int:
+        """Our port for this trunk's transport: the TLS listener's for TLS when there is one
+        (without one the provider must answer on our connection, which providers do), else the
+        SIP port."""
+        if self._kind is TransportKind.TLS and self._tls_port is not None:
+            return self._tls_port() or self._local_port()
+        return self._local_port()
 
     def _send_register(self, request: Request) -> None:
         self._pending = request
@@ -362,7 +371,7 @@ class TrunkRegistration:
 
     def _granted(self, response: Response) -> int:
         """The lifetime the 2xx grants our contact (its ``expires``, else Expires, else ours)."""
-        port = self._local_port()
+        port = self._port()
         try:
             contacts = response.contacts
         except ValueError:
@@ -468,6 +477,7 @@ class TrunkRegistrations:
         local_host: Callable[[str], str],
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
+        tls_port: Callable[[], int | None] | None = None,
     ) -> None:
         def make(trunk: Trunk) -> TrunkRegistration:
             return TrunkRegistration(
@@ -477,6 +487,7 @@ class TrunkRegistrations:
                 local_host=local_host,
                 local_port=local_port,
                 publish=publish,
+                tls_port=tls_port,
             )
 
         self._make = make

@@ -489,8 +489,8 @@ ERROR_CASES += [
     ("sip:\n  port: 05060\n", "sip.port: must be a whole number, not the text '05060' (write it"
      " without leading zeros) (line 2)"),
     ("*0: x\n", '["*0"]: unknown key; known keys: sip, rtp, users, registrar, auth,'
-     " calls, flip, security, log_level, discovery, trunks, dialplan, transfer, groups, handoff"
-     " (line 1)"),
+     " calls, flip, security, log_level, discovery, trunks, dialplan, transfer, groups, handoff,"
+     " tls (line 1)"),
     ("flip: [*0]\n", "flip: must be a mapping (key: value), not a list (line 1)"),
 ]  # fmt: skip
 
