@@ -123,6 +123,15 @@ class TransportError(Exception):
     """The transport could not do what was asked: bind, connect or send."""
 
 
+class CertificateError(TransportError):
+    """A TLS server's certificate was refused (untrusted, expired, or for another name);
+    ``detail`` says why, as OpenSSL put it, and where."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"certificate verify failed: {detail}")
+        self.detail = detail
+
+
 class MessageTooLargeError(TransportError):
     """A message too large for one UDP datagram; the caller must send it over TCP."""
 
@@ -1070,7 +1079,11 @@ class TransportLayer:
         except ssl.SSLError as exc:
             reason = failure_reason(exc)
             _LOGGER.warning("Cannot open a TLS connection to %s: %s", target, reason)
-            connection.fail(TransportError(f"{reason} ({target}/tls)"))
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                why = reason.removeprefix("certificate verify failed: ")
+                connection.fail(CertificateError(f"{why} ({target}/tls)"))
+            else:
+                connection.fail(TransportError(f"{reason} ({target}/tls)"))
         except OSError as exc:
             _LOGGER.info("Cannot open a %s connection to %s: %s", name.upper(), target, exc)
             connection.fail(TransportError(f"cannot connect to {target}/{name}: {exc}"))

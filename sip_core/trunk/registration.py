@@ -36,7 +36,7 @@ from sip_core.dialog import LocalEndpoint, build_request, first_cseq
 from sip_core.digest_client import AuthOutcome, ClientCredentials, DigestClient
 from sip_core.events import PbxEvent, TrunkFailure, TrunkStateChanged, TrunkStatus
 from sip_core.message import new_call_id, new_tag
-from sip_core.transport import Address, TransportKind
+from sip_core.transport import Address, CertificateError, TransportKind
 from sip_core.trunk.config import Trunk
 from sip_core.trunk.nat import advertised_endpoint
 from sip_core.uri import SipUri
@@ -263,9 +263,17 @@ class TrunkRegistration:
                 request,
                 lambda response: self._on_response(request, response),
                 lambda: self._on_failure(request, TrunkFailure.TIMEOUT, "", None),
-                lambda exc: self._on_failure(request, TrunkFailure.TRANSPORT, str(exc), None),
+                lambda exc: self._on_transport_error(request, exc),
             )
         except Exception as exc:
+            self._on_failure(request, TrunkFailure.TRANSPORT, str(exc), None)
+
+    def _on_transport_error(self, request: Request, exc: Exception) -> None:
+        """A refused TLS certificate is its own reason (the fix is the CA file or the
+        provider's certificate, not the network); backed off like every other failure."""
+        if isinstance(exc, CertificateError):
+            self._on_failure(request, TrunkFailure.CERTIFICATE, exc.detail, None)
+        else:
             self._on_failure(request, TrunkFailure.TRANSPORT, str(exc), None)
 
     def _send(
