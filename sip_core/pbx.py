@@ -201,6 +201,7 @@ class Pbx:
             local_port=lambda: self._transport.local_address.port,
             publish=self._events.publish,
             tls_port=self._tls_port,
+            keepalive=self._transport.ping,
         )
 
     def _tls_port(self) -> int | None:

@@ -75,6 +75,7 @@ _UDP_RECEIVE_SIZE: Final = 256 * 1024  # what asyncio's datagram transport reads
 _UDP_DRAIN: Final = 64
 """Datagrams read per event-loop wake-up beyond the one asyncio delivers (see _UdpProtocol)."""
 _PONG: Final = b"\r\n"
+_PING: Final = b"\r\n\r\n"
 
 
 class TransportKind(StrEnum):
@@ -741,6 +742,25 @@ class TransportLayer:
         connection = self._by_remote.get(Address(_bare_host(destination.host), destination.port))
         if connection is not None:
             connection.close()
+
+    def ping(self, destination: Address, kind: TransportKind) -> bool:
+        """Send a CRLF keep-alive (RFC 5626 §3.5.1) on the open ``kind`` connection to
+        ``destination``; False when there is none (nothing is opened for a ping).
+
+        Keeps a connection that only the far end would use (a trunk's, for the provider's
+        calls) from being closed as idle, here and at the far end, and any NAT on the way open.
+        """
+        key = Address(_bare_host(destination.host), destination.port)
+        connection = self._by_remote.get(key)
+        if (
+            connection is None
+            or not connection.is_open
+            or connection.kind is not kind
+            or connection.transport is None
+        ):
+            return False
+        connection.write(_PING)
+        return True
 
     def _tls_client_for(self, target: Address) -> ssl.SSLContext:
         context = self._tls_clients.get(target)

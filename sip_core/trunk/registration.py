@@ -23,6 +23,10 @@ Back-off, after the n-th failed attempt in a row:
 A Retry-After in the failure response lengthens the wait to what it asks (never shortens it).
 Success resets the count. Refresh happens ``min(granted / 2, 60)`` seconds before the granted
 lifetime ends, so that even a retransmitted REGISTER (Timer F: 32 s) arrives in time.
+
+Over TCP and TLS the registration's connection is also the way in for the provider's calls; a
+CRLF keep-alive every ``KEEPALIVE_INTERVAL`` seconds while registered keeps it from being closed
+as idle (by either side, or by a NAT) between refreshes.
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ MAX_CHALLENGES = 2
 MAX_INTERVAL_RETRIES = 2
 #: The longest registration we ask for after a 423 (a provider asking for more is refused).
 MAX_INTERVAL = 86400
+#: Seconds between CRLF keep-alives on a TCP or TLS trunk's connection while registered
+#: (RFC 5626 §4.4.1 suggests 95 to 120 s for connection-oriented transports): the provider's
+#: calls arrive on that connection, so neither side may close it as idle between refreshes.
+KEEPALIVE_INTERVAL = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +160,11 @@ class TrunkRegistration:
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
         tls_port: Callable[[], int | None] | None = None,
+        keepalive: Callable[[Address, TransportKind], object] | None = None,
     ) -> None:
         self.trunk = trunk
+        self._keepalive = keepalive
+        self._keepalive_timer: TimerHandle | None = None
         self._sender = sender
         self._clock = clock
         self._local_host = local_host
@@ -200,6 +211,7 @@ class TrunkRegistration:
             return
         self._running = False
         self._cancel_timer()
+        self._cancel_keepalive()
         self._pending = None
         if self.registered:
             request = self._build(expires=0)
@@ -366,6 +378,8 @@ class TrunkRegistration:
             return
         self._expires_at = now + granted
         self._schedule(refresh_delay(granted))
+        if self._keepalive is not None and self._kind.reliable and self._keepalive_timer is None:
+            self._keepalive_timer = self._clock.call_later(KEEPALIVE_INTERVAL, self._ping)
         self.state = TrunkState(self.trunk.name, TrunkStatus.REGISTERED)
         self._publish(
             TrunkStateChanged(
@@ -457,6 +471,20 @@ class TrunkRegistration:
         self._cancel_timer()
         self._timer = self._clock.call_later(delay, self._attempt)
 
+    def _ping(self) -> None:
+        self._keepalive_timer = None
+        if not self._running or self._keepalive is None:
+            return
+        if self.registered:
+            hop = self.trunk.next_hop
+            self._keepalive(Address(hop.host, hop.port), self._kind)
+        self._keepalive_timer = self._clock.call_later(KEEPALIVE_INTERVAL, self._ping)
+
+    def _cancel_keepalive(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -486,6 +514,7 @@ class TrunkRegistrations:
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
         tls_port: Callable[[], int | None] | None = None,
+        keepalive: Callable[[Address, TransportKind], object] | None = None,
     ) -> None:
         def make(trunk: Trunk) -> TrunkRegistration:
             return TrunkRegistration(
@@ -496,6 +525,7 @@ class TrunkRegistrations:
                 local_port=local_port,
                 publish=publish,
                 tls_port=tls_port,
+                keepalive=keepalive,
             )
 
         self._make = make

@@ -245,3 +245,40 @@ def test_failure_reasons_are_one_line() -> None:
         "certificate verify failed: unable to get local issuer certificate"
     )
     assert failure_reason(OSError("refused")) == "refused"
+
+
+async def test_a_ping_keeps_an_open_connection_alive_and_opens_none(
+    ca: TestCa, server_files: ServerFiles
+) -> None:
+    """CRLF keep-alive (RFC 5626 §3.5.1) on the connection to a destination: written when one
+    is open, nothing done when none is."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            received.put_nowait(data)
+        writer.close()
+
+    server = await asyncio.start_server(
+        serve,
+        "127.0.0.1",
+        0,
+        ssl=server_context(str(server_files.certificate), str(server_files.key)),
+    )
+    port = server.sockets[0].getsockname()[1]
+    target = Address("127.0.0.1", port)
+    try:
+        async with layer(Inbox()) as client:
+            assert client.ping(target, TransportKind.TLS) is False
+            assert client.connection_count == 0
+            client.set_tls_client(target, client_context(str(ca.ca_file)))
+            client.send_request(_request(client.local_address.port), target, TransportKind.TLS)
+            first = await asyncio.wait_for(received.get(), WAIT)
+            assert first.startswith(b"OPTIONS ")
+            assert client.ping(target, TransportKind.TCP) is False  # not that kind
+            assert client.ping(target, TransportKind.TLS) is True
+            assert await asyncio.wait_for(received.get(), WAIT) == b"\r\n\r\n"
+            assert client.connection_count == 1
+    finally:
+        server.close()
+        await server.wait_closed()

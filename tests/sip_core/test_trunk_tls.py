@@ -18,7 +18,7 @@ from sip_core.transport import Address, CertificateError, Source, TransportKind,
 from sip_core.trunk.config import DialPlan, Trunk, Trunking, TrunkTransport
 from sip_core.trunk.egress import OutboundTarget, TrunkEgress
 from sip_core.trunk.ingress import TrunkIngress
-from sip_core.trunk.registration import TrunkRegistration
+from sip_core.trunk.registration import KEEPALIVE_INTERVAL, TrunkRegistration
 from sip_core.trunk.tls import TrunkTlsClients
 from tests.tls_certs import TestCa
 
@@ -269,3 +269,45 @@ async def test_the_trunks_contexts_follow_the_configuration(ca: TestCa, tmp_path
         await client.stop()
         await server.stop()
     assert client_context(verify=False).check_hostname is False
+
+
+def test_a_registered_tls_trunk_sends_keepalives_on_its_connection() -> None:
+    h = harness(transport=TrunkTransport.TLS, port=5061)
+    pings: list[tuple[Address, TransportKind]] = []
+    registration = TrunkRegistration(
+        h.registration.trunk,
+        sender=h.sender,
+        clock=h.clock,
+        local_host=lambda _host: "192.0.2.5",
+        local_port=lambda: 5070,
+        publish=h.events.append,
+        keepalive=lambda address, kind: pings.append((address, kind)),
+    )
+    registration.start()
+    h.clock.advance(KEEPALIVE_INTERVAL * 2)
+    assert pings == []  # not registered: nothing to keep
+    h.sender.answer(200, ("Contact", "<sip:4930@192.0.2.5:5070;transport=tls>;expires=3600"))
+    h.clock.advance(KEEPALIVE_INTERVAL * 3)
+    assert pings == [(Address("sip.example", 5061), TransportKind.TLS)] * 3
+    registration.stop()
+    h.clock.advance(KEEPALIVE_INTERVAL * 3)
+    assert len(pings) == 3
+
+
+def test_a_udp_trunk_sends_no_keepalives() -> None:
+    h = harness()
+    pings: list[object] = []
+    registration = TrunkRegistration(
+        h.registration.trunk,
+        sender=h.sender,
+        clock=h.clock,
+        local_host=lambda _host: "192.0.2.5",
+        local_port=lambda: 5070,
+        publish=h.events.append,
+        keepalive=lambda address, kind: pings.append(address),
+    )
+    registration.start()
+    h.sender.answer(200, ("Contact", "<sip:4930@192.0.2.5:5070>;expires=3600"))
+    h.clock.advance(KEEPALIVE_INTERVAL * 3)
+    assert registration.registered
+    assert pings == []
