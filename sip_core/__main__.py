@@ -198,6 +198,8 @@ async def _serve(pbx: Pbx, workers: WorkerPool | None, keeper: StateKeeper) -> N
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLD)
     address = pbx.local_address
+    if pbx.tls_address is not None:
+        _LOGGER.info("TLS on %s:%d", pbx.tls_address.host, pbx.tls_address.port)
     _LOGGER.info("listening on %s:%d (udp, tcp)", address.host, address.port)
     try:
         await stop.wait()

@@ -76,6 +76,7 @@ class B2bua(CallControl):
         ingress: TrunkIngress | None = None,
         egress: TrunkEgress | None = None,
         group_presence: GroupPresence | None = None,
+        tls_port: Callable[[], int | None] | None = None,
     ) -> None:
         super().__init__(
             transactions,
@@ -93,6 +94,7 @@ class B2bua(CallControl):
             presence=presence,
             ingress=ingress,
             egress=egress,
+            tls_port=tls_port,
         )
         self.features = FeatureRegistry(self)
         self._flip = Flip(self, capture=self.features.capture, release=self.features.release)

@@ -69,6 +69,7 @@ from .prg.model import (
 from .yaml_file import YamlError, read_yaml
 
 if TYPE_CHECKING:
+    from .tls_settings import TlsSettings
     from .trunk.config import Trunking
 
 __all__ = [
@@ -424,6 +425,8 @@ class PbxConfig:
     groups: tuple[RingGroup, ...] = ()
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
     group_presence: GroupPresenceCodes = field(default_factory=GroupPresenceCodes)
+    #: The ``tls`` section, our TLS listener (``sip_core.tls_settings``); None: no TLS listener.
+    tls: "TlsSettings | None" = None
     _by_username: dict[str, tuple[User, Device]] = field(
         init=False, repr=False, compare=False, hash=False
     )
@@ -536,6 +539,7 @@ class PbxConfig:
                 "http_port": self.discovery.http_port,
             },
             **({} if self.trunking is None else self.trunking.to_mapping(redact=redact)),
+            **({} if self.tls is None else {"tls": self.tls.to_mapping()}),
             "transfer": {
                 "preset": self.transfer.preset,
                 "blind_code": self.transfer.blind_code,
@@ -630,6 +634,9 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     group_presence = _group_presence(
         root.get("group_presence"), users, groups, flip=flip, transfer=transfer, handoff=handoff
     )
+    from .tls_settings import tls_from_mapping  # noqa: PLC0415  (builds on this module)
+
+    tls = tls_from_mapping(root.get("tls"), sip.port)
     return PbxConfig(
         sip,
         rtp,
@@ -646,6 +653,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         groups=groups,
         handoff=handoff,
         group_presence=group_presence,
+        tls=tls,
     )
 
 
@@ -685,6 +693,7 @@ _TOP_KEYS: Final = (
     "groups",
     "handoff",
     "group_presence",
+    "tls",
 )
 _USER_PART: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HOST_LABEL: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")

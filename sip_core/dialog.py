@@ -48,7 +48,10 @@ class LocalEndpoint:
     @property
     def contact(self) -> str:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-        suffix = ";transport=tcp" if self.kind is TransportKind.TCP else ""
+        # UDP is the default (RFC 3263 §4.1); TLS keeps the sip: scheme with transport=tls, as
+        # providers expect (RFC 5630 §3.1.3 deprecates it, but sips: would demand TLS on every
+        # hop to the far end, which nobody behind a provider can promise).
+        suffix = "" if self.kind is TransportKind.UDP else f";transport={self.kind.value.lower()}"
         return f"<sip:callflip@{host}:{self.port}{suffix}>"
 
     def via(self) -> str:

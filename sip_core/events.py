@@ -218,6 +218,7 @@ class TrunkFailure(StrEnum):
     REFUSED = "refused"  # another final response (the status is in ``detail``)
     TIMEOUT = "no answer"  # the provider did not answer (Timer F)
     TRANSPORT = "transport error"  # could not send (unresolvable host, connection refused)
+    CERTIFICATE = "certificate verify failed"  # TLS: the provider's certificate was refused
 
 
 @dataclass(frozen=True, slots=True)

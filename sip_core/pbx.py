@@ -47,12 +47,14 @@ from sip_core.provisioning import Adoption, Provisioner, format_for
 from sip_core.registrar import Binding, BindingRecord, Registrar, RegistrarSettings
 from sip_core.state import RuntimeState
 from sip_core.stats import PbxStats
+from sip_core.tls import server_context
 from sip_core.transaction import ServerTransaction, TransactionLayer
 from sip_core.transport import Address, Source, TransportKind, TransportLayer
 from sip_core.trunk.config import Trunking
 from sip_core.trunk.egress import TrunkEgress
 from sip_core.trunk.ingress import TrunkIngress
 from sip_core.trunk.registration import TrunkRegistrations, TrunkState
+from sip_core.trunk.tls import TrunkTlsClients
 from sip_core.useragent import normalise_mac, parse_user_agent
 
 __all__ = ["ALLOWED_METHODS", "Pbx"]
@@ -133,7 +135,10 @@ class Pbx:
             clock=self._clock,
             reuse_port=config.sip.workers > 0,
             on_datagram=self._guard.drops_datagram,
+            **_tls_listener(config),
         )
+        self._trunk_tls = TrunkTlsClients(self._transport)
+        self._trunk_tls.apply(config.trunking.trunks if config.trunking is not None else ())
         self._transactions = TransactionLayer(
             self._transport,
             self._clock,
@@ -166,6 +171,7 @@ class Pbx:
             group_presence=group_presence,
             ingress=self._ingress,
             egress=TrunkEgress(lambda: self._config),
+            tls_port=self._tls_port,
         )
         self._expiry_timer: TimerHandle | None = None
         self._expiry_due: float | None = None
@@ -194,7 +200,19 @@ class Pbx:
             local_host=self._trunk_local_host,
             local_port=lambda: self._transport.local_address.port,
             publish=self._events.publish,
+            tls_port=self._tls_port,
+            keepalive=self._transport.ping,
         )
+
+    def _tls_port(self) -> int | None:
+        """Our TLS listener's port, None without one (`sip_core.tls_settings`)."""
+        address = self._transport.tls_address
+        return None if address is None else address.port
+
+    @property
+    def tls_address(self) -> Address | None:
+        """Where the PBX listens for TLS (after `start`); None without a ``tls`` section."""
+        return self._transport.tls_address
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -441,6 +459,7 @@ class Pbx:
         others re-register (`TrunkRegistrations.update`)."""
         self._config = replace(self._config, trunking=trunking)
         await self._resolve_trunk_hosts()
+        self._trunk_tls.apply(trunking.trunks if trunking is not None else ())
         self._trunks.update(trunking.trunks if trunking is not None else ())
 
     # -- Personal Ring Groups (sip_core.prg, sip_core.features.handoff) ---------------------------
@@ -883,6 +902,16 @@ class Pbx:
 
 
 _ALLOW_VALUE = ", ".join(ALLOWED_METHODS)
+
+
+def _tls_listener(config: PbxConfig) -> dict[str, Any]:
+    """The transport's TLS listener arguments from the ``tls`` section (none without it)."""
+    if config.tls is None:
+        return {}
+    return {
+        "tls_context": server_context(config.tls.certificate, config.tls.key),
+        "tls_port": config.tls.port,
+    }
 
 
 def _history(records: Sequence[CallRecord] | None) -> CallHistory:

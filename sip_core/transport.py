@@ -1,4 +1,5 @@
-"""The SIP transport layer: UDP and TCP on one port, IPv4 or IPv6 (RFC 3261 §18, RFC 3581).
+"""The SIP transport layer: UDP and TCP on one port, TLS on another, IPv4 or IPv6 (RFC 3261 §18,
+RFC 3581, §26.3.1).
 
 Why it is shaped like this:
 
@@ -21,6 +22,13 @@ Why it is shaped like this:
   switch to TCP for large requests; this layer does not switch silently (the Via the caller wrote
   names the transport, and changing it here would break the transaction), so it raises
   ``MessageTooLargeError`` and the caller must choose TCP.
+- TLS is TCP with a TLS session on top: the same connection table, framing, limits and reuse
+  (a provider's requests arrive on the connection our REGISTER opened, and responses and our own
+  requests go back on it). Connections we open verify the server (`sip_core.tls`): the context
+  set for that destination with `set_tls_client` (a trunk's CA file), else the system's trusted
+  authorities, and the name we connected to, also sent as SNI. A refused certificate fails the
+  connection like a refused connect, with the reason ("certificate verify failed: ..."). The
+  TLS listener (``tls_context`` with ``tls_port``) is optional: it needs a certificate.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -42,6 +51,7 @@ from typing import Any, Final
 from sip_core.clock import Clock, LoopClock, TimerHandle
 from sip_core.framing import Keepalive, StreamFramer
 from sip_core.message import ParseError, Request, Response, Via, make_response, parse_message
+from sip_core.tls import DEFAULT_TLS_PORT, client_context, failure_reason
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,6 +75,7 @@ _UDP_RECEIVE_SIZE: Final = 256 * 1024  # what asyncio's datagram transport reads
 _UDP_DRAIN: Final = 64
 """Datagrams read per event-loop wake-up beyond the one asyncio delivers (see _UdpProtocol)."""
 _PONG: Final = b"\r\n"
+_PING: Final = b"\r\n\r\n"
 
 
 class TransportKind(StrEnum):
@@ -72,6 +83,12 @@ class TransportKind(StrEnum):
 
     UDP = "UDP"
     TCP = "TCP"
+    TLS = "TLS"
+
+    @property
+    def reliable(self) -> bool:
+        """A stream (TCP or TLS): no retransmissions, responses on the request's connection."""
+        return self is not TransportKind.UDP
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +124,15 @@ class TransportError(Exception):
     """The transport could not do what was asked: bind, connect or send."""
 
 
+class CertificateError(TransportError):
+    """A TLS server's certificate was refused (untrusted, expired, or for another name);
+    ``detail`` says why, as OpenSSL put it, and where."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"certificate verify failed: {detail}")
+        self.detail = detail
+
+
 class MessageTooLargeError(TransportError):
     """A message too large for one UDP datagram; the caller must send it over TCP."""
 
@@ -115,11 +141,13 @@ MessageCallback = Callable[[Request | Response, Source], None]
 DatagramFilter = Callable[[bytes, Source], bool]
 """Sees each UDP datagram before it is parsed; returns True when it took the datagram."""
 ResponseRoute = tuple[str, str, int, int | None, tuple[str, int] | None]
-"""Where a response goes (`TransportLayer.response_route`): transport ("UDP"/"TCP"), host, port,
-then for TCP the request's connection id and the ``received``/``rport`` address, else None.
+"""Where a response goes (`TransportLayer.response_route`): transport ("UDP"/"TCP"/"TLS"), host,
+port, then for TCP and TLS the request's connection id and the ``received``/``rport`` address,
+else None.
 Plain strings, not `TransportKind` members, so that the garbage collector can stop tracking it."""
 _UDP: Final = "UDP"
 _TCP: Final = "TCP"
+_TLS: Final = "TLS"
 FailureCallback = Callable[[Exception], None]
 
 
@@ -217,7 +245,9 @@ def _register_steering_program(workers: int) -> bytes:
 
 
 def _response_port(via: Via) -> int:
-    return via.port if via.port is not None else DEFAULT_SIP_PORT
+    if via.port is not None:
+        return via.port
+    return DEFAULT_TLS_PORT if via.transport.upper() == _TLS else DEFAULT_SIP_PORT
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -270,11 +300,18 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection, inbound or outbound, with its own framer and idle timer."""
+    """One TCP or TLS connection, inbound or outbound, with its own framer and idle timer."""
 
-    def __init__(self, layer: TransportLayer, connection_id: int, remote: Address | None) -> None:
+    def __init__(
+        self,
+        layer: TransportLayer,
+        connection_id: int,
+        remote: Address | None,
+        kind: TransportKind = TransportKind.TCP,
+    ) -> None:
         self._layer = layer
         self.id = connection_id
+        self.kind = kind
         self.remote = remote if remote is not None else Address("", 0)
         self.local = layer.local_address
         self.transport: asyncio.Transport | None = None
@@ -301,7 +338,7 @@ class _Connection(asyncio.Protocol):
             self.remote = Address(_bare_host(peer[0]), int(peer[1]))
         if sock:
             self.local = Address(_bare_host(sock[0]), int(sock[1]))
-        self._source = Source(TransportKind.TCP, self.remote, self.local, self.id)
+        self._source = Source(self.kind, self.remote, self.local, self.id)
         self._layer._register(self)
         if self.closed:  # stop() or a failure happened while we were connecting
             transport.abort()
@@ -466,9 +503,11 @@ class _Connection(asyncio.Protocol):
 
 
 class TransportLayer:
-    """UDP and TCP on one ``host:port``; delivers parsed messages to ``on_message``.
+    """UDP and TCP on one ``host:port``, TLS on ``tls_port`` when given a server context;
+    delivers parsed messages to ``on_message``.
 
-    ``local_address`` is valid after ``start()`` (with the real port when 0 was asked for).
+    ``local_address`` (and ``tls_address``) are valid after ``start()`` (with the real port when
+    0 was asked for).
     """
 
     def __init__(
@@ -485,6 +524,8 @@ class TransportLayer:
         reuse_port: bool = False,
         tcp: bool = True,
         on_datagram: DatagramFilter | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        tls_port: int = DEFAULT_TLS_PORT,
     ) -> None:
         self.host = _bare_host(host) if host else "0.0.0.0"
         self.port = port
@@ -510,6 +551,12 @@ class TransportLayer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
         self._family = socket.AF_INET
+        self.tls_context = tls_context
+        self.tls_port = tls_port
+        self.tls_address: Address | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._tls_clients: dict[Address, ssl.SSLContext] = {}
+        self._default_tls_client: ssl.SSLContext | None = None
 
     @property
     def clock(self) -> Clock:
@@ -539,6 +586,16 @@ class TransportLayer:
             udp_sock, tcp_sock = self._bind(family, socket.SOCK_DGRAM, self.port), None
         port = int(udp_sock.getsockname()[1])
         self.local_address = Address(self.host, port)
+        tls_sock = None
+        if self.tls_context is not None:
+            try:
+                tls_sock = self._bind(family, socket.SOCK_STREAM, self.tls_port, name="tls")
+            except TransportError:
+                udp_sock.close()
+                if tcp_sock is not None:
+                    tcp_sock.close()
+                raise
+            self.tls_address = Address(self.host, int(tls_sock.getsockname()[1]))
         self._running = True  # before serving: a connection may be accepted during the awaits
         try:
             transport, _protocol = await loop.create_datagram_endpoint(
@@ -549,19 +606,33 @@ class TransportLayer:
                 self._server = await loop.create_server(
                     self._accept, sock=tcp_sock, backlog=1024, start_serving=True
                 )
+            if tls_sock is not None:
+                self._tls_server = await loop.create_server(
+                    self._accept_tls,
+                    sock=tls_sock,
+                    backlog=1024,
+                    ssl=self.tls_context,
+                    ssl_handshake_timeout=self.connect_timeout,
+                    start_serving=True,
+                )
         except BaseException:
             self._running = False
             udp_sock.close()
-            if tcp_sock is not None:
-                tcp_sock.close()
+            for sock in (tcp_sock, tls_sock):
+                if sock is not None:
+                    sock.close()
             if self._udp is not None:
                 self._udp.close()
                 self._udp = None
+            if self._server is not None:
+                self._server.close()
+                self._server = None
             raise
         _LOGGER.debug(
-            "SIP transport listening on %s (%s)",
+            "SIP transport listening on %s (%s)%s",
             self.local_address,
             "UDP and TCP" if tcp_sock is not None else "UDP",
+            f", TLS on {self.tls_address}" if self.tls_address is not None else "",
         )
 
     async def stop(self) -> None:
@@ -577,10 +648,12 @@ class TransportLayer:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        if self._server is not None:
-            server, self._server = self._server, None
-            server.close()
-            await server.wait_closed()
+        for attribute in ("_server", "_tls_server"):
+            server = getattr(self, attribute)
+            if server is not None:
+                setattr(self, attribute, None)
+                server.close()
+                await server.wait_closed()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         # Let the transports run their close callbacks so the sockets are really released.
@@ -612,9 +685,14 @@ class TransportLayer:
         raise AssertionError("unreachable")
 
     def _bind(
-        self, family: socket.AddressFamily, kind: socket.SocketKind, port: int
+        self,
+        family: socket.AddressFamily,
+        kind: socket.SocketKind,
+        port: int,
+        *,
+        name: str | None = None,
     ) -> socket.socket:
-        name = "udp" if kind == socket.SOCK_DGRAM else "tcp"
+        name = name or ("udp" if kind == socket.SOCK_DGRAM else "tcp")
         where = f"{Address(self.host, port)}/{name}"
         sock = socket.socket(family, kind)
         try:
@@ -642,6 +720,55 @@ class TransportLayer:
 
     def _accept(self) -> _Connection:
         return self._new_connection(None)
+
+    def _accept_tls(self) -> _Connection:
+        return self._new_connection(None, TransportKind.TLS)
+
+    def set_tls_client(self, destination: Address, context: ssl.SSLContext | None) -> None:
+        """Connect to ``destination`` over TLS with ``context`` (a trunk's CA file, or no
+        verification); None: back to the default, the system's trusted authorities.
+
+        Connections already open keep the context they were made with; close them to apply a
+        change (`close_connections_to`).
+        """
+        key = Address(_bare_host(destination.host), destination.port)
+        if context is None:
+            self._tls_clients.pop(key, None)
+        else:
+            self._tls_clients[key] = context
+
+    def close_connections_to(self, destination: Address) -> None:
+        """Close the connection we hold to ``destination`` (as it was named when sent to)."""
+        connection = self._by_remote.get(Address(_bare_host(destination.host), destination.port))
+        if connection is not None:
+            connection.close()
+
+    def ping(self, destination: Address, kind: TransportKind) -> bool:
+        """Send a CRLF keep-alive (RFC 5626 §3.5.1) on the open ``kind`` connection to
+        ``destination``; False when there is none (nothing is opened for a ping).
+
+        Keeps a connection that only the far end would use (a trunk's, for the provider's
+        calls) from being closed as idle, here and at the far end, and any NAT on the way open.
+        """
+        key = Address(_bare_host(destination.host), destination.port)
+        connection = self._by_remote.get(key)
+        if (
+            connection is None
+            or not connection.is_open
+            or connection.kind is not kind
+            or connection.transport is None
+        ):
+            return False
+        connection.write(_PING)
+        return True
+
+    def _tls_client_for(self, target: Address) -> ssl.SSLContext:
+        context = self._tls_clients.get(target)
+        if context is not None:
+            return context
+        if self._default_tls_client is None:
+            self._default_tls_client = client_context()
+        return self._default_tls_client
 
     def steer_registers(self, workers: int) -> None:
         """Send REGISTER datagrams to the ``workers`` sockets that joined the port after ours.
@@ -789,14 +916,15 @@ class TransportLayer:
         params = via.params
         received = params.get("received")
         rport = params.get("rport")
-        if kind is TransportKind.TCP:
+        if kind.reliable:
             connection_id = source.connection_id if source is not None else None
             alias = (
                 (_bare_host(received), int(rport))
                 if received and rport and rport.isdigit()
                 else None
             )
-            return (_TCP, received or via.host, _response_port(via), connection_id, alias)
+            name = _TLS if kind is TransportKind.TLS else _TCP
+            return (name, received or via.host, _response_port(via), connection_id, alias)
         maddr = params.get("maddr")
         if maddr:
             return (_UDP, maddr, _response_port(via), None, None)
@@ -808,7 +936,7 @@ class TransportLayer:
     def send_response_bytes(self, data: bytes, route: ResponseRoute) -> None:
         """Send an already serialised response along a route from `response_route`."""
         kind, host, port, connection_id, alias = route
-        if kind == _TCP:
+        if kind != _UDP:
             if connection_id is not None:
                 connection = self._connections.get(connection_id)
                 if connection is not None and connection.is_open:
@@ -820,7 +948,7 @@ class TransportLayer:
                 if connection is not None and connection.is_open:
                     connection.write(data)
                     return
-            self._send(data, Address(host, port), TransportKind.TCP, None)
+            self._send(data, Address(host, port), TransportKind(kind), None)
             return
         self._send(data, Address(host, port), TransportKind.UDP, None)
 
@@ -849,12 +977,12 @@ class TransportLayer:
             else:
                 self._spawn(self._resolve_and_send(data, host, destination.port, on_failure))
             return
-        if kind is not TransportKind.TCP:
+        if not isinstance(kind, TransportKind) or not kind.reliable:
             raise TransportError(f"unsupported transport {kind}")
         target = Address(host, destination.port)
         connection = self._by_remote.get(target)
-        if connection is None or not connection.is_open:
-            connection = self._connect(target)
+        if connection is None or not connection.is_open or connection.kind is not kind:
+            connection = self._connect(target, kind)
         connection.write(data, on_failure)
 
     async def _resolve_and_send(
@@ -873,8 +1001,10 @@ class TransportLayer:
 
     # -- the connection table -----------------------------------------------------------------
 
-    def _new_connection(self, remote: Address | None) -> _Connection:
-        connection = _Connection(self, self._next_connection_id, remote)
+    def _new_connection(
+        self, remote: Address | None, kind: TransportKind = TransportKind.TCP
+    ) -> _Connection:
+        connection = _Connection(self, self._next_connection_id, remote, kind)
         self._next_connection_id += 1
         return connection
 
@@ -920,8 +1050,8 @@ class TransportLayer:
                 del self._by_remote[address]
         connection.aliases.clear()
 
-    def _connect(self, target: Address) -> _Connection:
-        connection = self._new_connection(target)
+    def _connect(self, target: Address, kind: TransportKind = TransportKind.TCP) -> _Connection:
+        connection = self._new_connection(target, kind)
         self._connections[connection.id] = connection
         self._alias(connection, target)
         self._spawn(self._open(connection, target))
@@ -930,11 +1060,26 @@ class TransportLayer:
     async def _open(self, connection: _Connection, target: Address) -> None:
         loop = asyncio.get_running_loop()
         local_addr = None if self.host in ("0.0.0.0", "::") else (self.host, 0)
-        attempt = asyncio.ensure_future(
-            loop.create_connection(
-                lambda: connection, target.host, target.port, local_addr=local_addr
+        name = connection.kind.value.lower()
+        if connection.kind is TransportKind.TLS:
+            # The name we were asked to reach is what the certificate must name (and the SNI).
+            attempt = asyncio.ensure_future(
+                loop.create_connection(
+                    lambda: connection,
+                    target.host,
+                    target.port,
+                    local_addr=local_addr,
+                    ssl=self._tls_client_for(target),
+                    server_hostname=target.host,
+                    ssl_handshake_timeout=self.connect_timeout,
+                )
             )
-        )
+        else:
+            attempt = asyncio.ensure_future(
+                loop.create_connection(
+                    lambda: connection, target.host, target.port, local_addr=local_addr
+                )
+            )
         timed_out = False
 
         def give_up() -> None:
@@ -949,11 +1094,19 @@ class TransportLayer:
             if not timed_out:  # stop() cancelled us
                 connection.fail(TransportError("transport stopped"))
                 raise
-            _LOGGER.info("Cannot open a TCP connection to %s: timed out", target)
-            connection.fail(TransportError(f"cannot connect to {target}/tcp: timed out"))
+            _LOGGER.info("Cannot open a %s connection to %s: timed out", name.upper(), target)
+            connection.fail(TransportError(f"cannot connect to {target}/{name}: timed out"))
+        except ssl.SSLError as exc:
+            reason = failure_reason(exc)
+            _LOGGER.warning("Cannot open a TLS connection to %s: %s", target, reason)
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                why = reason.removeprefix("certificate verify failed: ")
+                connection.fail(CertificateError(f"{why} ({target}/tls)"))
+            else:
+                connection.fail(TransportError(f"{reason} ({target}/tls)"))
         except OSError as exc:
-            _LOGGER.info("Cannot open a TCP connection to %s: %s", target, exc)
-            connection.fail(TransportError(f"cannot connect to {target}/tcp: {exc}"))
+            _LOGGER.info("Cannot open a %s connection to %s: %s", name.upper(), target, exc)
+            connection.fail(TransportError(f"cannot connect to {target}/{name}: {exc}"))
         finally:
             timer.cancel()
 

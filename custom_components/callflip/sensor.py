@@ -47,7 +47,7 @@ from .trunks import TrunkSensorState
 
 PARALLEL_UPDATES = 0
 
-TRANSPORTS = ["udp", "tcp"]
+TRANSPORTS = ["udp", "tcp", "tls"]
 
 
 def contact_address(binding: Binding) -> str:

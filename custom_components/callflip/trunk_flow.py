@@ -72,6 +72,8 @@ TRUNK_FIELD_ERRORS: Final = {
     "register_interval": "invalid_register_interval",
     "caller_id": "invalid_number",
     "public_address": "invalid_public_address",
+    "ca_file": "invalid_ca_file",
+    "verify": "invalid_verify",
 }
 #: Causes told apart by sip_core's message, where one field can fail two ways.
 _BY_MESSAGE: Final = (
@@ -79,6 +81,8 @@ _BY_MESSAGE: Final = (
     ("is already delivered by", "duplicate_did"),
     ("would send the internal number", "prefix_captures_internal"),
     ("is also an internal number", "emergency_internal"),
+    ("is only used with transport: tls", "ca_file_needs_tls"),
+    ("is not used with verify: false", "ca_file_without_verify"),
 )
 
 _TEXT = TextSelector()
@@ -89,6 +93,7 @@ _OPTIONAL_TEXT_KEYS: Final = (
     "outbound_proxy",
     "caller_id",
     "public_address",
+    "ca_file",
 )
 
 
@@ -187,9 +192,11 @@ class TrunkOptionsFlow(OptionsFlow):
             "transport": "udp",
             "register": True,
             "register_interval": DEFAULT_REGISTER_INTERVAL,
+            "verify": True,
         }
         if current is not None:
             suggested = {k: v for k, v in current.items() if k not in ("password", CONF_DIDS)}
+            suggested.setdefault("verify", True)  # stored before TLS trunks existed
         if user_input is not None:
             suggested = {k: v for k, v in user_input.items() if k != "password"}
         return self.async_show_form(
@@ -444,6 +451,7 @@ class TrunkOptionsFlow(OptionsFlow):
             "username": str(user_input["username"]).strip(),
             "register": bool(user_input["register"]),
             "register_interval": _whole(user_input["register_interval"]),
+            "verify": user_input.get("verify", True),
             CONF_DIDS: list(current[CONF_DIDS]) if current is not None else [],
         }
         password = user_input.get("password") or (current or {}).get("password")
@@ -464,7 +472,7 @@ class TrunkOptionsFlow(OptionsFlow):
                 vol.Required("port"): _WHOLE,
                 vol.Required("transport"): SelectSelector(
                     SelectSelectorConfig(
-                        options=["udp", "tcp"],
+                        options=["udp", "tcp", "tls"],
                         translation_key="trunk_transport",
                         mode=SelectSelectorMode.DROPDOWN,
                     )
@@ -480,6 +488,8 @@ class TrunkOptionsFlow(OptionsFlow):
                 vol.Required("register_interval"): _WHOLE,
                 vol.Optional("caller_id"): _TEXT,
                 vol.Optional("public_address"): _TEXT,
+                vol.Optional("ca_file"): _TEXT,
+                vol.Optional("verify", default=True): BooleanSelector(),
             }
         )
 

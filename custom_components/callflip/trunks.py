@@ -75,6 +75,8 @@ TRUNK_KEYS: Final = (
     "register_interval",
     "caller_id",
     "public_address",
+    "ca_file",
+    "verify",
 )
 
 

@@ -250,8 +250,11 @@ class CallControl:
         presence: Presence | None = None,
         ingress: TrunkIngress | None = None,
         egress: TrunkEgress | None = None,
+        tls_port: Callable[[], int | None] | None = None,
     ) -> None:
         self._txns = transactions
+        #: Our TLS listener's port (None: not listening), the port of TLS legs' Via and Contact.
+        self._tls_port = tls_port
         #: DND, Make Busy, Call Forward Always and flip permission (`sip_core.presence`).
         self.presence = presence if presence is not None else Presence(config)
         self._on_auth = on_auth
@@ -1275,13 +1278,16 @@ class CallControl:
         self.send_in_dialog(leg, bye)
 
     def _endpoint(self, source: Source) -> LocalEndpoint:
-        nat = self._ingress.endpoint_for(source, self._local_port()) if self._ingress else None
+        port = self._local_port()
+        if source.kind is TransportKind.TLS and self._tls_port is not None:
+            port = self._tls_port() or port
+        nat = self._ingress.endpoint_for(source, port) if self._ingress else None
         if nat is not None:  # a trunk's public_address (sip_core.trunk.nat)
             return nat
         host = source.local.host
         if host in _UNSPECIFIED:
             host = self._route_host(source.remote.host)
-        return LocalEndpoint(host, self._local_port(), source.kind)
+        return LocalEndpoint(host, port, source.kind)
 
     def _route_host(self, remote: str) -> str:
         """Our address on the route to ``remote`` (a connected UDP socket sends nothing)."""

@@ -5,8 +5,10 @@ In the file (``pbx.example.yaml`` documents every key)::
     trunks:
       - name: provider
         host: sip.provider.example      # registrar and proxy
-        port: 5060
-        transport: udp                  # udp or tcp
+        port: 5060                      # default: 5061 with tls
+        transport: udp                  # udp, tcp or tls
+        ca_file: /etc/ssl/provider.pem  # tls only, optional: trust these CAs, not the system's
+        verify: true                    # tls only: check the provider's certificate and name
         username: "4930123456"
         auth_username: "4930123456"     # default: username
         password: "..."
@@ -40,8 +42,12 @@ addresses, and a name would have to be resolved again whenever it changes. Witho
 advertise the address we send from, which is right when the provider is on the same network
 (a router or PBX in the house) or when the router rewrites SIP itself (an "ALG").
 
-TLS is not available yet: ``transport: tls`` is refused with a clear error rather than silently
-sent in clear text.
+``transport: tls`` connects to the provider over TLS (`sip_core.tls`): its certificate must
+chain to the system's trusted authorities, or to those in ``ca_file`` (PEM) when it is given, and
+name the host we connect to (``host``, or the outbound proxy's). A ``ca_file`` that cannot be
+read or holds no certificate is refused here, naming the key. ``verify: false`` turns the checks
+off (for a router in the house with a self-signed certificate): the line is encrypted but anyone
+on the path could pose as the provider, so it is never the default.
 
 This module builds on ``sip_core.config``'s checking helpers; ``sip_core.config`` calls
 :func:`trunking_from_mapping` when the file has a ``trunks`` section.
@@ -72,6 +78,8 @@ from sip_core.config import (
     _text,
     format_path,
 )
+from sip_core.tls import DEFAULT_TLS_PORT, TlsSetupError, client_context
+from sip_core.transport import TransportKind
 
 __all__ = [
     "DEFAULT_EMERGENCY",
@@ -103,7 +111,12 @@ class TrunkTransport(StrEnum):
 
     UDP = "udp"
     TCP = "tcp"
-    TLS = "tls"  # recognised so that it can be refused with a clear reason
+    TLS = "tls"
+
+    @property
+    def kind(self) -> TransportKind:
+        """The transport layer's name for it (the Via token)."""
+        return TransportKind(self.value.upper())
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +169,8 @@ class Trunk:
     caller_id: str = ""
     dids: tuple[Did, ...] = ()
     public_address: PublicAddress | None = None
+    ca_file: str | None = None
+    verify: bool = True
 
     @property
     def auth_user(self) -> str:
@@ -194,6 +209,8 @@ class Trunk:
             "caller_id": self.presented_id,
             "dids": [{"number": d.number, "destination": d.destination} for d in self.dids],
             "public_address": None if self.public_address is None else str(self.public_address),
+            "ca_file": self.ca_file,
+            "verify": self.verify,
         }
 
 
@@ -319,6 +336,8 @@ _TRUNK_KEYS: Final = (
     "caller_id",
     "dids",
     "public_address",
+    "ca_file",
+    "verify",
 )
 
 
@@ -414,12 +433,13 @@ def _trunk(
     if not _TRUNK_NAME.fullmatch(name):
         _fail((*path, "name"), f"use 1 to 32 letters, digits, '_' or '-', not {name!r}")
     host = _domain(_text(section, "host", path), (*path, "host"))
-    port = _int(section, "port", path, 5060, (1, 65535))
     transport = TrunkTransport.UDP
     if section.get("transport") is not None:
         transport = _member(section["transport"], (*path, "transport"), TrunkTransport)
-    if transport is TrunkTransport.TLS:
-        _fail((*path, "transport"), "TLS is not available yet: use udp or tcp")
+    default_port = DEFAULT_TLS_PORT if transport is TrunkTransport.TLS else 5060
+    port = _int(section, "port", path, default_port, (1, 65535))
+    verify = _bool(section, "verify", path, True)
+    ca_file = _ca_file(section, path, transport, verify=verify)
     username = _number(_text(section, "username", path, numbers=True), (*path, "username"))
     auth_username = _text(section, "auth_username", path, default=username, numbers=True)
     if _CONTROL_OR_QUOTE.search(auth_username):
@@ -475,7 +495,30 @@ def _trunk(
         caller_id=caller_id,
         dids=tuple(dids),
         public_address=public,
+        ca_file=ca_file,
+        verify=verify,
     )
+
+
+def _ca_file(
+    section: Mapping[str, Any], path: KeyPath, transport: TrunkTransport, *, verify: bool
+) -> str | None:
+    """The trunk's CA file, loaded once here so that a bad one is refused with its key."""
+    if section.get("ca_file") is None:
+        return None
+    where: KeyPath = (*path, "ca_file")
+    value = _text(section, "ca_file", path)
+    if transport is not TrunkTransport.TLS:
+        _fail(where, "is only used with transport: tls")
+    if not verify:
+        _fail(where, "is not used with verify: false (nothing is checked)")
+    if not value.startswith("/"):
+        _fail(where, f"must be an absolute path to a PEM file, not {value!r}")
+    try:
+        client_context(value)
+    except TlsSetupError as exc:
+        _fail(where, str(exc))
+    return value
 
 
 _CONTROL_OR_QUOTE: Final = re.compile(r'[\x00-\x1f\x7f"\\]')

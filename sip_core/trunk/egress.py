@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from sip_core.digest_client import ClientCredentials, DigestClient
 from sip_core.transport import Address, TransportKind
-from sip_core.trunk.config import TrunkTransport
 from sip_core.uri import SipUri
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ class TrunkEgress:
         uri = SipUri.parse(f"sip:{number}@{domain}")
         hop = trunk.next_hop
         routes = () if trunk.outbound_proxy is None else (f"<sip:{hop};lr>",)
-        kind = TransportKind.TCP if trunk.transport is TrunkTransport.TCP else TransportKind.UDP
+        kind = trunk.transport.kind
         return OutboundTarget(
             trunk=trunk.name,
             number=number,

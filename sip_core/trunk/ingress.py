@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from sip_core.headers import NameAddress
 from sip_core.transport import TransportKind
+from sip_core.trunk.config import TrunkTransport
 from sip_core.trunk.nat import advertised_endpoint
 
 if TYPE_CHECKING:
@@ -145,7 +146,11 @@ class TrunkIngress:
                 hops.append((trunk.outbound_proxy.host, trunk.outbound_proxy.port))
             for host, port in hops:
                 here = ip in self._ips(host) if ip is not None else remote.host == host
-                if here and (source.kind is TransportKind.TCP or remote.port == port):
+                if not here:
+                    continue
+                if trunk.transport is TrunkTransport.TLS and source.kind is not TransportKind.TLS:
+                    continue  # a TLS trunk's provider never speaks to us in clear text
+                if source.kind is not TransportKind.UDP or remote.port == port:
                     return trunk
         return None
 

@@ -23,6 +23,10 @@ Back-off, after the n-th failed attempt in a row:
 A Retry-After in the failure response lengthens the wait to what it asks (never shortens it).
 Success resets the count. Refresh happens ``min(granted / 2, 60)`` seconds before the granted
 lifetime ends, so that even a retransmitted REGISTER (Timer F: 32 s) arrives in time.
+
+Over TCP and TLS the registration's connection is also the way in for the provider's calls; a
+CRLF keep-alive every ``KEEPALIVE_INTERVAL`` seconds while registered keeps it from being closed
+as idle (by either side, or by a NAT) between refreshes.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from sip_core.dialog import LocalEndpoint, build_request, first_cseq
 from sip_core.digest_client import AuthOutcome, ClientCredentials, DigestClient
 from sip_core.events import PbxEvent, TrunkFailure, TrunkStateChanged, TrunkStatus
 from sip_core.message import new_call_id, new_tag
-from sip_core.transport import Address, TransportKind
-from sip_core.trunk.config import Trunk, TrunkTransport
+from sip_core.transport import Address, CertificateError, TransportKind
+from sip_core.trunk.config import Trunk
 from sip_core.trunk.nat import advertised_endpoint
 from sip_core.uri import SipUri
 
@@ -64,6 +68,10 @@ MAX_CHALLENGES = 2
 MAX_INTERVAL_RETRIES = 2
 #: The longest registration we ask for after a 423 (a provider asking for more is refused).
 MAX_INTERVAL = 86400
+#: Seconds between CRLF keep-alives on a TCP or TLS trunk's connection while registered
+#: (RFC 5626 §4.4.1 suggests 95 to 120 s for connection-oriented transports): the provider's
+#: calls arrive on that connection, so neither side may close it as idle between refreshes.
+KEEPALIVE_INTERVAL = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,17 +159,20 @@ class TrunkRegistration:
         local_host: Callable[[str], str],
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
+        tls_port: Callable[[], int | None] | None = None,
+        keepalive: Callable[[Address, TransportKind], object] | None = None,
     ) -> None:
         self.trunk = trunk
+        self._keepalive = keepalive
+        self._keepalive_timer: TimerHandle | None = None
         self._sender = sender
         self._clock = clock
         self._local_host = local_host
         self._local_port = local_port
         self._publish = publish
         self._digest = DigestClient(ClientCredentials(trunk.auth_user, trunk.password, trunk.realm))
-        self._kind = (
-            TransportKind.TCP if trunk.transport is TrunkTransport.TCP else TransportKind.UDP
-        )
+        self._kind = trunk.transport.kind
+        self._tls_port = tls_port
         self._call_id = new_call_id()
         self._from_tag = new_tag()
         self._cseq = first_cseq()
@@ -200,6 +211,7 @@ class TrunkRegistration:
             return
         self._running = False
         self._cancel_timer()
+        self._cancel_keepalive()
         self._pending = None
         if self.registered:
             request = self._build(expires=0)
@@ -226,12 +238,13 @@ class TrunkRegistration:
     def _build(self, *, expires: int) -> Request:
         trunk = self.trunk
         hop = trunk.next_hop
-        endpoint = advertised_endpoint(trunk, self._local_port(), self._kind) or LocalEndpoint(
-            self._local_host(hop.host), self._local_port(), self._kind
+        local_port = self._port()
+        endpoint = advertised_endpoint(trunk, local_port, self._kind) or LocalEndpoint(
+            self._local_host(hop.host), local_port, self._kind
         )
         host, port = endpoint.host, endpoint.port
         aor = f"<sip:{trunk.username}@{_host(trunk.aor_domain)}>"
-        transport = ";transport=tcp" if self._kind is TransportKind.TCP else ""
+        transport = "" if self._kind is TransportKind.UDP else f";transport={trunk.transport}"
         contact = f"<sip:{trunk.username}@{_host(host)}:{port}{transport}>"
         routes = () if trunk.outbound_proxy is None else (f"<sip:{hop};lr>",)
         self._cseq += 1
@@ -247,6 +260,14 @@ class TrunkRegistration:
             extra=(("Contact", contact), ("Expires", str(expires))),
         )
 
+    def _port(self) -> int:
+        """Our port for this trunk's transport: the TLS listener's for TLS when there is one
+        (without one the provider must answer on our connection, which providers do), else the
+        SIP port."""
+        if self._kind is TransportKind.TLS and self._tls_port is not None:
+            return self._tls_port() or self._local_port()
+        return self._local_port()
+
     def _send_register(self, request: Request) -> None:
         self._pending = request
         try:
@@ -254,9 +275,17 @@ class TrunkRegistration:
                 request,
                 lambda response: self._on_response(request, response),
                 lambda: self._on_failure(request, TrunkFailure.TIMEOUT, "", None),
-                lambda exc: self._on_failure(request, TrunkFailure.TRANSPORT, str(exc), None),
+                lambda exc: self._on_transport_error(request, exc),
             )
         except Exception as exc:
+            self._on_failure(request, TrunkFailure.TRANSPORT, str(exc), None)
+
+    def _on_transport_error(self, request: Request, exc: Exception) -> None:
+        """A refused TLS certificate is its own reason (the fix is the CA file or the
+        provider's certificate, not the network); backed off like every other failure."""
+        if isinstance(exc, CertificateError):
+            self._on_failure(request, TrunkFailure.CERTIFICATE, exc.detail, None)
+        else:
             self._on_failure(request, TrunkFailure.TRANSPORT, str(exc), None)
 
     def _send(
@@ -349,6 +378,8 @@ class TrunkRegistration:
             return
         self._expires_at = now + granted
         self._schedule(refresh_delay(granted))
+        if self._keepalive is not None and self._kind.reliable and self._keepalive_timer is None:
+            self._keepalive_timer = self._clock.call_later(KEEPALIVE_INTERVAL, self._ping)
         self.state = TrunkState(self.trunk.name, TrunkStatus.REGISTERED)
         self._publish(
             TrunkStateChanged(
@@ -362,7 +393,7 @@ class TrunkRegistration:
 
     def _granted(self, response: Response) -> int:
         """The lifetime the 2xx grants our contact (its ``expires``, else Expires, else ours)."""
-        port = self._local_port()
+        port = self._port()
         try:
             contacts = response.contacts
         except ValueError:
@@ -440,6 +471,20 @@ class TrunkRegistration:
         self._cancel_timer()
         self._timer = self._clock.call_later(delay, self._attempt)
 
+    def _ping(self) -> None:
+        self._keepalive_timer = None
+        if not self._running or self._keepalive is None:
+            return
+        if self.registered:
+            hop = self.trunk.next_hop
+            self._keepalive(Address(hop.host, hop.port), self._kind)
+        self._keepalive_timer = self._clock.call_later(KEEPALIVE_INTERVAL, self._ping)
+
+    def _cancel_keepalive(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -468,6 +513,8 @@ class TrunkRegistrations:
         local_host: Callable[[str], str],
         local_port: Callable[[], int],
         publish: Callable[[PbxEvent], None],
+        tls_port: Callable[[], int | None] | None = None,
+        keepalive: Callable[[Address, TransportKind], object] | None = None,
     ) -> None:
         def make(trunk: Trunk) -> TrunkRegistration:
             return TrunkRegistration(
@@ -477,6 +524,8 @@ class TrunkRegistrations:
                 local_host=local_host,
                 local_port=local_port,
                 publish=publish,
+                tls_port=tls_port,
+                keepalive=keepalive,
             )
 
         self._make = make

@@ -490,7 +490,7 @@ ERROR_CASES += [
      " without leading zeros) (line 2)"),
     ("*0: x\n", '["*0"]: unknown key; known keys: sip, rtp, users, registrar, auth,'
      " calls, flip, security, log_level, discovery, trunks, dialplan, transfer, groups, handoff,"
-     " group_presence (line 1)"),
+     " group_presence, tls (line 1)"),
     ("flip: [*0]\n", "flip: must be a mapping (key: value), not a list (line 1)"),
 ]  # fmt: skip
 

@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     "audio.mix": 1,
     # 2 transport
     "transport": 2,
+    "tls": 2,
     # 2 media (a subpackage: its `__init__` is the package itself)
     "media.__init__": 2,
     "media.client": 2,
@@ -73,6 +74,7 @@ LAYERS: dict[str, int] = {
     "digest_client": 4,
     # 5 model, and the services below call control (guard, presence, forwarding, trunks, state)
     "config": 5,
+    "tls_settings": 5,
     "calls": 5,
     "call_snapshot": 5,
     "events": 5,
@@ -130,6 +132,7 @@ LAYERS: dict[str, int] = {
     "workers": 9,
     "__main__": 9,
     "trunk.nat": 5,
+    "trunk.tls": 5,
 }
 FORBIDDEN_ROOTS = frozenset({"homeassistant", "custom_components"})
 # The runtime dependencies in pyproject.toml, and the one module that may use each.

@@ -680,9 +680,9 @@ async def test_idle_tcp_connections_are_closed_after_the_idle_timeout() -> None:
 async def test_a_response_for_an_unsupported_transport_raises() -> None:
     async with running(answer=None) as (layer, _):
         request = as_request(
-            parse_message(sip_request("SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKl"))
+            parse_message(sip_request("SIP/2.0/SCTP 127.0.0.1:5061;branch=z9hG4bKl"))
         )
-        with pytest.raises(TransportError, match="TLS"):
+        with pytest.raises(TransportError, match="SCTP"):
             layer.send_response(make_response(request, 200))
 
 

@@ -168,11 +168,12 @@ trunks:
     username: "4930"
     password: pw
     transport: tls
+    ca_file: /nonexistent/provider-ca.pem
 """
     with pytest.raises(ConfigError) as caught:
         parse_config(text, "pbx.yaml")
     assert str(caught.value) == (
-        "pbx.yaml: trunks[0].transport: TLS is not available yet: use udp or tcp (line 11)"
+        "pbx.yaml: trunks[0].ca_file: no such file: /nonexistent/provider-ca.pem (line 12)"
     )
 
 
@@ -202,7 +203,8 @@ _DELETE = object()
         ("port", 0, "trunks[0].port", "between 1 and 65535"),
         ("port", "5060", "trunks[0].port", "remove the quotes"),
         ("transport", "sctp", "trunks[0].transport", "must be one of udp, tcp, tls"),
-        ("transport", "tls", "trunks[0].transport", "TLS is not available yet"),
+        ("ca_file", "/nonexistent/ca.pem", "trunks[0].ca_file", "only used with transport: tls"),
+        ("verify", "no", "trunks[0].verify", "must be true or false"),
         ("username", _DELETE, "trunks[0].username", "required"),
         ("username", "a b", "trunks[0].username", "must be a phone number"),
         ("auth_username", 'a"b', "trunks[0].auth_username", "quotes"),
