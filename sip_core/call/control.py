@@ -332,6 +332,12 @@ class CallControl:
         forwards lead back round."""
         return forwarded(devices, self.presence.forwards)
 
+    def route_number(self, caller_device: str, dialled: str) -> RingPlan | None:
+        """How a number that is no device or user rings (a ring group's pilot: its `RingPlan`,
+        from the ``route_number`` hook), for ``caller_device``; None when nothing routes it."""
+        hook = self.hooks.route_number
+        return hook(caller_device, dialled) if hook is not None else None
+
     def is_busy(self, device: str) -> bool:
         """Whether ``device`` answers busy now: in a call, or in Do Not Disturb or Make Busy
         (the rule call set-up uses to skip a device)."""
@@ -1293,7 +1299,7 @@ class CallControl:
             devices = (
                 ring_plan.devices
                 if ring_plan is not None  # a group rings its members themselves, not forwards
-                else forwarded(wanted.devices if wanted else (), self.presence.forwards)
+                else self.follow_forwards(wanted.devices if wanted else ())
             )
         except ForwardingLoop as loop:
             _LOGGER.info("Call from %s to %s rejected with 482: %s", caller_device, dialled, loop)
