@@ -76,6 +76,9 @@ class B2bua(CallControl):
         egress: TrunkEgress | None = None,
         group_presence: GroupPresence | None = None,
     ) -> None:
+        group_presence = group_presence or GroupPresence(config)
+        if presence is None:  # a forward to a group rings its present members only
+            presence = Presence(config, group_present=group_presence.present)
         super().__init__(
             transactions,
             clock,
@@ -104,7 +107,7 @@ class B2bua(CallControl):
         self._refer = Refer(self, self._transfer)
         self.features.add_in_call(self._refer.on_request)
         self.features.add_replaces(InviteReplaces(self).on_invite)
-        self.group_presence = group_presence or GroupPresence(config)
+        self.group_presence = group_presence
         self.handoff = Handoff(self, self.group_presence)
         self.features.add_code(self._handoff_code, self._handoff_dialled)
         self.features.add_dialled(self.handoff.on_dialled)
