@@ -1270,6 +1270,9 @@ class CallControl:
             if wanted is None and inbound is None and route_hook is not None
             else None
         )
+        if inbound is not None and inbound.group is not None and route_hook is not None:
+            group = config.group(inbound.group)  # a DID that rings a group: as its pilot does
+            ring_plan = route_hook(caller_device, group.pilot) if group is not None else None
         if wanted is None and inbound is None and ring_plan is None:
             code_hook = self.hooks.dialled_code
             if code_hook is not None and code_hook(request, txn, caller_device, dialled):
