@@ -148,13 +148,15 @@ class B2bua(CallControl):
         repeat: int = 1,
         caller_id: CallerId | None = None,
         ring_timeout: float = DEFAULT_RING_TIMEOUT,
+        group: str | None = None,
     ) -> asyncio.Future[AnnounceResult]:
-        """Ring a device or user from the PBX and play a message when answered
-        (`Announce.announce`)."""
+        """Ring a device, user or Personal Ring Group from the PBX and play a message when
+        answered (`Announce.announce`)."""
         return self._announce.announce(
             playback,
             device=device,
             user=user,
+            group=group,
             repeat=repeat,
             caller_id=caller_id,
             ring_timeout=ring_timeout,

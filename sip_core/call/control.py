@@ -48,6 +48,7 @@ from typing import Any
 
 from sip_core.audio.collector import CollectResult, CollectSettings
 from sip_core.audio.playback import Playback
+from sip_core.call.dial import RingRequest, keep_ringing
 from sip_core.call.digits import Digits, DigitSink, SinkFactory
 from sip_core.call.fork import BranchSender, FailureKind, ForkGroup, ForkSummary
 from sip_core.call.messages import (
@@ -408,6 +409,7 @@ class CallControl:
         caller_user: str | None = None,
         purpose: str = "originate",
         onward: bool = False,
+        plan: RingPlan | None = None,
     ) -> Originated:
         """Place a call from the PBX itself (`sip_core.call.originate`): ring ``devices`` (those
         not busy, every registration), first answer wins, for ``ring_timeout`` seconds.
@@ -416,7 +418,9 @@ class CallControl:
         targets are offered every codec the engine generates. The call is recorded like any
         (``dialled``, ``callee_user``, ``caller_user`` for whom it was placed, if anyone).
         ``onward``: the answer is not the call's answer yet, for the device will be
-        connected on (`ring_onward`, click-to-dial): the call stays ringing. Raises
+        connected on (`ring_onward`, click-to-dial): the call stays ringing. ``plan``: the
+        devices are a ring group's (its `RingPlan`), whose members who become present and
+        available while it rings ring too (`sip_core.call.dial.keep_ringing`). Raises
         `NothingToRing` (no registration, or every device busy) or `RelayError`/OSError (no
         relay ports) before anything is sent; must be called on the loop."""
         wanted = ringable(devices, busy=self._unavailable, bindings=self._bindings)
@@ -474,6 +478,11 @@ class CallControl:
         if call.active and call.callee is None:
             self._ringing[call.id] = fork
             fork.start_timer(ring_timeout)
+            if plan is not None:
+                request = RingRequest(
+                    call, LegRole.CALLEE, "b", presented, pbx_offer(self._relay.host)
+                )
+                keep_ringing(self, plan, dialled, request, fork)
         return Originated(call, answered)
 
     def _originate_answered(self, call: Call, onward: bool, leg: Leg, response: Response) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "NotRung",
     "OutsideNotAllowed",
     "RingRequest",
+    "keep_ringing",
     "resolve",
     "ring",
 ]
@@ -166,7 +167,7 @@ def ring(
         fork = fork_of(
             wanted.bindings, name_address(target.name, f"sip:{number}@{domain}"), target.timeout
         )
-        _watch(control, target, number, request, fork)
+        keep_ringing(control, target, number, request, fork)
         return fork
     try:
         devices = control.follow_forwards(target.devices)
@@ -183,7 +184,7 @@ def ring(
     return fork_of(wanted.bindings, party, timeout)
 
 
-def _watch(
+def keep_ringing(
     control: CallControl, plan: RingPlan, number: str, request: RingRequest, fork: ForkGroup
 ) -> None:
     """While ``fork`` rings a group, ring the members who may ring now and do not yet."""

@@ -7,12 +7,15 @@ Carol (401) calls the desk, which passes her on.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 
+from sip_core.audio import PlaySilence
 from sip_core.call.dial import RECHECK_INTERVAL, NotRung, RingRequest, resolve, ring
+from sip_core.call.originate import NothingToRing, UnknownTarget
 from sip_core.call.targets import Destination, RingPlan
 from sip_core.calls import LegRole, TransferKind
 from sip_core.config import PbxConfig, RingGroup, TransferSettings
@@ -390,3 +393,42 @@ async def test_a_forwarding_loop_is_cut_once_for_set_up_and_transfers(h: Harness
     mobile.invite("301")  # the same check, the same words, for a call's set-up
     await settle()
     assert len(mobile.responses(482)) == 1
+
+
+# -- announcements to a group -----------------------------------------------------------------
+
+
+async def test_an_announcement_to_a_group_rings_its_members_and_says_who_answered(
+    h: Harness,
+) -> None:
+    desk, mobile, bob = h.phone("201", 5201), h.phone("202", 5202), h.phone("301", 5301)
+    carol = h.phone("401", 5401)
+    h.b2bua.group_presence.set_present("Home", "202", False)
+    done = h.b2bua.announce(PlaySilence(40), group="Home")
+    await settle()
+    (to_desk,) = ringing(desk)
+    (to_bob,) = ringing(bob)
+    assert ringing(mobile) == []  # absent
+    assert ringing(carol) == []  # no member
+    h.b2bua.group_presence.set_present("Home", "202", True)
+    h.clock.advance(RECHECK_INTERVAL)
+    assert len(ringing(mobile)) == 1  # present now: rings too
+    bob.answer(to_bob, 200, sdp(6301))
+    result = await asyncio.wait_for(done, 10)
+    assert (result.answered, result.device, result.played) == (True, "301", 1)
+    assert "CANCEL" in requests_to(desk)
+    record = h.b2bua.history.records()[-1]
+    assert record.dialled == "250"  # the group's pilot
+    assert to_desk.method == "INVITE"
+
+
+async def test_an_announcement_to_an_unknown_or_unreachable_group_is_refused(
+    h: Harness,
+) -> None:
+    with pytest.raises(UnknownTarget, match="no group 'Nope'"):
+        h.b2bua.announce(PlaySilence(40), group="Nope")
+    with pytest.raises(NothingToRing):  # nobody of Home is registered
+        h.b2bua.announce(PlaySilence(40), group="Home")
+    with pytest.raises(ValueError, match="not both"):
+        h.b2bua.announce(PlaySilence(40), group="Home", device="201")
+    assert h.b2bua.calls() == []
