@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 from sip_core.call.targets import Destination, RingPlan, destination, ringable
 from sip_core.calls import Call, Leg, LegRole, LegState, Side
+from sip_core.clock import TimerHandle
 from sip_core.dialog import name_address
 from sip_core.forwarding import ForwardingLoop
 from sip_core.message import Response
@@ -193,7 +194,10 @@ def keep_ringing(
     available = plan.available
     party = name_address(plan.name, f"sip:{number}@{control.config().sip.domain}")
 
+    timer: TimerHandle | None = None
+
     def recheck() -> None:
+        nonlocal timer
         call = request.call
         if not call.active or not fork.deciding:
             return
@@ -210,6 +214,12 @@ def keep_ringing(
                     offer=request.offer,
                     port=request.port,
                 )
-        control.clock.call_later(RECHECK_INTERVAL, recheck)
+        if fork.deciding:
+            timer = control.clock.call_later(RECHECK_INTERVAL, recheck)
 
-    control.clock.call_later(RECHECK_INTERVAL, recheck)
+    def stop() -> None:
+        if timer is not None:
+            timer.cancel()
+
+    timer = control.clock.call_later(RECHECK_INTERVAL, recheck)
+    fork.when_decided(stop)
