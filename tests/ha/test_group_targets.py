@@ -16,15 +16,15 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import device_registry as dr
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
-from custom_components.callflip.const import DOMAIN
+from custom_components.callflip.const import DOMAIN, EVENT_TRANSFER
 from custom_components.callflip.group_options import group_identifier
 from custom_components.callflip.hub import device_identifier
 
 from .sip_client import SipPhone
 from .test_announce import TONE, announce
-from .test_calls import registered
+from .test_calls import answered_call, registered
 from .test_groups import GROUP
 from .test_play import ha_id
 from .test_trunks import GOOD_TRUNK
@@ -189,3 +189,57 @@ async def test_a_stored_number_of_a_removed_group_rings_the_first_user(
     assert trunking is not None
     assert trunking.trunks[0].dids[0].destination == "Alice"
     await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+# -- callflip.transfer to a group -------------------------------------------------------------
+
+
+async def test_the_transfer_action_passes_a_call_to_a_group(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    """Bob talks to Alice's desk; the action passes him to the group Home: the desk is released,
+    the one other free member (Alice's mobile) rings and takes the call."""
+    events = async_capture_events(hass, EVENT_TRANSFER)
+    desk, mobile, bob = await registered(make_phone, "alice-desk", "alice-mobile", "bob-soft")
+    await answered_call(hass, bob, desk)
+    await hass.services.async_call(
+        DOMAIN,
+        "transfer",
+        {
+            "device_id": ha_id(loaded_entry, device_identifier("d-alice-desk")),
+            "target_device_id": ha_id(loaded_entry, group_identifier("g-home")),
+        },
+        blocking=True,
+    )
+    await desk.request("BYE")
+    await mobile.answer(await mobile.request("INVITE"))
+    await hass.async_block_till_done()
+    assert [event.data["type"] for event in events] == ["transfer_started", "transfer_succeeded"]
+    done = events[-1].data
+    assert (done["target"], done["to_device"]) == (GROUP["pilot"], "alice-mobile")
+
+
+async def test_the_transfer_action_to_a_gone_group_is_refused(
+    hass: HomeAssistant,
+    loaded_entry: MockConfigEntry,
+    make_phone: Callable[..., SipPhone],
+) -> None:
+    desk, bob = await registered(make_phone, "alice-desk", "bob-soft")
+    await answered_call(hass, bob, desk)
+    gone = dr.async_get(hass).async_get_or_create(
+        config_entry_id=loaded_entry.entry_id, identifiers={group_identifier("g-gone")}
+    )
+    with pytest.raises(ServiceValidationError) as caught:
+        await hass.services.async_call(
+            DOMAIN,
+            "transfer",
+            {
+                "device_id": ha_id(loaded_entry, device_identifier("d-alice-desk")),
+                "target_device_id": gone.id,
+            },
+            blocking=True,
+        )
+    assert caught.value.translation_key == "unknown_group"
+    assert loaded_entry.runtime_data.hub.pbx.calls()[0].operation is None
