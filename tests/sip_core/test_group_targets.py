@@ -26,7 +26,8 @@ from sip_core.message import Request
 from sip_core.sdp import SessionDescription
 from sip_core.trunk.egress import OutboundTarget
 
-from .test_b2bua_harness import Harness, Phone, make_config, sdp, sdp_port, settle
+from .test_b2bua_harness import DOMAIN, Harness, Phone, make_config, sdp, sdp_port, settle
+from .test_refer import answer_to, notifies, refer
 from .test_transfer import answered_call, dial, invites, requests_to
 from .test_trunk_outbound import PROVIDER_PORT, trunk_config
 
@@ -224,6 +225,22 @@ async def test_the_action_transfers_to_a_pilot(h: Harness) -> None:
     h.b2bua.transfer(call.id, "250", device="201")
     await settle()
     assert len(ringing(bob)) == 1
+
+
+async def test_a_refer_to_the_pilot_rings_the_group(h: Harness) -> None:
+    """The phone's own Transfer button (a blind REFER) reaches the group like the keypad."""
+    _carol, desk = await answered_call(h)
+    bob = h.phone("301", 5301)
+    request = refer(desk, f"<sip:250@{DOMAIN}>")
+    assert answer_to(desk, request).status == 202
+    await settle()
+    (invite,) = ringing(bob)
+    bob.answer(invite, 200, sdp(6301))
+    await settle()
+    assert notifies(desk)[-1][0] == "SIP/2.0 200 OK"
+    call = h.only_call()
+    assert call.callee is not None
+    assert call.callee.device == "301"
 
 
 # -- attended transfer to a pilot and outside -------------------------------------------------
