@@ -78,6 +78,9 @@ class B2bua(CallControl):
         group_presence: GroupPresence | None = None,
         tls_port: Callable[[], int | None] | None = None,
     ) -> None:
+        group_presence = group_presence or GroupPresence(config)
+        if presence is None:  # a forward to a group rings its present members only
+            presence = Presence(config, group_present=group_presence.present)
         super().__init__(
             transactions,
             clock,
@@ -107,7 +110,7 @@ class B2bua(CallControl):
         self._refer = Refer(self, self._transfer)
         self.features.add_in_call(self._refer.on_request)
         self.features.add_replaces(InviteReplaces(self).on_invite)
-        self.group_presence = group_presence or GroupPresence(config)
+        self.group_presence = group_presence
         self.handoff = Handoff(self, self.group_presence)
         self.features.add_code(self._handoff_code, self._handoff_dialled)
         self.features.add_dialled(self.handoff.on_dialled)
@@ -150,13 +153,15 @@ class B2bua(CallControl):
         repeat: int = 1,
         caller_id: CallerId | None = None,
         ring_timeout: float = DEFAULT_RING_TIMEOUT,
+        group: str | None = None,
     ) -> asyncio.Future[AnnounceResult]:
-        """Ring a device or user from the PBX and play a message when answered
-        (`Announce.announce`)."""
+        """Ring a device, user or Personal Ring Group from the PBX and play a message when
+        answered (`Announce.announce`)."""
         return self._announce.announce(
             playback,
             device=device,
             user=user,
+            group=group,
             repeat=repeat,
             caller_id=caller_id,
             ring_timeout=ring_timeout,

@@ -630,7 +630,13 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         users,
         (flip.code, handoff.code, transfer.blind_code, transfer.attended_code),
     )
-    trunking = _trunking(root, users, flip, (handoff.code, *(group.pilot for group in groups)))
+    trunking = _trunking(
+        root,
+        users,
+        flip,
+        (handoff.code, *(group.pilot for group in groups)),
+        groups=[group.name for group in groups],
+    )
     group_presence = _group_presence(
         root.get("group_presence"), users, groups, flip=flip, transfer=transfer, handoff=handoff
     )
@@ -662,6 +668,8 @@ def _trunking(
     users: Sequence[User],
     flip: FlipSettings,
     numbers: Sequence[str] = (),
+    *,
+    groups: Sequence[str] = (),
 ) -> "Trunking | None":
     """The trunks and dial plan, checked by ``sip_core.trunk.config``.
 
@@ -673,7 +681,9 @@ def _trunking(
     internal += [device.username for user in users for device in user.devices]
     internal.append(flip.code)
     internal.extend(numbers)  # the handoff code and the groups' pilots
-    return trunking_from_mapping(root.get("trunks"), root.get("dialplan"), users, internal)
+    return trunking_from_mapping(
+        root.get("trunks"), root.get("dialplan"), users, internal, groups=groups
+    )
 
 
 _TOP_KEYS: Final = (

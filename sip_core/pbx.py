@@ -346,8 +346,10 @@ class Pbx:
         repeat: int = 1,
         caller_id: CallerId | None = None,
         ring_timeout: float = DEFAULT_RING_TIMEOUT,
+        group: str | None = None,
     ) -> asyncio.Future[AnnounceResult]:
-        """Ring ``device`` (a SIP username) or every device of ``user`` (a user's name) from the
+        """Ring ``device`` (a SIP username), every device of ``user`` (a user's name) or every
+        present, available member of ``group`` (a Personal Ring Group's name) from the
         PBX, shown as ``caller_id`` ("Home Assistant"); the first to answer hears ``playback``
         ``repeat`` times, then the PBX hangs up (`sip_core.features.announce`).
 
@@ -358,6 +360,7 @@ class Pbx:
             playback,
             device=device,
             user=user,
+            group=group,
             repeat=repeat,
             caller_id=caller_id,
             ring_timeout=ring_timeout,

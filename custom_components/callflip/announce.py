@@ -1,11 +1,12 @@
-"""The ``callflip.announce`` action: ring a phone or a person, speak a message, hang up.
+"""The ``callflip.announce`` action: ring a phone, a person or a group, speak a message, hang up.
 
-"Dinner is ready" on the kitchen phone: the action names a person (every phone of theirs rings)
-or one phone, the message (spoken by a chosen TTS entity, or a media-source file: the same audio
-pipeline as ``callflip.play``), how many times to say it, the caller ID shown ("Home Assistant")
-and how long to ring. The PBX places the call (`sip_core.Pbx.announce`); the action waits for the
-outcome and answers whether somebody answered and on which phone. What can be refused before the
-audio is made (who, nothing registered) is refused first: text to speech may take a while.
+"Dinner is ready" on the kitchen phone: the action names a person (every phone of theirs rings),
+one phone, or a Personal Ring Group (its present, available members ring), the message (spoken
+by a chosen TTS entity, or a media-source file: the same audio pipeline as ``callflip.play``),
+how many times to say it, the caller ID shown ("Home Assistant") and how long to ring. The PBX
+places the call (`sip_core.Pbx.announce`); the action waits for the outcome and answers whether
+somebody answered and on which phone. What can be refused before the audio is made (who,
+nothing registered) is refused first: text to speech may take a while.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from sip_core.call.originate import (
     CallerId,
     NothingToRing,
     OriginateError,
+    UnknownTarget,
 )
 from sip_core.features.announce import DEFAULT_RING_TIMEOUT, MAX_REPEAT
 from sip_core.media import RelayError
 
 from .announcement_audio import wav_info
 from .const import DOMAIN
+from .group_options import find_group, groups_from_options
 from .hub import CallflipHub, device_identifier
 from .play import (
     ATTR_LANGUAGE,
@@ -105,8 +108,28 @@ def caller_id_of(data: dict[str, Any]) -> CallerId:
 def _devices(hub: CallflipHub, party: dict[str, str]) -> list[str]:
     if "device" in party:
         return [party["device"]]
+    if "group" in party:
+        group = hub.pbx.config.group(party["group"])
+        return list(group.members) if group is not None else []
     user = hub.pbx.config.user(party["user"])
     return [device.username for device in user.devices] if user is not None else []
+
+
+def _group_party(hub: CallflipHub, group_id: str) -> tuple[dict[str, str], str]:
+    """A Personal Ring Group as the PBX names it (``group=``); `unknown_group` when the
+    group is gone from the options or from the running PBX."""
+    group = find_group(groups_from_options(hub.entry.options), group_id)
+    if group is None or hub.pbx.config.group(group["name"]) is None:
+        raise validation_error("unknown_group")
+    return {"group": group["name"]}, group["name"]
+
+
+def _target(hub: CallflipHub, ha_device_id: str) -> tuple[dict[str, str], str]:
+    """Who the announcement rings: a user, a phone or a Personal Ring Group."""
+    what = hub.identify(ha_device_id)
+    if what is not None and what[0] == "group":
+        return _group_party(hub, what[1])
+    return _party(hub, ha_device_id)
 
 
 def nothing_to_ring(name: str, *, busy: bool) -> Exception:
@@ -128,7 +151,7 @@ async def _async_announce(call: ServiceCall) -> ServiceResponse:
     device_ids: list[str] = call.data[ATTR_DEVICE_ID]
     if len(device_ids) != 1:
         raise validation_error("one_target_only")
-    party, name = _party(hub, device_ids[0])
+    party, name = _target(hub, device_ids[0])
     caller_id = caller_id_of(dict(call.data))
     if not any(hub.pbx.bindings(device) for device in _devices(hub, party)):
         raise nothing_to_ring(name, busy=False)  # before the audio is made
@@ -152,6 +175,8 @@ async def _async_announce(call: ServiceCall) -> ServiceResponse:
             )
         except NothingToRing as err:
             raise nothing_to_ring(name, busy=err.busy) from err
+        except UnknownTarget as err:  # the group went away while the audio was made
+            raise validation_error("unknown_group") from err
         except (OriginateError, RelayError, OSError) as err:
             raise validation_error("announce_failed", name=name, details=str(err)) from err
         result = await outcome

@@ -56,6 +56,7 @@ from .const import (
     SERVICE_HANGUP,
     SERVICE_TRANSFER,
 )
+from .group_options import find_group, groups_from_options
 from .hub import CallflipHub
 from .security import async_setup_security_services
 
@@ -194,8 +195,9 @@ async def _async_hangup(call: ServiceCall) -> None:
 
 
 def _transfer_target(hub: CallflipHub, data: dict[str, object]) -> str:
-    """What the call goes to: the number given, or the chosen phone's account, or the chosen
-    user's extension (exactly one of ``number`` and ``target_device_id``)."""
+    """What the call goes to: the number given, or the chosen phone's account, the chosen
+    user's extension or the chosen group's pilot (exactly one of ``number`` and
+    ``target_device_id``)."""
     number = data.get(ATTR_NUMBER)
     target_id = data.get(ATTR_TARGET_DEVICE_ID)
     if bool(number) == bool(target_id):
@@ -208,6 +210,11 @@ def _transfer_target(hub: CallflipHub, data: dict[str, object]) -> str:
     kind, key = what
     if kind == "user":
         return next(user["extension"] for user in hub.users if user["id"] == key)
+    if kind == "group":  # a Personal Ring Group: its pilot number rings it
+        group = find_group(groups_from_options(hub.entry.options), key)
+        if group is None:
+            raise validation_error("unknown_group")
+        return str(group["pilot"])
     owned = hub.device(key)
     assert owned is not None
     return str(owned.device["username"])

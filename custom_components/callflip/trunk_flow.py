@@ -31,6 +31,7 @@ from homeassistant.helpers.selector import (
 from sip_core.config import ConfigError
 from sip_core.trunk.config import DEFAULT_REGISTER_INTERVAL
 
+from .group_options import groups_from_options
 from .trunks import (
     CONF_CALL_OUT,
     CONF_DIALPLAN,
@@ -41,6 +42,7 @@ from .trunks import (
     CONF_TRUNKS,
     build_config,
     dialplan_of,
+    group_names,
     options_groups,
     trunks_of,
 )
@@ -238,9 +240,13 @@ class TrunkOptionsFlow(OptionsFlow):
             if user_input.get(CONF_DESTINATION):
                 did[CONF_DESTINATION] = user_input[CONF_DESTINATION]
             trunk[CONF_DIDS].append(did)
-            errors, placeholders = self._check(
-                trunks, dialplan_of(self.config_entry.options), {CONF_NUMBER, CONF_DESTINATION}
-            )
+            kind, _, group_id = str(did.get(CONF_DESTINATION, "")).partition(":")
+            if kind == "group" and group_id not in group_names(self.config_entry.options):
+                errors = {CONF_DESTINATION: "unknown_group_destination"}
+            else:
+                errors, placeholders = self._check(
+                    trunks, dialplan_of(self.config_entry.options), {CONF_NUMBER, CONF_DESTINATION}
+                )
             if not errors:
                 return self._save_trunks(trunks=trunks)
         schema = vol.Schema(
@@ -422,6 +428,7 @@ class TrunkOptionsFlow(OptionsFlow):
                 trunks,
                 plan,
                 options_groups(self.config_entry.options, users),
+                group_names=group_names(self.config_entry.options),
             )
         except ConfigError as err:
             field, key = field_error(err, fields)
@@ -513,6 +520,10 @@ class TrunkOptionsFlow(OptionsFlow):
                 label=f"{o.device['label']} ({o.device['username']}, {o.user['name']})",
             )
             for o in iter_devices(users)
+        ]
+        options += [  # Personal Ring Groups, by name and pilot number
+            SelectOptionDict(value=f"group:{g['id']}", label=f"{g['name']} ({g['pilot']})")
+            for g in groups_from_options(self.config_entry.options)
         ]
         return _dropdown(options)
 

@@ -2,7 +2,8 @@
 
 The options keep ``trunks`` (each with a stable ``id`` and its DIDs) and ``dialplan`` in the
 runner's schema, except that references are by id rather than by name: a DID's destination is
-``user:<id>`` or ``device:<id>`` (empty: the first user), a route's and the emergency trunk are a
+``user:<id>``, ``device:<id>`` or ``group:<id>`` (a Personal Ring Group; empty: the first
+user), a route's and the emergency trunk are a
 trunk's id, and ``call_out`` lists user ids (absent: every user). Renaming a user, a device or a
 trunk therefore keeps every reference. A destination whose user or device was removed falls back
 to the first user, as an empty one does, so removing a person never stops the line from ringing
@@ -108,10 +109,17 @@ def auth_issue_id(trunk_id: str) -> str:
     return f"{AUTH_ISSUE_PREFIX}{trunk_id}"
 
 
-def destination_name(users: Sequence[UserOptions], destination: str) -> str:
-    """A stored DID destination as sip_core names it: a user's name or a device's username."""
+def destination_name(
+    users: Sequence[UserOptions], destination: str, groups: Mapping[str, str] | None = None
+) -> str:
+    """A stored DID destination as sip_core names it: a user's name, a device's username or
+    ``group:<name>`` (``groups``: the groups' names by id)."""
     kind, _, ident = destination.partition(":")
-    if kind == "user":
+    if kind == "group":
+        name = (groups or {}).get(ident)
+        if name is not None:
+            return f"group:{name}"
+    elif kind == "user":
         user = find_user(users, ident)
         if user is not None:
             return user["name"]
@@ -123,9 +131,13 @@ def destination_name(users: Sequence[UserOptions], destination: str) -> str:
 
 
 def trunking_mapping(
-    users: Sequence[UserOptions], trunks: Sequence[Mapping[str, Any]], plan: Mapping[str, Any]
+    users: Sequence[UserOptions],
+    trunks: Sequence[Mapping[str, Any]],
+    plan: Mapping[str, Any],
+    groups: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The ``trunks`` and ``dialplan`` sections in the runner's schema (names, not ids)."""
+    """The ``trunks`` and ``dialplan`` sections in the runner's schema (names, not ids;
+    ``groups``: the Personal Ring Groups' names by id, for DIDs that ring a group)."""
     if not trunks:
         return {}
     names = {trunk["id"]: trunk["name"] for trunk in trunks}
@@ -136,7 +148,9 @@ def trunking_mapping(
                 CONF_DIDS: [
                     {
                         "number": did["number"],
-                        "destination": destination_name(users, did.get("destination", FIRST_USER)),
+                        "destination": destination_name(
+                            users, did.get("destination", FIRST_USER), groups
+                        ),
                     }
                     for did in trunk.get(CONF_DIDS, [])
                 ],
@@ -174,12 +188,20 @@ def build_config(
     trunks: Sequence[Mapping[str, Any]],
     plan: Mapping[str, Any],
     groups: Sequence[Mapping[str, Any]] = (),
+    *,
+    group_names: Mapping[str, str] | None = None,
 ) -> PbxConfig:
-    """The whole configuration with trunks (and ``groups``, already in sip_core's schema),
-    checked by sip_core (raises ConfigError)."""
+    """The whole configuration with trunks (and ``groups``, already in sip_core's schema;
+    ``group_names``: their names by id, for DIDs that ring a group), checked by sip_core
+    (raises ConfigError)."""
     return config_from_mapping(
-        {**pbx_mapping(data, users, groups), **trunking_mapping(users, trunks, plan)}
+        {**pbx_mapping(data, users, groups), **trunking_mapping(users, trunks, plan, group_names)}
     )
+
+
+def group_names(options: Mapping[str, Any]) -> dict[str, str]:
+    """The entry's Personal Ring Groups' names by id (a DID's ``group:<id>``)."""
+    return {group["id"]: group["name"] for group in groups_from_options(options)}
 
 
 def options_groups(
@@ -193,7 +215,12 @@ def entry_config(data: Mapping[str, Any], options: Mapping[str, Any]) -> PbxConf
     """The entry's configuration with its trunks and groups (security: `with_security`)."""
     users = users_from_options(options)
     return build_config(
-        data, users, trunks_of(options), dialplan_of(options), options_groups(options, users)
+        data,
+        users,
+        trunks_of(options),
+        dialplan_of(options),
+        options_groups(options, users),
+        group_names=group_names(options),
     )
 
 

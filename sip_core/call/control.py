@@ -48,6 +48,7 @@ from typing import Any
 
 from sip_core.audio.collector import CollectResult, CollectSettings
 from sip_core.audio.playback import Playback
+from sip_core.call.dial import RingRequest, keep_ringing
 from sip_core.call.digits import Digits, DigitSink, SinkFactory
 from sip_core.call.fork import BranchSender, FailureKind, ForkGroup, ForkSummary
 from sip_core.call.messages import (
@@ -337,6 +338,12 @@ class CallControl:
         forwards lead back round."""
         return forwarded(devices, self.presence.forwards)
 
+    def route_number(self, caller_device: str, dialled: str) -> RingPlan | None:
+        """How a number that is no device or user rings (a ring group's pilot: its `RingPlan`,
+        from the ``route_number`` hook), for ``caller_device``; None when nothing routes it."""
+        hook = self.hooks.route_number
+        return hook(caller_device, dialled) if hook is not None else None
+
     def is_busy(self, device: str) -> bool:
         """Whether ``device`` answers busy now: in a call, or in Do Not Disturb or Make Busy
         (the rule call set-up uses to skip a device)."""
@@ -407,6 +414,7 @@ class CallControl:
         caller_user: str | None = None,
         purpose: str = "originate",
         onward: bool = False,
+        plan: RingPlan | None = None,
     ) -> Originated:
         """Place a call from the PBX itself (`sip_core.call.originate`): ring ``devices`` (those
         not busy, every registration), first answer wins, for ``ring_timeout`` seconds.
@@ -415,7 +423,9 @@ class CallControl:
         targets are offered every codec the engine generates. The call is recorded like any
         (``dialled``, ``callee_user``, ``caller_user`` for whom it was placed, if anyone).
         ``onward``: the answer is not the call's answer yet, for the device will be
-        connected on (`ring_onward`, click-to-dial): the call stays ringing. Raises
+        connected on (`ring_onward`, click-to-dial): the call stays ringing. ``plan``: the
+        devices are a ring group's (its `RingPlan`), whose members who become present and
+        available while it rings ring too (`sip_core.call.dial.keep_ringing`). Raises
         `NothingToRing` (no registration, or every device busy) or `RelayError`/OSError (no
         relay ports) before anything is sent; must be called on the loop."""
         wanted = ringable(devices, busy=self._unavailable, bindings=self._bindings)
@@ -473,6 +483,11 @@ class CallControl:
         if call.active and call.callee is None:
             self._ringing[call.id] = fork
             fork.start_timer(ring_timeout)
+            if plan is not None:
+                request = RingRequest(
+                    call, LegRole.CALLEE, "b", presented, pbx_offer(self._relay.host)
+                )
+                keep_ringing(self, plan, dialled, request, fork)
         return Originated(call, answered)
 
     def _originate_answered(self, call: Call, onward: bool, leg: Leg, response: Response) -> None:
@@ -1368,6 +1383,9 @@ class CallControl:
             if wanted is None and inbound is None and route_hook is not None
             else None
         )
+        if inbound is not None and inbound.group is not None and route_hook is not None:
+            group = config.group(inbound.group)  # a DID that rings a group: as its pilot does
+            ring_plan = route_hook(caller_device, group.pilot) if group is not None else None
         if wanted is None and inbound is None and ring_plan is None:
             code_hook = self.hooks.dialled_code
             if code_hook is not None and code_hook(request, txn, caller_device, dialled):
@@ -1397,7 +1415,7 @@ class CallControl:
             devices = (
                 ring_plan.devices
                 if ring_plan is not None  # a group rings its members themselves, not forwards
-                else forwarded(wanted.devices if wanted else (), self.presence.forwards)
+                else self.follow_forwards(wanted.devices if wanted else ())
             )
         except ForwardingLoop as loop:
             _LOGGER.info("Call from %s to %s rejected with 482: %s", caller_device, dialled, loop)

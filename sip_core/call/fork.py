@@ -126,6 +126,7 @@ class ForkGroup:
         self.winner: Leg | None = None
         self.done = False
         self._timer: TimerHandle | None = None
+        self._decided: list[Callable[[], None]] = []
 
     @property
     def deciding(self) -> bool:
@@ -167,6 +168,19 @@ class ForkGroup:
             lambda response: self._response(leg, response), lambda status: self._failed(leg, status)
         )
 
+    def when_decided(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the group stops deciding (a winner, or stopped), so that what
+        a feature keeps running while it rings (a re-check timer) ends with it."""
+        if self.deciding:
+            self._decided.append(callback)
+        else:
+            callback()
+
+    def _no_longer_deciding(self) -> None:
+        callbacks, self._decided = self._decided, []
+        for callback in callbacks:
+            callback()
+
     def start_timer(self, seconds: float) -> None:
         """No answer within ``seconds``: `on_timeout` (unless decided by then)."""
         if self.deciding:
@@ -176,6 +190,7 @@ class ForkGroup:
         """Stop deciding (the call ended, or the feature gave up): no timer, no more reports."""
         self.done = True
         self._stop_timer()
+        self._no_longer_deciding()
 
     def close(self, keep: Leg | None = None) -> None:
         """Stop, and end every leg but ``keep``: BYE an answered one, CANCEL a ringing one."""
@@ -220,6 +235,7 @@ class ForkGroup:
             return
         self.winner = leg
         self._stop_timer()
+        self._no_longer_deciding()
         self._forking.confirm_answer(leg, response)
         for other in self.legs:
             if other is not leg:

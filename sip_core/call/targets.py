@@ -35,7 +35,9 @@ class RingPlan:
     ``timeout`` seconds. ``on_ringing(call, fork)`` lets the feature add devices to the ringing
     fork later; ``on_no_answer(call)`` runs when the timer expires (or at once when none of
     ``devices`` could ring), with the fork already closed, and returns True when the feature
-    took the call over (its no-answer destination), else the caller gets 480.
+    took the call over (its no-answer destination), else the caller gets 480. ``available()``
+    says who of the group may ring now (asked again while it rings, by features that ring a
+    group for a call of their own: `sip_core.call.dial`); None: ``devices`` alone.
     """
 
     name: str
@@ -43,6 +45,7 @@ class RingPlan:
     timeout: float
     on_ringing: Callable[[Call, ForkGroup], None] | None = None
     on_no_answer: Callable[[Call], bool] | None = None
+    available: Callable[[], tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

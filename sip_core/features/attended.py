@@ -45,10 +45,11 @@ from enum import StrEnum
 from sip_core.audio.playback import PlayMusic, PlayTone
 from sip_core.audio.tones import Tone
 from sip_core.call.control import CallControl
+from sip_core.call.dial import DialTarget, NotRung, RingRequest, ring
 from sip_core.call.fork import FailureKind, ForkGroup, ForkSummary
 from sip_core.call.messages import parse_body
 from sip_core.call.negotiation import media_target
-from sip_core.call.targets import Destination, ringable
+from sip_core.call.targets import RingPlan
 from sip_core.calls import (
     Call,
     CallOutcome,
@@ -59,12 +60,16 @@ from sip_core.calls import (
     TransferKind,
     TransferRecord,
 )
-from sip_core.dialog import DialogError, name_address
+from sip_core.dialog import DialogError
 from sip_core.dtmf import format_dtmf_relay
 from sip_core.events import TransferEnded, TransferStarted
 from sip_core.features.codes import FeatureCode, FeatureCodeCollector, FeatureMatch
-from sip_core.features.transfer import CallNotTransferable, Transfer, TransferError
-from sip_core.forwarding import ForwardingLoop
+from sip_core.features.transfer import (
+    CallNotTransferable,
+    Transfer,
+    TransferError,
+    TransferNotAllowed,
+)
 from sip_core.media import MediaLeg, MediaSession, RelayError
 from sip_core.media.client import Playing
 from sip_core.message import Response
@@ -95,7 +100,7 @@ class AttendedTransferOperation:
     transferring: Leg
     held: Leg
     target: str
-    found: Destination
+    found: DialTarget
     started_at: float
     future: asyncio.Future[TransferRecord]
     session: MediaSession
@@ -154,16 +159,18 @@ class AttendedTransfer:
         if not call.active:
             return
         try:
-            found = self._blind.check(call, leg, number)
+            found = self._blind.check(call, leg, number, outside=True)
             self.start(call, leg, number, found)
         except TransferError as exc:
             _LOGGER.info(
                 "Call %s: %s dialled the attended transfer code, but %s", call.id, leg.device, exc
             )
             self._tone(leg, Tone.ERROR)
+            if isinstance(exc, TransferNotAllowed):
+                self._blind.refused(call, leg, TransferKind.ATTENDED, number, str(exc))
 
     def start(
-        self, call: Call, transferring: Leg, target: str, found: Destination
+        self, call: Call, transferring: Leg, target: str, found: DialTarget
     ) -> asyncio.Future[TransferRecord]:
         """Hold the other party and start the consultation (checked by `Transfer.check`)."""
         control = self._control
@@ -236,39 +243,32 @@ class AttendedTransfer:
         with contextlib.suppress(RelayError):
             op.ringback = op.session.a.play(PlayTone(Tone.RINGBACK))
         config = control.config()
-        try:
-            devices = control.follow_forwards(op.found.devices)
-        except ForwardingLoop as loop:
-            self.back_to_held(op, f"{op.target}: {loop}")
-            return
-        targets = ringable(
-            devices,
-            busy=control.is_busy,
-            bindings=control.bindings,
-            caller=transferring.device or "",
-        )
-        if not targets.bindings:
-            why = "is busy" if targets.busy else "has no device registered"
-            self.back_to_held(op, f"{op.target} {why}")
-            return
-        party = name_address(op.found.user.name, f"sip:{op.target}@{config.sip.domain}")
-        op.fork = control.ring(
-            op.call,
-            targets.bindings,
-            role=LegRole.TRANSFER_TARGET,
-            side=transferring.side,
-            party=party,
-            presented=transferring.party,
-            offer=offer_for_new_device(answer, answer),
-            port=op.session.b.local_rtp.port,
+        found = op.found
+        wait = found.timeout if isinstance(found, RingPlan) else float(config.transfer.timeout)
+        rung = ring(
+            control,
+            found,
+            op.target,
+            RingRequest(
+                op.call,
+                LegRole.TRANSFER_TARGET,
+                transferring.side,
+                transferring.party,
+                offer_for_new_device(answer, answer),
+                op.session.b.local_rtp.port,
+                exclude=transferring.device or "",
+            ),
+            timeout=wait,
             on_answer=lambda leg, response: self._answered(op, leg, response),
             on_fail=lambda summary: self._failed(op, summary),
             on_timeout=lambda: self.back_to_held(
-                op, f"{op.target} did not answer within {config.transfer.timeout} s"
+                op, f"{op.target} did not answer within {wait:g} s"
             ),
         )
-        if not op.done and op.fork.deciding:
-            op.fork.start_timer(float(config.transfer.timeout))
+        if isinstance(rung, NotRung):
+            self.back_to_held(op, rung.reason)
+        elif not op.done and op.phase is AttendedPhase.RINGING:
+            op.fork = rung
 
     def _answered(self, op: AttendedTransferOperation, leg: Leg, response: Response) -> None:
         control = self._control

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final
 
 from sip_core.call.control import CallControl
+from sip_core.call.dial import RECHECK_INTERVAL
 from sip_core.call.fork import ForkGroup, ForkSummary
 from sip_core.call.targets import RingPlan
 from sip_core.calls import Call, CallOutcome, Leg, LegRole, LegState
@@ -29,9 +29,6 @@ from sip_core.prg.presence import GroupPresence
 __all__ = ["RECHECK_INTERVAL", "GroupCalls", "no_answer_devices"]
 
 _LOGGER = logging.getLogger(__name__)
-
-#: How often who may ring is checked again while a group rings (the rule: at least every 4 s).
-RECHECK_INTERVAL: Final = 2.0
 
 
 def no_answer_devices(
@@ -90,6 +87,7 @@ class GroupCalls:
             float(group.ring_timer),
             on_ringing=partial(self._ringing, group, caller_device),
             on_no_answer=partial(self._no_answer, group),
+            available=lambda: tuple(self.members_to_ring(group, caller_device)),
         )
 
     def members_to_ring(self, group: RingGroup, caller_device: str) -> list[str]:

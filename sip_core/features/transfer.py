@@ -39,14 +39,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import overload
 
 from sip_core.audio.playback import PlayPrompts, PlayTone
 from sip_core.audio.tones import Tone
 from sip_core.call.control import CallControl
+from sip_core.call.dial import (
+    DialTarget,
+    NotRung,
+    OutsideNotAllowed,
+    RingRequest,
+    resolve,
+    ring,
+)
 from sip_core.call.fork import FailureKind, ForkGroup, ForkSummary
 from sip_core.call.messages import parse_body
-from sip_core.call.targets import Destination, destination, ringable
+from sip_core.call.targets import RingPlan
 from sip_core.calls import (
     Call,
     CallOutcome,
@@ -57,15 +64,12 @@ from sip_core.calls import (
     TransferKind,
     TransferRecord,
 )
-from sip_core.dialog import name_address
 from sip_core.events import TransferEnded, TransferStarted
-from sip_core.forwarding import ForwardingLoop
 from sip_core.media import MediaLeg, RelayError
 from sip_core.media.client import PLAY_FINISHED, Playing
 from sip_core.message import Response
 from sip_core.registrar import Binding
 from sip_core.sdp import SdpError, SessionDescription, common_codecs, offer_for_new_device
-from sip_core.trunk.egress import OutboundRefusal, OutboundTarget
 
 __all__ = [
     "CallNotTransferable",
@@ -203,6 +207,8 @@ class Transfer:
         except TransferError as exc:
             _LOGGER.info("Call %s: %s dialled the transfer code, but %s", call.id, leg.device, exc)
             self._error_tone(leg)
+            if isinstance(exc, TransferNotAllowed):
+                self.refused(call, leg, TransferKind.BLIND, number, str(exc))
             return
         try:
             self.start(call, leg, number, found)
@@ -210,21 +216,11 @@ class Transfer:
             _LOGGER.info("Call %s: transfer by %s refused: %s", call.id, leg.device, exc)
             self._error_tone(leg)
 
-    @overload
-    def check(self, call: Call, leg: Leg, target: str) -> Destination: ...
-
-    @overload
-    def check(
-        self, call: Call, leg: Leg, target: str, *, outside: bool
-    ) -> Destination | OutboundTarget: ...
-
-    def check(
-        self, call: Call, leg: Leg, target: str, *, outside: bool = False
-    ) -> Destination | OutboundTarget:
-        """Whether ``leg`` may pass its call to ``target`` now; raises a `TransferError` if not.
-
-        With ``outside`` (a blind transfer) a number that is nobody here may go out through a
-        trunk, as a call from ``leg``'s user would (its dial plan and permission)."""
+    def check(self, call: Call, leg: Leg, target: str, *, outside: bool = True) -> DialTarget:
+        """Whether ``leg`` may pass its call to ``target`` now, and what ``target`` reaches
+        (`sip_core.call.dial.resolve`: a user or device, a ring group's pilot, or, with
+        ``outside``, an outside number when ``leg``'s user may call out); raises a
+        `TransferError` if not."""
         if not call.active or not call.answered or call.other(leg) is None:
             raise CallNotTransferable(f"call {call.id} is not answered")
         if leg.state is not LegState.CONFIRMED:
@@ -233,19 +229,33 @@ class Transfer:
             raise TransferInProgress(f"a {call.operation.kind} of call {call.id} is in progress")
         if not target:
             raise UnknownTransferTarget("no number to transfer to")
-        config = self._control.config()
-        found = destination(config, leg.device or "", target)
-        if found is not None and found.devices:
-            return found
-        if outside:
-            user = config.user_for_device(leg.device) if leg.device else None
-            plan = self._control.plan_outbound(target, user.name if user else None)
-            if isinstance(plan, OutboundRefusal):
-                who = user.name if user else leg.device
-                raise TransferNotAllowed(f"{who} may not call {target} outside ({plan.reason})")
-            if plan is not None:
-                return plan
-        raise UnknownTransferTarget(f"{target} is no extension or device")
+        try:
+            found = resolve(self._control, leg.device or "", target, outside=outside)
+        except OutsideNotAllowed as exc:
+            raise TransferNotAllowed(str(exc)) from exc
+        if found is None:
+            raise UnknownTransferTarget(f"{target} is no extension, device or group")
+        return found
+
+    def refused(self, call: Call, leg: Leg, kind: TransferKind, target: str, why: str) -> None:
+        """A keypad transfer refused before it started (a wrong number, an outside number its
+        user may not call): recorded on the call and published as a failed transfer."""
+        other = call.other(leg)
+        now = self._control.clock.wall()
+        record = TransferRecord(
+            call.id,
+            kind,
+            leg.device or "",
+            other.device or "" if other is not None else "",
+            target,
+            None,
+            now,
+            now,
+            False,
+            f"refused: {why}",
+        )
+        call.transfers.append(record)
+        self._control.publish(TransferEnded(call.id, record))
 
     @staticmethod
     def _leg_of(call: Call, device: str | None) -> Leg:
@@ -266,7 +276,7 @@ class Transfer:
         call: Call,
         transferring: Leg,
         target: str,
-        found: Destination | OutboundTarget,
+        found: DialTarget,
         *,
         referred_by: str | None = None,
         release: bool = True,
@@ -319,23 +329,31 @@ class Transfer:
             )
         )
         self._announce(op)
-        if isinstance(found, OutboundTarget):
-            self._ring_out(op, found)
-            return future
-        try:
-            devices = control.follow_forwards(found.devices)
-        except ForwardingLoop as loop:
-            self._recall(op, f"{target}: {loop}", 482)
-            return future
-        targets = ringable(
-            devices, busy=control.is_busy, bindings=control.bindings, caller=kept.device or ""
+        if isinstance(found, RingPlan):
+            op.timeout = found.timeout  # the group's ring timer
+        assert op.offer is not None
+        rung = ring(
+            control,
+            found,
+            target,
+            RingRequest(
+                call,
+                LegRole.TRANSFER_TARGET,
+                transferring.side,
+                kept.party,
+                op.offer,
+                op.spare.local_rtp.port,
+                exclude=kept.device or "",
+            ),
+            timeout=op.timeout,
+            on_answer=lambda leg, response: control.spawn(self._answered(op, leg, response)),
+            on_fail=lambda summary: self._failed(op, summary),
+            on_timeout=lambda: self._no_answer(op),
         )
-        if not targets.bindings:
-            why = "is busy" if targets.busy else "has no device registered"
-            self._recall(op, f"{target} {why}", 486 if targets.busy else 480)
-            return future
-        party = name_address(found.user.name, f"sip:{target}@{config.sip.domain}")
-        self._ring(op, targets.bindings, party, op.timeout)
+        if isinstance(rung, NotRung):
+            self._recall(op, rung.reason, rung.status)
+        elif not op.done and op.phase is TransferPhase.RINGING:
+            op.fork = rung
         return future
 
     def _announce(self, op: TransferOperation) -> None:
@@ -381,25 +399,6 @@ class Transfer:
         )
         if not op.done and op.fork.deciding:
             op.fork.start_timer(wait)
-
-    def _ring_out(self, op: TransferOperation, target: OutboundTarget) -> None:
-        """Ring ``target`` through its trunk (the only branch of the fork)."""
-        control = self._control
-        party = f"<sip:{op.target}@{control.config().sip.domain}>"
-        self._ring(op, (), party, op.timeout)  # an empty fork, its timer started
-        assert op.fork is not None
-        assert op.offer is not None
-        assert op.spare is not None
-        control.ring_trunk(
-            op.fork,
-            op.call,
-            target,
-            role=LegRole.TRANSFER_TARGET,
-            side=op.transferring.side,
-            party=party,
-            offer=op.offer,
-            port=op.spare.local_rtp.port,
-        )
 
     async def _answered(self, op: TransferOperation, leg: Leg, response: Response) -> None:
         """A device answered our offer (the fork ACKed it): check the answer, move the media."""

@@ -21,6 +21,7 @@ In the file (``pbx.example.yaml`` documents every key)::
         caller_id: "+4930123456"        # default: username
         dids:
           - {number: "+4930123456", destination: alice}   # a user's name or a device username
+          - {number: "+4930123457", destination: "group:Home"}   # a Personal Ring Group
     dialplan:
       routes:
         - {prefix: "0", trunk: provider, strip: true}
@@ -83,6 +84,7 @@ from sip_core.transport import TransportKind
 
 __all__ = [
     "DEFAULT_EMERGENCY",
+    "GROUP_DESTINATION",
     "DialPlan",
     "Did",
     "HostPort",
@@ -98,6 +100,8 @@ __all__ = [
 #: American one. Always allowed out, whoever dials them.
 DEFAULT_EMERGENCY: Final = ("112", "911")
 DEFAULT_REGISTER_INTERVAL: Final = 600
+#: How a DID's destination names a Personal Ring Group: ``group:<name>``.
+GROUP_DESTINATION: Final = "group:"
 _NUMBER: Final = re.compile(r"\+?[0-9A-Za-z*#._-]{1,64}")
 _PREFIX: Final = re.compile(r"[0-9*#+]{1,16}")
 _TRUNK_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -144,10 +148,18 @@ class PublicAddress:
 
 @dataclass(frozen=True, slots=True)
 class Did:
-    """A number the trunk delivers, and who rings for it: a user's name or a device username."""
+    """A number the trunk delivers, and who rings for it: a user's name, a device username, or
+    ``group:<name>``, a Personal Ring Group (its calls ring as its pilot's: present, available
+    members for the group's ring timer, then its no-answer destination)."""
 
     number: str
     destination: str
+
+    @property
+    def group(self) -> str | None:
+        """The group's name when the destination is a Personal Ring Group, else None."""
+        kind, sep, name = self.destination.partition(GROUP_DESTINATION)
+        return name if sep and not kind else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,19 +354,25 @@ _TRUNK_KEYS: Final = (
 
 
 def trunking_from_mapping(
-    trunks_data: Any, dialplan_data: Any, users: Sequence[User], internal: Sequence[str]
+    trunks_data: Any,
+    dialplan_data: Any,
+    users: Sequence[User],
+    internal: Sequence[str],
+    *,
+    groups: Sequence[str] = (),
 ) -> Trunking | None:
     """Check the ``trunks`` and ``dialplan`` sections; ``None`` when there are no trunks.
 
     ``internal`` are the numbers that ring inside (extensions, device usernames, feature codes):
-    a prefix route may not capture them, and no emergency number may be one of them.
+    a prefix route may not capture them, and no emergency number may be one of them. ``groups``
+    are the Personal Ring Groups' names a DID may ring (``group:<name>``).
     """
     items = _list(trunks_data, ("trunks",), "trunks")
     if not items:
         if dialplan_data is not None:
             _fail(("dialplan",), "there is no trunk to dial out through: add a trunks section")
         return None
-    destinations = _destinations(users)
+    destinations = _destinations(users) | {f"{GROUP_DESTINATION}{name}" for name in groups}
     trunks: list[Trunk] = []
     names: dict[str, KeyPath] = {}
     numbers: dict[str, KeyPath] = {}
@@ -470,10 +488,16 @@ def _trunk(
         if not users:
             _fail((*where, "destination"), "there is no user to ring: add a user first")
         destination = _text(did_data, "destination", where, default=users[0].name, numbers=True)
+        if destination.startswith(GROUP_DESTINATION) and destination not in destinations:
+            _fail(
+                (*where, "destination"),
+                f"no group is called {destination.removeprefix(GROUP_DESTINATION)!r}",
+            )
         if destination not in destinations:
             _fail(
                 (*where, "destination"),
-                f"must be a user's name or a device's username, not {destination!r}",
+                f"must be a user's name or a device's username ('group:<name>' for a "
+                f"Personal Ring Group), not {destination!r}",
             )
         dids.append(Did(number, destination))
     public = None

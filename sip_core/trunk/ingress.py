@@ -72,6 +72,7 @@ class InboundCall:
     devices: tuple[str, ...]
     caller_number: str
     caller_name: str | None
+    group: str | None = None  # a Personal Ring Group rings instead (its pilot's rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,12 @@ class TrunkIngress:
         if did is None:
             return InboundRefusal(trunk.name, 404, "unknown number")
         config = self._config()
+        number, name = _caller(request)
+        if did.group is not None:
+            group = config.group(did.group)
+            if group is None:  # the configuration changed under the trunk's DIDs
+                return InboundRefusal(trunk.name, 404, "unknown number")
+            return InboundCall(trunk.name, did.number, "", (), number, name, group=group.name)
         user = next((u for u in config.users if u.name == did.destination), None)
         if user is not None:
             devices = tuple(device.username for device in user.devices)
@@ -215,7 +222,6 @@ class TrunkIngress:
             if user is None:  # the configuration changed under the trunk's DIDs
                 return InboundRefusal(trunk.name, 404, "unknown number")
             devices = (did.destination,)
-        number, name = _caller(request)
         return InboundCall(trunk.name, did.number, user.name, devices, number, name)
 
 

@@ -110,6 +110,7 @@ LAYERS: dict[str, int] = {
     "call.negotiation": 6,
     "call.control": 6,
     "call.targets": 6,
+    "call.dial": 6,
     "call.originate": 6,
     # 8 features (a subpackage)
     "features.__init__": 8,
