@@ -48,6 +48,7 @@ from typing import Any
 
 from sip_core.audio.collector import CollectResult, CollectSettings
 from sip_core.audio.playback import Playback
+from sip_core.call.activity import DeviceActivity, DeviceInCall, busiest, call_parties
 from sip_core.call.digits import Digits, DigitSink, SinkFactory
 from sip_core.call.fork import BranchSender, FailureKind, ForkGroup, ForkSummary
 from sip_core.call.messages import (
@@ -903,12 +904,36 @@ class CallControl:
         self._spawn(coroutine)
 
     def in_call(self, device: str) -> bool:
-        """Whether ``device`` has a live leg in any call in progress: ringing for it (set-up, a
-        flip, a push ...) or in it (every leg with a dialog is in the dialog index)."""
-        return any(
-            leg.device == device and leg.state is not LegState.TERMINATED and leg.call.active
-            for leg in self._dialogs.values()
-        )
+        """Whether ``device`` is in a call in progress in any way: dialing, ringing (a set-up's
+        branch, a flip's, push's or transfer's target), talking, held (`sip_core.call.activity`).
+        Such a device is not offered as a target (flip, push, pull, ring groups)."""
+        return bool(self.activities(device))
+
+    def activities(self, device: str) -> list[DeviceInCall]:
+        """What ``device`` does in each call in progress it is in (`sip_core.call.activity`)."""
+        calls: dict[Call, None] = {}
+        for call in self._calls.values():
+            if call.active and any(leg.device == device for leg in call.legs()):
+                calls[call] = None
+        for leg in self._dialogs.values():
+            if leg.device == device and leg.call.active:
+                calls[leg.call] = None
+        return [
+            party for call in calls for party in self.call_parties(call) if party.device == device
+        ]
+
+    def device_activity(self, device: str) -> DeviceActivity | None:
+        """What ``device`` does in its busiest call in progress, None when it is in none."""
+        found = busiest(self.activities(device))
+        return found.activity if found is not None else None
+
+    def call_parties(self, call: Call) -> list[DeviceInCall]:
+        """Every device in ``call`` with its activity: the call's own legs and the live legs
+        only call control knows of (an operation's, a flip's kept-up one)."""
+        own = set(call.legs())
+        added = [leg for leg in self._dialogs.values() if leg.call is call and leg not in own]
+        added.extend(leg for leg in self._detached if leg.call is call and leg not in added)
+        return call_parties(call, added)
 
     def answer_incoming(
         self,
@@ -1426,14 +1451,8 @@ class CallControl:
         return states.dnd or states.make_busy or self._busy(device)
 
     def _busy(self, device: str) -> bool:
-        for call in self._calls.values():
-            if not call.active:
-                continue
-            if call.caller is not None and call.caller.device == device:
-                return True
-            if call.callee is not None and call.callee.device == device:
-                return True
-        return False
+        """In a call other than only being rung for it (`DeviceActivity.engaged`)."""
+        return any(party.activity.engaged for party in self.activities(device))
 
     def _ring(
         self,

@@ -409,10 +409,6 @@ class Flip:
 
     # -- rules -----------------------------------------------------------------------------------
 
-    def in_call(self, device: str) -> bool:
-        """Whether ``device`` is in a call in progress (talking, held or ringing)."""
-        return any(call.active and device in call.devices for call in self._control.calls())
-
     def _plan(self, config: PbxConfig, device: str, target: str | None) -> FlipPlan:
         return plan_flip(
             config,
@@ -421,7 +417,7 @@ class Flip:
             self._control.is_registered,
             is_available=self.is_available,
             flip_enabled=self.flip_enabled,
-            in_call=self.in_call,
+            in_call=self._control.in_call,
         )
 
     def _candidates(self, user: User, device: str) -> list[Device]:
@@ -430,7 +426,7 @@ class Flip:
             device,
             self._control.is_registered,
             is_available=self.is_available,
-            in_call=self.in_call,
+            in_call=self._control.in_call,
         )
 
     def _no_candidate(self, user: User, device: str) -> FlipError:
