@@ -49,13 +49,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from .audio.wav import WavError, load_wav
+from .dialled_codes import DeclaredCode, DialledNumber, declared_codes, feature_code, find_clash
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
 from .prg.model import (
     DEFAULT_RING_TIMER,
@@ -90,6 +91,7 @@ __all__ = [
     "TransferSettings",
     "User",
     "UserFlipOptions",
+    "check_feature_codes",
     "config_from_mapping",
     "format_path",
     "load_config",
@@ -164,7 +166,12 @@ class ConfigError(ValueError):
 class CodeConflict(ConfigError):
     """A feature code clashes with another code (one starts the other) or with an extension or
     a device's username: each is fine alone, together they cannot be told apart (Home
-    Assistant's options form says so apart from a badly written code)."""
+    Assistant's options form says so apart from a badly written code). ``clashes_with`` names
+    the other code (``handoff.code '*5'``), or the number, it clashes with."""
+
+    def __init__(self, reason: str, *, key_path: Sequence[str | int] = (), clashes_with: str = ""):
+        super().__init__(reason, key_path=key_path)
+        self.clashes_with = clashes_with
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -348,7 +355,7 @@ class FlipSettings:
     ``digit_timeout``: seconds it waits for the next digit of a device number.
     """
 
-    code: str = "*0"
+    code: str = feature_code("*0")
     timeout: int = 30
     menu_timeout: int = 8
     digit_timeout: int = 3
@@ -371,13 +378,15 @@ class TransferSettings:
     the configuration overrides the preset's.
     """
 
-    blind_code: str = "*2"
-    attended_code: str = "**"
+    blind_code: str = feature_code("*2")
+    attended_code: str = feature_code("**")
     timeout: int = 30
     recall_timeout: int = 30
     preset: str = "default"
-    complete_code: str = "*3"  # during an attended transfer's consultation: hand over now
-    cancel_code: str = "*4"  # ... and: back to the held party
+    complete_code: str = feature_code(
+        "*3"
+    )  # during an attended transfer's consultation: hand over now
+    cancel_code: str = feature_code("*4")  # ... and: back to the held party
 
 
 @dataclass(frozen=True, slots=True)
@@ -607,19 +616,13 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     auth = AuthSettings(_int(auth_data, "nonce_lifetime", ("auth",), 300, (10, 86400)))
     calls_data = _section(root.get("calls"), ("calls",), ("no_answer_timeout",))
     calls = CallSettings(_int(calls_data, "no_answer_timeout", ("calls",), 30, (1, 3600)))
-    flip = _flip(root.get("flip"), users)
+    flip = _flip(root.get("flip"))
     log_level = _log_level(root.get("log_level"))
     discovery = _discovery(root.get("discovery"), users)
-    transfer = _transfer(root.get("transfer"), users, flip.code)
+    transfer = _transfer(root.get("transfer"))
     security = _security(root.get("security"))
-    handoff = _handoff(root.get("handoff"), users, flip, transfer)
-    groups = _groups(
-        root.get("groups"),
-        users,
-        (flip.code, handoff.code, transfer.blind_code, transfer.attended_code),
-    )
-    trunking = _trunking(root, users, flip, (handoff.code, *(group.pilot for group in groups)))
-    return PbxConfig(
+    handoff = _handoff(root.get("handoff"))
+    config = PbxConfig(
         sip,
         rtp,
         users,
@@ -630,17 +633,18 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         log_level,
         discovery,
         security=security,
-        trunking=trunking,
         transfer=transfer,
-        groups=groups,
         handoff=handoff,
     )
+    codes = {declared.code: declared.name for declared in check_feature_codes(config)}
+    groups = _groups(root.get("groups"), users, codes)
+    trunking = _trunking(root, users, (*codes, *(group.pilot for group in groups)))
+    return replace(config, groups=groups, trunking=trunking)
 
 
 def _trunking(
     root: Mapping[str, Any],
     users: Sequence[User],
-    flip: FlipSettings,
     numbers: Sequence[str] = (),
 ) -> "Trunking | None":
     """The trunks and dial plan, checked by ``sip_core.trunk.config``.
@@ -651,8 +655,7 @@ def _trunking(
 
     internal = [user.extension for user in users]
     internal += [device.username for user in users for device in user.devices]
-    internal.append(flip.code)
-    internal.extend(numbers)  # the handoff code and the groups' pilots
+    internal.extend(numbers)  # every feature code and the groups' pilots
     return trunking_from_mapping(root.get("trunks"), root.get("dialplan"), users, internal)
 
 
@@ -1060,7 +1063,7 @@ def _registrar(data: Any) -> RegistrarSettings:
     return settings
 
 
-def _flip(data: Any, users: Sequence[User]) -> FlipSettings:
+def _flip(data: Any) -> FlipSettings:
     path: KeyPath = ("flip",)
     section = _section(data, path, ("code", "timeout", "menu_timeout", "digit_timeout"))
     code = "*0"
@@ -1074,11 +1077,6 @@ def _flip(data: Any, users: Sequence[User]) -> FlipSettings:
         code = _text(section, "code", path, numbers=True)
         if not _FLIP_CODE.fullmatch(code):
             _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-        taken = {user.extension for user in users} | {
-            device.username for user in users for device in user.devices
-        }
-        if code in taken:
-            _fail((*path, "code"), f"{code!r} is also an extension or a device's username")
     return FlipSettings(
         code,
         _int(section, "timeout", path, 30, (1, 3600)),
@@ -1132,13 +1130,40 @@ def _security(data: Any) -> SecuritySettings:
     )
 
 
-def transfer_settings(data: Mapping[str, Any] | None, config: PbxConfig) -> TransferSettings:
-    """Check the ``transfer`` section alone, against ``config``'s users and flip code (Home
-    Assistant's options keep it apart). Raises `ConfigError` (`CodeConflict` for clashes)."""
-    return _transfer(data, config.users, config.flip.code)
+def check_feature_codes(config: PbxConfig, *, prefer: str | None = None) -> list[DeclaredCode]:
+    """The one check of every feature code (`sip_core.dialled_codes`: declared with
+    `feature_code`) against the others and the numbers dialled from idle (extensions, device
+    usernames, group pilots). Raises `CodeConflict` on the code to blame -- in the section
+    ``prefer`` names when it is one of the two (the one Home Assistant's form edits)."""
+    taken = "an extension or a device's username"
+    numbers: dict[str, DialledNumber] = {}
+    for index, group in enumerate(config.groups):
+        what = f"the pilot of group {group.name!r}"
+        numbers[group.pilot] = DialledNumber(what, ("groups", index, "pilot"))
+    for index, user in enumerate(config.users):
+        numbers[user.extension] = DialledNumber(taken, ("users", index, "extension"))
+        for number, device in enumerate(user.devices):
+            where: KeyPath = ("users", index, "devices", number, "username")
+            numbers[device.username] = DialledNumber(taken, where)
+    codes = declared_codes(config)
+    clash = find_clash(codes, numbers, prefer=prefer)
+    if clash is not None:
+        raise CodeConflict(clash.reason, key_path=clash.key_path, clashes_with=clash.clashes_with)
+    return codes
 
 
-def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSettings:
+def transfer_settings(
+    data: Mapping[str, Any] | None, config: PbxConfig, *, prefer: str = "transfer"
+) -> TransferSettings:
+    """Check the ``transfer`` section alone, against every other code and number of ``config``
+    (Home Assistant's options keep it apart). Raises `ConfigError` (`CodeConflict` for clashes,
+    blamed on what is in the section ``prefer`` names when it is one of the two)."""
+    settings = _transfer(data)
+    check_feature_codes(replace(config, transfer=settings), prefer=prefer)
+    return settings
+
+
+def _transfer(data: Any) -> TransferSettings:
     path: KeyPath = ("transfer",)
     keys = (
         "preset",
@@ -1160,9 +1185,6 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
             )
     codes = dict(zip(("blind_code", "attended_code"), TRANSFER_PRESETS[preset], strict=True))
     codes |= {"complete_code": "*3", "cancel_code": "*4"}
-    taken = {user.extension for user in users} | {
-        device.username for user in users for device in user.devices
-    }
     for key in codes:
         if key not in section:
             continue
@@ -1175,24 +1197,8 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
         code = _text(section, key, path, numbers=True)
         if not _FLIP_CODE.fullmatch(code):
             _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-        if code in taken:
-            raise CodeConflict(
-                f"{code!r} is also an extension or a device's username", key_path=(*path, key)
-            )
         codes[key] = code
-    # Every code takes a number after it, so none may start another (the collector could not
-    # tell "*2" then "2..." from "*22" then "...").
-    # (The consultation's two codes are only read during a consultation, apart from the others,
-    # but they must not start each other either.)
-    named = [("flip.code", flip_code), *((f"transfer.{key}", c) for key, c in codes.items())]
-    for index, (name_a, code_a) in enumerate(named):
-        for name_b, code_b in named[index + 1 :]:
-            if code_a.startswith(code_b) or code_b.startswith(code_a):
-                raise CodeConflict(
-                    f"{code_b!r} and {name_a} {code_a!r} cannot both be codes: one starts the"
-                    " other",
-                    key_path=tuple(name_b.split(".")),
-                )
+    # Clashes with other codes and with numbers: `check_feature_codes`, over every code at once.
     return TransferSettings(
         blind_code=codes["blind_code"],
         attended_code=codes["attended_code"],
@@ -1207,9 +1213,7 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
 # --- Personal Ring Groups (sip_core.prg.model) ---------------------------------------------------
 
 
-def _handoff(
-    data: Any, users: Sequence[User], flip: FlipSettings, transfer: TransferSettings
-) -> HandoffSettings:
+def _handoff(data: Any) -> HandoffSettings:
     path: KeyPath = ("handoff",)
     section = _section(data, path, ("code",))
     if "code" not in section:
@@ -1222,25 +1226,13 @@ def _handoff(
     code = _text(section, "code", path, numbers=True)
     if not _FLIP_CODE.fullmatch(code):
         _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-    if code == flip.code:
-        _fail((*path, "code"), f"{code!r} is also the flip code")
-    # The codes dialled in a call share one collector: none may start another.
-    for name, other in (
-        ("transfer.blind_code", transfer.blind_code),
-        ("transfer.attended_code", transfer.attended_code),
-    ):
-        if code.startswith(other) or other.startswith(code):
-            _fail((*path, "code"), f"{code!r} and {name} {other!r} cannot both be codes")
-    taken = {user.extension for user in users} | {
-        device.username for user in users for device in user.devices
-    }
-    if code in taken:
-        _fail((*path, "code"), f"{code!r} is also an extension or a device's username")
+    # Clashes with other codes and with numbers: `check_feature_codes`, over every code at once.
     return HandoffSettings(code)
 
 
-def _groups(data: Any, users: Sequence[User], codes: Sequence[str]) -> tuple[RingGroup, ...]:
-    """Personal Ring Groups; their names and pilots share the users' namespace (no case)."""
+def _groups(data: Any, users: Sequence[User], codes: Mapping[str, str]) -> tuple[RingGroup, ...]:
+    """Personal Ring Groups; their names and pilots share the users' namespace (no case), and
+    no pilot may be a feature code (``codes``: each code to its name in messages)."""
     numbers = {user.extension.casefold() for user in users} | {
         device.username.casefold() for user in users for device in user.devices
     }
@@ -1262,7 +1254,11 @@ def _groups(data: Any, users: Sequence[User], codes: Sequence[str]) -> tuple[Rin
         if pilot.casefold() in numbers:
             _fail((*path, "pilot"), f"{pilot!r} is already an extension or a device's username")
         if pilot in codes:
-            _fail((*path, "pilot"), f"{pilot!r} is also a feature code")
+            raise CodeConflict(
+                f"{pilot!r} is also the feature code {codes[pilot]}",
+                key_path=(*path, "pilot"),
+                clashes_with=codes[pilot],
+            )
         previous = pilots.setdefault(pilot.casefold(), (*path, "pilot"))
         if previous != (*path, "pilot"):
             _fail((*path, "pilot"), f"{pilot!r} is already used by {format_path(previous)}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sip_core.dialled_codes import CodeScope, feature_code
+
 __all__ = [
     "DEFAULT_HANDOFF_CODE",
     "DEFAULT_RING_TIMER",
@@ -80,4 +82,4 @@ class RingGroup:
 class HandoffSettings:
     """The one feature code for both push (dialled in a call) and pull (dialled from idle)."""
 
-    code: str = DEFAULT_HANDOFF_CODE
+    code: str = feature_code(DEFAULT_HANDOFF_CODE, CodeScope.BOTH)

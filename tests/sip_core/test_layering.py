@@ -73,8 +73,9 @@ LAYERS: dict[str, int] = {
     "digest_client": 4,
     # 5 model, and the services below call control (guard, presence, forwarding, trunks, state)
     "config": 5,
+    "dialled_codes": 5,
     "calls": 5,
-    "call_snapshot": 5,
+    "call_snapshot": 6,
     "events": 5,
     "registrar": 5,
     "guard": 5,
@@ -109,6 +110,7 @@ LAYERS: dict[str, int] = {
     "call.control": 6,
     "call.targets": 6,
     "call.originate": 6,
+    "call.activity": 6,
     # 8 features (a subpackage)
     "features.__init__": 8,
     "features.codes": 8,
