@@ -15,10 +15,13 @@ import pytest
 from sip_core.call.activity import DeviceActivity, call_parties
 from sip_core.call_snapshot import snapshot_of
 from sip_core.calls import Call, CallState, Leg, LegRole, LegState
+from sip_core.config import UserFlipOptions
 from sip_core.features.flip import flip_candidates
 
 from .test_b2bua_harness import Harness, connect, ring, sdp, settle
+from .test_call_snapshot import _Transfer
 from .test_flip import answered_call, new_invites
+from .test_flip_rules import harness3, invites, key, talking
 
 
 @pytest.fixture
@@ -183,3 +186,36 @@ def test_the_rule_alone_from_a_call_and_its_legs() -> None:
     assert call_parties(call, [extra]) == []
     assert all(a.engaged for a in DeviceActivity if a is not DeviceActivity.RINGING)
     assert not DeviceActivity.RINGING.engaged
+
+
+async def test_a_transfer_makes_both_parties_engaged(h: Harness) -> None:
+    """Transferring, held at the PBX, being transferred: in a call, busy for a new call."""
+    alice = h.phone("201", 5201)
+    carol = h.phone("401", 5401)
+    await connect(h, alice, carol, "400")
+    call = h.only_call()
+    assert call.callee is not None
+    call.operation = _Transfer(call.callee, holds_other=True)
+    assert state(h, "401") == (DeviceActivity.TRANSFERRING, True, True)
+    assert state(h, "201") == (DeviceActivity.HELD_AT_PBX, True, True)
+    call.operation = _Transfer(call.callee, holds_other=False)
+    assert state(h, "201") == (DeviceActivity.BEING_TRANSFERRED, True, True)
+    call.operation = None
+
+
+async def test_a_dialog_kept_up_after_a_flip_keeps_its_device_in_the_call() -> None:
+    """Auto-hangup off: the old device's dialog stays up, detached from the media, until it
+    hangs up; it is in a call (not offered, busy) until then. The call's own legs no longer
+    name it, so only call control's reading of its live legs sees it."""
+    for h in harness3(UserFlipOptions(timeout=5, auto_hangup=False)):
+        _carol, desk, mobile, _soft = await talking(h)
+        key(desk, "*0202")
+        mobile.answer(invites(mobile)[0], 200, sdp(6202))
+        await settle()
+        call = h.only_call()
+        assert "201" not in call.devices
+        assert state(h, "201") == (DeviceActivity.TALKING, True, True)
+        assert state(h, "202") == (DeviceActivity.TALKING, True, True)
+        desk.request("BYE")
+        assert state(h, "201") == (None, False, False)
+        assert state(h, "202") == (DeviceActivity.TALKING, True, True)
