@@ -264,7 +264,8 @@ class Pbx:
     def call_snapshots(self) -> list[CallSnapshot]:
         """Immutable snapshots of the calls in progress, oldest first (`sip_core.call_snapshot`):
         what code outside call control (Home Assistant) reads instead of the live calls."""
-        return [snapshot_of(call, self._b2bua.call_parties(call)) for call in self._b2bua.calls()]
+        parties = self._b2bua.all_call_parties()
+        return [snapshot_of(call, found) for call, found in parties.items()]
 
     def call_snapshot(self, call_id: str) -> CallSnapshot | None:
         """A snapshot of the call in progress with this id, None when there is none."""

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from functools import partial
@@ -918,8 +919,13 @@ class CallControl:
         for leg in self._dialogs.values():
             if leg.device == device and leg.call.active:
                 calls[leg.call] = None
+        if not calls:
+            return []
         return [
-            party for call in calls for party in self.call_parties(call) if party.device == device
+            party
+            for call, added in self._added_legs(calls).items()
+            for party in call_parties(call, added)
+            if party.device == device
         ]
 
     def device_activity(self, device: str) -> DeviceActivity | None:
@@ -930,10 +936,23 @@ class CallControl:
     def call_parties(self, call: Call) -> list[DeviceInCall]:
         """Every device in ``call`` with its activity: the call's own legs and the live legs
         only call control knows of (an operation's, a flip's kept-up one)."""
-        own = set(call.legs())
-        added = [leg for leg in self._dialogs.values() if leg.call is call and leg not in own]
-        added.extend(leg for leg in self._detached if leg.call is call and leg not in added)
-        return call_parties(call, added)
+        return call_parties(call, self._added_legs((call,))[call])
+
+    def all_call_parties(self) -> dict[Call, list[DeviceInCall]]:
+        """`call_parties` of every call in progress, oldest first, in one pass over the legs."""
+        added = self._added_legs(self._calls.values())
+        return {call: call_parties(call, legs) for call, legs in added.items()}
+
+    def _added_legs(self, calls: Iterable[Call]) -> dict[Call, list[Leg]]:
+        """For each of ``calls``, its live legs that are not the call's own (caller, answered
+        leg, branches): those in the dialog index (an operation's) and those a flip kept up."""
+        own = {call: set(call.legs()) for call in calls}
+        added: dict[Call, list[Leg]] = {call: [] for call in own}
+        for leg in itertools.chain(self._dialogs.values(), self._detached):
+            legs = own.get(leg.call)
+            if legs is not None and leg not in legs and leg not in added[leg.call]:
+                added[leg.call].append(leg)
+        return added
 
     def answer_incoming(
         self,
