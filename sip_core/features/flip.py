@@ -693,7 +693,7 @@ class Flip:
             op.wait = float(timeout)
         wait = op.timeout
         _LOGGER.info("Call %s: flipping from %s to %s", call.id, from_leg.device, op.to_device)
-        control.publish(HandoffStarted(call.id, from_leg.device or "", op.to_device))
+        started = HandoffStarted(call.id, from_leg.device or "", op.to_device)
         try:
             if (
                 remote is None
@@ -705,9 +705,11 @@ class Flip:
             op.offer = offer_for_new_device(remote.remote_sdp, from_leg.remote_sdp)
             op.spare = control.open_spare(call, from_leg.side)
         except SdpError as exc:
+            control.publish(started)
             self._failback(op, exc.reason, FlipFailure.FAILED)
             return
         except (RelayError, OSError) as exc:
+            control.publish(started)
             self._failback(op, f"media relay: {exc}", FlipFailure.FAILED)
             return
         bindings = [b for device in op.targets for b in control.bindings(device)]
@@ -724,6 +726,9 @@ class Flip:
             on_fail=lambda summary: self._failed(op, summary),
             on_timeout=lambda: self._no_answer(op),
         )
+        # Told once the targets' legs exist (a fork reports nothing before the loop runs again):
+        # what reads the call on this event -- Home Assistant's sensors -- sees them ringing.
+        control.publish(started)
         if not op.done:
             if not op.fork.legs:
                 self._failback(op, f"{op.to_device} has no registration", FlipFailure.UNREACHABLE)
