@@ -141,7 +141,7 @@ class B2bua(CallControl):
 
     @property
     def flip_feature(self) -> Flip:
-        """The flip (its rules: `Flip.in_call`, ``is_available``, ``flip_enabled``)."""
+        """The flip (its rules: ``is_available``, ``flip_enabled``; `CallControl.in_call`)."""
         return self._flip
 
     def announce(

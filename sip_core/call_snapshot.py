@@ -1,18 +1,19 @@
-"""Immutable snapshots of calls in progress, and the one rule for what a device is doing in one.
+"""Immutable snapshots of calls in progress, with what each device is doing in one.
 
 Why: Home Assistant (and anything else outside call control) must not hold or read the live
 `Call`/`Leg` objects the B2BUA mutates; it gets a `CallSnapshot` instead, taken on the event
 loop in one go, so what it reads cannot change under it. And "is this device ringing, talking,
-held, transferring" is decided here once (`DeviceActivity`, per device in `CallSnapshot.parties`),
-so the sensors, the buttons, the actions and the diagnostics cannot disagree with sip_core.
+held, transferring" is decided once, by call control (`sip_core.call.activity`, per device in
+`CallSnapshot.parties`), so the sensors, the buttons, the actions and the diagnostics cannot
+disagree with what call set-up and the features decide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
+from sip_core.call.activity import DeviceActivity, DeviceInCall, busiest, call_parties
 from sip_core.calls import (
     Call,
     CallState,
@@ -34,35 +35,6 @@ __all__ = [
     "busiest",
     "snapshot_of",
 ]
-
-
-class DeviceActivity(StrEnum):
-    """What one device is doing in one call."""
-
-    DIALING = "dialing"  # the caller's device, before the answer
-    RINGING = "ringing"  # rung: a callee's branch, a flip's target
-    TALKING = "talking"  # answered, media flowing
-    HELD = "held"  # answered, one side put the other on hold (its own re-INVITE)
-    HELD_AT_PBX = "held_at_pbx"  # the party an attended transfer keeps on hold meanwhile
-    TRANSFERRING = "transferring"  # the device passing the call on (a transfer)
-    BEING_TRANSFERRED = "being_transferred"  # the party passed on while the target rings
-
-    @property
-    def rank(self) -> int:
-        """How much this activity matters when a device is in several calls (a second one
-        ringing while it talks): the highest is the one to show."""
-        return _RANK[self]
-
-
-_RANK = {
-    DeviceActivity.TRANSFERRING: 5,
-    DeviceActivity.BEING_TRANSFERRED: 5,
-    DeviceActivity.TALKING: 4,
-    DeviceActivity.HELD: 3,
-    DeviceActivity.HELD_AT_PBX: 3,
-    DeviceActivity.RINGING: 2,
-    DeviceActivity.DIALING: 1,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,22 +75,6 @@ class OperationSnapshot:
     to_device: str
     started_at: float
     holds_other: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInCall:
-    """One device in one call and what it is doing there (the one definition of it).
-
-    ``outgoing``: the device is on the caller's side; ``remote_device`` the device across
-    from it, once known; ``since`` (Unix time) the answer for talking and held, else when this
-    activity began (the call's start, a flip's start).
-    """
-
-    device: str
-    activity: DeviceActivity
-    outgoing: bool
-    remote_device: str | None
-    since: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,15 +135,6 @@ class CallSnapshot:
         return found.activity if found is not None else None
 
 
-def busiest(parties: Iterable[DeviceInCall]) -> DeviceInCall | None:
-    """The entry with the highest-ranked activity (the first of equals), or None."""
-    best: DeviceInCall | None = None
-    for party in parties:
-        if best is None or party.activity.rank > best.activity.rank:
-            best = party
-    return best
-
-
 def _leg(leg: Leg, held: Leg | None) -> LegSnapshot:
     return LegSnapshot(leg.device, leg.party, leg.role, leg.side, leg.state, leg is held)
 
@@ -205,74 +152,11 @@ def _operation(view: OperationView | None) -> OperationSnapshot | None:
     )
 
 
-def _parties(call: Call, view: OperationView | None) -> list[DeviceInCall]:
-    """The rules: the caller's device dials until the answer; the callee's branches ring, then
-    the answered device talks (or is held with the call). A transfer makes its device
-    "transferring" (gone once released), and the kept party held at the PBX (attended) or being
-    transferred (blind). A flip's targets ring, facing the party that stays."""
-    if not call.active:
-        return []
-    answered = call.state in (CallState.TALKING, CallState.HELD)
-    since = call.answered_at if answered and call.answered_at is not None else call.started_at
-    talk = DeviceActivity.HELD if call.state is CallState.HELD else DeviceActivity.TALKING
-    callee = call.callee.device if call.callee is not None else None
-    found: list[DeviceInCall] = []
-    caller = call.caller_device
-    if caller:
-        found.append(
-            DeviceInCall(caller, talk if answered else DeviceActivity.DIALING, True, callee, since)
-        )
-    if answered and callee:
-        callees: Iterable[str] = (callee,)
-        state = talk
-    else:
-        callees = (leg.device for leg in call.branches if leg.device)
-        state = DeviceActivity.RINGING
-    for device in dict.fromkeys(callees):
-        found.append(DeviceInCall(device, state, False, caller or None, since))
-    if view is not None and view.kind == "transfer":
-        moving = view.from_leg.device
-        released = view.from_leg.state is LegState.TERMINATED
-        kept = DeviceActivity.HELD_AT_PBX if view.holds_other else DeviceActivity.BEING_TRANSFERRED
-        shown: list[DeviceInCall] = []
-        for party in found:
-            if party.device == moving:
-                if released:
-                    continue
-                shown.append(_with(party, DeviceActivity.TRANSFERRING))
-            else:
-                shown.append(_with(party, kept))
-        found = shown
-    if view is not None and view.ringing:
-        # A push or pull rings devices of its own (a group's members, the puller). A pusher who
-        # hung up is no longer talking (its device may ring again with the others).
-        if view.kind == "push" and view.from_leg.state is LegState.TERMINATED:
-            found = [party for party in found if party.device != view.from_device]
-        other = call.other(view.from_leg)
-        remote = other.device if other is not None else None
-        outgoing = view.from_leg is call.caller
-        for device in view.ringing:
-            found.append(
-                DeviceInCall(device, DeviceActivity.RINGING, outgoing, remote, view.started_at)
-            )
-    if view is not None and view.kind == "flip":
-        other = call.other(view.from_leg)
-        remote = other.device if other is not None else None
-        outgoing = view.from_leg is call.caller
-        for target in view.to_device.split(", "):
-            if target:
-                found.append(
-                    DeviceInCall(target, DeviceActivity.RINGING, outgoing, remote, view.started_at)
-                )
-    return found
+def snapshot_of(call: Call, parties: Sequence[DeviceInCall] | None = None) -> CallSnapshot:
+    """Take a snapshot of ``call`` (on the event loop, where the B2BUA changes it).
 
-
-def _with(party: DeviceInCall, activity: DeviceActivity) -> DeviceInCall:
-    return DeviceInCall(party.device, activity, party.outgoing, party.remote_device, party.since)
-
-
-def snapshot_of(call: Call) -> CallSnapshot:
-    """Take a snapshot of ``call`` (on the event loop, where the B2BUA changes it)."""
+    ``parties`` are its devices' activities as call control reads them, with the legs only it
+    knows (`CallControl.call_parties`); without them, from the call's own legs alone."""
     view = call.operation.view() if call.operation is not None else None
     held = call.other(view.from_leg) if view is not None and view.holds_other else None
     return CallSnapshot(
@@ -292,7 +176,7 @@ def snapshot_of(call: Call) -> CallSnapshot:
         caller_leg=_leg(call.caller, held) if call.caller is not None else None,
         callee_leg=_leg(call.callee, held) if call.callee is not None else None,
         ringing_legs=tuple(_leg(leg, held) for leg in call.branches if leg is not call.callee),
-        parties=tuple(_parties(call, view)),
+        parties=tuple(parties if parties is not None else call_parties(call)),
         handoffs=tuple(call.handoffs),
         transfers=tuple(call.transfers),
     )

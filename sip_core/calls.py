@@ -274,9 +274,8 @@ class OperationView:
     ``kind`` names the feature ("flip", "transfer"); ``from_leg`` is the side being moved, and
     `Call.other` of it the party that stays; ``to_device`` is where it goes (a transfer: what was
     dialled); ``started_at`` is wall-clock time; ``holds_other``: the party that stays is on hold
-    at the PBX meanwhile (an attended transfer's consultation). ``ringing``: devices the
-    operation itself rings now, when they are not in ``to_device`` (a push's members, a pull's
-    puller).
+    at the PBX meanwhile (an attended transfer's consultation). Which devices an operation rings
+    is read from its legs (`sip_core.call.activity`), not from here.
     """
 
     kind: str
@@ -284,7 +283,6 @@ class OperationView:
     to_device: str
     started_at: float
     holds_other: bool = False
-    ringing: tuple[str, ...] = ()
 
     @property
     def from_device(self) -> str:

@@ -50,13 +50,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from .audio.wav import WavError, load_wav
+from .dialled_codes import DeclaredCode, DialledNumber, declared_codes, feature_code, find_clash
 from .digest import DEFAULT_ALGORITHMS, DigestAlgorithm
 from .prg.model import (
     DEFAULT_RING_TIMER,
@@ -94,6 +95,7 @@ __all__ = [
     "TransferSettings",
     "User",
     "UserFlipOptions",
+    "check_feature_codes",
     "config_from_mapping",
     "format_path",
     "load_config",
@@ -168,7 +170,12 @@ class ConfigError(ValueError):
 class CodeConflict(ConfigError):
     """A feature code clashes with another code (one starts the other) or with an extension or
     a device's username: each is fine alone, together they cannot be told apart (Home
-    Assistant's options form says so apart from a badly written code)."""
+    Assistant's options form says so apart from a badly written code). ``clashes_with`` names
+    the other code (``handoff.code '*5'``), or the number, it clashes with."""
+
+    def __init__(self, reason: str, *, key_path: Sequence[str | int] = (), clashes_with: str = ""):
+        super().__init__(reason, key_path=key_path)
+        self.clashes_with = clashes_with
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -352,7 +359,7 @@ class FlipSettings:
     ``digit_timeout``: seconds it waits for the next digit of a device number.
     """
 
-    code: str = "*0"
+    code: str = feature_code("*0")
     timeout: int = 30
     menu_timeout: int = 8
     digit_timeout: int = 3
@@ -375,13 +382,15 @@ class TransferSettings:
     the configuration overrides the preset's.
     """
 
-    blind_code: str = "*2"
-    attended_code: str = "**"
+    blind_code: str = feature_code("*2")
+    attended_code: str = feature_code("**")
     timeout: int = 30
     recall_timeout: int = 30
     preset: str = "default"
-    complete_code: str = "*3"  # during an attended transfer's consultation: hand over now
-    cancel_code: str = "*4"  # ... and: back to the held party
+    complete_code: str = feature_code(
+        "*3"
+    )  # during an attended transfer's consultation: hand over now
+    cancel_code: str = feature_code("*4")  # ... and: back to the held party
 
 
 @dataclass(frozen=True, slots=True)
@@ -619,31 +628,17 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
     auth = AuthSettings(_int(auth_data, "nonce_lifetime", ("auth",), 300, (10, 86400)))
     calls_data = _section(root.get("calls"), ("calls",), ("no_answer_timeout",))
     calls = CallSettings(_int(calls_data, "no_answer_timeout", ("calls",), 30, (1, 3600)))
-    flip = _flip(root.get("flip"), users)
+    flip = _flip(root.get("flip"))
     log_level = _log_level(root.get("log_level"))
     discovery = _discovery(root.get("discovery"), users)
-    transfer = _transfer(root.get("transfer"), users, flip.code)
+    transfer = _transfer(root.get("transfer"))
     security = _security(root.get("security"))
-    handoff = _handoff(root.get("handoff"), users, flip, transfer)
-    groups = _groups(
-        root.get("groups"),
-        users,
-        (flip.code, handoff.code, transfer.blind_code, transfer.attended_code),
-    )
-    trunking = _trunking(
-        root,
-        users,
-        flip,
-        (handoff.code, *(group.pilot for group in groups)),
-        groups=[group.name for group in groups],
-    )
-    group_presence = _group_presence(
-        root.get("group_presence"), users, groups, flip=flip, transfer=transfer, handoff=handoff
-    )
+    handoff = _handoff(root.get("handoff"))
+    group_presence = _group_presence(root.get("group_presence"))
     from .tls_settings import tls_from_mapping  # noqa: PLC0415  (builds on this module)
 
     tls = tls_from_mapping(root.get("tls"), sip.port)
-    return PbxConfig(
+    config = PbxConfig(
         sip,
         rtp,
         users,
@@ -654,19 +649,26 @@ def config_from_mapping(data: Mapping[str, Any]) -> PbxConfig:
         log_level,
         discovery,
         security=security,
-        trunking=trunking,
         transfer=transfer,
-        groups=groups,
         handoff=handoff,
         group_presence=group_presence,
         tls=tls,
     )
+    codes = {declared.code: declared.name for declared in check_feature_codes(config)}
+    groups = _groups(root.get("groups"), users, codes)
+    trunking = _trunking(
+        root,
+        users,
+        (*codes, *(group.pilot for group in groups)),
+        groups=[group.name for group in groups],
+    )
+    _check_presence_with_pilots(group_presence, users, groups)
+    return replace(config, groups=groups, trunking=trunking)
 
 
 def _trunking(
     root: Mapping[str, Any],
     users: Sequence[User],
-    flip: FlipSettings,
     numbers: Sequence[str] = (),
     *,
     groups: Sequence[str] = (),
@@ -679,8 +681,7 @@ def _trunking(
 
     internal = [user.extension for user in users]
     internal += [device.username for user in users for device in user.devices]
-    internal.append(flip.code)
-    internal.extend(numbers)  # the handoff code and the groups' pilots
+    internal.extend(numbers)  # every feature code and the groups' pilots
     return trunking_from_mapping(
         root.get("trunks"), root.get("dialplan"), users, internal, groups=groups
     )
@@ -1092,7 +1093,7 @@ def _registrar(data: Any) -> RegistrarSettings:
     return settings
 
 
-def _flip(data: Any, users: Sequence[User]) -> FlipSettings:
+def _flip(data: Any) -> FlipSettings:
     path: KeyPath = ("flip",)
     section = _section(data, path, ("code", "timeout", "menu_timeout", "digit_timeout"))
     code = "*0"
@@ -1106,11 +1107,6 @@ def _flip(data: Any, users: Sequence[User]) -> FlipSettings:
         code = _text(section, "code", path, numbers=True)
         if not _FLIP_CODE.fullmatch(code):
             _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-        taken = {user.extension for user in users} | {
-            device.username for user in users for device in user.devices
-        }
-        if code in taken:
-            _fail((*path, "code"), f"{code!r} is also an extension or a device's username")
     return FlipSettings(
         code,
         _int(section, "timeout", path, 30, (1, 3600)),
@@ -1164,23 +1160,40 @@ def _security(data: Any) -> SecuritySettings:
     )
 
 
-def transfer_settings(data: Mapping[str, Any] | None, config: PbxConfig) -> TransferSettings:
-    """Check the ``transfer`` section alone, against ``config``'s users and flip code (Home
-    Assistant's options keep it apart). Raises `ConfigError` (`CodeConflict` for clashes)."""
-    settings = _transfer(data, config.users, config.flip.code)
-    presence = config.group_presence
-    for key in ("blind_code", "attended_code", "complete_code", "cancel_code"):
-        code = getattr(settings, key)
-        for name, other in (
-            ("group_presence.present_code", presence.present_code),
-            ("group_presence.absent_code", presence.absent_code),
-        ):
-            if code == other:
-                raise CodeConflict(f"{code!r} is also {name}", key_path=("transfer", key))
+def check_feature_codes(config: PbxConfig, *, prefer: str | None = None) -> list[DeclaredCode]:
+    """The one check of every feature code (`sip_core.dialled_codes`: declared with
+    `feature_code`) against the others and the numbers dialled from idle (extensions, device
+    usernames, group pilots). Raises `CodeConflict` on the code to blame -- in the section
+    ``prefer`` names when it is one of the two (the one Home Assistant's form edits)."""
+    taken = "an extension or a device's username"
+    numbers: dict[str, DialledNumber] = {}
+    for index, group in enumerate(config.groups):
+        what = f"the pilot of group {group.name!r}"
+        numbers[group.pilot] = DialledNumber(what, ("groups", index, "pilot"))
+    for index, user in enumerate(config.users):
+        numbers[user.extension] = DialledNumber(taken, ("users", index, "extension"))
+        for number, device in enumerate(user.devices):
+            where: KeyPath = ("users", index, "devices", number, "username")
+            numbers[device.username] = DialledNumber(taken, where)
+    codes = declared_codes(config)
+    clash = find_clash(codes, numbers, prefer=prefer)
+    if clash is not None:
+        raise CodeConflict(clash.reason, key_path=clash.key_path, clashes_with=clash.clashes_with)
+    return codes
+
+
+def transfer_settings(
+    data: Mapping[str, Any] | None, config: PbxConfig, *, prefer: str = "transfer"
+) -> TransferSettings:
+    """Check the ``transfer`` section alone, against every other code and number of ``config``
+    (Home Assistant's options keep it apart). Raises `ConfigError` (`CodeConflict` for clashes,
+    blamed on what is in the section ``prefer`` names when it is one of the two)."""
+    settings = _transfer(data)
+    check_feature_codes(replace(config, transfer=settings), prefer=prefer)
     return settings
 
 
-def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSettings:
+def _transfer(data: Any) -> TransferSettings:
     path: KeyPath = ("transfer",)
     keys = (
         "preset",
@@ -1202,9 +1215,6 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
             )
     codes = dict(zip(("blind_code", "attended_code"), TRANSFER_PRESETS[preset], strict=True))
     codes |= {"complete_code": "*3", "cancel_code": "*4"}
-    taken = {user.extension for user in users} | {
-        device.username for user in users for device in user.devices
-    }
     for key in codes:
         if key not in section:
             continue
@@ -1217,24 +1227,8 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
         code = _text(section, key, path, numbers=True)
         if not _FLIP_CODE.fullmatch(code):
             _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-        if code in taken:
-            raise CodeConflict(
-                f"{code!r} is also an extension or a device's username", key_path=(*path, key)
-            )
         codes[key] = code
-    # Every code takes a number after it, so none may start another (the collector could not
-    # tell "*2" then "2..." from "*22" then "...").
-    # (The consultation's two codes are only read during a consultation, apart from the others,
-    # but they must not start each other either.)
-    named = [("flip.code", flip_code), *((f"transfer.{key}", c) for key, c in codes.items())]
-    for index, (name_a, code_a) in enumerate(named):
-        for name_b, code_b in named[index + 1 :]:
-            if code_a.startswith(code_b) or code_b.startswith(code_a):
-                raise CodeConflict(
-                    f"{code_b!r} and {name_a} {code_a!r} cannot both be codes: one starts the"
-                    " other",
-                    key_path=tuple(name_b.split(".")),
-                )
+    # Clashes with other codes and with numbers: `check_feature_codes`, over every code at once.
     return TransferSettings(
         blind_code=codes["blind_code"],
         attended_code=codes["attended_code"],
@@ -1249,9 +1243,7 @@ def _transfer(data: Any, users: Sequence[User], flip_code: str) -> TransferSetti
 # --- Personal Ring Groups (sip_core.prg.model) ---------------------------------------------------
 
 
-def _handoff(
-    data: Any, users: Sequence[User], flip: FlipSettings, transfer: TransferSettings
-) -> HandoffSettings:
+def _handoff(data: Any) -> HandoffSettings:
     path: KeyPath = ("handoff",)
     section = _section(data, path, ("code",))
     if "code" not in section:
@@ -1264,25 +1256,13 @@ def _handoff(
     code = _text(section, "code", path, numbers=True)
     if not _FLIP_CODE.fullmatch(code):
         _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-    if code == flip.code:
-        _fail((*path, "code"), f"{code!r} is also the flip code")
-    # The codes dialled in a call share one collector: none may start another.
-    for name, other in (
-        ("transfer.blind_code", transfer.blind_code),
-        ("transfer.attended_code", transfer.attended_code),
-    ):
-        if code.startswith(other) or other.startswith(code):
-            _fail((*path, "code"), f"{code!r} and {name} {other!r} cannot both be codes")
-    taken = {user.extension for user in users} | {
-        device.username for user in users for device in user.devices
-    }
-    if code in taken:
-        _fail((*path, "code"), f"{code!r} is also an extension or a device's username")
+    # Clashes with other codes and with numbers: `check_feature_codes`, over every code at once.
     return HandoffSettings(code)
 
 
-def _groups(data: Any, users: Sequence[User], codes: Sequence[str]) -> tuple[RingGroup, ...]:
-    """Personal Ring Groups; their names and pilots share the users' namespace (no case)."""
+def _groups(data: Any, users: Sequence[User], codes: Mapping[str, str]) -> tuple[RingGroup, ...]:
+    """Personal Ring Groups; their names and pilots share the users' namespace (no case), and
+    no pilot may be a feature code (``codes``: each code to its name in messages)."""
     numbers = {user.extension.casefold() for user in users} | {
         device.username.casefold() for user in users for device in user.devices
     }
@@ -1304,7 +1284,11 @@ def _groups(data: Any, users: Sequence[User], codes: Sequence[str]) -> tuple[Rin
         if pilot.casefold() in numbers:
             _fail((*path, "pilot"), f"{pilot!r} is already an extension or a device's username")
         if pilot in codes:
-            _fail((*path, "pilot"), f"{pilot!r} is also a feature code")
+            raise CodeConflict(
+                f"{pilot!r} is also the feature code {codes[pilot]}",
+                key_path=(*path, "pilot"),
+                clashes_with=codes[pilot],
+            )
         previous = pilots.setdefault(pilot.casefold(), (*path, "pilot"))
         if previous != (*path, "pilot"):
             _fail((*path, "pilot"), f"{pilot!r} is already used by {format_path(previous)}")
@@ -1365,22 +1349,12 @@ def _no_answer(
     return NoAnswerTarget(kind, name)
 
 
-def _group_presence(
-    data: Any,
-    users: Sequence[User],
-    groups: Sequence[RingGroup],
-    *,
-    flip: FlipSettings,
-    transfer: TransferSettings,
-    handoff: HandoffSettings,
-) -> GroupPresenceCodes:
+def _group_presence(data: Any) -> GroupPresenceCodes:
     """The Group Presence codes, dialled from an idle phone alone or followed by a pilot.
 
-    Why these rules: the two codes and the handoff code are all numbers an idle phone dials, read
-    whole from the INVITE, so none of them may start another (``*6`` and ``*61`` then a pilot could
-    not be told apart); a code followed by a pilot must not be someone's number. The codes dialled
-    in a call are read by another collector, so only being the very same code is refused there
-    (one code, two meanings, is a trap for the person dialling)."""
+    Only their form is checked here: their clashes with every other code and number are the one
+    check of `check_feature_codes` (both are declared idle codes), and what a code followed by a
+    pilot may not be is `_check_presence_with_pilots`, once the groups are known."""
     path: KeyPath = ("group_presence",)
     keys = ("present_code", "absent_code")
     section = _section(data, path, keys)
@@ -1399,43 +1373,23 @@ def _group_presence(
         if not _FLIP_CODE.fullmatch(code):
             _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
         codes[key] = code
-    present, absent = codes["present_code"], codes["absent_code"]
-    if present.startswith(absent) or absent.startswith(present):
-        raise CodeConflict(
-            f"{absent!r} and group_presence.present_code {present!r} cannot both be codes: one"
-            " starts the other",
-            key_path=(*path, "absent_code"),
-        )
+    return GroupPresenceCodes(codes["present_code"], codes["absent_code"])
+
+
+def _check_presence_with_pilots(
+    presence: GroupPresenceCodes, users: Sequence[User], groups: Sequence[RingGroup]
+) -> None:
+    """A Group Presence code followed by a pilot (one group only) must not be someone's number:
+    the phone dials it whole, and the PBX could not tell the two apart."""
     numbers = {user.extension for user in users} | {
         device.username for user in users for device in user.devices
     }
-    in_call = (
-        ("flip.code", flip.code),
-        ("transfer.blind_code", transfer.blind_code),
-        ("transfer.attended_code", transfer.attended_code),
-        ("transfer.complete_code", transfer.complete_code),
-        ("transfer.cancel_code", transfer.cancel_code),
-    )
-    for key, code in codes.items():
-        where = (*path, key)
-        if code.startswith(handoff.code) or handoff.code.startswith(code):
-            raise CodeConflict(
-                f"{code!r} and handoff.code {handoff.code!r} cannot both be codes: one starts the"
-                " other",
-                key_path=where,
-            )
-        for name, other in in_call:
-            if code == other:
-                raise CodeConflict(f"{code!r} is also {name}", key_path=where)
-        if code in numbers or any(code == group.pilot for group in groups):
-            raise CodeConflict(
-                f"{code!r} is also an extension, a device's username or a pilot", key_path=where
-            )
+    for key in ("present_code", "absent_code"):
+        code = getattr(presence, key)
         for group in groups:
             if code + group.pilot in numbers:
                 raise CodeConflict(
                     f"{code + group.pilot!r} ({code!r} then the pilot of {group.name}) is also an"
                     " extension or a device's username",
-                    key_path=where,
+                    key_path=("group_presence", key),
                 )
-    return GroupPresenceCodes(present, absent)

@@ -27,7 +27,7 @@ from sip_core.call_audio import (
     play_into_call,
     playable_legs,
 )
-from sip_core.call_snapshot import CallSnapshot, DeviceActivity, busiest, snapshot_of
+from sip_core.call_snapshot import CallSnapshot, DeviceActivity, snapshot_of
 from sip_core.calls import Call, CallHistory, CallRecord, HandoffRecord, Leg, TransferRecord
 from sip_core.clock import Clock, CountingClock, LoopClock, TimerHandle
 from sip_core.config import PbxConfig, RingGroup, SecuritySettings, TransferSettings, User
@@ -282,22 +282,17 @@ class Pbx:
     def call_snapshots(self) -> list[CallSnapshot]:
         """Immutable snapshots of the calls in progress, oldest first (`sip_core.call_snapshot`):
         what code outside call control (Home Assistant) reads instead of the live calls."""
-        return [snapshot_of(call) for call in self._b2bua.calls()]
+        parties = self._b2bua.all_call_parties()
+        return [snapshot_of(call, found) for call, found in parties.items()]
 
     def call_snapshot(self, call_id: str) -> CallSnapshot | None:
         """A snapshot of the call in progress with this id, None when there is none."""
         call = self._b2bua.get(call_id)
-        return snapshot_of(call) if call is not None else None
+        return snapshot_of(call, self._b2bua.call_parties(call)) if call is not None else None
 
     def device_activity(self, device: str) -> DeviceActivity | None:
         """What ``device`` (a SIP username) is doing in its busiest call, None when idle."""
-        found = busiest(
-            party
-            for snapshot in self.call_snapshots()
-            for party in snapshot.parties
-            if party.device == device
-        )
-        return found.activity if found is not None else None
+        return self._b2bua.device_activity(device)
 
     def flip(
         self,

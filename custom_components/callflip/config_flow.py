@@ -32,7 +32,13 @@ from homeassistant.helpers.selector import (
 from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from homeassistant.helpers.typing import DiscoveryInfoType
 
-from sip_core.config import ConfigError, FlipPermission, config_from_mapping, security_settings
+from sip_core.config import (
+    CodeConflict,
+    ConfigError,
+    FlipPermission,
+    config_from_mapping,
+    security_settings,
+)
 
 from .const import (
     CONF_EXTENSION,
@@ -74,6 +80,7 @@ from .issues import async_yaml_section_ignored
 from .security import CONF_SECURITY, security_from_input, security_mapping, security_schema
 from .transfer_options import (
     CONF_TRANSFER,
+    clash_placeholders,
     transfer_from_input,
     transfer_mapping,
     transfer_schema,
@@ -626,9 +633,9 @@ class CallflipOptionsFlow(FlipSettingsSteps, TrunkOptionsFlow):
         section = transfer_mapping(options)
         config = entry_config(self.config_entry.data, options)
         errors: dict[str, str] = {}
-        placeholders = {"error": ""}
+        placeholders = {"error": "", "clash": ""}
         if user_input is not None:
-            section, errors, placeholders["error"] = transfer_from_input(user_input, config)
+            section, errors, placeholders = transfer_from_input(user_input, config)
             if not errors:
                 return self.async_create_entry(data={**options, CONF_TRANSFER: section})
         try:
@@ -872,7 +879,7 @@ class CallflipOptionsFlow(FlipSettingsSteps, TrunkOptionsFlow):
     async def async_step_group(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """A group's name, pilot number, members in order, ring timer and no-answer target."""
         errors: dict[str, str] = {}
-        placeholders = {"error": ""}
+        placeholders = {"error": "", "clash": ""}
         current = find_group(self._groups, self._group_id) if self._group_id else None
         if user_input is not None:
             group = GroupOptions(
@@ -889,10 +896,17 @@ class CallflipOptionsFlow(FlipSettingsSteps, TrunkOptionsFlow):
             else:
                 groups.append(group)
             try:
-                pbx_config(self.config_entry.data, self._users, groups_mapping(groups, self._users))
+                config = pbx_config(
+                    self.config_entry.data, self._users, groups_mapping(groups, self._users)
+                )
+                # the pilot against every feature code, the transfer codes set here included
+                with_transfer(config, self.config_entry.options, prefer="groups")
             except ConfigError as err:
-                errors["base"] = "invalid_group"
-                placeholders["error"] = str(err)
+                placeholders = {**clash_placeholders(err), "error": str(err)}
+                if isinstance(err, CodeConflict) and err.key_path[-1:] == ("pilot",):
+                    errors[CONF_PILOT] = "code_conflict"
+                else:
+                    errors["base"] = "invalid_group"
             else:
                 self._groups = groups
                 return self._save()

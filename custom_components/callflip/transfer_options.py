@@ -59,9 +59,20 @@ def transfer_mapping(options: Mapping[str, Any]) -> dict[str, Any]:
     return dict(options.get(CONF_TRANSFER) or {})
 
 
-def with_transfer(config: PbxConfig, options: Mapping[str, Any]) -> PbxConfig:
-    """``config`` with the transfer settings of the options (raises ConfigError if bad)."""
-    return replace(config, transfer=transfer_settings(transfer_mapping(options), config))
+def with_transfer(
+    config: PbxConfig, options: Mapping[str, Any], *, prefer: str = "transfer"
+) -> PbxConfig:
+    """``config`` with the transfer settings of the options (raises ConfigError if bad; a code
+    clash is blamed on what is in the section ``prefer`` names, when it is one of the two)."""
+    settings = transfer_settings(transfer_mapping(options), config, prefer=prefer)
+    return replace(config, transfer=settings)
+
+
+def clash_placeholders(err: ConfigError) -> dict[str, str]:
+    """The form's placeholders for a refusal: ``error`` the reason, ``clash`` the code (or the
+    number) a clashing code clashes with, named in the ``code_conflict`` field error."""
+    clash = err.clashes_with if isinstance(err, CodeConflict) else ""
+    return {"error": err.reason, "clash": clash}
 
 
 def apply_transfer(pbx: Pbx, options: Mapping[str, Any]) -> None:
@@ -104,9 +115,10 @@ def transfer_schema(section: Mapping[str, Any], current: TransferSettings) -> vo
 
 def transfer_from_input(
     user_input: Mapping[str, Any], config: PbxConfig
-) -> tuple[dict[str, Any], dict[str, str], str]:
-    """The form's answers as the ``transfer`` section, checked against ``config`` (its users
-    and flip code): (section, field errors, the reason to show). Empty codes are left out."""
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """The form's answers as the ``transfer`` section, checked against ``config`` (every other
+    feature code, its users and groups): (section, field errors, the placeholders naming the
+    reason and the clashing code, `clash_placeholders`). Empty codes are left out."""
     section: dict[str, Any] = {CONF_PRESET: user_input.get(CONF_PRESET) or "default"}
     for key in CODE_KEYS:
         code = str(user_input.get(key) or "").strip()
@@ -122,8 +134,8 @@ def transfer_from_input(
     except ConfigError as err:
         field = str(err.key_path[-1]) if err.key_path else "base"
         if field not in user_input and field != CONF_PRESET:
-            # a clash with the flip code or a preset's code: shown on the form as a whole
+            # a clash of a preset's code (not typed in): shown on the form as a whole
             field = "base"
         kind = ERROR_CONFLICT if isinstance(err, CodeConflict) else ERROR_INVALID
-        return section, {field: kind}, err.reason
-    return section, {}, ""
+        return section, {field: kind}, clash_placeholders(err)
+    return section, {}, {"error": "", "clash": ""}

@@ -38,9 +38,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from functools import partial
@@ -48,6 +49,7 @@ from typing import Any
 
 from sip_core.audio.collector import CollectResult, CollectSettings
 from sip_core.audio.playback import Playback
+from sip_core.call.activity import DeviceActivity, DeviceInCall, busiest, call_parties
 from sip_core.call.dial import RingRequest, keep_ringing
 from sip_core.call.digits import Digits, DigitSink, SinkFactory
 from sip_core.call.fork import BranchSender, FailureKind, ForkGroup, ForkSummary
@@ -923,12 +925,54 @@ class CallControl:
         self._spawn(coroutine)
 
     def in_call(self, device: str) -> bool:
-        """Whether ``device`` has a live leg in any call in progress: ringing for it (set-up, a
-        flip, a push ...) or in it (every leg with a dialog is in the dialog index)."""
-        return any(
-            leg.device == device and leg.state is not LegState.TERMINATED and leg.call.active
-            for leg in self._dialogs.values()
-        )
+        """Whether ``device`` is in a call in progress in any way: dialing, ringing (a set-up's
+        branch, a flip's, push's or transfer's target), talking, held (`sip_core.call.activity`).
+        Such a device is not offered as a target (flip, push, pull, ring groups)."""
+        return bool(self.activities(device))
+
+    def activities(self, device: str) -> list[DeviceInCall]:
+        """What ``device`` does in each call in progress it is in (`sip_core.call.activity`)."""
+        calls: dict[Call, None] = {}
+        for call in self._calls.values():
+            if call.active and any(leg.device == device for leg in call.legs()):
+                calls[call] = None
+        for leg in self._dialogs.values():
+            if leg.device == device and leg.call.active:
+                calls[leg.call] = None
+        if not calls:
+            return []
+        return [
+            party
+            for call, added in self._added_legs(calls).items()
+            for party in call_parties(call, added)
+            if party.device == device
+        ]
+
+    def device_activity(self, device: str) -> DeviceActivity | None:
+        """What ``device`` does in its busiest call in progress, None when it is in none."""
+        found = busiest(self.activities(device))
+        return found.activity if found is not None else None
+
+    def call_parties(self, call: Call) -> list[DeviceInCall]:
+        """Every device in ``call`` with its activity: the call's own legs and the live legs
+        only call control knows of (an operation's, a flip's kept-up one)."""
+        return call_parties(call, self._added_legs((call,))[call])
+
+    def all_call_parties(self) -> dict[Call, list[DeviceInCall]]:
+        """`call_parties` of every call in progress, oldest first, in one pass over the legs."""
+        added = self._added_legs(self._calls.values())
+        return {call: call_parties(call, legs) for call, legs in added.items()}
+
+    def _added_legs(self, calls: Iterable[Call]) -> dict[Call, list[Leg]]:
+        """For each of ``calls``, its live legs that are not the call's own (caller, answered
+        leg, branches): those in the dialog index (an operation's) and those a flip kept up."""
+        own = {call: set(call.legs()) for call in calls}
+        added: dict[Call, list[Leg]] = {call: [] for call in own}
+        for leg in itertools.chain(self._dialogs.values(), self._detached):
+            legs = own.get(leg.call)
+            if legs is not None and leg not in legs and leg not in added[leg.call]:
+                added[leg.call].append(leg)
+        return added
 
     def answer_incoming(
         self,
@@ -1548,14 +1592,8 @@ class CallControl:
         return states.dnd or states.make_busy or self._busy(device)
 
     def _busy(self, device: str) -> bool:
-        for call in self._calls.values():
-            if not call.active:
-                continue
-            if call.caller is not None and call.caller.device == device:
-                return True
-            if call.callee is not None and call.callee.device == device:
-                return True
-        return False
+        """In a call other than only being rung for it (`DeviceActivity.engaged`)."""
+        return any(party.activity.engaged for party in self.activities(device))
 
     def _ring(
         self,

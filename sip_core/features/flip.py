@@ -409,10 +409,6 @@ class Flip:
 
     # -- rules -----------------------------------------------------------------------------------
 
-    def in_call(self, device: str) -> bool:
-        """Whether ``device`` is in a call in progress (talking, held or ringing)."""
-        return any(call.active and device in call.devices for call in self._control.calls())
-
     def _plan(self, config: PbxConfig, device: str, target: str | None) -> FlipPlan:
         return plan_flip(
             config,
@@ -421,7 +417,7 @@ class Flip:
             self._control.is_registered,
             is_available=self.is_available,
             flip_enabled=self.flip_enabled,
-            in_call=self.in_call,
+            in_call=self._control.in_call,
         )
 
     def _candidates(self, user: User, device: str) -> list[Device]:
@@ -430,7 +426,7 @@ class Flip:
             device,
             self._control.is_registered,
             is_available=self.is_available,
-            in_call=self.in_call,
+            in_call=self._control.in_call,
         )
 
     def _no_candidate(self, user: User, device: str) -> FlipError:
@@ -697,7 +693,7 @@ class Flip:
             op.wait = float(timeout)
         wait = op.timeout
         _LOGGER.info("Call %s: flipping from %s to %s", call.id, from_leg.device, op.to_device)
-        control.publish(HandoffStarted(call.id, from_leg.device or "", op.to_device))
+        started = HandoffStarted(call.id, from_leg.device or "", op.to_device)
         try:
             if (
                 remote is None
@@ -709,9 +705,11 @@ class Flip:
             op.offer = offer_for_new_device(remote.remote_sdp, from_leg.remote_sdp)
             op.spare = control.open_spare(call, from_leg.side)
         except SdpError as exc:
+            control.publish(started)
             self._failback(op, exc.reason, FlipFailure.FAILED)
             return
         except (RelayError, OSError) as exc:
+            control.publish(started)
             self._failback(op, f"media relay: {exc}", FlipFailure.FAILED)
             return
         bindings = [b for device in op.targets for b in control.bindings(device)]
@@ -728,6 +726,9 @@ class Flip:
             on_fail=lambda summary: self._failed(op, summary),
             on_timeout=lambda: self._no_answer(op),
         )
+        # Told once the targets' legs exist (a fork reports nothing before the loop runs again):
+        # what reads the call on this event -- Home Assistant's sensors -- sees them ringing.
+        control.publish(started)
         if not op.done:
             if not op.fork.legs:
                 self._failback(op, f"{op.to_device} has no registration", FlipFailure.UNREACHABLE)

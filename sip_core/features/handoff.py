@@ -178,7 +178,6 @@ class PushOperation:
             self.from_leg,
             self.group.name,
             self.started_at,
-            ringing=_ringing(self.fork),
         )
 
     def ringing_devices(self) -> set[str]:
@@ -224,9 +223,7 @@ class PullOperation:
     def view(self) -> OperationView | None:
         if self.done:
             return None
-        return OperationView(
-            self.kind, self.from_leg, self.puller, self.started_at, ringing=_ringing(self.fork)
-        )
+        return OperationView(self.kind, self.from_leg, self.puller, self.started_at)
 
 
 class Handoff:
@@ -930,16 +927,6 @@ class Handoff:
             self._control.play(leg, PlayTone(Tone.ERROR))
         except RelayError as exc:
             _LOGGER.info("No error tone for %s: %s", leg.device, exc)
-
-
-def _ringing(fork: ForkGroup | None) -> tuple[str, ...]:
-    """The devices ``fork`` rings now (INVITE out, no final answer yet), each once."""
-    if fork is None or not fork.deciding:
-        return ()
-    ringing = (LegState.TRYING, LegState.EARLY)
-    return tuple(
-        dict.fromkeys(leg.device for leg in fork.legs if leg.device and leg.state in ringing)
-    )
 
 
 def _summary(summary: ForkSummary) -> str:

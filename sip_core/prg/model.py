@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from sip_core.dialled_codes import CodeScope, feature_code
+
 __all__ = [
     "DEFAULT_ABSENT_CODE",
     "DEFAULT_HANDOFF_CODE",
@@ -87,7 +89,7 @@ class RingGroup:
 class HandoffSettings:
     """The one feature code for both push (dialled in a call) and pull (dialled from idle)."""
 
-    code: str = DEFAULT_HANDOFF_CODE
+    code: str = feature_code(DEFAULT_HANDOFF_CODE, CodeScope.BOTH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,5 +101,5 @@ class GroupPresenceCodes:
     followed by a group's pilot number (``*61250``) in that group only.
     """
 
-    present_code: str = DEFAULT_PRESENT_CODE
-    absent_code: str = DEFAULT_ABSENT_CODE
+    present_code: str = feature_code(DEFAULT_PRESENT_CODE, CodeScope.IDLE)
+    absent_code: str = feature_code(DEFAULT_ABSENT_CODE, CodeScope.IDLE)

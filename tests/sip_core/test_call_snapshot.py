@@ -13,8 +13,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from sip_core.call_snapshot import DeviceActivity, DeviceInCall, busiest, snapshot_of
-from sip_core.calls import CallState, Leg, LegRole, LegState, OperationView
+from sip_core.call_snapshot import (
+    CallSnapshot,
+    DeviceActivity,
+    DeviceInCall,
+    busiest,
+    snapshot_of,
+)
+from sip_core.calls import Call, CallState, Leg, LegRole, LegState, OperationView
 
 from .test_b2bua_harness import Harness, connect, ring, sdp, settle
 from .test_flip import answered_call, new_invites
@@ -27,8 +33,13 @@ def h() -> Iterator[Harness]:
     harness.close()
 
 
+def snap(h: Harness, call: Call) -> CallSnapshot:
+    """A snapshot as the PBX takes it: with call control's reading of every device."""
+    return snapshot_of(call, h.b2bua.call_parties(call))
+
+
 def activities(h: Harness) -> dict[str, DeviceActivity]:
-    snapshot = snapshot_of(h.only_call())
+    snapshot = snap(h, h.only_call())
     return {party.device: party.activity for party in snapshot.parties}
 
 
@@ -39,7 +50,7 @@ async def test_ringing_then_talking_then_held(h: Harness) -> None:
     invite = await ring(h, carol, "300")
     to_mobile = mobile.last_request("INVITE")
     mobile.answer(to_mobile, 180)
-    ringing = snapshot_of(h.only_call())
+    ringing = snap(h, h.only_call())
     assert ringing.state is CallState.RINGING
     assert {p.device: p.activity for p in ringing.parties} == {
         "401": DeviceActivity.DIALING,
@@ -57,7 +68,7 @@ async def test_ringing_then_talking_then_held(h: Harness) -> None:
     carol.confirm(invite, carol.responses(200)[-1])
     mobile.reply(mobile.last_request("CANCEL"), 200)
     mobile.answer(to_mobile, 487)
-    talking = snapshot_of(h.only_call())
+    talking = snap(h, h.only_call())
     assert activities(h) == {"401": DeviceActivity.TALKING, "301": DeviceActivity.TALKING}
     assert talking.callee_device == talking.answered_device == "301"
     assert talking.callee_leg is not None
@@ -70,7 +81,7 @@ async def test_ringing_then_talking_then_held(h: Harness) -> None:
     # Held by a phone's own re-INVITE: both devices are held, the call too.
     desk.request("INVITE", body=sdp(6301, direction="sendonly"))
     carol.reply(carol.last_request("INVITE"), 200, sdp(6401, direction="recvonly"))
-    held = snapshot_of(h.only_call())
+    held = snap(h, h.only_call())
     assert held.held
     assert held.activity("401") is held.activity("301") is DeviceActivity.HELD
     assert held.activity("302") is None
@@ -81,7 +92,7 @@ async def test_a_snapshot_does_not_change_with_the_call(h: Harness) -> None:
     carol = h.phone("401", 5401)
     await connect(h, alice, carol, "400")
     call = h.only_call()
-    before = snapshot_of(call)
+    before = snap(h, call)
     with pytest.raises(dataclasses.FrozenInstanceError):
         before.state = CallState.ENDED  # type: ignore[misc]
     assert not hasattr(before, "__dict__")  # slotted
@@ -92,7 +103,7 @@ async def test_a_snapshot_does_not_change_with_the_call(h: Harness) -> None:
     assert before.activity("201") is DeviceActivity.TALKING
     assert before.caller_leg is not None
     assert before.caller_leg.state is LegState.CONFIRMED
-    ended = snapshot_of(call)
+    ended = snap(h, call)
     assert not ended.active
     assert ended.parties == ()  # an ended call occupies no device
     assert ended.ended_at is not None
@@ -103,7 +114,7 @@ async def test_a_flip_target_rings_facing_the_party_that_stays(h: Harness) -> No
     call = h.only_call()
     future = h.b2bua.flip(call.id)
     (ringing,) = new_invites(mobile)
-    snapshot = snapshot_of(call)
+    snapshot = snap(h, call)
     assert snapshot.pending_flip is not None
     assert snapshot.pending_flip.from_device == "201"
     assert snapshot.pending_flip.to_device == "202"
@@ -116,7 +127,7 @@ async def test_a_flip_target_rings_facing_the_party_that_stays(h: Harness) -> No
     mobile.answer(ringing, 200, sdp(6202))
     await settle()
     assert (await asyncio.wait_for(future, 5)).succeeded
-    moved = snapshot_of(call)
+    moved = snap(h, call)
     assert moved.pending_flip is None
     assert moved.callee_device == "202"
     assert moved.answered_device == "201"
@@ -157,7 +168,7 @@ async def test_an_attended_transfer_holds_the_kept_party_at_the_pbx(h: Harness) 
     assert call.callee is not None
     assert call.caller is not None
     call.operation = _Transfer(call.callee, holds_other=True)
-    snapshot = snapshot_of(call)
+    snapshot = snap(h, call)
     assert activities(h) == {
         "201": DeviceActivity.HELD_AT_PBX,
         "401": DeviceActivity.TRANSFERRING,
@@ -187,7 +198,7 @@ async def test_a_blind_transfer_shows_the_party_passed_on_not_the_released_devic
         "401": DeviceActivity.TRANSFERRING,
     }
     callee.state = LegState.TERMINATED  # released at once
-    snapshot = snapshot_of(call)
+    snapshot = snap(h, call)
     assert snapshot.operation is not None
     assert snapshot.operation.from_released
     assert {p.device: p.activity for p in snapshot.parties} == {

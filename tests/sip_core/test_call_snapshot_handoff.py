@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sip_core.call_snapshot import DeviceActivity, DeviceInCall, snapshot_of
+from sip_core.call_snapshot import CallSnapshot, DeviceActivity, DeviceInCall, snapshot_of
 from sip_core.config import RingGroup
 
 from .test_b2bua_harness import Harness, make_config, sdp, settle
@@ -29,8 +29,14 @@ def h() -> Iterator[Harness]:
     harness.close()
 
 
+def _snapshot(h: Harness) -> CallSnapshot:
+    """The call as the PBX shows it: with the activities call control reads from its legs."""
+    call = h.only_call()
+    return snapshot_of(call, h.b2bua.call_parties(call))
+
+
 def activities(h: Harness) -> dict[str, DeviceActivity]:
-    snapshot = snapshot_of(h.only_call())
+    snapshot = _snapshot(h)
     return {device: a for device in snapshot.devices if (a := snapshot.activity(device))}
 
 
@@ -39,7 +45,7 @@ async def test_the_members_a_push_rings_are_shown_ringing(h: Harness) -> None:
     key(desk, "*5")
     invites(mobile)
     (to_bob,) = invites(bob)
-    snapshot = snapshot_of(h.only_call())
+    snapshot = _snapshot(h)
     assert snapshot.operation is not None
     assert (snapshot.operation.kind, snapshot.operation.to_device) == ("push", "Home")
     (rung,) = [p for p in snapshot.parties if p.device == "301"]
@@ -89,7 +95,7 @@ async def test_the_puller_rung_by_the_pull_action_is_shown_ringing(h: Harness) -
     _carol, _desk, mobile, _bob = await talking(h)
     h.b2bua.pull("202")
     (to_mobile,) = invites(mobile)
-    snapshot = snapshot_of(h.only_call())
+    snapshot = _snapshot(h)
     assert snapshot.activity("202") is DeviceActivity.RINGING
     assert snapshot.activity("201") is DeviceActivity.TALKING
     mobile.answer(to_mobile, 200, sdp(6202))

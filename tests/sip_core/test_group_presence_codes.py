@@ -277,17 +277,22 @@ def test_codes_may_be_changed_and_round_trip() -> None:
         ({"present_code": "*0"}, {}, "present_code", "flip.code"),
         ({"absent_code": "**"}, {}, "absent_code", "transfer.attended_code"),
         ({"present_code": "200"}, {}, "present_code", "an extension"),
-        ({"present_code": "250", "absent_code": "*60"}, {}, "present_code", "a pilot"),
+        # a pilot: the one check of every code blames the pilot, naming the code
+        ({"present_code": "250", "absent_code": "*60"}, {}, ("groups", 0, "pilot"), "present_code"),
         # *61 then the pilot 250 is the device 61250's number
         ({"present_code": "61", "absent_code": "*60"}, {}, "present_code", "'61250'"),
     ],
 )
 def test_clashing_codes_are_refused_with_the_field_named(
-    codes: dict[str, object], extra: dict[str, object], path: str, words: str
+    codes: dict[str, object],
+    extra: dict[str, object],
+    path: str | tuple[str | int, ...],
+    words: str,
 ) -> None:
     with pytest.raises(CodeConflict) as caught:
         _config(codes, **extra)
-    assert caught.value.key_path == ("group_presence", path)
+    expected = path if isinstance(path, tuple) else ("group_presence", path)
+    assert caught.value.key_path == expected
     assert words in str(caught.value)
 
 

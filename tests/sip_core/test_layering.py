@@ -75,8 +75,9 @@ LAYERS: dict[str, int] = {
     # 5 model, and the services below call control (guard, presence, forwarding, trunks, state)
     "config": 5,
     "tls_settings": 5,
+    "dialled_codes": 5,
     "calls": 5,
-    "call_snapshot": 5,
+    "call_snapshot": 6,
     "events": 5,
     "registrar": 5,
     "guard": 5,
@@ -112,6 +113,7 @@ LAYERS: dict[str, int] = {
     "call.targets": 6,
     "call.dial": 6,
     "call.originate": 6,
+    "call.activity": 6,
     # 8 features (a subpackage)
     "features.__init__": 8,
     "features.codes": 8,

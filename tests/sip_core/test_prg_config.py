@@ -126,7 +126,7 @@ groups:
         (groups(group(colour="red")), "groups[0].colour", "unknown key"),
         (groups("Home"), "groups[0]", "must be a mapping"),
         (household(groups={"name": "Home"}), "groups", "must be a list"),
-        (household(handoff={"code": "*0"}), "handoff.code", "also the flip code"),
+        (household(handoff={"code": "*0"}), "handoff.code", "and flip.code '*0' cannot both be"),
         (household(handoff={"code": "200"}), "handoff.code", "also an extension"),
         (household(handoff={"code": "*x"}), "handoff.code", "keypad keys"),
         (household(handoff={"code": None}), "handoff.code", "required"),

@@ -278,7 +278,7 @@ def test_a_did_needs_a_user_to_ring() -> None:
         (
             {"routes": [{"prefix": "*", "trunk": "provider"}]},
             "dialplan.routes[0].prefix",
-            "internal number '*0'",
+            "internal number '**'",  # the attended transfer's code (every code is internal)
         ),
         ({"routes": "0"}, "dialplan.routes", "must be a list"),
         ({"emergency": ["11a"]}, "dialplan.emergency[0]", "a number such as 112"),
