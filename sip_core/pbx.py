@@ -358,6 +358,17 @@ class Pbx:
         placed, outcome = self._b2bua.click_to_dial(device, number, ring_timeout=ring_timeout)
         return placed.id, outcome  # the call's id: callers read it through snapshots
 
+    def set_label_prompt(self, device: str, wav_path: str | None) -> None:
+        """The flip menu speaks ``device``'s line ("press 2 for ...") with this WAV file, a
+        recording of its label (Home Assistant has it spoken by a text-to-speech engine, ahead of
+        any call), instead of the bundled type prompt; None goes back to the type prompt. The
+        file is read by the media engine when a menu first plays it (a short WAV, at most
+        `sip_core.audio.playback.MAX_PART_SECONDS`); one it cannot play makes that menu use the
+        bundled prompts. ValueError for a device that is not configured."""
+        if not any(d.username == device for u in self._config.users for d in u.devices):
+            raise ValueError(f"no device {device!r}")
+        self._b2bua.flip_feature.set_label_prompt(device, wav_path)
+
     def check_play(
         self,
         *,

@@ -41,6 +41,7 @@ from sip_core.audio import (
     PlayFile,
     PlayMusic,
     PlayPrompts,
+    PlaySequence,
     PlaySilence,
     PlayTone,
 )
@@ -122,6 +123,11 @@ def _play_message(leg: int, number: int, play: Playback, ptime_ms: int) -> p.Pla
             return p.Play(leg, number, kind.MUSIC, (), None, ptime_ms)
         case PlayFile(path):
             return p.Play(leg, number, kind.FILE, (path,), None, ptime_ms)
+        case PlaySequence(parts):
+            names = tuple(
+                f"prompt:{part}" if isinstance(part, str) else f"file:{part.path}" for part in parts
+            )
+            return p.Play(leg, number, kind.SEQUENCE, names, None, ptime_ms)
 
 
 class Playing:

@@ -37,6 +37,7 @@ from sip_core.audio import (
     PlayFile,
     PlayMusic,
     PlayPrompts,
+    PlaySequence,
     PlaySilence,
     PlayTone,
     Tone,
@@ -395,6 +396,10 @@ class MediaEngine:
         key = (play, message.ptime_ms, codec)
         if isinstance(play, PlayFile):
             prepared = self._audio.ready(play, codec, message.ptime_ms)
+        elif isinstance(play, PlaySequence):  # its files, and for G.722 its prompts
+            prepared = self._audio.ready(play, codec, message.ptime_ms) and (
+                codec is not AudioCodec.G722 or key in self._encoded_assets
+            )
         else:
             prepared = codec is not AudioCodec.G722 or key in self._encoded_assets
         if not prepared:
@@ -455,6 +460,7 @@ class MediaEngine:
             except queue.Empty:
                 return
             if error is None and not isinstance(key[0], PlayFile):  # files: the library's cache
+                # (a sequence's prompts stay encoded; its files are looked up again each time)
                 self._encoded_assets.add(key)
             for message in self._waiting.pop(key, []):
                 if self._playing.get(message.leg) != message.play:
@@ -575,9 +581,21 @@ def _playback(message: p.Play) -> Playback:
         if len(message.names) != 1 or not message.names[0]:
             raise p.ProtocolError("a file playback names one file")
         return PlayFile(message.names[0])
+    if kind is p.PlayKind.SEQUENCE:
+        return PlaySequence(tuple(_part(name) for name in message.names))
     if not message.names:
         raise p.ProtocolError("no prompt named")
     return PlayPrompts(tuple(message.names))
+
+
+def _part(name: str) -> str | PlayFile:
+    """One part of a SEQUENCE `Play`: ``prompt:<name>`` or ``file:<path>``."""
+    kind, _, value = name.partition(":")
+    if kind == "prompt" and value:
+        return value
+    if kind == "file" and value:
+        return PlayFile(value)
+    raise p.ProtocolError(f"a sequence part is prompt:<name> or file:<path>, not {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -234,12 +234,14 @@ class PlayKind(StrEnum):
     PROMPTS = "prompts"
     MUSIC = "music"
     FILE = "file"
+    SEQUENCE = "sequence"  # names: "prompt:<name>" or "file:<path>" per part
 
 
 @dataclass(frozen=True, slots=True)
 class Play(Message):
     """Generated audio to a leg's far end instead of the other side's: `names` is the tone's
-    name (TONE), the prompts' (PROMPTS) or the WAV file's path (FILE); `duration_ms` bounds
+    name (TONE), the prompts' (PROMPTS), the WAV file's path (FILE) or each part as
+    ``prompt:<name>`` / ``file:<path>`` (SEQUENCE); `duration_ms` bounds
     SILENCE (None: until stopped)."""
 
     KIND = Kind.PLAY
