@@ -369,6 +369,11 @@ class Pbx:
             raise ValueError(f"no device {device!r}")
         self._b2bua.flip_feature.set_label_prompt(device, wav_path)
 
+    @property
+    def label_prompts(self) -> dict[str, str]:
+        """Device username -> the WAV file its flip menu line uses (`set_label_prompt`)."""
+        return self._b2bua.flip_feature.label_prompts
+
     def check_play(
         self,
         *,

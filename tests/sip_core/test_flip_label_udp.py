@@ -127,6 +127,7 @@ async def test_menu_speaks_the_given_label_and_the_type_for_the_others(
     label = tmp_path / "kitchen.wav"
     write_label(label)
     pbx.set_label_prompt("202", str(label))
+    assert pbx.label_prompts == {"202": str(label)}
     with pytest.raises(ValueError, match="no device"):
         pbx.set_label_prompt("999", str(label))
     carol = await udp_phone(pbx, "401")
