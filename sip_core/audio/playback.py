@@ -193,9 +193,15 @@ class AudioLibrary:
             self.stream(play, codec, ptime_ms)
 
     def ready(self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS) -> bool:
-        """Whether :meth:`stream` of a file (or a sequence's files) would find it converted (no
-        reading, no encoding; a sequence's prompts are the caller's to know for G.722)."""
+        """Whether :meth:`stream` of a file or a sequence would find it converted (no reading,
+        no encoding: a sequence's files, and for G.722 its prompts' payloads)."""
         if isinstance(play, PlaySequence):
+            if codec is AudioCodec.G722 and not all(
+                (("prompt", part), codec, ptime_ms) in self._precoded
+                for part in play.parts
+                if isinstance(part, str)
+            ):
+                return False
             return all(_file_key(part, codec, ptime_ms) in self._parts for part in play.files)
         if not isinstance(play, PlayFile):
             return True

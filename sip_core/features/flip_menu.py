@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
-from sip_core.audio import PlayFile
+from sip_core.audio import PlayFile, PlaySequence
 from sip_core.clock import Clock, TimerHandle
-from sip_core.config import Device, User
+from sip_core.config import Device, DeviceType, User
 
 __all__ = [
     "MAX_CHOICES",
@@ -55,6 +55,7 @@ __all__ = [
     "MenuPart",
     "device_numbers",
     "interpret",
+    "label_prompt_assets",
     "menu_order",
     "menu_prompt",
 ]
@@ -128,6 +129,14 @@ def menu_prompt(
         else:
             parts += ["your", entry.device.type.value]
     return tuple(parts)
+
+
+def label_prompt_assets(wav_path: str) -> PlaySequence:
+    """What a menu that speaks this label recording may play: the recording with every word of a
+    menu line around it, for the media engine to convert ahead (`MediaRelay.prepare`)."""
+    words = ("press", "for", "your", *(str(n) for n in range(1, MAX_CHOICES + 1)))
+    types = tuple(kind.value for kind in DeviceType)
+    return PlaySequence((*words, *types, PlayFile(wav_path)))
 
 
 def interpret(

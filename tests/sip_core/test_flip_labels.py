@@ -9,6 +9,9 @@ the menu play the bundled prompts instead, and a key still barges in. Then the l
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +23,10 @@ from sip_core.audio.codecs import AudioCodec
 from sip_core.audio.g711 import ulaw_decode, ulaw_encode
 from sip_core.audio.playback import MAX_PART_SECONDS
 from sip_core.audio.wav import WavError
-from sip_core.features.flip_menu import MenuEntry, menu_prompt
+from sip_core.features.flip_menu import MenuEntry, label_prompt_assets, menu_prompt
 from sip_core.media import protocol as p
 from sip_core.media.client import _play_message
-from sip_core.media.engine import _playback
+from sip_core.media.engine import MediaEngine, _playback
 
 from .audio_signal import goertzel_share, sine
 from .test_flip_rules import ENTRIES, Harness3, harness3, invites, key, talking
@@ -175,3 +178,43 @@ def test_sequence_crosses_to_the_engine_and_back() -> None:
     bad = p.Play(3, 7, p.PlayKind.SEQUENCE.value, ("press",), None, 20)
     with pytest.raises(p.ProtocolError, match="prompt:<name> or file:<path>"):
         _playback(bad)
+
+
+def test_the_engine_prepares_a_label_ahead_for_g711_and_g722(tmp_path: Path) -> None:
+    """`Prepare` (what `Pbx.set_label_prompt` sends): the engine converts the recording and the
+    menu words off its loop, so the first menu finds them ready (`AudioLibrary.ready`)."""
+    label = tmp_path / "label.wav"
+    write_tone(label, 0.3)
+    play = label_prompt_assets(str(label))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    engines: list[MediaEngine] = []
+
+    def serve() -> None:  # the engine's loop belongs to the thread that made it
+        engines.append(MediaEngine(theirs, "127.0.0.1"))
+        engines[0].run()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ours.settimeout(5)
+    try:
+        assert isinstance(p.decode(ours.recv(65536)), p.Hello)
+        library = engines[0]._audio
+        assert not library.ready(play, AudioCodec.PCMU)
+        message = _play_message(0, 0, play, 20)
+        ours.send(p.encode(p.Prepare(message.kind, message.names, 20)))
+        bad = p.Prepare(p.PlayKind.SEQUENCE.value, ("file:" + str(tmp_path / "no.wav"),), 20)
+        ours.send(p.encode(bad))  # logged, nothing else: the engine keeps serving
+        deadline = time.monotonic() + 30
+        while not (library.ready(play, AudioCodec.PCMU) and library.ready(play, AudioCodec.G722)):
+            assert time.monotonic() < deadline, "not prepared in time"
+            time.sleep(0.02)
+        assert library.ready(play, AudioCodec.PCMA)  # G.711 keeps one clip for both laws
+        menu = PlaySequence(("press", "1", "for", PlayFile(str(label))))
+        assert library.ready(menu, AudioCodec.G722)
+        ours.send(p.encode(p.Sync(3)))
+        assert p.decode(ours.recv(65536)) == p.Synced(3)
+    finally:
+        ours.send(p.encode(p.Shutdown()))
+        thread.join(5)
+        ours.close()
+    assert not thread.is_alive()
