@@ -20,6 +20,10 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.callflip.const import DOMAIN
 from custom_components.callflip.label_speech import LabelKey, LabelSpeech, LabelState
@@ -102,7 +106,10 @@ async def _set_users(hass: HomeAssistant, entry: MockConfigEntry, users: list[An
 
 
 async def test_labels_are_rendered_ahead_and_handed_to_the_menu(
-    hass: HomeAssistant, spoken_entry: MockConfigEntry, tone_tts: ToneTts
+    hass: HomeAssistant,
+    spoken_entry: MockConfigEntry,
+    tone_tts: ToneTts,
+    hass_client: ClientSessionGenerator,
 ) -> None:
     labels = _labels(spoken_entry)
     given = _given(spoken_entry)
@@ -119,6 +126,10 @@ async def test_labels_are_rendered_ahead_and_handed_to_the_menu(
     assert (rate, tone) == (16000, 700.0)
     assert seconds == pytest.approx(0.5, abs=0.01)
     assert Path(given[DESK]).name == LabelKey("tone 700 for 0.5", TTS_ENTITY_ID, "en").file_name
+    found = await get_diagnostics_for_config_entry(hass, hass_client, spoken_entry)
+    assert found["label_speech"][DESK] == {"state": "ready"}
+    assert found["label_speech"][MOBILE]["state"] == "failed"
+    assert "Kitchen" in found["label_speech"][MOBILE]["error"]
 
 
 async def test_a_label_change_is_rendered_again_and_the_old_file_goes(
