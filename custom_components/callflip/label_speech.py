@@ -10,6 +10,8 @@ Rendering happens ahead of any call, never in one: once Home Assistant has start
 whenever the options change (a label, the engine, the language, a device added). The menu uses
 whatever is ready: a device whose label is being rendered, or whose rendering failed (the engine
 is unavailable, it returned no audio, the audio is too long), keeps the bundled type prompt.
+Failed labels are tried again every `RETRY_INTERVAL` (an engine set up after callflip, or one
+that was offline, gets its chance).
 
 Files are kept per (label, engine, language) in ``.storage/callflip_labels/<entry>/``, named by a
 hash of the three, so a restart or a label changed back finds them again without asking the
@@ -25,12 +27,14 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.event import async_call_later
 from homeassistant.helpers.start import async_at_started
 
 from sip_core.audio.playback import MAX_PART_SECONDS
@@ -47,6 +51,7 @@ CONF_ENGINE: Final = "engine"
 CONF_LANGUAGE: Final = "language"
 
 CACHE_FOLDER: Final = "callflip_labels"
+RETRY_INTERVAL: Final = timedelta(minutes=10)
 
 
 def label_cache(hass: HomeAssistant, entry_id: str) -> Path:
@@ -122,6 +127,7 @@ class LabelSpeech:
         self._pending = False
         self._unsubscribe: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._retry: Callable[[], None] | None = None
 
     @callback
     def async_start(self) -> None:
@@ -135,6 +141,17 @@ class LabelSpeech:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
+        self._cancel_retry()
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry()
+            self._retry = None
+
+    @callback
+    def _retry_failed(self, _now: datetime) -> None:
+        self._retry = None
+        self.async_schedule()
 
     async def _started(self, _hass: HomeAssistant) -> None:
         self.async_schedule()
@@ -207,6 +224,9 @@ class LabelSpeech:
             self.states.pop(gone, None)
             self.errors.pop(gone, None)
         await self._hass.async_add_executor_job(self._remove_unused, keep)
+        self._cancel_retry()
+        if LabelState.FAILED in self.states.values() and self._unsubscribe:  # still running
+            self._retry = async_call_later(self._hass, RETRY_INTERVAL, self._retry_failed)
 
     async def _async_render(self, key: LabelKey) -> Path | str:
         """The label's recording written to its cache file, or why it could not be made."""

@@ -16,17 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.callflip.const import DOMAIN
-from custom_components.callflip.label_speech import LabelKey, LabelSpeech, LabelState
+from custom_components.callflip.label_speech import (
+    RETRY_INTERVAL,
+    LabelKey,
+    LabelSpeech,
+    LabelState,
+)
 
 from .callflip_testing import DOMAIN_NAME, household, server_data
 from .tone_tts import TTS_ENTITY_ID, ToneTts, async_setup_tone_tts, tone_wav
@@ -254,3 +260,32 @@ def test_the_tone_reader_tells_the_tones_apart(tmp_path: Path) -> None:
         path = tmp_path / f"{hz}.wav"
         path.write_bytes(tone_wav(hz, 0.2, 16000))
         assert _tone_of(str(path)) == (16000, pytest.approx(0.2), float(hz))
+
+
+async def test_failed_labels_are_tried_again_later(
+    hass: HomeAssistant, sip_port: int, freezer: FrozenDateTimeFactory
+) -> None:
+    """The engine is set up after callflip: the first pass fails, a later one finds it."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title=f"callflip {DOMAIN_NAME}",
+        data=server_data(sip_port),
+        options={"users": _labelled({"engine": TTS_ENTITY_ID})},
+        entry_id="01JCALLFLIPTESTENTRY0000001",
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    await _labels(entry).async_wait()
+    assert _labels(entry).states[DESK] is LabelState.FAILED
+    assert _given(entry) == {}
+    tone_tts = await async_setup_tone_tts(hass)
+    freezer.tick(RETRY_INTERVAL)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    await _labels(entry).async_wait()
+    assert _labels(entry).states[DESK] is LabelState.READY
+    assert set(_given(entry)) == {DESK}
+    assert [r["message"] for r in tone_tts.requests] == ["tone 700 for 0.5", "Kitchen"]
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
