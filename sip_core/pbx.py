@@ -35,6 +35,7 @@ from sip_core.digest import DeviceCredentials, DigestAuthenticator
 from sip_core.events import EventBus, PbxEvent, RegistrationChanged, RegistrationReason
 from sip_core.features.announce import DEFAULT_RING_TIMEOUT, AnnounceResult
 from sip_core.features.click_to_dial import ClickToDialResult
+from sip_core.features.flip_menu import label_prompt_assets
 from sip_core.features.handoff import PullOperation, PushOperation
 from sip_core.guard import Ban, Guard
 from sip_core.media import MediaRelay
@@ -373,6 +374,25 @@ class Pbx:
         `RelayError` before anything rings. Must be called on the loop."""
         placed, outcome = self._b2bua.click_to_dial(device, number, ring_timeout=ring_timeout)
         return placed.id, outcome  # the call's id: callers read it through snapshots
+
+    def set_label_prompt(self, device: str, wav_path: str | None) -> None:
+        """The flip menu speaks ``device``'s line ("press 2 for ...") with this WAV file, a
+        recording of its label (Home Assistant has it spoken by a text-to-speech engine, ahead of
+        any call), instead of the bundled type prompt; None goes back to the type prompt. The
+        file is read and converted by the media engine at once (a short WAV, at most
+        `sip_core.audio.playback.MAX_PART_SECONDS`), with the menu's words, so a menu starts
+        without waiting for it; one it cannot play makes that menu use the bundled prompts.
+        ValueError for a device that is not configured."""
+        if not any(d.username == device for u in self._config.users for d in u.devices):
+            raise ValueError(f"no device {device!r}")
+        self._b2bua.flip_feature.set_label_prompt(device, wav_path)
+        if wav_path:  # converted by the media engine now, not when the first menu plays
+            self._relay.prepare(label_prompt_assets(wav_path))
+
+    @property
+    def label_prompts(self) -> dict[str, str]:
+        """Device username -> the WAV file its flip menu line uses (`set_label_prompt`)."""
+        return self._b2bua.flip_feature.label_prompts
 
     def check_play(
         self,

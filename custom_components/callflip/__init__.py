@@ -39,6 +39,7 @@ from .issues import (
     async_remove_all,
     async_yaml_section_ignored,
 )
+from .label_speech import LabelSpeech, async_remove_label_cache
 from .play import async_setup_play_service
 from .provisioning_view import ProvisioningView
 from .runtime_state import RuntimeStateStore, state_store
@@ -148,6 +149,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: CallflipConfigEntry) -> 
         await hub.async_stop()
         raise
     _register_provisioning_view(hass)
+    labels = LabelSpeech(hass, entry, hub)
+    labels.async_start()
+    entry.runtime_data.labels = labels
+    entry.async_on_unload(labels.async_stop)
     discovery = PhoneDiscovery(hass, entry, hub)
     discovery.async_start()
     entry.async_on_unload(discovery.async_stop)
@@ -203,6 +208,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: CallflipConfigEntry) ->
     await bindings_store(hass, entry.entry_id).async_remove()
     await history_store(hass, entry.entry_id).async_remove()
     await state_store(hass, entry.entry_id).async_remove()
+    await async_remove_label_cache(hass, entry.entry_id)
     async_remove_all(hass)
 
 

@@ -1,5 +1,6 @@
 """Dashboard buttons: per user, "Flip to <device>" for each of their devices and "Hang up"; per
-SIP device, "Hang up".
+SIP device, "Hang up"; per member of a Personal Ring Group, on the group's device, "Push from
+<device>" and "Pull to <device>" (`group_buttons`).
 
 A button is available only while pressing it can do something: a flip button while the user has
 an answered call on another of their devices, the target is registered and no flip is under way;
@@ -18,6 +19,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .call_view import CallView, PhoneState
 from .data import CallflipConfigEntry
 from .entity import CallflipDeviceEntity, CallflipUserEntity, async_add_per_user_and_device
+from .group_buttons import GroupPullButton, GroupPushButton
+from .groups import async_add_per_group
 from .hub import CallflipHub
 from .services import async_start_flip, validation_error
 
@@ -25,6 +28,8 @@ PARALLEL_UPDATES = 0
 
 FLIP_TO = ButtonEntityDescription(key="flip_to", translation_key="flip_to")
 HANG_UP = ButtonEntityDescription(key="hang_up", translation_key="hang_up")
+GROUP_PUSH = ButtonEntityDescription(key="push", translation_key="group_push")
+GROUP_PULL = ButtonEntityDescription(key="pull", translation_key="group_pull")
 
 _ANSWERED = (PhoneState.TALKING, PhoneState.HELD)
 
@@ -42,6 +47,15 @@ async def async_setup_entry(
         per_device=lambda hub, user_id, device_id: [
             FlipButton(hub, user_id, device_id),
             DeviceHangUpButton(hub, HANG_UP, device_id),
+        ],
+    )
+    async_add_per_group(
+        entry,
+        async_add_entities,
+        lambda _hub, _group: [],
+        per_member=lambda hub, group, device_id: [
+            GroupPushButton(hub, GROUP_PUSH, group["id"], device_id),
+            GroupPullButton(hub, GROUP_PULL, group["id"], device_id),
         ],
     )
 

@@ -287,6 +287,9 @@ ENTITY_FIELDS = (
     "transferring_label",
     "transferred_label",
     "recalled",
+    "kind",  # a push or pull: which, the group, and why it was refused
+    "group",
+    "refusal",
 )
 
 

@@ -71,6 +71,7 @@ from .group_options import (
     CONF_GROUPS,
     GroupOptions,
     find_group,
+    groups_from_config,
     groups_from_options,
     groups_mapping,
     prune_groups,
@@ -341,6 +342,7 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
             )
             for user in config.users
         ]
+        groups = groups_from_config(config.groups, users)
         # From now on the section is not read: say so until it is removed.
         async_yaml_section_ignored(self.hass, present=True)
         return self.async_create_entry(
@@ -352,7 +354,15 @@ class CallflipConfigFlow(ConfigFlow, domain=DOMAIN):
                 CONF_RTP_PORT_MIN: config.rtp.port_min,
                 CONF_RTP_PORT_MAX: config.rtp.port_max,
             },
-            options={CONF_USERS: users, **trunk_options(config, users)},
+            options={
+                CONF_USERS: users,
+                **trunk_options(config, users),
+                **(
+                    {CONF_GROUPS: groups}
+                    if (groups := groups_from_config(config.groups, users))
+                    else {}
+                ),
+            },
         )
 
     # -- discovered phones: added to the PBX entry that exists -----------------------------------

@@ -1,7 +1,9 @@
-"""Device triggers of a user: an incoming call, a flip of their call started, succeeded or
-failed, and a transfer they made started, succeeded or failed; and of the PBX: a new phone was
-found on the network. They are event triggers on callflip's bus events, filtered on the user's
-(or the PBX's) device id.
+"""Device triggers of a user: an incoming call, a flip, push or pull of their call started,
+succeeded or failed, and a transfer they made started, succeeded or failed; and of the PBX: a new
+phone was found on the network. They are event triggers on callflip's bus events, filtered on
+the user's (or the PBX's) device id; a handoff (flip, push, pull) also hands every field of the
+handoff event (``trigger.from_label``, ``trigger.group``, ``trigger.reason``...) as a trigger
+variable, as the call steps below do.
 
 The call steps (`call_steps`) are triggers too: a user's call answered, put on hold, taken off
 hold, ended, missed; a phone ringing, answering, its call ended, its call transferred (on the
@@ -171,9 +173,16 @@ async def async_attach_trigger(
     elif kind in TRANSFER_TYPES:
         event_type = EVENT_TRANSFER  # the user whose device passed the call on
         event_data = {"device_id": device_id, "type": kind}
-    else:
-        event_type = EVENT_HANDOFF
-        event_data = {"device_id": device_id, "type": kind}
+    else:  # a flip, push or pull of the user's call: its fields as trigger variables
+        return _attach_step(
+            hass,
+            device_id,
+            kind,
+            matches=_handoff_of(kind),
+            action=action,
+            trigger_info=trigger_info,
+            event_type=EVENT_HANDOFF,
+        )
     event_config = event_trigger.TRIGGER_SCHEMA(
         {
             "platform": "event",
@@ -184,6 +193,11 @@ async def async_attach_trigger(
     return await event_trigger.async_attach_trigger(
         hass, event_config, action, trigger_info, platform_type="device"
     )
+
+
+def _handoff_of(kind: str) -> Callable[[Mapping[str, Any], str], bool]:
+    """Whether a handoff bus event is this step (``type``) of this user's call."""
+    return lambda data, device_id: data.get("type") == kind and data.get("device_id") == device_id
 
 
 def _attach_step(

@@ -77,10 +77,25 @@ async def async_get_config_entry_diagnostics(
                 for state in pbx.trunk_states()
             ],
             "call_counts": _call_counts(entry),
+            "label_speech": _label_speech(entry),
         },
         TO_REDACT,
     )
     return dict(_redact_strings(redacted))
+
+
+def _label_speech(entry: CallflipConfigEntry) -> dict[str, dict[str, str]]:
+    """Each device's spoken label for the flip menu: rendering, ready or failed (and why)."""
+    labels = entry.runtime_data.labels
+    if labels is None:
+        return {}
+    return {
+        username: {
+            "state": state.value,
+            **({"error": labels.errors[username]} if username in labels.errors else {}),
+        }
+        for username, state in sorted(labels.states.items())
+    }
 
 
 HISTORY_SHOWN = 50

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
+from sip_core.prg.model import NoAnswerKind, RingGroup
+
 from .const import DOMAIN
-from .users import UserOptions, find_device, find_user
+from .users import UserOptions, find_device, find_user, new_id
 
 CONF_GROUPS = "groups"
 GROUP_PREFIX = "group-"
@@ -43,6 +45,38 @@ def groups_from_options(options: Mapping[str, Any]) -> list[GroupOptions]:
         )
         for group in options.get(CONF_GROUPS, [])
     ]
+
+
+def groups_from_config(
+    groups: Sequence[RingGroup], users: Sequence[UserOptions]
+) -> list[GroupOptions]:
+    """The groups of a ``callflip:`` YAML section (sip_core's schema, already checked) as
+    options: members and the no-answer target by id, for the users made from the same section."""
+    ids = {device["username"]: device["id"] for user in users for device in user["devices"]}
+    user_ids = {user["name"]: user["id"] for user in users}
+    group_ids = {group.name: new_id() for group in groups}
+    found: list[GroupOptions] = []
+    for group in groups:
+        no_answer = "none"
+        target = group.no_answer
+        if target is not None:
+            key = {
+                NoAnswerKind.USER: user_ids,
+                NoAnswerKind.DEVICE: ids,
+                NoAnswerKind.GROUP: group_ids,
+            }[target.kind].get(target.name)
+            no_answer = f"{target.kind.value}:{key}" if key is not None else "none"
+        found.append(
+            GroupOptions(
+                id=group_ids[group.name],
+                name=group.name,
+                pilot=group.pilot,
+                members=[ids[member] for member in group.members if member in ids],
+                ring_timer=group.ring_timer,
+                no_answer=no_answer,
+            )
+        )
+    return found
 
 
 def find_group(groups: Sequence[GroupOptions], group_id: str) -> GroupOptions | None:

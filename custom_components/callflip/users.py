@@ -64,6 +64,9 @@ class UserOptions(TypedDict):
     flip_options: NotRequired[dict[str, Any]]
     """The person's flip settings in the runner's schema (`sip_core.config.UserFlipOptions`);
     absent: the defaults."""
+    label_speech: NotRequired[dict[str, str]]
+    """The TTS entity (``engine``) and ``language`` that speak the person's device labels in
+    the flip menu (`label_speech`); Home Assistant's only, not the runner's. Absent: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,8 @@ def users_from_options(options: Mapping[str, Any]) -> list[UserOptions]:
             found["flip"] = user["flip"]
         if user.get("flip_options"):
             found["flip_options"] = dict(user["flip_options"])
+        if user.get("label_speech"):
+            found["label_speech"] = dict(user["label_speech"])
         users.append(found)
     return users
 

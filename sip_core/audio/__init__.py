@@ -10,7 +10,8 @@ only make the bytes. The public API, stable for the engine:
   playlist, music on hold looping; :class:`EncodedStream` / :func:`precode` /
   :class:`PrecodedStream` turn them into payloads;
 - what to play as picklable values (:data:`Playback`: :class:`PlaySilence`, :class:`PlayTone`,
-  :class:`PlayPrompts`, :class:`PlayMusic`, :class:`PlayFile`) and :class:`AudioLibrary`, which
+  :class:`PlayPrompts`, :class:`PlayMusic`, :class:`PlayFile`,
+  :class:`PlaySequence`) and :class:`AudioLibrary`, which
   makes the payload stream for a leg's codec with G.722 assets encoded once and cached;
 - bundled prompts (:data:`PROMPT_NAMES`, :func:`prompt`) and music (:func:`bundled_music`), and
   :func:`load_wav` for a user's music file;
@@ -38,6 +39,7 @@ from .playback import (
     PlayFile,
     PlayMusic,
     PlayPrompts,
+    PlaySequence,
     PlaySilence,
     PlayTone,
 )
@@ -77,6 +79,7 @@ __all__ = [
     "PlayFile",
     "PlayMusic",
     "PlayPrompts",
+    "PlaySequence",
     "PlaySilence",
     "PlayTone",
     "Playback",

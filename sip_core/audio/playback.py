@@ -30,7 +30,7 @@ from .sources import (
     precode,
 )
 from .tones import Tone, TonePattern
-from .wav import load_wav
+from .wav import WavError, load_wav
 
 __all__ = [
     "AudioLibrary",
@@ -38,6 +38,7 @@ __all__ = [
     "PlayFile",
     "PlayMusic",
     "PlayPrompts",
+    "PlaySequence",
     "PlaySilence",
     "PlayTone",
     "Playback",
@@ -104,11 +105,44 @@ class PlayFile:
             raise ValueError("a file playback needs the path of a WAV file")
 
 
-type Playback = PlaySilence | PlayTone | PlayPrompts | PlayMusic | PlayFile
+@dataclass(frozen=True, slots=True)
+class PlaySequence:
+    """Bundled prompts (by name) and short WAV files, in order, played once: a menu that speaks
+    some of its lines with recorded audio ("press 1 for" + a device's label as text to speech).
+
+    The files are read and converted off the engine's packet loop on first use and kept
+    (:data:`PART_CACHE_SIZE` of them), so a menu that plays again starts at once; a file longer
+    than :data:`MAX_PART_SECONDS`, or one that cannot be read, ends the playback with the
+    reason (the caller may then play the bundled prompts instead).
+    """
+
+    parts: tuple[str | PlayFile, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.parts))
+        if not self.parts:
+            raise ValueError("a sequence needs at least one part")
+        for part in self.parts:
+            if isinstance(part, str) and part not in PROMPT_TEXTS:
+                raise ValueError(f"no prompt {part!r}; known: {', '.join(PROMPT_TEXTS)}")
+            if not isinstance(part, (str, PlayFile)):
+                raise ValueError(f"a sequence part is a prompt name or a PlayFile, not {part!r}")
+
+    @property
+    def files(self) -> tuple[PlayFile, ...]:
+        """The file parts."""
+        return tuple(part for part in self.parts if isinstance(part, PlayFile))
+
+
+type Playback = PlaySilence | PlayTone | PlayPrompts | PlayMusic | PlayFile | PlaySequence
 
 #: Announcement files kept converted (per rate, codec and ptime): a few, since each is played
 #: once or to both sides of a call at about the same time, and a minute of G.722 is 480 kB.
 FILE_CACHE_SIZE = 4
+#: Files of sequences (spoken labels) kept converted: one per device label and codec, short.
+PART_CACHE_SIZE = 64
+#: The longest file a sequence plays: a spoken label is a second or two.
+MAX_PART_SECONDS = 15
 
 
 class PayloadStream(Protocol):
@@ -132,6 +166,7 @@ class AudioLibrary:
         self._music: dict[int, Clip] = {}
         self._precoded: dict[tuple[object, AudioCodec, int], tuple[bytes, ...]] = {}
         self._files: OrderedDict[tuple[object, ...], Clip | tuple[bytes, ...]] = OrderedDict()
+        self._parts: OrderedDict[tuple[object, ...], Clip | tuple[bytes, ...]] = OrderedDict()
 
     def check(self) -> None:
         """Load everything that can fail (the music file) now, at both rates."""
@@ -149,11 +184,25 @@ class AudioLibrary:
         """
         if isinstance(play, PlayFile):
             self._file(play, codec, ptime_ms)
+        elif isinstance(play, PlaySequence):
+            for part in play.files:
+                self._part(part, codec, ptime_ms)
+            if codec is AudioCodec.G722:
+                self.stream(play, codec, ptime_ms)
         elif codec is AudioCodec.G722:
             self.stream(play, codec, ptime_ms)
 
     def ready(self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS) -> bool:
-        """Whether :meth:`stream` of a file would find it converted (no reading, no encoding)."""
+        """Whether :meth:`stream` of a file or a sequence would find it converted (no reading,
+        no encoding: a sequence's files, and for G.722 its prompts' payloads)."""
+        if isinstance(play, PlaySequence):
+            if codec is AudioCodec.G722 and not all(
+                (("prompt", part), codec, ptime_ms) in self._precoded
+                for part in play.parts
+                if isinstance(part, str)
+            ):
+                return False
+            return all(_file_key(part, codec, ptime_ms) in self._parts for part in play.files)
         if not isinstance(play, PlayFile):
             return True
         return _file_key(play, codec, ptime_ms) in self._files
@@ -179,6 +228,14 @@ class AudioLibrary:
                 return LoopSource(self.music(rate), ptime_ms)
             case PlayFile(path):
                 return _once(load_wav(path, rate), ptime_ms)
+            case PlaySequence(parts):
+                return PlaylistSource(
+                    [
+                        prompt(part, rate) if isinstance(part, str) else _short(part, rate)
+                        for part in parts
+                    ],
+                    ptime_ms,
+                )
 
     def stream(
         self, play: Playback, codec: AudioCodec, ptime_ms: int = DEFAULT_PTIME_MS
@@ -190,6 +247,8 @@ class AudioLibrary:
             if isinstance(converted, Clip):
                 return EncodedStream(_once(converted, ptime_ms), codec)
             return PrecodedStream(converted)
+        if isinstance(play, PlaySequence):
+            return self._sequence(play, codec, ptime_ms)
         if codec is not AudioCodec.G722:
             return EncodedStream(self.source(play, rate, ptime_ms), codec)
         match play:
@@ -235,6 +294,46 @@ class AudioLibrary:
             self._files.move_to_end(key)
         return found
 
+    def _sequence(self, play: PlaySequence, codec: AudioCodec, ptime_ms: int) -> PayloadStream:
+        rate = codec.sample_rate
+        if codec is not AudioCodec.G722:
+            clips: list[Clip] = []
+            for part in play.parts:
+                if isinstance(part, str):
+                    clips.append(prompt(part, rate))
+                else:
+                    found = self._part(part, codec, ptime_ms)
+                    assert isinstance(found, Clip)  # G.711: kept as PCM
+                    clips.append(found)
+            return EncodedStream(PlaylistSource(clips, ptime_ms), codec)
+        payloads: list[bytes] = []
+        for part in play.parts:
+            if isinstance(part, str):
+                clip = prompt(part, rate)
+                payloads.extend(
+                    self._cached(("prompt", part), codec, ptime_ms, _once(clip, ptime_ms))
+                )
+            else:
+                encoded = self._part(part, codec, ptime_ms)
+                assert not isinstance(encoded, Clip)  # G.722: kept encoded
+                payloads.extend(encoded)
+        return PrecodedStream(payloads)
+
+    def _part(self, play: PlayFile, codec: AudioCodec, ptime_ms: int) -> Clip | tuple[bytes, ...]:
+        """A sequence's file converted for ``codec`` (as `_file`), kept among the newest
+        :data:`PART_CACHE_SIZE`; longer than :data:`MAX_PART_SECONDS` is a WavError."""
+        key = _file_key(play, codec, ptime_ms)
+        found = self._parts.get(key)
+        if found is None:
+            clip = _short(play, codec.sample_rate)
+            found = precode(_once(clip, ptime_ms), codec) if codec is AudioCodec.G722 else clip
+            self._parts[key] = found
+            while len(self._parts) > PART_CACHE_SIZE:
+                self._parts.popitem(last=False)
+        else:
+            self._parts.move_to_end(key)
+        return found
+
     def _silent_frame(self, codec: AudioCodec, ptime_ms: int) -> tuple[bytes, ...]:
         # A frame of the encoder's steady state for silence (after it has settled).
         frames = self._cached(
@@ -266,6 +365,16 @@ def _file_key(play: PlayFile, codec: AudioCodec, ptime_ms: int) -> tuple[object,
     if codec is AudioCodec.G722:
         return (play.path, stamp, codec, ptime_ms)
     return (play.path, stamp, codec.sample_rate)
+
+
+def _short(play: PlayFile, rate: int) -> Clip:
+    clip = load_wav(play.path, rate)
+    if clip.duration > MAX_PART_SECONDS:
+        raise WavError(
+            f"{clip.name}: {clip.duration:.0f} s is too long for a sequence part "
+            f"(at most {MAX_PART_SECONDS} s)"
+        )
+    return clip
 
 
 def _once(clip: Clip, ptime_ms: int) -> Source:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
-from sip_core.audio import PlayPrompts, PlayTone, Tone
+from sip_core.audio import PlayFile, PlayPrompts, PlaySequence, PlayTone, Tone
 from sip_core.audio.playback import Playback
 from sip_core.call.control import CallControl
 from sip_core.call.fork import FailureKind, ForkGroup, ForkSummary
@@ -55,8 +55,10 @@ from sip_core.features.flip_menu import (
     DecisionKind,
     FlipMenu,
     MenuEntry,
+    MenuPart,
     device_numbers,
     menu_order,
+    menu_prompt,
 )
 from sip_core.media import MediaLeg, RelayError
 from sip_core.media.client import Playing
@@ -377,6 +379,27 @@ class FlipOperation:
         return OperationView(self.kind, self.from_leg, self.to_device, self.started_at)
 
 
+def _unplayable(reason: str) -> bool:
+    """Whether a playback ended because its audio could not be had (a file gone bad)."""
+    return reason.startswith("cannot play")
+
+
+class _MenuPrompt:
+    """The menu's prompt: the label recordings' sequence, replaced by the bundled prompts when
+    it cannot play; `stop` ends whichever is playing (a key barged in, the menu closed)."""
+
+    __slots__ = ("playing", "stopped")
+
+    def __init__(self) -> None:
+        self.playing: Playing | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.playing is not None:
+            self.playing.stop()
+
+
 #: Captures a leg's keys for the menu (`FeatureRegistry.capture` / ``release``).
 Capture = Callable[[Leg, Callable[[str], None]], None]
 Release = Callable[[Leg, Callable[[str], None]], None]
@@ -406,6 +429,23 @@ class Flip:
         self.flip_enabled = flip_enabled if flip_enabled is not None else presence.flip_enabled
         self._capture = capture
         self._release = release
+        self._labels: dict[str, str] = {}
+
+    # -- label recordings for the menu -----------------------------------------------------------
+
+    def set_label_prompt(self, device: str, wav_path: str | None) -> None:
+        """The menu says ``device``'s line with this WAV file (its label, spoken) from the next
+        menu on; None: with the bundled type prompt again. The file must stay readable while it
+        is set (a menu whose recording cannot be played falls back to the bundled prompts)."""
+        if wav_path:
+            self._labels[device] = wav_path
+        else:
+            self._labels.pop(device, None)
+
+    @property
+    def label_prompts(self) -> dict[str, str]:
+        """Device username -> the WAV file its menu line uses (a copy)."""
+        return dict(self._labels)
 
     # -- rules -----------------------------------------------------------------------------------
 
@@ -597,13 +637,37 @@ class Flip:
         leg = op.from_leg
         entries = [MenuEntry(number, device) for number, device in enumerate(candidates, 1)]
 
-        def play(names: tuple[str, ...]) -> Playing | None:
-            playing = self._play(leg, PlayPrompts(names))
-            if playing is None:
-                self._control.clock.call_later(0, menu.prompt_finished)
+        def play(parts: tuple[MenuPart, ...]) -> _MenuPrompt:
+            prompt = _MenuPrompt()
+
+            def start(playback: Playback, fallback: Playback | None) -> None:
+                playing = self._play(leg, playback)
+                prompt.playing = playing
+                if playing is None:
+                    self._control.clock.call_later(0, menu.prompt_finished)
+                    return
+
+                def ended(done: asyncio.Future[str]) -> None:
+                    reason = done.result() if not done.cancelled() else "stopped"
+                    if fallback is not None and not prompt.stopped and _unplayable(reason):
+                        _LOGGER.warning(
+                            "Call %s: the menu's label recordings cannot be played (%s); "
+                            "playing the bundled prompts",
+                            op.call.id,
+                            reason,
+                        )
+                        start(fallback, None)
+                    else:
+                        menu.prompt_finished()
+
+                playing.done.add_done_callback(ended)
+
+            if any(isinstance(part, PlayFile) for part in parts):
+                bundled = PlayPrompts(tuple(map(str, menu_prompt(menu.entries))))
+                start(PlaySequence(parts), bundled)
             else:
-                playing.done.add_done_callback(lambda _done: menu.prompt_finished())
-            return playing
+                start(PlayPrompts(tuple(map(str, parts))), None)
+            return prompt
 
         menu = FlipMenu(
             self._control.clock,
@@ -613,6 +677,7 @@ class Flip:
             digit_timeout=config.flip.digit_timeout,
             play=play,
             on_decided=lambda decision: self._menu_decided(op, decision),
+            labels=self._labels,
         )
         op.menu = menu
         if self._capture is not None:

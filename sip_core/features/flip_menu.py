@@ -27,6 +27,12 @@ names another user's device is then refused as not theirs.
 
 `FlipMenu` runs one menu on one leg with the injected clock; the flip (`sip_core.features.flip`)
 gives it the prompt player and receives the one `Decision`.
+
+A device's line says its type with the bundled prompts ("press 1 for your mobile") unless the
+menu is given a recording of the device's label for it (a WAV file, in Home Assistant the label
+spoken by a text-to-speech engine, made ahead of any call): then "press 1 for" is followed by
+that recording. Recordings are only ever read, never waited for: a device without one (not made
+yet, or it failed) gets its type.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
+from sip_core.audio import PlayFile, PlaySequence
 from sip_core.clock import Clock, TimerHandle
-from sip_core.config import Device, User
+from sip_core.config import Device, DeviceType, User
 
 __all__ = [
     "MAX_CHOICES",
@@ -45,8 +52,10 @@ __all__ = [
     "DecisionKind",
     "FlipMenu",
     "MenuEntry",
+    "MenuPart",
     "device_numbers",
     "interpret",
+    "label_prompt_assets",
     "menu_order",
     "menu_prompt",
 ]
@@ -101,12 +110,33 @@ def device_numbers(user: User) -> dict[str, str]:
     return numbers
 
 
-def menu_prompt(entries: Sequence[MenuEntry]) -> tuple[str, ...]:
-    """Bundled prompt names: "press 1 for your mobile, press 2 for your soft phone ..."."""
-    names: list[str] = []
+type MenuPart = str | PlayFile
+"""A bundled prompt's name, or a recording of a device's label."""
+
+
+def menu_prompt(
+    entries: Sequence[MenuEntry], labels: Mapping[str, str] | None = None
+) -> tuple[MenuPart, ...]:
+    """What the menu says: "press 1 for your mobile, press 2 for your soft phone ..." in bundled
+    prompts, with a device's label recording (``labels``: device username -> WAV file) in place
+    of "your <type>" where there is one."""
+    parts: list[MenuPart] = []
     for entry in entries:
-        names += ["press", str(entry.number), "for", "your", entry.device.type.value]
-    return tuple(names)
+        parts += ["press", str(entry.number), "for"]
+        label = labels.get(entry.device.username) if labels else None
+        if label:
+            parts.append(PlayFile(label))
+        else:
+            parts += ["your", entry.device.type.value]
+    return tuple(parts)
+
+
+def label_prompt_assets(wav_path: str) -> PlaySequence:
+    """What a menu that speaks this label recording may play: the recording with every word of a
+    menu line around it, for the media engine to convert ahead (`MediaRelay.prepare`)."""
+    words = ("press", "for", "your", *(str(n) for n in range(1, MAX_CHOICES + 1)))
+    types = tuple(kind.value for kind in DeviceType)
+    return PlaySequence((*words, *types, PlayFile(wav_path)))
 
 
 def interpret(
@@ -143,7 +173,8 @@ class Stoppable(Protocol):
 class FlipMenu:
     """One menu on one leg: the prompt plays at once, keys are read as `interpret` says.
 
-    ``play(names)`` starts the prompt and returns something with ``stop()``; the owner calls
+    ``play(parts)`` starts the prompt (`menu_prompt` with ``labels``, the device label
+    recordings) and returns something with ``stop()``; the owner calls
     `prompt_finished` when it has played out, which starts the choice timeout
     (``menu_timeout``). ``on_decided`` gets exactly one decision (never WAIT); after it, or
     after `close`, keys are ignored and no timer is left.
@@ -157,8 +188,9 @@ class FlipMenu:
         *,
         menu_timeout: float,
         digit_timeout: float,
-        play: Callable[[tuple[str, ...]], Stoppable | None],
+        play: Callable[[tuple[MenuPart, ...]], Stoppable | None],
         on_decided: Callable[[Decision], None],
+        labels: Mapping[str, str] | None = None,
     ) -> None:
         self._clock = clock
         self.entries = tuple(entries)
@@ -167,6 +199,7 @@ class FlipMenu:
         self._digit_timeout = digit_timeout
         self._play = play
         self._on_decided = on_decided
+        self.labels = dict(labels or {})
         self._prompt: Stoppable | None = None
         self._prompting = False
         self._timer: TimerHandle | None = None
@@ -176,7 +209,7 @@ class FlipMenu:
     def start(self) -> None:
         """Start the prompt (the device hears it at once)."""
         self._prompting = True
-        self._prompt = self._play(menu_prompt(self.entries))
+        self._prompt = self._play(menu_prompt(self.entries, self.labels))
 
     def prompt_finished(self) -> None:
         """The prompt played out: the choice timeout runs from now (unless keys came)."""

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
@@ -41,6 +41,7 @@ from sip_core.audio import (
     PlayFile,
     PlayMusic,
     PlayPrompts,
+    PlaySequence,
     PlaySilence,
     PlayTone,
 )
@@ -97,6 +98,10 @@ def _engine_path(current: str) -> str:
 type DtmfCallback = Callable[[Side, DtmfDigit], None]
 
 
+#: Playbacks `MediaRelay.prepare` keeps asking a (restarted) engine for: a few dozen labels.
+PREPARED_KEPT = 64
+
+
 class EngineLost(RelayError):
     """The media engine process is gone; the sessions it carried are over."""
 
@@ -122,6 +127,11 @@ def _play_message(leg: int, number: int, play: Playback, ptime_ms: int) -> p.Pla
             return p.Play(leg, number, kind.MUSIC, (), None, ptime_ms)
         case PlayFile(path):
             return p.Play(leg, number, kind.FILE, (path,), None, ptime_ms)
+        case PlaySequence(parts):
+            names = tuple(
+                f"prompt:{part}" if isinstance(part, str) else f"file:{part.path}" for part in parts
+            )
+            return p.Play(leg, number, kind.SEQUENCE, names, None, ptime_ms)
 
 
 class Playing:
@@ -623,6 +633,7 @@ class MediaRelay:
         self._stopped = False
         self._ever_started = False
         self.engine_version: int | None = None
+        self._prepared: OrderedDict[Playback, int] = OrderedDict()
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -704,6 +715,23 @@ class MediaRelay:
         self.engine_version = None
         loop.add_reader(ours.fileno(), self._on_channel)
         _LOGGER.debug("media engine started (pid %d)", process.pid)
+        for play, ptime_ms in self._prepared.items():
+            self._send_prepare(play, ptime_ms)
+
+    def prepare(self, play: Playback, *, ptime_ms: int = DEFAULT_PTIME_MS) -> None:
+        """Have the engine convert ``play``'s assets now (a sequence's files: a spoken label),
+        for G.711 and G.722, so that its first playback starts at once. Remembered (the newest
+        :data:`PREPARED_KEPT`) and asked again of a restarted engine; on the event loop."""
+        self._prepared[play] = ptime_ms
+        self._prepared.move_to_end(play)
+        while len(self._prepared) > PREPARED_KEPT:
+            self._prepared.popitem(last=False)
+        if self._channel is not None and self._broken is None:
+            self._send_prepare(play, ptime_ms)
+
+    def _send_prepare(self, play: Playback, ptime_ms: int) -> None:
+        message = _play_message(0, 0, play, ptime_ms)
+        self._send(p.Prepare(message.kind, message.names, ptime_ms))
 
     def close(self) -> None:
         """End every session and the engine, waiting (blocking) until it has exited."""

@@ -37,6 +37,7 @@ from sip_core.audio import (
     PlayFile,
     PlayMusic,
     PlayPrompts,
+    PlaySequence,
     PlaySilence,
     PlayTone,
     Tone,
@@ -118,6 +119,7 @@ class MediaEngine:
             p.Sync: self._sync,
             p.Play: self._play,
             p.StopPlay: self._stop_play,
+            p.Prepare: self._prepare,
             p.SetMuted: self._set_muted,
             p.SetOnHold: self._set_on_hold,
         }
@@ -393,7 +395,7 @@ class MediaEngine:
             self._send(p.PlayEnded(number_leg, number, f"no generated audio: {exc}"))
             return
         key = (play, message.ptime_ms, codec)
-        if isinstance(play, PlayFile):
+        if isinstance(play, (PlayFile, PlaySequence)):  # files; a sequence's G.722 prompts too
             prepared = self._audio.ready(play, codec, message.ptime_ms)
         else:
             prepared = codec is not AudioCodec.G722 or key in self._encoded_assets
@@ -421,6 +423,23 @@ class MediaEngine:
 
         self._playing[number_leg] = number
         leg.play(stream, codec, payload_type, ptime_ms=message.ptime_ms, on_end=ended)
+
+    def _prepare(self, message: p.Message, sockets: list[socket.socket]) -> None:
+        """Convert a playback's assets now, on the encoding thread, for G.711 and G.722."""
+        assert isinstance(message, p.Prepare)
+        try:
+            play = _playback(p.Play(0, 0, message.kind, message.names, None, message.ptime_ms))
+        except (ValueError, p.ProtocolError) as exc:
+            _LOGGER.warning("cannot prepare %s %s: %s", message.kind, message.names, exc)
+            return
+        for codec in (AudioCodec.PCMU, AudioCodec.G722):
+            key = (play, message.ptime_ms, codec)
+            if key in self._waiting or self._audio.ready(play, codec, message.ptime_ms):
+                continue
+            self._waiting[key] = []  # a play of the same thing meanwhile waits for it
+            threading.Thread(
+                target=self._encode, args=(key,), name="callflip-prepare", daemon=True
+            ).start()
 
     def _stop_play(self, message: p.Message, sockets: list[socket.socket]) -> None:
         assert isinstance(message, p.StopPlay)
@@ -454,7 +473,10 @@ class MediaEngine:
                 key, error = self._done_encoding.get_nowait()
             except queue.Empty:
                 return
+            if error is not None and not self._waiting.get(key):  # a Prepare of its own
+                _LOGGER.warning("cannot prepare %s: %s", key[0], error)
             if error is None and not isinstance(key[0], PlayFile):  # files: the library's cache
+                # (a sequence's prompts stay encoded; its files are looked up again each time)
                 self._encoded_assets.add(key)
             for message in self._waiting.pop(key, []):
                 if self._playing.get(message.leg) != message.play:
@@ -575,9 +597,21 @@ def _playback(message: p.Play) -> Playback:
         if len(message.names) != 1 or not message.names[0]:
             raise p.ProtocolError("a file playback names one file")
         return PlayFile(message.names[0])
+    if kind is p.PlayKind.SEQUENCE:
+        return PlaySequence(tuple(_part(name) for name in message.names))
     if not message.names:
         raise p.ProtocolError("no prompt named")
     return PlayPrompts(tuple(message.names))
+
+
+def _part(name: str) -> str | PlayFile:
+    """One part of a SEQUENCE `Play`: ``prompt:<name>`` or ``file:<path>``."""
+    kind, _, value = name.partition(":")
+    if kind == "prompt" and value:
+        return value
+    if kind == "file" and value:
+        return PlayFile(value)
+    raise p.ProtocolError(f"a sequence part is prompt:<name> or file:<path>, not {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,7 @@ __all__ = [
     "Play",
     "PlayEnded",
     "PlayKind",
+    "Prepare",
     "ProtocolError",
     "QueryStats",
     "Refused",
@@ -98,6 +99,7 @@ class Kind(IntEnum):
     STOP_PLAY = 15
     SET_MUTED = 16
     SET_ON_HOLD = 17
+    PREPARE = 18
     HELLO = 64
     DIGIT = 65
     LATCHED = 66
@@ -234,12 +236,14 @@ class PlayKind(StrEnum):
     PROMPTS = "prompts"
     MUSIC = "music"
     FILE = "file"
+    SEQUENCE = "sequence"  # names: "prompt:<name>" or "file:<path>" per part
 
 
 @dataclass(frozen=True, slots=True)
 class Play(Message):
     """Generated audio to a leg's far end instead of the other side's: `names` is the tone's
-    name (TONE), the prompts' (PROMPTS) or the WAV file's path (FILE); `duration_ms` bounds
+    name (TONE), the prompts' (PROMPTS), the WAV file's path (FILE) or each part as
+    ``prompt:<name>`` / ``file:<path>`` (SEQUENCE); `duration_ms` bounds
     SILENCE (None: until stopped)."""
 
     KIND = Kind.PLAY
@@ -248,6 +252,17 @@ class Play(Message):
     kind: str
     names: tuple[str, ...]
     duration_ms: int | None
+    ptime_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare(Message):
+    """Read and convert what a later `Play` of this kind and names will need (a sequence's
+    files), for G.711 and G.722 at `ptime_ms`, off the packet loop, so that it starts at once."""
+
+    KIND = Kind.PREPARE
+    kind: str
+    names: tuple[str, ...]
     ptime_ms: int
 
 
@@ -406,6 +421,7 @@ _BY_KIND: Final[dict[int, type[Message]]] = {
         Shutdown,
         Sync,
         Play,
+        Prepare,
         StopPlay,
         SetMuted,
         SetOnHold,

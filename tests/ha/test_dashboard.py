@@ -51,12 +51,25 @@ async def test_dashboard_loads_and_shows_existing_entities(
     assert len(shown) > 10
     missing = [entity_id for entity_id in shown if hass.states.get(entity_id) is None]
     assert missing == []
-    # Per person: the call, the last handoff, a flip button per phone and a hang-up button.
+    # Per person: the call, the last handoff, a flip button per phone, a hang-up button, the
+    # DND switches and the last calls.
     for person, phones in (("alice", 3), ("bob", 2)):
         assert f"sensor.{person}_active_call" in shown
         assert f"sensor.{person}_last_handoff" in shown
         assert f"button.{person}_hang_up" in shown
         flips = {e for e in shown if e.startswith(f"button.{person}_flip_to_")}
         assert len(flips) == phones, flips
+        assert f"sensor.{person}_last_call" in shown
+        assert f"sensor.{person}_missed_calls_today" in shown
+        assert f"switch.{person}_flip_enabled" in shown
+    assert len([e for e in shown if e.endswith("_do_not_disturb")]) == 5
+    # Push and pull for every member of the demo's group Home (Alice's desk and mobile, Bob's
+    # desk), each a button of the group.
+    group_buttons = {e for e in shown if e.startswith(("button.home_push_", "button.home_pull_"))}
+    assert len(group_buttons) == 6, group_buttons
+    for entity_id in group_buttons:
+        state = hass.states.get(entity_id)
+        assert state is not None
+        assert state.state == "unavailable"  # nobody registered, no call: nothing to push
     entry = hass.config_entries.async_entries(DOMAIN)[0]
     assert await hass.config_entries.async_unload(entry.entry_id)

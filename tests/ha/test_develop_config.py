@@ -64,6 +64,13 @@ async def test_develop_household_is_imported(hass: HomeAssistant) -> None:
         "Bob": "300",
     }
     assert [d["type"] for d in users["Alice"]["devices"]] == ["desk", "mobile", "softphone"]
+    # the group Home comes along, its members and their phones by id
+    (group,) = entry.options["groups"]
+    by_id = {d["id"]: d["username"] for u in users.values() for d in u["devices"]}
+    assert (group["name"], group["pilot"], group["ring_timer"]) == ("Home", "150", 20)
+    assert [by_id[member] for member in group["members"]] == ["201", "202", "301"]
+    assert group["no_answer"] == "none"
+    assert entry.runtime_data.hub.pbx.config.group("Home") is not None
     for entity_id in (
         "binary_sensor.office_desk_phone_registered",
         "binary_sensor.alice_s_mobile_registered",

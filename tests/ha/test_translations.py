@@ -70,7 +70,12 @@ def test_every_error_and_step_is_translated() -> None:
     assert {"flip_settings", "user_flip"} <= option_steps
     assert option_steps <= set(STRINGS["options"]["step"])
     flip_errors = set(re.findall(r'\{CONF_\w+: "(\w+)"\}', flip_settings))
-    assert flip_errors == {"invalid_flip_timeout"}
+    assert flip_errors == {
+        "invalid_flip_timeout",
+        "label_tts_not_found",
+        "label_tts_needed",
+        "label_language_unsupported",
+    }
     assert flip_errors <= set(STRINGS["options"]["error"])
     menu = set(
         re.findall(

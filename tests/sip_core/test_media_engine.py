@@ -99,6 +99,8 @@ SAMPLES: list[p.Message] = [
     p.Stats(9, 2, 1, 2, 3, 4, 5, 6, 7, 8, 9),
     p.Play(2, 11, "tone", ("beep",), None, 20),
     p.Play(2, 12, "silence", (), 400, 20),
+    p.Play(2, 13, "sequence", ("prompt:press", "file:/labels/a.wav"), None, 20),
+    p.Prepare("sequence", ("prompt:for", "file:/labels/a.wav"), 20),
     p.StopPlay(2, 11),
     p.SetMuted(3, True),
     p.PlayEnded(2, 11, "finished"),
