@@ -1093,22 +1093,27 @@ def _registrar(data: Any) -> RegistrarSettings:
     return settings
 
 
+def _keypad_code(section: Mapping[str, Any], key: str, path: KeyPath, default: str) -> str:
+    """A feature code of ``section`` (``default`` when absent): 1 to 8 keypad keys, written as
+    text. Only its form is checked here; its clashes are `check_feature_codes`'s."""
+    if key not in section:
+        return default
+    if section[key] is None:
+        _fail(
+            (*path, key),
+            "required (quote a code that starts with '#' or '*': an unquoted '#' starts a comment)",
+        )
+    code = _text(section, key, path, numbers=True)
+    if not _FLIP_CODE.fullmatch(code):
+        _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
+    return code
+
+
 def _flip(data: Any) -> FlipSettings:
     path: KeyPath = ("flip",)
     section = _section(data, path, ("code", "timeout", "menu_timeout", "digit_timeout"))
-    code = "*0"
-    if "code" in section:
-        if section["code"] is None:
-            _fail(
-                (*path, "code"),
-                "required (quote a code that starts with '#' or '*': an unquoted '#' starts a"
-                " comment)",
-            )
-        code = _text(section, "code", path, numbers=True)
-        if not _FLIP_CODE.fullmatch(code):
-            _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
     return FlipSettings(
-        code,
+        _keypad_code(section, "code", path, "*0"),
         _int(section, "timeout", path, 30, (1, 3600)),
         _int(section, "menu_timeout", path, 8, (1, 120)),
         _int(section, "digit_timeout", path, 3, (1, 30)),
@@ -1215,19 +1220,7 @@ def _transfer(data: Any) -> TransferSettings:
             )
     codes = dict(zip(("blind_code", "attended_code"), TRANSFER_PRESETS[preset], strict=True))
     codes |= {"complete_code": "*3", "cancel_code": "*4"}
-    for key in codes:
-        if key not in section:
-            continue
-        if section[key] is None:
-            _fail(
-                (*path, key),
-                "required (quote a code that starts with '#' or '*': an unquoted '#' starts a"
-                " comment)",
-            )
-        code = _text(section, key, path, numbers=True)
-        if not _FLIP_CODE.fullmatch(code):
-            _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-        codes[key] = code
+    codes = {key: _keypad_code(section, key, path, default) for key, default in codes.items()}
     # Clashes with other codes and with numbers: `check_feature_codes`, over every code at once.
     return TransferSettings(
         blind_code=codes["blind_code"],
@@ -1246,16 +1239,7 @@ def _transfer(data: Any) -> TransferSettings:
 def _handoff(data: Any) -> HandoffSettings:
     path: KeyPath = ("handoff",)
     section = _section(data, path, ("code",))
-    if "code" not in section:
-        return HandoffSettings()
-    if section["code"] is None:
-        _fail(
-            (*path, "code"),
-            "required (quote a code that starts with '#' or '*': an unquoted '#' starts a comment)",
-        )
-    code = _text(section, "code", path, numbers=True)
-    if not _FLIP_CODE.fullmatch(code):
-        _fail((*path, "code"), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
+    code = _keypad_code(section, "code", path, HandoffSettings().code)
     # Clashes with other codes and with numbers: `check_feature_codes`, over every code at once.
     return HandoffSettings(code)
 
@@ -1359,21 +1343,10 @@ def _group_presence(data: Any) -> GroupPresenceCodes:
     keys = ("present_code", "absent_code")
     section = _section(data, path, keys)
     defaults = GroupPresenceCodes()
-    codes = {"present_code": defaults.present_code, "absent_code": defaults.absent_code}
-    for key in keys:
-        if key not in section:
-            continue
-        if section[key] is None:
-            _fail(
-                (*path, key),
-                "required (quote a code that starts with '#' or '*': an unquoted '#' starts a"
-                " comment)",
-            )
-        code = _text(section, key, path, numbers=True)
-        if not _FLIP_CODE.fullmatch(code):
-            _fail((*path, key), f"must be 1 to 8 keypad keys (0-9, * and #), not {code!r}")
-        codes[key] = code
-    return GroupPresenceCodes(codes["present_code"], codes["absent_code"])
+    return GroupPresenceCodes(
+        _keypad_code(section, keys[0], path, defaults.present_code),
+        _keypad_code(section, keys[1], path, defaults.absent_code),
+    )
 
 
 def _check_presence_with_pilots(

@@ -1058,28 +1058,11 @@ class CallControl:
         ``status`` follows when it has played (``longest`` seconds at most). Without an offer
         the PBX can answer, the status goes at once.
         """
-        try:
-            offer = parse_body(request)
-        except SdpError:
-            offer = None
-        audio = offer.audio() if offer is not None else None
-        if offer is None or audio is None or not isinstance(txn, InviteServerTransaction):
+        answered = self._tone_session(request, txn, "refusal")
+        if answered is None:
             self.reply(txn, request, status, why)
             return
-        try:
-            media = self._relay.open_session(f"refusal-{new_call_id()}")
-        except (RelayError, OSError):
-            self.reply(txn, request, status, why)
-            return
-        rtp, rtcp = media_target(offer)
-        media.a.set_remote(rtp, rtcp)
-        media.a.set_codecs(audio.codecs())
-        endpoint = self._endpoint(txn.source)
-        host = endpoint.host
-        kind = "IP6" if ":" in host else "IP4"
-        origin = Origin("callflip", str(first_cseq()), 1, "IN", kind, host)
-        ports = [media.a.local_rtp.port if m is audio else None for m in offer.media]
-        body = rewrite_for_relay(offer, host, ports, origin=origin).to_bytes()
+        media, endpoint, body = answered
         to_tag = new_tag()
         progress = make_response(request, 183, to_tag=to_tag, body=body)
         progress.headers.add("Contact", endpoint.contact)
@@ -1117,20 +1100,11 @@ class CallControl:
         a BYE from the phone first is answered and ends it. Without an SDP offer the PBX can
         answer, the INVITE gets ``status_without_media`` with ``why`` at once.
         """
-        try:
-            offer = parse_body(request)
-        except SdpError:
-            offer = None
-        audio = offer.audio() if offer is not None else None
-        if offer is None or audio is None or not isinstance(txn, InviteServerTransaction):
+        answered = self._tone_session(request, txn, "code")
+        if answered is None or not isinstance(txn, InviteServerTransaction):
             self.reply(txn, request, status_without_media, why)
             return
-        try:
-            media = self._relay.open_session(f"code-{new_call_id()}")
-        except (RelayError, OSError):
-            self.reply(txn, request, status_without_media, why)
-            return
-        endpoint = self._endpoint(txn.source)
+        media, endpoint, body = answered
         to_tag = new_tag()
         try:
             dialog = Dialog.as_uas(request, txn.source, local_tag=to_tag, endpoint=endpoint)
@@ -1138,15 +1112,6 @@ class CallControl:
             media.close()
             self.reply(txn, request, 400, str(exc))
             return
-        rtp, rtcp = media_target(offer)
-        media.a.set_remote(rtp, rtcp)
-        media.a.set_codecs(audio.codecs())
-        host = endpoint.host
-        origin = Origin(
-            "callflip", str(first_cseq()), 1, "IN", "IP6" if ":" in host else "IP4", host
-        )
-        ports = [media.a.local_rtp.port if m is audio else None for m in offer.media]
-        body = rewrite_for_relay(offer, host, ports, origin=origin).to_bytes()
         ok = make_response(request, 200, to_tag=to_tag, body=body)
         ok.headers.add("Contact", endpoint.contact)
         ok.headers.add("Content-Type", SDP)
@@ -1175,6 +1140,35 @@ class CallControl:
                 media.close()
 
         self._spawn(finish())
+
+    def _tone_session(
+        self, request: Request, txn: ServerTransaction, purpose: str
+    ) -> tuple[MediaSession, LocalEndpoint, bytes] | None:
+        """A short-lived media session answering ``request``'s SDP offer, for a tone or prompt
+        the PBX plays to a phone whose INVITE is no call (`refuse_with`, `answer_with`): the
+        session, our endpoint towards the phone and the SDP answer. None when there is no offer
+        to answer (no SDP, no audio, not an INVITE transaction) or no media session to be had."""
+        try:
+            offer = parse_body(request)
+        except SdpError:
+            offer = None
+        audio = offer.audio() if offer is not None else None
+        if offer is None or audio is None or not isinstance(txn, InviteServerTransaction):
+            return None
+        try:
+            media = self._relay.open_session(f"{purpose}-{new_call_id()}")
+        except (RelayError, OSError):
+            return None
+        rtp, rtcp = media_target(offer)
+        media.a.set_remote(rtp, rtcp)
+        media.a.set_codecs(audio.codecs())
+        endpoint = self._endpoint(txn.source)
+        host = endpoint.host
+        kind = "IP6" if ":" in host else "IP4"
+        origin = Origin("callflip", str(first_cseq()), 1, "IN", kind, host)
+        ports = [media.a.local_rtp.port if m is audio else None for m in offer.media]
+        body = rewrite_for_relay(offer, host, ports, origin=origin).to_bytes()
+        return media, endpoint, body
 
     def _answered_code_request(self, request: Request, txn: ServerTransaction) -> bool:
         """A request in the dialog of an INVITE `answer_with` answered: a BYE ends it early,
