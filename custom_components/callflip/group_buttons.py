@@ -26,26 +26,18 @@ from sip_core.calls import CallState
 from sip_core.features.handoff import HandoffError
 
 from .call_view import PhoneState
-from .group_options import GROUP_PREFIX
-from .groups import CallflipGroupEntity
+from .groups import CallflipGroupMemberEntity
 from .handoff_services import HANDOFF_ERRORS
 from .services import validation_error
 
 
-class _MemberButton(CallflipGroupEntity, ButtonEntity):
+class _MemberButton(CallflipGroupMemberEntity, ButtonEntity):
     """A button of one member of one group."""
 
     def __init__(
         self, hub: Any, description: ButtonEntityDescription, group_id: str, device_id: str
     ) -> None:
-        super().__init__(hub, description, group_id)
-        self.device_id = device_id
-        self._attr_unique_id = f"{GROUP_PREFIX}{group_id}-{device_id}-{description.key}"
-        owned = hub.device(device_id)
-        # Set before the entity is added: its entity id and name are made from them.
-        self._attr_translation_placeholders = {
-            "device": owned.device["label"] if owned is not None else device_id
-        }
+        super().__init__(hub, description, group_id, device_id, description.key)
 
     async def async_added_to_hass(self) -> None:
         await super().async_added_to_hass()

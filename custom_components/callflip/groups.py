@@ -96,20 +96,29 @@ class CallflipGroupEntity(Entity):
 # -- the entities (added by the switch, binary_sensor and sensor platforms) -----------------------
 
 
-class GroupPresenceSwitch(CallflipGroupEntity, SwitchEntity):
-    """A member's Group Presence: off = absent (not rung by the group's calls and pushes)."""
+class CallflipGroupMemberEntity(CallflipGroupEntity):
+    """An entity of one member (a phone) of one group, named after the phone's label."""
 
     def __init__(
-        self, hub: Any, description: SwitchEntityDescription, group_id: str, device_id: str
+        self, hub: Any, description: EntityDescription, group_id: str, device_id: str, what: str
     ) -> None:
         super().__init__(hub, description, group_id)
         self.device_id = device_id
-        self._attr_unique_id = f"{GROUP_PREFIX}{group_id}-{device_id}-presence"
+        self._attr_unique_id = f"{GROUP_PREFIX}{group_id}-{device_id}-{what}"
         owned = hub.device(device_id)
         # Set before the entity is added: its entity id and name are made from them.
         self._attr_translation_placeholders = {
             "device": owned.device["label"] if owned is not None else device_id
         }
+
+
+class GroupPresenceSwitch(CallflipGroupMemberEntity, SwitchEntity):
+    """A member's Group Presence: off = absent (not rung by the group's calls and pushes)."""
+
+    def __init__(
+        self, hub: Any, description: SwitchEntityDescription, group_id: str, device_id: str
+    ) -> None:
+        super().__init__(hub, description, group_id, device_id, "presence")
 
     def _member(self) -> tuple[str, str] | None:
         """(group name, member username) while both are configured."""
