@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from typing import Any
 
@@ -76,13 +77,27 @@ def household() -> list[dict[str, Any]]:
     ]
 
 
+def _rtp_block() -> tuple[int, int]:
+    """200 RTP ports of this test run's own, picked at random once per process.
+
+    Every PBX of a run takes its pairs from the bottom of the range, and tests check that the
+    ports of a call are free after it: two runs of these tests side by side (scripts/test runs
+    two Home Assistant releases at once) must not share a range.
+    """
+    low = random.SystemRandom().randrange(20000, 32000, 200)
+    return low, low + 199
+
+
+RTP_PORT_MIN, RTP_PORT_MAX = _rtp_block()
+
+
 def server_data(port: int) -> dict[str, Any]:
     return {
         "listen": "127.0.0.1",
         "port": port,
         "domain": DOMAIN_NAME,
-        "rtp_port_min": 42000,
-        "rtp_port_max": 42999,
+        "rtp_port_min": RTP_PORT_MIN,
+        "rtp_port_max": RTP_PORT_MAX,
     }
 
 

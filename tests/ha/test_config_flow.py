@@ -17,7 +17,7 @@ from custom_components.callflip.config_flow import probe_bind
 from custom_components.callflip.const import DOMAIN
 from sip_core.config import ConfigError
 
-from .callflip_testing import DOMAIN_NAME, find_free_port, server_data
+from .callflip_testing import DOMAIN_NAME, RTP_PORT_MIN, find_free_port, server_data
 
 
 async def _start(hass: HomeAssistant) -> str:
@@ -61,7 +61,7 @@ async def test_user_flow_creates_entry(hass: HomeAssistant, sip_port: int) -> No
         ({"domain": "-bad.example"}, {"domain": "invalid_domain"}),
         ({"rtp_port_min": 43000, "rtp_port_max": 42000}, {"rtp_port_max": "invalid_rtp_range"}),
         ({"rtp_port_min": 42000, "rtp_port_max": 42000}, {"rtp_port_max": "invalid_rtp_range"}),
-        ({"port": 42500}, {"port": "port_in_rtp_range"}),
+        ({"port": RTP_PORT_MIN + 100}, {"port": "port_in_rtp_range"}),
     ],
 )
 async def test_user_flow_field_errors(

@@ -40,7 +40,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -679,6 +679,35 @@ class Baresip:
         """The first registration result (success or failure) baresip reports."""
         await self.wait_for(r"^(\S+: \{\d+/\w+/v\d\} \d{3} |reg: )", time_limit)
         return self.registrations()[0]
+
+    async def registration_or_silence(
+        self, silent: Callable[[], bool], *, quiet: float = 2.0, time_limit: float = 10.0
+    ) -> Registration | None:
+        """The first registration result, or None once the registrar is known not to answer.
+
+        ``silent()`` says the registrar has stopped answering (a ban in its log, say). From then
+        on, once baresip's first REGISTER has gone unanswered for ``quiet`` seconds (over UDP
+        that covers its retransmissions at 0.5 and 1.5 s; on loopback an answer takes
+        milliseconds), None. Without ``silent()``, None only after ``time_limit``.
+        """
+        deadline = time.monotonic() + time_limit
+        first_sent: float | None = None
+        while True:
+            if found := self.registrations():
+                return found[0]
+            now = time.monotonic()
+            if first_sent is None and self.sent_requests("REGISTER"):
+                first_sent = now
+            if first_sent is not None and now - first_sent >= quiet and silent():
+                return None
+            if now >= deadline:
+                return None
+            if self._reader is None or self._reader.done():
+                raise ClientError(f"baresip exited before registering\n{_tail(self.output)}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await self._changed.wait()
 
     async def stop(self, time_limit: float = 10.0) -> int | None:
         """SIGTERM (baresip unregisters, then exits), SIGKILL after ``time_limit`` s; reap."""

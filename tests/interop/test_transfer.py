@@ -9,8 +9,11 @@ to Carol (400): Bob must end up hearing Carol's tone, Carol Bob's, and the desk 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,64 @@ def last_record(pbx: Pbx) -> CallRecord:
     return records[-1]
 
 
+@dataclass
+class Household:
+    """The PBX of one test with Bob (301), Alice's desk (201, answers by itself) and Carol (401)."""
+
+    pbx: Pbx
+    target: CallTarget
+    bob: Baresip
+    desk: Baresip
+    carol: Baresip | None
+
+
+@contextlib.asynccontextmanager
+async def household(
+    tones: dict[float, Path], tmp_path: Path, extra_yaml: str = "", *, carol: str | None = "auto"
+) -> AsyncIterator[Household]:
+    """Start the PBX and the phones (Carol with answer mode ``carol``; None: no Carol).
+
+    A ClientError inside fails the test with every phone's output and the PBX's log. The phones
+    are stopped (their recordings complete) and the PBX too when the block ends.
+    """
+    pbx, target = await start(extra_yaml)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            bob = await stack.enter_async_context(
+                phone(target, "301", tones[BOB_HZ], tmp_path / "bob")
+            )
+            desk = await stack.enter_async_context(
+                phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto")
+            )
+            carol_ua = None
+            if carol is not None:
+                carol_ua = await stack.enter_async_context(
+                    phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode=carol)
+                )
+            try:
+                yield Household(pbx, target, bob, desk, carol_ua)
+            except ClientError as error:
+                uas = [ua for ua in (bob, desk, carol_ua) if ua is not None]
+                pytest.fail(f"{error}\n{_failure(target, *uas)}")
+    finally:
+        await pbx.stop()
+
+
+async def call_the_desk(home: Household, settle: float = 1.5) -> None:
+    """Bob dials Alice's desk, both see the call up, then ``settle`` seconds of talk."""
+    await home.bob.dial(f"sip:{home.target.dial('201')}@{DOMAIN}")
+    await home.desk.wait_event("CALL_ESTABLISHED", 15)
+    await home.bob.wait_event("CALL_ESTABLISHED", 15)
+    await asyncio.sleep(settle)
+
+
+async def still_in_call(home: Household, *uas: Baresip, talk: float = 3.0) -> None:
+    """``talk`` more seconds (recorded), after which none of ``uas`` has had its call closed."""
+    await asyncio.sleep(talk)
+    for ua in uas:
+        assert ua.call_events("CALL_CLOSED") == [], _failure(home.target, ua)
+
+
 def tones_in_order(found: list[audio.Window], *frequencies: float) -> list[float]:
     """The clean tones of ``frequencies`` heard, in order, each run counted once."""
     runs: list[float] = []
@@ -77,30 +138,17 @@ async def blind_transfer(
     tones: dict[float, Path], tmp_path: Path, extra_yaml: str, keys: str
 ) -> tuple[Pbx, Baresip, Baresip, Baresip]:
     """Bob calls Alice; her desk dials ``keys``; Carol (auto-answer) takes the call."""
-    pbx, target = await start(extra_yaml)
-    try:
-        async with (
-            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
-            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
-            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
-        ):
-            try:
-                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-                await desk.wait_event("CALL_ESTABLISHED", 15)
-                await bob.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(1.5)
-                await desk.send_dtmf(keys)
-                await desk.wait_event("CALL_CLOSED", 10)
-                await carol.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(3.0)
-                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
-                await bob.hangup()
-                await carol.wait_event("CALL_CLOSED", 10)
-            except ClientError as error:
-                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
-    finally:
-        await pbx.stop()
-    return pbx, bob, desk, carol
+    async with household(tones, tmp_path, extra_yaml) as home:
+        bob, desk, carol = home.bob, home.desk, home.carol
+        assert carol is not None
+        await call_the_desk(home)
+        await desk.send_dtmf(keys)
+        await desk.wait_event("CALL_CLOSED", 10)
+        await carol.wait_event("CALL_ESTABLISHED", 15)
+        await still_in_call(home, bob)
+        await bob.hangup()
+        await carol.wait_event("CALL_CLOSED", 10)
+    return home.pbx, bob, desk, carol
 
 
 def assert_passed_to_carol(pbx: Pbx, bob: Baresip, carol: Baresip) -> None:
@@ -146,30 +194,17 @@ async def test_no_answer_rings_the_transferring_desk_back(
     Carol never answers; Bob hears ringback meanwhile; the desk (auto-answer) is rung back and
     takes the call again, and Bob hears the desk once more.
     """
-    pbx, target = await start("transfer:\n  timeout: 4\n")
-    try:
-        async with (
-            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
-            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
-            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol") as carol,
-        ):
-            try:
-                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-                await desk.wait_event("CALL_ESTABLISHED", 15)
-                await bob.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(1.5)
-                await desk.send_dtmf("*2400#")
-                await desk.wait_event("CALL_CLOSED", 10)
-                await carol.wait_event("CALL_INCOMING", 10)
-                await desk.wait_event("CALL_ESTABLISHED", 15, count=2)
-                await asyncio.sleep(3.0)
-                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
-                await bob.hangup()
-                await desk.wait_event("CALL_CLOSED", 10, count=2)
-            except ClientError as error:
-                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
-    finally:
-        await pbx.stop()
+    async with household(tones, tmp_path, "transfer:\n  timeout: 4\n", carol="manual") as home:
+        pbx, bob, desk, carol = home.pbx, home.bob, home.desk, home.carol
+        assert carol is not None
+        await call_the_desk(home)
+        await desk.send_dtmf("*2400#")
+        await desk.wait_event("CALL_CLOSED", 10)
+        await carol.wait_event("CALL_INCOMING", 10)
+        await desk.wait_event("CALL_ESTABLISHED", 15, count=2)
+        await still_in_call(home, bob)
+        await bob.hangup()
+        await desk.wait_event("CALL_CLOSED", 10, count=2)
     by_bob = heard(bob)
     assert audio.tone_seconds(by_bob, RINGBACK_HZ) >= 0.6, audio.describe(by_bob)
     assert tones_in_order(by_bob, DESK_HZ, RINGBACK_HZ) == [DESK_HZ, RINGBACK_HZ, DESK_HZ], (
@@ -184,26 +219,13 @@ async def test_no_answer_rings_the_transferring_desk_back(
 
 async def test_a_wrong_number_keeps_the_call(tones: dict[float, Path], tmp_path: Path) -> None:
     """``*2`` + a number nobody has: the desk hears the error tone, Bob keeps the desk."""
-    pbx, target = await start()
-    try:
-        async with (
-            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
-            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
-        ):
-            try:
-                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-                await desk.wait_event("CALL_ESTABLISHED", 15)
-                await bob.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(1.0)
-                await desk.send_dtmf("*2999#")
-                await asyncio.sleep(3.0)
-                assert desk.call_events("CALL_CLOSED") == [], _failure(target, desk)
-                await bob.hangup()
-                await desk.wait_event("CALL_CLOSED", 10)
-            except ClientError as error:
-                pytest.fail(f"{error}\n{_failure(target, bob, desk)}")
-    finally:
-        await pbx.stop()
+    async with household(tones, tmp_path, carol=None) as home:
+        pbx, bob, desk = home.pbx, home.bob, home.desk
+        await call_the_desk(home, settle=1.0)
+        await desk.send_dtmf("*2999#")
+        await still_in_call(home, desk)
+        await bob.hangup()
+        await desk.wait_event("CALL_CLOSED", 10)
     by_desk = heard(desk)
     # the special information tone's three notes reached the desk, and Bob's tone around them
     assert any(w.is_tone(950.0, tolerance=30) for w in by_desk), audio.describe(by_desk)
@@ -233,32 +255,18 @@ async def test_attended_transfer_completes_when_the_desk_hangs_up(
     the whole consultation), then Carol. Carol's: the desk, then Bob. The desk's: Bob, then
     Carol. (``voipnow``: the option under test is the preset, whose attended code is ``*2``.)
     """
-    pbx, target = await start(extra_yaml)
-    try:
-        async with (
-            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
-            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
-            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
-        ):
-            try:
-                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-                await desk.wait_event("CALL_ESTABLISHED", 15)
-                await bob.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(1.5)
-                await desk.send_dtmf(keys)
-                await carol.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(3.0)
-                await desk.hangup()
-                await desk.wait_event("CALL_CLOSED", 10)
-                await asyncio.sleep(3.0)
-                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
-                assert carol.call_events("CALL_CLOSED") == [], _failure(target, carol)
-                await bob.hangup()
-                await carol.wait_event("CALL_CLOSED", 10)
-            except ClientError as error:
-                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
-    finally:
-        await pbx.stop()
+    async with household(tones, tmp_path, extra_yaml) as home:
+        pbx, bob, desk, carol = home.pbx, home.bob, home.desk, home.carol
+        assert carol is not None
+        await call_the_desk(home)
+        await desk.send_dtmf(keys)
+        await carol.wait_event("CALL_ESTABLISHED", 15)
+        await asyncio.sleep(3.0)
+        await desk.hangup()
+        await desk.wait_event("CALL_CLOSED", 10)
+        await still_in_call(home, bob, carol)
+        await bob.hangup()
+        await carol.wait_event("CALL_CLOSED", 10)
     by_bob, by_carol, by_desk = heard(bob), heard(carol), heard(desk)
     assert tones_in_order(by_bob, DESK_HZ, CAROL_HZ) == [DESK_HZ, CAROL_HZ], audio.describe(by_bob)
     held = between(by_bob, DESK_HZ, CAROL_HZ)
@@ -280,31 +288,18 @@ async def test_attended_transfer_cancel_code_returns_to_the_held_party(
 ) -> None:
     """The desk consults Carol, then keys the cancel code: Carol is released, Bob and the desk
     talk again, and Bob never heard Carol."""
-    pbx, target = await start()
-    try:
-        async with (
-            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
-            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
-            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
-        ):
-            try:
-                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-                await desk.wait_event("CALL_ESTABLISHED", 15)
-                await bob.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(1.5)
-                await desk.send_dtmf("**400#")
-                await carol.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(2.0)
-                await desk.send_dtmf("*4")
-                await carol.wait_event("CALL_CLOSED", 10)
-                await asyncio.sleep(3.0)
-                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
-                await bob.hangup()
-                await desk.wait_event("CALL_CLOSED", 10)
-            except ClientError as error:
-                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
-    finally:
-        await pbx.stop()
+    async with household(tones, tmp_path) as home:
+        pbx, bob, desk, carol = home.pbx, home.bob, home.desk, home.carol
+        assert carol is not None
+        await call_the_desk(home)
+        await desk.send_dtmf("**400#")
+        await carol.wait_event("CALL_ESTABLISHED", 15)
+        await asyncio.sleep(2.0)
+        await desk.send_dtmf("*4")
+        await carol.wait_event("CALL_CLOSED", 10)
+        await still_in_call(home, bob)
+        await bob.hangup()
+        await desk.wait_event("CALL_CLOSED", 10)
     by_bob, by_desk = heard(bob), heard(desk)
     assert audio.tone_seconds(by_bob, CAROL_HZ) == 0, audio.describe(by_bob)
     # the desk, a hold of at least the consultation's length with music, the desk again
@@ -325,29 +320,16 @@ async def test_attended_transfer_cancel_code_returns_to_the_held_party(
 async def test_blind_refer_from_baresip(tones: dict[float, Path], tmp_path: Path) -> None:
     """The desk's own transfer command (baresip sends REFER): the PBX transfers Bob to Carol,
     reports it with NOTIFYs, and the desk's call ends."""
-    pbx, target = await start()
-    try:
-        async with (
-            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
-            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
-            phone(target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode="auto") as carol,
-        ):
-            try:
-                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-                await desk.wait_event("CALL_ESTABLISHED", 15)
-                await bob.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(1.5)
-                await desk.command("transfer", f"sip:400@{DOMAIN}")
-                await carol.wait_event("CALL_ESTABLISHED", 15)
-                await desk.wait_event("CALL_CLOSED", 10)
-                await asyncio.sleep(3.0)
-                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
-                await bob.hangup()
-                await carol.wait_event("CALL_CLOSED", 10)
-            except ClientError as error:
-                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
-    finally:
-        await pbx.stop()
+    async with household(tones, tmp_path) as home:
+        pbx, bob, desk, carol = home.pbx, home.bob, home.desk, home.carol
+        assert carol is not None
+        await call_the_desk(home)
+        await desk.command("transfer", f"sip:400@{DOMAIN}")
+        await carol.wait_event("CALL_ESTABLISHED", 15)
+        await desk.wait_event("CALL_CLOSED", 10)
+        await still_in_call(home, bob)
+        await bob.hangup()
+        await carol.wait_event("CALL_CLOSED", 10)
     assert_passed_to_carol(pbx, bob, carol)
     assert desk.sent_requests("REFER"), desk.output[-3000:]
     # The SIP trace shows both directions: the NOTIFYs the PBX sent the desk, in order.
@@ -505,40 +487,24 @@ async def test_attended_transfer_target_failing_returns_to_the_held_party(
 ) -> None:
     """Carol declines the consultation call (or answers and hangs up): the desk is back with
     Bob, who heard hold music meanwhile and never Carol, and the call goes on."""
-    pbx, target = await start()
     answermode = "manual" if how == "declines" else "auto"
-    try:
-        async with (
-            phone(target, "301", tones[BOB_HZ], tmp_path / "bob") as bob,
-            phone(target, "201", tones[DESK_HZ], tmp_path / "desk", answermode="auto") as desk,
-            phone(
-                target, "401", tones[CAROL_HZ], tmp_path / "carol", answermode=answermode
-            ) as carol,
-        ):
-            try:
-                await bob.dial(f"sip:{target.dial('201')}@{DOMAIN}")
-                await desk.wait_event("CALL_ESTABLISHED", 15)
-                await bob.wait_event("CALL_ESTABLISHED", 15)
-                await asyncio.sleep(1.5)
-                await desk.send_dtmf("**400#")
-                if how == "declines":
-                    await carol.wait_event("CALL_INCOMING", 15)
-                    await asyncio.sleep(1.5)
-                    await carol.hangup()  # rejects the ringing call
-                else:
-                    await carol.wait_event("CALL_ESTABLISHED", 15)
-                    await asyncio.sleep(2.0)
-                    await carol.hangup()
-                await carol.wait_event("CALL_CLOSED", 10)
-                await asyncio.sleep(3.0)
-                assert bob.call_events("CALL_CLOSED") == [], _failure(target, bob)
-                assert desk.call_events("CALL_CLOSED") == [], _failure(target, desk)
-                await bob.hangup()
-                await desk.wait_event("CALL_CLOSED", 10)
-            except ClientError as error:
-                pytest.fail(f"{error}\n{_failure(target, bob, desk, carol)}")
-    finally:
-        await pbx.stop()
+    async with household(tones, tmp_path, carol=answermode) as home:
+        pbx, bob, desk, carol = home.pbx, home.bob, home.desk, home.carol
+        assert carol is not None
+        await call_the_desk(home)
+        await desk.send_dtmf("**400#")
+        if how == "declines":
+            await carol.wait_event("CALL_INCOMING", 15)
+            await asyncio.sleep(1.5)
+            await carol.hangup()  # rejects the ringing call
+        else:
+            await carol.wait_event("CALL_ESTABLISHED", 15)
+            await asyncio.sleep(2.0)
+            await carol.hangup()
+        await carol.wait_event("CALL_CLOSED", 10)
+        await still_in_call(home, bob, desk)
+        await bob.hangup()
+        await desk.wait_event("CALL_CLOSED", 10)
     by_bob = heard(bob)
     assert audio.tone_seconds(by_bob, CAROL_HZ) == 0, audio.describe(by_bob)
     desk_at = [i for i, w in enumerate(by_bob) if w.is_tone(DESK_HZ)]
