@@ -22,6 +22,7 @@ from sip_core.call.dial import RECHECK_INTERVAL
 from sip_core.call.fork import ForkGroup, ForkSummary
 from sip_core.call.targets import RingPlan
 from sip_core.calls import Call, CallOutcome, Leg, LegRole, LegState
+from sip_core.clock import TimerHandle
 from sip_core.config import NoAnswerKind, PbxConfig, RingGroup
 from sip_core.dialog import name_address
 from sip_core.prg.presence import GroupPresence
@@ -104,17 +105,30 @@ class GroupCalls:
         ]
 
     def _ringing(self, group: RingGroup, caller_device: str, call: Call, fork: ForkGroup) -> None:
-        self._control.clock.call_later(
-            RECHECK_INTERVAL, lambda: self._recheck(group, caller_device, call, fork)
-        )
+        """Re-check the group every `RECHECK_INTERVAL` while the call rings it; the timer ends
+        with the fork (an answer, or every branch gone)."""
+        clock = self._control.clock
+        timer: list[TimerHandle] = []  # the pending re-check, replaced at each one
 
-    def _recheck(self, group: RingGroup, caller_device: str, call: Call, fork: ForkGroup) -> None:
+        def recheck() -> None:
+            if self._recheck(group, caller_device, call, fork):
+                timer[0] = clock.call_later(RECHECK_INTERVAL, recheck)
+
+        def stop() -> None:
+            timer[0].cancel()
+
+        timer.append(clock.call_later(RECHECK_INTERVAL, recheck))
+        fork.when_decided(stop)
+
+    def _recheck(self, group: RingGroup, caller_device: str, call: Call, fork: ForkGroup) -> bool:
+        """One re-check: absent members stop ringing, newly available ones start. False when the
+        call no longer rings the group (nothing more to re-check)."""
         if not call.active or call.callee is not None or not fork.deciding:
-            return
+            return False
         control = self._control
         caller = call.caller
         if caller is None or caller.remote_sdp is None:
-            return
+            return False
         ringing = {leg.device for leg in fork.legs if leg.state is not LegState.TERMINATED}
         for leg in list(fork.legs):
             if leg.state is not LegState.TERMINATED and not self._presence.present(
@@ -130,9 +144,7 @@ class GroupCalls:
                 leg = Leg(call, LegRole.CALLEE, "b", member, party)
                 fork.ring(leg, binding, presented=caller.party, offer=caller.remote_sdp)
             _LOGGER.info("Call %s: %s is available now and rings", call.id, member)
-        control.clock.call_later(
-            RECHECK_INTERVAL, lambda: self._recheck(group, caller_device, call, fork)
-        )
+        return True
 
     def _party(self, group: RingGroup) -> str:
         domain = self._control.config().sip.domain
