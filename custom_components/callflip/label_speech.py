@@ -128,16 +128,19 @@ class LabelSpeech:
         self._unsubscribe: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._retry: Callable[[], None] | None = None
+        self._running = False
 
     @callback
     def async_start(self) -> None:
         """Render once Home Assistant has started (its TTS engines are loaded by then), and
         again on every change of the options."""
+        self._running = True
         self._unsubscribe.append(async_at_started(self._hass, self._started))
         self._unsubscribe.append(self._hub.async_add_topology_listener(self.async_schedule))
 
     @callback
     def async_stop(self) -> None:
+        self._running = False
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
@@ -225,7 +228,7 @@ class LabelSpeech:
             self.errors.pop(gone, None)
         await self._hass.async_add_executor_job(self._remove_unused, keep)
         self._cancel_retry()
-        if LabelState.FAILED in self.states.values() and self._unsubscribe:  # still running
+        if LabelState.FAILED in self.states.values() and self._running:
             self._retry = async_call_later(self._hass, RETRY_INTERVAL, self._retry_failed)
 
     async def _async_render(self, key: LabelKey) -> Path | str:
