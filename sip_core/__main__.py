@@ -39,6 +39,7 @@ from sip_core.state import (
     call_record_to_json,
     call_records_from_json,
 )
+from sip_core.tls import TlsSetupError
 from sip_core.transport import TransportError
 from sip_core.workers import WorkerPool
 
@@ -283,12 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "state": state,
     }
     workers: WorkerPool | None = None
-    if config.sip.workers > 0:
-        secret = WorkerPool.new_secret()
-        pbx = Pbx(config, digest_secret=secret, **options)
-        workers = WorkerPool(pbx, args.config, config.sip.workers, secret, level.lower())
-    else:
-        pbx = Pbx(config, **options)
+    try:
+        if config.sip.workers > 0:
+            secret = WorkerPool.new_secret()
+            pbx = Pbx(config, digest_secret=secret, **options)
+            workers = WorkerPool(pbx, args.config, config.sip.workers, secret, level.lower())
+        else:
+            pbx = Pbx(config, **options)
+    except TlsSetupError as err:  # checked when loaded: the file went or changed since
+        print(f"callflip: tls: {err}", file=sys.stderr)
+        return EXIT_USAGE
     keeper = StateKeeper(pbx, state, file)
     try:
         asyncio.run(_serve(pbx, workers, keeper))
