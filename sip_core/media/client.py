@@ -633,6 +633,8 @@ class MediaRelay:
         self._stopped = False
         self._ever_started = False
         self.engine_version: int | None = None
+        # How the running engine forwards plain RTP (`FastPathState`'s text), from its Hello.
+        self.packet_path: str | None = None
         self._prepared: OrderedDict[Playback, int] = OrderedDict()
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -713,6 +715,7 @@ class MediaRelay:
         self._broken = None
         self._started_at = time.monotonic()
         self.engine_version = None
+        self.packet_path = None
         loop.add_reader(ours.fileno(), self._on_channel)
         _LOGGER.debug("media engine started (pid %d)", process.pid)
         for play, ptime_ms in self._prepared.items():
@@ -1013,7 +1016,13 @@ class MediaRelay:
                 synced.set_result(None)
         elif isinstance(message, p.Hello):
             self.engine_version = message.version
-            _LOGGER.debug("media engine %d speaks protocol %d", message.pid, message.version)
+            self.packet_path = message.packet_path
+            _LOGGER.debug(
+                "media engine %d speaks protocol %d, forwards RTP: %s",
+                message.pid,
+                message.version,
+                message.packet_path,
+            )
         elif isinstance(message, p.Refused):
             _LOGGER.error("media engine refused a command: %s", message.reason)
         else:

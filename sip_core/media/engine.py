@@ -91,7 +91,7 @@ class MediaEngine:
     ) -> None:
         self._channel = channel
         channel.setblocking(False)
-        self._loop = RelayEngine(time.monotonic, name="callflip-media")
+        self._loop = RelayEngine(time.monotonic, name="callflip-media", fast=True)
         self._loop.prepare()
         self._relay = MediaRelay(host, None, None, clock=self._loop.clock, engine=self._loop)
         self._relay.on_latched = self._latched
@@ -149,7 +149,7 @@ class MediaEngine:
 
     def run(self) -> None:
         """Say hello, then serve until `Shutdown` or the end of the channel."""
-        self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid()))
+        self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid(), self._loop.fast_state.value))
         try:
             self._loop.run()
         finally:
@@ -521,7 +521,7 @@ class MediaEngine:
             for leg in (session.a, session.b):
                 if leg.closed or not leg.latched:
                     continue
-                count = leg.received - leg.dropped_source - leg.dropped_invalid + leg.rtcp_received
+                count = leg.packets_heard()
                 before = self._heard.get(leg)
                 if before is None or before[0] != count or self._exempt(leg):
                     heard[leg] = (count, now)

@@ -64,7 +64,7 @@ __all__ = [
     "receive",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 MAX_MESSAGE: Final = 65536  # far above any message here (a codec list is the longest)
 MAX_FDS: Final = 4
 _HEADER: Final = struct.Struct("!BB")
@@ -314,11 +314,13 @@ class Shutdown(Message):
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """The engine's first message: the protocol it speaks and its process id."""
+    """The engine's first message: the protocol it speaks, its process id, and how it forwards
+    plain RTP (a `FastPathState` value: compiled, or pure Python and why)."""
 
     KIND = Kind.HELLO
     version: int
     pid: int
+    packet_path: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "media.__init__": 2,
     "media.client": 2,
     "media.engine": 2,
+    "media.fastpath": 2,
     "media.packets": 2,
     "media.ports": 2,
     "media.protocol": 2,
