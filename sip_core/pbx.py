@@ -153,6 +153,7 @@ class Pbx:
             clock=self._clock,
             music_file=config.rtp.music_on_hold,
             rtp_timeout=config.rtp.timeout,
+            realtime=config.rtp.realtime,
         )
         group_presence = GroupPresence(lambda: self._config, state)
         self._b2bua = B2bua(

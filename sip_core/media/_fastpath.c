@@ -22,6 +22,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #define BUFFER_SIZE 2048
 #define HEADER_SIZE 12
@@ -224,31 +225,20 @@ FastPath_poll(FastPath *self, PyObject *args)
     return PyLong_FromLong(count);
 }
 
-/* dispatch(now): handle what the last poll found. Registered sockets are forwarded here; the
- * result is (the other ready descriptors as (fd, events), the telephone-event packets read from
- * registered sockets as (fd, bytes)), for the relay's Python handlers. */
-static PyObject *
-FastPath_dispatch(FastPath *self, PyObject *arg)
+/* Forward what the first `count` events found on registered sockets; append the other ready
+ * descriptors to `rest` as (fd, events) and the telephone-event packets to `packets` as
+ * (fd, bytes). -1 with an exception set when a list could not grow. */
+static int
+handle(FastPath *self, int count, double now, PyObject *rest, PyObject *packets)
 {
-    double now = PyFloat_AsDouble(arg);
-    if (now == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    PyObject *rest = PyList_New(0);
-    PyObject *packets = PyList_New(0);
-    if (rest == NULL || packets == NULL) {
-        goto error;
-    }
-    int ready = self->ready;
-    self->ready = 0;
-    for (int i = 0; i < ready; i++) {
+    for (int i = 0; i < count; i++) {
         int fd = self->events[i].data.fd;
         Entry *entry = entry_for(self, fd);
         if (entry == NULL) {
             PyObject *item = Py_BuildValue("(iI)", fd, (unsigned int)self->events[i].events);
             if (item == NULL || PyList_Append(rest, item) < 0) {
                 Py_XDECREF(item);
-                goto error;
+                return -1;
             }
             Py_DECREF(item);
             continue;
@@ -269,7 +259,7 @@ FastPath_dispatch(FastPath *self, PyObject *arg)
             PyObject *item = Py_BuildValue("(iy#)", fd, (const char *)packet, (Py_ssize_t)size);
             if (item == NULL || PyList_Append(packets, item) < 0) {
                 Py_XDECREF(item);
-                goto error;
+                return -1;
             }
             Py_DECREF(item);
             continue;
@@ -283,7 +273,96 @@ FastPath_dispatch(FastPath *self, PyObject *arg)
         entry->out_time = now;
         entry->forwarded++;
     }
+    return 0;
+}
+
+static PyObject *
+results(PyObject *rest, PyObject *packets)
+{
     return Py_BuildValue("(NN)", rest, packets);
+}
+
+/* dispatch(now): handle what the last poll found (see `handle`); (rest, packets). */
+static PyObject *
+FastPath_dispatch(FastPath *self, PyObject *arg)
+{
+    double now = PyFloat_AsDouble(arg);
+    if (now == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *rest = PyList_New(0);
+    PyObject *packets = PyList_New(0);
+    int ready = self->ready;
+    self->ready = 0;
+    if (rest == NULL || packets == NULL || handle(self, ready, now, rest, packets) < 0) {
+        Py_XDECREF(rest);
+        Py_XDECREF(packets);
+        return NULL;
+    }
+    return results(rest, packets);
+}
+
+static double
+monotonic_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* run(epfd, timeout): wait and forward, round after round, for as long as only registered
+ * sockets become ready; return (rest, packets) as `dispatch` does once anything else is ready
+ * (the control channel, a timer, RTCP, a telephone-event packet) or the timeout (seconds, as
+ * `poll`) has passed. Each round's time is CLOCK_MONOTONIC's, which is time.monotonic(): only for
+ * a relay on that clock (the engine process's). The caller holds the relay's lock throughout:
+ * only for a process where nothing else takes it. */
+static PyObject *
+FastPath_run(FastPath *self, PyObject *args)
+{
+    int epfd;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "id:run", &epfd, &timeout)) {
+        return NULL;
+    }
+    PyObject *rest = PyList_New(0);
+    PyObject *packets = PyList_New(0);
+    if (rest == NULL || packets == NULL) {
+        goto error;
+    }
+    double deadline = monotonic_now() + (timeout < 0 ? 0 : timeout);
+    for (;;) {
+        int ms = -1;
+        if (timeout >= 0) {
+            double remaining = (deadline - monotonic_now()) * 1000.0;
+            ms = remaining <= 0 ? 0 : (int)remaining;
+            if (ms >= 0 && (double)ms < remaining) {
+                ms += 1;
+            }
+        }
+        int count;
+        Py_BEGIN_ALLOW_THREADS
+        count = epoll_wait(epfd, self->events, MAX_EVENTS, ms);
+        Py_END_ALLOW_THREADS
+        if (count < 0) {
+            if (errno != EINTR) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto error;
+            }
+            if (PyErr_CheckSignals() < 0) {
+                goto error;
+            }
+            return results(rest, packets);
+        }
+        if (handle(self, count, monotonic_now(), rest, packets) < 0) {
+            goto error;
+        }
+        if (count == 0 || PyList_GET_SIZE(rest) > 0 || PyList_GET_SIZE(packets) > 0) {
+            return results(rest, packets);
+        }
+        if (timeout >= 0 && monotonic_now() >= deadline) {
+            return results(rest, packets);
+        }
+    }
 
 error:
     Py_XDECREF(rest);
@@ -302,6 +381,8 @@ static PyMethodDef FastPath_methods[] = {
      "poll(epfd, timeout): wait for ready descriptors; how many."},
     {"dispatch", (PyCFunction)FastPath_dispatch, METH_O,
      "dispatch(now): forward what the last poll found; (other ready, telephone-event packets)."},
+    {"run", (PyCFunction)FastPath_run, METH_VARARGS,
+     "run(epfd, timeout): poll and dispatch until anything but registered sockets is ready."},
     {NULL, NULL, 0, NULL},
 };
 

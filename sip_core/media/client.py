@@ -584,7 +584,8 @@ class MediaRelay:
     engine to one CPU (benchmarks), ``log_level`` is the engine's (default: this logger's),
     ``music_file`` a WAV file the engine plays for `PlayMusic` (default: the bundled loop),
     ``rtp_timeout`` the seconds of silence after which a session's `on_timeout` is called
-    (0, the default: never).
+    (0, the default: never), ``realtime`` whether the engine's packet loop asks for real-time
+    scheduling (`sip_core.media.scheduling`; default yes, where the system allows it).
     """
 
     def __init__(
@@ -600,10 +601,12 @@ class MediaRelay:
         log_level: str | None = None,
         music_file: str | None = None,
         rtp_timeout: float = 0.0,
+        realtime: bool = True,
     ) -> None:
         self.host = host
         self.music_file = music_file
         self.rtp_timeout = rtp_timeout
+        self.realtime = realtime
         self.clock = clock
         self.connect_sockets = connect_sockets and can_disconnect()
         self.ports = PortAllocator(port_min, port_max)
@@ -633,8 +636,10 @@ class MediaRelay:
         self._stopped = False
         self._ever_started = False
         self.engine_version: int | None = None
-        # How the running engine forwards plain RTP (`FastPathState`'s text), from its Hello.
+        # How the running engine forwards plain RTP (`FastPathState`'s text) and how its
+        # packet loop is scheduled (`Scheduling`'s text), from its Hello.
         self.packet_path: str | None = None
+        self.scheduling: str | None = None
         self._prepared: OrderedDict[Playback, int] = OrderedDict()
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -693,6 +698,8 @@ class MediaRelay:
             command += ["--music-file", self.music_file]
         if self.rtp_timeout > 0:
             command += ["--rtp-timeout", repr(float(self.rtp_timeout))]
+        if self.realtime:
+            command.append("--realtime")
         try:
             process = subprocess.Popen(
                 command,
@@ -716,6 +723,7 @@ class MediaRelay:
         self._started_at = time.monotonic()
         self.engine_version = None
         self.packet_path = None
+        self.scheduling = None
         loop.add_reader(ours.fileno(), self._on_channel)
         _LOGGER.debug("media engine started (pid %d)", process.pid)
         for play, ptime_ms in self._prepared.items():
@@ -1017,11 +1025,13 @@ class MediaRelay:
         elif isinstance(message, p.Hello):
             self.engine_version = message.version
             self.packet_path = message.packet_path
+            self.scheduling = message.scheduling
             _LOGGER.debug(
-                "media engine %d speaks protocol %d, forwards RTP: %s",
+                "media engine %d speaks protocol %d, forwards RTP: %s, scheduling: %s",
                 message.pid,
                 message.version,
                 message.packet_path,
+                message.scheduling,
             )
         elif isinstance(message, p.Refused):
             _LOGGER.error("media engine refused a command: %s", message.reason)

@@ -367,6 +367,10 @@ class RelayEngine:
         wake = self._wake_r.fileno()
         timerfd = self._timerfd
         fast = self.fast
+        # In the engine process (run() owns the thread, the relay's clock is time.monotonic, as
+        # C's CLOCK_MONOTONIC is) the compiled path keeps waiting and forwarding by itself until
+        # something else is ready: no turn of this loop per round of plain packets.
+        rounds_in_c = fast is not None and self._here and clock_now is time.monotonic
         if self._epoll is not None:
             wait: Callable[[float], list[tuple[int, int]]] = self._epoll.poll
             epfd = self._epoll.fileno()
@@ -393,6 +397,9 @@ class RelayEngine:
             try:
                 if fast is None:
                     ready = wait(pause)
+                elif rounds_in_c:
+                    with lock:  # uncontended: nothing else in the engine process takes it
+                        ready, packets = fast.run(epfd, pause)
                 else:
                     fast.poll(epfd, pause)
             except InterruptedError:
@@ -403,7 +410,7 @@ class RelayEngine:
                 raise
             with lock:
                 self.now = clock_now()
-                if fast is not None:
+                if fast is not None and not rounds_in_c:
                     # Plain RTP is forwarded in there; the rest comes back for the handlers.
                     ready, packets = fast.dispatch(self.now)
                 for fd, data in packets:

@@ -314,13 +314,15 @@ class Shutdown(Message):
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """The engine's first message: the protocol it speaks, its process id, and how it forwards
-    plain RTP (a `FastPathState` value: compiled, or pure Python and why)."""
+    """The engine's first message: the protocol it speaks, its process id, how it forwards
+    plain RTP (a `FastPathState` value: compiled, or pure Python and why) and how its packet
+    loop is scheduled (a `Scheduling` value)."""
 
     KIND = Kind.HELLO
     version: int
     pid: int
     packet_path: str
+    scheduling: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ LAYERS: dict[str, int] = {
     "media.ports": 2,
     "media.protocol": 2,
     "media.relay": 2,
+    "media.scheduling": 2,
     "media.udp_peer": 2,
     # 3 transaction
     "transaction": 3,

@@ -27,10 +27,12 @@ from sip_core.media import MediaRelay, RelayError
 from sip_core.media import protocol as p
 from sip_core.media.engine import MediaEngine
 from sip_core.media.fastpath import FastPathState
+from sip_core.media.scheduling import Scheduling
 from sip_core.pbx import Pbx
 
 from .test_b2bua_udp import DOMAIN, PASSWORD, UdpPhone
 from .test_flip_udp import audio_port, call_carol_to_desk, rtp_packet, rtp_socket, udp_phone
+from .test_media_scheduling import allowed as _realtime_allowed
 from .test_pbx import free_udp_port
 
 # Every test here runs against an engine forwarding in Python and one forwarding in C.
@@ -95,7 +97,7 @@ SAMPLES: list[p.Message] = [
     p.QueryStats(9, 2),
     p.Sync(10),
     p.Shutdown(),
-    p.Hello(p.PROTOCOL_VERSION, 1234, "compiled"),
+    p.Hello(p.PROTOCOL_VERSION, 1234, "compiled", Scheduling.REALTIME.value),
     p.Digit(1, "a", "5", 1000, 400, 10, True),
     p.Digit(1, "b", "#", None, 0, 0, False),
     p.Latched(2, HOST, 6000),
@@ -247,6 +249,8 @@ def test_legs_that_close_on_hold_leave_nothing_behind_without_an_rtp_timeout() -
 
 # -- the client: sessions through the engine -----------------------------------------------------
 
+REALTIME_ALLOWED = _realtime_allowed()
+
 
 @pytest.fixture
 async def relay(packet_path: str) -> AsyncIterator[MediaRelay]:
@@ -297,9 +301,32 @@ async def test_packets_flow_through_the_engine_and_latching_comes_back(
             assert (await _receive(callee))[2:4] == number.to_bytes(2)
         stats = await session.a.fetch_stats()
         assert (stats.received, stats.forwarded) == (12, 11)
+        # The packet loop asked for real-time scheduling, the default, and has it where allowed.
+        pid = relay.engine_pid
+        assert pid is not None
+        if REALTIME_ALLOWED:
+            assert relay.scheduling == Scheduling.REALTIME
+            assert os.sched_getscheduler(pid) == os.SCHED_RR
+        else:
+            assert relay.scheduling == Scheduling.NOT_PERMITTED
+            assert os.sched_getscheduler(pid) == os.SCHED_OTHER
     finally:
         caller.close()
         callee.close()
+
+
+async def test_an_engine_told_not_to_stays_normally_scheduled() -> None:
+    low, high = _port_range(4)
+    relay = MediaRelay(HOST, low, high, clock=LoopClock(), realtime=False)
+    try:
+        relay.start()
+        await relay.sync()
+        pid = relay.engine_pid
+        assert pid is not None
+        assert relay.scheduling == Scheduling.OFF
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    finally:
+        await relay.stop()
 
 
 async def test_a_closed_session_gives_its_ports_back(relay: MediaRelay) -> None:
