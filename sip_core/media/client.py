@@ -29,6 +29,7 @@ import sysconfig
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -58,6 +59,7 @@ from .udp_peer import can_disconnect
 __all__ = [
     "PLAY_FINISHED",
     "EngineLost",
+    "EngineStatus",
     "LegStats",
     "MediaLeg",
     "MediaRelay",
@@ -69,6 +71,21 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """What the media engine is and how it runs, as diagnostics show it.
+
+    `packet_path` and `scheduling` come from the running engine's Hello (None before it spoke);
+    `restarts` counts engines started again after one ended unasked."""
+
+    running: bool
+    pid: int | None
+    packet_path: str | None
+    scheduling: str | None
+    restarts: int
+
 
 STOP_WAIT: Final = 3.0
 """Seconds `stop` waits for the engine to exit after `Shutdown` before it kills it."""
@@ -658,6 +675,12 @@ class MediaRelay:
     def running(self) -> bool:
         return self.engine_pid is not None and self._broken is None
 
+    def status(self) -> EngineStatus:
+        """A snapshot of the engine (see `EngineStatus`)."""
+        return EngineStatus(
+            self.running, self.engine_pid, self.packet_path, self.scheduling, self.restarts
+        )
+
     def start(self) -> None:
         """Start the engine now (otherwise the first session does); on the event loop."""
         self._stopped = False
@@ -1025,6 +1048,15 @@ class MediaRelay:
         elif isinstance(message, p.Hello):
             self.engine_version = message.version
             self.packet_path = message.packet_path
+            if (
+                self.realtime
+                and self.scheduling is None
+                and message.scheduling.startswith("normal")
+            ):  # as an engine starts: what the system refused, and what that means for calls
+                _LOGGER.info(
+                    "media engine scheduling: %s; a busy host may delay call audio",
+                    message.scheduling,
+                )
             self.scheduling = message.scheduling
             _LOGGER.debug(
                 "media engine %d speaks protocol %d, forwards RTP: %s, scheduling: %s",
