@@ -9,7 +9,7 @@ also names the line.
 Schema (``pbx.example.yaml`` at the repository root documents every key)::
 
     sip: {listen: 0.0.0.0, port: 5060, domain: home.arpa}
-    rtp: {ports: 40000-40999, timeout: 60, music_on_hold: null}   # null: the bundled music
+    rtp: {ports: 40000-40999, timeout: 60, music_on_hold: null, realtime: true}
     users:
       - name: alice
         extension: "200"
@@ -230,12 +230,16 @@ class RtpSettings:
     loop (None). The loader reads it once to refuse a file that cannot be played.
     ``timeout``: seconds without RTP or RTCP from a phone whose media arrived before, after which
     its call is ended (0: never); a call on hold is exempt.
+    ``realtime``: the media engine's packet loop asks for real-time scheduling, so that other
+    work on the host cannot hold up a call's audio (`sip_core.media.scheduling`); where the
+    system does not allow it, the engine runs normally scheduled.
     """
 
     port_min: int = 40000
     port_max: int = 40999
     music_on_hold: str | None = None
     timeout: int = 60
+    realtime: bool = True
 
     @property
     def pair_count(self) -> int:
@@ -513,6 +517,7 @@ class PbxConfig:
             "rtp": {
                 "ports": f"{self.rtp.port_min}-{self.rtp.port_max}",
                 "timeout": self.rtp.timeout,
+                "realtime": self.rtp.realtime,
                 **(
                     {}
                     if self.rtp.music_on_hold is None
@@ -896,12 +901,13 @@ def _discovery(data: Any, users: Sequence[User]) -> DiscoverySettings:
 
 def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
     path: KeyPath = ("rtp", "ports")
-    section = _section(data, ("rtp",), ("ports", "music_on_hold", "timeout"))
+    section = _section(data, ("rtp",), ("ports", "music_on_hold", "timeout", "realtime"))
     music = _music_on_hold(section)
     timeout = _int(section, "timeout", ("rtp",), 60, (0, 3600))
+    realtime = _bool(section, "realtime", ("rtp",), True)
     value = section.get("ports")
     if value is None:
-        return RtpSettings(music_on_hold=music, timeout=timeout)
+        return RtpSettings(music_on_hold=music, timeout=timeout, realtime=realtime)
     match = _PORT_RANGE.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         _fail(path, f"must be a port range such as 40000-40999, not {_describe(value)}")
@@ -916,7 +922,7 @@ def _rtp(data: Any, sip: SipSettings) -> RtpSettings:
         _fail(path, f"must start on an even port: RTP uses the even port, RTCP the odd (got {low})")
     if low <= sip.port <= high:
         _fail(path, f"must not include the SIP port {sip.port}")
-    return RtpSettings(low, high, music, timeout)
+    return RtpSettings(low, high, music, timeout, realtime)
 
 
 def _music_on_hold(section: Mapping[str, Any]) -> str | None:

@@ -38,7 +38,7 @@ from sip_core.features.click_to_dial import ClickToDialResult
 from sip_core.features.flip_menu import label_prompt_assets
 from sip_core.features.handoff import PullOperation, PushOperation
 from sip_core.guard import Ban, Guard
-from sip_core.media import MediaRelay
+from sip_core.media import EngineStatus, MediaRelay
 from sip_core.message import ParseError, Request, Response, make_response
 from sip_core.phones import DiscoverySource, PhoneDirectory, Sighting, is_local_address
 from sip_core.plugplay import PNP_GROUP, PNP_PORT, MulticastListener, PlugAndPlay, is_ua_profile
@@ -153,6 +153,7 @@ class Pbx:
             clock=self._clock,
             music_file=config.rtp.music_on_hold,
             rtp_timeout=config.rtp.timeout,
+            realtime=config.rtp.realtime,
         )
         group_presence = GroupPresence(lambda: self._config, state)
         self._b2bua = B2bua(
@@ -545,6 +546,10 @@ class Pbx:
             history=len(self._b2bua.history),
             timers=self._clock.pending if isinstance(self._clock, CountingClock) else None,
         )
+
+    def media_engine_status(self) -> EngineStatus:
+        """How the media engine runs: its packet path, scheduling and restarts (diagnostics)."""
+        return self._relay.status()
 
     def binding_records(self) -> list[BindingRecord]:
         """JSON-able registrations for persistence; feed them back as ``Pbx(bindings=...)``."""

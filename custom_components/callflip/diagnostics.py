@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from typing import Any
 
 from homeassistant.components.diagnostics import async_redact_data
@@ -77,6 +78,7 @@ async def async_get_config_entry_diagnostics(
                 for state in pbx.trunk_states()
             ],
             "call_counts": _call_counts(entry),
+            "media_engine": asdict(pbx.media_engine_status()),
             "label_speech": _label_speech(entry),
         },
         TO_REDACT,

@@ -8,6 +8,7 @@
 from .client import (
     PLAY_FINISHED,
     EngineLost,
+    EngineStatus,
     LegStats,
     MediaLeg,
     MediaRelay,
@@ -20,6 +21,7 @@ from .ports import PortAllocator, PortsExhaustedError, RelayError
 __all__ = [
     "PLAY_FINISHED",
     "EngineLost",
+    "EngineStatus",
     "LegStats",
     "MediaLeg",
     "MediaRelay",

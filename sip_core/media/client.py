@@ -29,6 +29,7 @@ import sysconfig
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -58,6 +59,7 @@ from .udp_peer import can_disconnect
 __all__ = [
     "PLAY_FINISHED",
     "EngineLost",
+    "EngineStatus",
     "LegStats",
     "MediaLeg",
     "MediaRelay",
@@ -69,6 +71,21 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """What the media engine is and how it runs, as diagnostics show it.
+
+    `packet_path` and `scheduling` come from the running engine's Hello (None before it spoke);
+    `restarts` counts engines started again after one ended unasked."""
+
+    running: bool
+    pid: int | None
+    packet_path: str | None
+    scheduling: str | None
+    restarts: int
+
 
 STOP_WAIT: Final = 3.0
 """Seconds `stop` waits for the engine to exit after `Shutdown` before it kills it."""
@@ -584,7 +601,8 @@ class MediaRelay:
     engine to one CPU (benchmarks), ``log_level`` is the engine's (default: this logger's),
     ``music_file`` a WAV file the engine plays for `PlayMusic` (default: the bundled loop),
     ``rtp_timeout`` the seconds of silence after which a session's `on_timeout` is called
-    (0, the default: never).
+    (0, the default: never), ``realtime`` whether the engine's packet loop asks for real-time
+    scheduling (`sip_core.media.scheduling`; default yes, where the system allows it).
     """
 
     def __init__(
@@ -600,10 +618,12 @@ class MediaRelay:
         log_level: str | None = None,
         music_file: str | None = None,
         rtp_timeout: float = 0.0,
+        realtime: bool = True,
     ) -> None:
         self.host = host
         self.music_file = music_file
         self.rtp_timeout = rtp_timeout
+        self.realtime = realtime
         self.clock = clock
         self.connect_sockets = connect_sockets and can_disconnect()
         self.ports = PortAllocator(port_min, port_max)
@@ -633,6 +653,10 @@ class MediaRelay:
         self._stopped = False
         self._ever_started = False
         self.engine_version: int | None = None
+        # How the running engine forwards plain RTP (`FastPathState`'s text) and how its
+        # packet loop is scheduled (`Scheduling`'s text), from its Hello.
+        self.packet_path: str | None = None
+        self.scheduling: str | None = None
         self._prepared: OrderedDict[Playback, int] = OrderedDict()
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -650,6 +674,12 @@ class MediaRelay:
     @property
     def running(self) -> bool:
         return self.engine_pid is not None and self._broken is None
+
+    def status(self) -> EngineStatus:
+        """A snapshot of the engine (see `EngineStatus`)."""
+        return EngineStatus(
+            self.running, self.engine_pid, self.packet_path, self.scheduling, self.restarts
+        )
 
     def start(self) -> None:
         """Start the engine now (otherwise the first session does); on the event loop."""
@@ -691,6 +721,8 @@ class MediaRelay:
             command += ["--music-file", self.music_file]
         if self.rtp_timeout > 0:
             command += ["--rtp-timeout", repr(float(self.rtp_timeout))]
+        if self.realtime:
+            command.append("--realtime")
         try:
             process = subprocess.Popen(
                 command,
@@ -713,6 +745,8 @@ class MediaRelay:
         self._broken = None
         self._started_at = time.monotonic()
         self.engine_version = None
+        self.packet_path = None
+        self.scheduling = None
         loop.add_reader(ours.fileno(), self._on_channel)
         _LOGGER.debug("media engine started (pid %d)", process.pid)
         for play, ptime_ms in self._prepared.items():
@@ -1013,7 +1047,24 @@ class MediaRelay:
                 synced.set_result(None)
         elif isinstance(message, p.Hello):
             self.engine_version = message.version
-            _LOGGER.debug("media engine %d speaks protocol %d", message.pid, message.version)
+            self.packet_path = message.packet_path
+            if (
+                self.realtime
+                and self.scheduling is None
+                and message.scheduling.startswith("normal")
+            ):  # as an engine starts: what the system refused, and what that means for calls
+                _LOGGER.info(
+                    "media engine scheduling: %s; a busy host may delay call audio",
+                    message.scheduling,
+                )
+            self.scheduling = message.scheduling
+            _LOGGER.debug(
+                "media engine %d speaks protocol %d, forwards RTP: %s, scheduling: %s",
+                message.pid,
+                message.version,
+                message.packet_path,
+                message.scheduling,
+            )
         elif isinstance(message, p.Refused):
             _LOGGER.error("media engine refused a command: %s", message.reason)
         else:

@@ -51,6 +51,7 @@ from sip_core.transport import Address
 from . import protocol as p
 from .packets import RelayEngine
 from .relay import MediaLeg, MediaRelay, MediaSession, Side
+from .scheduling import Scheduling, leave_realtime, use_realtime
 
 __all__ = ["MediaEngine", "main"]
 
@@ -88,10 +89,12 @@ class MediaEngine:
         host: str = "127.0.0.1",
         music_file: str | None = None,
         rtp_timeout: float = 0.0,
+        scheduling: Scheduling = Scheduling.OFF,
     ) -> None:
         self._channel = channel
+        self._scheduling = scheduling
         channel.setblocking(False)
-        self._loop = RelayEngine(time.monotonic, name="callflip-media")
+        self._loop = RelayEngine(time.monotonic, name="callflip-media", fast=True)
         self._loop.prepare()
         self._relay = MediaRelay(host, None, None, clock=self._loop.clock, engine=self._loop)
         self._relay.on_latched = self._latched
@@ -149,7 +152,14 @@ class MediaEngine:
 
     def run(self) -> None:
         """Say hello, then serve until `Shutdown` or the end of the channel."""
-        self._send(p.Hello(p.PROTOCOL_VERSION, os.getpid()))
+        self._send(
+            p.Hello(
+                p.PROTOCOL_VERSION,
+                os.getpid(),
+                self._loop.fast_state.value,
+                self._scheduling.value,
+            )
+        )
         try:
             self._loop.run()
         finally:
@@ -455,6 +465,7 @@ class MediaEngine:
     def _encode(self, key: _AssetKey) -> None:
         """On its own thread: encode a G.722 asset (or read and convert a file), then wake the
         loop."""
+        leave_realtime()  # long work: never ahead of the packet loop (see media.scheduling)
         error: str | None = None
         try:
             self._audio.prepare(key[0], key[2], key[1])
@@ -521,7 +532,7 @@ class MediaEngine:
             for leg in (session.a, session.b):
                 if leg.closed or not leg.latched:
                     continue
-                count = leg.received - leg.dropped_source - leg.dropped_invalid + leg.rtcp_received
+                count = leg.packets_heard()
                 before = self._heard.get(leg)
                 if before is None or before[0] != count or self._exempt(leg):
                     heard[leg] = (count, now)
@@ -624,6 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rtp-timeout", type=float, default=0.0, help="end a call silent this long (0: never)"
     )
+    parser.add_argument(
+        "--realtime", action="store_true", help="schedule the packet loop real-time if allowed"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
@@ -636,8 +650,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {args.cpu})
+    # Before any thread starts: threads inherit it, and the workers leave it again.
+    scheduling = use_realtime(args.realtime)
+    if scheduling is not Scheduling.REALTIME and args.realtime:
+        _LOGGER.info("media engine scheduling: %s", scheduling)
     channel = socket.socket(fileno=args.channel)
-    MediaEngine(channel, music_file=args.music_file, rtp_timeout=args.rtp_timeout).run()
+    MediaEngine(
+        channel,
+        music_file=args.music_file,
+        rtp_timeout=args.rtp_timeout,
+        scheduling=scheduling,
+    ).run()
     return 0
 
 

@@ -25,6 +25,13 @@ with it: streams that started close together then share one wake-up per frame in
 each (on a busy host every wake-up can be delayed), and as each of them is early by the same
 amount every period, its rhythm is unchanged.
 
+Compiled forwarding (`sip_core.media.fastpath`, where it was built and asked for with `fast=True`,
+as the engine process does): the wait and the plain case of forwarding move into C. A leg that
+may forward unchanged registers its socket with `fast_forward`; `dispatch` then forwards what
+arrives there without calling Python, and hands back only what Python must still see: the other
+ready descriptors, and telephone-event packets read from registered sockets (to the handler given
+with `fast_forward`). Counts and the last header sent accumulate there until `fast_take`.
+
 Threading contract: handlers run on the engine thread while it holds `lock`. Everything that
 changes what the handlers read (a leg's far end, its codecs, a switch, a close, a generated DTMF
 packet) takes the same lock on the caller's thread, so a change is complete before the next packet
@@ -48,7 +55,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
+
+from .fastpath import FastPathState, load_fast_path
+
+if TYPE_CHECKING:
+    from ._fastpath import FastPath, Taken
 
 __all__ = ["BUFFER_SIZE", "TIMER_COALESCE_SECONDS", "EngineClock", "EngineTimer", "RelayEngine"]
 
@@ -67,6 +79,9 @@ class _Poller(Protocol):
 
 type Handler = Callable[[], object]
 """Reads (at most) one datagram without blocking; what it returns is ignored."""
+
+type PacketHandler = Callable[[bytes], object]
+"""Handles one datagram the compiled path read and left to Python; what it returns is ignored."""
 
 
 class EngineTimer:
@@ -113,6 +128,8 @@ class RelayEngine:
         self,
         now: Callable[[], float],
         name: str = "callflip-relay",
+        *,
+        fast: bool = False,
     ) -> None:
         self.lock = threading.RLock()  # re-entrant: a switch closes the old leg inside it
         # The injected clock's time, read once per batch of ready sockets (not per packet).
@@ -139,6 +156,12 @@ class RelayEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._here = False  # run() owns the calling thread: post() calls directly
         self.clock = EngineClock(self)
+        # The compiled path (see the module doc), on epoll only: it waits with epoll_wait.
+        self.fast: FastPath | None = None
+        self.fast_state = FastPathState.SWITCHED_OFF
+        if fast and hasattr(select, "epoll"):
+            self.fast, self.fast_state = load_fast_path()
+        self._packet_handlers: dict[int, PacketHandler] = {}
 
     @property
     def running(self) -> bool:
@@ -285,9 +308,43 @@ class RelayEngine:
         """Let another handler read a registered socket from its next readiness on (lock held)."""
         self._handlers[sock.fileno()] = handler
 
-    def unregister(self, sock: socket.socket) -> None:
-        """Stop watching `sock` (caller holds `lock`); close the socket only after this."""
+    def fast_forward(
+        self,
+        sock: socket.socket,
+        peer: socket.socket,
+        dtmf_payload_type: int | None,
+        on_packet: PacketHandler,
+    ) -> None:
+        """Forward what arrives on the connected `sock` out of the connected `peer` in compiled
+        code, unchanged; telephone-event packets go to `on_packet` (lock held, `fast` set)."""
+        assert self.fast is not None
         fd = sock.fileno()
+        self.fast.set(fd, peer.fileno(), -1 if dtmf_payload_type is None else dtmf_payload_type)
+        self._packet_handlers[fd] = on_packet
+
+    def fast_take(self, sock: socket.socket) -> Taken | None:
+        """What the compiled path counted for `sock` since the last take (None: not there)."""
+        if self.fast is None:
+            return None
+        return self.fast.take(sock.fileno())
+
+    def fast_remove(self, sock: socket.socket) -> Taken | None:
+        """Take `sock` back from the compiled path, with what it counted (None: not there)."""
+        if self.fast is None:
+            return None
+        fd = sock.fileno()
+        self._packet_handlers.pop(fd, None)
+        return self.fast.remove(fd)
+
+    def unregister(self, sock: socket.socket) -> None:
+        """Stop watching `sock` (caller holds `lock`); close the socket only after this.
+
+        A socket still in the compiled path leaves it here, and what it counted is lost: the
+        relay takes it back with `fast_remove` first."""
+        fd = sock.fileno()
+        if fd >= 0 and self.fast is not None:
+            self._packet_handlers.pop(fd, None)
+            self.fast.remove(fd)
         if fd < 0 or self._handlers.pop(fd, None) is None:
             return
         with contextlib.suppress(OSError, ValueError):
@@ -305,15 +362,23 @@ class RelayEngine:
     def _run(self) -> None:
         lock = self.lock
         handlers = self._handlers
+        packet_handlers = self._packet_handlers
         clock_now = self._clock_now
         wake = self._wake_r.fileno()
         timerfd = self._timerfd
+        fast = self.fast
+        # In the engine process (run() owns the thread, the relay's clock is time.monotonic, as
+        # C's CLOCK_MONOTONIC is) the compiled path keeps waiting and forwarding by itself until
+        # something else is ready: no turn of this loop per round of plain packets.
+        rounds_in_c = fast is not None and self._here and clock_now is time.monotonic
         if self._epoll is not None:
             wait: Callable[[float], list[tuple[int, int]]] = self._epoll.poll
+            epfd = self._epoll.fileno()
             timeout = _POLL_SECONDS
         else:
             assert self._poll is not None
             wait = self._poll.poll
+            epfd = -1
             timeout = _POLL_SECONDS * 1000  # poll(2) counts milliseconds
         scale = timeout / _POLL_SECONDS
 
@@ -328,8 +393,15 @@ class RelayEngine:
                     pause = min(timeout, max(due - time.monotonic(), 0.0) * scale)
             elif timerfd >= 0 and self._armed_ns is not None:
                 self._arm(None)  # the last timer was cancelled: no need to wake for it
+            packets: list[tuple[int, bytes]] = []
             try:
-                ready = wait(pause)
+                if fast is None:
+                    ready = wait(pause)
+                elif rounds_in_c:
+                    with lock:  # uncontended: nothing else in the engine process takes it
+                        ready, packets = fast.run(epfd, pause)
+                else:
+                    fast.poll(epfd, pause)
             except InterruptedError:
                 continue
             except (OSError, ValueError):
@@ -338,6 +410,17 @@ class RelayEngine:
                 raise
             with lock:
                 self.now = clock_now()
+                if fast is not None and not rounds_in_c:
+                    # Plain RTP is forwarded in there; the rest comes back for the handlers.
+                    ready, packets = fast.dispatch(self.now)
+                for fd, data in packets:
+                    packet_handler = packet_handlers.get(fd)
+                    if packet_handler is None:
+                        continue
+                    try:
+                        packet_handler(data)
+                    except Exception:  # as below: one bad packet must not stop every call
+                        _LOGGER.exception("relay handler failed")
                 for fd, _ in ready:
                     handler = handlers.get(fd)
                     if handler is None:

@@ -64,7 +64,7 @@ __all__ = [
     "receive",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 MAX_MESSAGE: Final = 65536  # far above any message here (a codec list is the longest)
 MAX_FDS: Final = 4
 _HEADER: Final = struct.Struct("!BB")
@@ -314,11 +314,15 @@ class Shutdown(Message):
 
 @dataclass(frozen=True, slots=True)
 class Hello(Message):
-    """The engine's first message: the protocol it speaks and its process id."""
+    """The engine's first message: the protocol it speaks, its process id, how it forwards
+    plain RTP (a `FastPathState` value: compiled, or pure Python and why) and how its packet
+    loop is scheduled (a `Scheduling` value)."""
 
     KIND = Kind.HELLO
     version: int
     pid: int
+    packet_path: str
+    scheduling: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,12 @@ packets (one byte compare of the payload type) are tapped on the way through, re
 key press to the session's owner, and can be swallowed per leg (so a feature code never reaches the
 far end); `send_dtmf` puts the digits that were not a code back on the stream.
 
+Compiled forwarding (`sip_core.media.fastpath`, in the engine process where it was built): a
+leg whose packets would take that common case registers its socket with the packet loop
+(`_fast_update`), which then forwards them in C. The counts and the last header sent stay there
+until Python needs them: every method that reads them or changes what makes a leg eligible
+settles first and updates after, under the lock, so the two paths never see different states.
+
 Threads: the public methods here take the engine's lock, which the packet loop holds while it
 handles a batch; so every change is whole before the next packet. In the engine process the loop
 and the control channel share one thread, and the lock is never contended.
@@ -47,7 +53,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from sip_core.audio import AudioCodec, PayloadStream, UnsupportedCodec, codec_for
 from sip_core.clock import Clock, LoopClock, TimerHandle
@@ -63,6 +69,9 @@ from sip_core.sdp import Codec
 from sip_core.transport import Address
 
 from .packets import RelayEngine
+
+if TYPE_CHECKING:
+    from ._fastpath import Taken
 from .ports import PortAllocator, PortsExhaustedError, RelayError, bind_pair
 from .udp_peer import can_disconnect, disconnect
 
@@ -203,6 +212,8 @@ class MediaLeg:
         "_dtmf_queue",
         "_dtmf_timer",
         "_engine",
+        "_fast_from",
+        "_fast_to",
         "_lock",
         "_now",
         "_out_header",
@@ -286,6 +297,10 @@ class MediaLeg:
         self._out_header = bytearray(12)
         self._out_time = 0.0
         self._rewrite: _Rewrite | None = None
+        # The compiled path forwards this leg's packets out of `_fast_to`; `_fast_from` is the
+        # leg whose packets it forwards out of this one (see `_fast_update`).
+        self._fast_to: MediaLeg | None = None
+        self._fast_from: MediaLeg | None = None
         # RFC 4733 events we generate on the stream leaving this leg (digits passed on)
         self._dtmf_queue: deque[int] = deque()
         self._dtmf_event: _OutgoingEvent | None = None
@@ -310,6 +325,7 @@ class MediaLeg:
         """The counters as of the end of the packet thread's current batch (a packet already
         received by the far end is counted: the thread counts it after sending it)."""
         with self._lock:
+            self._fast_settle()
             return LegStats(
                 self.received,
                 self.forwarded,
@@ -321,6 +337,12 @@ class MediaLeg:
                 self.dropped_held,
                 self.generated,
             )
+
+    def packets_heard(self) -> int:
+        """Every accepted packet from the far end so far, RTP and RTCP (it is alive)."""
+        with self._lock:
+            self._fast_settle()
+            return self.received - self.dropped_source - self.dropped_invalid + self.rtcp_received
 
     @property
     def latched(self) -> bool:
@@ -340,6 +362,7 @@ class MediaLeg:
         """
         with self._lock:
             self._set_remote(rtp, rtcp, latch)
+            self.session._fast_update()
 
     def _set_remote(self, rtp: Address | None, rtcp: Address | None, latch: bool) -> None:
         if rtp is None:
@@ -371,6 +394,7 @@ class MediaLeg:
             return
         self._connected = True
         self._engine.set_handler(sock, self._rtp_from_peer)
+        self.session._fast_update()
 
     def _untie(self) -> None:
         """Take datagrams from anyone again (the latch was dropped)."""
@@ -387,6 +411,7 @@ class MediaLeg:
             _LOGGER.warning("leg %s stays latched to %s: %s", self.side, self.remote_rtp, exc)
             return
         self._engine.set_handler(sock, self._rtp_from_anyone)
+        self.session._fast_update()
 
     def set_codecs(self, codecs: Iterable[Codec]) -> None:
         """Tell the leg its far end's payload types (from its SDP): clock rates and DTMF type."""
@@ -396,17 +421,20 @@ class MediaLeg:
             self.codecs = codecs
             self.clock_rates = {c.payload_type: c.clock_rate for c in codecs}
             self.dtmf_payload_type = events[0] if events else None
+            self._fast_update()
 
     def set_payload_map(self, mapping: dict[int, int] | None) -> None:
         """Renumber payload types of packets sent out of this leg (after a flip to a device that
         numbers a codec differently). An empty map removes the renumbering."""
         with self._lock:
+            self._settle_out()
             if self._rewrite is None:
                 if mapping:
                     self._rewrite = _Rewrite(dict(mapping))
-                return
-            self._rewrite.payload_map = dict(mapping or {})
-            self._maybe_drop_rewrite()
+            else:
+                self._rewrite.payload_map = dict(mapping or {})
+                self._maybe_drop_rewrite()
+            self.session._fast_update()
 
     def _maybe_drop_rewrite(self) -> None:
         rewrite = self._rewrite
@@ -431,6 +459,11 @@ class MediaLeg:
     def _close(self) -> None:
         with self._lock:
             self.closed = True
+            # Out of the compiled path before the sockets go: both ways (its counts and last
+            # header come back, the header to the leg that goes on after a switch).
+            self._fast_update()
+            if self._fast_from is not None:
+                self._fast_from._fast_update()
             self._connected = False
             if self._dtmf_timer is not None:
                 self._dtmf_timer.cancel()
@@ -512,6 +545,14 @@ class MediaLeg:
         other._out_last = header
         other._out_time = self._engine.now
         self.forwarded += 1
+
+    def _rtp_packet(self, data: bytes) -> None:
+        """A telephone-event packet the compiled path read from this leg's socket (and counted)."""
+        self._fast_settle()  # what `_forward` reads (the other leg's last header) is current
+        size = len(data)
+        self._buffer[:size] = data
+        self._forward(size, data[1] & 0x7F)
+        self.session._fast_update()  # swallowing it may have begun a renumbering
 
     def _forward(self, size: int, payload_type: int) -> None:
         """The valid packet in the buffer, from this leg's far end, to the other leg's."""
@@ -677,6 +718,74 @@ class MediaLeg:
             self._rewrite = rewrite
         rewrite.sequence_offset = (rewrite.sequence_offset + delta) & 0xFFFF
 
+    # the compiled path (see the module doc)
+
+    def _fast_target(self) -> MediaLeg | None:
+        """The leg this leg's packets may go out of unchanged in compiled code, if any: both
+        sockets connected to their latched far ends, nothing to renumber or play, not held."""
+        other = self._peer
+        if (
+            other is None
+            or self.closed
+            or other.closed
+            or not self._connected
+            or not other._connected
+            or self.muted
+            or other._rewrite is not None
+            or other._player is not None
+            or self._rtp is None
+            or other._rtp is None
+        ):
+            return None
+        return other
+
+    def _fast_update(self) -> None:
+        """Register this leg's socket with the compiled path, or take it back, as its state now
+        allows (lock held). What it counted comes back on the way out."""
+        engine = self._engine
+        if engine.fast is None:
+            return
+        target = self._fast_target()
+        current = self._fast_to
+        sock = self._rtp
+        if current is not None and target is not current:
+            assert sock is not None
+            self._fast_apply(engine.fast_remove(sock), current)
+            current._fast_from = None
+            self._fast_to = current = None
+        if target is not None:
+            assert sock is not None
+            assert target._rtp is not None
+            # Again when registered: the telephone-event payload type may have changed.
+            engine.fast_forward(sock, target._rtp, self.dtmf_payload_type, self._rtp_packet)
+            self._fast_to = target
+            target._fast_from = self
+
+    def _fast_settle(self) -> None:
+        """Bring what the compiled path counted for this leg's packets into Python (lock held)."""
+        target = self._fast_to
+        if target is not None and self._rtp is not None:
+            self._fast_apply(self._engine.fast_take(self._rtp), target)
+
+    def _settle_out(self) -> None:
+        """Bring the last header the compiled path sent out of this leg into Python (lock held)."""
+        source = self._fast_from
+        if source is not None:
+            source._fast_settle()
+
+    def _fast_apply(self, taken: Taken | None, target: MediaLeg) -> None:
+        if taken is None:
+            return
+        received, forwarded, invalid, no_peer, header, when = taken
+        self.received += received
+        self.forwarded += forwarded
+        self.dropped_invalid += invalid
+        self.dropped_no_peer += no_peer
+        if header is not None:
+            target._out_header[:] = header
+            target._out_last = target._out_header
+            target._out_time = when
+
     # generated audio
 
     def generated_codec(self) -> tuple[AudioCodec, int]:
@@ -686,6 +795,8 @@ class MediaLeg:
         we can encode; `UnsupportedCodec` when there is none (Opus only, say).
         """
         preferred: list[Codec] = []
+        with self._lock:
+            self._settle_out()
         last = self._out_last
         if last is not None and len(last) >= 12:
             current = last[1] & 0x7F
@@ -722,6 +833,7 @@ class MediaLeg:
         the other side's audio comes back the same way, continuing the stream.
         """
         with self._lock:
+            self._settle_out()
             self._end_player("replaced", resume=False)
             if self.closed:
                 if on_end is not None:
@@ -729,13 +841,16 @@ class MediaLeg:
                 return
             player = _Player(stream, codec, payload_type, ptime_ms, on_end)
             self._player = player
+            self.session._fast_update()
             player.due = self._now()
             self._play_step()
 
     def stop_playing(self) -> None:
         """End the playback now (its `on_end` hears "stopped"); nothing when none plays."""
         with self._lock:
+            self._settle_out()
             self._end_player("stopped", resume=True)
+            self.session._fast_update()
 
     @property
     def playing(self) -> bool:
@@ -745,6 +860,7 @@ class MediaLeg:
         """Hold (True) or resume this leg's far end: while held, what it sends is dropped."""
         with self._lock:
             self.muted = muted
+            self._fast_update()
 
     def _play_tick(self) -> None:
         with self._lock:
@@ -837,9 +953,11 @@ class MediaLeg:
         with self._lock:
             if self.closed or self.dtmf_payload_type is None:
                 return False
+            self._settle_out()
             self._dtmf_queue.append(code)
             if self._dtmf_event is None and self._dtmf_timer is None:
                 self._dtmf_step()
+            self.session._fast_update()  # the digit renumbers the stream: out of compiled code
             return True
 
     def _dtmf_tick(self) -> None:
@@ -989,6 +1107,13 @@ class MediaSession:
                 self._a._peer = self._b
             if self._b is not None:
                 self._b._peer = self._a
+            self._fast_update()
+
+    def _fast_update(self) -> None:
+        """Both legs into or out of the compiled path as their states now allow (lock held)."""
+        for leg in (self._a, self._b):
+            if leg is not None:
+                leg._fast_update()
 
     async def switch_leg(
         self,
@@ -1046,6 +1171,7 @@ class MediaSession:
         else:
             new = self.relay._open_leg(self, side)
         with self.relay.engine.lock:  # one step for the packet thread: old leg or new, no mix
+            old.other._settle_out()  # the header the stream to the other side continues from
             new.session = self
             new.swallow_dtmf = old.swallow_dtmf
             if codecs is not None:
@@ -1065,6 +1191,7 @@ class MediaSession:
             other._rewrite.payload_map = dict(payload_map_in or {})
             new.set_payload_map(payload_map_out)
             self.relay._close_leg(old)
+            self._fast_update()
         return new
 
     def open_spare(self, side: Side) -> MediaLeg:
@@ -1145,6 +1272,7 @@ class MediaRelay:
         clock: Clock,
         connect_sockets: bool = True,
         engine: RelayEngine | None = None,
+        fast_path: bool = False,
     ) -> None:
         self.host = host
         self.clock = clock
@@ -1156,7 +1284,11 @@ class MediaRelay:
             if port_min is not None and port_max is not None
             else None
         )
-        self.engine = engine if engine is not None else RelayEngine(_packet_thread_clock(clock))
+        self.engine = (
+            engine
+            if engine is not None
+            else RelayEngine(_packet_thread_clock(clock), fast=fast_path)
+        )
         self.on_latched: Callable[[MediaLeg], None] | None = None
         self.on_leg_closed: Callable[[MediaLeg], None] | None = None
         self._sessions: dict[str, MediaSession] = {}

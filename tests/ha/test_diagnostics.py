@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -14,6 +15,8 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
 from custom_components.callflip.diagnostics import redact_contact_params
+from sip_core.media.fastpath import FastPathState
+from sip_core.media.scheduling import Scheduling
 
 from .callflip_testing import DOMAIN_NAME, PASSWORDS
 from .sip_client import SipPhone
@@ -29,6 +32,11 @@ async def test_diagnostics_redacts_secrets(
     await phone.open()
     assert (await phone.register()).status == 200
     await hass.async_block_till_done()
+    # The engine says how it runs in its first message, once its process has started.
+    pbx = loaded_entry.runtime_data.hub.pbx
+    async with asyncio.timeout(10):
+        while pbx.media_engine_status().scheduling is None:  # noqa: ASYNC110 (no event to await)
+            await asyncio.sleep(0.05)
 
     diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, loaded_entry)
     text = json.dumps(diagnostics)
@@ -40,6 +48,16 @@ async def test_diagnostics_redacts_secrets(
     assert diagnostics["data"]["port"] == loaded_entry.data["port"]
     assert [b["username"] for b in diagnostics["bindings"]] == ["alice-desk"]
     assert diagnostics["bindings"][0]["user_agent"] == "callflip-test-phone/1.0"
+    # How the media engine runs: its packet path and its scheduling, from its own Hello.
+    engine = diagnostics["media_engine"]
+    assert engine["running"] is True
+    assert engine["restarts"] == 0
+    assert engine["packet_path"] in {state.value for state in FastPathState}
+    assert engine["scheduling"] in {
+        Scheduling.REALTIME.value,
+        Scheduling.NOT_PERMITTED.value,
+        Scheduling.UNAVAILABLE.value,
+    }
 
 
 async def test_diagnostics_show_active_calls(

@@ -48,8 +48,9 @@ DISTRIBUTION = "callflip-sip-core"
 # Entries of Home Assistant's site-packages that belong to this project (an editable install of
 # the development environment, for one): left out of the environment hass runs in.
 OUR_ENTRIES = ("callflip", "__editable__.callflip", "__editable___callflip", "sip_core")
-# What the wheel build needs from the repository (pyproject names the readme and the licence).
-BUILD_INPUTS = ("pyproject.toml", "README.md", "LICENSE", "sip_core")
+# What the wheel build needs from the repository (pyproject names the readme and the licence;
+# setup.py adds the optional compiled packet path).
+BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "sip_core")
 STARTUP_TIMEOUT = 150.0
 
 
@@ -106,7 +107,8 @@ def build_wheel(python: str, work: Path) -> Path:
     for name in BUILD_INPUTS:
         path = REPO / name
         if path.is_dir():
-            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+            # Not what an in-place build left here: the wheel builds its own extension.
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
         else:
             shutil.copy2(path, src / name)
     wheels = work / "wheels"
@@ -118,7 +120,12 @@ def build_wheel(python: str, work: Path) -> Path:
         capture_output=True,
     )
     built = sorted(wheels.glob("callflip_sip_core-*.whl"))
-    assert [wheel.name for wheel in built] == [f"callflip_sip_core-{_version()}-py3-none-any.whl"]
+    assert len(built) == 1
+    # With a compiler the wheel carries the compiled packet path and is for this interpreter and
+    # platform; without one it is the pure-Python wheel (the extension is optional).
+    tag = built[0].name.removeprefix(f"callflip_sip_core-{_version()}-")
+    interpreter = f"cp{sys.version_info[0]}{sys.version_info[1]}-"
+    assert tag == "py3-none-any.whl" or tag.startswith(interpreter)
     return wheels
 
 

@@ -669,15 +669,24 @@ def test_to_mapping_is_plain_data_in_the_file_schema() -> None:
             ],
         }
     ]
-    assert config.to_mapping()["rtp"] == {"ports": "40000-40999", "timeout": 60}
+    assert config.to_mapping()["rtp"] == {"ports": "40000-40999", "timeout": 60, "realtime": True}
     assert config.to_mapping()["sip"]["workers"] == 0
 
 
 def test_every_setting_round_trips_not_only_the_defaults() -> None:
-    config = config_from_mapping({"sip": {"workers": 2}, "rtp": {"ports": "50000-50999"}})
+    config = config_from_mapping(
+        {"sip": {"workers": 2}, "rtp": {"ports": "50000-50999", "realtime": False}}
+    )
     assert config.sip.workers == 2
-    assert config.rtp == RtpSettings(50000, 50999)
+    assert config.rtp == RtpSettings(50000, 50999, realtime=False)
     assert config_from_mapping(config.to_mapping()) == config
+
+
+def test_real_time_media_is_on_unless_turned_off_and_takes_only_a_boolean() -> None:
+    assert config_from_mapping({}).rtp.realtime is True
+    assert config_from_mapping({"rtp": {"realtime": False}}).rtp.realtime is False
+    with pytest.raises(ConfigError, match=r"rtp\.realtime: must be true or false, not the text"):
+        config_from_mapping({"rtp": {"realtime": "yes please"}})
 
 
 def test_redacted_mapping_hides_passwords() -> None:

@@ -23,6 +23,9 @@ from sip_core.transport import Address
 
 from .test_b2bua_harness import Harness, Phone, sdp, settle
 
+# Every test here runs against an engine forwarding in Python and one forwarding in C.
+pytestmark = pytest.mark.usefixtures("packet_path")
+
 HOST = "127.0.0.1"
 WAIT = 5.0  # an upper bound so a broken relay fails instead of hanging; never a measurement
 CALLER_EVENT_PT = 96  # the caller numbers telephone-event differently from the desk (101)

@@ -23,6 +23,9 @@ from sip_core.sdp import parse_sdp
 
 from .test_b2bua_udp import DOMAIN, HOST, PASSWORD, UdpPhone
 
+# Every test here runs against an engine forwarding in Python and one forwarding in C.
+pytestmark = pytest.mark.usefixtures("packet_path")
+
 RTP_MIN, RTP_MAX = 45000, 45999
 
 

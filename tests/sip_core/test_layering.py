@@ -61,10 +61,12 @@ LAYERS: dict[str, int] = {
     "media.__init__": 2,
     "media.client": 2,
     "media.engine": 2,
+    "media.fastpath": 2,
     "media.packets": 2,
     "media.ports": 2,
     "media.protocol": 2,
     "media.relay": 2,
+    "media.scheduling": 2,
     "media.udp_peer": 2,
     # 3 transaction
     "transaction": 3,

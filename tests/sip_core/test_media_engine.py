@@ -26,11 +26,17 @@ from sip_core.config import Device, PbxConfig, RtpSettings, SipSettings, User
 from sip_core.media import MediaRelay, RelayError
 from sip_core.media import protocol as p
 from sip_core.media.engine import MediaEngine
+from sip_core.media.fastpath import FastPathState
+from sip_core.media.scheduling import Scheduling
 from sip_core.pbx import Pbx
 
 from .test_b2bua_udp import DOMAIN, PASSWORD, UdpPhone
 from .test_flip_udp import audio_port, call_carol_to_desk, rtp_packet, rtp_socket, udp_phone
+from .test_media_scheduling import allowed as _realtime_allowed
 from .test_pbx import free_udp_port
+
+# Every test here runs against an engine forwarding in Python and one forwarding in C.
+pytestmark = pytest.mark.usefixtures("packet_path")
 
 HOST = "127.0.0.1"
 WAIT = 5.0
@@ -91,7 +97,7 @@ SAMPLES: list[p.Message] = [
     p.QueryStats(9, 2),
     p.Sync(10),
     p.Shutdown(),
-    p.Hello(p.PROTOCOL_VERSION, 1234),
+    p.Hello(p.PROTOCOL_VERSION, 1234, "compiled", Scheduling.REALTIME.value),
     p.Digit(1, "a", "5", 1000, 400, 10, True),
     p.Digit(1, "b", "#", None, 0, 0, False),
     p.Latched(2, HOST, 6000),
@@ -162,11 +168,14 @@ def _next(channel: socket.socket) -> p.Message:
     return message
 
 
-def test_the_engine_refuses_bad_commands_and_keeps_serving() -> None:
+def test_the_engine_refuses_bad_commands_and_keeps_serving(packet_path: str) -> None:
     process, channel = _start_engine()
     try:
         hello = _next(channel)
-        assert hello == p.Hello(p.PROTOCOL_VERSION, process.pid)
+        assert isinstance(hello, p.Hello)
+        assert (hello.version, hello.pid) == (p.PROTOCOL_VERSION, process.pid)
+        expected = "compiled" if packet_path == "compiled" else FastPathState.SWITCHED_OFF
+        assert hello.packet_path == expected
         channel.send(bytes([p.PROTOCOL_VERSION, 63]) + b"[]")  # no such kind
         channel.send(p.encode(p.SetRemote(99, HOST, 6000, HOST, 6001, False)))  # no such leg
         channel.send(bytes([p.PROTOCOL_VERSION + 1, p.Kind.SHUTDOWN]) + b"[]")  # another version
@@ -240,9 +249,11 @@ def test_legs_that_close_on_hold_leave_nothing_behind_without_an_rtp_timeout() -
 
 # -- the client: sessions through the engine -----------------------------------------------------
 
+REALTIME_ALLOWED = _realtime_allowed()
+
 
 @pytest.fixture
-async def relay() -> AsyncIterator[MediaRelay]:
+async def relay(packet_path: str) -> AsyncIterator[MediaRelay]:
     low, high = _port_range(20)
     media = MediaRelay(HOST, low, high, clock=LoopClock())
     yield media
@@ -261,7 +272,9 @@ async def _receive(sock: socket.socket) -> bytes:
     return await asyncio.wait_for(loop.sock_recv(sock, 2048), WAIT)
 
 
-async def test_packets_flow_through_the_engine_and_latching_comes_back(relay: MediaRelay) -> None:
+async def test_packets_flow_through_the_engine_and_latching_comes_back(
+    relay: MediaRelay, packet_path: str
+) -> None:
     session = relay.open_session("flow")
     caller, callee = _udp(), _udp()
     try:
@@ -280,9 +293,40 @@ async def test_packets_flow_through_the_engine_and_latching_comes_back(relay: Me
         # The caller's first packet came before the callee's leg had anywhere to send to.
         assert (stats.received, stats.forwarded, stats.dropped_no_peer) == (2, 1, 1)
         assert relay.engine_pid in engine_children()
+        # Both legs latched: from here on the compiled path forwards, where the engine has it.
+        expected = "compiled" if packet_path == "compiled" else FastPathState.SWITCHED_OFF
+        assert relay.packet_path == expected
+        for number in range(4, 14):
+            caller.sendto(rtp_packet(number), (HOST, session.a.local_rtp.port))
+            assert (await _receive(callee))[2:4] == number.to_bytes(2)
+        stats = await session.a.fetch_stats()
+        assert (stats.received, stats.forwarded) == (12, 11)
+        # The packet loop asked for real-time scheduling, the default, and has it where allowed.
+        pid = relay.engine_pid
+        assert pid is not None
+        if REALTIME_ALLOWED:
+            assert relay.scheduling == Scheduling.REALTIME
+            assert os.sched_getscheduler(pid) == os.SCHED_RR
+        else:
+            assert relay.scheduling == Scheduling.NOT_PERMITTED
+            assert os.sched_getscheduler(pid) == os.SCHED_OTHER
     finally:
         caller.close()
         callee.close()
+
+
+async def test_an_engine_told_not_to_stays_normally_scheduled() -> None:
+    low, high = _port_range(4)
+    relay = MediaRelay(HOST, low, high, clock=LoopClock(), realtime=False)
+    try:
+        relay.start()
+        await relay.sync()
+        pid = relay.engine_pid
+        assert pid is not None
+        assert relay.scheduling == Scheduling.OFF
+        assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    finally:
+        await relay.stop()
 
 
 async def test_a_closed_session_gives_its_ports_back(relay: MediaRelay) -> None:

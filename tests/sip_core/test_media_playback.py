@@ -45,6 +45,9 @@ from sip_core.transport import Address
 
 from .audio_signal import goertzel_share, rms, zero_crossing_frequency
 
+# Every test here runs against an engine forwarding in Python and one forwarding in C.
+pytestmark = pytest.mark.usefixtures("packet_path")
+
 HOST = "127.0.0.1"
 WAIT = 5.0
 EVENT_PT = 101

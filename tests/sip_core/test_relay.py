@@ -17,6 +17,7 @@ import pytest
 
 from sip_core.clock import ManualClock
 from sip_core.dtmf import DtmfDigit, TelephoneEvent, build_telephone_event, parse_telephone_event
+from sip_core.media.fastpath import FastPathState, load_fast_path
 from sip_core.media.relay import (
     LegStats,
     MediaLeg,
@@ -92,12 +93,36 @@ def _port_range(pairs: int) -> tuple[int, int]:
     return start, start + 2 * pairs - 1
 
 
-@pytest.fixture(params=[True, False], ids=["connected", "unconnected"])
+COMPILED = load_fast_path()[1] is FastPathState.COMPILED
+needs_compiled = pytest.mark.skipif(not COMPILED, reason="the compiled packet path is not built")
+
+
+@pytest.fixture(
+    params=[False, pytest.param(True, marks=needs_compiled)], ids=["python", "compiled"]
+)
+def fast_path(request: pytest.FixtureRequest) -> bool:
+    """Both packet paths: Python's handlers, and the compiled one where it was built."""
+    return bool(request.param)
+
+
+@pytest.fixture(
+    params=[
+        (True, False),
+        (False, False),
+        pytest.param((True, True), marks=needs_compiled),
+    ],
+    ids=["connected", "unconnected", "compiled"],
+)
 async def relay(request: pytest.FixtureRequest) -> AsyncIterator[MediaRelay]:
-    """Both ways a latched leg checks sources: in the kernel (connected socket) or in Python."""
+    """Every way a latched leg's packets go: a connected socket (the kernel checks the source),
+    an unconnected one (Python checks it), and a connected one forwarded by the compiled path."""
+    connect, fast = request.param
     low, high = _port_range(50)
-    media = MediaRelay(HOST, low, high, clock=ManualClock(), connect_sockets=request.param)
-    assert media.connect_sockets is request.param  # Linux can untie a UDP socket
+    media = MediaRelay(
+        HOST, low, high, clock=ManualClock(), connect_sockets=connect, fast_path=fast
+    )
+    assert media.connect_sockets is connect  # Linux can untie a UDP socket
+    assert (media.engine.fast is not None) is fast
     yield media
     media.close()
 
@@ -298,10 +323,10 @@ async def _talk(
     return received
 
 
-async def test_switch_leg_continues_the_stream_to_the_caller() -> None:
+async def test_switch_leg_continues_the_stream_to_the_caller(fast_path: bool) -> None:
     clock = ManualClock()
     low, high = _port_range(10)
-    relay = MediaRelay(HOST, low, high, clock=clock)
+    relay = MediaRelay(HOST, low, high, clock=clock, fast_path=fast_path)
     session = relay.open_session("flip")
     caller, first, second, third = [await endpoint() for _ in range(4)]
     try:
@@ -350,10 +375,10 @@ async def test_switch_leg_continues_the_stream_to_the_caller() -> None:
             phone.close()
 
 
-async def test_switch_uses_the_codec_clock_rate_and_payload_map() -> None:
+async def test_switch_uses_the_codec_clock_rate_and_payload_map(fast_path: bool) -> None:
     clock = ManualClock()
     low, high = _port_range(6)
-    relay = MediaRelay(HOST, low, high, clock=clock)
+    relay = MediaRelay(HOST, low, high, clock=clock, fast_path=fast_path)
     session = relay.open_session("opus")
     caller, first, second = [await endpoint() for _ in range(3)]
     try:
@@ -375,10 +400,10 @@ async def test_switch_uses_the_codec_clock_rate_and_payload_map() -> None:
             phone.close()
 
 
-async def test_rtcp_is_rewritten_to_match_after_a_switch() -> None:
+async def test_rtcp_is_rewritten_to_match_after_a_switch(fast_path: bool) -> None:
     clock = ManualClock()
     low, high = _port_range(6)
-    relay = MediaRelay(HOST, low, high, clock=clock)
+    relay = MediaRelay(HOST, low, high, clock=clock, fast_path=fast_path)
     session = relay.open_session("rtcp")
     caller, first, second = [await endpoint() for _ in range(4)][:3]
     try:
@@ -521,10 +546,10 @@ async def test_swallowed_dtmf_leaves_no_hole_in_the_sequence(relay: MediaRelay) 
         phone_b.close()
 
 
-async def test_send_dtmf_puts_events_on_the_stream_in_real_time() -> None:
+async def test_send_dtmf_puts_events_on_the_stream_in_real_time(fast_path: bool) -> None:
     clock = ManualClock()
     low, high = _port_range(4)
-    relay = MediaRelay(HOST, low, high, clock=clock)
+    relay = MediaRelay(HOST, low, high, clock=clock, fast_path=fast_path)
     session = relay.open_session("dtmf")
     phone_a, phone_b = await endpoint(), await endpoint()
     try:
