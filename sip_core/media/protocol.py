@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, Final
 
@@ -438,10 +438,25 @@ _BY_KIND: Final[dict[int, type[Message]]] = {
 }
 
 
+# Per kind: the field names in order, and how many (computed once: `dataclasses.fields` and
+# `astuple` walk the class and deep-copy the values for every message, and the SIP side sends
+# several commands per call).
+_FIELD_NAMES: Final[dict[type[Message], tuple[str, ...]]] = {
+    cls: tuple(field.name for field in fields(cls)) for cls in _BY_KIND.values()
+}
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def encode(message: Message) -> bytes:
-    """The datagram for `message` (its sockets go separately, as ancillary data)."""
-    body = json.dumps(astuple(message), separators=(",", ":")).encode()
-    return _HEADER.pack(PROTOCOL_VERSION, message.KIND) + body
+    """The datagram for `message` (its sockets go separately, as ancillary data).
+
+    The body is a JSON array of the fields in declaration order; the values are JSON types
+    and tuples of them (which JSON writes as arrays), so they need no conversion first."""
+    names = _FIELD_NAMES.get(type(message))
+    if names is None:  # a message class outside the protocol's table (never sent as such)
+        names = tuple(field.name for field in fields(message))
+    values = [getattr(message, name) for name in names]
+    return _HEADER.pack(PROTOCOL_VERSION, message.KIND) + _ENCODER.encode(values).encode()
 
 
 def _tuples(value: Any) -> Any:
@@ -467,9 +482,10 @@ def decode(data: bytes, fd_count: int = 0) -> Message:
         values = json.loads(data[_HEADER.size :])
     except ValueError as exc:
         raise ProtocolError(f"{cls.__name__}: fields are not JSON: {exc}") from exc
-    if not isinstance(values, list) or len(values) != len(fields(cls)):
-        raise ProtocolError(f"{cls.__name__}: expected {len(fields(cls))} fields")
-    return cls(*(_tuples(value) for value in values))
+    count = len(_FIELD_NAMES[cls])
+    if not isinstance(values, list) or len(values) != count:
+        raise ProtocolError(f"{cls.__name__}: expected {count} fields")
+    return cls(*[_tuples(value) if isinstance(value, list) else value for value in values])
 
 
 def receive(sock: socket.socket) -> tuple[Message, list[socket.socket]] | None:

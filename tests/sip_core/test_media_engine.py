@@ -7,6 +7,7 @@ instead of hanging; nothing is timed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -114,6 +115,18 @@ SAMPLES: list[p.Message] = [
 @pytest.mark.parametrize("message", SAMPLES, ids=lambda m: type(m).__name__)
 def test_every_message_survives_the_wire(message: p.Message) -> None:
     assert p.decode(p.encode(message), message.FDS) == message
+
+
+@pytest.mark.parametrize(
+    "message",
+    [*SAMPLES, p.Play(2, 14, p.PlayKind.TONE, ("ring",), None, 20)],  # an enum as the kind
+    ids=lambda m: type(m).__name__,
+)
+def test_the_wire_form_is_the_fields_as_a_json_array(message: p.Message) -> None:
+    """The header, then every field in declaration order as one compact JSON array (tuples as
+    arrays): the form both ends have always read, whatever builds it."""
+    body = json.dumps(dataclasses.astuple(message), separators=(",", ":")).encode()
+    assert p.encode(message) == bytes([p.PROTOCOL_VERSION, message.KIND]) + body
 
 
 def test_every_kind_has_a_sample() -> None:
