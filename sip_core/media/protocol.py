@@ -82,6 +82,7 @@ BATCH_KIND: Final = 32
 """The kind in a batch's header: not a message, but several (see `encode_batch`)."""
 _HEADER: Final = struct.Struct("!BB")
 _LENGTH: Final = struct.Struct("!I")
+_CUT_SHORT: Final = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)  # once: enum flag arithmetic is slow
 BATCH_OVERHEAD: Final = _HEADER.size
 """Bytes a batch adds: its header, and before each message its length."""
 BATCH_ENTRY_OVERHEAD: Final = _LENGTH.size
@@ -553,7 +554,7 @@ def receive_all(sock: socket.socket) -> list[tuple[Message, list[socket.socket]]
     if not data and not fds:
         return None
     try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if flags & _CUT_SHORT:
             raise ProtocolError("a message was cut short")
         messages = decode_all(data, len(sockets))
     except ProtocolError:
@@ -577,7 +578,7 @@ def receive(sock: socket.socket) -> tuple[Message, list[socket.socket]] | None:
     sockets = [socket.socket(fileno=fd) for fd in fds]
     if not data and not fds:
         return None
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+    if flags & _CUT_SHORT:
         for item in sockets:
             item.close()
         raise ProtocolError("a message was cut short")

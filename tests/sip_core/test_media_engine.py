@@ -175,6 +175,24 @@ def test_a_batch_carries_each_message_with_its_own_sockets() -> None:
             sock.close()
 
 
+@pytest.mark.parametrize("read", [p.receive, p.receive_all])
+def test_a_datagram_cut_short_is_refused(read: Callable[[socket.socket], object]) -> None:
+    """Too long for the reader's buffer, or more sockets than it takes: never half-read."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sent = [_udp() for _ in range(p.MAX_BATCH_FDS + 1)]
+    try:
+        theirs.settimeout(WAIT)
+        ours.send(p.encode(p.Refused("x" * p.MAX_MESSAGE)))
+        with pytest.raises(p.ProtocolError, match="cut short"):
+            read(theirs)
+        socket.send_fds(ours, [p.encode(p.Sync(1))], [sock.fileno() for sock in sent])
+        with pytest.raises(p.ProtocolError, match="cut short"):
+            read(theirs)
+    finally:
+        for sock in (ours, theirs, *sent):
+            sock.close()
+
+
 def _batch(*parts: bytes) -> bytes:
     return bytes([p.PROTOCOL_VERSION, p.BATCH_KIND]) + b"".join(parts)
 
