@@ -29,6 +29,13 @@ def group_cpu(pgid: int) -> float:
     return total / ticks
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by one live process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children_cpu() -> float:
     """CPU seconds of this process's finished children (the sipp processes of past steps)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -636,6 +636,9 @@ class MediaRelay:
         self._channel: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: deque[tuple[bytes, list[socket.socket]]] = deque()
+        # Commands given in this turn of the event loop, sent together at its end (`_pack`).
+        self._pending: list[tuple[bytes, list[socket.socket]]] = []
+        self._pack_handle: asyncio.Handle | None = None
         self._writing = False
         self._broken: str | None = None  # the engine failed; `_lost` is on its way
         self._numbers = itertools.count(1)
@@ -804,6 +807,7 @@ class MediaRelay:
             # Whatever stays queued is dropped with the channel: the engine exits at its end
             # anyway, and its sockets close with it.
             self._send(p.Shutdown())
+            self._pack()  # now: the channel closes before the loop turns again
         self._detach()
 
     def _finish_stop(self) -> None:
@@ -823,10 +827,14 @@ class MediaRelay:
         self._writing = False
         channel.close()
         self._channel = None
-        for _, sockets in self._outbox:
+        if self._pack_handle is not None:
+            self._pack_handle.cancel()
+            self._pack_handle = None
+        for _, sockets in (*self._outbox, *self._pending):
             for sock in sockets:
                 sock.close()
         self._outbox.clear()
+        self._pending.clear()
 
     def _forget_everything(self) -> None:
         """The engine is gone: every leg's ports are free again (its sockets died with it)."""
@@ -940,15 +948,56 @@ class MediaRelay:
     # -- the channel -----------------------------------------------------------------------------
 
     def _send(self, message: p.Message, sockets: list[socket.socket] | None = None) -> None:
-        """Queue one command, in order; the sockets it names travel with it."""
+        """Queue one command, in order; the sockets it names travel with it.
+
+        It goes out at the end of this turn of the event loop, with the others given meanwhile
+        (`_pack`): every datagram wakes the engine, and a call's set-up gives several commands
+        at once (a session, then each leg's far end, codecs and DTMF handling)."""
         sockets = sockets or []
         if self._channel is None or self._broken is not None:
             for sock in sockets:
                 sock.close()
             return
-        self._outbox.append((p.encode(message), sockets))
-        if len(self._outbox) == 1:
+        self._pending.append((p.encode(message), sockets))
+        loop = self._loop
+        if self._pack_handle is None and loop is not None and not loop.is_closed():
+            self._pack_handle = loop.call_soon(self._pack)
+
+    def _pack(self) -> None:
+        """Move the pending commands into the outbox, as few datagrams as the protocol's limits
+        allow (one command alone goes as itself), and send them."""
+        self._pack_handle = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        if self._channel is None or self._broken is not None:
+            for _, sockets in pending:
+                for sock in sockets:
+                    sock.close()
+            return
+        was_empty = not self._outbox
+        batch: list[bytes] = []
+        batch_sockets: list[socket.socket] = []
+        size = p.BATCH_OVERHEAD
+        for data, sockets in pending:
+            cost = p.BATCH_ENTRY_OVERHEAD + len(data)
+            if batch and (
+                size + cost > p.MAX_MESSAGE or len(batch_sockets) + len(sockets) > p.MAX_BATCH_FDS
+            ):
+                self._outbox.append(self._datagram(batch, batch_sockets))
+                batch, batch_sockets, size = [], [], p.BATCH_OVERHEAD
+            batch.append(data)
+            batch_sockets += sockets
+            size += cost
+        self._outbox.append(self._datagram(batch, batch_sockets))
+        if was_empty:  # else the writer is waiting for room, and sends these after the rest
             self._flush()
+
+    @staticmethod
+    def _datagram(
+        batch: list[bytes], sockets: list[socket.socket]
+    ) -> tuple[bytes, list[socket.socket]]:
+        return (batch[0] if len(batch) == 1 else p.encode_batch(batch)), sockets
 
     def _flush(self) -> bool:
         """Send queued commands until the channel is full; True when the queue is empty."""

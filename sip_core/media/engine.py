@@ -178,8 +178,9 @@ class MediaEngine:
                 self._command()
 
     def _command(self) -> None:
+        """Read one datagram (one command, or a batch of them) and carry out what it says."""
         try:
-            received = p.receive(self._channel)
+            received = p.receive_all(self._channel)
         except BlockingIOError:
             raise _Drained from None
         except p.ProtocolError as exc:
@@ -194,7 +195,15 @@ class MediaEngine:
         if received is None:  # the SIP process closed the channel or is gone
             self._loop.stop()
             return
-        message, sockets = received
+        for index, (message, sockets) in enumerate(received):
+            if self._loop.stopping:  # a Shutdown came first: what follows it is not done
+                for _, rest in received[index:]:
+                    for sock in rest:
+                        sock.close()
+                return
+            self._carry_out(message, sockets)
+
+    def _carry_out(self, message: p.Message, sockets: list[socket.socket]) -> None:
         handler = self._handlers[type(message)]
         try:
             handler(message, sockets)

@@ -2,13 +2,16 @@
 
 Why a protocol of its own: the engine is a child process (so nothing the SIP side or Home Assistant
 does can stall a call's audio), and the two talk over one AF_UNIX SOCK_SEQPACKET socketpair. The
-socket type does the framing: one datagram is one message, never split or merged. A message is a
-two-byte header (protocol version, message kind) and the message's fields as a JSON object; bound
+socket type does the framing: one datagram is one message (or one batch of them), never split or
+merged. A message is a two-byte header (protocol version, message kind) and the message's fields
+as a JSON array; bound
 sockets travel beside it as SCM_RIGHTS ancillary data (a message kind says how many it carries).
 Every message carries the version, and the engine's first message (`Hello`) says which version it
 speaks: a parent and an engine of different releases refuse each other instead of misreading.
 
-Commands go from the SIP side to the engine; events (`Hello`, `Digit`, `Latched`, `LegClosed`,
+Commands go from the SIP side to the engine, several in one datagram when they were given in
+the same turn of its event loop (a batch: see `encode_batch`; a call's set-up gives a few at
+once, and every datagram wakes the engine); events (`Hello`, `Digit`, `Latched`, `LegClosed`,
 `Stats`, `PlayEnded`, `MediaTimeout`, `Refused`, `Synced`) come back. Legs and sessions are
 named by integers the SIP side chooses.
 """
@@ -18,11 +21,15 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from enum import IntEnum, StrEnum
 from typing import Any, ClassVar, Final
 
 __all__ = [
+    "BATCH_ENTRY_OVERHEAD",
+    "BATCH_KIND",
+    "BATCH_OVERHEAD",
+    "MAX_BATCH_FDS",
     "MAX_FDS",
     "MAX_MESSAGE",
     "PROTOCOL_VERSION",
@@ -60,14 +67,25 @@ __all__ = [
     "Sync",
     "Synced",
     "decode",
+    "decode_all",
     "encode",
+    "encode_batch",
     "receive",
+    "receive_all",
 ]
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 2  # 2: batches of commands; Hello says the packet path and scheduling
 MAX_MESSAGE: Final = 65536  # far above any message here (a codec list is the longest)
-MAX_FDS: Final = 4
+MAX_FDS: Final = 4  # the most one message carries
+MAX_BATCH_FDS: Final = 16  # the most one batch carries (a sender starts another batch first)
+BATCH_KIND: Final = 32
+"""The kind in a batch's header: not a message, but several (see `encode_batch`)."""
 _HEADER: Final = struct.Struct("!BB")
+_LENGTH: Final = struct.Struct("!I")
+_CUT_SHORT: Final = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)  # once: enum flag arithmetic is slow
+BATCH_OVERHEAD: Final = _HEADER.size
+"""Bytes a batch adds: its header, and before each message its length."""
+BATCH_ENTRY_OVERHEAD: Final = _LENGTH.size
 
 type CodecSpec = tuple[int, str, int]
 """A far end's payload format as the relay needs it: payload type, encoding name, clock rate."""
@@ -442,10 +460,25 @@ _BY_KIND: Final[dict[int, type[Message]]] = {
 }
 
 
+# Per kind: the field names in order, and how many (computed once: `dataclasses.fields` and
+# `astuple` walk the class and deep-copy the values for every message, and the SIP side sends
+# several commands per call).
+_FIELD_NAMES: Final[dict[type[Message], tuple[str, ...]]] = {
+    cls: tuple(field.name for field in fields(cls)) for cls in _BY_KIND.values()
+}
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def encode(message: Message) -> bytes:
-    """The datagram for `message` (its sockets go separately, as ancillary data)."""
-    body = json.dumps(astuple(message), separators=(",", ":")).encode()
-    return _HEADER.pack(PROTOCOL_VERSION, message.KIND) + body
+    """The datagram for `message` (its sockets go separately, as ancillary data).
+
+    The body is a JSON array of the fields in declaration order; the values are JSON types
+    and tuples of them (which JSON writes as arrays), so they need no conversion first."""
+    names = _FIELD_NAMES.get(type(message))
+    if names is None:  # a message class outside the protocol's table (never sent as such)
+        names = tuple(field.name for field in fields(message))
+    values = [getattr(message, name) for name in names]
+    return _HEADER.pack(PROTOCOL_VERSION, message.KIND) + _ENCODER.encode(values).encode()
 
 
 def _tuples(value: Any) -> Any:
@@ -471,9 +504,72 @@ def decode(data: bytes, fd_count: int = 0) -> Message:
         values = json.loads(data[_HEADER.size :])
     except ValueError as exc:
         raise ProtocolError(f"{cls.__name__}: fields are not JSON: {exc}") from exc
-    if not isinstance(values, list) or len(values) != len(fields(cls)):
-        raise ProtocolError(f"{cls.__name__}: expected {len(fields(cls))} fields")
-    return cls(*(_tuples(value) for value in values))
+    count = len(_FIELD_NAMES[cls])
+    if not isinstance(values, list) or len(values) != count:
+        raise ProtocolError(f"{cls.__name__}: expected {count} fields")
+    return cls(*[_tuples(value) if isinstance(value, list) else value for value in values])
+
+
+def encode_batch(datagrams: list[bytes]) -> bytes:
+    """One datagram carrying several `encode`d messages, in order: the header (with
+    `BATCH_KIND`), then each message's length (four bytes) and datagram. Their sockets travel
+    together as the batch's ancillary data, in the same order."""
+    parts = [_HEADER.pack(PROTOCOL_VERSION, BATCH_KIND)]
+    for data in datagrams:
+        parts.append(_LENGTH.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decode_all(data: bytes, fd_count: int = 0) -> list[Message]:
+    """The messages in one datagram (a batch, or one message) in order; `ProtocolError` for
+    anything that is not valid, as a whole (nothing of a bad batch is carried out)."""
+    if len(data) < _HEADER.size or data[1] != BATCH_KIND:
+        return [decode(data, fd_count)]
+    if data[0] != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {data[0]}, expected {PROTOCOL_VERSION}")
+    messages: list[Message] = []
+    sockets = 0
+    offset = _HEADER.size
+    while offset < len(data):
+        if offset + _LENGTH.size > len(data):
+            raise ProtocolError("a batch ends inside a message's length")
+        (length,) = _LENGTH.unpack_from(data, offset)
+        offset += _LENGTH.size
+        part = data[offset : offset + length]
+        offset += length
+        if len(part) != length or length < _HEADER.size:
+            raise ProtocolError("a batch ends inside a message")
+        cls = _BY_KIND.get(part[1])
+        fds = cls.FDS if cls is not None else 0
+        messages.append(decode(part, fds))
+        sockets += fds
+    if not messages:
+        raise ProtocolError("an empty batch")
+    if sockets != fd_count:
+        raise ProtocolError(f"a batch came with {fd_count} sockets, its messages take {sockets}")
+    return messages
+
+
+def receive_all(sock: socket.socket) -> list[tuple[Message, list[socket.socket]]] | None:
+    """`receive` for a datagram that may be a batch: each message with its own sockets."""
+    data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_BATCH_FDS)
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    if not data and not fds:
+        return None
+    try:
+        if flags & _CUT_SHORT:
+            raise ProtocolError("a message was cut short")
+        messages = decode_all(data, len(sockets))
+    except ProtocolError:
+        for item in sockets:
+            item.close()
+        raise
+    received: list[tuple[Message, list[socket.socket]]] = []
+    for message in messages:
+        received.append((message, sockets[: message.FDS]))
+        del sockets[: message.FDS]
+    return received
 
 
 def receive(sock: socket.socket) -> tuple[Message, list[socket.socket]] | None:
@@ -486,7 +582,7 @@ def receive(sock: socket.socket) -> tuple[Message, list[socket.socket]] | None:
     sockets = [socket.socket(fileno=fd) for fd in fds]
     if not data and not fds:
         return None
-    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+    if flags & _CUT_SHORT:
         for item in sockets:
             item.close()
         raise ProtocolError("a message was cut short")

@@ -20,6 +20,7 @@ number and its display name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
@@ -84,12 +85,19 @@ class InboundRefusal:
     reason: str
 
 
-def _is_ip(host: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _ip_text(host: str) -> str | None:
+    """``host``'s canonical text as an IP address, None when it is not one. Cached: every
+    request's source is looked up several times (the guard, then call set-up), and parsing an
+    address costs more than the rest of the lookup."""
     try:
-        ipaddress.ip_address(host)
+        return str(ipaddress.ip_address(host))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_ip(host: str) -> bool:
+    return _ip_text(host) is not None
 
 
 class TrunkIngress:
@@ -118,15 +126,14 @@ class TrunkIngress:
         return sorted(name for name in names if not _is_ip(name))
 
     def _ips(self, host: str) -> frozenset[str]:
-        if _is_ip(host):
-            return frozenset({str(ipaddress.ip_address(host))})
+        ip = _ip_text(host)
+        if ip is not None:
+            return frozenset({ip})
         return self.addresses.get(host, frozenset())
 
     def trunk_for(self, source: Source) -> Trunk | None:
         """The trunk ``source`` belongs to, or None for anyone else."""
-        try:
-            ipaddress.ip_address(source.remote.host)
-        except ValueError:
+        if _ip_text(source.remote.host) is None:
             return None
         return self._trunk_at(source)
 
@@ -137,10 +144,7 @@ class TrunkIngress:
         if trunking is None:
             return None
         remote = source.remote
-        try:
-            ip: str | None = str(ipaddress.ip_address(remote.host))
-        except ValueError:
-            ip = None
+        ip = _ip_text(remote.host)
         for trunk in trunking.trunks:
             hops = [(trunk.host, trunk.port)]
             if trunk.outbound_proxy is not None:
@@ -161,9 +165,8 @@ class TrunkIngress:
         trunking = self._config().trunking
         if trunking is None:
             return False
-        try:
-            ip = str(ipaddress.ip_address(host))
-        except ValueError:
+        ip = _ip_text(host)
+        if ip is None:
             return False
         for trunk in trunking.trunks:
             if ip in self._ips(trunk.host):

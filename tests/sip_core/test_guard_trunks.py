@@ -120,3 +120,18 @@ def test_a_ban_from_before_the_trunk_existed_is_lifted() -> None:
     assert g.admit(request("INVITE"), udp(PROVIDER, 5060)) is None
     assert g.bans() == []
     assert BanEnded(PROVIDER, BanEndReason.LIFTED) in events
+
+
+def test_addresses_are_compared_in_their_canonical_form() -> None:
+    """A trunk's address and a request's source match however each is written (an IPv6
+    address in full or shortened), each time they are asked (the parse is cached)."""
+    trunk = Trunk("v6", "2001:DB8:0:0:0:0:0:10", "4930", "pw")
+    current = replace(make_config(), trunking=Trunking((trunk,), DialPlan(emergency_trunk="v6")))
+    ingress = TrunkIngress(lambda: current)
+    for _ in range(2):
+        assert ingress.trunk_for(udp("2001:db8::10", 5060)) is trunk
+        assert ingress.trunk_for(udp("2001:db8::10", 5070)) is None  # another port over UDP
+        assert ingress.trunk_for(udp("2001:db8::11", 5060)) is None
+        assert ingress.trunk_for(udp("sip.provider.example", 5060)) is None  # not an address
+        assert ingress.is_provider("2001:0db8::0010")
+        assert not ingress.is_provider("not-an-address")

@@ -7,6 +7,7 @@ instead of hanging; nothing is timed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -29,6 +30,7 @@ from sip_core.media.engine import MediaEngine
 from sip_core.media.fastpath import FastPathState
 from sip_core.media.scheduling import Scheduling
 from sip_core.pbx import Pbx
+from sip_core.transport import Address
 
 from .test_b2bua_udp import DOMAIN, PASSWORD, UdpPhone
 from .test_flip_udp import audio_port, call_carol_to_desk, rtp_packet, rtp_socket, udp_phone
@@ -122,6 +124,18 @@ def test_every_message_survives_the_wire(message: p.Message) -> None:
     assert p.decode(p.encode(message), message.FDS) == message
 
 
+@pytest.mark.parametrize(
+    "message",
+    [*SAMPLES, p.Play(2, 14, p.PlayKind.TONE, ("ring",), None, 20)],  # an enum as the kind
+    ids=lambda m: type(m).__name__,
+)
+def test_the_wire_form_is_the_fields_as_a_json_array(message: p.Message) -> None:
+    """The header, then every field in declaration order as one compact JSON array (tuples as
+    arrays): the form both ends have always read, whatever builds it."""
+    body = json.dumps(dataclasses.astuple(message), separators=(",", ":")).encode()
+    assert p.encode(message) == bytes([p.PROTOCOL_VERSION, message.KIND]) + body
+
+
 def test_every_kind_has_a_sample() -> None:
     assert {type(m).KIND for m in SAMPLES} == set(p.Kind)
 
@@ -141,6 +155,75 @@ def test_every_kind_has_a_sample() -> None:
 def test_what_is_not_a_message_is_refused(data: bytes, fds: int, reason: str) -> None:
     with pytest.raises(p.ProtocolError, match=reason):
         p.decode(data, fds)
+
+
+def test_a_batch_carries_each_message_with_its_own_sockets() -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sent = [_udp() for _ in range(6)]
+    try:
+        messages = [p.OpenSession(1, "call-1", 2, 3), p.SetSwallow(2, True), p.OpenSpare(1, 4, "b")]
+        batch = p.encode_batch([p.encode(m) for m in messages])
+        socket.send_fds(ours, [batch], [sock.fileno() for sock in sent])
+        ours.send(p.encode(p.Sync(5)))  # one message alone reads the same way
+        theirs.settimeout(WAIT)
+        received = p.receive_all(theirs)
+        assert received is not None
+        assert [message for message, _ in received] == messages
+        ports = [[sock.getsockname() for sock in sockets] for _, sockets in received]
+        names = [sock.getsockname() for sock in sent]
+        assert ports == [names[:4], [], names[4:]]
+        for _, sockets in received:
+            for sock in sockets:
+                sock.close()
+        assert p.receive_all(theirs) == [(p.Sync(5), [])]
+    finally:
+        for sock in (ours, theirs, *sent):
+            sock.close()
+
+
+@pytest.mark.parametrize("read", [p.receive, p.receive_all])
+def test_a_datagram_cut_short_is_refused(read: Callable[[socket.socket], object]) -> None:
+    """Too long for the reader's buffer, or more sockets than it takes: never half-read."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sent = [_udp() for _ in range(p.MAX_BATCH_FDS + 1)]
+    try:
+        theirs.settimeout(WAIT)
+        ours.send(p.encode(p.Refused("x" * p.MAX_MESSAGE)))
+        with pytest.raises(p.ProtocolError, match="cut short"):
+            read(theirs)
+        socket.send_fds(ours, [p.encode(p.Sync(1))], [sock.fileno() for sock in sent])
+        with pytest.raises(p.ProtocolError, match="cut short"):
+            read(theirs)
+    finally:
+        for sock in (ours, theirs, *sent):
+            sock.close()
+
+
+def _batch(*parts: bytes) -> bytes:
+    return bytes([p.PROTOCOL_VERSION, p.BATCH_KIND]) + b"".join(parts)
+
+
+def _entry(data: bytes) -> bytes:
+    return len(data).to_bytes(4) + data
+
+
+@pytest.mark.parametrize(
+    ("data", "fds", "reason"),
+    [
+        (_batch(), 0, "empty batch"),
+        (_batch(b"\x00\x00"), 0, "inside a message's length"),
+        (_batch(_entry(p.encode(p.Sync(1)))[:-1]), 0, "inside a message"),
+        (_batch(_entry(b"\x02")), 0, "inside a message"),
+        (_batch(_entry(p.encode(p.Sync(1))), _entry(b"\x02\x0b[1]")), 0, "expected 2 fields"),
+        (_batch(_entry(p.encode(p.OpenSpare(1, 4, "b")))), 0, "0 sockets"),
+        (_batch(_entry(p.encode(p.Sync(1)))), 2, "2 sockets"),
+        (_batch(_entry(_batch(_entry(p.encode(p.Sync(1)))))), 0, "unknown message kind"),
+        (bytes([p.PROTOCOL_VERSION + 1, p.BATCH_KIND]) + _entry(p.encode(p.Sync(1))), 0, "version"),
+    ],
+)
+def test_a_bad_batch_is_refused_as_a_whole(data: bytes, fds: int, reason: str) -> None:
+    with pytest.raises(p.ProtocolError, match=reason):
+        p.decode_all(data, fds)
 
 
 # -- the engine process on its own ----------------------------------------------------------------
@@ -200,6 +283,32 @@ def test_the_engine_exits_when_told_to() -> None:
         assert process.wait(WAIT) == 0
     finally:
         channel.close()
+
+
+def test_the_engine_carries_out_a_batch_in_order_and_nothing_after_a_shutdown() -> None:
+    process, channel = _start_engine()
+    sockets = [_udp() for _ in range(4)]
+    try:
+        assert isinstance(_next(channel), p.Hello)
+        commands = [
+            p.OpenSession(1, "call-1", 10, 11),
+            p.SetRemote(10, HOST, 6000, HOST, 6001, True),
+            p.SetSwallow(11, True),
+            p.CloseSession(1),
+            p.Sync(3),
+        ]
+        batch = p.encode_batch([p.encode(command) for command in commands])
+        socket.send_fds(channel, [batch], [sock.fileno() for sock in sockets])
+        replies = [_next(channel) for _ in range(3)]
+        assert replies[-1] == p.Synced(3)  # after both legs closed: they came first
+        assert set(replies[:2]) == {p.LegClosed(10), p.LegClosed(11)}
+        channel.send(p.encode_batch([p.encode(p.Shutdown()), p.encode(p.Sync(4))]))
+        assert process.wait(WAIT) == 0
+        assert p.receive(channel) is None  # the channel's end, and no Synced(4) before it
+    finally:
+        channel.close()
+        for sock in sockets:
+            sock.close()
 
 
 def test_legs_that_close_on_hold_leave_nothing_behind_without_an_rtp_timeout() -> None:
@@ -327,6 +436,42 @@ async def test_an_engine_told_not_to_stays_normally_scheduled() -> None:
         assert os.sched_getscheduler(pid) == os.SCHED_OTHER
     finally:
         await relay.stop()
+
+
+async def test_commands_of_one_turn_go_to_the_engine_as_one_datagram(
+    relay: MediaRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relay.start()
+    await relay.sync()
+    sent: list[tuple[list[p.Message], int]] = []
+    send_fds = socket.send_fds
+
+    def recording(sock: socket.socket, buffers: list[bytes], fds: list[int]) -> int:
+        sent.append((p.decode_all(buffers[0], len(fds)), len(fds)))
+        return send_fds(sock, buffers, fds)
+
+    monkeypatch.setattr(socket, "send_fds", recording)
+    session = relay.open_session("batched")
+    session.a.set_remote(Address(HOST, 6000))
+    session.a.swallow_dtmf = True
+    assert sent == []  # at the end of this turn of the loop
+    await asyncio.sleep(0)
+    assert [[type(m) for m in messages] for messages, _ in sent] == [
+        [p.OpenSession, p.SetRemote, p.SetSwallow]
+    ]
+    assert sent[0][1] == 4  # the session's sockets
+    sent.clear()
+    # Over the limit of sockets per datagram (16): a second datagram takes the rest, in order.
+    sessions = [relay.open_session(f"many-{n}") for n in range(5)]
+    await relay.sync()
+    assert [fds for _, fds in sent] == [16, 4]
+    opened = [m.call_id for messages, _ in sent for m in messages if isinstance(m, p.OpenSession)]
+    assert opened == [f"many-{n}" for n in range(5)]
+    assert isinstance(sent[-1][0][-1], p.Sync)
+    assert all(s.a.local_rtp.port and not bindable(s.a.local_rtp.port) for s in sessions)
+    for item in (session, *sessions):
+        item.close()
+    await relay.sync()
 
 
 async def test_a_closed_session_gives_its_ports_back(relay: MediaRelay) -> None:
