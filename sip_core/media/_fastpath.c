@@ -154,22 +154,10 @@ taken(Entry *entry)
     return result;
 }
 
+/* What take and remove share: the counts of the descriptor `arg`, taken; with `leave`, the
+ * descriptor is no longer forwarded here. None when it is not registered. */
 static PyObject *
-FastPath_take(FastPath *self, PyObject *arg)
-{
-    int fd = PyLong_AsInt(arg);
-    if (fd == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Entry *entry = entry_for(self, fd);
-    if (entry == NULL) {
-        Py_RETURN_NONE;
-    }
-    return taken(entry);
-}
-
-static PyObject *
-FastPath_remove(FastPath *self, PyObject *arg)
+take_from(FastPath *self, PyObject *arg, int leave)
 {
     int fd = PyLong_AsInt(arg);
     if (fd == -1 && PyErr_Occurred()) {
@@ -180,10 +168,22 @@ FastPath_remove(FastPath *self, PyObject *arg)
         Py_RETURN_NONE;
     }
     PyObject *result = taken(entry);
-    if (result != NULL) {
+    if (result != NULL && leave) {
         entry->active = 0;
     }
     return result;
+}
+
+static PyObject *
+FastPath_take(FastPath *self, PyObject *arg)
+{
+    return take_from(self, arg, 0);
+}
+
+static PyObject *
+FastPath_remove(FastPath *self, PyObject *arg)
+{
+    return take_from(self, arg, 1);
 }
 
 /* poll(epfd, timeout): epoll_wait without the GIL; the number of ready descriptors. The timeout
