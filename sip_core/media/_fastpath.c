@@ -186,9 +186,39 @@ FastPath_remove(FastPath *self, PyObject *arg)
     return take_from(self, arg, 1);
 }
 
-/* poll(epfd, timeout): epoll_wait without the GIL; the number of ready descriptors. The timeout
- * is in seconds, rounded up to whole milliseconds as select.epoll.poll does; negative: forever.
- * An interrupted wait runs the signal handlers and reports nothing ready. */
+/* Seconds as epoll_wait's timeout: whole milliseconds rounded up, as select.epoll.poll does;
+ * negative: forever. */
+static int
+milliseconds(double seconds)
+{
+    if (seconds < 0) {
+        return -1;
+    }
+    double rounded = seconds * 1000.0;
+    int ms = (int)rounded;
+    return (double)ms < rounded ? ms + 1 : ms;
+}
+
+/* epoll_wait without the GIL: how many descriptors are ready. An interrupted wait runs the
+ * signal handlers and reports nothing ready; -1 with an exception set on an error. */
+static int
+wait_ready(FastPath *self, int epfd, int ms)
+{
+    int count;
+    Py_BEGIN_ALLOW_THREADS
+    count = epoll_wait(epfd, self->events, MAX_EVENTS, ms);
+    Py_END_ALLOW_THREADS
+    if (count >= 0) {
+        return count;
+    }
+    if (errno != EINTR) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    return PyErr_CheckSignals() < 0 ? -1 : 0;
+}
+
+/* poll(epfd, timeout): the number of ready descriptors (see `milliseconds`, `wait_ready`). */
 static PyObject *
 FastPath_poll(FastPath *self, PyObject *args)
 {
@@ -197,29 +227,10 @@ FastPath_poll(FastPath *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "id:poll", &epfd, &timeout)) {
         return NULL;
     }
-    int ms;
-    if (timeout < 0) {
-        ms = -1;
-    } else {
-        double rounded = timeout * 1000.0;
-        ms = (int)rounded;
-        if ((double)ms < rounded) {
-            ms += 1;
-        }
-    }
-    int count;
-    Py_BEGIN_ALLOW_THREADS
-    count = epoll_wait(epfd, self->events, MAX_EVENTS, ms);
-    Py_END_ALLOW_THREADS
+    int count = wait_ready(self, epfd, milliseconds(timeout));
     if (count < 0) {
         self->ready = 0;
-        if (errno == EINTR) {
-            if (PyErr_CheckSignals() < 0) {
-                return NULL;
-            }
-            return PyLong_FromLong(0);
-        }
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
     }
     self->ready = count;
     return PyLong_FromLong(count);
@@ -331,27 +342,11 @@ FastPath_run(FastPath *self, PyObject *args)
     }
     double deadline = monotonic_now() + (timeout < 0 ? 0 : timeout);
     for (;;) {
-        int ms = -1;
-        if (timeout >= 0) {
-            double remaining = (deadline - monotonic_now()) * 1000.0;
-            ms = remaining <= 0 ? 0 : (int)remaining;
-            if (ms >= 0 && (double)ms < remaining) {
-                ms += 1;
-            }
-        }
-        int count;
-        Py_BEGIN_ALLOW_THREADS
-        count = epoll_wait(epfd, self->events, MAX_EVENTS, ms);
-        Py_END_ALLOW_THREADS
+        double remaining = deadline - monotonic_now();
+        int ms = timeout < 0 ? -1 : milliseconds(remaining > 0 ? remaining : 0);
+        int count = wait_ready(self, epfd, ms);
         if (count < 0) {
-            if (errno != EINTR) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                goto error;
-            }
-            if (PyErr_CheckSignals() < 0) {
-                goto error;
-            }
-            return results(rest, packets);
+            goto error;
         }
         if (handle(self, count, monotonic_now(), rest, packets) < 0) {
             goto error;
